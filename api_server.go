@@ -1,0 +1,139 @@
+// Server API handlers: pullreqsmart, pushres and extend, for the SimServer
+// that holds a net's key.
+
+package main
+
+import (
+	"net/http"
+	"time"
+)
+
+func handlePullReqSmart(st *store, lp *poller, cfg config) apiFunc {
+	type response struct {
+		Requests []leasedRequest `json:"requests"`
+	}
+	return func(w http.ResponseWriter, r *http.Request, p *params) error {
+		net, key, err := serverAuth(p)
+		if err != nil {
+			return err
+		}
+		wait, err := p.seconds("wait", defaultWait, lp.maxWait)
+		if err != nil {
+			return err
+		}
+		max, err := p.intIn("max", 1, 100, 1)
+		if err != nil {
+			return err
+		}
+		lease, err := leaseParam(p, cfg)
+		if err != nil {
+			return err
+		}
+		ctx := r.Context()
+		if err := st.authorizeServer(ctx, net, key); err != nil {
+			return err
+		}
+		st.touchNet(net)
+		defer st.touchNet(net)
+
+		got := []leasedRequest{}
+		_, err = lp.poll(ctx, netKey(net), wait, func() (bool, time.Time, error) {
+			ready, nextLease, err := st.readyState(ctx, net)
+			if err != nil || !ready {
+				return false, nextLease, err
+			}
+			if got, err = st.lease(ctx, net, max, lease); err != nil {
+				return false, time.Time{}, err
+			}
+			return len(got) > 0, nextLease, nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(got) > 0 {
+			// Other SimServers waiting on this net must see these come back
+			// if the lease runs out unanswered.
+			lp.hub.notifyAt(netKey(net), lease)
+		}
+		writeJSON(w, http.StatusOK, response{got})
+		return nil
+	}
+}
+
+// leaseParam reads `lease` in seconds: default --lease, at most --max-lease,
+// more than zero.
+func leaseParam(p *params, cfg config) (time.Duration, error) {
+	lease, err := p.seconds("lease", cfg.DefaultLease, cfg.MaxLease)
+	if err != nil {
+		return 0, err
+	}
+	if lease < time.Millisecond {
+		return 0, badRequest("invalid_param", "lease must be more than 0 seconds")
+	}
+	return lease, nil
+}
+
+func handlePushRes(st *store, h *hub) apiFunc {
+	type response struct {
+		RID    string `json:"rid"`
+		Status string `json:"status"`
+	}
+	return func(w http.ResponseWriter, r *http.Request, p *params) error {
+		net, key, err := serverAuth(p)
+		if err != nil {
+			return err
+		}
+		rid, err := p.requiredStr("rid")
+		if err != nil {
+			return err
+		}
+		obj, err := simObject(p, "sim_res", simResFields)
+		if err != nil {
+			return err
+		}
+		simRes, err := normalizeSimRes(obj)
+		if err != nil {
+			return err
+		}
+		if err := st.authorizeServer(r.Context(), net, key); err != nil {
+			return err
+		}
+		owner, err := st.answer(r.Context(), net, rid, simRes)
+		if err != nil {
+			return err
+		}
+		h.notify(tokenKey(owner))
+		writeJSON(w, http.StatusOK, response{rid, statusAnswered})
+		return nil
+	}
+}
+
+func handleExtend(st *store, cfg config) apiFunc {
+	type response struct {
+		RID            string `json:"rid"`
+		LeaseExpiresAt string `json:"lease_expires_at"`
+	}
+	return func(w http.ResponseWriter, r *http.Request, p *params) error {
+		net, key, err := serverAuth(p)
+		if err != nil {
+			return err
+		}
+		rid, err := p.requiredStr("rid")
+		if err != nil {
+			return err
+		}
+		lease, err := leaseParam(p, cfg)
+		if err != nil {
+			return err
+		}
+		if err := st.authorizeServer(r.Context(), net, key); err != nil {
+			return err
+		}
+		until, err := st.extend(r.Context(), net, rid, lease)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, response{rid, formatMS(until)})
+		return nil
+	}
+}

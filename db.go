@@ -1,0 +1,443 @@
+// The store: SQLite through modernc.org/sqlite (no cgo), in WAL mode.
+//
+// One writer connection runs every write. Writes from concurrent requests
+// queue up on a channel and the writer commits them together, each inside
+// its own savepoint (group commit): under load many pushreq/pushres share one
+// transaction, and a failing write still leaves nothing behind. Reads run on
+// a separate pool and never wait for the writer.
+
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"database/sql"
+	_ "embed"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "modernc.org/sqlite"
+)
+
+//go:embed schema.sql
+var schemaV1 string
+
+// migrations are the schema steps; step i brings user_version from i to i+1.
+// A shipped step never changes: add a new one.
+var migrations = []string{schemaV1}
+
+// storeOptions are the lifetimes and limits the store enforces.
+type storeOptions struct {
+	ReqTTL      time.Duration    // unanswered request: then expired
+	ResTTL      time.Duration    // answered, expired or failed: then deleted
+	TokenTTL    time.Duration    // login token lifetime
+	MaxAttempts int              // deliveries before a request is failed
+	Sync        string           // "normal" or "full": PRAGMA synchronous
+	Now         func() time.Time // the clock; tests inject one
+}
+
+func (o *storeOptions) setDefaults() {
+	if o.ReqTTL == 0 {
+		o.ReqTTL = 5 * time.Minute
+	}
+	if o.ResTTL == 0 {
+		o.ResTTL = 10 * time.Minute
+	}
+	if o.TokenTTL == 0 {
+		o.TokenTTL = 24 * time.Hour
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = 5
+	}
+	if o.Sync == "" {
+		o.Sync = "normal"
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+type store struct {
+	opts storeOptions
+	now  func() time.Time
+	w    *sql.DB // one connection: every write
+	r    *sql.DB // a pool: reads
+	q    statements
+
+	ops        chan *writeOp
+	mu         sync.RWMutex // held for reading while sending on ops; Close takes it to stop
+	closed     bool
+	quit       chan struct{}
+	writerDone chan struct{}
+
+	tokens   sync.Map // string(token hash) -> token
+	netKeys  sync.Map // net -> key hash
+	lastPoll sync.Map // net -> int64 ms last written to nets.last_poll_at
+
+	commits atomic.Int64 // transactions committed by the writer
+	writes  atomic.Int64 // write operations in them
+}
+
+// writeOp is one write waiting for the writer: fn runs inside the shared
+// transaction under its own savepoint.
+type writeOp struct {
+	ctx  context.Context
+	fn   func(ctx context.Context, tx *sql.Tx) error
+	done chan error // nil: nobody waits (fire and forget)
+}
+
+// maxBatch bounds a group commit: 256 writes keep one transaction well under
+// a millisecond of work while amortising its commit.
+const maxBatch = 256
+
+// openStore opens (creating and migrating as needed) the store at path and
+// starts its writer.
+func openStore(ctx context.Context, path string, opts storeOptions) (*store, error) {
+	opts.setDefaults()
+	if opts.Sync != "normal" && opts.Sync != "full" {
+		return nil, fmt.Errorf("sync must be normal or full, not %q", opts.Sync)
+	}
+	// WAL: readers never block the writer. busy_timeout: another process (an
+	// operator's purge) may hold the write lock for a moment. synchronous:
+	// NORMAL survives a killed process (the WAL is in the OS); FULL also
+	// survives power loss, at one fsync per commit.
+	pragmas := "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(" + opts.Sync + ")"
+	w, err := sql.Open("sqlite", path+pragmas+"&_txlock=immediate")
+	if err != nil {
+		return nil, err
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	if err := migrate(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", path+pragmas+"&_pragma=query_only(1)")
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	readers := max(4, runtime.GOMAXPROCS(0))
+	r.SetMaxOpenConns(readers)
+	r.SetMaxIdleConns(readers)
+	r.SetConnMaxLifetime(0)
+
+	s := &store{
+		opts: opts, now: opts.Now, w: w, r: r,
+		ops:        make(chan *writeOp, 4*maxBatch),
+		quit:       make(chan struct{}),
+		writerDone: make(chan struct{}),
+	}
+	if err := s.q.prepare(ctx, w, r); err != nil {
+		s.w.Close()
+		s.r.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	go s.writer()
+	return s, nil
+}
+
+// openStoreReadOnly opens an existing store for reading only (inspect). It
+// never creates a file and refuses one that is not a c2cvia store.
+func openStoreReadOnly(ctx context.Context, path string, opts storeOptions) (*store, error) {
+	opts.setDefaults()
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("no store at %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
+	if err != nil {
+		return nil, err
+	}
+	var version int
+	if err := r.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("read store %s: %w", path, err)
+	}
+	if version == 0 || version > len(migrations) {
+		r.Close()
+		return nil, fmt.Errorf("%s is not a c2cvia store this version can read (schema version %d)", path, version)
+	}
+	return &store{opts: opts, now: opts.Now, r: r}, nil
+}
+
+// migrate brings the schema to the newest version, one step per transaction.
+func migrate(ctx context.Context, db *sql.DB) error {
+	var version int
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return err
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this c2cvia knows (%d)", version, len(migrations))
+	}
+	for ; version < len(migrations); version++ {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, migrations[version]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("schema step %d: %w", version+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, version+1)); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close stops the writer after the writes already queued, then closes the
+// database; the last connection out checkpoints and removes the WAL.
+func (s *store) Close() error {
+	if s.w == nil { // read-only
+		return s.r.Close()
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.quit)
+	s.mu.Unlock()
+	<-s.writerDone
+	s.q.close()
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// write runs fn in the writer's transaction and waits for the commit.
+func (s *store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	if err := s.submit(op); err != nil {
+		return err
+	}
+	return <-op.done
+}
+
+// writeLater queues fn without waiting for it. Writes are applied in the
+// order they are queued, so a later write sees it. For bookkeeping whose loss
+// in a crash costs nothing but a repeat (the pulled mark, the last poll).
+func (s *store) writeLater(fn func(ctx context.Context, tx *sql.Tx) error) {
+	_ = s.submit(&writeOp{ctx: context.Background(), fn: fn})
+}
+
+func (s *store) submit(op *writeOp) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return errStoreClosed
+	}
+	select {
+	case s.ops <- op:
+		return nil
+	case <-op.ctx.Done():
+		return op.ctx.Err()
+	}
+}
+
+// writer is the single goroutine that writes. It takes whatever writes are
+// waiting (up to maxBatch) and commits them as one transaction.
+func (s *store) writer() {
+	defer close(s.writerDone)
+	batch := make([]*writeOp, 0, maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case op := <-s.ops:
+			batch = append(batch, op)
+		case <-s.quit:
+			// Close holds no sender any more: drain what was queued, then stop.
+			for {
+				select {
+				case op := <-s.ops:
+					s.commit([]*writeOp{op})
+				default:
+					return
+				}
+			}
+		}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case op := <-s.ops:
+				batch = append(batch, op)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit runs a batch in one transaction. Each write runs under a savepoint,
+// so a failing one is rolled back alone; a failed commit fails them all.
+func (s *store) commit(batch []*writeOp) {
+	ctx := context.Background()
+	errs := make([]error, len(batch))
+	finish := func() {
+		for i, op := range batch {
+			if op.done != nil {
+				op.done <- errs[i]
+			}
+		}
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		finish()
+		return
+	}
+	defer tx.Rollback()
+	single := len(batch) == 1
+	for i, op := range batch {
+		if err := op.ctx.Err(); err != nil {
+			errs[i] = err // the caller is gone: do not write for it
+			continue
+		}
+		if single {
+			errs[i] = op.fn(op.ctx, tx)
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT op`); err != nil {
+			errs[i] = err
+			continue
+		}
+		if errs[i] = op.fn(op.ctx, tx); errs[i] != nil {
+			_, _ = tx.ExecContext(ctx, `ROLLBACK TO op`)
+		}
+		_, _ = tx.ExecContext(ctx, `RELEASE op`)
+	}
+	if single && errs[0] != nil {
+		finish() // deferred rollback undoes it
+		return
+	}
+	if err := tx.Commit(); err != nil {
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = err
+			}
+		}
+	} else {
+		s.commits.Add(1)
+		s.writes.Add(int64(len(batch)))
+	}
+	finish()
+}
+
+// ms is the store's time unit: Unix milliseconds.
+func (s *store) nowMS() int64 { return s.now().UnixMilli() }
+
+// token is a logged-in SimClient.
+type token struct {
+	Hash      []byte
+	PeerID    string
+	Net       string
+	ExpiresAt int64
+}
+
+// createToken logs a SimClient into net and returns its secret token.
+func (s *store) createToken(ctx context.Context, net string) (secret string, t token, err error) {
+	secret = newToken()
+	now := s.nowMS()
+	t = token{Hash: secretHash(secret), PeerID: newPeerID(), Net: net, ExpiresAt: now + s.opts.TokenTTL.Milliseconds()}
+	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.StmtContext(ctx, s.q.insertToken).ExecContext(ctx, t.Hash, t.PeerID, t.Net, now, t.ExpiresAt)
+		return err
+	})
+	if err != nil {
+		return "", token{}, err
+	}
+	s.tokens.Store(string(t.Hash), t)
+	return secret, t, nil
+}
+
+// lookupToken returns the SimClient a secret token belongs to.
+func (s *store) lookupToken(ctx context.Context, secret string) (token, error) {
+	if secret == "" {
+		return token{}, errMissingToken
+	}
+	hash := secretHash(secret)
+	var t token
+	if v, ok := s.tokens.Load(string(hash)); ok {
+		t = v.(token)
+	} else {
+		err := s.q.tokenByHash.QueryRowContext(ctx, hash).Scan(&t.PeerID, &t.Net, &t.ExpiresAt)
+		if errors.Is(err, sql.ErrNoRows) {
+			return token{}, errUnknownToken
+		}
+		if err != nil {
+			return token{}, err
+		}
+		t.Hash = hash
+		s.tokens.Store(string(hash), t)
+	}
+	if t.ExpiresAt <= s.nowMS() {
+		return token{}, errTokenExpired
+	}
+	return t, nil
+}
+
+// authorizeServer checks a SimServer's key for net. The first key used on an
+// unclaimed net claims it; only the key's hash is stored.
+func (s *store) authorizeServer(ctx context.Context, net, key string) error {
+	if key == "" {
+		return errMissingKey
+	}
+	hash := secretHash(key)
+	check := func(stored []byte) error {
+		s.netKeys.Store(net, stored)
+		if subtle.ConstantTimeCompare(stored, hash) != 1 {
+			return errWrongKey
+		}
+		return nil
+	}
+	if v, ok := s.netKeys.Load(net); ok {
+		return check(v.([]byte))
+	}
+	var stored []byte
+	err := s.q.netKey.QueryRowContext(ctx, net).Scan(&stored)
+	if err == nil {
+		return check(stored)
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	if len(key) < 16 {
+		return errKeyTooShort
+	}
+	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.StmtContext(ctx, s.q.claimNet).ExecContext(ctx, net, hash, s.nowMS()); err != nil {
+			return err
+		}
+		// Another key may have claimed it a moment before: read the winner.
+		return tx.StmtContext(ctx, s.q.claimedKey).QueryRowContext(ctx, net).Scan(&stored)
+	})
+	if err != nil {
+		return err
+	}
+	return check(stored)
+}
+
+// touchNet records that a SimServer polled net, at most once a second.
+func (s *store) touchNet(net string) {
+	now := s.nowMS()
+	if v, ok := s.lastPoll.Load(net); ok && now-v.(int64) < 1000 {
+		return
+	}
+	s.lastPoll.Store(net, now)
+	s.writeLater(func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.StmtContext(ctx, s.q.touchNet).ExecContext(ctx, now, net)
+		return err
+	})
+}

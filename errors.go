@@ -1,0 +1,89 @@
+// Errors and the single JSON error shape: every failure a client sees is an
+// *apiError, and writeError is the only place that turns one into a response.
+
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// apiError is a failure with the status and code a client sees:
+// {"error": {"code": "...", "message": "..."}}.
+type apiError struct {
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter time.Duration // 429 only
+}
+
+func (e *apiError) Error() string { return e.Code + ": " + e.Message }
+
+// The fixed errors. Store methods return these; handlers add their own
+// 400s through badRequest.
+var (
+	errMissingToken  = newAPIError(http.StatusUnauthorized, "missing_token", "a token is required: Authorization: Bearer TOKEN or a token parameter")
+	errUnknownToken  = newAPIError(http.StatusUnauthorized, "unknown_token", "the token is not known; log in again")
+	errTokenExpired  = newAPIError(http.StatusUnauthorized, "token_expired", "the token has expired; log in again")
+	errMissingKey    = newAPIError(http.StatusUnauthorized, "missing_key", "a key is required: Authorization: Bearer KEY or a key parameter")
+	errWrongKey      = newAPIError(http.StatusForbidden, "wrong_key", "this net is claimed by another key")
+	errNotFound      = newAPIError(http.StatusNotFound, "not_found", "no such request")
+	errNoRoute       = newAPIError(http.StatusNotFound, "no_route", "no such endpoint; see /api/v1/...")
+	errMethod        = newAPIError(http.StatusMethodNotAllowed, "method_not_allowed", "this endpoint does not take that method; see the Allow header")
+	errAnswered      = newAPIError(http.StatusConflict, "already_answered", "the request was already answered")
+	errLeaseLost     = newAPIError(http.StatusConflict, "lease_lost", "the lease on this request ran out; it may have been handed out again")
+	errExpired       = newAPIError(http.StatusGone, "expired", "the request was not answered within its time to live")
+	errFailed        = newAPIError(http.StatusGone, "failed", "the request was handed out too many times without an answer")
+	errTooLarge      = newAPIError(http.StatusRequestEntityTooLarge, "body_too_large", "the request body is over the size limit")
+	errMediaType     = newAPIError(http.StatusUnsupportedMediaType, "unsupported_media_type", "send application/json or application/x-www-form-urlencoded")
+	errShuttingDown  = newAPIError(http.StatusServiceUnavailable, "shutting_down", "the relay is shutting down; try again shortly")
+	errInternal      = newAPIError(http.StatusInternalServerError, "internal", "internal error; see the relay's log")
+	errStoreClosed   = errors.New("store closed")
+	errKeyTooShort   = badRequest("weak_key", "a key must be at least 16 characters")
+	errInvalidNet    = badRequest("invalid_net", "net must be 1-64 characters of A-Z a-z 0-9 . _ -")
+	errMalformedJSON = badRequest("malformed_json", "the body is not valid JSON")
+)
+
+func badRequest(code, format string, args ...any) *apiError {
+	return &apiError{Status: http.StatusBadRequest, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// writeJSON writes v as a JSON response with the given status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v) // the client may be gone; nothing to do about it
+}
+
+// writeError answers err in the JSON error shape. Anything that is not an
+// *apiError is a relay fault: logged in full, answered as a bare 500.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	var e *apiError
+	if !errors.As(err, &e) {
+		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		e = errInternal
+	}
+	if e.Status == http.StatusTooManyRequests && e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+	}
+	type body struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	writeJSON(w, e.Status, struct {
+		Error body `json:"error"`
+	}{body{e.Code, e.Message}})
+}
+
+func newAPIError(status int, code, message string) *apiError {
+	return &apiError{Status: status, Code: code, Message: message}
+}

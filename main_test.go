@@ -1,0 +1,396 @@
+// Test helpers shared by every test file: a relay on a real SQLite file in
+// t.TempDir() with an injected clock, HTTP helpers, and the relay as a child
+// process (the test binary re-executed) for crash and signal tests.
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestMain lets the test binary act as the relay: a child started with
+// C2CVIA_TEST_AS_RELAY=1 runs main() with its arguments.
+func TestMain(m *testing.M) {
+	if os.Getenv("C2CVIA_TEST_AS_RELAY") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// fakeClock is an injected clock for TTLs and leases.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// testRelay is a relay served by httptest on a real SQLite file.
+type testRelay struct {
+	t      *testing.T
+	URL    string
+	DBPath string
+	store  *store
+	srv    *server
+	clock  *fakeClock
+	cfg    config
+}
+
+// testConfig is serve's defaults, as the flags give them.
+func testConfig(dbPath string) config {
+	return config{
+		Addr: "127.0.0.1:0", DB: dbPath,
+		ReqTTL: 5 * time.Minute, ResTTL: 10 * time.Minute, TokenTTL: 24 * time.Hour,
+		MaxWait: 60 * time.Second, MaxAttempts: 5,
+		DefaultLease: 30 * time.Second, MaxLease: 10 * time.Minute,
+		MaxBody: 1 << 20, CORSOrigin: "*", Sync: "normal", JanitorEvery: time.Minute,
+	}
+}
+
+// newTestRelay starts a relay with a fake clock; change adjusts its config.
+func newTestRelay(t *testing.T, change ...func(*config)) *testRelay {
+	t.Helper()
+	dbPath := filepath.Join(t.TempDir(), "relay.db")
+	cfg := testConfig(dbPath)
+	for _, c := range change {
+		c(&cfg)
+	}
+	clock := newFakeClock()
+	opts := cfg.storeOptions()
+	opts.Now = clock.Now
+	st, err := openStore(context.Background(), dbPath, opts)
+	require.NoError(t, err)
+	srv := newServer(discardLogger(), st, cfg)
+	ts := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		srv.shutdown()
+		ts.Close()
+		require.NoError(t, st.Close())
+	})
+	return &testRelay{t: t, URL: ts.URL, DBPath: dbPath, store: st, srv: srv, clock: clock, cfg: cfg}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// reply is a decoded relay response.
+type reply struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	JSON   map[string]any // nil when the body is not a JSON object
+}
+
+// errorCode returns the code of a JSON error reply, or "".
+func (r reply) errorCode() string {
+	if e, ok := r.JSON["error"].(map[string]any); ok {
+		code, _ := e["code"].(string)
+		return code
+	}
+	return ""
+}
+
+func (r reply) str(key string) string {
+	s, _ := r.JSON[key].(string)
+	return s
+}
+
+// do sends one request to the relay and decodes the reply.
+func (r *testRelay) do(req *http.Request) reply {
+	r.t.Helper()
+	return doRequest(r.t, req)
+}
+
+func doRequest(t *testing.T, req *http.Request) reply {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	rep := reply{Status: resp.StatusCode, Header: resp.Header, Body: body}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	_ = dec.Decode(&rep.JSON)
+	return rep
+}
+
+// get calls GET path with query parameters.
+func (r *testRelay) get(path string, q url.Values) reply {
+	r.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, r.URL+path+"?"+q.Encode(), nil)
+	require.NoError(r.t, err)
+	return r.do(req)
+}
+
+// postJSON calls POST path with a JSON body; bearer, if set, goes in
+// Authorization.
+func (r *testRelay) postJSON(path, bearer string, body any) reply {
+	r.t.Helper()
+	b, err := json.Marshal(body)
+	require.NoError(r.t, err)
+	req, err := http.NewRequest(http.MethodPost, r.URL+path, bytes.NewReader(b))
+	require.NoError(r.t, err)
+	req.Header.Set("Content-Type", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	return r.do(req)
+}
+
+// postForm calls POST path with a form body.
+func (r *testRelay) postForm(path string, form url.Values) reply {
+	r.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, r.URL+path, strings.NewReader(form.Encode()))
+	require.NoError(r.t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return r.do(req)
+}
+
+// login logs a SimClient into net and returns its token and peer_id.
+func (r *testRelay) login(net string) (tok, peer string) {
+	r.t.Helper()
+	rep := r.get("/api/v1/client/login", url.Values{"net": {net}})
+	require.Equal(r.t, http.StatusOK, rep.Status, string(rep.Body))
+	return rep.str("token"), rep.str("peer_id")
+}
+
+// push sends a sim_req and returns its rid.
+func (r *testRelay) push(tok string, simReq any) string {
+	r.t.Helper()
+	rep := r.postJSON("/api/v1/client/pushreq", tok, map[string]any{"sim_req": simReq})
+	require.Equal(r.t, http.StatusCreated, rep.Status, string(rep.Body))
+	return rep.str("rid")
+}
+
+// leased is one request from pullreqsmart.
+type leased struct {
+	RID            string          `json:"rid"`
+	SimReq         json.RawMessage `json:"sim_req"`
+	From           string          `json:"from"`
+	Attempt        int             `json:"attempt"`
+	LeaseExpiresAt string          `json:"lease_expires_at"`
+}
+
+// pullReqs calls pullreqsmart for net with key and extra parameters.
+func (r *testRelay) pullReqs(net, key string, extra url.Values) []leased {
+	r.t.Helper()
+	rep, list := r.pullReqsReply(net, key, extra)
+	require.Equal(r.t, http.StatusOK, rep.Status, string(rep.Body))
+	return list
+}
+
+func (r *testRelay) pullReqsReply(net, key string, extra url.Values) (reply, []leased) {
+	r.t.Helper()
+	q := url.Values{"net": {net}, "key": {key}, "wait": {"0"}}
+	for k, v := range extra {
+		q[k] = v
+	}
+	rep := r.get("/api/v1/server/pullreqsmart", q)
+	var out struct {
+		Requests []leased `json:"requests"`
+	}
+	if rep.Status == http.StatusOK {
+		require.NoError(r.t, json.Unmarshal(rep.Body, &out))
+	}
+	return rep, out.Requests
+}
+
+// answer posts a sim_res for rid and returns the reply.
+func (r *testRelay) answer(net, key, rid string, simRes any) reply {
+	r.t.Helper()
+	return r.postJSON("/api/v1/server/pushres", key, map[string]any{"net": net, "rid": rid, "sim_res": simRes})
+}
+
+// count returns SELECT count(*) FROM table [WHERE ...] straight from the file.
+func (r *testRelay) count(table string) int {
+	r.t.Helper()
+	var n int
+	require.NoError(r.t, r.store.r.QueryRow(`SELECT count(*) FROM `+table).Scan(&n))
+	return n
+}
+
+const testKey = "test-key-0123456789"
+
+// waitFor checks cond every 5 ms until it holds, failing the test after
+// within. For state with no event of its own to wait on (a gauge returning
+// to zero, a port answering).
+func waitFor(t *testing.T, within time.Duration, cond func() bool, msg string) {
+	t.Helper()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("timed out after %s waiting for: %s", within, msg)
+		case <-tick.C:
+		}
+	}
+}
+
+// relayProcess is the relay as a child process (the test binary re-run).
+type relayProcess struct {
+	cmd    *exec.Cmd
+	URL    string
+	stderr *bytes.Buffer
+	exited chan error
+}
+
+// startRelayProcess runs `c2cvia serve` in a child on dbPath and waits until
+// it answers /healthz.
+func startRelayProcess(t *testing.T, dbPath string, args ...string) *relayProcess {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"serve", "--addr", "127.0.0.1:0", "--db", dbPath}, args...)...)
+	cmd.Env = append(os.Environ(), "C2CVIA_TEST_AS_RELAY=1")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	p := &relayProcess{cmd: cmd, stderr: &bytes.Buffer{}, exited: make(chan error, 1)}
+	cmd.Stderr = &syncWriter{w: p.stderr}
+	require.NoError(t, cmd.Start())
+	urls := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if _, rest, ok := strings.Cut(sc.Text(), "listening on "); ok {
+				urls <- strings.Fields(rest)[0]
+			}
+		}
+		p.exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	select {
+	case p.URL = <-urls:
+	case err := <-p.exited:
+		t.Fatalf("relay exited before listening: %v\n%s", err, p.stderr)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("relay did not start within 30s\n%s", p.stderr)
+	}
+	waitHealthy(t, p.URL)
+	return p
+}
+
+// waitHealthy waits until url answers GET /healthz with 200.
+func waitHealthy(t *testing.T, base string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, func() bool {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, base+"/healthz answering 200")
+}
+
+// kill stops the child with SIGKILL and waits for it to be gone.
+func (p *relayProcess) kill(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Kill())
+	<-p.exited
+}
+
+// syncWriter makes a writer safe for concurrent use.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(b)
+}
+
+// runCLI runs the program in-process with args and env, and returns stdout.
+func runCLI(t *testing.T, env map[string]string, args ...string) (string, error) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), args, func(k string) string { return env[k] }, &stdout, &stderr)
+	return stdout.String(), err
+}
+
+// startRun runs `serve` through run() in-process; stop cancels it (as
+// SIGTERM does) and returns run's error.
+func startRun(t *testing.T, env map[string]string, args ...string) (base string, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, args, func(k string) string { return env[k] }, pw, io.Discard)
+		pw.Close()
+	}()
+	urls := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if _, rest, ok := strings.Cut(sc.Text(), "listening on "); ok {
+				urls <- strings.Fields(rest)[0]
+			}
+		}
+	}()
+	select {
+	case base = <-urls:
+	case err := <-done:
+		cancel()
+		t.Fatalf("serve exited before listening: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("serve did not start within 30s")
+	}
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(30 * time.Second):
+				runErr = fmt.Errorf("serve did not stop within 30s")
+			}
+		})
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	waitHealthy(t, base)
+	return base, stop
+}

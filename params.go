@@ -1,0 +1,230 @@
+// Parameter decoding: one way in for every endpoint. Parameters come from the
+// query string and from a POST body of JSON or form type; a body field wins.
+
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// params holds one call's parameters. A value from the query string or a form
+// body is text; a value from a JSON body is raw JSON.
+type params struct {
+	text map[string]string
+	json map[string]json.RawMessage
+	auth string // the Authorization: Bearer credential, if any
+}
+
+// jsonTextFields are object-valued: in the query or a form body they are JSON
+// text. Every other text field that wants JSON (simBody) takes the text as a
+// plain string.
+var jsonTextFields = map[string]bool{
+	"sim_req": true, "sim_res": true, "simHeaders": true,
+	"simQueryParams": true, "simRouteParams": true, "data": true,
+}
+
+// decodeParams reads r's query and body under a maxBody limit. It never
+// writes anything; every failure is an *apiError.
+func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64) (*params, error) {
+	p := &params{text: map[string]string{}, json: map[string]json.RawMessage{}}
+	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		p.auth = strings.TrimSpace(a[7:])
+	}
+	for k, vs := range r.URL.Query() {
+		p.text[k] = vs[0]
+	}
+	if r.Method != http.MethodPost && r.Method != http.MethodPut && r.Method != http.MethodPatch {
+		return p, nil
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, errTooLarge
+		}
+		return nil, badRequest("unreadable_body", "the body could not be read: %v", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return p, nil
+	}
+	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil {
+		return nil, errMediaType
+	}
+	switch mediaType {
+	case "application/json":
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(body, &fields); err != nil {
+			var typeErr *json.UnmarshalTypeError
+			if errors.As(err, &typeErr) {
+				return nil, badRequest("invalid_body", "the JSON body must be an object")
+			}
+			return nil, errMalformedJSON
+		}
+		if fields == nil {
+			return nil, badRequest("invalid_body", "the JSON body must be an object")
+		}
+		for k, v := range fields {
+			delete(p.text, k)
+			p.json[k] = v
+		}
+	case "application/x-www-form-urlencoded":
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
+			return nil, badRequest("invalid_body", "the form body is malformed: %v", err)
+		}
+		for k, vs := range form {
+			p.text[k] = vs[0]
+		}
+	default:
+		return nil, errMediaType
+	}
+	return p, nil
+}
+
+// has reports whether the parameter was given at all.
+func (p *params) has(name string) bool {
+	_, inText := p.text[name]
+	_, inJSON := p.json[name]
+	return inText || inJSON
+}
+
+// str returns a string parameter; ok is false when it is absent.
+func (p *params) str(name string) (s string, ok bool, err error) {
+	if raw, found := p.json[name]; found {
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", false, badRequest("invalid_param", "%s must be a string", name)
+		}
+		return s, true, nil
+	}
+	s, ok = p.text[name]
+	return s, ok, nil
+}
+
+// number returns a numeric parameter, given as a JSON number or as text.
+func (p *params) number(name string) (f float64, ok bool, err error) {
+	var text string
+	if raw, found := p.json[name]; found {
+		if err := json.Unmarshal(raw, &f); err == nil {
+			return f, true, nil
+		}
+		if err := json.Unmarshal(raw, &text); err != nil {
+			return 0, false, badRequest("invalid_param", "%s must be a number", name)
+		}
+	} else if text, ok = p.text[name]; !ok {
+		return 0, false, nil
+	}
+	f, err = strconv.ParseFloat(strings.TrimSpace(text), 64)
+	if err != nil {
+		return 0, false, badRequest("invalid_param", "%s must be a number", name)
+	}
+	return f, true, nil
+}
+
+// rawJSON returns a parameter as JSON. Object-valued fields given as text are
+// parsed as JSON text; any other text becomes a JSON string.
+func (p *params) rawJSON(name string) (json.RawMessage, bool, error) {
+	if raw, ok := p.json[name]; ok {
+		return raw, true, nil
+	}
+	text, ok := p.text[name]
+	if !ok {
+		return nil, false, nil
+	}
+	if jsonTextFields[name] {
+		if !json.Valid([]byte(text)) {
+			return nil, false, badRequest("malformed_json", "%s is not valid JSON text", name)
+		}
+		return json.RawMessage(text), true, nil
+	}
+	raw, err := json.Marshal(text)
+	return raw, true, err
+}
+
+// credential returns the bearer credential or the named parameter.
+func (p *params) credential(name string) (string, error) {
+	if p.auth != "" {
+		return p.auth, nil
+	}
+	s, _, err := p.str(name)
+	return s, err
+}
+
+// requiredStr returns a string parameter that must be present and non-empty.
+func (p *params) requiredStr(name string) (string, error) {
+	s, ok, err := p.str(name)
+	if err != nil {
+		return "", err
+	}
+	if !ok || s == "" {
+		return "", badRequest("missing_param", "%s is required", name)
+	}
+	return s, nil
+}
+
+// intIn returns an integer parameter in [lo, hi], or def when absent.
+func (p *params) intIn(name string, lo, hi, def int) (int, error) {
+	f, ok, err := p.number(name)
+	if err != nil || !ok {
+		return def, err
+	}
+	if f != float64(int(f)) || f < float64(lo) || f > float64(hi) {
+		return 0, badRequest("invalid_param", "%s must be a whole number from %d to %d", name, lo, hi)
+	}
+	return int(f), nil
+}
+
+// seconds returns a duration given in (possibly fractional) seconds, at least
+// zero, clamped to max; def when absent.
+func (p *params) seconds(name string, def, max time.Duration) (time.Duration, error) {
+	f, ok, err := p.number(name)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return min(def, max), nil
+	}
+	if f < 0 || f != f || f > 1e9 {
+		return 0, badRequest("invalid_param", "%s must be a number of seconds, 0 or more", name)
+	}
+	return min(time.Duration(f*float64(time.Second)), max), nil
+}
+
+// validName reports whether s is a valid net or topic name:
+// 1-64 characters of [A-Za-z0-9._-].
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// netParam returns the validated net parameter.
+func (p *params) netParam() (string, error) {
+	net, ok, err := p.str("net")
+	if err != nil {
+		return "", err
+	}
+	if !ok || net == "" {
+		return "", badRequest("missing_param", "net is required")
+	}
+	if !validName(net) {
+		return "", errInvalidNet
+	}
+	return net, nil
+}

@@ -1,0 +1,31 @@
+// routes.go: every endpoint of the relay, in one list.
+
+package main
+
+import (
+	"log/slog"
+	"net/http"
+)
+
+func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *poller) {
+	api := apiAdapter(log, cfg.MaxBody)
+
+	mux.Handle("GET /healthz", handleHealthz(st))
+
+	// Client API: SimClients, authenticated by the token from login.
+	mux.Handle("GET /api/v1/client/login", api(handleLogin(st)))
+	mux.Handle("POST /api/v1/client/login", api(handleLogin(st)))
+	mux.Handle("POST /api/v1/client/pushreq", api(withToken(st, handlePushReq(st, lp.hub))))
+	mux.Handle("GET /api/v1/client/check", api(withToken(st, handleCheck(st))))
+	mux.Handle("POST /api/v1/client/check", api(withToken(st, handleCheck(st))))
+	mux.Handle("GET /api/v1/client/pullres", api(withToken(st, handlePullRes(st, lp, false))))
+	mux.Handle("POST /api/v1/client/pullres", api(withToken(st, handlePullRes(st, lp, false))))
+	mux.Handle("GET /api/v1/client/pullsmart", api(withToken(st, handlePullRes(st, lp, true))))
+	mux.Handle("POST /api/v1/client/pullsmart", api(withToken(st, handlePullRes(st, lp, true))))
+
+	// Server API: the SimServer of a net, authenticated by the net's key.
+	mux.Handle("GET /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, cfg)))
+	mux.Handle("POST /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, cfg)))
+	mux.Handle("POST /api/v1/server/pushres", api(handlePushRes(st, lp.hub)))
+	mux.Handle("POST /api/v1/server/extend", api(handleExtend(st, cfg)))
+}

@@ -1,0 +1,193 @@
+// The HTTP server around the routes: the handler adapter that decodes
+// parameters and writes errors, CORS, JSON 404/405, and panic recovery.
+
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// server is the relay's http.Handler.
+type server struct {
+	http.Handler
+	poller *poller
+}
+
+// newServer builds the relay's handler. It does not listen.
+func newServer(log *slog.Logger, st *store, cfg config) *server {
+	lp := newPoller(newHub(), cfg.MaxWait, st.now)
+	mux := http.NewServeMux()
+	addRoutes(mux, log, cfg, st, lp)
+	var h http.Handler = jsonMuxErrors(mux)
+	h = withCORS(cfg.CORSOrigin, h)
+	h = withRecover(log, h)
+	return &server{Handler: h, poller: lp}
+}
+
+// shutdown answers the open long polls; http.Server.Shutdown alone would
+// wait for them to time out.
+func (s *server) shutdown() { s.poller.shutdown() }
+
+// apiFunc is a handler that returns its failure for the adapter to write.
+type apiFunc func(w http.ResponseWriter, r *http.Request, p *params) error
+
+// apiAdapter turns an apiFunc into a handler: parameters in, errors out.
+func apiAdapter(log *slog.Logger, maxBody int64) func(apiFunc) http.Handler {
+	return func(fn apiFunc) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			p, err := decodeParams(w, r, maxBody)
+			if err == nil {
+				err = fn(w, r, p)
+			}
+			if err == nil {
+				return
+			}
+			if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+				return // the client went away: nobody to answer
+			}
+			writeError(w, r, log, err)
+		})
+	}
+}
+
+// withToken authenticates a SimClient by its token before fn runs.
+func withToken(st *store, fn func(w http.ResponseWriter, r *http.Request, p *params, t token) error) apiFunc {
+	return func(w http.ResponseWriter, r *http.Request, p *params) error {
+		secret, err := p.credential("token")
+		if err != nil {
+			return err
+		}
+		t, err := st.lookupToken(r.Context(), secret)
+		if err != nil {
+			return err
+		}
+		return fn(w, r, p, t)
+	}
+}
+
+// serverAuth reads a SimServer's net and key. The key is checked (and may
+// claim the net) by st.authorizeServer, which handlers call only after the
+// rest of their input is valid, so a bad call writes nothing.
+func serverAuth(p *params) (net, key string, err error) {
+	if net, err = p.netParam(); err != nil {
+		return "", "", err
+	}
+	if key, err = p.credential("key"); err != nil {
+		return "", "", err
+	}
+	if key == "" {
+		return "", "", errMissingKey
+	}
+	return net, key, nil
+}
+
+func handleHealthz(st *store) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := st.r.PingContext(r.Context()); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+}
+
+// jsonMuxErrors answers the mux's own 404 and 405 in the JSON error shape
+// (the mux writes text). Allow is set by the mux.
+func jsonMuxErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern == "" {
+			mux.ServeHTTP(&muxErrorWriter{ResponseWriter: w, r: r}, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+type muxErrorWriter struct {
+	http.ResponseWriter
+	r       *http.Request
+	written bool
+}
+
+func (m *muxErrorWriter) WriteHeader(status int) {
+	if m.written {
+		return
+	}
+	m.written = true
+	m.Header().Del("X-Content-Type-Options")
+	switch status {
+	case http.StatusMethodNotAllowed:
+		writeError(m.ResponseWriter, m.r, nil, errMethod)
+	case http.StatusNotFound:
+		writeError(m.ResponseWriter, m.r, nil, errNoRoute)
+	default: // a redirect to the canonical path
+		m.ResponseWriter.WriteHeader(status)
+	}
+}
+
+func (m *muxErrorWriter) Write(b []byte) (int, error) {
+	if !m.written {
+		m.WriteHeader(http.StatusOK)
+	}
+	return len(b), nil // the mux's text body is replaced
+}
+
+// corsMethods and corsHeaders are what browsers may send cross-origin.
+const (
+	corsMethods = "GET, POST, OPTIONS"
+	corsHeaders = "Authorization, Content-Type"
+)
+
+// withCORS lets browser participants of any allowed origin call the relay:
+// origin is "*" or a comma-separated list of origins. Every OPTIONS request
+// is a preflight answered here with 204.
+func withCORS(origin string, next http.Handler) http.Handler {
+	var allowed []string
+	for _, o := range strings.Split(origin, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			allowed = append(allowed, o)
+		}
+	}
+	any := len(allowed) == 0 || slices.Contains(allowed, "*")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		if any {
+			h.Set("Access-Control-Allow-Origin", "*")
+		} else {
+			h.Add("Vary", "Origin")
+			if o := r.Header.Get("Origin"); slices.Contains(allowed, o) {
+				h.Set("Access-Control-Allow-Origin", o)
+			}
+		}
+		h.Set("Access-Control-Expose-Headers", "Retry-After, Location, Allow")
+		if r.Method == http.MethodOptions {
+			h.Set("Access-Control-Allow-Methods", corsMethods)
+			h.Set("Access-Control-Allow-Headers", corsHeaders)
+			h.Set("Access-Control-Max-Age", "86400") // a day: fewer preflights
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withRecover answers a panicking handler with a JSON 500 and logs it.
+func withRecover(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", v)
+				writeError(w, r, log, errInternal)
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}

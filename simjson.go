@@ -1,0 +1,194 @@
+// sim_req and sim_res: validation and normalisation. What is stored is what a
+// client sent, with defaults filled in and every value kept as raw JSON, so
+// numbers, unicode and nesting come back with the same JSON meaning.
+
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+)
+
+// simReqFields and simResFields are the fields that may stand at top level
+// of a pushreq or pushres instead of inside sim_req or sim_res.
+var (
+	simReqFields = []string{"simEndpoint", "simMethod", "simHeaders", "simBody", "simQueryParams", "simRouteParams", "simBodyEncoding"}
+	simResFields = []string{"simStatus", "simHeaders", "simBody", "simBodyEncoding"}
+)
+
+// simObject gathers a sim_req or sim_res from params: the named object
+// parameter, or else its fields at top level. Giving both is an error.
+func simObject(p *params, name string, fields []string) (map[string]json.RawMessage, error) {
+	topLevel := false
+	for _, f := range fields {
+		topLevel = topLevel || p.has(f)
+	}
+	raw, ok, err := p.rawJSON(name)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		if topLevel {
+			return nil, badRequest("invalid_"+name, "give %s or its fields at top level, not both", name)
+		}
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+			return nil, badRequest("invalid_"+name, "%s must be a JSON object", name)
+		}
+		return obj, nil
+	}
+	obj := map[string]json.RawMessage{}
+	for _, f := range fields {
+		v, ok, err := p.rawJSON(f)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			obj[f] = v
+		}
+	}
+	return obj, nil
+}
+
+// normalizeSimReq validates a sim_req and returns it as stored: simEndpoint
+// required, simMethod defaulting to POST, objects defaulting to {} and
+// simBody to null.
+func normalizeSimReq(obj map[string]json.RawMessage) ([]byte, error) {
+	bad := func(format string, args ...any) error { return badRequest("invalid_sim_req", format, args...) }
+	var endpoint string
+	if raw, ok := obj["simEndpoint"]; !ok {
+		return nil, bad("simEndpoint is required")
+	} else if json.Unmarshal(raw, &endpoint) != nil || endpoint == "" {
+		return nil, bad("simEndpoint must be a non-empty string such as \"/items/7\"")
+	}
+	if raw, ok := obj["simMethod"]; ok {
+		var m string
+		if json.Unmarshal(raw, &m) != nil || !validMethod(m) {
+			return nil, bad("simMethod must be an HTTP method such as \"GET\"")
+		}
+	} else {
+		obj["simMethod"] = json.RawMessage(`"POST"`)
+	}
+	if err := checkHeaders(obj, bad); err != nil {
+		return nil, err
+	}
+	for _, f := range []string{"simQueryParams", "simRouteParams"} {
+		if err := defaultObject(obj, f, bad); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkBody(obj, bad); err != nil {
+		return nil, err
+	}
+	return encodeSim(obj)
+}
+
+// normalizeSimRes validates a sim_res: simStatus 100-599 (default 200),
+// simHeaders an object of strings, simBody any JSON (default null).
+func normalizeSimRes(obj map[string]json.RawMessage) ([]byte, error) {
+	bad := func(format string, args ...any) error { return badRequest("invalid_sim_res", format, args...) }
+	if raw, ok := obj["simStatus"]; ok {
+		// A form or query gives the status as text: "200" counts as 200.
+		text := string(bytes.TrimSpace(raw))
+		var quoted string
+		if json.Unmarshal(raw, &quoted) == nil {
+			text = quoted
+		}
+		n, err := strconv.Atoi(text)
+		if err != nil || n < 100 || n > 599 {
+			return nil, bad("simStatus must be an integer from 100 to 599")
+		}
+		obj["simStatus"] = json.RawMessage(strconv.Itoa(n))
+	} else {
+		obj["simStatus"] = json.RawMessage(`200`)
+	}
+	if err := checkHeaders(obj, bad); err != nil {
+		return nil, err
+	}
+	if err := checkBody(obj, bad); err != nil {
+		return nil, err
+	}
+	return encodeSim(obj)
+}
+
+func defaultObject(obj map[string]json.RawMessage, field string, bad func(string, ...any) error) error {
+	raw, ok := obj[field]
+	if !ok || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		obj[field] = json.RawMessage(`{}`)
+		return nil
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return bad("%s must be a JSON object", field)
+	}
+	return nil
+}
+
+// checkHeaders requires simHeaders to map names to strings or arrays of
+// strings: they become real HTTP headers on the way out of the gateway.
+func checkHeaders(obj map[string]json.RawMessage, bad func(string, ...any) error) error {
+	if err := defaultObject(obj, "simHeaders", bad); err != nil {
+		return err
+	}
+	var m map[string]json.RawMessage
+	_ = json.Unmarshal(obj["simHeaders"], &m)
+	for name, v := range m {
+		var s string
+		var list []string
+		if json.Unmarshal(v, &s) != nil && json.Unmarshal(v, &list) != nil {
+			return bad("simHeaders[%q] must be a string or an array of strings", name)
+		}
+	}
+	return nil
+}
+
+// checkBody defaults simBody to null and checks simBodyEncoding: only
+// "base64", and then simBody must be a base64 string.
+func checkBody(obj map[string]json.RawMessage, bad func(string, ...any) error) error {
+	if _, ok := obj["simBody"]; !ok {
+		obj["simBody"] = json.RawMessage(`null`)
+	}
+	raw, ok := obj["simBodyEncoding"]
+	if !ok {
+		return nil
+	}
+	var enc, body string
+	if json.Unmarshal(raw, &enc) != nil || enc != "base64" {
+		return bad(`simBodyEncoding must be "base64"`)
+	}
+	if json.Unmarshal(obj["simBody"], &body) != nil {
+		return bad("simBody must be a base64 string when simBodyEncoding is base64")
+	}
+	if _, err := base64.StdEncoding.DecodeString(body); err != nil {
+		return bad("simBody is not valid base64: %v", err)
+	}
+	return nil
+}
+
+// validMethod reports whether m is an HTTP method token (RFC 9110), 1-32 chars.
+func validMethod(m string) bool {
+	if len(m) == 0 || len(m) > 32 {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		c := m[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// encodeSim writes obj compactly without HTML escaping. Values are raw JSON
+// and pass through untouched, numbers included.
+func encodeSim(obj map[string]json.RawMessage) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(obj); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
