@@ -42,10 +42,13 @@ func handlePullReqSmart(st *store, lp *poller, cfg config) apiFunc {
 			if err != nil || !ready {
 				return false, nextLease, err
 			}
-			if got, err = st.lease(ctx, net, max, lease); err != nil {
-				return false, time.Time{}, err
+			if got, err = st.lease(ctx, net, max, lease); err != nil || len(got) > 0 {
+				return len(got) > 0, time.Time{}, err
 			}
-			return len(got) > 0, nextLease, nil
+			// Another SimServer was quicker: wait again, until the lease it
+			// took (or any other) runs out at the latest.
+			_, nextLease, err = st.readyState(ctx, net)
+			return false, nextLease, err
 		})
 		if err != nil {
 			return err

@@ -1,0 +1,238 @@
+// Long polls: they wake on the hub's signal, not on their timeout, and
+// leave nothing behind when the client goes away or the relay shuts down.
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// longWait is far beyond every deadline below: a poll that returns in time
+// was woken, not timed out.
+const longWait = "50"
+
+// async runs fn in a goroutine and returns a channel with its reply.
+func async(fn func() reply) <-chan reply {
+	ch := make(chan reply, 1)
+	go func() { ch <- fn() }()
+	return ch
+}
+
+// within waits for a reply, failing the test after d.
+func within(t *testing.T, d time.Duration, ch <-chan reply, what string) reply {
+	t.Helper()
+	select {
+	case rep := <-ch:
+		return rep
+	case <-time.After(d):
+		t.Fatalf("%s: no reply within %s", what, d)
+		return reply{}
+	}
+}
+
+// waitPolling waits until n long polls are parked in the relay.
+func (r *testRelay) waitPolling(n int64) {
+	r.t.Helper()
+	waitFor(r.t, 10*time.Second, func() bool { return r.srv.poller.open.Load() == n }, "long polls open")
+}
+
+func TestLongPollWakesSimServer(t *testing.T) {
+	r := newTestRelay(t)
+	tok, _ := r.login("demo")
+	r.pullReqs("demo", testKey, nil) // claim
+	poll := async(func() reply {
+		return r.get("/api/v1/server/pullreqsmart", url.Values{"net": {"demo"}, "key": {testKey}, "wait": {longWait}})
+	})
+	r.waitPolling(1)
+	rid := r.push(tok, map[string]any{"simEndpoint": "/wake"})
+	rep := within(t, 5*time.Second, poll, "pullreqsmart after pushreq")
+	require.Equal(t, http.StatusOK, rep.Status)
+	assert.Contains(t, string(rep.Body), rid)
+}
+
+func TestLongPollWakesSimClient(t *testing.T) {
+	r := newTestRelay(t)
+	tok, _ := r.login("demo")
+	other, _ := r.login("demo")
+	rid := r.push(tok, map[string]any{"simEndpoint": "/wake"})
+	otherRID := r.push(other, map[string]any{"simEndpoint": "/wake"})
+	r.pullReqs("demo", testKey, url.Values{"max": {"2"}})
+
+	byRID := async(func() reply {
+		return r.get("/api/v1/client/pullsmart", url.Values{"token": {tok}, "rid": {rid}, "wait": {longWait}})
+	})
+	anyRID := async(func() reply {
+		return r.get("/api/v1/client/pullsmart", url.Values{"token": {other}, "wait": {longWait}})
+	})
+	r.waitPolling(2)
+	require.Equal(t, http.StatusOK, r.answer("demo", testKey, rid, map[string]any{"simBody": "hi"}).Status)
+	rep := within(t, 5*time.Second, byRID, "pullsmart by rid")
+	assert.Equal(t, http.StatusOK, rep.Status)
+	assert.Equal(t, rid, rep.str("rid"))
+	require.Equal(t, http.StatusOK, r.answer("demo", testKey, otherRID, map[string]any{"simBody": "hi"}).Status)
+	rep = within(t, 5*time.Second, anyRID, "pullsmart without rid")
+	assert.Equal(t, http.StatusOK, rep.Status)
+	assert.Equal(t, otherRID, rep.str("rid"))
+}
+
+// TestLongPollLeaseRunsOut: a SimServer waiting on a net gets a request back
+// the moment another SimServer's lease on it runs out.
+func TestLongPollLeaseRunsOut(t *testing.T) {
+	r := newTestRelay(t)
+	tok, _ := r.login("demo")
+	rid := r.push(tok, map[string]any{"simEndpoint": "/crashy"})
+	require.Len(t, r.pullReqs("demo", testKey, url.Values{"lease": {"0.2"}}), 1)
+	poll := async(func() reply {
+		return r.get("/api/v1/server/pullreqsmart", url.Values{"net": {"demo"}, "key": {testKey}, "wait": {longWait}})
+	})
+	r.waitPolling(1)
+	r.clock.Advance(time.Second) // the store's clock: the lease is over
+	rep := within(t, 10*time.Second, poll, "pullreqsmart after the lease ran out")
+	var got struct{ Requests []leased }
+	require.NoError(t, json.Unmarshal(rep.Body, &got))
+	require.Len(t, got.Requests, 1)
+	assert.Equal(t, rid, got.Requests[0].RID)
+	assert.Equal(t, 2, got.Requests[0].Attempt)
+}
+
+// TestLongPollClientGone: a client that disconnects ends its poll, and the
+// hub forgets it: no goroutine or subscription is left behind.
+func TestLongPollClientGone(t *testing.T) {
+	r := newTestRelay(t)
+	tok, _ := r.login("demo")
+	rid := r.push(tok, map[string]any{"simEndpoint": "/x"})
+	r.pullReqs("demo", testKey, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 3)
+	for _, u := range []string{
+		"/api/v1/server/pullreqsmart?net=demo&key=" + testKey + "&wait=" + longWait,
+		"/api/v1/client/pullsmart?token=" + tok + "&wait=" + longWait,
+		"/api/v1/client/pullsmart?token=" + tok + "&rid=" + rid + "&wait=" + longWait,
+	} {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL+u, nil)
+		require.NoError(t, err)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+			done <- err
+		}()
+	}
+	r.waitPolling(3)
+	assert.Equal(t, 2, r.srv.poller.hub.size(), "one net key and one token key")
+	cancel()
+	for i := 0; i < 3; i++ {
+		assert.ErrorIs(t, <-done, context.Canceled)
+	}
+	r.waitPolling(0)
+	assert.Equal(t, 0, r.srv.poller.hub.size(), "the hub holds nothing for gone clients")
+}
+
+// TestLongPollShutdown: shutting down answers every open poll at once with
+// its ordinary "nothing yet" reply.
+func TestLongPollShutdown(t *testing.T) {
+	r := newTestRelay(t)
+	tok, _ := r.login("demo")
+	rid := r.push(tok, map[string]any{"simEndpoint": "/x"})
+	server := async(func() reply {
+		return r.get("/api/v1/server/pullreqsmart", url.Values{"net": {"other"}, "key": {testKey}, "wait": {longWait}})
+	})
+	client := async(func() reply {
+		return r.get("/api/v1/client/pullsmart", url.Values{"token": {tok}, "rid": {rid}, "wait": {longWait}})
+	})
+	r.waitPolling(2)
+	r.srv.shutdown()
+	rep := within(t, 5*time.Second, server, "pullreqsmart at shutdown")
+	assert.Equal(t, http.StatusOK, rep.Status)
+	assert.JSONEq(t, `{"requests":[]}`, string(rep.Body))
+	rep = within(t, 5*time.Second, client, "pullsmart at shutdown")
+	assert.Equal(t, http.StatusAccepted, rep.Status)
+	assert.Equal(t, "queued", rep.str("status"))
+	r.waitPolling(0)
+	assert.Equal(t, 0, r.srv.poller.hub.size())
+}
+
+// TestLongPollTimesOut: with nothing to return, a poll answers after its wait.
+func TestLongPollTimesOut(t *testing.T) {
+	r := newTestRelay(t)
+	tok, _ := r.login("demo")
+	rep := r.get("/api/v1/server/pullreqsmart", url.Values{"net": {"demo"}, "key": {testKey}, "wait": {"0.1"}})
+	assert.Equal(t, http.StatusOK, rep.Status)
+	assert.JSONEq(t, `{"requests":[]}`, string(rep.Body))
+	rep = r.get("/api/v1/client/pullsmart", url.Values{"token": {tok}, "wait": {"0.1"}})
+	assert.Equal(t, http.StatusNoContent, rep.Status)
+	r.waitPolling(0)
+	assert.Equal(t, 0, r.srv.poller.hub.size())
+}
+
+func TestHub(t *testing.T) {
+	h := newHub()
+	h.notify("nobody") // no waiters: nothing happens, nothing is kept
+	assert.Equal(t, 0, h.size())
+	a, releaseA := h.subscribe("k")
+	b, releaseB := h.subscribe("k")
+	other, releaseOther := h.subscribe("other")
+	h.notify("k")
+	for _, ch := range []<-chan struct{}{a, b} {
+		select {
+		case <-ch:
+		default:
+			t.Fatal("a waiter on k was not woken")
+		}
+	}
+	select {
+	case <-other:
+		t.Fatal("a waiter on another key was woken")
+	default:
+	}
+	again, releaseAgain := h.subscribe("k")
+	select {
+	case <-again:
+		t.Fatal("a new subscription starts unfired")
+	default:
+	}
+	h.notifyAt("k", time.Millisecond)
+	select {
+	case <-again:
+	case <-time.After(5 * time.Second):
+		t.Fatal("notifyAt did not fire")
+	}
+	for _, release := range []func(){releaseA, releaseB, releaseOther, releaseAgain, releaseAgain} {
+		release() // twice for one is harmless
+	}
+	assert.Equal(t, 0, h.size())
+}
+
+// TestLongPollLeaseTakenWhileWaiting: a SimServer already waiting when
+// another one takes a lease is woken when that lease runs out.
+func TestLongPollLeaseTakenWhileWaiting(t *testing.T) {
+	r := newTestRelay(t)
+	r.pullReqs("demo", testKey, nil) // claim
+	poll := async(func() reply {
+		return r.get("/api/v1/server/pullreqsmart", url.Values{"net": {"demo"}, "key": {testKey}, "wait": {longWait}})
+	})
+	r.waitPolling(1)
+	// Queue a request behind the waiter's back (no wake-up), and let a
+	// second SimServer lease it briefly.
+	_, owner, err := r.store.createToken(context.Background(), "demo")
+	require.NoError(t, err)
+	rid, err := r.store.pushRequest(context.Background(), owner, []byte(`{"simEndpoint":"/x"}`))
+	require.NoError(t, err)
+	require.Len(t, r.pullReqs("demo", testKey, url.Values{"lease": {"0.2"}}), 1)
+	r.clock.Advance(time.Second) // the store's clock: that lease is over
+	rep := within(t, 10*time.Second, poll, "the waiting pullreqsmart after the lease ran out")
+	var got struct{ Requests []leased }
+	require.NoError(t, json.Unmarshal(rep.Body, &got))
+	require.Len(t, got.Requests, 1)
+	assert.Equal(t, rid, got.Requests[0].RID)
+	assert.Equal(t, 2, got.Requests[0].Attempt)
+}
