@@ -1,0 +1,49 @@
+// The README's curl walkthrough, pasted into bash against a running relay:
+// the README stays true.
+
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestReadmeWalkthrough(t *testing.T) {
+	for _, tool := range []string{"bash", "curl", "sed"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is needed and missing", tool)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	_, section, ok := strings.Cut(string(readme), "## One exchange with curl")
+	require.True(t, ok, "README has the walkthrough section")
+	script := regexp.MustCompile("(?s)```sh\n(.*?)```").FindStringSubmatch(section)
+	require.NotNil(t, script, "the walkthrough is a sh block")
+	require.Contains(t, script[1], "RELAY=http://localhost:8080\n")
+
+	db := filepath.Join(t.TempDir(), "c2cvia.db")
+	base, _ := startRun(t, nil, "serve", "--addr", "127.0.0.1:0", "--db", db)
+	paste := strings.Replace(script[1], "RELAY=http://localhost:8080\n", "RELAY="+base+"\n", 1)
+	out, err := exec.Command("bash", "-euo", "pipefail", "-c", paste).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	require.Len(t, lines, 3, "%s", out)
+	assert.Contains(t, lines[0], `"simQueryParams":{"name":"Ada"}`)
+	assert.Contains(t, lines[1], `"status":"answered"`)
+	assert.Contains(t, lines[2], `"sim_res":{"simBody":{"greeting":"hello, Ada"},"simHeaders":{},"simStatus":200}`)
+
+	stdout, err := runCLI(t, nil, "inspect", "--db", db)
+	require.NoError(t, err)
+	assert.Regexp(t, `demo\s+0\s+0\s+1\s`, stdout, "inspect shows the answered request")
+}
