@@ -1,0 +1,160 @@
+// Benchmarks of the store's hot statements and of whole exchanges over HTTP,
+// for comparing changes with benchstat. No test asserts a speed.
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func benchStore(b *testing.B, sync string) *store {
+	b.Helper()
+	st, err := openStore(context.Background(), filepath.Join(b.TempDir(), "bench.db"), storeOptions{Sync: sync})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	return st
+}
+
+var benchSimReq = []byte(`{"simEndpoint":"/items/7","simMethod":"GET","simHeaders":{},"simBody":null,"simQueryParams":{},"simRouteParams":{}}`)
+
+// BenchmarkStore times each hot statement alone, one caller at a time.
+func BenchmarkStore(b *testing.B) {
+	ctx := context.Background()
+	for _, sync := range []string{"normal", "full"} {
+		b.Run("sync="+sync, func(b *testing.B) {
+			st := benchStore(b, sync)
+			_, tok, err := st.createToken(ctx, "bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			var rids []string
+			b.Run("insert", func(b *testing.B) {
+				for b.Loop() {
+					rid, err := st.pushRequest(ctx, tok, benchSimReq)
+					if err != nil {
+						b.Fatal(err)
+					}
+					rids = append(rids, rid)
+				}
+			})
+			b.Run("lease", func(b *testing.B) {
+				for b.Loop() {
+					got, err := st.lease(ctx, "bench", 1, time.Minute)
+					if err != nil || len(got) == 0 {
+						b.StopTimer()
+						if _, err := st.pushRequest(ctx, tok, benchSimReq); err != nil {
+							b.Fatal(err)
+						}
+						b.StartTimer()
+					}
+				}
+			})
+			b.Run("answer", func(b *testing.B) {
+				i := 0
+				for b.Loop() {
+					if i == len(rids) {
+						b.StopTimer()
+						rid, _ := st.pushRequest(ctx, tok, benchSimReq)
+						rids = append(rids, rid)
+						b.StartTimer()
+					}
+					if _, err := st.answer(ctx, "bench", rids[i], []byte(`{"simStatus":200,"simHeaders":{},"simBody":"ok"}`)); err != nil {
+						b.Fatal(err)
+					}
+					i++
+				}
+			})
+			b.Run("read", func(b *testing.B) {
+				for b.Loop() {
+					if _, err := st.requestForOwner(ctx, tok, rids[0]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkExchange runs whole exchanges over loopback HTTP (pushreq,
+// pullreqsmart, pushres, pullsmart) and, as the baseline measured in the same
+// run, four round trips to a plain handler answering the same bytes.
+func BenchmarkExchange(b *testing.B) {
+	direct := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"rid":"M0UCvH8bZHutHQBN61HTRA"}`)
+	}))
+	b.Cleanup(direct.Close)
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	get := func(u string) []byte {
+		resp, err := hc.Get(u)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return body
+	}
+	post := func(u, body string) []byte {
+		resp, err := hc.Post(u, "application/json", strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return out
+	}
+	b.Run("direct", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				post(direct.URL, `{}`)
+				get(direct.URL)
+				post(direct.URL, `{}`)
+				get(direct.URL)
+			}
+		})
+	})
+	for _, sync := range []string{"normal", "full"} {
+		b.Run("relay/sync="+sync, func(b *testing.B) {
+			cfg := testConfig(filepath.Join(b.TempDir(), "bench.db"))
+			cfg.Sync = sync
+			st, err := openStore(context.Background(), cfg.DB, cfg.storeOptions())
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := newServer(discardLogger(), st, cfg)
+			ts := httptest.NewServer(srv)
+			b.Cleanup(func() { srv.shutdown(); ts.Close(); st.Close() })
+			net := "bench"
+			b.RunParallel(func(pb *testing.PB) {
+				var login struct{ Token string }
+				json.Unmarshal(get(ts.URL+"/api/v1/client/login?net="+net), &login)
+				// Each goroutine is a SimClient and its own SimServer on its
+				// own net, so a lease always finds the request just pushed.
+				own := fmt.Sprintf("%s-%p", net, &login)
+				json.Unmarshal(get(ts.URL+"/api/v1/client/login?net="+own), &login)
+				q := url.Values{"token": {login.Token}}.Encode()
+				for pb.Next() {
+					var pushed struct{ RID string }
+					json.Unmarshal(post(ts.URL+"/api/v1/client/pushreq?"+q, `{"simEndpoint":"/items/7","simMethod":"GET"}`), &pushed)
+					get(ts.URL + "/api/v1/server/pullreqsmart?wait=1&net=" + own + "&key=" + testKey)
+					post(ts.URL+"/api/v1/server/pushres", `{"net":"`+own+`","key":"`+testKey+`","rid":"`+pushed.RID+`","simBody":"ok"}`)
+					get(ts.URL + "/api/v1/client/pullsmart?rid=" + pushed.RID + "&" + q)
+				}
+			})
+			b.ReportMetric(float64(st.writes.Load())/float64(max(st.commits.Load(), 1)), "writes/commit")
+		})
+	}
+}
