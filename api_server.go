@@ -98,10 +98,11 @@ func handlePushRes(st *store, h *hub) apiFunc {
 		if err != nil {
 			return err
 		}
-		if err := st.authorizeServer(r.Context(), net, key); err != nil {
+		k, err := st.checkServerKey(r.Context(), net, key)
+		if err != nil {
 			return err
 		}
-		owner, err := st.answer(r.Context(), net, rid, simRes)
+		owner, err := st.answer(r.Context(), k, rid, simRes)
 		if err != nil {
 			return err
 		}
@@ -129,10 +130,11 @@ func handleExtend(st *store, cfg config) apiFunc {
 		if err != nil {
 			return err
 		}
-		if err := st.authorizeServer(r.Context(), net, key); err != nil {
+		k, err := st.checkServerKey(r.Context(), net, key)
+		if err != nil {
 			return err
 		}
-		until, err := st.extend(r.Context(), net, rid, lease)
+		until, err := st.extend(r.Context(), k, rid, lease)
 		if err != nil {
 			return err
 		}

@@ -70,7 +70,7 @@ func BenchmarkStore(b *testing.B) {
 						rids = append(rids, rid)
 						b.StartTimer()
 					}
-					if _, err := st.answer(ctx, "bench", rids[i], []byte(`{"simStatus":200,"simHeaders":{},"simBody":"ok"}`)); err != nil {
+					if _, err := st.answer(ctx, serverKey{net: "bench"}, rids[i], []byte(`{"simStatus":200,"simHeaders":{},"simBody":"ok"}`)); err != nil {
 						b.Fatal(err)
 					}
 					i++

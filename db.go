@@ -388,45 +388,68 @@ func (s *store) lookupToken(ctx context.Context, secret string) (token, error) {
 	return t, nil
 }
 
-// authorizeServer checks a SimServer's key for net. The first key used on an
-// unclaimed net claims it; only the key's hash is stored.
-func (s *store) authorizeServer(ctx context.Context, net, key string) error {
+// serverKey is a SimServer's key, checked against its net. claim is set
+// when the net is unclaimed: the write that the call makes claims it in the
+// same transaction, so a call that fails claims nothing.
+type serverKey struct {
+	net   string
+	hash  []byte
+	claim bool
+}
+
+// checkServerKey checks key for net without writing: a wrong key for a
+// claimed net is refused; an unclaimed net needs a key of 16+ characters.
+func (s *store) checkServerKey(ctx context.Context, net, key string) (serverKey, error) {
 	if key == "" {
-		return errMissingKey
+		return serverKey{}, errMissingKey
 	}
-	hash := secretHash(key)
-	check := func(stored []byte) error {
-		s.netKeys.Store(net, stored)
-		if subtle.ConstantTimeCompare(stored, hash) != 1 {
-			return errWrongKey
+	k := serverKey{net: net, hash: secretHash(key)}
+	var stored []byte
+	if v, ok := s.netKeys.Load(net); ok {
+		stored = v.([]byte)
+	} else if err := s.q.netKey.QueryRowContext(ctx, net).Scan(&stored); errors.Is(err, sql.ErrNoRows) {
+		if len(key) < 16 {
+			return serverKey{}, errKeyTooShort
 		}
+		k.claim = true
+		return k, nil
+	} else if err != nil {
+		return serverKey{}, err
+	}
+	s.netKeys.Store(net, stored) // claims never change: cache them
+	if subtle.ConstantTimeCompare(stored, k.hash) != 1 {
+		return serverKey{}, errWrongKey
+	}
+	return k, nil
+}
+
+// claimIn claims k's net inside a write, if k needs it. Another key may
+// have claimed the net since checkServerKey: then it is the wrong key.
+func (s *store) claimIn(ctx context.Context, tx *sql.Tx, k serverKey) error {
+	if !k.claim {
 		return nil
 	}
-	if v, ok := s.netKeys.Load(net); ok {
-		return check(v.([]byte))
+	if _, err := tx.StmtContext(ctx, s.q.claimNet).ExecContext(ctx, k.net, k.hash, s.nowMS()); err != nil {
+		return err
 	}
 	var stored []byte
-	err := s.q.netKey.QueryRowContext(ctx, net).Scan(&stored)
-	if err == nil {
-		return check(stored)
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
+	if err := tx.StmtContext(ctx, s.q.claimedKey).QueryRowContext(ctx, k.net).Scan(&stored); err != nil {
 		return err
 	}
-	if len(key) < 16 {
-		return errKeyTooShort
+	if subtle.ConstantTimeCompare(stored, k.hash) != 1 {
+		return errWrongKey
 	}
-	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if _, err := tx.StmtContext(ctx, s.q.claimNet).ExecContext(ctx, net, hash, s.nowMS()); err != nil {
-			return err
-		}
-		// Another key may have claimed it a moment before: read the winner.
-		return tx.StmtContext(ctx, s.q.claimedKey).QueryRowContext(ctx, net).Scan(&stored)
-	})
-	if err != nil {
+	return nil
+}
+
+// authorizeServer checks a SimServer's key for net and, if the net is
+// unclaimed, claims it now. Only the key's hash is stored.
+func (s *store) authorizeServer(ctx context.Context, net, key string) error {
+	k, err := s.checkServerKey(ctx, net, key)
+	if err != nil || !k.claim {
 		return err
 	}
-	return check(stored)
+	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error { return s.claimIn(ctx, tx, k) })
 }
 
 // touchNet records that a SimServer polled net, at most once a second.

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -182,9 +181,13 @@ requests past --res-ttl, and expired login tokens. --all removes every request
 (queued ones too), --net limits it to one net, --dry-run only counts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := os.Stat(cfg.DB); err != nil {
-				return fmt.Errorf("no store at %s: %w", cfg.DB, err)
+			// Refuse a missing file or one that is not a store, rather than
+			// making it one.
+			check, err := openStoreReadOnly(cmd.Context(), cfg.DB, cfg.storeOptions())
+			if err != nil {
+				return err
 			}
+			check.Close()
 			if o.Net != "" && !validName(o.Net) {
 				return errInvalidNet
 			}

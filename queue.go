@@ -289,10 +289,15 @@ func (s *store) takeUnpulled(ctx context.Context, t token) (rid string, simRes [
 	return rid, simRes, ok, err
 }
 
-// answer stores simRes for rid of net and returns the owner's token hash.
-// A request answered before, expired or failed, or of another net, is refused.
-func (s *store) answer(ctx context.Context, net, rid string, simRes []byte) (owner []byte, err error) {
+// answer stores simRes for rid of k's net and returns the owner's token
+// hash. A request answered before, expired or failed, or of another net, is
+// refused.
+func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []byte) (owner []byte, err error) {
+	net := k.net
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.claimIn(ctx, tx, k); err != nil {
+			return err
+		}
 		err := tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), s.nowMS(), rid, net, s.opts.MaxAttempts).Scan(&owner)
 		if errors.Is(err, sql.ErrNoRows) {
 			if err := s.refusal(ctx, tx, net, rid); err != nil {
@@ -305,9 +310,14 @@ func (s *store) answer(ctx context.Context, net, rid string, simRes []byte) (own
 	return owner, err
 }
 
-// extend renews the lease on rid to now+lease, if it is still held.
-func (s *store) extend(ctx context.Context, net, rid string, lease time.Duration) (until int64, err error) {
+// extend renews the lease on rid of k's net to now+lease, if it is still
+// held.
+func (s *store) extend(ctx context.Context, k serverKey, rid string, lease time.Duration) (until int64, err error) {
+	net := k.net
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.claimIn(ctx, tx, k); err != nil {
+			return err
+		}
 		now := s.nowMS()
 		until = now + lease.Milliseconds()
 		res, err := tx.StmtContext(ctx, s.q.extend).ExecContext(ctx, until, rid, net, now)

@@ -40,6 +40,12 @@ type apiFunc func(w http.ResponseWriter, r *http.Request, p *params) error
 func apiAdapter(log *slog.Logger, maxBody int64) func(apiFunc) http.Handler {
 	return func(fn apiFunc) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodHead {
+				// The mux routes HEAD to GET patterns; a HEAD must not log in.
+				w.Header().Set("Allow", "GET, POST")
+				writeError(w, r, log, errMethod)
+				return
+			}
 			p, err := decodeParams(w, r, maxBody)
 			if err == nil {
 				err = fn(w, r, p)
@@ -70,9 +76,9 @@ func withToken(st *store, fn func(w http.ResponseWriter, r *http.Request, p *par
 	}
 }
 
-// serverAuth reads a SimServer's net and key. The key is checked (and may
-// claim the net) by st.authorizeServer, which handlers call only after the
-// rest of their input is valid, so a bad call writes nothing.
+// serverAuth reads a SimServer's net and key. Handlers check the key
+// against the store only after the rest of their input is valid, and a first
+// key claims its net only in the write of a call that succeeds.
 func serverAuth(p *params) (net, key string, err error) {
 	if net, err = p.netParam(); err != nil {
 		return "", "", err

@@ -1,0 +1,708 @@
+// Bad input and CORS: every call that fails answers the JSON error shape with
+// a fitting status and writes nothing; every route answers a CORS preflight
+// and every response carries Access-Control-Allow-Origin.
+
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// badCall is one HTTP call the relay must refuse.
+type badCall struct {
+	name        string
+	method      string
+	path        string
+	query       url.Values
+	contentType string
+	body        string
+	bearer      string
+	status      int
+	code        string   // the error code
+	allow       []string // 405: methods Allow must name
+}
+
+func (c badCall) send(t *testing.T, base string) reply {
+	t.Helper()
+	u := base + c.path
+	if len(c.query) > 0 {
+		u += "?" + c.query.Encode()
+	}
+	var body io.Reader
+	if c.body != "" {
+		body = strings.NewReader(c.body)
+	}
+	req, err := http.NewRequest(c.method, u, body)
+	require.NoError(t, err)
+	if c.contentType != "" {
+		req.Header.Set("Content-Type", c.contentType)
+	}
+	if c.bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+c.bearer)
+	}
+	return doRequest(t, req)
+}
+
+var snakeCaseCode = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+
+// assertErrorShape checks an error reply: status, JSON content type, and
+// exactly {"error": {"code": "snake_case", "message": "..."}}.
+func assertErrorShape(t *testing.T, rep reply, status int, code string) {
+	t.Helper()
+	assert.Equal(t, status, rep.Status, "body: %s", rep.Body)
+	mediaType, _, err := mime.ParseMediaType(rep.Header.Get("Content-Type"))
+	assert.NoError(t, err)
+	assert.Equal(t, "application/json", mediaType)
+	var shape struct {
+		Error *struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(rep.Body))
+	dec.DisallowUnknownFields()
+	if !assert.NoError(t, dec.Decode(&shape), "body: %s", rep.Body) || !assert.NotNil(t, shape.Error, "body: %s", rep.Body) {
+		return
+	}
+	assert.Regexp(t, snakeCaseCode, shape.Error.Code)
+	assert.NotEmpty(t, strings.TrimSpace(shape.Error.Message))
+	if code != "" {
+		assert.Equal(t, code, shape.Error.Code, "body: %s", rep.Body)
+	}
+}
+
+// rawBody is a body sent as it is, malformed or not.
+type rawBody string
+
+// toJSON marshals v; a rawBody stays as it is.
+func toJSON(t *testing.T, v any) string {
+	t.Helper()
+	if s, ok := v.(rawBody); ok {
+		return string(s)
+	}
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return string(b)
+}
+
+// badInputFixture is a relay with two SimClients and a SimServer in alpha,
+// and a net beta with its own key.
+type badInputFixture struct {
+	r                *testRelay
+	tok, otherTok    string // alpha
+	rid, otherRid    string // alpha, delivered: rid is tok's, otherRid otherTok's
+	betaTok, betaRid string
+}
+
+const (
+	betaKey  = "beta-key-0123456789"
+	freshKey = "fresh-key-0123456789" // no net has it
+)
+
+func newBadInputFixture(t *testing.T) *badInputFixture {
+	t.Helper()
+	r := newTestRelay(t)
+	f := &badInputFixture{r: r}
+	f.tok, _ = r.login("alpha")
+	f.otherTok, _ = r.login("alpha")
+	f.betaTok, _ = r.login("beta")
+	f.rid = r.push(f.tok, map[string]any{"simEndpoint": "/mine"})
+	f.otherRid = r.push(f.otherTok, map[string]any{"simEndpoint": "/other"})
+	f.betaRid = r.push(f.betaTok, map[string]any{"simEndpoint": "/beta"})
+	require.Len(t, r.pullReqs("alpha", testKey, url.Values{"max": {"10"}, "lease": {"600"}}), 2)
+	require.Len(t, r.pullReqs("beta", betaKey, url.Values{"lease": {"600"}}), 1)
+	return f
+}
+
+func TestBadInput(t *testing.T) {
+	f := newBadInputFixture(t)
+	r := f.r
+	const (
+		pushreq  = "/api/v1/client/pushreq"
+		login    = "/api/v1/client/login"
+		check    = "/api/v1/client/check"
+		pullres  = "/api/v1/client/pullres"
+		pullsm   = "/api/v1/client/pullsmart"
+		pullreqs = "/api/v1/server/pullreqsmart"
+		pushres  = "/api/v1/server/pushres"
+		extend   = "/api/v1/server/extend"
+		jsonType = "application/json"
+		formType = "application/x-www-form-urlencoded"
+	)
+	get := http.MethodGet
+	post := http.MethodPost
+
+	// Shorthands: a pushreq from tok with this JSON body; a sim_req in
+	// it; a pushres for rid in alpha with these extra fields; a
+	// pullreqsmart with these query parameters.
+	push := func(name string, body any, code string) badCall {
+		return badCall{name: name, method: post, path: pushreq, contentType: jsonType,
+			body: toJSON(t, body), bearer: f.tok, status: http.StatusBadRequest, code: code}
+	}
+	simReq := func(name string, req any) badCall {
+		return push(name, map[string]any{"sim_req": req}, "invalid_sim_req")
+	}
+	answer := func(name, net, key string, fields map[string]any, status int, code string) badCall {
+		body := map[string]any{"net": net, "key": key}
+		for k, v := range fields {
+			body[k] = v
+		}
+		return badCall{name: name, method: post, path: pushres, contentType: jsonType,
+			body: toJSON(t, body), status: status, code: code}
+	}
+	simRes := func(name string, res any) badCall {
+		return answer(name, "alpha", testKey, map[string]any{"rid": f.rid, "sim_res": res},
+			http.StatusBadRequest, "invalid_sim_res")
+	}
+	poll := func(name string, q url.Values, status int, code string) badCall {
+		return badCall{name: name, method: get, path: pullreqs, query: q, status: status, code: code}
+	}
+	pollQ := func(net, key string, kv ...string) url.Values {
+		q := url.Values{"net": {net}, "key": {key}, "wait": {"0"}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			q.Set(kv[i], kv[i+1])
+		}
+		return q
+	}
+	ext := func(name string, body map[string]any, status int, code string) badCall {
+		return badCall{name: name, method: post, path: extend, contentType: jsonType,
+			body: toJSON(t, body), status: status, code: code}
+	}
+	client := func(name, path string, q url.Values, status int, code string) badCall {
+		return badCall{name: name, method: get, path: path, query: q, status: status, code: code}
+	}
+	okReq := map[string]any{"simEndpoint": "/ok"}
+	okRes := map[string]any{"simStatus": 200}
+	long := strings.Repeat("a", 65)
+
+	cases := []badCall{
+		// Body types and limits.
+		{name: "pushreq text/plain", method: post, path: pushreq, contentType: "text/plain",
+			body: `{"sim_req": {"simEndpoint": "/a"}}`, bearer: f.tok, status: http.StatusUnsupportedMediaType, code: "unsupported_media_type"},
+		{name: "pushreq multipart", method: post, path: pushreq, contentType: "multipart/form-data; boundary=X",
+			body: "--X\r\nContent-Disposition: form-data; name=\"simEndpoint\"\r\n\r\n/a\r\n--X--\r\n", bearer: f.tok,
+			status: http.StatusUnsupportedMediaType, code: "unsupported_media_type"},
+		{name: "login multipart", method: post, path: login, contentType: "multipart/form-data; boundary=X",
+			body:   "--X\r\nContent-Disposition: form-data; name=\"net\"\r\n\r\nalpha\r\n--X--\r\n",
+			status: http.StatusUnsupportedMediaType, code: "unsupported_media_type"},
+		{name: "login text/plain", method: post, path: login, contentType: "text/plain", body: "net=alpha",
+			status: http.StatusUnsupportedMediaType, code: "unsupported_media_type"},
+		{name: "pushreq no content type", method: post, path: pushreq, body: `{"sim_req": {"simEndpoint": "/a"}}`,
+			bearer: f.tok, status: http.StatusUnsupportedMediaType, code: "unsupported_media_type"},
+		{name: "pushres application/xml", method: post, path: pushres, contentType: "application/xml",
+			body: "<net>alpha</net>", bearer: testKey, status: http.StatusUnsupportedMediaType, code: "unsupported_media_type"},
+		{name: "unparsable content type", method: post, path: login, contentType: "application/json; charset",
+			body: `{"net": "alpha"}`, status: http.StatusUnsupportedMediaType, code: "unsupported_media_type"},
+		push("malformed JSON", rawBody(`{"sim_req": {"simEndpoint": "/a"}`), "malformed_json"),
+		push("JSON with trailing garbage", rawBody(`{"sim_req": {"simEndpoint": "/a"}} x`), "malformed_json"),
+		{name: "login malformed JSON", method: post, path: login, contentType: jsonType, body: `{net: alpha}`,
+			status: http.StatusBadRequest, code: "malformed_json"},
+		{name: "login JSON array", method: post, path: login, contentType: jsonType, body: `[{"net": "alpha"}]`,
+			status: http.StatusBadRequest, code: "invalid_body"},
+		{name: "login JSON string", method: post, path: login, contentType: jsonType, body: `"alpha"`,
+			status: http.StatusBadRequest, code: "invalid_body"},
+		{name: "login JSON null", method: post, path: login, contentType: jsonType, body: `null`,
+			status: http.StatusBadRequest, code: "invalid_body"},
+		{name: "login JSON number", method: post, path: login, contentType: jsonType, body: `42`,
+			status: http.StatusBadRequest, code: "invalid_body"},
+		push("pushreq JSON array", rawBody(`[{"sim_req": {"simEndpoint": "/a"}}]`), "invalid_body"),
+		{name: "malformed form body", method: post, path: login, contentType: formType, body: "net=%zz",
+			status: http.StatusBadRequest, code: "invalid_body"},
+		{name: "form sim_req not JSON", method: post, path: pushreq, contentType: formType,
+			body:   url.Values{"token": {f.tok}, "sim_req": {`{"simEndpoint": `}}.Encode(),
+			status: http.StatusBadRequest, code: "malformed_json"},
+		{name: "form simHeaders not JSON", method: post, path: pushreq, contentType: formType,
+			body:   url.Values{"token": {f.tok}, "simEndpoint": {"/a"}, "simHeaders": {"X-A: 1"}}.Encode(),
+			status: http.StatusBadRequest, code: "malformed_json"},
+
+		// sim_req.
+		simReq("sim_req a string", "/a"),
+		simReq("sim_req an array", []any{okReq}),
+		simReq("sim_req null", nil),
+		push("no sim_req at all", map[string]any{}, "invalid_sim_req"),
+		simReq("simEndpoint missing", map[string]any{"simMethod": "GET"}),
+		simReq("simEndpoint empty", map[string]any{"simEndpoint": ""}),
+		simReq("simEndpoint a number", map[string]any{"simEndpoint": 7}),
+		simReq("simMethod with a space", map[string]any{"simEndpoint": "/a", "simMethod": "GE T"}),
+		simReq("simMethod empty", map[string]any{"simEndpoint": "/a", "simMethod": ""}),
+		simReq("simMethod a number", map[string]any{"simEndpoint": "/a", "simMethod": 5}),
+		simReq("simMethod too long", map[string]any{"simEndpoint": "/a", "simMethod": strings.Repeat("X", 33)}),
+		simReq("simHeaders a string", map[string]any{"simEndpoint": "/a", "simHeaders": "X-A: 1"}),
+		simReq("simHeaders an array", map[string]any{"simEndpoint": "/a", "simHeaders": []string{"X-A"}}),
+		simReq("header value a number", map[string]any{"simEndpoint": "/a", "simHeaders": map[string]any{"X-A": 1}}),
+		simReq("header value a number list", map[string]any{"simEndpoint": "/a", "simHeaders": map[string]any{"X-A": []int{1}}}),
+		simReq("header value an object", map[string]any{"simEndpoint": "/a", "simHeaders": map[string]any{"X-A": map[string]string{"b": "c"}}}),
+		simReq("simQueryParams a string", map[string]any{"simEndpoint": "/a", "simQueryParams": "q=1"}),
+		simReq("simRouteParams an array", map[string]any{"simEndpoint": "/a", "simRouteParams": []int{1}}),
+		simReq("simBodyEncoding hex", map[string]any{"simEndpoint": "/a", "simBody": "00", "simBodyEncoding": "hex"}),
+		simReq("simBodyEncoding a number", map[string]any{"simEndpoint": "/a", "simBody": "AA==", "simBodyEncoding": 64}),
+		simReq("base64 body not a string", map[string]any{"simEndpoint": "/a", "simBody": map[string]int{"a": 1}, "simBodyEncoding": "base64"}),
+		simReq("invalid base64", map[string]any{"simEndpoint": "/a", "simBody": "!!!!", "simBodyEncoding": "base64"}),
+		simReq("unpadded base64", map[string]any{"simEndpoint": "/a", "simBody": "abc", "simBodyEncoding": "base64"}),
+		push("sim_req and top-level fields", map[string]any{"sim_req": okReq, "simEndpoint": "/b"}, "invalid_sim_req"),
+		push("sim_req and top-level simBody", map[string]any{"sim_req": okReq, "simBody": "x"}, "invalid_sim_req"),
+		push("top-level simEndpoint a number", map[string]any{"simEndpoint": 5}, "invalid_sim_req"),
+		push("top-level bad simMethod", map[string]any{"simEndpoint": "/a", "simMethod": "GE T"}, "invalid_sim_req"),
+
+		// sim_res.
+		simRes("sim_res a string", "ok"),
+		simRes("sim_res an array", []any{okRes}),
+		simRes("sim_res null", nil),
+		simRes("simStatus 99", map[string]any{"simStatus": 99}),
+		simRes("simStatus 600", map[string]any{"simStatus": 600}),
+		simRes("simStatus 200.5", map[string]any{"simStatus": 200.5}),
+		simRes("simStatus abc", map[string]any{"simStatus": "abc"}),
+		simRes("simStatus -200", map[string]any{"simStatus": -200}),
+		simRes("simStatus true", map[string]any{"simStatus": true}),
+		simRes("sim_res header value a number", map[string]any{"simHeaders": map[string]any{"X-A": 1}}),
+		simRes("sim_res simHeaders a string", map[string]any{"simHeaders": "X-A: 1"}),
+		simRes("sim_res invalid base64", map[string]any{"simBody": "!!!!", "simBodyEncoding": "base64"}),
+		simRes("sim_res bad simBodyEncoding", map[string]any{"simBody": "x", "simBodyEncoding": "gzip"}),
+		answer("sim_res and top-level simStatus", "alpha", testKey, map[string]any{"rid": f.rid, "sim_res": okRes, "simStatus": 201},
+			http.StatusBadRequest, "invalid_sim_res"),
+		answer("top-level simStatus 600", "alpha", testKey, map[string]any{"rid": f.rid, "simStatus": 600},
+			http.StatusBadRequest, "invalid_sim_res"),
+		{name: "form simStatus abc", method: post, path: pushres, contentType: formType,
+			body:   url.Values{"net": {"alpha"}, "key": {testKey}, "rid": {f.rid}, "simStatus": {"abc"}}.Encode(),
+			status: http.StatusBadRequest, code: "invalid_sim_res"},
+		{name: "form sim_res not JSON", method: post, path: pushres, contentType: formType,
+			body:   url.Values{"net": {"alpha"}, "key": {testKey}, "rid": {f.rid}, "sim_res": {"{"}}.Encode(),
+			status: http.StatusBadRequest, code: "malformed_json"},
+
+		// Net names.
+		client("login net empty", login, url.Values{"net": {""}}, http.StatusBadRequest, "missing_param"),
+		client("login no net", login, nil, http.StatusBadRequest, "missing_param"),
+		client("login net 65 chars", login, url.Values{"net": {long}}, http.StatusBadRequest, "invalid_net"),
+		client("login net with a space", login, url.Values{"net": {"a b"}}, http.StatusBadRequest, "invalid_net"),
+		client("login net with a slash", login, url.Values{"net": {"a/b"}}, http.StatusBadRequest, "invalid_net"),
+		client("login net not ASCII", login, url.Values{"net": {"ü"}}, http.StatusBadRequest, "invalid_net"),
+		client("login net with a NUL", login, url.Values{"net": {"a\x00"}}, http.StatusBadRequest, "invalid_net"),
+		{name: "login JSON net a number", method: post, path: login, contentType: jsonType, body: `{"net": 5}`,
+			status: http.StatusBadRequest, code: "invalid_param"},
+		{name: "login JSON net 65 chars", method: post, path: login, contentType: jsonType, body: toJSON(t, map[string]string{"net": long}),
+			status: http.StatusBadRequest, code: "invalid_net"},
+		poll("pullreqsmart net 65 chars", pollQ(long, freshKey), http.StatusBadRequest, "invalid_net"),
+		poll("pullreqsmart net a/b", pollQ("a/b", freshKey), http.StatusBadRequest, "invalid_net"),
+		poll("pullreqsmart net ü", pollQ("ü", freshKey), http.StatusBadRequest, "invalid_net"),
+		poll("pullreqsmart no net", url.Values{"key": {testKey}, "wait": {"0"}}, http.StatusBadRequest, "missing_param"),
+		answer("pushres net a b", "a b", freshKey, map[string]any{"rid": f.rid, "sim_res": okRes}, http.StatusBadRequest, "invalid_net"),
+		ext("extend net empty", map[string]any{"net": "", "key": testKey, "rid": f.rid}, http.StatusBadRequest, "missing_param"),
+
+		// Tokens.
+		{name: "pushreq no token", method: post, path: pushreq, contentType: jsonType, body: toJSON(t, map[string]any{"sim_req": okReq}),
+			status: http.StatusUnauthorized, code: "missing_token"},
+		{name: "pushreq unknown bearer token", method: post, path: pushreq, contentType: jsonType, body: toJSON(t, map[string]any{"sim_req": okReq}),
+			bearer: "no-such-token", status: http.StatusUnauthorized, code: "unknown_token"},
+		{name: "pushreq unknown token parameter", method: post, path: pushreq, contentType: jsonType,
+			body: toJSON(t, map[string]any{"token": "no-such-token", "sim_req": okReq}), status: http.StatusUnauthorized, code: "unknown_token"},
+		{name: "pushreq form unknown token", method: post, path: pushreq, contentType: formType,
+			body: url.Values{"token": {"no-such-token"}, "simEndpoint": {"/a"}}.Encode(), status: http.StatusUnauthorized, code: "unknown_token"},
+		{name: "pushreq JSON token a number", method: post, path: pushreq, contentType: jsonType,
+			body: toJSON(t, map[string]any{"token": 5, "sim_req": okReq}), status: http.StatusBadRequest, code: "invalid_param"},
+		client("check no token", check, url.Values{"rid": {f.rid}}, http.StatusUnauthorized, "missing_token"),
+		client("check unknown token", check, url.Values{"token": {"nope"}, "rid": {f.rid}}, http.StatusUnauthorized, "unknown_token"),
+		client("pullres no token", pullres, url.Values{"rid": {f.rid}}, http.StatusUnauthorized, "missing_token"),
+		client("pullsmart unknown token", pullsm, url.Values{"token": {"nope"}, "rid": {f.rid}, "wait": {"0"}}, http.StatusUnauthorized, "unknown_token"),
+
+		// Keys.
+		poll("pullreqsmart no key", url.Values{"net": {"alpha"}, "wait": {"0"}}, http.StatusUnauthorized, "missing_key"),
+		poll("pullreqsmart empty key", pollQ("alpha", ""), http.StatusUnauthorized, "missing_key"),
+		poll("pullreqsmart wrong key", pollQ("alpha", freshKey), http.StatusForbidden, "wrong_key"),
+		poll("pullreqsmart short wrong key on a claimed net", pollQ("alpha", "short"), http.StatusForbidden, "wrong_key"),
+		poll("pullreqsmart short key on an unclaimed net", pollQ("fresh1", "short-key-15chr"), http.StatusBadRequest, "weak_key"),
+		answer("pushres no key", "alpha", "", map[string]any{"rid": f.rid, "sim_res": okRes}, http.StatusUnauthorized, "missing_key"),
+		answer("pushres wrong key", "alpha", betaKey, map[string]any{"rid": f.rid, "sim_res": okRes}, http.StatusForbidden, "wrong_key"),
+		answer("pushres short key on an unclaimed net", "fresh2", "short", map[string]any{"rid": f.rid, "sim_res": okRes}, http.StatusBadRequest, "weak_key"),
+		ext("extend no key", map[string]any{"net": "alpha", "rid": f.rid}, http.StatusUnauthorized, "missing_key"),
+		ext("extend wrong key", map[string]any{"net": "alpha", "key": betaKey, "rid": f.rid}, http.StatusForbidden, "wrong_key"),
+
+		// Unknown rids, and rids of another token or net, which must look unknown.
+		client("check no rid", check, url.Values{"token": {f.tok}}, http.StatusBadRequest, "missing_param"),
+		client("pullres no rid", pullres, url.Values{"token": {f.tok}}, http.StatusBadRequest, "missing_param"),
+		client("check unknown rid", check, url.Values{"token": {f.tok}, "rid": {"no-such-rid"}}, http.StatusNotFound, "not_found"),
+		client("pullres unknown rid", pullres, url.Values{"token": {f.tok}, "rid": {"no-such-rid"}}, http.StatusNotFound, "not_found"),
+		client("pullsmart unknown rid", pullsm, url.Values{"token": {f.tok}, "rid": {"no-such-rid"}, "wait": {"0"}}, http.StatusNotFound, "not_found"),
+		client("check another token's rid", check, url.Values{"token": {f.tok}, "rid": {f.otherRid}}, http.StatusNotFound, "not_found"),
+		client("pullres another token's rid", pullres, url.Values{"token": {f.tok}, "rid": {f.otherRid}}, http.StatusNotFound, "not_found"),
+		client("pullsmart another token's rid", pullsm, url.Values{"token": {f.tok}, "rid": {f.otherRid}, "wait": {"0"}}, http.StatusNotFound, "not_found"),
+		client("check another net's rid", check, url.Values{"token": {f.tok}, "rid": {f.betaRid}}, http.StatusNotFound, "not_found"),
+		answer("pushres no rid", "alpha", testKey, map[string]any{"sim_res": okRes}, http.StatusBadRequest, "missing_param"),
+		answer("pushres unknown rid", "alpha", testKey, map[string]any{"rid": "no-such-rid", "sim_res": okRes}, http.StatusNotFound, "not_found"),
+		answer("pushres another net's rid", "alpha", testKey, map[string]any{"rid": f.betaRid, "sim_res": okRes}, http.StatusNotFound, "not_found"),
+		ext("extend no rid", map[string]any{"net": "alpha", "key": testKey}, http.StatusBadRequest, "missing_param"),
+		ext("extend unknown rid", map[string]any{"net": "alpha", "key": testKey, "rid": "no-such-rid"}, http.StatusNotFound, "not_found"),
+		ext("extend another net's rid", map[string]any{"net": "alpha", "key": testKey, "rid": f.betaRid}, http.StatusNotFound, "not_found"),
+
+		// Wrong methods and paths.
+		{name: "DELETE pushreq", method: http.MethodDelete, path: pushreq, bearer: f.tok,
+			status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: []string{"POST"}},
+		{name: "GET pushreq", method: get, path: pushreq, query: url.Values{"token": {f.tok}, "simEndpoint": {"/a"}},
+			status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: []string{"POST"}},
+		{name: "GET pushres", method: get, path: pushres, query: url.Values{"net": {"fresh3"}, "key": {freshKey}, "rid": {f.rid}},
+			status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: []string{"POST"}},
+		{name: "GET extend", method: get, path: extend, status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: []string{"POST"}},
+		{name: "PUT login", method: http.MethodPut, path: login, contentType: jsonType, body: `{"net": "alpha"}`,
+			status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: []string{"GET", "POST"}},
+		{name: "DELETE check", method: http.MethodDelete, path: check, status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: []string{"GET", "POST"}},
+		{name: "POST healthz", method: post, path: "/healthz", status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: []string{"GET"}},
+		{name: "unknown API path", method: get, path: "/api/v1/client/nope", status: http.StatusNotFound, code: "no_route"},
+		{name: "unknown API version", method: post, path: "/api/v2/client/pushreq", bearer: f.tok, status: http.StatusNotFound, code: "no_route"},
+		{name: "root", method: get, path: "/", status: http.StatusNotFound, code: "no_route"},
+		{name: "path below an endpoint", method: post, path: pushreq + "/x", bearer: f.tok, status: http.StatusNotFound, code: "no_route"},
+
+		// Long-poll and lease parameters.
+		poll("wait -1", pollQ("alpha", testKey, "wait", "-1"), http.StatusBadRequest, "invalid_param"),
+		poll("wait x", pollQ("alpha", testKey, "wait", "x"), http.StatusBadRequest, "invalid_param"),
+		poll("wait NaN", pollQ("alpha", testKey, "wait", "NaN"), http.StatusBadRequest, "invalid_param"),
+		poll("max 0", pollQ("alpha", testKey, "max", "0"), http.StatusBadRequest, "invalid_param"),
+		poll("max 101", pollQ("alpha", testKey, "max", "101"), http.StatusBadRequest, "invalid_param"),
+		poll("max 1.5", pollQ("alpha", testKey, "max", "1.5"), http.StatusBadRequest, "invalid_param"),
+		poll("max x", pollQ("alpha", testKey, "max", "x"), http.StatusBadRequest, "invalid_param"),
+		poll("lease 0", pollQ("alpha", testKey, "lease", "0"), http.StatusBadRequest, "invalid_param"),
+		poll("lease -3", pollQ("alpha", testKey, "lease", "-3"), http.StatusBadRequest, "invalid_param"),
+		{name: "pullreqsmart JSON wait true", method: post, path: pullreqs, contentType: jsonType,
+			body: toJSON(t, map[string]any{"net": "alpha", "key": testKey, "wait": true}), status: http.StatusBadRequest, code: "invalid_param"},
+		client("pullsmart wait -1", pullsm, url.Values{"token": {f.tok}, "rid": {f.rid}, "wait": {"-1"}}, http.StatusBadRequest, "invalid_param"),
+		client("pullsmart wait x", pullsm, url.Values{"token": {f.tok}, "wait": {"x"}}, http.StatusBadRequest, "invalid_param"),
+		ext("extend lease 0", map[string]any{"net": "alpha", "key": testKey, "rid": f.rid, "lease": 0}, http.StatusBadRequest, "invalid_param"),
+		ext("extend lease -3", map[string]any{"net": "alpha", "key": testKey, "rid": f.rid, "lease": -3}, http.StatusBadRequest, "invalid_param"),
+		ext("extend lease x", map[string]any{"net": "alpha", "key": testKey, "rid": f.rid, "lease": "x"}, http.StatusBadRequest, "invalid_param"),
+
+		// A fresh key on an unclaimed net: a call that fails must not claim it.
+		poll("fresh net, bad wait", pollQ("fresh4", freshKey, "wait", "-1"), http.StatusBadRequest, "invalid_param"),
+		poll("fresh net, bad max", pollQ("fresh5", freshKey, "max", "0"), http.StatusBadRequest, "invalid_param"),
+		poll("fresh net, bad lease", pollQ("fresh6", freshKey, "lease", "0"), http.StatusBadRequest, "invalid_param"),
+		answer("fresh net, bad sim_res", "fresh7", freshKey, map[string]any{"rid": f.rid, "sim_res": map[string]any{"simStatus": 99}},
+			http.StatusBadRequest, "invalid_sim_res"),
+		answer("fresh net, no rid", "fresh8", freshKey, map[string]any{"sim_res": okRes}, http.StatusBadRequest, "missing_param"),
+		ext("fresh net, bad lease on extend", map[string]any{"net": "fresh9", "key": freshKey, "rid": f.rid, "lease": 0},
+			http.StatusBadRequest, "invalid_param"),
+		answer("fresh net, unknown rid", "fresh10", freshKey, map[string]any{"rid": "no-such-rid", "sim_res": okRes},
+			http.StatusNotFound, "not_found"),
+		answer("fresh net, another net's rid", "fresh11", freshKey, map[string]any{"rid": f.rid, "sim_res": okRes},
+			http.StatusNotFound, "not_found"),
+		ext("fresh net, unknown rid on extend", map[string]any{"net": "fresh12", "key": freshKey, "rid": "no-such-rid"},
+			http.StatusNotFound, "not_found"),
+	}
+
+	names := map[string]bool{}
+	for _, c := range cases {
+		require.False(t, names[c.name], "two cases named %q", c.name)
+		names[c.name] = true
+		t.Run(c.name, func(t *testing.T) {
+			before := storeRows(t, r)
+			counts := map[string]int{"requests": r.count("requests"), "tokens": r.count("tokens"), "nets": r.count("nets")}
+
+			rep := c.send(t, r.URL)
+			assertErrorShape(t, rep, c.status, c.code)
+			assert.Equal(t, "*", rep.Header.Get("Access-Control-Allow-Origin"), "errors carry CORS too")
+			if c.status == http.StatusMethodNotAllowed {
+				allow := headerList(rep.Header, "Allow")
+				for _, m := range c.allow {
+					assert.Contains(t, allow, m, "Allow: %q", rep.Header.Get("Allow"))
+				}
+				assert.NotContains(t, allow, c.method)
+			}
+
+			after := storeRows(t, r)
+			for table, n := range counts {
+				assert.Equal(t, n, r.count(table), "rows in %s", table)
+			}
+			assert.Equal(t, before, after, "a failed call writes nothing")
+		})
+	}
+}
+
+// headerList splits a comma-separated header into its trimmed items.
+func headerList(h http.Header, name string) []string {
+	var out []string
+	for _, v := range h.Values(name) {
+		for item := range strings.SplitSeq(v, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				out = append(out, item)
+			}
+		}
+	}
+	return out
+}
+
+// TestBadInputLooksUnknown: a rid of another token (or, for a SimServer,
+// another net) is answered exactly like a rid that does not exist, so a
+// caller learns nothing about it.
+func TestBadInputLooksUnknown(t *testing.T) {
+	f := newBadInputFixture(t)
+	r := f.r
+	for _, c := range []struct {
+		name           string
+		unknown, other badCall
+	}{
+		{"check",
+			badCall{method: http.MethodGet, path: "/api/v1/client/check", query: url.Values{"token": {f.tok}, "rid": {"AAAAAAAAAAAAAAAAAAAAAA"}}},
+			badCall{method: http.MethodGet, path: "/api/v1/client/check", query: url.Values{"token": {f.tok}, "rid": {f.otherRid}}}},
+		{"pullres",
+			badCall{method: http.MethodGet, path: "/api/v1/client/pullres", query: url.Values{"token": {f.tok}, "rid": {"AAAAAAAAAAAAAAAAAAAAAA"}}},
+			badCall{method: http.MethodGet, path: "/api/v1/client/pullres", query: url.Values{"token": {f.tok}, "rid": {f.otherRid}}}},
+		{"pullsmart",
+			badCall{method: http.MethodGet, path: "/api/v1/client/pullsmart", query: url.Values{"token": {f.tok}, "rid": {"AAAAAAAAAAAAAAAAAAAAAA"}, "wait": {"0"}}},
+			badCall{method: http.MethodGet, path: "/api/v1/client/pullsmart", query: url.Values{"token": {f.tok}, "rid": {f.otherRid}, "wait": {"0"}}}},
+		{"pushres",
+			badCall{method: http.MethodPost, path: "/api/v1/server/pushres", contentType: "application/json", bearer: testKey,
+				body: `{"net": "alpha", "rid": "AAAAAAAAAAAAAAAAAAAAAA", "sim_res": {}}`},
+			badCall{method: http.MethodPost, path: "/api/v1/server/pushres", contentType: "application/json", bearer: testKey,
+				body: `{"net": "alpha", "rid": "` + f.betaRid + `", "sim_res": {}}`}},
+		{"extend",
+			badCall{method: http.MethodPost, path: "/api/v1/server/extend", contentType: "application/json", bearer: testKey,
+				body: `{"net": "alpha", "rid": "AAAAAAAAAAAAAAAAAAAAAA"}`},
+			badCall{method: http.MethodPost, path: "/api/v1/server/extend", contentType: "application/json", bearer: testKey,
+				body: `{"net": "alpha", "rid": "` + f.betaRid + `"}`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			unknown, other := c.unknown.send(t, r.URL), c.other.send(t, r.URL)
+			assertErrorShape(t, unknown, http.StatusNotFound, "")
+			assert.Equal(t, unknown.Status, other.Status)
+			assert.Equal(t, string(unknown.Body), string(other.Body))
+			assert.Equal(t, unknown.Header.Get("Content-Type"), other.Header.Get("Content-Type"))
+		})
+	}
+	// The rids are still there for their owners.
+	assert.Equal(t, statusDelivered, ridStatus(t, r, f.otherTok, f.otherRid))
+	assert.Equal(t, statusDelivered, ridStatus(t, r, f.betaTok, f.betaRid))
+}
+
+// TestBadInputBodyTooLarge: a body over --max-body is 413 and writes
+// nothing; a body of exactly --max-body is read.
+func TestBadInputBodyTooLarge(t *testing.T) {
+	const maxBody = 200
+	r := newTestRelay(t, func(c *config) { c.MaxBody = maxBody })
+	tok, _ := r.login("alpha")
+	sized := func(prefix, suffix string, size int) string {
+		return prefix + strings.Repeat("x", size-len(prefix)-len(suffix)) + suffix
+	}
+	post := func(path, contentType, bearer, body string) reply {
+		return badCall{method: http.MethodPost, path: path, contentType: contentType, bearer: bearer, body: body}.send(t, r.URL)
+	}
+
+	rep := post("/api/v1/client/login", "application/json", "", sized(`{"net": "alpha", "pad": "`, `"}`, maxBody))
+	require.Equal(t, http.StatusOK, rep.Status, "a body of exactly --max-body: %s", rep.Body)
+
+	for _, c := range []struct {
+		name, path, contentType, bearer, body string
+	}{
+		{"login JSON one byte over", "/api/v1/client/login", "application/json", "",
+			sized(`{"net": "alpha", "pad": "`, `"}`, maxBody+1)},
+		{"login form", "/api/v1/client/login", "application/x-www-form-urlencoded", "",
+			sized("net=alpha&pad=", "", 4*maxBody)},
+		{"pushreq JSON", "/api/v1/client/pushreq", "application/json", tok,
+			sized(`{"sim_req": {"simEndpoint": "/a", "simBody": "`, `"}}`, 10*maxBody)},
+		{"pushreq text/plain", "/api/v1/client/pushreq", "text/plain", tok, strings.Repeat("x", 2*maxBody)},
+		{"pushres on an unclaimed net", "/api/v1/server/pushres", "application/json", freshKey,
+			sized(`{"net": "fresh", "rid": "x", "sim_res": {"simBody": "`, `"}}`, 3*maxBody)},
+		{"pullreqsmart on an unclaimed net", "/api/v1/server/pullreqsmart", "application/json", freshKey,
+			sized(`{"net": "fresh", "wait": 0, "pad": "`, `"}`, 3*maxBody)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := storeRows(t, r)
+			counts := map[string]int{"requests": r.count("requests"), "tokens": r.count("tokens"), "nets": r.count("nets")}
+			rep := post(c.path, c.contentType, c.bearer, c.body)
+			// The limit comes before the type: a big body of any type is 413.
+			assertErrorShape(t, rep, http.StatusRequestEntityTooLarge, "body_too_large")
+			assert.Equal(t, "*", rep.Header.Get("Access-Control-Allow-Origin"))
+			for table, n := range counts {
+				assert.Equal(t, n, r.count(table), "rows in %s", table)
+			}
+			assert.Equal(t, before, storeRows(t, r))
+		})
+	}
+}
+
+// TestBadInputBoundaries: the values just inside each limit are accepted,
+// so the refusals in TestBadInput are for the reason they name.
+func TestBadInputBoundaries(t *testing.T) {
+	r := newTestRelay(t)
+	for _, net := range []string{strings.Repeat("n", 64), "a", "A.b_c-9"} {
+		tok, _ := r.login(net)
+		rid := r.push(tok, map[string]any{"simEndpoint": "/a", "simMethod": "M-SEARCH",
+			"simHeaders": map[string]any{"X-A": "1", "X-B": []string{"2", "3"}}, "simBody": "AA==", "simBodyEncoding": "base64"})
+		key := "k123456789abcdef" // exactly 16 characters claims an unclaimed net
+		got := r.pullReqs(net, key, url.Values{"max": {"100"}, "lease": {"0.5"}})
+		require.Len(t, got, 1, net)
+		for _, status := range []any{100, 599, "404"} {
+			rep := r.answer(net, key, rid, map[string]any{"simStatus": status})
+			if status == 100 {
+				assert.Equal(t, http.StatusOK, rep.Status, "simStatus %v: %s", status, rep.Body)
+			} else {
+				assert.Equal(t, http.StatusConflict, rep.Status, "validated, then refused as already answered: %s", rep.Body)
+			}
+		}
+	}
+}
+
+// corsRoutePaths are the paths routes.go registers, wildcards filled in, so
+// a route added later is covered too.
+func corsRoutePaths(t *testing.T) []string {
+	t.Helper()
+	src, err := os.ReadFile("routes.go")
+	require.NoError(t, err)
+	pattern := regexp.MustCompile(`\.Handle(?:Func)?\("(?:[A-Z]+ )?([^"]+)"`)
+	wildcard := regexp.MustCompile(`\{[^}]*\}`)
+	var paths []string
+	for _, m := range pattern.FindAllStringSubmatch(string(src), -1) {
+		p := m[1]
+		if i := strings.Index(p, "/"); i > 0 { // a host pattern
+			p = p[i:]
+		}
+		p = wildcard.ReplaceAllString(p, "x")
+		if !slices.Contains(paths, p) {
+			paths = append(paths, p)
+		}
+	}
+	for _, p := range []string{"/healthz", "/api/v1/client/login", "/api/v1/client/pushreq", "/api/v1/client/check",
+		"/api/v1/client/pullres", "/api/v1/client/pullsmart", "/api/v1/server/pullreqsmart",
+		"/api/v1/server/pushres", "/api/v1/server/extend"} {
+		require.Contains(t, paths, p, "routes.go as read by the test")
+	}
+	return paths
+}
+
+func preflight(t *testing.T, base, path, origin string) reply {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodOptions, base+path+"?net=alpha", nil)
+	require.NoError(t, err)
+	req.Header.Set("Origin", origin)
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	req.Header.Set("Access-Control-Request-Headers", "authorization, content-type")
+	return doRequest(t, req)
+}
+
+func TestCORSPreflight(t *testing.T) {
+	r := newTestRelay(t)
+	for _, path := range append(corsRoutePaths(t), "/api/v1/client/nope") {
+		t.Run(path, func(t *testing.T) {
+			before := storeRows(t, r)
+			rep := preflight(t, r.URL, path, "https://app.example")
+			assert.Equal(t, http.StatusNoContent, rep.Status, "body: %s", rep.Body)
+			assert.Equal(t, "*", rep.Header.Get("Access-Control-Allow-Origin"))
+			methods := headerList(rep.Header, "Access-Control-Allow-Methods")
+			assert.Contains(t, methods, "GET")
+			assert.Contains(t, methods, "POST")
+			var headers []string
+			for _, h := range headerList(rep.Header, "Access-Control-Allow-Headers") {
+				headers = append(headers, strings.ToLower(h))
+			}
+			assert.Contains(t, headers, "authorization")
+			assert.Contains(t, headers, "content-type")
+			assert.Equal(t, before, storeRows(t, r), "a preflight runs no handler: no login from ?net=alpha")
+		})
+	}
+}
+
+func TestCORSOnResponses(t *testing.T) {
+	r := newTestRelay(t)
+	tok, _ := r.login("alpha")
+	for _, c := range []struct {
+		call   badCall
+		status int
+	}{
+		{badCall{name: "healthz", method: http.MethodGet, path: "/healthz"}, http.StatusOK},
+		{badCall{name: "login", method: http.MethodGet, path: "/api/v1/client/login", query: url.Values{"net": {"alpha"}}}, http.StatusOK},
+		{badCall{name: "pushreq", method: http.MethodPost, path: "/api/v1/client/pushreq", contentType: "application/json",
+			bearer: tok, body: `{"simEndpoint": "/a"}`}, http.StatusCreated},
+		{badCall{name: "pullreqsmart", method: http.MethodPost, path: "/api/v1/server/pullreqsmart",
+			contentType: "application/x-www-form-urlencoded", body: "net=alpha&wait=0&key=" + testKey}, http.StatusOK},
+		{badCall{name: "pullsmart 204", method: http.MethodGet, path: "/api/v1/client/pullsmart",
+			query: url.Values{"token": {tok}, "wait": {"0"}}}, http.StatusNoContent},
+		{badCall{name: "401", method: http.MethodPost, path: "/api/v1/client/pushreq", contentType: "application/json",
+			body: `{"simEndpoint": "/a"}`}, http.StatusUnauthorized},
+		{badCall{name: "400", method: http.MethodGet, path: "/api/v1/client/login"}, http.StatusBadRequest},
+		{badCall{name: "404 path", method: http.MethodGet, path: "/nope"}, http.StatusNotFound},
+		{badCall{name: "405", method: http.MethodDelete, path: "/api/v1/client/pushreq"}, http.StatusMethodNotAllowed},
+		{badCall{name: "415", method: http.MethodPost, path: "/api/v1/client/pushreq", contentType: "text/plain",
+			bearer: tok, body: "x"}, http.StatusUnsupportedMediaType},
+	} {
+		t.Run(c.call.name, func(t *testing.T) {
+			for _, origin := range []string{"", "https://app.example"} {
+				call := c.call
+				req, err := http.NewRequest(call.method, r.URL+call.path+"?"+call.query.Encode(), strings.NewReader(call.body))
+				require.NoError(t, err)
+				if call.contentType != "" {
+					req.Header.Set("Content-Type", call.contentType)
+				}
+				if call.bearer != "" {
+					req.Header.Set("Authorization", "Bearer "+call.bearer)
+				}
+				if origin != "" {
+					req.Header.Set("Origin", origin)
+				}
+				rep := doRequest(t, req)
+				assert.Equal(t, c.status, rep.Status, "body: %s", rep.Body)
+				assert.Equal(t, "*", rep.Header.Get("Access-Control-Allow-Origin"), "Origin %q", origin)
+			}
+		})
+	}
+}
+
+func TestCORSOriginList(t *testing.T) {
+	r := newTestRelay(t, func(c *config) { c.CORSOrigin = "https://a.example, https://b.example" })
+	call := func(method, path, origin string) reply {
+		t.Helper()
+		req, err := http.NewRequest(method, r.URL+path, nil)
+		require.NoError(t, err)
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		return doRequest(t, req)
+	}
+	for _, origin := range []string{"https://a.example", "https://b.example"} {
+		t.Run("allowed "+origin, func(t *testing.T) {
+			for name, rep := range map[string]reply{
+				"success":   call(http.MethodGet, "/api/v1/client/login?net=alpha", origin),
+				"error":     call(http.MethodGet, "/api/v1/client/check?token=nope&rid=x", origin),
+				"no route":  call(http.MethodGet, "/nope", origin),
+				"preflight": preflight(t, r.URL, "/api/v1/client/pushreq", origin),
+			} {
+				assert.Equal(t, origin, rep.Header.Get("Access-Control-Allow-Origin"), name)
+				assert.Contains(t, headerList(rep.Header, "Vary"), "Origin", name)
+			}
+		})
+	}
+	for _, origin := range []string{"https://c.example", "https://a.example.evil", "null", ""} {
+		t.Run("refused "+origin, func(t *testing.T) {
+			for name, rep := range map[string]reply{
+				"success":   call(http.MethodGet, "/api/v1/client/login?net=alpha", origin),
+				"error":     call(http.MethodGet, "/api/v1/client/check?token=nope&rid=x", origin),
+				"preflight": preflight(t, r.URL, "/api/v1/client/pushreq", origin),
+			} {
+				assert.Empty(t, rep.Header.Values("Access-Control-Allow-Origin"), name)
+				assert.Contains(t, headerList(rep.Header, "Vary"), "Origin", "%s: caches must key on Origin", name)
+			}
+		})
+	}
+}
+
+// TestHeadWritesNothing: the mux routes HEAD to GET patterns; a HEAD on an
+// API route is refused and, on login, makes no token.
+func TestHeadWritesNothing(t *testing.T) {
+	r := newTestRelay(t)
+	for _, path := range []string{"/api/v1/client/login?net=demo", "/api/v1/server/pullreqsmart?net=demo&key=" + testKey} {
+		req, err := http.NewRequest(http.MethodHead, r.URL+path, nil)
+		require.NoError(t, err)
+		rep := r.do(req)
+		assert.Equal(t, http.StatusMethodNotAllowed, rep.Status, path)
+		assert.Equal(t, "GET, POST", rep.Header.Get("Allow"), path)
+	}
+	assert.Equal(t, 0, r.count("tokens"))
+	assert.Equal(t, 0, r.count("nets"))
+}
