@@ -38,12 +38,27 @@ type statements struct {
 	tokenByHash, netKey, readyState, requestForOwner, hasUnpulled *sql.Stmt // readers
 }
 
+// statement is one prepared statement: where it goes, on which database
+// (the writer or the readers), and its SQL.
+type statement struct {
+	stmt **sql.Stmt
+	db   *sql.DB
+	sql  string
+}
+
 func (q *statements) prepare(ctx context.Context, w, r *sql.DB) error {
-	list := []struct {
-		stmt **sql.Stmt
-		db   *sql.DB
-		sql  string
-	}{
+	for _, s := range q.list(w, r) {
+		stmt, err := s.db.PrepareContext(ctx, s.sql)
+		if err != nil {
+			return err
+		}
+		*s.stmt = stmt
+	}
+	return nil
+}
+
+func (q *statements) list(w, r *sql.DB) []statement {
+	return []statement{
 		{&q.insertToken, w, `INSERT INTO tokens (token_hash, peer_id, net, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`},
 		{&q.claimNet, w, `INSERT INTO nets (name, key_hash, claimed_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING`},
 		{&q.touchNet, w, `UPDATE nets SET last_poll_at = ? WHERE name = ?`},
@@ -82,22 +97,12 @@ func (q *statements) prepare(ctx context.Context, w, r *sql.DB) error {
 			FROM requests WHERE rid = ? AND net = ?`},
 		{&q.hasUnpulled, r, `SELECT EXISTS (SELECT 1 FROM requests WHERE token_hash = ? AND status = 'answered' AND pulled = 0)`},
 	}
-	for _, s := range list {
-		stmt, err := s.db.PrepareContext(ctx, s.sql)
-		if err != nil {
-			return err
-		}
-		*s.stmt = stmt
-	}
-	return nil
 }
 
 func (q *statements) close() {
-	for _, s := range []*sql.Stmt{q.insertToken, q.claimNet, q.touchNet, q.insertRequest, q.leaseQueued,
-		q.leaseExpired, q.markDelivered, q.answer, q.extend, q.markPulled, q.takeUnpulled, q.requestForNet, q.claimedKey,
-		q.tokenByHash, q.netKey, q.readyState, q.requestForOwner, q.requestForNet, q.hasUnpulled} {
-		if s != nil {
-			s.Close()
+	for _, s := range q.list(nil, nil) {
+		if *s.stmt != nil {
+			(*s.stmt).Close()
 		}
 	}
 }
