@@ -279,6 +279,7 @@ func startRelayProcess(t *testing.T, dbPath string, args ...string) *relayProces
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	p := &relayProcess{cmd: cmd, stderr: &bytes.Buffer{}, exited: make(chan error, 1)}
+	gone := make(chan struct{}) // closed once the child has been waited for
 	cmd.Stderr = &syncWriter{w: p.stderr}
 	require.NoError(t, cmd.Start())
 	urls := make(chan string, 1)
@@ -290,11 +291,14 @@ func startRelayProcess(t *testing.T, dbPath string, args ...string) *relayProces
 			}
 		}
 		p.exited <- cmd.Wait()
+		close(gone)
 	}()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		select {
+		case <-gone:
+		default:
 			_ = cmd.Process.Kill()
-			<-p.exited
+			<-gone
 		}
 	})
 	select {

@@ -1,0 +1,571 @@
+// Tests of the relay as a process: durability across kill -9, SIGTERM with
+// open long polls, the serve command's flags and environment, and stopping.
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// tryCall sends one request like doRequest, but reports a failure instead of
+// failing the test: for goroutines, and for a relay that may be dead.
+func tryCall(ctx context.Context, c *http.Client, method, u, bearer string, body any) (reply, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return reply{}, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return reply{}, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return reply{}, err
+	}
+	return readReply(resp)
+}
+
+// readReply reads and decodes a response as doRequest does.
+func readReply(resp *http.Response) (reply, error) {
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return reply{}, err
+	}
+	rep := reply{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	_ = dec.Decode(&rep.JSON)
+	return rep, nil
+}
+
+// pollResult is how a long poll started by startLongPoll ended.
+type pollResult struct {
+	rep reply
+	err error
+}
+
+// startLongPoll POSTs body as JSON to u in a goroutine and returns once the
+// relay's handler is running: the request carries "Expect: 100-continue", and
+// the relay sends "100 Continue" only when the handler reads the body. So the
+// poll is past the listener and inside the relay when this returns, and a
+// signal sent now cannot race with its connection being accepted.
+func startLongPoll(t *testing.T, u, bearer string, body any) <-chan pollResult {
+	t.Helper()
+	b, err := json.Marshal(body)
+	require.NoError(t, err)
+	tr := &http.Transport{ExpectContinueTimeout: time.Minute}
+	t.Cleanup(tr.CloseIdleConnections)
+	inHandler := make(chan struct{})
+	var once sync.Once
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got100Continue: func() { once.Do(func() { close(inHandler) }) },
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Expect", "100-continue")
+	req.Header.Set("Authorization", "Bearer "+bearer)
+	done := make(chan pollResult, 1)
+	go func() {
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			done <- pollResult{err: err}
+			return
+		}
+		rep, err := readReply(resp)
+		done <- pollResult{rep, err}
+	}()
+	select {
+	case <-inHandler:
+	case res := <-done:
+		t.Fatalf("long poll %s ended before it was waiting: %d %s %v", u, res.rep.Status, res.rep.Body, res.err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("long poll %s: the relay did not start reading it within 30s", u)
+	}
+	return done
+}
+
+// awaitPoll returns a long poll's result, failing after within.
+func awaitPoll(t *testing.T, name string, ch <-chan pollResult, within time.Duration) reply {
+	t.Helper()
+	select {
+	case res := <-ch:
+		require.NoError(t, res.err, "%s: no reply", name)
+		return res.rep
+	case <-time.After(within):
+		t.Fatalf("%s: not answered within %s", name, within)
+		return reply{}
+	}
+}
+
+// assertWALClosed asserts that the store at dbPath was closed cleanly: its
+// write-ahead log was checkpointed and removed (or at least emptied).
+func assertWALClosed(t *testing.T, dbPath string, mayBeEmpty bool) {
+	t.Helper()
+	fi, err := os.Stat(dbPath + "-wal")
+	if mayBeEmpty && err == nil {
+		assert.Zero(t, fi.Size(), "the -wal file is left with data after a clean stop")
+		return
+	}
+	assert.True(t, os.IsNotExist(err), "the -wal file is still there after a clean stop (stat: %v)", err)
+}
+
+// assertStoreHolds opens the store file again and checks that the login
+// token, the request rid (in status want) and the net's key survived.
+func assertStoreHolds(t *testing.T, dbPath, tok, rid, want, net, key string) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := openStore(ctx, dbPath, storeOptions{})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, st.Close()) }()
+	tk, err := st.lookupToken(ctx, tok)
+	require.NoError(t, err, "the token is lost")
+	req, err := st.requestForOwner(ctx, tk, rid)
+	require.NoError(t, err, "the request is lost")
+	assert.Equal(t, want, req.status)
+	if net != "" {
+		assert.NoError(t, st.authorizeServer(ctx, net, key), "the net's key is lost")
+		assert.ErrorIs(t, st.authorizeServer(ctx, net, "another-key-0123456789"), errWrongKey)
+	}
+}
+
+// TestCrashLosesNothing kills the relay with SIGKILL in the middle of
+// traffic and checks, on a relay restarted on the same file, that nothing it
+// acknowledged is lost: queued and delivered requests come out again,
+// answered responses can still be pulled, tokens and the net's key still work.
+func TestCrashLosesNothing(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "relay.db")
+	// 1000 attempts: a request leased again and again before the kill is
+	// still queued or delivered after it, never failed.
+	args := []string{"--max-attempts", "1000"}
+	p := startRelayProcess(t, dbPath, args...)
+	rel := &testRelay{t: t, URL: p.URL}
+
+	const net = "crash-net"
+	rel.pullReqs(net, testKey, nil) // claims the net: acknowledged by its 200
+	toks := make([]string, 3)
+	for i := range toks {
+		toks[i], _ = rel.login(net)
+	}
+
+	type pushed struct{ tok, endpoint string }
+	var (
+		mu          sync.Mutex
+		acked       = map[string]pushed{} // rid -> who pushed it: 201 received
+		answered    = map[string]string{} // rid -> sim_res JSON: 200 received
+		answerTried = map[string]bool{}   // rid -> a pushres was sent
+		left        = map[string]bool{}   // rid -> leased and left unanswered on purpose
+		unexpected  []string              // replies that are not what traffic expects
+		enough      = make(chan struct{})
+		enoughOnce  sync.Once
+	)
+	// note records progress; the relay is killed once enough of every kind
+	// was acknowledged. Called with mu held.
+	note := func() {
+		if len(acked) >= 30 && len(answered) >= 5 && len(left) >= 3 {
+			enoughOnce.Do(func() { close(enough) })
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	base := p.URL
+	var wg sync.WaitGroup
+
+	for c, tok := range toks {
+		wg.Go(func() {
+			var mine []string
+			for i := 0; ctx.Err() == nil; i++ {
+				if i >= 200 { // plenty pushed: keep reading until the relay dies
+					if len(mine) == 0 {
+						return
+					}
+					q := url.Values{"rid": {mine[i%len(mine)]}}
+					if _, err := tryCall(ctx, hc, http.MethodGet, base+"/api/v1/client/check?"+q.Encode(), tok, nil); err != nil {
+						return
+					}
+					continue
+				}
+				endpoint := fmt.Sprintf("/items/%d/%d", c, i)
+				rep, err := tryCall(ctx, hc, http.MethodPost, base+"/api/v1/client/pushreq", tok,
+					map[string]any{"sim_req": map[string]any{"simEndpoint": endpoint, "simMethod": "PUT", "simBody": map[string]any{"c": c, "i": i}}})
+				if err != nil {
+					return // the relay is gone (or going): this push may or may not exist
+				}
+				mu.Lock()
+				if rid := rep.str("rid"); rep.Status == http.StatusCreated && rid != "" {
+					acked[rid] = pushed{tok, endpoint}
+					mine = append(mine, rid)
+					note()
+				} else {
+					unexpected = append(unexpected, fmt.Sprintf("pushreq: %d %s", rep.Status, rep.Body))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+
+	// The SimServer: leases with a 1 s lease and answers every other request
+	// it sees for the first time; the rest stay delivered and come back.
+	wg.Go(func() {
+		q := url.Values{"net": {net}, "wait": {"1"}, "max": {"4"}, "lease": {"1"}}
+		seen := 0
+		for ctx.Err() == nil {
+			rep, err := tryCall(ctx, hc, http.MethodGet, base+"/api/v1/server/pullreqsmart?"+q.Encode(), testKey, nil)
+			if err != nil {
+				return
+			}
+			var out struct {
+				Requests []leased `json:"requests"`
+			}
+			if rep.Status != http.StatusOK || json.Unmarshal(rep.Body, &out) != nil {
+				mu.Lock()
+				unexpected = append(unexpected, fmt.Sprintf("pullreqsmart: %d %s", rep.Status, rep.Body))
+				mu.Unlock()
+				return
+			}
+			for _, l := range out.Requests {
+				mu.Lock()
+				skip := left[l.RID]
+				if !skip && !answerTried[l.RID] {
+					seen++
+					if seen%2 == 0 {
+						left[l.RID] = true
+						skip = true
+						note()
+					}
+				}
+				if !skip {
+					answerTried[l.RID] = true
+				}
+				mu.Unlock()
+				if skip {
+					continue
+				}
+				simRes := map[string]any{"simStatus": 200, "simHeaders": map[string]any{"X-Rid": l.RID}, "simBody": map[string]any{"rid": l.RID, "seen": seen}}
+				rep, err := tryCall(ctx, hc, http.MethodPost, base+"/api/v1/server/pushres", testKey,
+					map[string]any{"net": net, "rid": l.RID, "sim_res": simRes})
+				if err != nil {
+					return // in flight at the kill: may or may not be answered
+				}
+				b, _ := json.Marshal(simRes)
+				mu.Lock()
+				if rep.Status == http.StatusOK {
+					answered[l.RID] = string(b)
+					note()
+				} else {
+					unexpected = append(unexpected, fmt.Sprintf("pushres %s: %d %s", l.RID, rep.Status, rep.Body))
+				}
+				mu.Unlock()
+			}
+		}
+	})
+
+	select {
+	case <-enough:
+	case <-time.After(30 * time.Second):
+		cancel()
+		wg.Wait()
+		t.Fatalf("traffic did not get going within 30s: %d pushed, %d answered, %d left; unexpected %q\n%s",
+			len(acked), len(answered), len(left), unexpected, p.stderr)
+	}
+	p.kill(t) // traffic is still running
+	cancel()
+	wg.Wait() // every acknowledgement is recorded now
+	require.Empty(t, unexpected, "replies from the relay before the kill")
+	t.Logf("killed with %d pushes, %d answers, %d left unanswered acknowledged", len(acked), len(answered), len(left))
+
+	p2 := startRelayProcess(t, dbPath, args...)
+	rel2 := &testRelay{t: t, URL: p2.URL}
+
+	// The key still owns the net.
+	rep, _ := rel2.pullReqsReply(net, "another-key-0123456789", nil)
+	assert.Equal(t, http.StatusForbidden, rep.Status, string(rep.Body))
+	assert.Equal(t, "wrong_key", rep.errorCode())
+
+	// Every answered response is still there, and pullable by its token.
+	for rid, simRes := range answered {
+		tok := acked[rid].tok
+		require.NotEmpty(t, tok, "answered rid %s was never acknowledged to its client", rid)
+		rep := rel2.get("/api/v1/client/check", url.Values{"token": {tok}, "rid": {rid}})
+		require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
+		assert.Equal(t, statusAnswered, rep.str("status"), "answered rid %s", rid)
+		rep = rel2.get("/api/v1/client/pullres", url.Values{"token": {tok}, "rid": {rid}})
+		require.Equal(t, http.StatusOK, rep.Status, "pullres %s: %s", rid, rep.Body)
+		var got struct {
+			RID    string          `json:"rid"`
+			SimRes json.RawMessage `json:"sim_res"`
+		}
+		require.NoError(t, json.Unmarshal(rep.Body, &got))
+		assert.Equal(t, rid, got.RID)
+		assert.JSONEq(t, simRes, string(got.SimRes), "sim_res of %s", rid)
+	}
+
+	// Every acknowledged, unanswered request is queued or delivered (with
+	// the tokens still valid: no 401), and a SimServer gets it again.
+	want := map[string]string{} // rid -> endpoint, to be handed out
+	for rid, pu := range acked {
+		if _, ok := answered[rid]; ok {
+			continue
+		}
+		rep := rel2.get("/api/v1/client/check", url.Values{"token": {pu.tok}, "rid": {rid}})
+		require.Equal(t, http.StatusOK, rep.Status, "check %s: %s", rid, rep.Body)
+		status := rep.str("status")
+		if answerTried[rid] && status == statusAnswered {
+			continue // its pushres was in flight at the kill and did commit
+		}
+		if assert.Contains(t, []string{statusQueued, statusDelivered}, status, "acknowledged rid %s", rid) {
+			want[rid] = pu.endpoint
+		}
+	}
+	require.NotEmpty(t, want)
+	deadline := time.Now().Add(30 * time.Second)
+	for len(want) > 0 && time.Now().Before(deadline) {
+		// Delivered ones come back when their 1 s lease ends; the long poll
+		// wakes then. A long lease now, so none is handed out twice.
+		for _, l := range rel2.pullReqs(net, testKey, url.Values{"wait": {"5"}, "max": {"100"}, "lease": {"300"}}) {
+			endpoint, ok := want[l.RID]
+			if !ok {
+				continue // unacknowledged, or handed out already
+			}
+			var sr struct {
+				SimEndpoint string `json:"simEndpoint"`
+			}
+			require.NoError(t, json.Unmarshal(l.SimReq, &sr))
+			assert.Equal(t, endpoint, sr.SimEndpoint, "sim_req of %s", l.RID)
+			delete(want, l.RID)
+		}
+	}
+	assert.Empty(t, want, "acknowledged requests never handed out after the restart")
+
+	// Tokens still work for new writes too.
+	for _, tok := range toks {
+		rel2.push(tok, map[string]any{"simEndpoint": "/after-restart"})
+	}
+}
+
+// TestSigtermAnswersLongPolls sends SIGTERM while a SimServer and a SimClient
+// long-poll: both get their normal "nothing yet" reply at once, the relay
+// exits 0, and the store was closed cleanly with everything in it.
+func TestSigtermAnswersLongPolls(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "relay.db")
+	p := startRelayProcess(t, dbPath)
+	rel := &testRelay{t: t, URL: p.URL}
+	tok, _ := rel.login("sig-clients")
+	rid := rel.push(tok, map[string]any{"simEndpoint": "/slow"})
+	// The SimServer serves another net, empty: its poll has nothing to get.
+	const serverNet = "sig-server"
+	rel.pullReqs(serverNet, testKey, nil)
+
+	serverPoll := startLongPoll(t, p.URL+"/api/v1/server/pullreqsmart", testKey, map[string]any{"net": serverNet, "wait": 50})
+	clientPoll := startLongPoll(t, p.URL+"/api/v1/client/pullsmart", tok, map[string]any{"rid": rid, "wait": 50})
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+
+	// 30 s: well under the polls' 50 s wait, so a poll that only ends at its
+	// timeout fails here.
+	rep := awaitPoll(t, "pullreqsmart", serverPoll, 30*time.Second)
+	assert.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
+	assert.JSONEq(t, `{"requests":[]}`, string(rep.Body))
+	rep = awaitPoll(t, "pullsmart", clientPoll, 30*time.Second)
+	assert.Equal(t, http.StatusAccepted, rep.Status, string(rep.Body))
+	assert.JSONEq(t, fmt.Sprintf(`{"rid":%q,"status":"queued"}`, rid), string(rep.Body))
+
+	select {
+	case err := <-p.exited:
+		require.NoError(t, err, "the relay did not exit 0 on SIGTERM\n%s", p.stderr)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the relay did not exit within 30s of SIGTERM\n%s", p.stderr)
+	}
+	assertWALClosed(t, dbPath, true)
+	assertStoreHolds(t, dbPath, tok, rid, statusQueued, serverNet, testKey)
+}
+
+// TestServeDefaultsAndEnv checks serve's flag defaults and that every flag
+// reads its C2CVIA_* variable, a command-line flag winning over it.
+func TestServeDefaultsAndEnv(t *testing.T) {
+	t.Run("defaults", func(t *testing.T) {
+		fs := newServeCmd(io.Discard, io.Discard).Flags()
+		for _, tc := range []struct {
+			flag string
+			want string
+		}{
+			{"addr", ":8080"},
+			{"db", "c2cvia.db"},
+			{"req-ttl", (5 * time.Minute).String()},
+			{"res-ttl", (10 * time.Minute).String()},
+			{"max-wait", (60 * time.Second).String()},
+			{"max-attempts", "5"},
+			{"max-body", "1048576"},
+			{"cors-origin", "*"},
+			{"lease", (30 * time.Second).String()},
+		} {
+			f := fs.Lookup(tc.flag)
+			if assert.NotNil(t, f, "no --%s flag", tc.flag) {
+				assert.Equal(t, tc.want, f.DefValue, "--%s default", tc.flag)
+				assert.Equal(t, tc.want, f.Value.String(), "--%s value before parsing", tc.flag)
+			}
+		}
+	})
+
+	t.Run("every flag has a variable", func(t *testing.T) {
+		// A value of each flag type that differs from every default.
+		sample := map[string]struct{ in, out string }{
+			"duration": {"7s", "7s"},
+			"int":      {"7", "7"},
+			"bytes":    {"7KiB", "7168"},
+			"string":   {"seven", "seven"},
+		}
+		n := 0
+		newServeCmd(io.Discard, io.Discard).Flags().VisitAll(func(f *pflag.Flag) {
+			n++
+			env := envName(f.Name)
+			assert.True(t, strings.HasPrefix(env, "C2CVIA_"), env)
+			assert.Equal(t, strings.ToUpper(env), env)
+			assert.Contains(t, f.Usage, "$"+env, "--%s usage does not name its variable", f.Name)
+			s, ok := sample[f.Value.Type()]
+			if !assert.True(t, ok, "--%s: no sample for type %s", f.Name, f.Value.Type()) {
+				return
+			}
+			// A fresh command, with only this flag's variable set.
+			fs := newServeCmd(io.Discard, io.Discard).Flags()
+			require.NoError(t, flagsFromEnv(fs, func(k string) string {
+				if k == env {
+					return s.in
+				}
+				return ""
+			}))
+			assert.Equal(t, s.out, fs.Lookup(f.Name).Value.String(), "%s=%s did not set --%s", env, s.in, f.Name)
+		})
+		assert.GreaterOrEqual(t, n, 9)
+	})
+
+	t.Run("env takes effect", func(t *testing.T) {
+		dbPath := filepath.Join(t.TempDir(), "from-env.db")
+		base, stop := startRun(t, map[string]string{
+			"C2CVIA_ADDR":        "127.0.0.1:0",
+			"C2CVIA_DB":          dbPath,
+			"C2CVIA_MAX_BODY":    "100",
+			"C2CVIA_CORS_ORIGIN": "https://app.example",
+		}, "serve")
+		rel := &testRelay{t: t, URL: base}
+		assert.True(t, strings.HasPrefix(base, "http://127.0.0.1:"), "C2CVIA_ADDR not used: %s", base)
+		_, err := os.Stat(dbPath)
+		assert.NoError(t, err, "C2CVIA_DB not used")
+
+		rep := rel.get("/healthz", nil)
+		assert.Equal(t, http.StatusOK, rep.Status)
+		assert.JSONEq(t, `{"status":"ok"}`, string(rep.Body))
+
+		rep = rel.postJSON("/api/v1/client/login", "", map[string]any{"net": "env-net"})
+		assert.Equal(t, http.StatusOK, rep.Status, "a small body: %s", rep.Body)
+		rep = rel.postJSON("/api/v1/client/login", "", map[string]any{"net": "env-net", "pad": strings.Repeat("x", 100)})
+		assert.Equal(t, http.StatusRequestEntityTooLarge, rep.Status, "C2CVIA_MAX_BODY=100 not used: %s", rep.Body)
+
+		for origin, want := range map[string]string{"https://app.example": "https://app.example", "https://other.example": ""} {
+			req, err := http.NewRequest(http.MethodGet, base+"/healthz", nil)
+			require.NoError(t, err)
+			req.Header.Set("Origin", origin)
+			assert.Equal(t, want, rel.do(req).Header.Get("Access-Control-Allow-Origin"), "C2CVIA_CORS_ORIGIN, Origin %s", origin)
+		}
+		assert.NoError(t, stop())
+	})
+
+	t.Run("flag beats env", func(t *testing.T) {
+		dir := t.TempDir()
+		envDB, flagDB := filepath.Join(dir, "env.db"), filepath.Join(dir, "flag.db")
+		base, stop := startRun(t, map[string]string{
+			"C2CVIA_ADDR":     "127.0.0.1:0",
+			"C2CVIA_DB":       envDB,
+			"C2CVIA_MAX_BODY": "100",
+		}, "serve", "--db", flagDB, "--max-body", "1MiB")
+		rel := &testRelay{t: t, URL: base}
+		_, err := os.Stat(flagDB)
+		assert.NoError(t, err, "--db not used")
+		_, err = os.Stat(envDB)
+		assert.True(t, os.IsNotExist(err), "C2CVIA_DB used despite --db")
+		rep := rel.postJSON("/api/v1/client/login", "", map[string]any{"net": "env-net", "pad": strings.Repeat("x", 200)})
+		assert.Equal(t, http.StatusOK, rep.Status, "C2CVIA_MAX_BODY used despite --max-body: %s", rep.Body)
+		assert.NoError(t, stop())
+	})
+
+	t.Run("bad env value", func(t *testing.T) {
+		for _, tc := range []struct{ name, value string }{
+			{"C2CVIA_REQ_TTL", "banana"},
+			{"C2CVIA_MAX_ATTEMPTS", "many"},
+			{"C2CVIA_MAX_BODY", "-1"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				dbPath := filepath.Join(t.TempDir(), "bad.db")
+				env := map[string]string{"C2CVIA_ADDR": "127.0.0.1:0", "C2CVIA_DB": dbPath, tc.name: tc.value}
+				// A timeout, not runCLI: should the value be taken, serve
+				// would run until the context ends.
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				err := run(ctx, []string{"serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tc.name)
+				assert.NoError(t, ctx.Err(), "run did not fail at once")
+				_, statErr := os.Stat(dbPath)
+				assert.True(t, os.IsNotExist(statErr), "a store was created despite the bad %s", tc.name)
+			})
+		}
+	})
+}
+
+// TestServeStopsOnCancel stops an in-process relay (as SIGTERM does, through
+// the context): run returns nil, an open long poll is answered, and the store
+// is closed with its WAL checkpointed away.
+func TestServeStopsOnCancel(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "relay.db")
+	base, stop := startRun(t, map[string]string{"C2CVIA_ADDR": "127.0.0.1:0"}, "serve", "--db", dbPath)
+	rel := &testRelay{t: t, URL: base}
+	tok, _ := rel.login("stop-net")
+	rid := rel.push(tok, map[string]any{"simEndpoint": "/pending"})
+	_, err := os.Stat(dbPath + "-wal")
+	require.NoError(t, err, "a running store in WAL mode has a -wal file")
+
+	poll := startLongPoll(t, base+"/api/v1/client/pullsmart", tok, map[string]any{"rid": rid, "wait": 50})
+	require.NoError(t, stop())
+	// 10 s: at most what is left for the reply to travel once run has
+	// returned; a poll left to its 50 s wait fails here.
+	rep := awaitPoll(t, "pullsmart", poll, 10*time.Second)
+	assert.Equal(t, http.StatusAccepted, rep.Status, string(rep.Body))
+	assert.JSONEq(t, fmt.Sprintf(`{"rid":%q,"status":"queued"}`, rid), string(rep.Body))
+
+	assertWALClosed(t, dbPath, false)
+	_, err = http.Get(base + "/healthz")
+	assert.Error(t, err, "still listening after stop")
+	assertStoreHolds(t, dbPath, tok, rid, statusQueued, "", "")
+}
