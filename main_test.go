@@ -284,12 +284,7 @@ func startRelayProcess(t *testing.T, dbPath string, args ...string) *relayProces
 	require.NoError(t, cmd.Start())
 	urls := make(chan string, 1)
 	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if _, rest, ok := strings.Cut(sc.Text(), "listening on "); ok {
-				urls <- strings.Fields(rest)[0]
-			}
-		}
+		scanListening(stdout, urls)
 		p.exited <- cmd.Wait()
 		close(gone)
 	}()
@@ -364,14 +359,7 @@ func startRun(t *testing.T, env map[string]string, args ...string) (base string,
 		pw.Close()
 	}()
 	urls := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			if _, rest, ok := strings.Cut(sc.Text(), "listening on "); ok {
-				urls <- strings.Fields(rest)[0]
-			}
-		}
-	}()
+	go scanListening(pr, urls)
 	select {
 	case base = <-urls:
 	case err := <-done:
@@ -397,4 +385,15 @@ func startRun(t *testing.T, env map[string]string, args ...string) (base string,
 	t.Cleanup(func() { _ = stop() })
 	waitHealthy(t, base)
 	return base, stop
+}
+
+// scanListening reads serve's output to its end and sends the URL of its
+// "listening on" line.
+func scanListening(r io.Reader, urls chan<- string) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if _, rest, ok := strings.Cut(sc.Text(), "listening on "); ok {
+			urls <- strings.Fields(rest)[0]
+		}
+	}
 }
