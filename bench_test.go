@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -157,4 +158,53 @@ func BenchmarkExchange(b *testing.B) {
 			b.ReportMetric(float64(st.writes.Load())/float64(max(st.commits.Load(), 1)), "writes/commit")
 		})
 	}
+}
+
+// BenchmarkBacklog leases and answers with a million requests queued ahead,
+// and times opening such a store: both must not grow with the backlog.
+// Filling the store takes a while; it runs only when asked for by name.
+func BenchmarkBacklog(b *testing.B) {
+	ctx := context.Background()
+	path := filepath.Join(b.TempDir(), "backlog.db")
+	st, err := openStore(ctx, path, storeOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, tok, err := st.createToken(ctx, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	const backlog = 1_000_000
+	start := time.Now()
+	err = st.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+			INSERT INTO requests (rid, net, token_hash, from_peer, status, sim_req, created_at, expires_at)
+			SELECT 'backlog-' || i, 'bench', ?, ?, 'queued', ?, ?, ? FROM n`,
+			backlog, tok.Hash, tok.PeerID, string(benchSimReq), st.nowMS(), st.nowMS()+time.Hour.Milliseconds())
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("queued %d requests in %s", backlog, time.Since(start).Round(time.Millisecond))
+	if err := st.Close(); err != nil {
+		b.Fatal(err)
+	}
+	start = time.Now()
+	st, err = openStore(ctx, path, storeOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	open := time.Since(start)
+	for b.Loop() {
+		got, err := st.lease(ctx, "bench", 1, time.Minute)
+		if err != nil || len(got) != 1 {
+			b.Fatal(err, len(got))
+		}
+		if _, err := st.answer(ctx, serverKey{net: "bench"}, got[0].RID, []byte(`{"simStatus":200}`)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(open.Microseconds()), "open-µs")
 }

@@ -137,14 +137,23 @@ func doRequest(t *testing.T, req *http.Request) reply {
 	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	rep, err := readReply(resp)
 	require.NoError(t, err)
-	rep := reply{Status: resp.StatusCode, Header: resp.Header, Body: body}
-	dec := json.NewDecoder(bytes.NewReader(body))
+	return rep
+}
+
+// readReply reads and decodes a response; JSON numbers stay json.Number.
+func readReply(resp *http.Response) (reply, error) {
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return reply{}, err
+	}
+	rep := reply{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	_ = dec.Decode(&rep.JSON)
-	return rep
+	return rep, nil
 }
 
 // get calls GET path with query parameters.

@@ -53,20 +53,6 @@ func tryCall(ctx context.Context, c *http.Client, method, u, bearer string, body
 	return readReply(resp)
 }
 
-// readReply reads and decodes a response as doRequest does.
-func readReply(resp *http.Response) (reply, error) {
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return reply{}, err
-	}
-	rep := reply{Status: resp.StatusCode, Header: resp.Header, Body: b}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	_ = dec.Decode(&rep.JSON)
-	return rep, nil
-}
-
 // pollResult is how a long poll started by startLongPoll ended.
 type pollResult struct {
 	rep reply
