@@ -86,7 +86,7 @@ type store struct {
 // writeOp is one write waiting for the writer: fn runs inside the shared
 // transaction under its own savepoint.
 type writeOp struct {
-	ctx  context.Context
+	ctx  context.Context // the caller's: if it is done before the write's turn, the write is skipped
 	fn   func(ctx context.Context, tx *sql.Tx) error
 	done chan error // nil: nobody waits (fire and forget)
 }
@@ -280,6 +280,11 @@ func (s *store) writer() {
 
 // commit runs a batch in one transaction. Each write runs under a savepoint,
 // so a failing one is rolled back alone; a failed commit fails them all.
+//
+// Statements run under a background context, not the caller's: the driver
+// answers a cancelled context with sqlite3_interrupt, and an interrupted
+// write rolls back the whole transaction, the other callers' writes with it.
+// A caller that is gone before its turn is skipped instead.
 func (s *store) commit(batch []*writeOp) {
 	ctx := context.Background()
 	errs := make([]error, len(batch))
@@ -306,14 +311,14 @@ func (s *store) commit(batch []*writeOp) {
 			continue
 		}
 		if single {
-			errs[i] = op.fn(op.ctx, tx)
+			errs[i] = op.fn(ctx, tx)
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, `SAVEPOINT op`); err != nil {
 			errs[i] = err
 			continue
 		}
-		if errs[i] = op.fn(op.ctx, tx); errs[i] != nil {
+		if errs[i] = op.fn(ctx, tx); errs[i] != nil {
 			_, _ = tx.ExecContext(ctx, `ROLLBACK TO op`)
 		}
 		_, _ = tx.ExecContext(ctx, `RELEASE op`)

@@ -1,0 +1,116 @@
+// The store's writer: group commit and its isolation between writes.
+
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func newTestStore(t *testing.T) *store {
+	t.Helper()
+	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "store.db"), storeOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// holdWriter blocks the writer until the returned func is called, so that
+// the writes queued meanwhile are committed together as one batch.
+func holdWriter(t *testing.T, st *store) (release func()) {
+	t.Helper()
+	running, hold := make(chan struct{}), make(chan struct{})
+	go st.write(context.Background(), func(context.Context, *sql.Tx) error {
+		close(running)
+		<-hold
+		return nil
+	})
+	<-running
+	return func() { close(hold) }
+}
+
+func insertNet(name string) func(context.Context, *sql.Tx) error {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO nets (name, key_hash, claimed_at) VALUES (?, x'00', 0)`, name)
+		return err
+	}
+}
+
+func netExists(t *testing.T, st *store, name string) bool {
+	t.Helper()
+	var n int
+	require.NoError(t, st.r.QueryRow(`SELECT count(*) FROM nets WHERE name = ?`, name).Scan(&n))
+	return n == 1
+}
+
+// TestGroupCommit: writes queued together share one transaction, and a
+// failing one is rolled back alone.
+func TestGroupCommit(t *testing.T) {
+	st := newTestStore(t)
+	release := holdWriter(t, st)
+	commits := st.commits.Load()
+	errFail := errors.New("this write fails")
+	results := make(chan error, 3)
+	queue := func(fn func(context.Context, *sql.Tx) error) {
+		go func() { results <- st.write(context.Background(), fn) }()
+	}
+	queue(insertNet("a"))
+	queue(func(ctx context.Context, tx *sql.Tx) error {
+		if err := insertNet("half")(ctx, tx); err != nil {
+			return err
+		}
+		return errFail // after writing: its row must go
+	})
+	queue(insertNet("b"))
+	waitFor(t, 10*time.Second, func() bool { return len(st.ops) == 3 }, "three writes queued")
+	release()
+	var errs []error
+	for i := 0; i < 3; i++ {
+		errs = append(errs, <-results)
+	}
+	assert.ElementsMatch(t, []error{nil, nil, errFail}, errs)
+	assert.True(t, netExists(t, st, "a"))
+	assert.True(t, netExists(t, st, "b"))
+	assert.False(t, netExists(t, st, "half"), "a failed write leaves nothing")
+	assert.Equal(t, commits+2, st.commits.Load(), "the held write, then one commit for the three")
+}
+
+// TestWriteCallerGone: a caller that goes away while its write runs cannot
+// roll back the writes that share its transaction (the driver interrupts a
+// connection whose statement's context is cancelled).
+func TestWriteCallerGone(t *testing.T) {
+	st := newTestStore(t)
+	release := holdWriter(t, st)
+	ctx, cancel := context.WithCancel(context.Background())
+	results := make(chan error, 2)
+	go func() {
+		results <- st.write(ctx, func(wctx context.Context, tx *sql.Tx) error {
+			cancel() // the caller hangs up mid-write
+			return insertNet("gone")(wctx, tx)
+		})
+	}()
+	go func() { results <- st.write(context.Background(), insertNet("stays")) }()
+	waitFor(t, 10*time.Second, func() bool { return len(st.ops) == 2 }, "two writes queued")
+	release()
+	require.NoError(t, <-results)
+	require.NoError(t, <-results)
+	assert.True(t, netExists(t, st, "stays"))
+	assert.True(t, netExists(t, st, "gone"))
+
+	// A caller gone before its turn is skipped.
+	release = holdWriter(t, st)
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() { results <- st.write(ctx, insertNet("skipped")) }()
+	waitFor(t, 10*time.Second, func() bool { return len(st.ops) == 1 }, "one write queued")
+	cancel()
+	release()
+	assert.ErrorIs(t, <-results, context.Canceled)
+	assert.False(t, netExists(t, st, "skipped"))
+}
