@@ -112,7 +112,9 @@ func (s *store) forgetExpiredTokens() {
 	now := s.nowMS()
 	s.tokens.Range(func(k, v any) bool {
 		if v.(token).ExpiresAt <= now {
-			s.tokens.Delete(k)
+			if _, loaded := s.tokens.LoadAndDelete(k); loaded {
+				s.nTokens.Add(-1)
+			}
 		}
 		return true
 	})

@@ -114,3 +114,26 @@ func TestWriteCallerGone(t *testing.T) {
 	assert.ErrorIs(t, <-results, context.Canceled)
 	assert.False(t, netExists(t, st, "skipped"))
 }
+
+// TestTokenCacheBounded: past its bound the token cache stops growing, and
+// tokens beyond it still work, read from the store.
+func TestTokenCacheBounded(t *testing.T) {
+	st := newTestStore(t)
+	st.maxToks = 2
+	ctx := context.Background()
+	var secrets []string
+	for i := 0; i < 5; i++ {
+		secret, _, err := st.createToken(ctx, "demo")
+		require.NoError(t, err)
+		secrets = append(secrets, secret)
+	}
+	for _, secret := range secrets {
+		tok, err := st.lookupToken(ctx, secret)
+		require.NoError(t, err)
+		assert.Equal(t, "demo", tok.Net)
+	}
+	n := 0
+	st.tokens.Range(func(any, any) bool { n++; return true })
+	assert.Equal(t, 2, n)
+	assert.Equal(t, int64(2), st.nTokens.Load())
+}
