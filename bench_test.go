@@ -62,8 +62,8 @@ func BenchmarkStore(b *testing.B) {
 					}
 				}
 			})
+			i := 0 // the next rid to answer, across runs of the sub-benchmark
 			b.Run("answer", func(b *testing.B) {
-				i := 0
 				for b.Loop() {
 					if i == len(rids) {
 						b.StopTimer()
