@@ -6,7 +6,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -136,4 +138,27 @@ func TestTokenCacheBounded(t *testing.T) {
 	st.tokens.Range(func(any, any) bool { n++; return true })
 	assert.Equal(t, 2, n)
 	assert.Equal(t, int64(2), st.nTokens.Load())
+}
+
+// TestCheckpointer: the WAL is copied into the database file in the
+// background (the writer never checkpoints itself).
+func TestCheckpointer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	st, err := openStore(context.Background(), path, storeOptions{CheckpointEvery: 10 * time.Millisecond})
+	require.NoError(t, err)
+	defer st.Close()
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		require.NoError(t, err)
+		return fi.Size()
+	}
+	before := size()
+	_, tok, err := st.createToken(context.Background(), "demo")
+	require.NoError(t, err)
+	for i := 0; i < 200; i++ { // a few hundred pages into the WAL
+		_, err := st.pushRequest(context.Background(), tok, []byte(`{"simEndpoint":"/`+strings.Repeat("x", 500)+`"}`))
+		require.NoError(t, err)
+	}
+	waitFor(t, 10*time.Second, func() bool { return size() > before }, "the database file to take in the WAL")
+	assert.Positive(t, st.checkpoints.Load())
 }
