@@ -1,9 +1,11 @@
 // The request queue: pushreq, lease (pullreqsmart), answer (pushres),
-// extend, and the client's reads. Statuses move
+// extend, and the client's reads. A request's status moves:
 //
-//	queued -> delivered -> answered
-//	   \          \-> queued again when the lease runs out (attempt counts up)
-//	    \-> expired (TTL)    delivered -> failed (after max attempts)
+//	queued --lease--> delivered --pushres--> answered
+//	                  |  ^
+//	                  |  +-- lease ran out: handed out again, attempt + 1
+//	                  +----- last lease (--max-attempts) ran out: failed
+//	queued or delivered past --req-ttl: expired
 //
 // Expired and failed are decided from the clock on every read (effective
 // status), so they hold the moment they are due; the janitor writes them down
