@@ -162,3 +162,37 @@ func TestCheckpointer(t *testing.T) {
 	waitFor(t, 10*time.Second, func() bool { return size() > before }, "the database file to take in the WAL")
 	assert.Positive(t, st.checkpoints.Load())
 }
+
+// TestReplyAfterCommit: pushreq and pushres answer only once their write is
+// committed. The writer is held, so a reply that came now would be for a
+// write that is not on disk.
+func TestReplyAfterCommit(t *testing.T) {
+	r := newTestRelay(t)
+	tok, _ := r.login("demo")
+	r.pullReqs("demo", testKey, nil) // claim
+	rid := r.push(tok, map[string]any{"simEndpoint": "/first"})
+	require.Len(t, r.pullReqs("demo", testKey, nil), 1)
+
+	for name, call := range map[string]func() reply{
+		"pushreq": func() reply {
+			return r.postJSON("/api/v1/client/pushreq", tok, map[string]any{"simEndpoint": "/held"})
+		},
+		"pushres": func() reply { return r.answer("demo", testKey, rid, map[string]any{"simBody": "held"}) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			release := holdWriter(t, r.store)
+			replies := async(call)
+			waitFor(t, 10*time.Second, func() bool { return len(r.store.ops) == 1 }, "the write queued")
+			early := time.NewTimer(50 * time.Millisecond) // a reply now would be premature
+			select {
+			case rep := <-replies:
+				release()
+				t.Fatalf("replied %d before the write was committed", rep.Status)
+			case <-early.C:
+			}
+			release()
+			rep := within(t, 10*time.Second, replies, name)
+			assert.Less(t, rep.Status, 300, string(rep.Body))
+		})
+	}
+}
