@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
 // longWait is far beyond every deadline below: a poll that returns in time
@@ -106,6 +107,8 @@ func TestLongPollClientGone(t *testing.T) {
 	tok, _ := r.login("demo")
 	rid := r.push(tok, map[string]any{"simEndpoint": "/x"})
 	r.pullReqs("demo", testKey, nil)
+	http.DefaultClient.CloseIdleConnections()
+	before := goleak.IgnoreCurrent()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 3)
 	for _, u := range []string{
@@ -131,6 +134,7 @@ func TestLongPollClientGone(t *testing.T) {
 	}
 	r.waitPolling(0)
 	assert.Equal(t, 0, r.srv.poller.hub.size(), "the hub holds nothing for gone clients")
+	goleak.VerifyNone(t, before) // no handler, timer or connection goroutine left
 }
 
 // TestLongPollShutdown: shutting down answers every open poll at once with
@@ -139,6 +143,8 @@ func TestLongPollShutdown(t *testing.T) {
 	r := newTestRelay(t)
 	tok, _ := r.login("demo")
 	rid := r.push(tok, map[string]any{"simEndpoint": "/x"})
+	http.DefaultClient.CloseIdleConnections()
+	before := goleak.IgnoreCurrent()
 	server := async(func() reply {
 		return r.get("/api/v1/server/pullreqsmart", url.Values{"net": {"other"}, "key": {testKey}, "wait": {longWait}})
 	})
@@ -155,6 +161,8 @@ func TestLongPollShutdown(t *testing.T) {
 	assert.Equal(t, "queued", rep.str("status"))
 	r.waitPolling(0)
 	assert.Equal(t, 0, r.srv.poller.hub.size())
+	http.DefaultClient.CloseIdleConnections()
+	goleak.VerifyNone(t, before)
 }
 
 // TestLongPollTimesOut: with nothing to return, a poll answers after its wait.
