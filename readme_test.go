@@ -4,6 +4,8 @@
 package main
 
 import (
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -46,4 +49,25 @@ func TestReadmeWalkthrough(t *testing.T) {
 	stdout, err := runCLI(t, nil, "inspect", "--db", db)
 	require.NoError(t, err)
 	assert.Regexp(t, `demo\s+0\s+0\s+1\s`, stdout, "inspect shows the answered request")
+}
+
+// TestReadmeFlags: the README's flag table names every serve flag with its
+// variable and default.
+func TestReadmeFlags(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	defaults := map[string]string{ // how the README writes pflag's defaults
+		"1m0s": "60s", "5m0s": "5m", "10m0s": "10m", "30s": "30s", "15s": "15s", "24h0m0s": "24h",
+	}
+	newServeCmd(io.Discard, io.Discard).Flags().VisitAll(func(f *pflag.Flag) {
+		if f.Name == "help" {
+			return
+		}
+		def := f.DefValue
+		if d, ok := defaults[def]; ok {
+			def = d
+		}
+		row := fmt.Sprintf("| `--%s` | `%s` | `%s` |", f.Name, envName(f.Name), def)
+		assert.Contains(t, string(readme), row, "README flag table")
+	})
 }
