@@ -93,6 +93,7 @@ type store struct {
 	commits     atomic.Int64 // transactions committed by the writer
 	writes      atomic.Int64 // write operations in them
 	checkpoints atomic.Int64 // WAL checkpoints run
+	queueReads  atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
 }
 
 // writeOp is one write waiting for the writer: fn runs inside the shared

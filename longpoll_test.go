@@ -165,6 +165,32 @@ func TestLongPollShutdown(t *testing.T) {
 	goleak.VerifyNone(t, before)
 }
 
+// TestLongPollDoesNotPollStore: a poll with nothing to return looks at the
+// store when it starts and when its wait runs out, and never in between: it
+// waits on the hub, not on a polling loop.
+func TestLongPollDoesNotPollStore(t *testing.T) {
+	r := newTestRelay(t)
+	tok, _ := r.login("demo")
+	rid := r.push(tok, map[string]any{"simEndpoint": "/x"})
+	r.pullReqs("demo", testKey, nil) // claim; rid is now delivered, its lease 30 s
+	for name, q := range map[string]struct {
+		path   string
+		params url.Values
+	}{
+		"pullreqsmart":          {"/api/v1/server/pullreqsmart", url.Values{"net": {"demo"}, "key": {testKey}}},
+		"pullsmart by rid":      {"/api/v1/client/pullsmart", url.Values{"token": {tok}, "rid": {rid}}},
+		"pullsmart without rid": {"/api/v1/client/pullsmart", url.Values{"token": {tok}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			q.params.Set("wait", "1")
+			before := r.store.queueReads.Load()
+			rep := r.get(q.path, q.params)
+			require.Less(t, rep.Status, 300, string(rep.Body))
+			assert.Equal(t, int64(2), r.store.queueReads.Load()-before, "reads in a 1 s poll: at its start and at its end")
+		})
+	}
+}
+
 // TestLongPollTimesOut: with nothing to return, a poll answers after its wait.
 func TestLongPollTimesOut(t *testing.T) {
 	r := newTestRelay(t)

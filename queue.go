@@ -134,6 +134,7 @@ type leasedRequest struct {
 // readyState tells, without writing, whether net has a request to hand out,
 // and if not, when the next lease runs out (zero if none is out).
 func (s *store) readyState(ctx context.Context, net string) (ready bool, nextLease time.Time, err error) {
+	s.queueReads.Add(1)
 	var queued, redeliver bool
 	var next sql.NullInt64
 	err = s.q.readyState.QueryRowContext(ctx, net, s.nowMS(), s.opts.MaxAttempts).Scan(&queued, &redeliver, &next)
@@ -257,6 +258,7 @@ func (s *store) nextChange(st requestState) time.Time {
 
 // requestForOwner reads rid if t owns it; another token's rid is not found.
 func (s *store) requestForOwner(ctx context.Context, t token, rid string) (requestState, error) {
+	s.queueReads.Add(1)
 	return s.scanState(s.q.requestForOwner.QueryRowContext(ctx, rid, t.Hash))
 }
 
@@ -276,6 +278,7 @@ func (s *store) markPulled(st requestState) {
 // hasUnpulled tells, without writing, whether t has an answered response it
 // has not pulled yet.
 func (s *store) hasUnpulled(ctx context.Context, t token) (bool, error) {
+	s.queueReads.Add(1)
 	var ok bool
 	err := s.q.hasUnpulled.QueryRowContext(ctx, t.Hash).Scan(&ok)
 	return ok, err
