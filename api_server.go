@@ -42,13 +42,10 @@ func handlePullReqSmart(st *store, lp *poller, cfg config) apiFunc {
 			if err != nil || !ready {
 				return false, nextLease, err
 			}
-			if got, err = st.lease(ctx, net, max, lease); err != nil || len(got) > 0 {
-				return len(got) > 0, time.Time{}, err
-			}
-			// Another SimServer was quicker: wait again, until the lease it
-			// took (or any other) runs out at the latest.
-			_, nextLease, err = st.readyState(ctx, net)
-			return false, nextLease, err
+			// If another SimServer was quicker, wait again: the winner's
+			// notifyAt below wakes this poll when its lease runs out.
+			got, err = st.lease(ctx, net, max, lease)
+			return len(got) > 0, nextLease, err
 		})
 		if err != nil {
 			return err
