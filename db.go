@@ -40,6 +40,10 @@ type storeOptions struct {
 	Sync        string           // "normal" or "full": PRAGMA synchronous
 	Now         func() time.Time // the clock; tests inject one
 
+	// MustExist refuses a missing file or one that is not a store, rather
+	// than making it one (purge, inspect).
+	MustExist bool
+
 	// CheckpointEvery is how often the WAL is copied into the database
 	// file, when anything was written: 1 s keeps the WAL small (a second of
 	// writes) without a checkpoint per commit.
@@ -124,6 +128,15 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	// commit, fsync there, and every write in the batch would wait (4 ms at
 	// p99.9 here); the checkpointer does it on its own connection instead.
 	pragmas := "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(" + opts.Sync + ")"
+	if opts.MustExist {
+		// Check on a plain connection: the writer's pragmas would turn
+		// any file into a WAL database before its version is read.
+		probe, err := openStoreReadOnly(ctx, path, opts)
+		if err != nil {
+			return nil, err
+		}
+		probe.Close()
+	}
 	w, err := sql.Open("sqlite", path+pragmas+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
 	if err != nil {
 		return nil, err
@@ -131,9 +144,9 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	if err := migrate(ctx, w); err != nil {
+	if err := migrate(ctx, w, path); err != nil {
 		w.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, err
 	}
 	r, err := sql.Open("sqlite", path+pragmas+"&_pragma=query_only(1)")
 	if err != nil {
@@ -204,26 +217,32 @@ func openStoreReadOnly(ctx context.Context, path string, opts storeOptions) (*st
 	if err != nil {
 		return nil, err
 	}
-	var version int
-	if err := r.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+	if _, err := schemaVersion(ctx, r, path, true); err != nil {
 		r.Close()
-		return nil, fmt.Errorf("read store %s: %w", path, err)
-	}
-	if version == 0 || version > len(migrations) {
-		r.Close()
-		return nil, fmt.Errorf("%s is not a c2cvia store this version can read (schema version %d)", path, version)
+		return nil, err
 	}
 	return &store{opts: opts, now: opts.Now, r: r}, nil
 }
 
-// migrate brings the schema to the newest version, one step per transaction.
-func migrate(ctx context.Context, db *sql.DB) error {
+// schemaVersion reads the store's schema version and refuses one newer than
+// this build knows, or, when mustExist, a file that is no store yet (0).
+func schemaVersion(ctx context.Context, db *sql.DB, path string, mustExist bool) (int, error) {
 	var version int
 	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
-		return err
+		return 0, fmt.Errorf("read store %s: %w", path, err)
 	}
-	if version > len(migrations) {
-		return fmt.Errorf("schema version %d is newer than this c2cvia knows (%d)", version, len(migrations))
+	if version > len(migrations) || mustExist && version == 0 {
+		return 0, fmt.Errorf("%s is not a c2cvia store this version can read (schema version %d, known up to %d)",
+			path, version, len(migrations))
+	}
+	return version, nil
+}
+
+// migrate brings the schema to the newest version, one step per transaction.
+func migrate(ctx context.Context, db *sql.DB, path string) error {
+	version, err := schemaVersion(ctx, db, path, false)
+	if err != nil {
+		return err
 	}
 	for ; version < len(migrations); version++ {
 		tx, err := db.BeginTx(ctx, nil)
@@ -232,7 +251,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		}
 		if _, err := tx.ExecContext(ctx, migrations[version]); err != nil {
 			tx.Rollback()
-			return fmt.Errorf("schema step %d: %w", version+1, err)
+			return fmt.Errorf("open store %s: schema step %d: %w", path, version+1, err)
 		}
 		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, version+1)); err != nil {
 			tx.Rollback()

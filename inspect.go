@@ -181,17 +181,12 @@ requests past --res-ttl, and expired login tokens. --all removes every request
 (queued ones too), --net limits it to one net, --dry-run only counts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			// Refuse a missing file or one that is not a store, rather than
-			// making it one.
-			check, err := openStoreReadOnly(cmd.Context(), cfg.DB, cfg.storeOptions())
-			if err != nil {
-				return err
-			}
-			check.Close()
 			if o.Net != "" && !validName(o.Net) {
 				return errInvalidNet
 			}
-			st, err := openStore(cmd.Context(), cfg.DB, cfg.storeOptions())
+			opts := cfg.storeOptions()
+			opts.MustExist = true // never make a store out of a wrong path
+			st, err := openStore(cmd.Context(), cfg.DB, opts)
 			if err != nil {
 				return err
 			}
