@@ -32,6 +32,7 @@ var (
 	errTokenExpired  = newAPIError(http.StatusUnauthorized, "token_expired", "the token has expired; log in again")
 	errMissingKey    = newAPIError(http.StatusUnauthorized, "missing_key", "a key is required: Authorization: Bearer KEY or a key parameter")
 	errWrongKey      = newAPIError(http.StatusForbidden, "wrong_key", "this net is claimed by another key")
+	errReadOnlyToken = newAPIError(http.StatusForbidden, "read_only_token", "this token only reads the result of one gateway request")
 	errNotFound      = newAPIError(http.StatusNotFound, "not_found", "no such request")
 	errNoRoute       = newAPIError(http.StatusNotFound, "no_route", "no such endpoint; see /api/v1/...")
 	errMethod        = newAPIError(http.StatusMethodNotAllowed, "method_not_allowed", "this endpoint does not take that method; see the Allow header")

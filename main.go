@@ -98,6 +98,8 @@ type config struct {
 	JanitorEvery time.Duration
 	LogFormat    string
 	LogLevel     string
+	ViaTimeout   time.Duration
+	ViaHost      string
 }
 
 func (c config) storeOptions() storeOptions {
@@ -131,6 +133,8 @@ func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
 	fs.DurationVar(&cfg.MaxLease, "max-lease", 10*time.Minute, "longest lease a SimServer may ask for")
 	fs.Var(newByteSize(&cfg.MaxBody, 1<<20), "max-body", "largest request body (bytes, or with KiB/MiB)")
 	fs.StringVar(&cfg.CORSOrigin, "cors-origin", "*", "Access-Control-Allow-Origin: * or a comma-separated list of origins")
+	fs.DurationVar(&cfg.ViaTimeout, "via-timeout", 30*time.Second, "how long a /via/ request waits for the SimServer before 504")
+	fs.StringVar(&cfg.ViaHost, "via-host", "", "host suffix such as .via.example.com: NET.via.example.com serves net NET on its own origin")
 	fs.StringVar(&cfg.Sync, "sync", "normal", "SQLite synchronous: normal (survives a killed relay) or full (also power loss; one fsync per commit)")
 	fs.DurationVar(&cfg.JanitorEvery, "janitor-every", 15*time.Second, "how often expired entries are removed")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
@@ -146,8 +150,11 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if cfg.MaxWait <= 0 || cfg.DefaultLease <= 0 || cfg.MaxLease < cfg.DefaultLease || cfg.JanitorEvery <= 0 || cfg.MaxBody <= 0 {
-		return errors.New("--max-wait, --lease, --janitor-every and --max-body must be positive, and --max-lease at least --lease")
+	if cfg.MaxWait <= 0 || cfg.DefaultLease <= 0 || cfg.MaxLease < cfg.DefaultLease || cfg.JanitorEvery <= 0 || cfg.MaxBody <= 0 || cfg.ViaTimeout <= 0 {
+		return errors.New("--max-wait, --lease, --janitor-every, --max-body and --via-timeout must be positive, and --max-lease at least --lease")
+	}
+	if cfg.ViaHost != "" && (!strings.HasPrefix(cfg.ViaHost, ".") || strings.Count(cfg.ViaHost, ".") < 2) {
+		return fmt.Errorf("--via-host %q: give a host suffix with a leading dot, such as .via.example.com", cfg.ViaHost)
 	}
 	st, err := openStore(ctx, cfg.DB, cfg.storeOptions())
 	if err != nil {

@@ -121,6 +121,31 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte) (string
 	return rid, err
 }
 
+// pushGateway stores a /via/ request for net. It belongs to a fresh token
+// that nobody holds, except with capability: then the token is stored too,
+// readable by its secret until the request's retention ends, and can fetch
+// this one request.
+func (s *store) pushGateway(ctx context.Context, net string, simReq []byte, capability bool) (rid string, owner token, secret string, err error) {
+	rid = newRID()
+	secret = newToken()
+	now := s.nowMS()
+	expires := now + s.opts.ReqTTL.Milliseconds()
+	owner = token{Hash: secretHash(secret), PeerID: viaPeer, Net: net, ExpiresAt: expires + s.opts.ResTTL.Milliseconds()}
+	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if capability {
+			if _, err := tx.StmtContext(ctx, s.q.insertToken).ExecContext(ctx, owner.Hash, owner.PeerID, net, now, owner.ExpiresAt); err != nil {
+				return err
+			}
+		}
+		_, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx, rid, net, owner.Hash, viaPeer, string(simReq), now, expires)
+		return err
+	})
+	if !capability {
+		secret = ""
+	}
+	return rid, owner, secret, err
+}
+
 // leasedRequest is one request handed to a SimServer.
 type leasedRequest struct {
 	RID            string          `json:"rid"`

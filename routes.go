@@ -15,7 +15,7 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	// Client API: SimClients, authenticated by the token from login.
 	mux.Handle("GET /api/v1/client/login", api(handleLogin(st)))
 	mux.Handle("POST /api/v1/client/login", api(handleLogin(st)))
-	mux.Handle("POST /api/v1/client/pushreq", api(withToken(st, handlePushReq(st, lp.hub))))
+	mux.Handle("POST /api/v1/client/pushreq", api(withSender(st, handlePushReq(st, lp.hub))))
 	mux.Handle("GET /api/v1/client/check", api(withToken(st, handleCheck(st))))
 	mux.Handle("POST /api/v1/client/check", api(withToken(st, handleCheck(st))))
 	mux.Handle("GET /api/v1/client/pullres", api(withToken(st, handlePullRes(st, lp, false))))
@@ -28,4 +28,9 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	mux.Handle("POST /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, cfg)))
 	mux.Handle("POST /api/v1/server/pushres", api(handlePushRes(st, lp.hub)))
 	mux.Handle("POST /api/v1/server/extend", api(handleExtend(st, cfg)))
+
+	// Gateway: any plain HTTP client reaches the net's SimServer, every method.
+	gw := &gateway{st: st, lp: lp, cfg: cfg}
+	mux.Handle("/via/{net}/{path...}", errorAdapter(log, gw.handleVia))
+	mux.Handle("/via/{net}", errorAdapter(log, handleViaRoot))
 }

@@ -25,6 +25,7 @@ func newServer(log *slog.Logger, st *store, cfg config) *server {
 	addRoutes(mux, log, cfg, st, lp)
 	var h http.Handler = jsonMuxErrors(mux)
 	h = withCORS(cfg.CORSOrigin, h)
+	h = withViaHost(cfg.ViaHost, h)
 	h = withRecover(log, h)
 	return &server{Handler: h, poller: lp}
 }
@@ -39,26 +40,34 @@ type apiFunc func(w http.ResponseWriter, r *http.Request, p *params) error
 // apiAdapter turns an apiFunc into a handler: parameters in, errors out.
 func apiAdapter(log *slog.Logger, maxBody int64) func(apiFunc) http.Handler {
 	return func(fn apiFunc) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		return errorAdapter(log, func(w http.ResponseWriter, r *http.Request) error {
 			if r.Method == http.MethodHead {
 				// The mux routes HEAD to GET patterns; a HEAD must not log in.
 				w.Header().Set("Allow", "GET, POST")
-				writeError(w, r, log, errMethod)
-				return
+				return errMethod
 			}
 			p, err := decodeParams(w, r, maxBody)
-			if err == nil {
-				err = fn(w, r, p)
+			if err != nil {
+				return err
 			}
-			if err == nil {
-				return
-			}
-			if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
-				return // the client went away: nobody to answer
-			}
-			writeError(w, r, log, err)
+			return fn(w, r, p)
 		})
 	}
+}
+
+// errorAdapter turns a handler that returns its failure into one that
+// writes it in the JSON error shape.
+func errorAdapter(log *slog.Logger, fn func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := fn(w, r)
+		if err == nil {
+			return
+		}
+		if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+			return // the client went away: nobody to answer
+		}
+		writeError(w, r, log, err)
+	})
 }
 
 // withToken authenticates a SimClient by its token before fn runs.
@@ -74,6 +83,17 @@ func withToken(st *store, fn func(w http.ResponseWriter, r *http.Request, p *par
 		}
 		return fn(w, r, p, t)
 	}
+}
+
+// withSender is withToken for calls that act as a participant (send a
+// request or a message): a gateway result token only reads its request.
+func withSender(st *store, fn func(w http.ResponseWriter, r *http.Request, p *params, t token) error) apiFunc {
+	return withToken(st, func(w http.ResponseWriter, r *http.Request, p *params, t token) error {
+		if t.PeerID == viaPeer {
+			return errReadOnlyToken
+		}
+		return fn(w, r, p, t)
+	})
 }
 
 // serverAuth reads a SimServer's net and key. Handlers check the key
@@ -151,7 +171,9 @@ const (
 
 // withCORS lets browser participants of any allowed origin call the relay:
 // origin is "*" or a comma-separated list of origins. Every OPTIONS request
-// is a preflight answered here with 204.
+// to the API is a preflight answered here with 204. On the gateway, a
+// preflight is answered here for whatever method and headers it asks, and
+// any other OPTIONS goes to the SimServer like every method.
 func withCORS(origin string, next http.Handler) http.Handler {
 	var allowed []string
 	for _, o := range strings.Split(origin, ",") {
@@ -171,6 +193,20 @@ func withCORS(origin string, next http.Handler) http.Handler {
 			}
 		}
 		h.Set("Access-Control-Expose-Headers", "Retry-After, Location, Allow")
+		if r.Method == http.MethodOptions && isGateway(r) {
+			method := r.Header.Get("Access-Control-Request-Method")
+			if method == "" {
+				next.ServeHTTP(w, r)
+				return
+			}
+			h.Set("Access-Control-Allow-Methods", method)
+			if hdrs := r.Header.Get("Access-Control-Request-Headers"); hdrs != "" {
+				h.Set("Access-Control-Allow-Headers", hdrs)
+			}
+			h.Set("Access-Control-Max-Age", "86400")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
 		if r.Method == http.MethodOptions {
 			h.Set("Access-Control-Allow-Methods", corsMethods)
 			h.Set("Access-Control-Allow-Headers", corsHeaders)
