@@ -21,8 +21,8 @@ import (
 	"unicode/utf8"
 )
 
-// viaPeer is the `from` of gateway requests and the peer_id of their
-// capability tokens. Real peer_ids are 16 random characters, never this.
+// viaPeer is the `from` of gateway requests; their result tokens have the
+// peer_id "via:RID". Real peer_ids are 16 random characters, never these.
 const viaPeer = "via"
 
 // sandboxCSP is added to every path-mode reply: all nets share the relay's

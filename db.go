@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -418,6 +419,10 @@ type token struct {
 	Net       string
 	ExpiresAt int64
 }
+
+// readOnly reports whether t is a gateway result token: its peer_id is
+// "via:RID" (a real peer_id never holds a colon), and it only reads RID.
+func (t token) readOnly() bool { return strings.HasPrefix(t.PeerID, viaPeer+":") }
 
 // createToken logs a SimClient into net and returns its secret token.
 func (s *store) createToken(ctx context.Context, net string) (secret string, t token, err error) {

@@ -130,7 +130,7 @@ func (s *store) pushGateway(ctx context.Context, net string, simReq []byte, capa
 	secret = newToken()
 	now := s.nowMS()
 	expires := now + s.opts.ReqTTL.Milliseconds()
-	owner = token{Hash: secretHash(secret), PeerID: viaPeer, Net: net, ExpiresAt: expires + s.opts.ResTTL.Milliseconds()}
+	owner = token{Hash: secretHash(secret), PeerID: viaPeer + ":" + rid, Net: net, ExpiresAt: expires + s.opts.ResTTL.Milliseconds()}
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if capability {
 			if _, err := tx.StmtContext(ctx, s.q.insertToken).ExecContext(ctx, owner.Hash, owner.PeerID, net, now, owner.ExpiresAt); err != nil {

@@ -18,7 +18,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestReadmeWalkthrough(t *testing.T) {
+// readmeScript returns the first sh block after heading in the README,
+// ready to paste against the relay at base.
+func readmeScript(t *testing.T, heading, base string) string {
+	t.Helper()
 	for _, tool := range []string{"bash", "curl", "sed"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("CI") == "true" {
@@ -29,15 +32,18 @@ func TestReadmeWalkthrough(t *testing.T) {
 	}
 	readme, err := os.ReadFile("README.md")
 	require.NoError(t, err)
-	_, section, ok := strings.Cut(string(readme), "## One exchange with curl")
-	require.True(t, ok, "README has the walkthrough section")
+	_, section, ok := strings.Cut(string(readme), heading)
+	require.True(t, ok, "README has the section %q", heading)
 	script := regexp.MustCompile("(?s)```sh\n(.*?)```").FindStringSubmatch(section)
-	require.NotNil(t, script, "the walkthrough is a sh block")
+	require.NotNil(t, script, "the section has a sh block")
 	require.Contains(t, script[1], "RELAY=http://localhost:8080\n")
+	return strings.Replace(script[1], "RELAY=http://localhost:8080\n", "RELAY="+base+"\n", 1)
+}
 
+func TestReadmeWalkthrough(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "c2cvia.db")
 	base, _ := startRun(t, nil, "serve", "--addr", "127.0.0.1:0", "--db", db)
-	paste := strings.Replace(script[1], "RELAY=http://localhost:8080\n", "RELAY="+base+"\n", 1)
+	paste := readmeScript(t, "## One exchange with curl", base)
 	out, err := exec.Command("bash", "-euo", "pipefail", "-c", paste).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
@@ -49,6 +55,17 @@ func TestReadmeWalkthrough(t *testing.T) {
 	stdout, err := runCLI(t, nil, "inspect", "--db", db)
 	require.NoError(t, err)
 	assert.Regexp(t, `demo\s+0\s+0\s+1\s`, stdout, "inspect shows the answered request")
+}
+
+// TestReadmeVia: the gateway example, curl playing both the tab and the
+// visitor.
+func TestReadmeVia(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "c2cvia.db")
+	base, _ := startRun(t, nil, "serve", "--addr", "127.0.0.1:0", "--db", db)
+	paste := readmeScript(t, "## Serve a page from a browser tab", base)
+	out, err := exec.Command("bash", "-euo", "pipefail", "-c", paste).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Equal(t, "<h1>Hello from a tab</h1>", strings.TrimSpace(string(out)))
 }
 
 // TestReadmeFlags: the README's flag table names every serve flag with its

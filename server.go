@@ -89,7 +89,7 @@ func withToken(st *store, fn func(w http.ResponseWriter, r *http.Request, p *par
 // request or a message): a gateway result token only reads its request.
 func withSender(st *store, fn func(w http.ResponseWriter, r *http.Request, p *params, t token) error) apiFunc {
 	return withToken(st, func(w http.ResponseWriter, r *http.Request, p *params, t token) error {
-		if t.PeerID == viaPeer {
+		if t.readOnly() {
 			return errReadOnlyToken
 		}
 		return fn(w, r, p, t)
