@@ -227,6 +227,9 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, net, endpoint 
 	case statusFailed:
 		return errFailed
 	}
+	if !storeAndForward && g.lp.stopping() {
+		return errStoreClosed // the request is stored; the SimServer gets it after the restart
+	}
 	if !storeAndForward {
 		return newAPIError(http.StatusGatewayTimeout, "gateway_timeout", fmt.Sprintf(
 			"no SimServer of net %q answered within %s", net, wait))

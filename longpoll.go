@@ -28,6 +28,16 @@ func newPoller(h *hub, maxWait time.Duration, now func() time.Time) *poller {
 // shutdown answers every open long poll and every later one at once.
 func (lp *poller) shutdown() { lp.once.Do(func() { close(lp.done) }) }
 
+// stopping reports whether the relay is shutting down.
+func (lp *poller) stopping() bool {
+	select {
+	case <-lp.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // poll calls try until it reports done, for at most wait. try runs at once
 // and again whenever key is notified or the time it names (the next moment
 // its answer changes by itself, zero for none) arrives. poll reports false

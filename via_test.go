@@ -493,3 +493,30 @@ func mustJSON(t *testing.T, v any) []byte {
 	require.NoError(t, err)
 	return b
 }
+
+// TestViaShutdown: a relay shutting down answers a waiting gateway request
+// with 503 at once (its request stays stored), not a misleading 504.
+func TestViaShutdown(t *testing.T) {
+	r := newTestRelay(t)
+	got := make(chan reply, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, r.URL+"/via/demo/x", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			got <- reply{}
+			return
+		}
+		rep, _ := readReply(resp)
+		got <- rep
+	}()
+	waitFor(t, 5*time.Second, func() bool { return r.srv.poller.open.Load() == 1 }, "the gateway request to wait")
+	r.srv.shutdown()
+	select {
+	case rep := <-got:
+		assert.Equal(t, http.StatusServiceUnavailable, rep.Status)
+		assert.Equal(t, "shutting_down", rep.errorCode())
+	case <-time.After(5 * time.Second):
+		t.Fatal("shutdown did not answer the gateway request")
+	}
+	assert.Equal(t, 1, r.count(`requests WHERE from_peer = 'via' AND status = 'queued'`))
+}
