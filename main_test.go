@@ -60,7 +60,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 // testRelay is a relay served by httptest on a real SQLite file.
 type testRelay struct {
-	t      *testing.T
+	t      testing.TB
 	URL    string
 	DBPath string
 	store  *store
@@ -82,7 +82,7 @@ func testConfig(dbPath string) config {
 }
 
 // newTestRelay starts a relay with a fake clock; change adjusts its config.
-func newTestRelay(t *testing.T, change ...func(*config)) *testRelay {
+func newTestRelay(t testing.TB, change ...func(*config)) *testRelay {
 	t.Helper()
 	dbPath := filepath.Join(t.TempDir(), "relay.db")
 	cfg := testConfig(dbPath)
@@ -134,7 +134,7 @@ func (r *testRelay) do(req *http.Request) reply {
 	return doRequest(r.t, req)
 }
 
-func doRequest(t *testing.T, req *http.Request) reply {
+func doRequest(t testing.TB, req *http.Request) reply {
 	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
@@ -257,7 +257,7 @@ const testKey = "test-key-0123456789"
 // waitFor checks cond every 5 ms until it holds, failing the test after
 // within. For state with no event of its own to wait on (a gauge returning
 // to zero, a port answering).
-func waitFor(t *testing.T, within time.Duration, cond func() bool, msg string) {
+func waitFor(t testing.TB, within time.Duration, cond func() bool, msg string) {
 	t.Helper()
 	deadline := time.NewTimer(within)
 	defer deadline.Stop()
