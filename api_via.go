@@ -6,7 +6,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -285,13 +284,7 @@ func gatewayRequest(r *http.Request, endpoint string, maxBody int64) ([]byte, er
 			delete(obj, "simBodyEncoding")
 		}
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(obj); err != nil {
-		return nil, err
-	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+	return encodeJSON(obj)
 }
 
 // gatewayHeaders keeps the end-to-end headers: one value as a string,

@@ -18,6 +18,18 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// runReadme pastes the first sh block after heading in the README into
+// bash against a fresh relay, and returns what it printed and the store.
+func runReadme(t *testing.T, heading string) (out, db string) {
+	t.Helper()
+	db = filepath.Join(t.TempDir(), "c2cvia.db")
+	base, _ := startRun(t, nil, "serve", "--addr", "127.0.0.1:0", "--db", db)
+	paste := readmeScript(t, heading, base)
+	b, err := exec.Command("bash", "-euo", "pipefail", "-c", paste).CombinedOutput()
+	require.NoError(t, err, "%s", b)
+	return string(b), db
+}
+
 // readmeScript returns the first sh block after heading in the README,
 // ready to paste against the relay at base.
 func readmeScript(t *testing.T, heading, base string) string {
@@ -41,12 +53,8 @@ func readmeScript(t *testing.T, heading, base string) string {
 }
 
 func TestReadmeWalkthrough(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "c2cvia.db")
-	base, _ := startRun(t, nil, "serve", "--addr", "127.0.0.1:0", "--db", db)
-	paste := readmeScript(t, "## One exchange with curl", base)
-	out, err := exec.Command("bash", "-euo", "pipefail", "-c", paste).CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	out, db := runReadme(t, "## One exchange with curl")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
 	require.Len(t, lines, 3, "%s", out)
 	assert.Contains(t, lines[0], `"simQueryParams":{"name":"Ada"}`)
 	assert.Contains(t, lines[1], `"status":"answered"`)
@@ -60,12 +68,8 @@ func TestReadmeWalkthrough(t *testing.T) {
 // TestReadmeVia: the gateway example, curl playing both the tab and the
 // visitor.
 func TestReadmeVia(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "c2cvia.db")
-	base, _ := startRun(t, nil, "serve", "--addr", "127.0.0.1:0", "--db", db)
-	paste := readmeScript(t, "## Serve a page from a browser tab", base)
-	out, err := exec.Command("bash", "-euo", "pipefail", "-c", paste).CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	assert.Equal(t, "<h1>Hello from a tab</h1>", strings.TrimSpace(string(out)))
+	out, _ := runReadme(t, "## Serve a page from a browser tab")
+	assert.Equal(t, "<h1>Hello from a tab</h1>", strings.TrimSpace(out))
 }
 
 // TestReadmeFlags: the README's flag table names every serve flag with its

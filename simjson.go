@@ -183,11 +183,14 @@ func validMethod(m string) bool {
 
 // encodeSim writes obj compactly without HTML escaping. Values are raw JSON
 // and pass through untouched, numbers included.
-func encodeSim(obj map[string]json.RawMessage) ([]byte, error) {
+func encodeSim(obj map[string]json.RawMessage) ([]byte, error) { return encodeJSON(obj) }
+
+// encodeJSON marshals v compactly without HTML escaping ("<" stays "<").
+func encodeJSON(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(obj); err != nil {
+	if err := enc.Encode(v); err != nil {
 		return nil, err
 	}
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
