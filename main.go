@@ -96,7 +96,7 @@ type config struct {
 	JanitorEvery time.Duration
 	LogFormat    string
 	LogLevel     string
-	Listen       listenConfig // TLS and connection limits (tls.go)
+	Listen       listenConfig // TLS, ACME and connection limits (tls.go)
 }
 
 func (c config) storeOptions() storeOptions {
@@ -163,6 +163,9 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer front.close()
+	if front.challenge != nil {
+		fmt.Fprintf(stdout, "c2cvia answering ACME challenges and redirecting to HTTPS on http://%s\n", front.challengeLn.Addr())
+	}
 	fmt.Fprintf(stdout, "c2cvia listening on %s (store %s)\n", front.url(), cfg.DB)
 	log.Info("listening", "addr", front.mainLn.Addr().String(), "mode", front.mode(), "db", cfg.DB)
 

@@ -1,5 +1,5 @@
-// HTTPS from certificate files, and the limits against slow and hostile
-// clients, through the real serve command.
+// HTTPS from certificate files and from ACME, and the limits against slow
+// and hostile clients, through the real serve command.
 
 package main
 
@@ -22,6 +22,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -36,6 +37,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// unreachableCA is an ACME directory nobody answers: tests never reach a CA.
+const unreachableCA = "http://127.0.0.1:1/directory"
+
 // testCert is a self-signed ECDSA certificate for some names, as PEM files.
 type testCert struct {
 	CertFile, KeyFile string
@@ -44,7 +48,7 @@ type testCert struct {
 }
 
 // newTestCert makes a certificate for names (IP addresses or DNS names),
-// valid for a year.
+// valid for a year so that autocert never wants to renew it.
 func newTestCert(t *testing.T, names ...string) testCert {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -106,8 +110,10 @@ func plainClient(t *testing.T) *http.Client {
 
 // served is `serve` running in-process through run().
 type served struct {
-	URL  string // the main listener: http:// or https://
-	stop func() error
+	URL       string // the main listener: http:// or https://
+	HTTPURL   string // the ACME challenge and redirect listener, if any
+	stop      func() error
+	challenge chan string
 }
 
 // startServe runs `serve` with args through run() and waits until client
@@ -135,6 +141,9 @@ func startServe(t *testing.T, client *http.Client, env map[string]string, args .
 	for s.URL == "" {
 		select {
 		case line := <-lines:
+			if _, rest, ok := strings.Cut(line, "redirecting to HTTPS on "); ok {
+				s.HTTPURL = strings.Fields(rest)[0]
+			}
 			if _, rest, ok := strings.Cut(line, "listening on "); ok {
 				s.URL = strings.Fields(rest)[0]
 			}
@@ -271,8 +280,16 @@ func TestTLS(t *testing.T) {
 	}
 }
 
-// TestTLSStartupErrors: TLS flags that cannot work stop serve at once with
-// an error naming them, before the store is made.
+// defaultListenConfig is listenConfig as serve's flags default it.
+func defaultListenConfig() listenConfig {
+	var c listenConfig
+	addListenFlags(pflag.NewFlagSet("serve", pflag.ContinueOnError), &c)
+	return c
+}
+
+// TestTLSStartupErrors: TLS and ACME flags that cannot work stop serve at
+// once with an error naming them, before the store or the ACME cache is
+// made.
 func TestTLSStartupErrors(t *testing.T) {
 	cert := newTestCert(t, "127.0.0.1")
 	other := newTestCert(t, "127.0.0.1")
@@ -286,6 +303,15 @@ func TestTLSStartupErrors(t *testing.T) {
 		{"missing cert file", []string{"--tls-cert", cert.CertFile + ".missing", "--tls-key", cert.KeyFile}, "no such file"},
 		{"key of another cert", []string{"--tls-cert", cert.CertFile, "--tls-key", other.KeyFile}, "private key does not match"},
 		{"key as cert", []string{"--tls-cert", cert.KeyFile, "--tls-key", cert.KeyFile}, "--tls-cert"},
+		{"acme and cert", []string{"--acme-domain", "relay.example.com", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile}, "not both"},
+		{"acme email alone", []string{"--acme-email", "ops@example.com"}, "need --acme-domain"},
+		{"acme cache alone", []string{"--acme-cache", "acme"}, "need --acme-domain"},
+		{"acme url", []string{"--acme-domain", "https://relay.example.com"}, "want a DNS name"},
+		{"acme port", []string{"--acme-domain", "relay.example.com:443"}, "want a DNS name"},
+		{"acme wildcard", []string{"--acme-domain", "*.example.com"}, "want a DNS name"},
+		{"acme ip", []string{"--acme-domain", "192.0.2.7"}, "want a DNS name"},
+		{"acme single label", []string{"--acme-domain", "localhost"}, "want a DNS name"},
+		{"acme empty list", []string{"--acme-domain", ","}, "names no domain"},
 		{"header timeout zero", []string{"--read-header-timeout", "0s"}, "--read-header-timeout"},
 		{"body timeout zero", []string{"--read-body-timeout", "0s"}, "--read-body-timeout"},
 		{"max header bytes", []string{"--max-header-bytes", "0"}, "max-header-bytes"},
@@ -297,15 +323,160 @@ func TestTLSStartupErrors(t *testing.T) {
 			// run until the context ends.
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			args := append([]string{"serve", "--addr", "127.0.0.1:0", "--db", dbPath}, tc.args...)
+			args := append([]string{"serve", "--addr", "127.0.0.1:0", "--db", dbPath, "--acme-http-addr", "127.0.0.1:0"}, tc.args...)
 			err := run(ctx, args, func(string) string { return "" }, io.Discard, io.Discard)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 			assert.NoError(t, ctx.Err(), "run did not fail at once")
 			entries, _ := os.ReadDir(dir)
-			assert.Empty(t, entries, "nothing is written: no store")
+			assert.Empty(t, entries, "nothing is written: no store, no ACME cache")
 		})
 	}
+}
+
+// TestACMEManager: the autocert manager serve builds answers only for its
+// domains, asks the CA named by --acme-directory, and keeps its keys in a
+// 0700 folder beside the store.
+func TestACMEManager(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "relay.db")
+	c := defaultListenConfig()
+	c.ACMEDomains = []string{"Relay.Example.com", " api.example.com."}
+	c.ACMEDirectory = unreachableCA
+	f, err := newFrontend(discardLogger(), c, dbPath)
+	require.NoError(t, err)
+	require.NotNil(t, f.acme)
+	assert.Equal(t, []string{"relay.example.com", "api.example.com"}, f.domains)
+
+	ctx := context.Background()
+	for _, d := range []string{"relay.example.com", "api.example.com"} {
+		assert.NoError(t, f.acme.HostPolicy(ctx, d), d)
+	}
+	for _, d := range []string{"other.example.com", "example.com", "relay.example.com.evil.example"} {
+		assert.Error(t, f.acme.HostPolicy(ctx, d), d)
+	}
+	// The TLS config the server uses refuses another name in the handshake,
+	// before any CA is asked.
+	hello := func(name string) *tls.ClientHelloInfo {
+		return &tls.ClientHelloInfo{
+			ServerName:        name,
+			SupportedCurves:   []tls.CurveID{tls.CurveP256},
+			SignatureSchemes:  []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256},
+			CipherSuites:      []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
+			SupportedVersions: []uint16{tls.VersionTLS13, tls.VersionTLS12},
+		}
+	}
+	_, err = f.tls.GetCertificate(hello("other.example.com"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "not configured")
+	// One of its own names goes on to the CA: here one that does not answer.
+	_, err = f.tls.GetCertificate(hello("relay.example.com"))
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "not configured")
+	assert.Contains(t, err.Error(), "127.0.0.1:1", "the CA of --acme-directory is asked")
+	assert.Equal(t, unreachableCA, f.acme.Client.DirectoryURL)
+
+	fi, err := os.Stat(filepath.Join(filepath.Dir(dbPath), "acme"))
+	require.NoError(t, err, "the cache folder beside the store")
+	assert.True(t, fi.IsDir())
+	assert.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+
+	t.Run("--acme-cache", func(t *testing.T) {
+		c := c
+		c.ACMECache = filepath.Join(t.TempDir(), "state", "certs")
+		_, err := newFrontend(discardLogger(), c, dbPath)
+		require.NoError(t, err)
+		fi, err := os.Stat(c.ACMECache)
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+	})
+	t.Run("open cache refused", func(t *testing.T) {
+		c := c
+		c.ACMECache = t.TempDir()
+		require.NoError(t, os.Chmod(c.ACMECache, 0o755))
+		_, err := newFrontend(discardLogger(), c, dbPath)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "chmod 700")
+	})
+}
+
+// TestACMERedirect: the HTTP port answers ACME challenges itself and
+// redirects everything else, any method, to the same path over HTTPS.
+func TestACMERedirect(t *testing.T) {
+	domains := []string{"relay.example.com", "api.example.com"}
+	for _, tc := range []struct {
+		name, method, host, target, port, want string
+	}{
+		{"get", http.MethodGet, "relay.example.com", "/api/v1/client/login?net=demo", "443",
+			"https://relay.example.com/api/v1/client/login?net=demo"},
+		{"post keeps its method", http.MethodPost, "api.example.com:80", "/api/v1/client/pushreq", "443",
+			"https://api.example.com/api/v1/client/pushreq"},
+		{"another https port", http.MethodGet, "relay.example.com", "/healthz", "8443",
+			"https://relay.example.com:8443/healthz"},
+		{"a foreign Host goes to the first domain", http.MethodGet, "evil.example", "/x?y=1", "443",
+			"https://relay.example.com/x?y=1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(tc.method, "http://"+tc.host+tc.target, strings.NewReader("{}"))
+			w := httptest.NewRecorder()
+			redirectToHTTPS(domains, tc.port).ServeHTTP(w, req)
+			assert.Equal(t, http.StatusPermanentRedirect, w.Code)
+			assert.Equal(t, tc.want, w.Header().Get("Location"))
+		})
+	}
+
+	t.Run("challenges are not redirected", func(t *testing.T) {
+		c := defaultListenConfig()
+		c.ACMEDomains, c.ACMEDirectory = domains, unreachableCA
+		f, err := newFrontend(discardLogger(), c, filepath.Join(t.TempDir(), "relay.db"))
+		require.NoError(t, err)
+		h := f.acme.HTTPHandler(redirectToHTTPS(f.domains, "443"))
+		for host, want := range map[string]int{"relay.example.com": http.StatusNotFound, "evil.example": http.StatusForbidden} {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "http://"+host+"/.well-known/acme-challenge/unknown-token", nil))
+			assert.Equal(t, want, w.Code, host)
+			assert.Empty(t, w.Header().Get("Location"), host)
+		}
+	})
+}
+
+// TestACMEServe runs serve in ACME mode with a certificate already in its
+// cache, so no CA is asked: HTTPS works for the domain, another name is
+// refused in the handshake, and the HTTP port redirects to HTTPS.
+func TestACMEServe(t *testing.T) {
+	const domain = "relay.test"
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "acme")
+	require.NoError(t, os.Mkdir(cache, 0o700))
+	cert := newTestCert(t, domain)
+	// autocert's cache entry for an ECDSA certificate: the key, then the chain.
+	require.NoError(t, os.WriteFile(filepath.Join(cache, domain), append(cert.keyPEM, cert.certPEM...), 0o600))
+
+	dbPath := filepath.Join(dir, "relay.db")
+	client := tlsClient(t, cert.Pool, domain)
+	s := startServe(t, client, map[string]string{"C2CVIA_ACME_DOMAIN": domain}, "--addr", "127.0.0.1:0", "--db", dbPath,
+		"--acme-cache", cache, "--acme-http-addr", "127.0.0.1:0", "--acme-directory", unreachableCA)
+	require.True(t, strings.HasPrefix(s.URL, "https://"), s.URL)
+	require.NotEmpty(t, s.HTTPURL, "the challenge listener")
+	exchangeOver(t, client, s.URL, "acme-net")
+
+	_, err := tlsClient(t, cert.Pool, "other.test").Get(s.URL + "/healthz")
+	assert.Error(t, err, "another name is refused in the handshake")
+
+	noFollow := plainClient(t)
+	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(s.URL, "https://"))
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		req, err := http.NewRequest(method, s.HTTPURL+"/api/v1/client/login?net=acme-net", nil)
+		require.NoError(t, err)
+		req.Host = domain
+		resp, err := noFollow.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusPermanentRedirect, resp.StatusCode, method)
+		assert.Equal(t, "https://"+domain+":"+port+"/api/v1/client/login?net=acme-net", resp.Header.Get("Location"), method)
+	}
+	require.NoError(t, s.stop())
+	assert.Equal(t, 1, countTokens(t, dbPath), "the redirected logins wrote nothing")
 }
 
 // shortTimeouts sets every connection limit far under the waits below.
@@ -498,8 +669,7 @@ func TestHeaderLimit(t *testing.T) {
 // limits from the flags, and never a ReadTimeout or WriteTimeout, which
 // would cut long polls.
 func TestServerLimitsNoWholeRequestTimeouts(t *testing.T) {
-	var c listenConfig
-	addListenFlags(pflag.NewFlagSet("serve", pflag.ContinueOnError), &c)
+	c := defaultListenConfig()
 	assert.Equal(t, 10*time.Second, c.ReadHeaderTimeout)
 	assert.Equal(t, 30*time.Second, c.ReadBodyTimeout)
 	assert.Equal(t, 2*time.Minute, c.IdleTimeout)
