@@ -41,6 +41,7 @@ var (
 	errExpired       = newAPIError(http.StatusGone, "expired", "the request was not answered within its time to live")
 	errFailed        = newAPIError(http.StatusGone, "failed", "the request was handed out too many times without an answer")
 	errTooLarge      = newAPIError(http.StatusRequestEntityTooLarge, "body_too_large", "the request body is over the size limit")
+	errBodyTimeout   = newAPIError(http.StatusRequestTimeout, "body_timeout", "the request body did not arrive within the relay's --read-body-timeout")
 	errMediaType     = newAPIError(http.StatusUnsupportedMediaType, "unsupported_media_type", "send application/json or application/x-www-form-urlencoded")
 	errInternal      = newAPIError(http.StatusInternalServerError, "internal", "internal error; see the relay's log")
 	errStoreClosed   = newAPIError(http.StatusServiceUnavailable, "shutting_down", "the relay is shutting down; try again shortly")

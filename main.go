@@ -12,8 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -100,6 +98,7 @@ type config struct {
 	LogLevel     string
 	ViaTimeout   time.Duration
 	ViaHost      string
+	Listen       listenConfig // TLS, ACME and connection limits (tls.go)
 }
 
 func (c config) storeOptions() storeOptions {
@@ -126,6 +125,7 @@ func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "address to listen on")
+	addListenFlags(fs, &cfg.Listen)
 	addStoreFlags(fs, &cfg)
 	fs.DurationVar(&cfg.TokenTTL, "token-ttl", 24*time.Hour, "how long a login token stays valid")
 	fs.DurationVar(&cfg.MaxWait, "max-wait", 60*time.Second, "longest long poll; a larger wait is clamped to it")
@@ -156,33 +156,32 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if cfg.ViaHost != "" && (!strings.HasPrefix(cfg.ViaHost, ".") || strings.Count(cfg.ViaHost, ".") < 2) {
 		return fmt.Errorf("--via-host %q: give a host suffix with a leading dot, such as .via.example.com", cfg.ViaHost)
 	}
+	front, err := newFrontend(log, cfg.Listen, cfg.DB)
+	if err != nil {
+		return err
+	}
 	st, err := openStore(ctx, cfg.DB, cfg.storeOptions())
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
+	srv := newServer(log, st, cfg)
+	if err := front.listen(cfg.Addr, srv); err != nil {
 		return err
 	}
-	srv := newServer(log, st, cfg)
-	hs := &http.Server{
-		Handler: srv,
-		// No WriteTimeout: long polls write after up to --max-wait.
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	defer front.close()
+	if front.challenge != nil {
+		fmt.Fprintf(stdout, "c2cvia answering ACME challenges and redirecting to HTTPS on http://%s\n", front.challengeLn.Addr())
 	}
-	fmt.Fprintf(stdout, "c2cvia listening on http://%s (store %s)\n", ln.Addr(), cfg.DB)
-	log.Info("listening", "addr", ln.Addr().String(), "db", cfg.DB)
+	fmt.Fprintf(stdout, "c2cvia listening on %s (store %s)\n", front.url(), cfg.DB)
+	log.Info("listening", "addr", front.mainLn.Addr().String(), "mode", front.mode(), "db", cfg.DB)
 
 	jctx, stopJanitor := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { runJanitor(jctx, log, st, cfg.JanitorEvery) })
 	defer func() { stopJanitor(); wg.Wait() }()
 
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	errc := front.serve()
 	select {
 	case err := <-errc:
 		return err
@@ -192,7 +191,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	srv.shutdown()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
+	if err := front.shutdown(sctx); err != nil {
 		log.Warn("shutdown", "err", err)
 	}
 	stopJanitor()

@@ -433,6 +433,7 @@ func TestServeDefaultsAndEnv(t *testing.T) {
 			"bytes":    {"7KiB", "7168"},
 			"string":   {"seven", "seven"},
 		}
+		sample["stringSlice"] = struct{ in, out string }{"a.example,b.example", "[a.example,b.example]"}
 		n := 0
 		newServeCmd(io.Discard, io.Discard).Flags().VisitAll(func(f *pflag.Flag) {
 			n++

@@ -79,6 +79,7 @@ func TestReadmeFlags(t *testing.T) {
 	require.NoError(t, err)
 	defaults := map[string]string{ // how the README writes pflag's defaults
 		"1m0s": "60s", "5m0s": "5m", "10m0s": "10m", "30s": "30s", "15s": "15s", "24h0m0s": "24h",
+		"2m0s": "2m", "[]": "",
 	}
 	newServeCmd(io.Discard, io.Discard).Flags().VisitAll(func(f *pflag.Flag) {
 		if f.Name == "help" {
@@ -89,6 +90,9 @@ func TestReadmeFlags(t *testing.T) {
 			def = d
 		}
 		row := fmt.Sprintf("| `--%s` | `%s` | `%s` |", f.Name, envName(f.Name), def)
+		if def == "" { // no default: an empty cell
+			row = fmt.Sprintf("| `--%s` | `%s` | |", f.Name, envName(f.Name))
+		}
 		assert.True(t, strings.Contains(string(readme), row), "README flag table lacks the row %s", row)
 	})
 }

@@ -1,0 +1,292 @@
+// How serve faces the network: plain HTTP, HTTPS from certificate files or
+// from an ACME CA (Let's Encrypt) through autocert, and the server limits
+// that keep slow or hostile clients from holding connections.
+
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
+)
+
+// listenConfig is how serve listens: TLS, ACME and the connection limits.
+type listenConfig struct {
+	TLSCert           string
+	TLSKey            string
+	ACMEDomains       []string
+	ACMEEmail         string
+	ACMECache         string // "": a folder "acme" beside the store
+	ACMEHTTPAddr      string // "": no HTTP listener, tls-alpn-01 challenges only
+	ACMEDirectory     string
+	ReadHeaderTimeout time.Duration
+	ReadBodyTimeout   time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int64
+}
+
+func addListenFlags(fs *pflag.FlagSet, c *listenConfig) {
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate file (PEM, leaf first, then its chain); needs --tls-key")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "private key file (PEM) of --tls-cert")
+	fs.StringSliceVar(&c.ACMEDomains, "acme-domain", nil, "serve HTTPS for this domain with a certificate from an ACME CA (Let's Encrypt); repeatable or comma-separated; --addr should then be :443")
+	fs.StringVar(&c.ACMEEmail, "acme-email", "", "contact address for the ACME account (the CA's expiry and problem notices)")
+	fs.StringVar(&c.ACMECache, "acme-cache", "", `folder for the ACME account key and certificates (default: "acme" beside --db)`)
+	fs.StringVar(&c.ACMEHTTPAddr, "acme-http-addr", ":80", "address for ACME HTTP-01 challenges, redirecting every other request to HTTPS; empty: none (tls-alpn-01 only)")
+	fs.StringVar(&c.ACMEDirectory, "acme-directory", autocert.DefaultACMEDirectory, "directory URL of the ACME CA")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has for the TLS handshake and its request headers")
+	fs.DurationVar(&c.ReadBodyTimeout, "read-body-timeout", 30*time.Second, "time a client has to send a request body (not counting a long poll's wait)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
+	fs.Var(newByteSize(&c.MaxHeaderBytes, 64<<10), "max-header-bytes", "largest request header (bytes, or with KiB); over it: 431")
+}
+
+// frontend is serve's listeners and their http.Servers.
+type frontend struct {
+	log     *slog.Logger
+	cfg     listenConfig
+	tls     *tls.Config       // nil: plain HTTP
+	acme    *autocert.Manager // nil without --acme-domain
+	domains []string          // --acme-domain, checked and in lower case
+
+	main, challenge     *http.Server // challenge: ACME HTTP-01 and redirects
+	mainLn, challengeLn net.Listener
+}
+
+// newFrontend checks the listen flags and loads or prepares the
+// certificates. It does not listen yet, and writes nothing but the ACME
+// cache folder.
+func newFrontend(log *slog.Logger, c listenConfig, dbPath string) (*frontend, error) {
+	if c.ReadHeaderTimeout <= 0 || c.ReadBodyTimeout <= 0 || c.IdleTimeout <= 0 {
+		return nil, errors.New("--read-header-timeout, --read-body-timeout and --idle-timeout must be positive")
+	}
+	f := &frontend{log: log, cfg: c}
+	switch {
+	case len(c.ACMEDomains) > 0 && (c.TLSCert != "" || c.TLSKey != ""):
+		return nil, errors.New("--acme-domain gets its certificates from the CA: give it or --tls-cert/--tls-key, not both")
+	case len(c.ACMEDomains) == 0 && (c.ACMEEmail != "" || c.ACMECache != ""):
+		return nil, errors.New("--acme-email and --acme-cache need --acme-domain")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	case c.TLSCert != "":
+		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert %s, --tls-key %s: %w", c.TLSCert, c.TLSKey, err)
+		}
+		f.tls = &tls.Config{Certificates: []tls.Certificate{cert}}
+	case len(c.ACMEDomains) > 0:
+		domains, err := acmeDomains(c.ACMEDomains)
+		if err != nil {
+			return nil, err
+		}
+		m, err := newACMEManager(c, domains, dbPath)
+		if err != nil {
+			return nil, err
+		}
+		f.acme, f.tls, f.domains = m, m.TLSConfig(), domains
+	}
+	return f, nil
+}
+
+// acmeDomains checks and normalises --acme-domain: DNS names with a dot,
+// which is what autocert answers for.
+func acmeDomains(list []string) ([]string, error) {
+	var out []string
+	for _, d := range list {
+		d = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
+		if d == "" {
+			continue
+		}
+		if !strings.Contains(d, ".") || strings.ContainsAny(d, ":/*@ ") || net.ParseIP(d) != nil {
+			return nil, fmt.Errorf("--acme-domain %q: want a DNS name such as relay.example.com (no scheme, port, wildcard or IP)", d)
+		}
+		if !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--acme-domain names no domain")
+	}
+	return out, nil
+}
+
+// newACMEManager gets certificates for --acme-domain and nothing else. The
+// cache folder holds the account key and the certificates' private keys, so
+// it is made 0700, and an existing one others can read is refused.
+func newACMEManager(c listenConfig, domains []string, dbPath string) (*autocert.Manager, error) {
+	dir := c.ACMECache
+	if dir == "" {
+		dir = filepath.Join(filepath.Dir(dbPath), "acme")
+	}
+	if err := privateDir(dir); err != nil {
+		return nil, fmt.Errorf("ACME cache: %w", err)
+	}
+	return &autocert.Manager{
+		Prompt:     autocert.AcceptTOS, // documented: --acme-domain accepts the CA's terms
+		Cache:      autocert.DirCache(dir),
+		HostPolicy: autocert.HostWhitelist(domains...),
+		Email:      c.ACMEEmail,
+		Client:     &acme.Client{DirectoryURL: c.ACMEDirectory, UserAgent: "c2cvia"},
+	}, nil
+}
+
+// privateDir makes dir with mode 0700, or checks that an existing one is
+// closed to group and others.
+func privateDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		return os.Chmod(dir, 0o700) // whatever the umask
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a folder", dir)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%s is open to others (mode %04o) and will hold private keys: chmod 700 it", dir, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// listen binds addr for h, and --acme-http-addr in ACME mode. A busy port
+// fails here, before anything is served.
+func (f *frontend) listen(addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	f.mainLn, f.main = ln, f.httpServer(withReadBodyTimeout(f.cfg.ReadBodyTimeout, h))
+	f.main.TLSConfig = f.tls
+	if f.acme == nil || f.cfg.ACMEHTTPAddr == "" {
+		return nil
+	}
+	cln, err := net.Listen("tcp", f.cfg.ACMEHTTPAddr)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("--acme-http-addr: %w", err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	f.challengeLn, f.challenge = cln, f.httpServer(f.acme.HTTPHandler(redirectToHTTPS(f.domains, port)))
+	return nil
+}
+
+// httpServer is an http.Server with the limits against slow clients.
+//
+// No WriteTimeout: it runs over the whole response, and a long poll holds
+// its response for up to --max-wait. No ReadTimeout either: bodies get their
+// own deadline, and their own 408, in withReadBodyTimeout.
+func (f *frontend) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: f.cfg.ReadHeaderTimeout, // also bounds the TLS handshake
+		IdleTimeout:       f.cfg.IdleTimeout,
+		MaxHeaderBytes:    int(f.cfg.MaxHeaderBytes),
+		ErrorLog:          slog.NewLogLogger(f.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// url is the main listener's base URL.
+func (f *frontend) url() string {
+	if f.tls != nil {
+		return "https://" + f.mainLn.Addr().String()
+	}
+	return "http://" + f.mainLn.Addr().String()
+}
+
+// mode names how the main listener serves, for the log.
+func (f *frontend) mode() string {
+	switch {
+	case f.acme != nil:
+		return "acme"
+	case f.tls != nil:
+		return "tls"
+	}
+	return "http"
+}
+
+// serve runs the listeners; the channel gets the first one's failure.
+func (f *frontend) serve() <-chan error {
+	errc := make(chan error, 2)
+	go func() {
+		if f.tls != nil {
+			errc <- f.main.ServeTLS(f.mainLn, "", "") // the certificate is in TLSConfig
+		} else {
+			errc <- f.main.Serve(f.mainLn)
+		}
+	}()
+	if f.challenge != nil {
+		go func() { errc <- fmt.Errorf("--acme-http-addr: %w", f.challenge.Serve(f.challengeLn)) }()
+	}
+	return errc
+}
+
+// shutdown stops accepting and waits for the calls in flight, until ctx ends.
+func (f *frontend) shutdown(ctx context.Context) error {
+	var errs []error
+	if f.challenge != nil {
+		errs = append(errs, f.challenge.Shutdown(ctx))
+	}
+	return errors.Join(append(errs, f.main.Shutdown(ctx))...)
+}
+
+// close closes the listeners, for a serve that ends before shutdown.
+func (f *frontend) close() {
+	for _, ln := range []net.Listener{f.mainLn, f.challengeLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// redirectToHTTPS answers every request on the HTTP port with a 308 to the
+// same path and query over HTTPS (308 keeps the method and body). The target
+// host is the request's if it is one of domains, else the first of them, so
+// a forged Host header cannot send anyone elsewhere. httpsPort is left out
+// when it is 443.
+func redirectToHTTPS(domains []string, httpsPort string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.TrimSuffix(strings.ToLower(host), ".")
+		if !slices.Contains(domains, host) {
+			host = domains[0]
+		}
+		if httpsPort != "" && httpsPort != "443" {
+			host = net.JoinHostPort(host, httpsPort)
+		}
+		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
+	})
+}
+
+// withReadBodyTimeout gives a request with a body d to send it. The
+// deadline does not cut a long poll's wait: net/http lifts it once the body
+// has ended, when it starts watching the connection for a hang-up (HTTP/1.1),
+// and on HTTP/2 it only concerns the body. A request without a body gets no
+// deadline: that watch already runs, and a deadline passing under it would
+// cancel the request.
+func withReadBodyTimeout(d time.Duration, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			// An error means a writer without deadlines: nothing to limit.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
