@@ -57,7 +57,7 @@ func TestReadmeFlags(t *testing.T) {
 	readme, err := os.ReadFile("README.md")
 	require.NoError(t, err)
 	defaults := map[string]string{ // how the README writes pflag's defaults
-		"1m0s": "60s", "5m0s": "5m", "10m0s": "10m", "30s": "30s", "15s": "15s", "24h0m0s": "24h",
+		"1m0s": "60s", "5m0s": "5m", "10m0s": "10m", "30s": "30s", "15s": "15s", "24h0m0s": "24h", "1h0m0s": "1h",
 	}
 	newServeCmd(io.Discard, io.Discard).Flags().VisitAll(func(f *pflag.Flag) {
 		if f.Name == "help" {

@@ -28,4 +28,16 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	mux.Handle("POST /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, cfg)))
 	mux.Handle("POST /api/v1/server/pushres", api(handlePushRes(st, lp.hub)))
 	mux.Handle("POST /api/v1/server/extend", api(handleExtend(st, cfg)))
+
+	// Peer messaging: unicast, multicast and broadcast between the logins
+	// of one net, authenticated by the token from login.
+	mux.Handle("POST /api/v1/peer/send", api(withToken(st, handleSend(st, lp.hub, cfg, kindUnicast))))
+	mux.Handle("POST /api/v1/peer/subscribe", api(withToken(st, handleSubscribe(st, true))))
+	mux.Handle("POST /api/v1/peer/unsubscribe", api(withToken(st, handleSubscribe(st, false))))
+	mux.Handle("POST /api/v1/peer/publish", api(withToken(st, handleSend(st, lp.hub, cfg, kindMulticast))))
+	mux.Handle("POST /api/v1/peer/broadcast", api(withToken(st, handleSend(st, lp.hub, cfg, kindBroadcast))))
+	mux.Handle("GET /api/v1/peer/pullsmart", api(withToken(st, handlePeerPull(st, lp))))
+	mux.Handle("POST /api/v1/peer/pullsmart", api(withToken(st, handlePeerPull(st, lp))))
+	mux.Handle("GET /api/v1/peer/stream", api(withToken(st, handleStream(log, st, lp, cfg.StreamKeepAlive))))
+	mux.Handle("GET /api/v1/peer/peers", api(withToken(st, handlePeers(st))))
 }

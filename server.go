@@ -61,8 +61,13 @@ func apiAdapter(log *slog.Logger, maxBody int64) func(apiFunc) http.Handler {
 	}
 }
 
-// withToken authenticates a SimClient by its token before fn runs.
-func withToken(st *store, fn func(w http.ResponseWriter, r *http.Request, p *params, t token) error) apiFunc {
+// tokenFunc is a handler for a SimClient authenticated by its token.
+type tokenFunc = func(w http.ResponseWriter, r *http.Request, p *params, t token) error
+
+// withToken authenticates a SimClient by its token before fn runs, and
+// records the token as seen (GET /api/v1/peer/peers) when fn succeeds: a
+// call that fails writes nothing.
+func withToken(st *store, fn tokenFunc) apiFunc {
 	return func(w http.ResponseWriter, r *http.Request, p *params) error {
 		secret, err := p.credential("token")
 		if err != nil {
@@ -72,7 +77,11 @@ func withToken(st *store, fn func(w http.ResponseWriter, r *http.Request, p *par
 		if err != nil {
 			return err
 		}
-		return fn(w, r, p, t)
+		if err := fn(w, r, p, t); err != nil {
+			return err
+		}
+		st.touchToken(t)
+		return nil
 	}
 }
 
