@@ -173,10 +173,10 @@ func TestInspectSummary(t *testing.T) {
 		require.NoError(t, err)
 		lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
 		require.Len(t, lines, 4, out)
-		assert.Regexp(t, `^NET\s+QUEUED\s+DELIVERED\s+ANSWERED\s+EXPIRED\s+FAILED\s+OLDEST QUEUED\s+SERVER LAST POLLED\s+TOKENS\s*$`, lines[0])
-		assert.Regexp(t, `^alpha\s+2\s+1\s+1\s+1\s+1\s+10m\d+s ago\s+20m\d+s ago\s+1\s*$`, lines[1])
-		assert.Regexp(t, `^beta\s+1\s+0\s+0\s+0\s+0\s+8m\d+s ago\s+never \(unclaimed\)\s+1\s*$`, lines[2])
-		assert.Regexp(t, `^gamma\s+0\s+0\s+1\s+0\s+0\s+-\s+-\s+1\s*$`, lines[3])
+		assert.Regexp(t, `^NET\s+QUEUED\s+DELIVERED\s+ANSWERED\s+EXPIRED\s+FAILED\s+OLDEST QUEUED\s+SERVER LAST POLLED\s+TOKENS\s+MESSAGES\s*$`, lines[0])
+		assert.Regexp(t, `^alpha\s+2\s+1\s+1\s+1\s+1\s+10m\d+s ago\s+20m\d+s ago\s+1\s+0\s*$`, lines[1])
+		assert.Regexp(t, `^beta\s+1\s+0\s+0\s+0\s+0\s+8m\d+s ago\s+never \(unclaimed\)\s+1\s+0\s*$`, lines[2])
+		assert.Regexp(t, `^gamma\s+0\s+0\s+1\s+0\s+0\s+-\s+-\s+1\s+0\s*$`, lines[3])
 	})
 }
 
@@ -584,7 +584,7 @@ func TestPurgeCLI(t *testing.T) {
 		assert.Equal(t, 4, r.count("tokens"))
 
 		// A longer --res-ttl keeps the old answers; expired tokens still go.
-		assert.JSONEq(t, `{"dry_run": true, "requests": {}, "tokens": 2}`, purge("--dry-run", "--json", "--res-ttl", "4h"))
+		assert.JSONEq(t, `{"dry_run": true, "requests": {}, "messages": {}, "tokens": 2}`, purge("--dry-run", "--json", "--res-ttl", "4h"))
 		assert.Equal(t, before, storeRows(t, r))
 	})
 
@@ -598,7 +598,7 @@ func TestPurgeCLI(t *testing.T) {
 	})
 
 	t.Run("expired", func(t *testing.T) {
-		assert.JSONEq(t, `{"dry_run": false, "tokens": 1,
+		assert.JSONEq(t, `{"dry_run": false, "tokens": 1, "messages": {},
 			"requests": {"alpha": {"answered": 1, "expired": 1, "failed": 1}}}`, purge("--json"))
 		assert.Equal(t, 4, r.count("requests"))
 		assert.Equal(t, 2, r.count("tokens"))
@@ -646,7 +646,11 @@ func storeRows(t *testing.T, r *testRelay) string {
 		`SELECT rid || ' ' || net || ' ' || status || ' ' || attempt || ' ' || coalesce(lease_expires_at, '-') || ' ' ||
 			coalesce(done_at, '-') || ' ' || pulled || ' ' || expires_at || ' ' || coalesce(sim_res, '-') FROM requests ORDER BY seq`,
 		`SELECT name || ' ' || hex(key_hash) || ' ' || coalesce(last_poll_at, '-') FROM nets ORDER BY name`,
-		`SELECT peer_id || ' ' || net || ' ' || expires_at FROM tokens ORDER BY peer_id`,
+		`SELECT peer_id || ' ' || net || ' ' || expires_at || ' ' || last_seen_at || ' ' || msg_floor FROM tokens ORDER BY peer_id`,
+		`SELECT id || ' ' || net || ' ' || kind || ' ' || from_peer || ' ' || coalesce(to_peer, '-') || ' ' || coalesce(topic, '-') || ' ' ||
+			data || ' ' || expires_at || ' ' || receivers FROM messages ORDER BY id`,
+		`SELECT net || ' ' || topic || ' ' || peer_id || ' ' || from_id || ' ' || coalesce(until_id, '-') FROM subscriptions
+			ORDER BY net, topic, peer_id, from_id`,
 	} {
 		rows, err := r.store.r.Query(q)
 		require.NoError(t, err)
