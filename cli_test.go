@@ -665,3 +665,63 @@ func storeRows(t *testing.T, r *testRelay) string {
 	}
 	return b.String()
 }
+
+// TestInspectAndPurgeMessages: inspect counts the peer messages each net
+// keeps, in its table and its JSON; purge removes the expired ones, and
+// --all every one of its scope.
+func TestInspectAndPurgeMessages(t *testing.T) {
+	r := newTestRelay(t, func(c *config) { c.MsgTTL = 10 * time.Minute })
+	now := realNowMS()
+	moveClockTo(r, now.Add(-15*time.Minute)) // expired 5 minutes ago
+	a, b := r.peerLogin("alpha"), r.peerLogin("alpha")
+	r.sendTo(a, b.id, "old")
+	moveClockTo(r, now.Add(-time.Minute))
+	r.sendTo(a, b.id, "kept")
+	r.fanOut(b, "", "kept too")
+	r.fanOut(b, "news", "kept, nobody subscribed")
+	beta := r.peerLogin("beta")
+	r.fanOut(beta, "", "alone")
+	r.peerLogin("gamma") // a net with no message
+	moveClockTo(r, now)
+	flushStoreWrites(t, r)
+
+	out, err := runCLI(t, nil, "inspect", "--db", r.DBPath, "--json")
+	require.NoError(t, err)
+	var got struct {
+		Nets []struct {
+			Net      string `json:"net"`
+			Messages *int   `json:"messages"`
+		} `json:"nets"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+	counts := map[string]int{}
+	for _, n := range got.Nets {
+		require.NotNil(t, n.Messages, out)
+		counts[n.Net] = *n.Messages
+	}
+	assert.Equal(t, map[string]int{"alpha": 3, "beta": 1, "gamma": 0}, counts, "the expired message is not counted")
+
+	out, err = runCLI(t, nil, "inspect", "--db", r.DBPath)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	require.Len(t, lines, 4, out)
+	assert.Regexp(t, `\sTOKENS\s+MESSAGES\s*$`, lines[0])
+	assert.Regexp(t, `^alpha\s.*\s2\s+3\s*$`, lines[1])
+	assert.Regexp(t, `^beta\s.*\s1\s+1\s*$`, lines[2])
+	assert.Regexp(t, `^gamma\s.*\s1\s+0\s*$`, lines[3])
+
+	purge := func(args ...string) string {
+		t.Helper()
+		out, err := runCLI(t, nil, append([]string{"purge", "--db", r.DBPath}, args...)...)
+		require.NoError(t, err, args)
+		return out
+	}
+	assert.Equal(t, "would remove 0 requests and 0 expired tokens\nwould remove 1 peer messages\n  alpha: 1\n", purge("--dry-run"))
+	assert.Equal(t, 5, r.count("messages"))
+	assert.JSONEq(t, `{"dry_run": false, "requests": {}, "messages": {"alpha": 1}, "tokens": 0}`, purge("--json"))
+	assert.Equal(t, 4, r.count("messages"))
+	assert.Equal(t, "removed 0 requests and 0 expired tokens\nremoved 1 peer messages\n  beta: 1\n", purge("--all", "--net", "beta"))
+	assert.Equal(t, "removed 0 requests and 0 expired tokens\n", purge(), "nothing more is due")
+	assert.Equal(t, 3, r.count("messages"))
+	assert.Len(t, r.readAll(b), 1, "alpha's kept messages are still read")
+}
