@@ -143,10 +143,28 @@ func msgIDs(msgs []peerMsg) []int64 {
 	return ids
 }
 
+// bothReadPaths runs fn on a relay that reads messages from its cache, and
+// on one whose cache keeps none, so that every read behind the newest
+// message is SQL's: both must follow the same receiver rules.
+func bothReadPaths(t *testing.T, fn func(t *testing.T, r *testRelay)) {
+	t.Run("cache", func(t *testing.T) {
+		r := newTestRelay(t)
+		fn(t, r)
+		assert.Zero(t, r.store.msgReads.Load(), "reads from SQL")
+	})
+	t.Run("sql", func(t *testing.T) {
+		r := newTestRelay(t)
+		setCacheLimit(r.store.msgs, 0)
+		fn(t, r)
+		assert.Positive(t, r.store.msgReads.Load(), "reads from SQL")
+	})
+}
+
 // TestPeerSend: a unicast reaches its addressee in the same net, and only
 // it; a peer_id of another net, unknown or logged out is 404 unknown_peer.
-func TestPeerSend(t *testing.T) {
-	r := newTestRelay(t)
+func TestPeerSend(t *testing.T) { bothReadPaths(t, testPeerSend) }
+
+func testPeerSend(t *testing.T, r *testRelay) {
 	a, b, c := r.peerLogin("alpha"), r.peerLogin("alpha"), r.peerLogin("alpha")
 	beta := r.peerLogin("beta")
 
@@ -190,8 +208,9 @@ func TestPeerSend(t *testing.T) {
 
 // TestPeerPublish: a multicast reaches every subscriber of its topic at
 // publish time but the publisher, nobody else; receivers is that count.
-func TestPeerPublish(t *testing.T) {
-	r := newTestRelay(t)
+func TestPeerPublish(t *testing.T) { bothReadPaths(t, testPeerPublish) }
+
+func testPeerPublish(t *testing.T, r *testRelay) {
 	pub, s1, s2, other := r.peerLogin("alpha"), r.peerLogin("alpha"), r.peerLogin("alpha"), r.peerLogin("alpha")
 	beta := r.peerLogin("beta")
 	for _, p := range []peer{pub, s1, s2, beta} {
@@ -241,8 +260,9 @@ func TestPeerPublish(t *testing.T) {
 
 // TestPeerSubscribeAndLeaveAtOnce: an interval closed before any message
 // holds none, and subscribing again at the same point works.
-func TestPeerSubscribeAndLeaveAtOnce(t *testing.T) {
-	r := newTestRelay(t)
+func TestPeerSubscribeAndLeaveAtOnce(t *testing.T) { bothReadPaths(t, testPeerSubscribeAndLeaveAtOnce) }
+
+func testPeerSubscribeAndLeaveAtOnce(t *testing.T, r *testRelay) {
 	pub, s := r.peerLogin("alpha"), r.peerLogin("alpha")
 	r.subscribe(s, "t", true)
 	r.subscribe(s, "t", false)
@@ -255,8 +275,9 @@ func TestPeerSubscribeAndLeaveAtOnce(t *testing.T) {
 
 // TestPeerBroadcast: every peer of the net but the sender, nobody outside
 // it, and nobody who logs in later.
-func TestPeerBroadcast(t *testing.T) {
-	r := newTestRelay(t)
+func TestPeerBroadcast(t *testing.T) { bothReadPaths(t, testPeerBroadcast) }
+
+func testPeerBroadcast(t *testing.T, r *testRelay) {
 	a, b, c := r.peerLogin("alpha"), r.peerLogin("alpha"), r.peerLogin("alpha")
 	beta := r.peerLogin("beta")
 	id, n := r.fanOut(a, "", map[string]any{"all": true})
@@ -362,6 +383,24 @@ func TestPeerPullWakes(t *testing.T) {
 	page = decodePage(t, r.get("/api/v1/peer/pullsmart", url.Values{"token": {b.tok}, "wait": {"0.05"}, "since": {strconv.FormatInt(id, 10)}}))
 	assert.Empty(t, page.Messages)
 	assert.Equal(t, id, page.Next)
+
+	// A poll that starts behind the cache reads SQL once; woken by others'
+	// messages, it goes on from where that read ended, in memory.
+	setCacheLimit(r.store.msgs, 2)
+	for i := range 4 {
+		r.sendTo(a, c.id, i)
+	}
+	reads := r.store.msgReads.Load()
+	since := strconv.FormatInt(id, 10)
+	poll = async(func() reply {
+		return r.get("/api/v1/peer/pullsmart", url.Values{"token": {b.tok}, "wait": {longWait}, "since": {since}})
+	})
+	r.waitPolling(1)
+	r.sendTo(a, c.id, "wakes b, not for b")
+	id = r.sendTo(a, b.id, "for b")
+	page = decodePage(t, within(t, 5*time.Second, poll, "pullsmart after send"))
+	assert.Equal(t, []int64{id}, page.ids())
+	assert.Equal(t, reads+1, r.store.msgReads.Load(), "SQL reads of one poll")
 }
 
 // TestPeerFanOutFromMemory: a broadcast wakes every waiting peer of the net
