@@ -804,13 +804,19 @@ func TestCORSOriginList(t *testing.T) {
 // API route is refused and, on login, makes no token.
 func TestHeadWritesNothing(t *testing.T) {
 	r := newTestRelay(t)
-	for _, path := range []string{"/api/v1/client/login?net=demo", "/api/v1/server/pullreqsmart?net=demo&key=" + testKey} {
+	tok, _ := r.login("demo")
+	for path, allow := range map[string]string{
+		"/api/v1/client/login?net=demo":                       "GET, POST",
+		"/api/v1/server/pullreqsmart?net=demo&key=" + testKey: "GET, POST",
+		"/api/v1/peer/stream?token=" + tok:                    "GET",
+		"/api/v1/peer/peers?token=" + tok:                     "GET",
+	} {
 		req, err := http.NewRequest(http.MethodHead, r.URL+path, nil)
 		require.NoError(t, err)
 		rep := r.do(req)
 		assert.Equal(t, http.StatusMethodNotAllowed, rep.Status, path)
-		assert.Equal(t, "GET, POST", rep.Header.Get("Allow"), path)
+		assert.Equal(t, allow, rep.Header.Get("Allow"), path)
 	}
-	assert.Equal(t, 0, r.count("tokens"))
+	assert.Equal(t, 1, r.count("tokens"), "only the login made here")
 	assert.Equal(t, 0, r.count("nets"))
 }

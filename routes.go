@@ -38,6 +38,6 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	mux.Handle("POST /api/v1/peer/broadcast", api(withToken(st, handleSend(st, lp.hub, cfg, kindBroadcast))))
 	mux.Handle("GET /api/v1/peer/pullsmart", api(withToken(st, handlePeerPull(st, lp))))
 	mux.Handle("POST /api/v1/peer/pullsmart", api(withToken(st, handlePeerPull(st, lp))))
-	mux.Handle("GET /api/v1/peer/stream", api(withToken(st, handleStream(log, st, lp, cfg.StreamKeepAlive))))
-	mux.Handle("GET /api/v1/peer/peers", api(withToken(st, handlePeers(st))))
+	mux.Handle("GET /api/v1/peer/stream", api(withToken(st, handleStream(log, st, lp, cfg.StreamKeepAlive)), "GET"))
+	mux.Handle("GET /api/v1/peer/peers", api(withToken(st, handlePeers(st)), "GET"))
 }

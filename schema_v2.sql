@@ -4,7 +4,8 @@
 -- cursors; AUTOINCREMENT keeps them growing even after the newest messages
 -- expire and are deleted, so a cursor never points past a reused id.
 
--- last_seen_at: the token's last successful call, to the second (GET peers).
+-- last_seen_at: the token's last successful call, written at most once a
+-- second (GET /api/v1/peer/peers).
 -- msg_floor: the highest message id at login; a broadcast reaches a peer only
 -- if it came after (a peer that logs in later does not get older broadcasts).
 ALTER TABLE tokens ADD COLUMN last_seen_at INTEGER NOT NULL DEFAULT 0;

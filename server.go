@@ -37,12 +37,18 @@ func (s *server) shutdown() { s.poller.shutdown() }
 type apiFunc func(w http.ResponseWriter, r *http.Request, p *params) error
 
 // apiAdapter turns an apiFunc into a handler: parameters in, errors out.
-func apiAdapter(log *slog.Logger, maxBody int64) func(apiFunc) http.Handler {
-	return func(fn apiFunc) http.Handler {
+// allow names the route's methods for the Allow of a refused HEAD; none is
+// "GET, POST".
+func apiAdapter(log *slog.Logger, maxBody int64) func(fn apiFunc, allow ...string) http.Handler {
+	return func(fn apiFunc, allow ...string) http.Handler {
+		allowed := "GET, POST"
+		if len(allow) > 0 {
+			allowed = strings.Join(allow, ", ")
+		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodHead {
 				// The mux routes HEAD to GET patterns; a HEAD must not log in.
-				w.Header().Set("Allow", "GET, POST")
+				w.Header().Set("Allow", allowed)
 				writeError(w, r, log, errMethod)
 				return
 			}
