@@ -89,6 +89,10 @@ type store struct {
 	ckpt *sql.DB // one connection: WAL checkpoints
 	q    statements
 
+	// version is the schema version: the newest, except for a read-only
+	// store that no relay of this version has opened yet (inspect).
+	version int
+
 	ops        chan *writeOp
 	mu         sync.RWMutex // held for reading while sending on ops; Close takes it to stop
 	closed     bool
@@ -182,7 +186,7 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	ckpt.SetMaxOpenConns(1)
 
 	s := &store{
-		opts: opts, now: opts.Now, w: w, r: r, ckpt: ckpt, maxToks: maxCachedTokens,
+		opts: opts, now: opts.Now, w: w, r: r, ckpt: ckpt, maxToks: maxCachedTokens, version: len(migrations),
 		ops:  make(chan *writeOp, 4*maxBatch),
 		quit: make(chan struct{}),
 	}
@@ -242,11 +246,12 @@ func openStoreReadOnly(ctx context.Context, path string, opts storeOptions) (*st
 	if err != nil {
 		return nil, err
 	}
-	if _, err := schemaVersion(ctx, r, path, true); err != nil {
+	version, err := schemaVersion(ctx, r, path, true)
+	if err != nil {
 		r.Close()
 		return nil, err
 	}
-	return &store{opts: opts, now: opts.Now, r: r}, nil
+	return &store{opts: opts, now: opts.Now, r: r, version: version}, nil
 }
 
 // schemaVersion reads the store's schema version and refuses one newer than

@@ -289,6 +289,9 @@ func (s *store) summary(ctx context.Context) ([]*netSummary, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.version < 2 {
+		return sortedNets(nets), nil // no peer messages before schema step 2
+	}
 	err = eachRow(ctx, s.r, `SELECT net, count(*) FROM messages WHERE expires_at > ? GROUP BY net`, []any{now}, func(rows *sql.Rows) error {
 		var name string
 		var n int
@@ -301,12 +304,16 @@ func (s *store) summary(ctx context.Context) ([]*netSummary, error) {
 	if err != nil {
 		return nil, err
 	}
+	return sortedNets(nets), nil
+}
+
+func sortedNets(nets map[string]*netSummary) []*netSummary {
 	out := make([]*netSummary, 0, len(nets))
 	for _, ns := range nets {
 		out = append(out, ns)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Net < out[j].Net })
-	return out, nil
+	return out
 }
 
 // requestInfo is one request in `inspect NET` and `inspect --rid`.

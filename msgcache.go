@@ -40,8 +40,8 @@ const (
 	kindBroadcast = "broadcast"
 )
 
-// visibleTo reports whether t may read m (the SQL twin is readMessages in
-// queue.go): a unicast to it; a broadcast of its net by another peer after
+// visibleTo reports whether t may read m (its SQL twin is the readMessages
+// statement in peer.go): a unicast to it; a broadcast of its net by another peer after
 // its login; a multicast by another peer while it was subscribed.
 func (m *message) visibleTo(t token) bool {
 	switch m.Kind {

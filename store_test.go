@@ -266,11 +266,20 @@ func TestMigrateFromV1(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 
+	// inspect reads it as it is, without migrating it.
+	out, err := runCLI(t, nil, "inspect", "--db", path, "--json")
+	require.NoError(t, err)
+	assert.Contains(t, out, `"messages": 0`)
+	db, err = sql.Open("sqlite", path)
+	require.NoError(t, err)
+	var version int
+	require.NoError(t, db.QueryRow(`PRAGMA user_version`).Scan(&version))
+	require.NoError(t, db.Close())
+	assert.Equal(t, 1, version, "inspect changed nothing")
 	ctx := context.Background()
 	st, err := openStore(ctx, path, storeOptions{})
 	require.NoError(t, err)
 	defer st.Close()
-	var version int
 	require.NoError(t, st.r.QueryRow(`PRAGMA user_version`).Scan(&version))
 	assert.Equal(t, 2, version)
 	old, err := st.lookupToken(ctx, secret)
