@@ -15,6 +15,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"sync/atomic"
 	"time"
 )
@@ -73,9 +74,9 @@ func peerStatements(q *statements, w, r *sql.DB) []statement {
 }
 
 // sendMessage stores m (Kind, and To or Topic, set) from t with data, and
-// returns its id and how many peers may read it. A unicast to a peer_id that is not a
-// valid login of t's net is errUnknownPeer. The message goes into the cache
-// after its commit, in commit order.
+// returns its id and how many peers may read it. A unicast to a peer_id that
+// is not a valid login of t's net is errUnknownPeer. The message goes into
+// the cache after its commit, in commit order.
 func (s *store) sendMessage(ctx context.Context, t token, m message, data []byte) (id int64, receivers int, err error) {
 	m.Net, m.From = t.Net, t.PeerID
 	err = s.writeThen(ctx, func(ctx context.Context, tx *sql.Tx) (func(), error) {
@@ -110,9 +111,9 @@ func (s *store) sendMessage(ctx context.Context, t token, m message, data []byte
 					rows.Close()
 					return nil, err
 				}
-				m.Receivers = append(m.Receivers, p) // sorted by the query
+				m.Receivers = append(m.Receivers, p) // sorted by the query, bytewise as Go sorts
 			}
-			if err := rows.Close(); err != nil {
+			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 				return nil, err
 			}
 			receivers = len(m.Receivers)

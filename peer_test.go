@@ -1,12 +1,11 @@
 // End-to-end tests of peer messaging over HTTP against a real SQLite file:
 // who receives unicast, multicast and broadcast messages, that a message is
-// stored once, cursors and long polls, the event stream, the peers list and
-// lifetimes.
+// stored once, cursors, long polls and the message cache, and the peers
+// list. The stream and lifetimes have files of their own.
 
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,7 +20,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 )
 
 // peerMsg is one message as a reader gets it.
@@ -514,182 +512,6 @@ func setCacheLimit(c *msgCache, n int) {
 	c.maxMsgs = n
 }
 
-// TestPeerStream: events with id and data, resumable with Last-Event-ID or
-// since, keep-alive comments while idle, counted as an open poll, and no
-// goroutine left when the client goes.
-func TestPeerStream(t *testing.T) {
-	r := newTestRelay(t, func(c *config) { c.StreamKeepAlive = 20 * time.Millisecond })
-	a, b := r.peerLogin("alpha"), r.peerLogin("alpha")
-	first := r.sendTo(a, b.id, map[string]any{"n": 1})
-	http.DefaultClient.CloseIdleConnections()
-	before := goleak.IgnoreCurrent()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	s := openStream(t, ctx, r.URL+"/api/v1/peer/stream?token="+url.QueryEscape(b.tok), nil)
-	assert.Equal(t, int64(1), r.srv.poller.open.Load(), "the stream counts as an open poll")
-
-	ev := s.next(t, false)
-	assert.Equal(t, strconv.FormatInt(first, 10), ev.id)
-	var m peerMsg
-	require.NoError(t, json.Unmarshal([]byte(ev.data), &m))
-	assert.Equal(t, first, m.ID)
-	assert.JSONEq(t, `{"n":1}`, string(m.Data))
-	assert.JSONEq(t, string(r.pullMsgs(b, nil).Messages[0].Data), string(m.Data))
-	// The same object as pullsmart's, byte for byte.
-	pulled := r.get("/api/v1/peer/pullsmart", url.Values{"token": {b.tok}, "wait": {"0"}})
-	assert.Contains(t, string(pulled.Body), ev.data)
-
-	// Idle: keep-alive comments; then a message is written the moment it is sent.
-	s.next(t, true)
-	second := r.sendTo(a, b.id, "two")
-	ev = s.next(t, false)
-	assert.Equal(t, strconv.FormatInt(second, 10), ev.id)
-	assert.Contains(t, ev.data, `"data":"two"`)
-
-	cancel() // the client goes
-	s.body.Close()
-	r.waitPolling(0)
-	assert.Equal(t, 0, r.srv.poller.hub.size())
-	http.DefaultClient.CloseIdleConnections()
-	goleak.VerifyNone(t, before)
-
-	// Resume after the first event: Last-Event-ID wins over since.
-	third := r.sendTo(a, b.id, "three")
-	for name, c := range map[string]struct {
-		query  string
-		header http.Header
-	}{
-		"Last-Event-ID": {"", http.Header{"Last-Event-Id": {strconv.FormatInt(first, 10)}}},
-		"since":         {"&since=" + strconv.FormatInt(first, 10), nil},
-		"both":          {"&since=0", http.Header{"Last-Event-Id": {strconv.FormatInt(first, 10)}}},
-	} {
-		t.Run(name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			s := openStream(t, ctx, r.URL+"/api/v1/peer/stream?token="+url.QueryEscape(b.tok)+c.query, c.header)
-			defer s.body.Close()
-			assert.Equal(t, strconv.FormatInt(second, 10), s.next(t, false).id)
-			assert.Equal(t, strconv.FormatInt(third, 10), s.next(t, false).id)
-		})
-	}
-}
-
-// TestPeerStreamShutdown: shutting down ends an open stream cleanly.
-func TestPeerStreamShutdown(t *testing.T) {
-	r := newTestRelay(t)
-	b := r.peerLogin("alpha")
-	http.DefaultClient.CloseIdleConnections()
-	before := goleak.IgnoreCurrent()
-	s := openStream(t, context.Background(), r.URL+"/api/v1/peer/stream?token="+url.QueryEscape(b.tok), nil)
-	r.waitPolling(1)
-	r.srv.shutdown()
-	s.end(t)
-	r.waitPolling(0)
-	assert.Equal(t, 0, r.srv.poller.hub.size())
-	http.DefaultClient.CloseIdleConnections()
-	goleak.VerifyNone(t, before)
-}
-
-// TestPeerStreamTokenExpires: a stream ends when its token expires, and the
-// reconnect is refused with 401.
-func TestPeerStreamTokenExpires(t *testing.T) {
-	r := newTestRelay(t, func(c *config) { c.StreamKeepAlive = 10 * time.Millisecond })
-	b := r.peerLogin("alpha")
-	u := r.URL + "/api/v1/peer/stream?token=" + url.QueryEscape(b.tok)
-	s := openStream(t, context.Background(), u, nil)
-	r.clock.Advance(24 * time.Hour)
-	s.end(t)
-	rep := r.get("/api/v1/peer/stream", url.Values{"token": {b.tok}})
-	assertErrorShape(t, rep, http.StatusUnauthorized, "token_expired")
-}
-
-// sseEvent is one event, or a comment when comment is set.
-type sseEvent struct {
-	id, data string
-	comment  bool
-}
-
-// sseStream reads an event stream; its lines come from a goroutine, so a
-// read can wait with a deadline.
-type sseStream struct {
-	body  interface{ Close() error }
-	lines chan string
-}
-
-func openStream(t *testing.T, ctx context.Context, u string, header http.Header) *sseStream {
-	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	require.NoError(t, err)
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	assert.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
-	assert.Equal(t, "no-store", resp.Header.Get("Cache-Control"))
-	s := &sseStream{body: resp.Body, lines: make(chan string, 64)}
-	go func() {
-		defer close(s.lines)
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			s.lines <- sc.Text()
-		}
-	}()
-	t.Cleanup(func() { resp.Body.Close() })
-	return s
-}
-
-// next returns the next event (comment false) or keep-alive comment
-// (comment true), skipping keep-alives while waiting for an event.
-func (s *sseStream) next(t *testing.T, comment bool) sseEvent {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	var ev sseEvent
-	for {
-		select {
-		case line, ok := <-s.lines:
-			require.True(t, ok, "the stream ended")
-			switch {
-			case line == ": keep-alive":
-				if comment {
-					return sseEvent{comment: true}
-				}
-			case strings.HasPrefix(line, "id: "):
-				ev.id = strings.TrimPrefix(line, "id: ")
-			case strings.HasPrefix(line, "data: "):
-				ev.data = strings.TrimPrefix(line, "data: ")
-			case line == "":
-				if ev.id != "" && !comment {
-					require.NotEmpty(t, ev.data, "an event has data")
-					return ev
-				}
-				ev = sseEvent{}
-			default:
-				t.Fatalf("unexpected stream line %q", line)
-			}
-		case <-deadline:
-			t.Fatalf("no %s within 10s", map[bool]string{true: "keep-alive", false: "event"}[comment])
-		}
-	}
-}
-
-// end waits for the relay to end the stream.
-func (s *sseStream) end(t *testing.T) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case _, ok := <-s.lines:
-			if !ok {
-				return
-			}
-		case <-deadline:
-			t.Fatal("the stream did not end within 10s")
-		}
-	}
-}
-
 // TestPeerPeers: the valid logins of the net seen within 5 minutes, with
 // last_seen moved by any successful call, at most once a second.
 func TestPeerPeers(t *testing.T) {
@@ -748,87 +570,6 @@ func TestPeerPeers(t *testing.T) {
 	got = peersOf(b)
 	assert.NotContains(t, got, a.id)
 	assert.Contains(t, got, b.id)
-}
-
-// TestPeerMessageTTL: a message is readable until --msg-ttl, then not; the
-// janitor's purge deletes it, with the subscriptions of expired logins.
-func TestPeerMessageTTL(t *testing.T) {
-	r := newTestRelay(t, func(c *config) { c.MsgTTL = 10 * time.Minute; c.TokenTTL = time.Hour })
-	a, b := r.peerLogin("alpha"), r.peerLogin("alpha")
-	r.subscribe(b, "t", true)
-	old := r.sendTo(a, b.id, "old")
-	r.clock.Advance(5 * time.Minute)
-	newer, _ := r.fanOut(a, "t", "newer")
-
-	r.clock.Advance(5*time.Minute - time.Millisecond)
-	assert.Equal(t, []int64{old, newer}, msgIDs(r.readAll(b)), "both within their retention")
-	assert.Equal(t, purgeReport{Requests: map[string]map[string]int{}}, purgeNow(t, r), "nothing is due")
-
-	r.clock.Advance(time.Millisecond)
-	assert.Equal(t, []int64{newer}, msgIDs(r.readAll(b)), "old expired")
-	page := r.pullMsgs(b, url.Values{"since": {"0"}})
-	assert.Equal(t, []int64{newer}, page.ids(), "a cursor older than the retention starts at the oldest kept")
-	assert.Equal(t, purgeReport{Requests: map[string]map[string]int{}, Messages: map[string]int{"alpha": 1}}, purgeNow(t, r))
-	assert.Equal(t, 1, r.count("messages"))
-
-	r.clock.Advance(5 * time.Minute)
-	assert.Empty(t, r.readAll(b))
-	assert.Equal(t, 1, r.count("subscriptions"))
-	r.clock.Advance(time.Hour) // the logins expire too
-	rep := purgeNow(t, r)
-	assert.Equal(t, map[string]int{"alpha": 1}, rep.Messages)
-	assert.Equal(t, 2, rep.Tokens)
-	assert.Zero(t, r.count("messages"))
-	assert.Zero(t, r.count("subscriptions"), "subscriptions go with their logins")
-
-	// Ids keep growing after every message is gone: a cursor stays valid.
-	c, d := r.peerLogin("alpha"), r.peerLogin("alpha")
-	assert.Greater(t, r.sendTo(c, d.id, "after"), newer)
-}
-
-// TestPeerClosedIntervalsPurged: an unsubscribed interval goes once no kept
-// message falls in it.
-func TestPeerClosedIntervalsPurged(t *testing.T) {
-	r := newTestRelay(t, func(c *config) { c.MsgTTL = time.Minute })
-	a, b := r.peerLogin("alpha"), r.peerLogin("alpha")
-	r.subscribe(b, "t", true)
-	id, _ := r.fanOut(a, "t", 1)
-	r.subscribe(b, "t", false)
-	r.subscribe(b, "t", true)
-	assert.Equal(t, 2, r.count("subscriptions"))
-	purgeNow(t, r)
-	assert.Equal(t, 2, r.count("subscriptions"), "message %d is still kept", id)
-	r.clock.Advance(time.Minute)
-	purgeNow(t, r)
-	assert.Equal(t, 1, r.count("subscriptions"), "only the open one is left")
-	id2, n := r.fanOut(a, "t", 2)
-	assert.Equal(t, 1, n)
-	assert.Equal(t, []int64{id2}, msgIDs(r.readAll(b)))
-}
-
-// TestPeerMessageTooLarge: data over --max-msg is 413 message_too_large and
-// writes nothing; data of exactly --max-msg is taken.
-func TestPeerMessageTooLarge(t *testing.T) {
-	const maxMsg = 100
-	r := newTestRelay(t, func(c *config) { c.MaxMsg = maxMsg })
-	a, b := r.peerLogin("alpha"), r.peerLogin("alpha")
-	exact := `"` + strings.Repeat("x", maxMsg-2) + `"`
-	id := r.sendTo(a, b.id, json.RawMessage(exact))
-	assert.Positive(t, id)
-	over := `"` + strings.Repeat("x", maxMsg-1) + `"`
-	before := storeRows(t, r)
-	for name, rep := range map[string]reply{
-		"send":      r.postJSON("/api/v1/peer/send", a.tok, map[string]any{"to": b.id, "data": json.RawMessage(over)}),
-		"publish":   r.postJSON("/api/v1/peer/publish", a.tok, map[string]any{"topic": "t", "data": json.RawMessage(over)}),
-		"broadcast": r.postJSON("/api/v1/peer/broadcast", a.tok, map[string]any{"data": json.RawMessage(over)}),
-		"form":      r.postForm("/api/v1/peer/broadcast", url.Values{"token": {a.tok}, "data": {over}}),
-	} {
-		assertErrorShape(t, rep, http.StatusRequestEntityTooLarge, "message_too_large")
-		assert.Equal(t, before, storeRows(t, r), name)
-	}
-	// Spaces do not count: data is stored without them.
-	spaced := `[` + strings.Repeat(" ", 2*maxMsg) + `1]`
-	r.sendTo(a, b.id, json.RawMessage(spaced))
 }
 
 // TestPeerConcurrentSenders: many senders at once while the cache trims;
