@@ -173,10 +173,10 @@ func TestInspectSummary(t *testing.T) {
 		require.NoError(t, err)
 		lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
 		require.Len(t, lines, 4, out)
-		assert.Regexp(t, `^NET\s+QUEUED\s+DELIVERED\s+ANSWERED\s+EXPIRED\s+FAILED\s+OLDEST QUEUED\s+SERVER LAST POLLED\s+TOKENS\s*$`, lines[0])
-		assert.Regexp(t, `^alpha\s+2\s+1\s+1\s+1\s+1\s+10m\d+s ago\s+20m\d+s ago\s+1\s*$`, lines[1])
-		assert.Regexp(t, `^beta\s+1\s+0\s+0\s+0\s+0\s+8m\d+s ago\s+never \(unclaimed\)\s+1\s*$`, lines[2])
-		assert.Regexp(t, `^gamma\s+0\s+0\s+1\s+0\s+0\s+-\s+-\s+1\s*$`, lines[3])
+		assert.Regexp(t, `^NET\s+QUEUED\s+DELIVERED\s+ANSWERED\s+EXPIRED\s+FAILED\s+OLDEST QUEUED\s+SERVER LAST POLLED\s+TOKENS\s+MESSAGES\s*$`, lines[0])
+		assert.Regexp(t, `^alpha\s+2\s+1\s+1\s+1\s+1\s+10m\d+s ago\s+20m\d+s ago\s+1\s+0\s*$`, lines[1])
+		assert.Regexp(t, `^beta\s+1\s+0\s+0\s+0\s+0\s+8m\d+s ago\s+never \(unclaimed\)\s+1\s+0\s*$`, lines[2])
+		assert.Regexp(t, `^gamma\s+0\s+0\s+1\s+0\s+0\s+-\s+-\s+1\s+0\s*$`, lines[3])
 	})
 }
 
@@ -584,7 +584,7 @@ func TestPurgeCLI(t *testing.T) {
 		assert.Equal(t, 4, r.count("tokens"))
 
 		// A longer --res-ttl keeps the old answers; expired tokens still go.
-		assert.JSONEq(t, `{"dry_run": true, "requests": {}, "tokens": 2}`, purge("--dry-run", "--json", "--res-ttl", "4h"))
+		assert.JSONEq(t, `{"dry_run": true, "requests": {}, "messages": {}, "tokens": 2}`, purge("--dry-run", "--json", "--res-ttl", "4h"))
 		assert.Equal(t, before, storeRows(t, r))
 	})
 
@@ -598,7 +598,7 @@ func TestPurgeCLI(t *testing.T) {
 	})
 
 	t.Run("expired", func(t *testing.T) {
-		assert.JSONEq(t, `{"dry_run": false, "tokens": 1,
+		assert.JSONEq(t, `{"dry_run": false, "tokens": 1, "messages": {},
 			"requests": {"alpha": {"answered": 1, "expired": 1, "failed": 1}}}`, purge("--json"))
 		assert.Equal(t, 4, r.count("requests"))
 		assert.Equal(t, 2, r.count("tokens"))
@@ -646,7 +646,11 @@ func storeRows(t *testing.T, r *testRelay) string {
 		`SELECT rid || ' ' || net || ' ' || status || ' ' || attempt || ' ' || coalesce(lease_expires_at, '-') || ' ' ||
 			coalesce(done_at, '-') || ' ' || pulled || ' ' || expires_at || ' ' || coalesce(sim_res, '-') FROM requests ORDER BY seq`,
 		`SELECT name || ' ' || hex(key_hash) || ' ' || coalesce(last_poll_at, '-') FROM nets ORDER BY name`,
-		`SELECT peer_id || ' ' || net || ' ' || expires_at FROM tokens ORDER BY peer_id`,
+		`SELECT peer_id || ' ' || net || ' ' || expires_at || ' ' || last_seen_at || ' ' || msg_floor FROM tokens ORDER BY peer_id`,
+		`SELECT id || ' ' || net || ' ' || kind || ' ' || from_peer || ' ' || coalesce(to_peer, '-') || ' ' || coalesce(topic, '-') || ' ' ||
+			data || ' ' || expires_at || ' ' || receivers FROM messages ORDER BY id`,
+		`SELECT net || ' ' || topic || ' ' || peer_id || ' ' || from_id || ' ' || coalesce(until_id, '-') FROM subscriptions
+			ORDER BY net, topic, peer_id, from_id`,
 	} {
 		rows, err := r.store.r.Query(q)
 		require.NoError(t, err)
@@ -660,4 +664,64 @@ func storeRows(t *testing.T, r *testRelay) string {
 		b.WriteString("--\n")
 	}
 	return b.String()
+}
+
+// TestInspectAndPurgeMessages: inspect counts the peer messages each net
+// keeps, in its table and its JSON; purge removes the expired ones, and
+// --all every one of its scope.
+func TestInspectAndPurgeMessages(t *testing.T) {
+	r := newTestRelay(t, func(c *config) { c.MsgTTL = 10 * time.Minute })
+	now := realNowMS()
+	moveClockTo(r, now.Add(-15*time.Minute)) // expired 5 minutes ago
+	a, b := r.peerLogin("alpha"), r.peerLogin("alpha")
+	r.sendTo(a, b.id, "old")
+	moveClockTo(r, now.Add(-time.Minute))
+	r.sendTo(a, b.id, "kept")
+	r.fanOut(b, "", "kept too")
+	r.fanOut(b, "news", "kept, nobody subscribed")
+	beta := r.peerLogin("beta")
+	r.fanOut(beta, "", "alone")
+	r.peerLogin("gamma") // a net with no message
+	moveClockTo(r, now)
+	flushStoreWrites(t, r)
+
+	out, err := runCLI(t, nil, "inspect", "--db", r.DBPath, "--json")
+	require.NoError(t, err)
+	var got struct {
+		Nets []struct {
+			Net      string `json:"net"`
+			Messages *int   `json:"messages"`
+		} `json:"nets"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+	counts := map[string]int{}
+	for _, n := range got.Nets {
+		require.NotNil(t, n.Messages, out)
+		counts[n.Net] = *n.Messages
+	}
+	assert.Equal(t, map[string]int{"alpha": 3, "beta": 1, "gamma": 0}, counts, "the expired message is not counted")
+
+	out, err = runCLI(t, nil, "inspect", "--db", r.DBPath)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	require.Len(t, lines, 4, out)
+	assert.Regexp(t, `\sTOKENS\s+MESSAGES\s*$`, lines[0])
+	assert.Regexp(t, `^alpha\s.*\s2\s+3\s*$`, lines[1])
+	assert.Regexp(t, `^beta\s.*\s1\s+1\s*$`, lines[2])
+	assert.Regexp(t, `^gamma\s.*\s1\s+0\s*$`, lines[3])
+
+	purge := func(args ...string) string {
+		t.Helper()
+		out, err := runCLI(t, nil, append([]string{"purge", "--db", r.DBPath}, args...)...)
+		require.NoError(t, err, args)
+		return out
+	}
+	assert.Equal(t, "would remove 0 requests and 0 expired tokens\nwould remove 1 peer messages\n  alpha: 1\n", purge("--dry-run"))
+	assert.Equal(t, 5, r.count("messages"))
+	assert.JSONEq(t, `{"dry_run": false, "requests": {}, "messages": {"alpha": 1}, "tokens": 0}`, purge("--json"))
+	assert.Equal(t, 4, r.count("messages"))
+	assert.Equal(t, "removed 0 requests and 0 expired tokens\nremoved 1 peer messages\n  beta: 1\n", purge("--all", "--net", "beta"))
+	assert.Equal(t, "removed 0 requests and 0 expired tokens\n", purge(), "nothing more is due")
+	assert.Equal(t, 3, r.count("messages"))
+	assert.Len(t, r.readAll(b), 1, "alpha's kept messages are still read")
 }

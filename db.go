@@ -28,15 +28,19 @@ import (
 //go:embed schema.sql
 var schemaV1 string
 
+//go:embed schema_v2.sql
+var schemaV2 string
+
 // migrations are the schema steps; step i brings user_version from i to i+1.
 // A shipped step never changes: add a new one.
-var migrations = []string{schemaV1}
+var migrations = []string{schemaV1, schemaV2}
 
 // storeOptions are the lifetimes and limits the store enforces.
 type storeOptions struct {
 	ReqTTL      time.Duration    // unanswered request: then expired
 	ResTTL      time.Duration    // answered, expired or failed: then deleted
 	TokenTTL    time.Duration    // login token lifetime
+	MsgTTL      time.Duration    // peer message retention
 	MaxAttempts int              // deliveries before a request is failed
 	Sync        string           // "normal" or "full": PRAGMA synchronous
 	Now         func() time.Time // the clock; tests inject one
@@ -61,6 +65,9 @@ func (o *storeOptions) setDefaults() {
 	if o.TokenTTL == 0 {
 		o.TokenTTL = 24 * time.Hour
 	}
+	if o.MsgTTL == 0 {
+		o.MsgTTL = time.Hour
+	}
 	if o.MaxAttempts == 0 {
 		o.MaxAttempts = 5
 	}
@@ -83,6 +90,10 @@ type store struct {
 	ckpt *sql.DB // one connection: WAL checkpoints
 	q    statements
 
+	// version is the schema version: the newest, except for a read-only
+	// store that no relay of this version has opened yet (inspect).
+	version int
+
 	ops        chan *writeOp
 	mu         sync.RWMutex // held for reading while sending on ops; Close takes it to stop
 	closed     bool
@@ -94,11 +105,15 @@ type store struct {
 	maxToks  int64        // maxCachedTokens; tests lower it
 	netKeys  sync.Map     // net -> key hash
 	lastPoll sync.Map     // net -> int64 ms last written to nets.last_poll_at
+	seen     sync.Map     // string(token hash) -> *lastSeen, up to maxCachedTokens
+	nSeen    atomic.Int64 // entries in seen
+	msgs     *msgCache    // the recent peer messages of each net
 
 	commits     atomic.Int64 // transactions committed by the writer
 	writes      atomic.Int64 // write operations in them
 	checkpoints atomic.Int64 // WAL checkpoints run
 	queueReads  atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
+	msgReads    atomic.Int64 // reads of peer messages from SQL, not from the cache
 }
 
 // writeOp is one write waiting for the writer: fn runs inside the shared
@@ -107,6 +122,11 @@ type writeOp struct {
 	ctx  context.Context // the caller's: if it is done before the write's turn, the write is skipped
 	fn   func(ctx context.Context, tx *sql.Tx) error
 	done chan error // nil: nobody waits (fire and forget)
+
+	// after, if fn set it and fn succeeded, runs in the writer once the
+	// transaction has committed, in batch order, before done is sent: what
+	// must follow the store in commit order (the message cache).
+	after func()
 }
 
 // maxBatch bounds a group commit: 256 writes keep one transaction well under
@@ -167,7 +187,7 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	ckpt.SetMaxOpenConns(1)
 
 	s := &store{
-		opts: opts, now: opts.Now, w: w, r: r, ckpt: ckpt, maxToks: maxCachedTokens,
+		opts: opts, now: opts.Now, w: w, r: r, ckpt: ckpt, maxToks: maxCachedTokens, version: len(migrations),
 		ops:  make(chan *writeOp, 4*maxBatch),
 		quit: make(chan struct{}),
 	}
@@ -175,6 +195,15 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 		s.closeDBs()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	// Nothing older than the newest message is cached: reads below it go
+	// to SQL until they catch up.
+	var lastID int64
+	if err := s.q.lastMessageID.QueryRowContext(ctx).Scan(&lastID); err != nil {
+		s.q.close()
+		s.closeDBs()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s.msgs = newMsgCache(lastID)
 	s.background.Go(s.writer)
 	s.background.Go(s.checkpointer)
 	return s, nil
@@ -218,11 +247,12 @@ func openStoreReadOnly(ctx context.Context, path string, opts storeOptions) (*st
 	if err != nil {
 		return nil, err
 	}
-	if _, err := schemaVersion(ctx, r, path, true); err != nil {
+	version, err := schemaVersion(ctx, r, path, true)
+	if err != nil {
 		r.Close()
 		return nil, err
 	}
-	return &store{opts: opts, now: opts.Now, r: r}, nil
+	return &store{opts: opts, now: opts.Now, r: r, version: version}, nil
 }
 
 // schemaVersion reads the store's schema version and refuses one newer than
@@ -287,6 +317,22 @@ func (s *store) Close() error {
 // write runs fn in the writer's transaction and waits for the commit.
 func (s *store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	if err := s.submit(op); err != nil {
+		return err
+	}
+	return <-op.done
+}
+
+// writeThen is write for a fn that may return an after func: it runs in the
+// writer once the transaction has committed, in commit order, before
+// writeThen returns. It does not run when fn fails or the commit does.
+func (s *store) writeThen(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) (after func(), err error)) error {
+	op := &writeOp{ctx: ctx, done: make(chan error, 1)}
+	op.fn = func(ctx context.Context, tx *sql.Tx) error {
+		after, err := fn(ctx, tx)
+		op.after = after // read by the writer, the goroutine that runs fn
+		return err
+	}
 	if err := s.submit(op); err != nil {
 		return err
 	}
@@ -405,6 +451,11 @@ func (s *store) commit(batch []*writeOp) {
 	} else {
 		s.commits.Add(1)
 		s.writes.Add(int64(len(batch)))
+		for i, op := range batch {
+			if errs[i] == nil && op.after != nil {
+				op.after()
+			}
+		}
 	}
 	finish()
 }
@@ -418,6 +469,7 @@ type token struct {
 	PeerID    string
 	Net       string
 	ExpiresAt int64
+	MsgFloor  int64 // the highest message id at login: later broadcasts reach it
 }
 
 // readOnly reports whether t is a gateway result token: its peer_id is
@@ -430,13 +482,14 @@ func (s *store) createToken(ctx context.Context, net string) (secret string, t t
 	now := s.nowMS()
 	t = token{Hash: secretHash(secret), PeerID: newPeerID(), Net: net, ExpiresAt: now + s.opts.TokenTTL.Milliseconds()}
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.StmtContext(ctx, s.q.insertToken).ExecContext(ctx, t.Hash, t.PeerID, t.Net, now, t.ExpiresAt)
-		return err
+		// Inside the writer, the highest message id is exact.
+		return tx.StmtContext(ctx, s.q.insertToken).QueryRowContext(ctx, t.Hash, t.PeerID, t.Net, now, t.ExpiresAt).Scan(&t.MsgFloor)
 	})
 	if err != nil {
 		return "", token{}, err
 	}
 	s.cacheToken(t)
+	s.noteSeen(t, now) // login wrote last_seen_at
 	return secret, t, nil
 }
 
@@ -450,7 +503,7 @@ func (s *store) lookupToken(ctx context.Context, secret string) (token, error) {
 	if v, ok := s.tokens.Load(string(hash)); ok {
 		t = v.(token)
 	} else {
-		err := s.q.tokenByHash.QueryRowContext(ctx, hash).Scan(&t.PeerID, &t.Net, &t.ExpiresAt)
+		err := s.q.tokenByHash.QueryRowContext(ctx, hash).Scan(&t.PeerID, &t.Net, &t.ExpiresAt, &t.MsgFloor)
 		if errors.Is(err, sql.ErrNoRows) {
 			return token{}, errUnknownToken
 		}

@@ -45,8 +45,11 @@ var (
 	errMediaType     = newAPIError(http.StatusUnsupportedMediaType, "unsupported_media_type", "send application/json or application/x-www-form-urlencoded")
 	errInternal      = newAPIError(http.StatusInternalServerError, "internal", "internal error; see the relay's log")
 	errStoreClosed   = newAPIError(http.StatusServiceUnavailable, "shutting_down", "the relay is shutting down; try again shortly")
+	errUnknownPeer   = newAPIError(http.StatusNotFound, "unknown_peer", "no such peer in this net")
+	errMsgTooLarge   = newAPIError(http.StatusRequestEntityTooLarge, "message_too_large", "data is over the message size limit")
 	errKeyTooShort   = badRequest("weak_key", "a key must be at least 16 characters")
 	errInvalidNet    = badRequest("invalid_net", "net must be 1-64 characters of A-Z a-z 0-9 . _ -")
+	errInvalidTopic  = badRequest("invalid_topic", "topic must be 1-64 characters of A-Z a-z 0-9 . _ -")
 	errMalformedJSON = badRequest("malformed_json", "the body is not valid JSON")
 )
 

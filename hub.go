@@ -1,5 +1,5 @@
 // The hub wakes long polls. Waiters subscribe to a key (a net for SimServers,
-// a token for SimClients); a notify closes the key's channel, waking every
+// a token for SimClients, a net's peers for peer messages); a notify closes the key's channel, waking every
 // waiter at once, with no database polling. Keys without waiters cost nothing.
 
 package main
@@ -104,3 +104,7 @@ func (h *hub) size() int {
 
 func netKey(net string) string    { return "n:" + net }
 func tokenKey(hash []byte) string { return "t:" + string(hash) }
+
+// peerKey wakes the peers of a net waiting for messages: every message of
+// the net notifies it, and each waiter reads the message cache (no SQL).
+func peerKey(net string) string { return "p:" + net }

@@ -30,6 +30,7 @@ type badCall struct {
 	contentType string
 	body        string
 	bearer      string
+	header      http.Header
 	status      int
 	code        string   // the error code
 	allow       []string // 405: methods Allow must name
@@ -52,6 +53,9 @@ func (c badCall) send(t *testing.T, base string) reply {
 	}
 	if c.bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+c.bearer)
+	}
+	for k, v := range c.header {
+		req.Header[k] = v
 	}
 	return doRequest(t, req)
 }
@@ -99,12 +103,15 @@ func toJSON(t *testing.T, v any) string {
 }
 
 // badInputFixture is a relay with two SimClients and a SimServer in alpha,
-// and a net beta with its own key.
+// and a net beta with its own key. tok has sent otherTok a peer message and
+// is subscribed to the topic news.
 type badInputFixture struct {
 	r                *testRelay
 	tok, otherTok    string // alpha
+	peer, otherPeer  string // their peer_ids
 	rid, otherRid    string // alpha, delivered: rid is tok's, otherRid otherTok's
 	betaTok, betaRid string
+	betaPeer         string
 }
 
 const (
@@ -116,14 +123,18 @@ func newBadInputFixture(t *testing.T) *badInputFixture {
 	t.Helper()
 	r := newTestRelay(t)
 	f := &badInputFixture{r: r}
-	f.tok, _ = r.login("alpha")
-	f.otherTok, _ = r.login("alpha")
-	f.betaTok, _ = r.login("beta")
+	f.tok, f.peer = r.login("alpha")
+	f.otherTok, f.otherPeer = r.login("alpha")
+	f.betaTok, f.betaPeer = r.login("beta")
 	f.rid = r.push(f.tok, map[string]any{"simEndpoint": "/mine"})
 	f.otherRid = r.push(f.otherTok, map[string]any{"simEndpoint": "/other"})
 	f.betaRid = r.push(f.betaTok, map[string]any{"simEndpoint": "/beta"})
 	require.Len(t, r.pullReqs("alpha", testKey, url.Values{"max": {"10"}, "lease": {"600"}}), 2)
 	require.Len(t, r.pullReqs("beta", betaKey, url.Values{"lease": {"600"}}), 1)
+	rep := r.postJSON("/api/v1/peer/send", f.tok, map[string]any{"to": f.otherPeer, "data": "hi"})
+	require.Equal(t, http.StatusCreated, rep.Status, string(rep.Body))
+	rep = r.postJSON("/api/v1/peer/subscribe", f.tok, map[string]any{"topic": "news"})
+	require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
 	return f
 }
 
@@ -139,6 +150,14 @@ func TestBadInput(t *testing.T) {
 		pullreqs = "/api/v1/server/pullreqsmart"
 		pushres  = "/api/v1/server/pushres"
 		extend   = "/api/v1/server/extend"
+		send     = "/api/v1/peer/send"
+		publish  = "/api/v1/peer/publish"
+		bcast    = "/api/v1/peer/broadcast"
+		sub      = "/api/v1/peer/subscribe"
+		unsub    = "/api/v1/peer/unsubscribe"
+		peerPull = "/api/v1/peer/pullsmart"
+		stream   = "/api/v1/peer/stream"
+		peers    = "/api/v1/peer/peers"
 		jsonType = "application/json"
 		formType = "application/x-www-form-urlencoded"
 	)
@@ -183,6 +202,10 @@ func TestBadInput(t *testing.T) {
 	}
 	client := func(name, path string, q url.Values, status int, code string) badCall {
 		return badCall{name: name, method: get, path: path, query: q, status: status, code: code}
+	}
+	peerPost := func(name, path, bearer string, body map[string]any, status int, code string) badCall {
+		return badCall{name: name, method: post, path: path, contentType: jsonType,
+			body: toJSON(t, body), bearer: bearer, status: status, code: code}
 	}
 	okReq := map[string]any{"simEndpoint": "/ok"}
 	okRes := map[string]any{"simStatus": 200}
@@ -396,6 +419,79 @@ func TestBadInput(t *testing.T) {
 			http.StatusNotFound, "not_found"),
 		ext("fresh net, unknown rid on extend", map[string]any{"net": "fresh12", "key": freshKey, "rid": "no-such-rid"},
 			http.StatusNotFound, "not_found"),
+
+		// Peer messaging: tokens.
+		peerPost("send no token", send, "", map[string]any{"to": f.otherPeer, "data": 1}, http.StatusUnauthorized, "missing_token"),
+		peerPost("send unknown token", send, "no-such-token", map[string]any{"to": f.otherPeer, "data": 1}, http.StatusUnauthorized, "unknown_token"),
+		peerPost("publish no token", publish, "", map[string]any{"topic": "news", "data": 1}, http.StatusUnauthorized, "missing_token"),
+		peerPost("broadcast unknown token", bcast, "no-such-token", map[string]any{"data": 1}, http.StatusUnauthorized, "unknown_token"),
+		peerPost("subscribe no token", sub, "", map[string]any{"topic": "news"}, http.StatusUnauthorized, "missing_token"),
+		peerPost("unsubscribe unknown token", unsub, "no-such-token", map[string]any{"topic": "news"}, http.StatusUnauthorized, "unknown_token"),
+		client("peer pullsmart no token", peerPull, url.Values{"wait": {"0"}}, http.StatusUnauthorized, "missing_token"),
+		client("peer pullsmart unknown token", peerPull, url.Values{"token": {"nope"}, "wait": {"0"}}, http.StatusUnauthorized, "unknown_token"),
+		client("stream no token", stream, nil, http.StatusUnauthorized, "missing_token"),
+		client("stream unknown token", stream, url.Values{"token": {"nope"}}, http.StatusUnauthorized, "unknown_token"),
+		client("peers no token", peers, nil, http.StatusUnauthorized, "missing_token"),
+
+		// Peer messaging: peers, which must be of the sender's net.
+		peerPost("send to another net's peer", send, f.tok, map[string]any{"to": f.betaPeer, "data": 1}, http.StatusNotFound, "unknown_peer"),
+		peerPost("send to an unknown peer", send, f.tok, map[string]any{"to": "no-such-peer", "data": 1}, http.StatusNotFound, "unknown_peer"),
+		peerPost("send no to", send, f.tok, map[string]any{"data": 1}, http.StatusBadRequest, "missing_param"),
+		peerPost("send to empty", send, f.tok, map[string]any{"to": "", "data": 1}, http.StatusBadRequest, "missing_param"),
+		peerPost("send to a number", send, f.tok, map[string]any{"to": 5, "data": 1}, http.StatusBadRequest, "invalid_param"),
+
+		// Peer messaging: data.
+		peerPost("send no data", send, f.tok, map[string]any{"to": f.otherPeer}, http.StatusBadRequest, "missing_param"),
+		peerPost("publish no data", publish, f.tok, map[string]any{"topic": "news"}, http.StatusBadRequest, "missing_param"),
+		peerPost("broadcast no data", bcast, f.tok, map[string]any{}, http.StatusBadRequest, "missing_param"),
+		{name: "broadcast form data not JSON", method: post, path: bcast, contentType: formType,
+			body: url.Values{"token": {f.tok}, "data": {"{not json"}}.Encode(), status: http.StatusBadRequest, code: "malformed_json"},
+		{name: "send query data not JSON", method: post, path: send, bearer: f.tok,
+			query: url.Values{"to": {f.otherPeer}, "data": {"hello"}}, status: http.StatusBadRequest, code: "malformed_json"},
+		peerPost("broadcast malformed JSON", bcast, f.tok, nil, http.StatusBadRequest, "malformed_json").withBody(`{"data": [1,}`),
+
+		// Peer messaging: topics.
+		peerPost("publish no topic", publish, f.tok, map[string]any{"data": 1}, http.StatusBadRequest, "missing_param"),
+		peerPost("publish topic with a space", publish, f.tok, map[string]any{"topic": "a b", "data": 1}, http.StatusBadRequest, "invalid_topic"),
+		peerPost("publish topic 65 chars", publish, f.tok, map[string]any{"topic": long, "data": 1}, http.StatusBadRequest, "invalid_topic"),
+		peerPost("publish topic a number", publish, f.tok, map[string]any{"topic": 5, "data": 1}, http.StatusBadRequest, "invalid_param"),
+		peerPost("subscribe topic with a slash", sub, f.tok, map[string]any{"topic": "a/b"}, http.StatusBadRequest, "invalid_topic"),
+		peerPost("subscribe topic not ASCII", sub, f.tok, map[string]any{"topic": "ü"}, http.StatusBadRequest, "invalid_topic"),
+		peerPost("subscribe topic with a NUL", sub, f.tok, map[string]any{"topic": "a\x00"}, http.StatusBadRequest, "invalid_topic"),
+		peerPost("subscribe no topic", sub, f.tok, map[string]any{}, http.StatusBadRequest, "missing_param"),
+		peerPost("unsubscribe topic empty", unsub, f.tok, map[string]any{"topic": ""}, http.StatusBadRequest, "missing_param"),
+		peerPost("unsubscribe topic 65 chars", unsub, f.tok, map[string]any{"topic": long}, http.StatusBadRequest, "invalid_topic"),
+		{name: "subscribe form bad topic", method: post, path: sub, contentType: formType,
+			body: url.Values{"token": {f.tok}, "topic": {"a.b/c"}}.Encode(), status: http.StatusBadRequest, code: "invalid_topic"},
+
+		// Peer messaging: cursors and long-poll parameters.
+		client("peer pullsmart since -1", peerPull, url.Values{"token": {f.tok}, "since": {"-1"}, "wait": {"0"}}, http.StatusBadRequest, "invalid_param"),
+		client("peer pullsmart since x", peerPull, url.Values{"token": {f.tok}, "since": {"x"}, "wait": {"0"}}, http.StatusBadRequest, "invalid_param"),
+		client("peer pullsmart since 1.5", peerPull, url.Values{"token": {f.tok}, "since": {"1.5"}, "wait": {"0"}}, http.StatusBadRequest, "invalid_param"),
+		client("peer pullsmart since too big", peerPull, url.Values{"token": {f.tok}, "since": {"99999999999999999999"}, "wait": {"0"}},
+			http.StatusBadRequest, "invalid_param"),
+		client("peer pullsmart max 0", peerPull, url.Values{"token": {f.tok}, "max": {"0"}, "wait": {"0"}}, http.StatusBadRequest, "invalid_param"),
+		client("peer pullsmart max 101", peerPull, url.Values{"token": {f.tok}, "max": {"101"}, "wait": {"0"}}, http.StatusBadRequest, "invalid_param"),
+		client("peer pullsmart wait -1", peerPull, url.Values{"token": {f.tok}, "wait": {"-1"}}, http.StatusBadRequest, "invalid_param"),
+		peerPost("peer pullsmart JSON since true", peerPull, f.tok, map[string]any{"since": true, "wait": 0}, http.StatusBadRequest, "invalid_param"),
+		client("stream since x", stream, url.Values{"token": {f.tok}, "since": {"x"}}, http.StatusBadRequest, "invalid_param"),
+		{name: "stream Last-Event-ID x", method: get, path: stream, query: url.Values{"token": {f.tok}},
+			header: http.Header{"Last-Event-Id": {"x"}}, status: http.StatusBadRequest, code: "invalid_param"},
+
+		// Peer messaging: methods and paths.
+		{name: "GET send", method: get, path: send, query: url.Values{"token": {f.tok}, "to": {f.otherPeer}, "data": {"1"}},
+			status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: []string{"POST"}},
+		{name: "GET publish", method: get, path: publish, status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: []string{"POST"}},
+		{name: "GET broadcast", method: get, path: bcast, query: url.Values{"token": {f.tok}, "data": {"1"}},
+			status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: []string{"POST"}},
+		{name: "GET subscribe", method: get, path: sub, query: url.Values{"token": {f.tok}, "topic": {"x"}},
+			status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: []string{"POST"}},
+		{name: "PUT unsubscribe", method: http.MethodPut, path: unsub, status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: []string{"POST"}},
+		{name: "DELETE peer pullsmart", method: http.MethodDelete, path: peerPull, status: http.StatusMethodNotAllowed,
+			code: "method_not_allowed", allow: []string{"GET", "POST"}},
+		{name: "POST stream", method: post, path: stream, bearer: f.tok, status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: []string{"GET"}},
+		{name: "POST peers", method: post, path: peers, bearer: f.tok, status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: []string{"GET"}},
+		{name: "unknown peer path", method: get, path: "/api/v1/peer/nope", status: http.StatusNotFound, code: "no_route"},
 	}
 
 	names := map[string]bool{}
@@ -404,7 +500,8 @@ func TestBadInput(t *testing.T) {
 		names[c.name] = true
 		t.Run(c.name, func(t *testing.T) {
 			before := storeRows(t, r)
-			counts := map[string]int{"requests": r.count("requests"), "tokens": r.count("tokens"), "nets": r.count("nets")}
+			counts := map[string]int{"requests": r.count("requests"), "tokens": r.count("tokens"), "nets": r.count("nets"),
+				"messages": r.count("messages"), "subscriptions": r.count("subscriptions")}
 
 			rep := c.send(t, r.URL)
 			assertErrorShape(t, rep, c.status, c.code)
@@ -424,6 +521,12 @@ func TestBadInput(t *testing.T) {
 			assert.Equal(t, before, after, "a failed call writes nothing")
 		})
 	}
+}
+
+// withBody replaces a call's body with raw text.
+func (c badCall) withBody(body string) badCall {
+	c.body = body
+	return c
 }
 
 // headerList splits a comma-separated header into its trimmed items.
@@ -468,6 +571,11 @@ func TestBadInputLooksUnknown(t *testing.T) {
 				body: `{"net": "alpha", "rid": "AAAAAAAAAAAAAAAAAAAAAA"}`},
 			badCall{method: http.MethodPost, path: "/api/v1/server/extend", contentType: "application/json", bearer: testKey,
 				body: `{"net": "alpha", "rid": "` + f.betaRid + `"}`}},
+		{"peer send",
+			badCall{method: http.MethodPost, path: "/api/v1/peer/send", contentType: "application/json", bearer: f.tok,
+				body: `{"to": "AAAAAAAAAAAAAAAA", "data": 1}`},
+			badCall{method: http.MethodPost, path: "/api/v1/peer/send", contentType: "application/json", bearer: f.tok,
+				body: `{"to": "` + f.betaPeer + `", "data": 1}`}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			unknown, other := c.unknown.send(t, r.URL), c.other.send(t, r.URL)
@@ -698,13 +806,19 @@ func TestCORSOriginList(t *testing.T) {
 // API route is refused and, on login, makes no token.
 func TestHeadWritesNothing(t *testing.T) {
 	r := newTestRelay(t)
-	for _, path := range []string{"/api/v1/client/login?net=demo", "/api/v1/server/pullreqsmart?net=demo&key=" + testKey} {
+	tok, _ := r.login("demo")
+	for path, allow := range map[string]string{
+		"/api/v1/client/login?net=demo":                       "GET, POST",
+		"/api/v1/server/pullreqsmart?net=demo&key=" + testKey: "GET, POST",
+		"/api/v1/peer/stream?token=" + tok:                    "GET",
+		"/api/v1/peer/peers?token=" + tok:                     "GET",
+	} {
 		req, err := http.NewRequest(http.MethodHead, r.URL+path, nil)
 		require.NoError(t, err)
 		rep := r.do(req)
 		assert.Equal(t, http.StatusMethodNotAllowed, rep.Status, path)
-		assert.Equal(t, "GET, POST", rep.Header.Get("Allow"), path)
+		assert.Equal(t, allow, rep.Header.Get("Allow"), path)
 	}
-	assert.Equal(t, 0, r.count("tokens"))
+	assert.Equal(t, 1, r.count("tokens"), "only the login made here")
 	assert.Equal(t, 0, r.count("nets"))
 }

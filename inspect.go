@@ -28,7 +28,8 @@ func newInspectCmd(stdout io.Writer) *cobra.Command {
 		Use:   "inspect [NET]",
 		Short: "Show the nets and queues in a store",
 		Long: `Without NET: one line per net with its requests by status, the age of the
-oldest queued request and when a SimServer last polled. With NET: its newest
+oldest queued request, when a SimServer last polled, its valid logins and
+its peer messages kept. With NET: its newest
 requests. With --rid: one request with its stored sim_req and sim_res.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -112,7 +113,7 @@ func printSummary(w io.Writer, nets []*netSummary, now time.Time) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NET\tQUEUED\tDELIVERED\tANSWERED\tEXPIRED\tFAILED\tOLDEST QUEUED\tSERVER LAST POLLED\tTOKENS")
+	fmt.Fprintln(tw, "NET\tQUEUED\tDELIVERED\tANSWERED\tEXPIRED\tFAILED\tOLDEST QUEUED\tSERVER LAST POLLED\tTOKENS\tMESSAGES")
 	for _, n := range nets {
 		fmt.Fprintf(tw, "%s\t", n.Net)
 		for _, s := range statusOrder {
@@ -122,7 +123,7 @@ func printSummary(w io.Writer, nets []*netSummary, now time.Time) {
 		if !n.Claimed {
 			lastPoll = "never (unclaimed)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\n", ago(now, n.OldestQueuedMS), lastPoll, n.Tokens)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", ago(now, n.OldestQueuedMS), lastPoll, n.Tokens, n.Messages)
 	}
 	tw.Flush()
 }
@@ -175,10 +176,11 @@ func newPurgeCmd(stdout io.Writer) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "purge",
-		Short: "Remove expired requests and tokens from a store now",
+		Short: "Remove expired requests, messages and tokens from a store now",
 		Long: `Removes what the relay's janitor removes: answered, expired and failed
-requests past --res-ttl, and expired login tokens. --all removes every request
-(queued ones too), --net limits it to one net, --dry-run only counts.`,
+requests past --res-ttl, peer messages past their retention, and expired login
+tokens with their subscriptions. --all removes every request and message (queued
+ones too), --net limits it to one net, --dry-run only counts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Net != "" && !validName(o.Net) {
@@ -196,7 +198,12 @@ requests past --res-ttl, and expired login tokens. --all removes every request
 				return err
 			}
 			if asJSON {
-				return printJSON(stdout, map[string]any{"dry_run": o.DryRun, "requests": rep.Requests, "tokens": rep.Tokens})
+				messages := rep.Messages
+				if messages == nil {
+					messages = map[string]int{}
+				}
+				return printJSON(stdout, map[string]any{"dry_run": o.DryRun, "requests": rep.Requests,
+					"messages": messages, "tokens": rep.Tokens})
 			}
 			printPurge(stdout, rep, o.DryRun)
 			return nil
@@ -217,8 +224,7 @@ func printPurge(w io.Writer, rep purgeReport, dryRun bool) {
 	if dryRun {
 		verb = "would remove"
 	}
-	requests := rep.total() - rep.Tokens
-	fmt.Fprintf(w, "%s %d requests and %d expired tokens\n", verb, requests, rep.Tokens)
+	fmt.Fprintf(w, "%s %d requests and %d expired tokens\n", verb, rep.requests(), rep.Tokens)
 	nets := make([]string, 0, len(rep.Requests))
 	for n := range rep.Requests {
 		nets = append(nets, n)
@@ -232,5 +238,17 @@ func printPurge(w io.Writer, rep purgeReport, dryRun bool) {
 			}
 		}
 		fmt.Fprintf(w, "  %s: %s\n", n, strings.Join(parts, ", "))
+	}
+	if len(rep.Messages) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "%s %d peer messages\n", verb, rep.messages())
+	nets = nets[:0]
+	for n := range rep.Messages {
+		nets = append(nets, n)
+	}
+	sort.Strings(nets)
+	for _, n := range nets {
+		fmt.Fprintf(w, "  %s: %d\n", n, rep.Messages[n])
 	}
 }

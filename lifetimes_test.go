@@ -100,16 +100,21 @@ func purgeNow(t *testing.T, r *testRelay) purgeReport {
 	return rep
 }
 
-// TestJanitor: the janitor purges on its own, every interval.
+// TestJanitor: the janitor purges on its own, every interval: requests,
+// tokens, peer messages and subscriptions.
 func TestJanitor(t *testing.T) {
 	r := newTestRelay(t, lifetimes)
-	tok, _ := r.login("demo")
+	tok, peerID := r.login("demo")
 	r.push(tok, map[string]any{"simEndpoint": "/old"})
-	r.clock.Advance(time.Hour + time.Minute) // request expired and retained past; token expired
+	r.sendTo(peer{tok, peerID}, peerID, "old")
+	r.subscribe(peer{tok, peerID}, "t", true)
+	r.clock.Advance(time.Hour + time.Minute) // request expired and retained past; token and message expired
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { runJanitor(ctx, discardLogger(), r.store, 10*time.Millisecond); close(done) }()
-	waitFor(t, 10*time.Second, func() bool { return r.count("requests") == 0 && r.count("tokens") == 0 }, "the janitor to purge")
+	waitFor(t, 10*time.Second, func() bool {
+		return r.count("requests") == 0 && r.count("tokens") == 0 && r.count("messages") == 0 && r.count("subscriptions") == 0
+	}, "the janitor to purge")
 	cancel()
 	<-done
 }

@@ -91,6 +91,8 @@ type config struct {
 	DefaultLease time.Duration
 	MaxLease     time.Duration
 	MaxBody      int64
+	MsgTTL       time.Duration
+	MaxMsg       int64
 	CORSOrigin   string
 	Sync         string
 	JanitorEvery time.Duration
@@ -99,10 +101,15 @@ type config struct {
 	ViaTimeout   time.Duration
 	ViaHost      string
 	Listen       listenConfig // TLS, ACME and connection limits (tls.go)
+
+	// StreamKeepAlive is how often an idle event stream sends a comment
+	// line; 0 is defaultKeepAlive (15 s). Not a flag: tests shorten it.
+	StreamKeepAlive time.Duration
 }
 
 func (c config) storeOptions() storeOptions {
-	return storeOptions{ReqTTL: c.ReqTTL, ResTTL: c.ResTTL, TokenTTL: c.TokenTTL, MaxAttempts: c.MaxAttempts, Sync: c.Sync}
+	return storeOptions{ReqTTL: c.ReqTTL, ResTTL: c.ResTTL, TokenTTL: c.TokenTTL, MsgTTL: c.MsgTTL,
+		MaxAttempts: c.MaxAttempts, Sync: c.Sync}
 }
 
 // addStoreFlags are the flags serve and purge share: the file and lifetimes.
@@ -132,6 +139,8 @@ func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
 	fs.DurationVar(&cfg.DefaultLease, "lease", 30*time.Second, "lease on a delivered request when pullreqsmart names none")
 	fs.DurationVar(&cfg.MaxLease, "max-lease", 10*time.Minute, "longest lease a SimServer may ask for")
 	fs.Var(newByteSize(&cfg.MaxBody, 1<<20), "max-body", "largest request body (bytes, or with KiB/MiB)")
+	fs.DurationVar(&cfg.MsgTTL, "msg-ttl", time.Hour, "how long a peer message is kept for its receivers")
+	fs.Var(newByteSize(&cfg.MaxMsg, defaultMaxMsg), "max-msg", "largest peer message data, as JSON text (bytes, or with KiB/MiB)")
 	fs.StringVar(&cfg.CORSOrigin, "cors-origin", "*", "Access-Control-Allow-Origin: * or a comma-separated list of origins")
 	fs.DurationVar(&cfg.ViaTimeout, "via-timeout", 30*time.Second, "how long a /via/ request waits for the SimServer before 504")
 	fs.StringVar(&cfg.ViaHost, "via-host", "", "host suffix such as .via.example.com: NET.via.example.com serves net NET on its own origin")
@@ -150,8 +159,9 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if cfg.MaxWait <= 0 || cfg.DefaultLease <= 0 || cfg.MaxLease < cfg.DefaultLease || cfg.JanitorEvery <= 0 || cfg.MaxBody <= 0 || cfg.ViaTimeout <= 0 {
-		return errors.New("--max-wait, --lease, --janitor-every, --max-body and --via-timeout must be positive, and --max-lease at least --lease")
+	if cfg.MaxWait <= 0 || cfg.DefaultLease <= 0 || cfg.MaxLease < cfg.DefaultLease || cfg.JanitorEvery <= 0 || cfg.MaxBody <= 0 ||
+		cfg.MsgTTL <= 0 || cfg.MaxMsg <= 0 || cfg.ViaTimeout <= 0 {
+		return errors.New("--max-wait, --lease, --janitor-every, --max-body, --msg-ttl, --max-msg and --via-timeout must be positive, and --max-lease at least --lease")
 	}
 	if cfg.ViaHost != "" && (!strings.HasPrefix(cfg.ViaHost, ".") || strings.Count(cfg.ViaHost, ".") < 2) {
 		return fmt.Errorf("--via-host %q: give a host suffix with a leading dot, such as .via.example.com", cfg.ViaHost)

@@ -24,11 +24,12 @@ type purgeOptions struct {
 // purgeReport counts what purge removed (or would remove).
 type purgeReport struct {
 	Requests map[string]map[string]int `json:"requests"` // net -> status -> count
+	Messages map[string]int            `json:"messages"` // net -> count; nil when none
 	Tokens   int                       `json:"tokens"`   // expired logins
 }
 
-func (r purgeReport) total() int {
-	n := r.Tokens
+func (r purgeReport) requests() int {
+	n := 0
 	for _, byStatus := range r.Requests {
 		for _, c := range byStatus {
 			n += c
@@ -36,6 +37,16 @@ func (r purgeReport) total() int {
 	}
 	return n
 }
+
+func (r purgeReport) messages() int {
+	n := 0
+	for _, c := range r.Messages {
+		n += c
+	}
+	return n
+}
+
+func (r purgeReport) total() int { return r.requests() + r.messages() + r.Tokens }
 
 var errDryRun = errors.New("dry run")
 
@@ -87,6 +98,9 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		if _, err := tx.ExecContext(ctx, `DELETE FROM requests WHERE `+cond, condArgs...); err != nil {
 			return err
 		}
+		if err := s.purgeMessages(ctx, tx, o, now, &rep); err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE expires_at <= ?`+netCond, with(now)...)
 		if err != nil {
 			return err
@@ -103,17 +117,74 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 	}
 	if err == nil && !o.DryRun {
 		s.forgetExpiredTokens()
+		if s.msgs != nil {
+			s.msgs.dropExpired(s.nowMS())
+		}
 	}
 	return rep, err
 }
 
-// forgetExpiredTokens drops expired tokens from the in-memory cache.
+// purgeMessages deletes, inside purge's transaction, the peer messages past
+// their retention (with All: every message of the scope), the subscriptions
+// of the logins that purge deletes, and subscription intervals that no kept
+// message falls in. It runs before the tokens are deleted.
+func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, now int64, rep *purgeReport) error {
+	netCond, args := "", []any{}
+	if o.Net != "" {
+		netCond, args = " AND net = ?", []any{o.Net}
+	}
+	cond, condArgs := `expires_at <= ?`+netCond, append([]any{now}, args...)
+	if o.All {
+		cond, condArgs = `1`+netCond, args
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT net, count(*) FROM messages WHERE `+cond+` GROUP BY net`, condArgs...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var net string
+		var n int
+		if err := rows.Scan(&net, &n); err != nil {
+			return err
+		}
+		if rep.Messages == nil {
+			rep.Messages = map[string]int{}
+		}
+		rep.Messages[net] = n
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE `+cond, condArgs...); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM subscriptions WHERE peer_id IN (
+		SELECT peer_id FROM tokens WHERE expires_at <= ?`+netCond+`)`, append([]any{now}, args...)...); err != nil {
+		return err
+	}
+	// An interval (from_id, until_id] below the oldest kept message holds
+	// none, and no new message falls in it.
+	_, err = tx.ExecContext(ctx, `DELETE FROM subscriptions WHERE until_id IS NOT NULL
+		AND until_id < coalesce((SELECT min(id) FROM messages), 9223372036854775807)`+netCond, args...)
+	return err
+}
+
+// forgetExpiredTokens drops expired tokens from the in-memory caches.
 func (s *store) forgetExpiredTokens() {
 	now := s.nowMS()
 	s.tokens.Range(func(k, v any) bool {
 		if v.(token).ExpiresAt <= now {
 			if _, loaded := s.tokens.LoadAndDelete(k); loaded {
 				s.nTokens.Add(-1)
+			}
+		}
+		return true
+	})
+	s.seen.Range(func(k, v any) bool {
+		if v.(*lastSeen).expiresAt <= now {
+			if _, loaded := s.seen.LoadAndDelete(k); loaded {
+				s.nSeen.Add(-1)
 			}
 		}
 		return true
@@ -158,7 +229,8 @@ type netSummary struct {
 	Claimed        bool           `json:"claimed"`
 	LastPoll       string         `json:"last_poll_at,omitempty"`
 	LastPollMS     int64          `json:"-"`
-	Tokens         int            `json:"tokens"` // valid logins
+	Tokens         int            `json:"tokens"`   // valid logins
+	Messages       int            `json:"messages"` // peer messages kept (not expired)
 }
 
 // summary lists every net the store knows, by name.
@@ -217,12 +289,31 @@ func (s *store) summary(ctx context.Context) ([]*netSummary, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.version < 2 {
+		return sortedNets(nets), nil // no peer messages before schema step 2
+	}
+	err = eachRow(ctx, s.r, `SELECT net, count(*) FROM messages WHERE expires_at > ? GROUP BY net`, []any{now}, func(rows *sql.Rows) error {
+		var name string
+		var n int
+		if err := rows.Scan(&name, &n); err != nil {
+			return err
+		}
+		get(name).Messages = n
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sortedNets(nets), nil
+}
+
+func sortedNets(nets map[string]*netSummary) []*netSummary {
 	out := make([]*netSummary, 0, len(nets))
 	for _, ns := range nets {
 		out = append(out, ns)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Net < out[j].Net })
-	return out, nil
+	return out
 }
 
 // requestInfo is one request in `inspect NET` and `inspect --rid`.

@@ -187,6 +187,38 @@ func (p *params) intIn(name string, lo, hi, def int) (int, error) {
 	return int(f), nil
 }
 
+// cursor returns a message cursor (a message id, 0 or more) given as a JSON
+// integer or as decimal text; 0 when absent. Parsed as an integer, not a
+// float, so ids past 2^53 stay exact.
+func (p *params) cursor(name string) (int64, error) {
+	text, ok := p.text[name]
+	if raw, found := p.json[name]; found {
+		ok = true
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			text = s
+		} else {
+			text = string(raw)
+		}
+	}
+	if !ok {
+		return 0, nil
+	}
+	return parseCursor(name, text)
+}
+
+// parseCursor reads a cursor from decimal text; empty text is 0.
+func parseCursor(name, text string) (int64, error) {
+	if text = strings.TrimSpace(text); text == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(text, 10, 64)
+	if err != nil || n < 0 {
+		return 0, badRequest("invalid_param", "%s must be a message id: a whole number, 0 or more", name)
+	}
+	return n, nil
+}
+
 // seconds returns a duration given in (possibly fractional) seconds, at least
 // zero, clamped to max; def when absent.
 func (p *params) seconds(name string, def, max time.Duration) (time.Duration, error) {

@@ -19,7 +19,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "plans.db"), storeOptions{})
 	require.NoError(t, err)
 	defer st.Close()
-	fullScan := regexp.MustCompile(`^SCAN (requests|tokens|nets)$`)
+	fullScan := regexp.MustCompile(`^SCAN (requests|tokens|nets|messages|subscriptions)( |$)`)
 	numbered := regexp.MustCompile(`\?(\d+)`)
 	for _, s := range st.q.list(st.w, st.r) {
 		n := strings.Count(s.sql, "?") // plain ? placeholders, or the highest ?N
@@ -47,6 +47,10 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		require.NoError(t, rows.Close())
 		if strings.Contains(s.sql, "status = 'queued'") && strings.Contains(s.sql, "ORDER BY seq") {
 			assert.NotContains(t, strings.Join(plan, "\n"), "TEMP B-TREE", "the queue is read in index order: %s", s.sql)
+		}
+		if strings.Contains(s.sql, "UNION ALL") { // a peer's page of messages
+			assert.Contains(t, strings.Join(plan, "\n"), "MERGE (UNION ALL)", "a page merges its sources: %s", s.sql)
+			assert.NotContains(t, strings.Join(plan, "\n"), "TEMP B-TREE", "a page is read in index order, never sorted: %s", s.sql)
 		}
 	}
 }

@@ -362,6 +362,94 @@ func TestCrashLosesNothing(t *testing.T) {
 	}
 }
 
+// TestCrashKeepsPeerMessages kills the relay with SIGKILL while a peer
+// sends unicasts, multicasts and broadcasts, and checks on a restarted relay
+// that every acknowledged message is read by its receiver, in order, with
+// its data; the subscription survives, and new ids come after the old ones.
+func TestCrashKeepsPeerMessages(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "relay.db")
+	p := startRelayProcess(t, dbPath)
+	rel := &testRelay{t: t, URL: p.URL}
+	const net = "crash-peers"
+	sender, receiver := rel.peerLogin(net), rel.peerLogin(net)
+	rel.subscribe(receiver, "news", true)
+
+	var (
+		mu       sync.Mutex
+		acked    = map[int64]string{} // id -> data JSON: 201 received
+		enough   = make(chan struct{})
+		once     sync.Once
+		failures []string
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			data := fmt.Sprintf(`{"i":%d,"big":12345678901234567890}`, i)
+			path, body := "/api/v1/peer/send", map[string]any{"to": receiver.id, "data": json.RawMessage(data)}
+			switch i % 3 {
+			case 1:
+				path, body = "/api/v1/peer/publish", map[string]any{"topic": "news", "data": json.RawMessage(data)}
+			case 2:
+				path, body = "/api/v1/peer/broadcast", map[string]any{"data": json.RawMessage(data)}
+			}
+			rep, err := tryCall(ctx, hc, http.MethodPost, p.URL+path, sender.tok, body)
+			if err != nil {
+				return // the relay is gone: this one may or may not be stored
+			}
+			mu.Lock()
+			if rep.Status == http.StatusCreated {
+				id, _ := rep.JSON["id"].(json.Number).Int64()
+				acked[id] = data
+				if len(acked) >= 60 {
+					once.Do(func() { close(enough) })
+				}
+			} else {
+				failures = append(failures, fmt.Sprintf("%s: %d %s", path, rep.Status, rep.Body))
+			}
+			mu.Unlock()
+		}
+	})
+	select {
+	case <-enough:
+	case <-time.After(30 * time.Second):
+		cancel()
+		wg.Wait()
+		t.Fatalf("traffic did not get going within 30s: %d acknowledged; %q\n%s", len(acked), failures, p.stderr)
+	}
+	p.kill(t) // the sender is still sending
+	cancel()
+	wg.Wait()
+	require.Empty(t, failures)
+
+	p2 := startRelayProcess(t, dbPath)
+	rel2 := &testRelay{t: t, URL: p2.URL}
+	got := rel2.readAll(receiver)
+	var last int64
+	seen := map[int64]bool{}
+	for _, m := range got {
+		assert.Greater(t, m.ID, last, "in id order, each once")
+		last = m.ID
+		seen[m.ID] = true
+		if data, ok := acked[m.ID]; ok {
+			assert.Equal(t, data, string(m.Data), "message %d", m.ID)
+		}
+	}
+	for id := range acked {
+		assert.True(t, seen[id], "acknowledged message %d lost", id)
+	}
+	t.Logf("killed with %d messages acknowledged, %d read after the restart", len(acked), len(got))
+
+	id, n := rel2.fanOut(sender, "news", "after the restart")
+	assert.Equal(t, 1, n, "the subscription survived")
+	assert.Greater(t, id, last, "ids go on after the old ones")
+	assert.Equal(t, []int64{id}, msgIDs(rel2.readAll(receiver)[len(got):]))
+}
+
 // TestSigtermAnswersLongPolls sends SIGTERM while a SimServer and a SimClient
 // long-poll: both get their normal "nothing yet" reply at once, the relay
 // exits 0, and the store was closed cleanly with everything in it.
@@ -416,6 +504,8 @@ func TestServeDefaultsAndEnv(t *testing.T) {
 			{"max-body", "1048576"},
 			{"cors-origin", "*"},
 			{"lease", (30 * time.Second).String()},
+			{"msg-ttl", time.Hour.String()},
+			{"max-msg", "65536"},
 		} {
 			f := fs.Lookup(tc.flag)
 			if assert.NotNil(t, f, "no --%s flag", tc.flag) {

@@ -35,9 +35,12 @@ const (
 type statements struct {
 	insertToken, claimNet, touchNet,
 	insertRequest, leaseQueued, leaseExpired, markDelivered,
-	answer, extend, markPulled, takeUnpulled, requestForNet, claimedKey *sql.Stmt // writer
+	answer, extend, markPulled, takeUnpulled, requestForNet, claimedKey,
+	touchToken, peerInNet, netPeers, topicReceivers, insertMessage,
+	openSubscription, subscribe, unsubscribe, dropEmptySubscription *sql.Stmt // writer
 
-	tokenByHash, netKey, readyState, requestForOwner, hasUnpulled *sql.Stmt // readers
+	tokenByHash, netKey, readyState, requestForOwner, hasUnpulled,
+	lastMessageID, readMessages, recentPeers *sql.Stmt // readers
 }
 
 // statement is one prepared statement: where it goes, on which database
@@ -60,8 +63,9 @@ func (q *statements) prepare(ctx context.Context, w, r *sql.DB) error {
 }
 
 func (q *statements) list(w, r *sql.DB) []statement {
-	return []statement{
-		{&q.insertToken, w, `INSERT INTO tokens (token_hash, peer_id, net, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`},
+	return append([]statement{
+		{&q.insertToken, w, `INSERT INTO tokens (token_hash, peer_id, net, created_at, expires_at, last_seen_at, msg_floor)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?4, ` + lastMessageIDSQL + `) RETURNING msg_floor`},
 		{&q.claimNet, w, `INSERT INTO nets (name, key_hash, claimed_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING`},
 		{&q.touchNet, w, `UPDATE nets SET last_poll_at = ? WHERE name = ?`},
 		{&q.insertRequest, w, `INSERT INTO requests (rid, net, token_hash, from_peer, status, sim_req, created_at, expires_at)
@@ -86,7 +90,7 @@ func (q *statements) list(w, r *sql.DB) []statement {
 
 		{&q.claimedKey, w, `SELECT key_hash FROM nets WHERE name = ?`},
 
-		{&q.tokenByHash, r, `SELECT peer_id, net, expires_at FROM tokens WHERE token_hash = ?`},
+		{&q.tokenByHash, r, `SELECT peer_id, net, expires_at, msg_floor FROM tokens WHERE token_hash = ?`},
 		{&q.netKey, r, `SELECT key_hash FROM nets WHERE name = ?`},
 		{&q.readyState, r, `SELECT
 			EXISTS (SELECT 1 FROM requests WHERE net = ?1 AND status = 'queued' AND expires_at > ?2),
@@ -98,7 +102,7 @@ func (q *statements) list(w, r *sql.DB) []statement {
 		{&q.requestForNet, w, `SELECT seq, status, attempt, expires_at, lease_expires_at, sim_res, pulled
 			FROM requests WHERE rid = ? AND net = ?`},
 		{&q.hasUnpulled, r, `SELECT EXISTS (SELECT 1 FROM requests WHERE token_hash = ? AND status = 'answered' AND pulled = 0)`},
-	}
+	}, peerStatements(q, w, r)...)
 }
 
 func (q *statements) close() {
@@ -133,7 +137,8 @@ func (s *store) pushGateway(ctx context.Context, net string, simReq []byte, capa
 	owner = token{Hash: secretHash(secret), PeerID: viaPeer + ":" + rid, Net: net, ExpiresAt: expires + s.opts.ResTTL.Milliseconds()}
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if capability {
-			if _, err := tx.StmtContext(ctx, s.q.insertToken).ExecContext(ctx, owner.Hash, owner.PeerID, net, now, owner.ExpiresAt); err != nil {
+			// The token is in no net (""): it is no peer, and no peer call sees it.
+			if _, err := tx.StmtContext(ctx, s.q.insertToken).ExecContext(ctx, owner.Hash, owner.PeerID, "", now, owner.ExpiresAt); err != nil {
 				return err
 			}
 		}

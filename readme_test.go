@@ -72,13 +72,52 @@ func TestReadmeVia(t *testing.T) {
 	assert.Equal(t, "<h1>Hello from a tab</h1>", strings.TrimSpace(out))
 }
 
+// TestReadmePeerWalkthrough: the README's peer messaging block, pasted into
+// bash against a running relay, prints what the README says it prints.
+func TestReadmePeerWalkthrough(t *testing.T) {
+	for _, tool := range []string{"bash", "curl", "sed"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is needed and missing", tool)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	_, section, ok := strings.Cut(string(readme), "## Peer messaging")
+	require.True(t, ok, "README has the peer messaging section")
+	blocks := regexp.MustCompile("(?s)```(sh|json)\n(.*?)```").FindAllStringSubmatch(section, 2)
+	require.Len(t, blocks, 2, "a sh block and the json it prints")
+	require.Equal(t, "sh", blocks[0][1])
+	script, printed := blocks[0][2], strings.TrimSpace(blocks[1][2])
+	require.Contains(t, script, "RELAY=http://localhost:8080\n")
+
+	db := filepath.Join(t.TempDir(), "c2cvia.db")
+	base, _ := startRun(t, nil, "serve", "--addr", "127.0.0.1:0", "--db", db)
+	paste := strings.Replace(script, "RELAY=http://localhost:8080\n", "RELAY="+base+"\n", 1)
+	out, err := exec.Command("bash", "-euo", "pipefail", "-c", paste).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n") // every reply ends in a newline
+	require.Len(t, lines, 6, "%s", out)
+	assert.JSONEq(t, `{"topic":"news","subscribed":true}`, lines[0])
+	assert.JSONEq(t, `{"id":1}`, lines[1])
+	assert.JSONEq(t, `{"id":2,"receivers":1}`, lines[2])
+	assert.JSONEq(t, `{"id":3,"receivers":1}`, lines[3])
+	// The README's reply with its "…" filled in.
+	ellipsis := regexp.MustCompile(`"(from|sent_at)":"[^"]*"`)
+	assert.Equal(t, printed, ellipsis.ReplaceAllString(lines[4], `"$1":"…"`))
+	assert.Contains(t, lines[5], `{"peers":[{"peer_id":`)
+	assert.Equal(t, 2, strings.Count(lines[5], `"peer_id"`), "Ada and Bob")
+}
+
 // TestReadmeFlags: the README's flag table names every serve flag with its
 // variable and default.
 func TestReadmeFlags(t *testing.T) {
 	readme, err := os.ReadFile("README.md")
 	require.NoError(t, err)
 	defaults := map[string]string{ // how the README writes pflag's defaults
-		"1m0s": "60s", "5m0s": "5m", "10m0s": "10m", "30s": "30s", "15s": "15s", "24h0m0s": "24h",
+		"1m0s": "60s", "5m0s": "5m", "10m0s": "10m", "30s": "30s", "15s": "15s", "24h0m0s": "24h", "1h0m0s": "1h",
 		"2m0s": "2m", "[]": "",
 	}
 	newServeCmd(io.Discard, io.Discard).Flags().VisitAll(func(f *pflag.Flag) {

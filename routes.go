@@ -33,4 +33,16 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	gw := &gateway{st: st, lp: lp, cfg: cfg}
 	mux.Handle("/via/{net}/{path...}", errorAdapter(log, gw.handleVia))
 	mux.Handle("/via/{net}", errorAdapter(log, handleViaRoot))
+
+	// Peer messaging: unicast, multicast and broadcast between the logins
+	// of one net, authenticated by the token from login.
+	mux.Handle("POST /api/v1/peer/send", api(withSender(st, handleSend(st, lp.hub, cfg, kindUnicast))))
+	mux.Handle("POST /api/v1/peer/subscribe", api(withSender(st, handleSubscribe(st, true))))
+	mux.Handle("POST /api/v1/peer/unsubscribe", api(withSender(st, handleSubscribe(st, false))))
+	mux.Handle("POST /api/v1/peer/publish", api(withSender(st, handleSend(st, lp.hub, cfg, kindMulticast))))
+	mux.Handle("POST /api/v1/peer/broadcast", api(withSender(st, handleSend(st, lp.hub, cfg, kindBroadcast))))
+	mux.Handle("GET /api/v1/peer/pullsmart", api(withSender(st, handlePeerPull(st, lp))))
+	mux.Handle("POST /api/v1/peer/pullsmart", api(withSender(st, handlePeerPull(st, lp))))
+	mux.Handle("GET /api/v1/peer/stream", api(withSender(st, handleStream(log, st, lp, cfg.StreamKeepAlive)), "GET"))
+	mux.Handle("GET /api/v1/peer/peers", api(withSender(st, handlePeers(st)), "GET"))
 }

@@ -38,12 +38,18 @@ func (s *server) shutdown() { s.poller.shutdown() }
 type apiFunc func(w http.ResponseWriter, r *http.Request, p *params) error
 
 // apiAdapter turns an apiFunc into a handler: parameters in, errors out.
-func apiAdapter(log *slog.Logger, maxBody int64) func(apiFunc) http.Handler {
-	return func(fn apiFunc) http.Handler {
+// allow names the route's methods for the Allow of a refused HEAD; none is
+// "GET, POST".
+func apiAdapter(log *slog.Logger, maxBody int64) func(fn apiFunc, allow ...string) http.Handler {
+	return func(fn apiFunc, allow ...string) http.Handler {
+		allowed := "GET, POST"
+		if len(allow) > 0 {
+			allowed = strings.Join(allow, ", ")
+		}
 		return errorAdapter(log, func(w http.ResponseWriter, r *http.Request) error {
 			if r.Method == http.MethodHead {
 				// The mux routes HEAD to GET patterns; a HEAD must not log in.
-				w.Header().Set("Allow", "GET, POST")
+				w.Header().Set("Allow", allowed)
 				return errMethod
 			}
 			p, err := decodeParams(w, r, maxBody)
@@ -70,8 +76,13 @@ func errorAdapter(log *slog.Logger, fn func(w http.ResponseWriter, r *http.Reque
 	})
 }
 
-// withToken authenticates a SimClient by its token before fn runs.
-func withToken(st *store, fn func(w http.ResponseWriter, r *http.Request, p *params, t token) error) apiFunc {
+// tokenFunc is a handler for a SimClient authenticated by its token.
+type tokenFunc = func(w http.ResponseWriter, r *http.Request, p *params, t token) error
+
+// withToken authenticates a SimClient by its token before fn runs, and
+// records the token as seen (GET /api/v1/peer/peers) when fn succeeds: a
+// call that fails writes nothing.
+func withToken(st *store, fn tokenFunc) apiFunc {
 	return func(w http.ResponseWriter, r *http.Request, p *params) error {
 		secret, err := p.credential("token")
 		if err != nil {
@@ -81,13 +92,17 @@ func withToken(st *store, fn func(w http.ResponseWriter, r *http.Request, p *par
 		if err != nil {
 			return err
 		}
-		return fn(w, r, p, t)
+		if err := fn(w, r, p, t); err != nil {
+			return err
+		}
+		st.touchToken(t)
+		return nil
 	}
 }
 
 // withSender is withToken for calls that act as a participant (send a
 // request or a message): a gateway result token only reads its request.
-func withSender(st *store, fn func(w http.ResponseWriter, r *http.Request, p *params, t token) error) apiFunc {
+func withSender(st *store, fn tokenFunc) apiFunc {
 	return withToken(st, func(w http.ResponseWriter, r *http.Request, p *params, t token) error {
 		if t.readOnly() {
 			return errReadOnlyToken

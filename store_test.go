@@ -6,6 +6,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,6 +83,45 @@ func TestGroupCommit(t *testing.T) {
 	assert.True(t, netExists(t, st, "b"))
 	assert.False(t, netExists(t, st, "half"), "a failed write leaves nothing")
 	assert.Equal(t, commits+2, st.commits.Load(), "the held write, then one commit for the three")
+}
+
+// TestWriteThen: the after funcs of a batch run once it has committed, in
+// batch order, and not for a write that failed.
+func TestWriteThen(t *testing.T) {
+	st := newTestStore(t)
+	release := holdWriter(t, st)
+	var ran []string // appended by the writer only; read after every write returned
+	after := func(name string) func() {
+		return func() {
+			var n int
+			_ = st.r.QueryRow(`SELECT count(*) FROM nets WHERE name = ?`, name).Scan(&n)
+			ran = append(ran, fmt.Sprintf("%s committed=%t", name, n == 1))
+		}
+	}
+	errFail := errors.New("this write fails")
+	results := make(chan error, 3)
+	for i, name := range []string{"first", "failing", "third"} {
+		go func() {
+			results <- st.writeThen(context.Background(), func(ctx context.Context, tx *sql.Tx) (func(), error) {
+				if err := insertNet(name)(ctx, tx); err != nil {
+					return nil, err
+				}
+				if name == "failing" {
+					return after(name), errFail
+				}
+				return after(name), nil
+			})
+		}()
+		waitFor(t, 10*time.Second, func() bool { return len(st.ops) == i+1 }, "the writes queued in order")
+	}
+	release()
+	var errs []error
+	for range 3 {
+		errs = append(errs, <-results)
+	}
+	assert.ElementsMatch(t, []error{nil, nil, errFail}, errs)
+	assert.Equal(t, []string{"first committed=true", "third committed=true"}, ran)
+	assert.False(t, netExists(t, st, "failing"))
 }
 
 // TestWriteCallerGone: a caller that goes away while its write runs cannot
@@ -164,12 +204,12 @@ func TestCheckpointer(t *testing.T) {
 		"the database file to take in the WAL")
 }
 
-// TestReplyAfterCommit: pushreq and pushres answer only once their write is
-// committed. The writer is held, so a reply that came now would be for a
+// TestReplyAfterCommit: pushreq, pushres and the peer messages answer only
+// once their write is committed. The writer is held, so a reply that came now would be for a
 // write that is not on disk.
 func TestReplyAfterCommit(t *testing.T) {
 	r := newTestRelay(t)
-	tok, _ := r.login("demo")
+	tok, peerID := r.login("demo")
 	r.pullReqs("demo", testKey, nil) // claim
 	rid := r.push(tok, map[string]any{"simEndpoint": "/first"})
 	require.Len(t, r.pullReqs("demo", testKey, nil), 1)
@@ -179,6 +219,15 @@ func TestReplyAfterCommit(t *testing.T) {
 			return r.postJSON("/api/v1/client/pushreq", tok, map[string]any{"simEndpoint": "/held"})
 		},
 		"pushres": func() reply { return r.answer("demo", testKey, rid, map[string]any{"simBody": "held"}) },
+		"peer send": func() reply {
+			return r.postJSON("/api/v1/peer/send", tok, map[string]any{"to": peerID, "data": "held"})
+		},
+		"peer publish": func() reply {
+			return r.postJSON("/api/v1/peer/publish", tok, map[string]any{"topic": "t", "data": "held"})
+		},
+		"peer broadcast": func() reply {
+			return r.postJSON("/api/v1/peer/broadcast", tok, map[string]any{"data": "held"})
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			release := holdWriter(t, r.store)
@@ -196,4 +245,57 @@ func TestReplyAfterCommit(t *testing.T) {
 			assert.Less(t, rep.Status, 300, string(rep.Body))
 		})
 	}
+}
+
+// TestMigrateFromV1: a store made by schema version 1 opens as version 2
+// with its logins and requests intact; its logins take part in peer
+// messaging at once.
+func TestMigrateFromV1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v1.db")
+	db, err := sql.Open("sqlite", path)
+	require.NoError(t, err)
+	_, err = db.Exec(schemaV1 + `; PRAGMA user_version = 1`)
+	require.NoError(t, err)
+	const secret = "an-old-token"
+	future := time.Now().Add(time.Hour).UnixMilli()
+	_, err = db.Exec(`INSERT INTO tokens (token_hash, peer_id, net, created_at, expires_at) VALUES (?, 'old-peer', 'demo', 0, ?)`,
+		secretHash(secret), future)
+	require.NoError(t, err)
+	_, err = db.Exec(`INSERT INTO requests (rid, net, token_hash, from_peer, status, sim_req, created_at, expires_at)
+		VALUES ('old-rid', 'demo', ?, 'old-peer', 'queued', '{}', 0, ?)`, secretHash(secret), future)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+
+	// inspect reads it as it is, without migrating it.
+	out, err := runCLI(t, nil, "inspect", "--db", path, "--json")
+	require.NoError(t, err)
+	assert.Contains(t, out, `"messages": 0`)
+	db, err = sql.Open("sqlite", path)
+	require.NoError(t, err)
+	var version int
+	require.NoError(t, db.QueryRow(`PRAGMA user_version`).Scan(&version))
+	require.NoError(t, db.Close())
+	assert.Equal(t, 1, version, "inspect changed nothing")
+	ctx := context.Background()
+	st, err := openStore(ctx, path, storeOptions{})
+	require.NoError(t, err)
+	defer st.Close()
+	require.NoError(t, st.r.QueryRow(`PRAGMA user_version`).Scan(&version))
+	assert.Equal(t, 2, version)
+	old, err := st.lookupToken(ctx, secret)
+	require.NoError(t, err)
+	assert.Zero(t, old.MsgFloor)
+	req, err := st.requestForOwner(ctx, old, "old-rid")
+	require.NoError(t, err)
+	assert.Equal(t, statusQueued, req.status)
+
+	_, fresh, err := st.createToken(ctx, "demo")
+	require.NoError(t, err)
+	id, receivers, err := st.sendMessage(ctx, fresh, message{Kind: kindBroadcast}, []byte(`"hello"`))
+	require.NoError(t, err)
+	assert.Equal(t, 1, receivers, "the old login")
+	msgs, _, err := st.readMessages(ctx, old, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, msgs, 1)
+	assert.Equal(t, id, msgs[0].ID)
 }

@@ -1,0 +1,176 @@
+// The recent-message cache: the newest peer messages of each net in memory,
+// so that waking every waiting peer of a net on a broadcast reads no SQL.
+// Messages are appended by the writer after their commit, in commit order,
+// so the cache never skips one: for each net it holds every message with an
+// id above that net's floor. A read below the floor goes to SQL.
+
+package main
+
+import (
+	"slices"
+	"sort"
+	"sync"
+)
+
+// Per net: 1,024 messages or 4 MiB, whichever is reached first. Enough for
+// every peer that keeps up (a long poll takes up to 100 at a time) while a
+// busy net costs at most a few MiB.
+const (
+	msgCacheMessages = 1024
+	msgCacheBytes    = 4 << 20
+)
+
+// message is one peer message as the store keeps it.
+type message struct {
+	ID        int64
+	Net       string
+	Kind      string // kindUnicast, kindMulticast or kindBroadcast
+	From      string
+	To        string   // unicast
+	Topic     string   // multicast
+	Receivers []string // multicast: the subscribers when it was published, sorted
+	SentAt    int64
+	ExpiresAt int64
+	wire      []byte // the object a reader gets, encoded once for every reader
+}
+
+const (
+	kindUnicast   = "unicast"
+	kindMulticast = "multicast"
+	kindBroadcast = "broadcast"
+)
+
+// visibleTo reports whether t may read m (its SQL twin is the readMessages
+// statement in peer.go): a unicast to it; a broadcast of its net by another peer after
+// its login; a multicast by another peer while it was subscribed.
+func (m *message) visibleTo(t token) bool {
+	switch m.Kind {
+	case kindUnicast:
+		return m.To == t.PeerID
+	case kindBroadcast:
+		return m.From != t.PeerID && m.ID > t.MsgFloor
+	case kindMulticast:
+		_, ok := slices.BinarySearch(m.Receivers, t.PeerID)
+		return ok
+	}
+	return false
+}
+
+// size is what m costs in the cache, roughly.
+func (m *message) size() int {
+	n := 128 + len(m.wire) + len(m.From) + len(m.To) + len(m.Topic)
+	for _, r := range m.Receivers {
+		n += 16 + len(r)
+	}
+	return n
+}
+
+type msgCache struct {
+	mu       sync.RWMutex
+	nets     map[string]*netMsgs
+	base     int64 // the floor of a net without an entry
+	last     int64 // the highest id appended, of any net
+	maxMsgs  int   // per net; tests lower them
+	maxBytes int
+}
+
+// netMsgs is one net's tail: every message of the net with an id above
+// floor, oldest first.
+type netMsgs struct {
+	floor int64
+	msgs  []*message
+	bytes int
+}
+
+// newMsgCache starts empty above lastID, the highest message id in the store.
+func newMsgCache(lastID int64) *msgCache {
+	return &msgCache{nets: map[string]*netMsgs{}, base: lastID, last: lastID,
+		maxMsgs: msgCacheMessages, maxBytes: msgCacheBytes}
+}
+
+// append adds a committed message. The writer calls it in commit order, so
+// ids arrive ascending.
+func (c *msgCache) append(m *message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.nets[m.Net]
+	if e == nil {
+		e = &netMsgs{floor: c.base}
+		c.nets[m.Net] = e
+	}
+	e.msgs = append(e.msgs, m)
+	e.bytes += m.size()
+	c.last = max(c.last, m.ID)
+	n := 0 // trim the oldest; the floor rises past them
+	for len(e.msgs)-n > c.maxMsgs || e.bytes > c.maxBytes && n < len(e.msgs) {
+		e.bytes -= e.msgs[n].size()
+		e.floor = e.msgs[n].ID
+		e.msgs[n] = nil
+		n++
+	}
+	if n > 0 {
+		e.msgs = slices.Clip(e.msgs[n:])
+	}
+}
+
+// read returns up to limit messages of t's net after since that t may read
+// and that have not expired, oldest first. ok is false when since is below
+// what the cache holds for the net: then SQL must answer. Otherwise next is
+// the id of the last message returned, or, with none, the highest id looked
+// past (at least since), so the reader never scans it again.
+func (c *msgCache) read(t token, since int64, limit int, now int64) (page []*message, next int64, ok bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	e := c.nets[t.Net]
+	floor := c.base
+	if e != nil {
+		floor = e.floor
+	}
+	if since < floor {
+		return nil, 0, false
+	}
+	if e != nil {
+		i := sort.Search(len(e.msgs), func(i int) bool { return e.msgs[i].ID > since })
+		for _, m := range e.msgs[i:] {
+			if m.ExpiresAt > now && m.visibleTo(t) {
+				page = append(page, m)
+				if len(page) == limit {
+					break
+				}
+			}
+		}
+	}
+	if len(page) > 0 {
+		return page, page[len(page)-1].ID, true
+	}
+	return nil, max(since, c.last), true
+}
+
+// lastID is the highest id appended so far: every message up to it is
+// committed.
+func (c *msgCache) lastID() int64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.last
+}
+
+// dropExpired forgets the messages that have expired by now (the janitor
+// deleted them) and the nets left without any. A forgotten net's floor goes
+// into base: every net without an entry is complete above base.
+func (c *msgCache) dropExpired(now int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for net, e := range c.nets {
+		n := 0
+		for n < len(e.msgs) && e.msgs[n].ExpiresAt <= now {
+			e.bytes -= e.msgs[n].size()
+			e.floor = e.msgs[n].ID
+			n++
+		}
+		e.msgs = slices.Clip(e.msgs[n:])
+		if len(e.msgs) == 0 {
+			c.base = max(c.base, e.floor)
+			delete(c.nets, net)
+		}
+	}
+}

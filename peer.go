@@ -1,0 +1,302 @@
+// Peer messaging in the store: unicast, multicast and broadcast messages
+// between the logins of one net, subscriptions, and the peers seen recently.
+//
+// A message is one row however many peers receive it. Who may read it is a
+// rule (visibleTo in msgcache.go, readMessages below in SQL): a unicast its
+// addressee, a broadcast every other peer of the net logged in before it, a
+// multicast every other peer subscribed to its topic when it was published
+// (subscriptions are intervals of message ids). Each reader keeps its own
+// cursor, the id of the last message it read.
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"sync/atomic"
+	"time"
+)
+
+// peerRecent is how recently a peer must have made a successful call to be
+// listed by GET /api/v1/peer/peers: 5 minutes, several long polls (at most
+// --max-wait, 60 s by default) of a peer that is only listening.
+const peerRecent = 5 * time.Minute
+
+// touchEvery throttles last_seen_at: at most one write a second per token.
+const touchEvery = time.Second
+
+// lastMessageIDSQL is the highest message id ever given (AUTOINCREMENT
+// keeps it in sqlite_sequence, also once those messages are deleted). Read
+// inside the writer, it is exact: every write goes through the writer.
+const lastMessageIDSQL = `coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)`
+
+func peerStatements(q *statements, w, r *sql.DB) []statement {
+	return []statement{
+		{&q.touchToken, w, `UPDATE tokens SET last_seen_at = ?1 WHERE token_hash = ?2 AND last_seen_at < ?1`},
+		{&q.peerInNet, w, `SELECT EXISTS (SELECT 1 FROM tokens WHERE peer_id = ?1 AND net = ?2 AND expires_at > ?3)`},
+		{&q.netPeers, w, `SELECT count(*) FROM tokens WHERE net = ?1 AND expires_at > ?2`},
+		{&q.topicReceivers, w, `SELECT s.peer_id FROM subscriptions s JOIN tokens t ON t.peer_id = s.peer_id
+			WHERE s.net = ?1 AND s.topic = ?2 AND s.until_id IS NULL AND s.peer_id <> ?3 AND t.expires_at > ?4
+			ORDER BY s.peer_id`},
+		{&q.insertMessage, w, `INSERT INTO messages (net, kind, from_peer, to_peer, topic, data, sent_at, expires_at, receivers)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`},
+		{&q.subscribe, w, `INSERT INTO subscriptions (net, topic, peer_id, from_id)
+			SELECT ?1, ?2, ?3, ` + lastMessageIDSQL + ` WHERE NOT EXISTS (
+				SELECT 1 FROM subscriptions WHERE net = ?1 AND topic = ?2 AND peer_id = ?3 AND until_id IS NULL)`},
+		{&q.unsubscribe, w, `UPDATE subscriptions SET until_id = ` + lastMessageIDSQL + `
+			WHERE net = ?1 AND topic = ?2 AND peer_id = ?3 AND until_id IS NULL`},
+		// An interval closed where it opened holds no message.
+		{&q.dropEmptySubscription, w, `DELETE FROM subscriptions
+			WHERE net = ?1 AND topic = ?2 AND peer_id = ?3 AND until_id = from_id`},
+
+		{&q.lastMessageID, r, `SELECT ` + lastMessageIDSQL},
+		// A page for peer ?2 of net ?1 after cursor ?3: its unicasts, the
+		// net's broadcasts after its login (?4) and the multicasts it was
+		// subscribed to, each read in id order from its own index and merged.
+		{&q.readMessages, r, `SELECT id, kind, from_peer, topic, data, sent_at, expires_at FROM messages
+			WHERE kind = 'unicast' AND to_peer = ?2 AND id > ?3 AND net = ?1 AND expires_at > ?5
+			UNION ALL
+			SELECT id, kind, from_peer, topic, data, sent_at, expires_at FROM messages
+			WHERE kind = 'broadcast' AND net = ?1 AND id > max(?3, ?4) AND from_peer <> ?2 AND expires_at > ?5
+			UNION ALL
+			SELECT id, kind, from_peer, topic, data, sent_at, expires_at FROM messages m
+			WHERE kind = 'multicast' AND net = ?1 AND id > ?3 AND from_peer <> ?2 AND expires_at > ?5
+			  AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.net = ?1 AND s.topic = m.topic AND s.peer_id = ?2
+			              AND s.from_id < m.id AND (s.until_id IS NULL OR m.id <= s.until_id))
+			ORDER BY id LIMIT ?6`},
+		{&q.recentPeers, r, `SELECT peer_id, last_seen_at FROM tokens
+			WHERE net = ?1 AND expires_at > ?2 AND last_seen_at >= ?3
+			ORDER BY last_seen_at DESC, peer_id`},
+	}
+}
+
+// sendMessage stores m (Kind, and To or Topic, set) from t with data, and
+// returns its id and how many peers may read it. A unicast to a peer_id that
+// is not a valid login of t's net is errUnknownPeer. The message goes into
+// the cache after its commit, in commit order.
+func (s *store) sendMessage(ctx context.Context, t token, m message, data []byte) (id int64, receivers int, err error) {
+	m.Net, m.From = t.Net, t.PeerID
+	err = s.writeThen(ctx, func(ctx context.Context, tx *sql.Tx) (func(), error) {
+		now := s.nowMS()
+		m.SentAt, m.ExpiresAt = now, now+s.opts.MsgTTL.Milliseconds()
+		switch m.Kind {
+		case kindUnicast:
+			var ok bool
+			if err := tx.StmtContext(ctx, s.q.peerInNet).QueryRowContext(ctx, m.To, t.Net, now).Scan(&ok); err != nil {
+				return nil, err
+			}
+			if !ok {
+				return nil, errUnknownPeer
+			}
+			receivers = 1
+		case kindBroadcast:
+			if err := tx.StmtContext(ctx, s.q.netPeers).QueryRowContext(ctx, t.Net, now).Scan(&receivers); err != nil {
+				return nil, err
+			}
+			if t.ExpiresAt > now {
+				receivers-- // the sender
+			}
+		case kindMulticast:
+			rows, err := tx.StmtContext(ctx, s.q.topicReceivers).QueryContext(ctx, t.Net, m.Topic, t.PeerID, now)
+			if err != nil {
+				return nil, err
+			}
+			m.Receivers = m.Receivers[:0]
+			for rows.Next() {
+				var p string
+				if err := rows.Scan(&p); err != nil {
+					rows.Close()
+					return nil, err
+				}
+				m.Receivers = append(m.Receivers, p) // sorted by the query, bytewise as Go sorts
+			}
+			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+				return nil, err
+			}
+			receivers = len(m.Receivers)
+		}
+		err := tx.StmtContext(ctx, s.q.insertMessage).QueryRowContext(ctx, m.Net, m.Kind, m.From,
+			nullIfEmpty(m.To), nullIfEmpty(m.Topic), string(data), m.SentAt, m.ExpiresAt, receivers).Scan(&m.ID)
+		if err != nil {
+			return nil, err
+		}
+		m.wire = encodeMessage(&m, data)
+		cached := m
+		return func() { s.msgs.append(&cached) }, nil
+	})
+	return m.ID, receivers, err
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// encodeMessage renders m as a reader gets it:
+// {"id","kind","from","topic","data","sent_at"}, topic null unless multicast,
+// data as stored, digit for digit.
+func encodeMessage(m *message, data []byte) []byte {
+	var topic *string
+	if m.Kind == kindMulticast {
+		topic = &m.Topic
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(struct {
+		ID     int64           `json:"id"`
+		Kind   string          `json:"kind"`
+		From   string          `json:"from"`
+		Topic  *string         `json:"topic"`
+		Data   json.RawMessage `json:"data"`
+		SentAt string          `json:"sent_at"`
+	}{m.ID, m.Kind, m.From, topic, data, formatMS(m.SentAt)}) // data is valid JSON: no error
+	return bytes.TrimRight(buf.Bytes(), "\n")
+}
+
+// subscribe opens t's subscription to topic at the current highest message
+// id: multicasts after it reach t. Subscribing again changes nothing.
+func (s *store) subscribe(ctx context.Context, t token, topic string) error {
+	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.StmtContext(ctx, s.q.subscribe).ExecContext(ctx, t.Net, topic, t.PeerID)
+		return err
+	})
+}
+
+// unsubscribe closes t's subscription to topic at the current highest
+// message id; without one it changes nothing.
+func (s *store) unsubscribe(ctx context.Context, t token, topic string) error {
+	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.StmtContext(ctx, s.q.unsubscribe).ExecContext(ctx, t.Net, topic, t.PeerID); err != nil {
+			return err
+		}
+		_, err := tx.StmtContext(ctx, s.q.dropEmptySubscription).ExecContext(ctx, t.Net, topic, t.PeerID)
+		return err
+	})
+}
+
+// readMessages returns up to limit messages t may read after the cursor
+// since, oldest first, and the cursor to read on from (see msgCache.read).
+// The cache answers when since is within what it holds; SQL otherwise.
+func (s *store) readMessages(ctx context.Context, t token, since int64, limit int) ([]*message, int64, error) {
+	now := s.nowMS()
+	if page, next, ok := s.msgs.read(t, since, limit, now); ok {
+		return page, next, nil
+	}
+	s.msgReads.Add(1)
+	// Every message up to last is committed before the query starts, so
+	// the query sees them all: with none for t, the cursor moves past last.
+	last := s.msgs.lastID()
+	rows, err := s.q.readMessages.QueryContext(ctx, t.Net, t.PeerID, since, t.MsgFloor, now, limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	var page []*message
+	for rows.Next() {
+		m := &message{Net: t.Net}
+		var topic sql.NullString
+		var data string
+		if err := rows.Scan(&m.ID, &m.Kind, &m.From, &topic, &data, &m.SentAt, &m.ExpiresAt); err != nil {
+			return nil, 0, err
+		}
+		m.Topic = topic.String
+		m.wire = encodeMessage(m, []byte(data))
+		page = append(page, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, err
+	}
+	if len(page) > 0 {
+		return page, page[len(page)-1].ID, nil
+	}
+	return nil, max(since, last), nil
+}
+
+// peerInfo is one peer in GET /api/v1/peer/peers.
+type peerInfo struct {
+	PeerID   string `json:"peer_id"`
+	LastSeen string `json:"last_seen"`
+}
+
+// recentPeers lists the valid logins of t's net seen within peerRecent,
+// most recent first. t itself is seen now: its own touch may not be
+// committed yet.
+func (s *store) recentPeers(ctx context.Context, t token) ([]peerInfo, error) {
+	now := s.nowMS()
+	out := []peerInfo{{PeerID: t.PeerID, LastSeen: formatMS(now)}}
+	err := eachStmtRow(ctx, s.q.recentPeers, []any{t.Net, now, now - peerRecent.Milliseconds()}, func(rows *sql.Rows) error {
+		var p peerInfo
+		var seen int64
+		if err := rows.Scan(&p.PeerID, &seen); err != nil {
+			return err
+		}
+		if p.PeerID != t.PeerID {
+			p.LastSeen = formatMS(seen)
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// eachStmtRow runs a prepared query and calls fn for every row.
+func eachStmtRow(ctx context.Context, stmt *sql.Stmt, args []any, fn func(*sql.Rows) error) error {
+	rows, err := stmt.QueryContext(ctx, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// lastSeen is the last last_seen_at written for a token.
+type lastSeen struct {
+	ms        atomic.Int64
+	expiresAt int64 // the token's: forgotten with it
+}
+
+// touchToken records that t made a successful call, at most once a second
+// per token, without waiting for the write (like touchNet). Tokens past
+// maxCachedTokens are not throttled in memory; their write checks the time.
+func (s *store) touchToken(t token) {
+	now := s.nowMS()
+	if v, ok := s.seen.Load(string(t.Hash)); ok {
+		ls := v.(*lastSeen)
+		prev := ls.ms.Load()
+		if now-prev < touchEvery.Milliseconds() || !ls.ms.CompareAndSwap(prev, now) {
+			return
+		}
+	} else if !s.noteSeen(t, now) {
+		return // a concurrent call of the same token writes it
+	}
+	s.writeLater(func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.StmtContext(ctx, s.q.touchToken).ExecContext(ctx, now, t.Hash)
+		return err
+	})
+}
+
+// noteSeen remembers that t's last_seen_at is written as ms, unless another
+// call did first (then it reports false), or the map is full.
+func (s *store) noteSeen(t token, ms int64) bool {
+	if s.nSeen.Load() >= s.maxToks {
+		return true
+	}
+	ls := &lastSeen{expiresAt: t.ExpiresAt}
+	ls.ms.Store(ms)
+	if _, loaded := s.seen.LoadOrStore(string(t.Hash), ls); loaded {
+		return false
+	}
+	s.nSeen.Add(1)
+	return true
+}
