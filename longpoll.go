@@ -11,6 +11,15 @@ import (
 	"time"
 )
 
+// pollKind names what a long poll waits for, for the metrics. Each kind is
+// a label value: a handful, never a net, token or rid.
+type pollKind string
+
+const (
+	pollClient pollKind = "client_pullsmart"    // pullres and pullsmart
+	pollServer pollKind = "server_pullreqsmart" // pullreqsmart
+)
+
 // poller runs long polls and stops them all at shutdown.
 type poller struct {
 	hub     *hub
@@ -19,10 +28,31 @@ type poller struct {
 	done    chan struct{}    // closed at shutdown: open polls answer at once
 	once    sync.Once
 	open    atomic.Int64 // long polls in progress
+	byKind  sync.Map     // pollKind -> *atomic.Int64: long polls in progress
 }
 
 func newPoller(h *hub, maxWait time.Duration, now func() time.Time) *poller {
-	return &poller{hub: h, maxWait: maxWait, now: now, done: make(chan struct{})}
+	lp := &poller{hub: h, maxWait: maxWait, now: now, done: make(chan struct{})}
+	for _, k := range []pollKind{pollClient, pollServer} {
+		lp.kind(k) // known kinds show as 0 before their first poll
+	}
+	return lp
+}
+
+func (lp *poller) kind(k pollKind) *atomic.Int64 {
+	if n, ok := lp.byKind.Load(k); ok {
+		return n.(*atomic.Int64)
+	}
+	n, _ := lp.byKind.LoadOrStore(k, new(atomic.Int64))
+	return n.(*atomic.Int64)
+}
+
+// openByKind calls fn with the long polls in progress of every kind seen.
+func (lp *poller) openByKind(fn func(k pollKind, n int64)) {
+	lp.byKind.Range(func(k, n any) bool {
+		fn(k.(pollKind), n.(*atomic.Int64).Load())
+		return true
+	})
 }
 
 // shutdown answers every open long poll and every later one at once.
@@ -33,10 +63,12 @@ func (lp *poller) shutdown() { lp.once.Do(func() { close(lp.done) }) }
 // its answer changes by itself, zero for none) arrives. poll reports false
 // when wait ran out or the relay is shutting down, and the context's error
 // when the client went away.
-func (lp *poller) poll(ctx context.Context, key string, wait time.Duration,
+func (lp *poller) poll(ctx context.Context, kind pollKind, key string, wait time.Duration,
 	try func() (done bool, next time.Time, err error)) (bool, error) {
+	n := lp.kind(kind)
+	n.Add(1)
 	lp.open.Add(1)
-	defer lp.open.Add(-1)
+	defer func() { lp.open.Add(-1); n.Add(-1) }()
 	deadline := time.Now().Add(wait)
 	var timer *time.Timer
 	defer func() {
