@@ -37,6 +37,8 @@ type storeOptions struct {
 	ResTTL      time.Duration    // answered, expired or failed: then deleted
 	TokenTTL    time.Duration    // login token lifetime
 	MaxAttempts int              // deliveries before a request is failed
+	MaxQueue    int              // queued requests per net; 0: no limit
+	MaxPeers    int              // logins per net; 0: no limit
 	Sync        string           // "normal" or "full": PRAGMA synchronous
 	Now         func() time.Time // the clock; tests inject one
 
@@ -98,6 +100,8 @@ type store struct {
 	writes      atomic.Int64 // write operations in them
 	checkpoints atomic.Int64 // WAL checkpoints run
 	queueReads  atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
+
+	counts storeCounts // what the store holds, for the quotas
 }
 
 // writeOp is one write waiting for the writer: fn runs inside the shared
@@ -171,6 +175,11 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 		quit: make(chan struct{}),
 	}
 	if err := s.q.prepare(ctx, w, r); err != nil {
+		s.closeDBs()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := s.count(ctx, w); err != nil {
+		s.q.close()
 		s.closeDBs()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
@@ -401,6 +410,7 @@ func (s *store) commit(batch []*writeOp) {
 				errs[i] = err
 			}
 		}
+		s.counts.stale.Store(true) // the writes counted what did not happen
 	} else {
 		s.commits.Add(1)
 		s.writes.Add(int64(len(batch)))
@@ -425,8 +435,10 @@ func (s *store) createToken(ctx context.Context, net string) (secret string, t t
 	now := s.nowMS()
 	t = token{Hash: secretHash(secret), PeerID: newPeerID(), Net: net, ExpiresAt: now + s.opts.TokenTTL.Milliseconds()}
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.StmtContext(ctx, s.q.insertToken).ExecContext(ctx, t.Hash, t.PeerID, t.Net, now, t.ExpiresAt)
-		return err
+		if _, err := tx.StmtContext(ctx, s.q.insertToken).ExecContext(ctx, t.Hash, t.PeerID, t.Net, now, t.ExpiresAt); err != nil {
+			return err
+		}
+		return s.counts.admitToken(t.Net, s.opts.MaxPeers)
 	})
 	if err != nil {
 		return "", token{}, err

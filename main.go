@@ -98,10 +98,15 @@ type config struct {
 	JanitorEvery time.Duration
 	LogFormat    string
 	LogLevel     string
+
+	// Operations: limits.go.
+	MaxQueue int // queued requests per net; 0: no limit
+	MaxPeers int // logins per net; 0: no limit
 }
 
 func (c config) storeOptions() storeOptions {
-	return storeOptions{ReqTTL: c.ReqTTL, ResTTL: c.ResTTL, TokenTTL: c.TokenTTL, MaxAttempts: c.MaxAttempts, Sync: c.Sync}
+	return storeOptions{ReqTTL: c.ReqTTL, ResTTL: c.ResTTL, TokenTTL: c.TokenTTL, MaxAttempts: c.MaxAttempts, Sync: c.Sync,
+		MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers}
 }
 
 // addStoreFlags are the flags serve and purge share: the file and lifetimes.
@@ -135,6 +140,7 @@ func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
 	fs.DurationVar(&cfg.JanitorEvery, "janitor-every", 15*time.Second, "how often expired entries are removed")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	addOpsFlags(fs, &cfg)
 	documentEnv(fs)
 	return cmd
 }
@@ -148,6 +154,9 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	if cfg.MaxWait <= 0 || cfg.DefaultLease <= 0 || cfg.MaxLease < cfg.DefaultLease || cfg.JanitorEvery <= 0 || cfg.MaxBody <= 0 {
 		return errors.New("--max-wait, --lease, --janitor-every and --max-body must be positive, and --max-lease at least --lease")
+	}
+	if err := cfg.checkOps(); err != nil {
+		return err
 	}
 	st, err := openStore(ctx, cfg.DB, cfg.storeOptions())
 	if err != nil {

@@ -76,7 +76,7 @@ func (q *statements) list(w, r *sql.DB) []statement {
 		{&q.answer, w, `UPDATE requests SET status = 'answered', sim_res = ?1, done_at = ?2, lease_expires_at = NULL
 			WHERE rid = ?3 AND net = ?4 AND status IN ('queued', 'delivered') AND expires_at > ?2
 			  AND NOT (status = 'delivered' AND attempt >= ?5 AND lease_expires_at <= ?2)
-			RETURNING token_hash`},
+			RETURNING token_hash, attempt`},
 		{&q.extend, w, `UPDATE requests SET lease_expires_at = ?1
 			WHERE rid = ?2 AND net = ?3 AND status = 'delivered' AND lease_expires_at > ?4 AND expires_at > ?4`},
 		{&q.markPulled, w, `UPDATE requests SET pulled = 1 WHERE seq = ?`},
@@ -114,9 +114,11 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte) (string
 	rid := newRID()
 	now := s.nowMS()
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx,
-			rid, t.Net, t.Hash, t.PeerID, string(simReq), now, now+s.opts.ReqTTL.Milliseconds())
-		return err
+		if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx,
+			rid, t.Net, t.Hash, t.PeerID, string(simReq), now, now+s.opts.ReqTTL.Milliseconds()); err != nil {
+			return err
+		}
+		return s.counts.admitRequest(t.Net, s.opts.MaxQueue)
 	})
 	return rid, err
 }
@@ -183,9 +185,16 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 			if _, err := mark.ExecContext(ctx, until, out[i].seq); err != nil {
 				return err
 			}
+		}
+		fromQueue := 0
+		for i := range out {
+			if out[i].Attempt == 0 { // stored as queued: only leases ever deliver
+				fromQueue++
+			}
 			out[i].Attempt++
 			out[i].LeaseExpiresAt = formatMS(until)
 		}
+		s.counts.move(net, statusQueued, statusDelivered, fromQueue)
 		return nil
 	})
 	return out, err
@@ -308,16 +317,30 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 		if err := s.claimIn(ctx, tx, k); err != nil {
 			return err
 		}
-		err := tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), s.nowMS(), rid, net, s.opts.MaxAttempts).Scan(&owner)
+		var attempt int
+		err := tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), s.nowMS(), rid, net, s.opts.MaxAttempts).Scan(&owner, &attempt)
 		if errors.Is(err, sql.ErrNoRows) {
 			if err := s.refusal(ctx, tx, net, rid); err != nil {
 				return err
 			}
 			return fmt.Errorf("request %s of net %s: answer refused in an unexpected state", rid, net)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		s.counts.move(net, wasStatus(attempt), statusAnswered, 1)
+		return nil
 	})
 	return owner, err
+}
+
+// wasStatus is the stored status of an unanswered request from its attempt:
+// a request is stored as queued until its first lease, and delivered after.
+func wasStatus(attempt int) string {
+	if attempt == 0 {
+		return statusQueued
+	}
+	return statusDelivered
 }
 
 // extend renews the lease on rid of k's net to now+lease, if it is still
