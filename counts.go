@@ -1,6 +1,6 @@
 // The store's counts of what it holds, kept in memory so that the quotas
-// (--max-queue, --max-peers) cost no query: a pushreq on a net with a million
-// queued requests checks one map entry.
+// (--max-queue, --max-peers) and the requests-by-status metric cost no query:
+// a pushreq on a net with a million queued requests checks one map entry.
 
 package main
 
@@ -42,7 +42,7 @@ type storeCounts struct {
 	stale       atomic.Bool  // a commit failed: count again
 	recounts    atomic.Int64 // counts from the file after the one at open
 
-	queueFull, netFull atomic.Int64 // refusals
+	queueFull, netFull atomic.Int64 // refusals, for the metrics
 }
 
 // move records n requests of net moving from status from to status to.

@@ -101,7 +101,8 @@ type store struct {
 	checkpoints atomic.Int64 // WAL checkpoints run
 	queueReads  atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
 
-	counts storeCounts // what the store holds, for the quotas
+	counts storeCounts                // what the store holds, for quotas and metrics
+	hooks  atomic.Pointer[storeHooks] // observers, for the metrics; nil: none
 }
 
 // writeOp is one write waiting for the writer: fn runs inside the shared
@@ -364,6 +365,7 @@ func (s *store) writer() {
 // A caller that is gone before its turn is skipped instead.
 func (s *store) commit(batch []*writeOp) {
 	ctx := context.Background()
+	start := time.Now()
 	errs := make([]error, len(batch))
 	finish := func() {
 		for i, op := range batch {
@@ -414,6 +416,9 @@ func (s *store) commit(batch []*writeOp) {
 	} else {
 		s.commits.Add(1)
 		s.writes.Add(int64(len(batch)))
+		if h := s.hooks.Load(); h != nil {
+			h.committed(time.Since(start), len(batch))
+		}
 	}
 	finish()
 }

@@ -9,8 +9,9 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// addOpsFlags are serve's flags for the limits.
+// addOpsFlags are serve's flags for the metrics and the limits.
 func addOpsFlags(fs *pflag.FlagSet, c *config) {
+	fs.BoolVar(&c.Metrics, "metrics", true, "serve Prometheus metrics at GET /metrics")
 	fs.IntVar(&c.MaxQueue, "max-queue", 10_000, "queued requests per net; a pushreq over it is 429 queue_full (0: no limit)")
 	fs.IntVar(&c.MaxPeers, "max-peers", 10_000, "logins per net; a login over it is 429 net_full (0: no limit)")
 }

@@ -22,6 +22,10 @@ func assertLimited(t *testing.T, rep reply, code, retryAfter string) {
 	assert.Equal(t, "*", rep.Header.Get("Access-Control-Allow-Origin"), "a browser can read the 429")
 }
 
+func refusals(r *testRelay, limit string) float64 {
+	return r.scrape()[series("c2cvia_limit_refusals_total", "limit", limit)]
+}
+
 func TestQueueFull(t *testing.T) {
 	r := newTestRelay(t, func(c *config) { c.MaxQueue = 3 })
 	tok, _ := r.login("alpha")
@@ -62,6 +66,7 @@ func TestQueueFull(t *testing.T) {
 		r.push(tok, map[string]any{"simEndpoint": "/x"})
 	}
 	full("after expiry")
+	assert.Equal(t, 4.0, refusals(r, "queue"))
 }
 
 func TestNetFull(t *testing.T) {
@@ -78,6 +83,7 @@ func TestNetFull(t *testing.T) {
 	assertLimited(t, r.get("/api/v1/client/login", url.Values{"net": {"alpha"}}), "net_full", "60")
 	purgeNow(t, r) // and are removed
 	r.login("alpha")
+	assert.Equal(t, 3.0, refusals(r, "peers"))
 
 	// The flag reaches the store through serve.
 	base, _ := startRun(t, map[string]string{"C2CVIA_MAX_PEERS": "1"}, "serve", "--addr", "127.0.0.1:0", "--db", r.DBPath+".2")

@@ -62,9 +62,11 @@ func (lp *poller) shutdown() { lp.once.Do(func() { close(lp.done) }) }
 // and again whenever key is notified or the time it names (the next moment
 // its answer changes by itself, zero for none) arrives. poll reports false
 // when wait ran out or the relay is shutting down, and the context's error
-// when the client went away.
+// when the client went away. Time spent parked is kept out of the call's
+// relay overhead.
 func (lp *poller) poll(ctx context.Context, kind pollKind, key string, wait time.Duration,
 	try func() (done bool, next time.Time, err error)) (bool, error) {
+	c := callFrom(ctx)
 	n := lp.kind(kind)
 	n.Add(1)
 	lp.open.Add(1)
@@ -96,17 +98,23 @@ func (lp *poller) poll(ctx context.Context, kind pollKind, key string, wait time
 		} else {
 			timer.Reset(d)
 		}
+		parked := time.Now()
+		stop := false // err is nil here
 		select {
 		case <-wake:
 		case <-timer.C:
 		case <-ctx.Done():
-			release()
-			return false, ctx.Err()
+			stop, err = true, ctx.Err()
 		case <-lp.done:
-			release()
-			return false, nil
+			stop = true
+		}
+		if c != nil {
+			c.parked.Add(int64(time.Since(parked)))
 		}
 		release()
+		if stop {
+			return false, err
+		}
 		select {
 		case <-lp.done:
 			return false, nil

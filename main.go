@@ -99,7 +99,8 @@ type config struct {
 	LogFormat    string
 	LogLevel     string
 
-	// Operations: limits.go.
+	// Operations: metrics.go and limits.go.
+	Metrics  bool
 	MaxQueue int // queued requests per net; 0: no limit
 	MaxPeers int // logins per net; 0: no limit
 }

@@ -77,7 +77,7 @@ func testConfig(dbPath string) config {
 		MaxWait: 60 * time.Second, MaxAttempts: 5,
 		DefaultLease: 30 * time.Second, MaxLease: 10 * time.Minute,
 		MaxBody: 1 << 20, CORSOrigin: "*", Sync: "normal", JanitorEvery: time.Minute,
-		MaxQueue: 10_000, MaxPeers: 10_000,
+		Metrics: true, MaxQueue: 10_000, MaxPeers: 10_000,
 	}
 }
 

@@ -432,6 +432,7 @@ func TestServeDefaultsAndEnv(t *testing.T) {
 			"int":      {"7", "7"},
 			"bytes":    {"7KiB", "7168"},
 			"string":   {"seven", "seven"},
+			"bool":     {"false", "false"},
 		}
 		n := 0
 		newServeCmd(io.Discard, io.Discard).Flags().VisitAll(func(f *pflag.Flag) {

@@ -66,9 +66,9 @@ func (q *statements) list(w, r *sql.DB) []statement {
 		{&q.touchNet, w, `UPDATE nets SET last_poll_at = ? WHERE name = ?`},
 		{&q.insertRequest, w, `INSERT INTO requests (rid, net, token_hash, from_peer, status, sim_req, created_at, expires_at)
 			VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)`},
-		{&q.leaseQueued, w, `SELECT seq, rid, sim_req, from_peer, attempt FROM requests
+		{&q.leaseQueued, w, `SELECT seq, rid, sim_req, from_peer, attempt, created_at FROM requests
 			WHERE net = ?1 AND status = 'queued' AND expires_at > ?2 ORDER BY seq LIMIT ?3`},
-		{&q.leaseExpired, w, `SELECT seq, rid, sim_req, from_peer, attempt FROM requests
+		{&q.leaseExpired, w, `SELECT seq, rid, sim_req, from_peer, attempt, created_at FROM requests
 			WHERE net = ?1 AND status = 'delivered' AND lease_expires_at <= ?2
 			  AND expires_at > ?2 AND attempt < ?3 AND lease_expires_at < expires_at
 			ORDER BY seq LIMIT ?4`},
@@ -131,6 +131,7 @@ type leasedRequest struct {
 	Attempt        int             `json:"attempt"`
 	LeaseExpiresAt string          `json:"lease_expires_at"`
 	seq            int64
+	created        int64 // ms
 }
 
 // readyState tells, without writing, whether net has a request to hand out,
@@ -150,9 +151,10 @@ func (s *store) readyState(ctx context.Context, net string) (ready bool, nextLea
 // ones whose lease ran out. Each is delivered for lease.
 func (s *store) lease(ctx context.Context, net string, max int, lease time.Duration) ([]leasedRequest, error) {
 	var out []leasedRequest
+	var now int64
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		out = out[:0]
-		now := s.nowMS()
+		now = s.nowMS()
 		scan := func(rows *sql.Rows, err error) error {
 			if err != nil {
 				return err
@@ -161,7 +163,7 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 			for rows.Next() {
 				var l leasedRequest
 				var simReq string
-				if err := rows.Scan(&l.seq, &l.RID, &simReq, &l.From, &l.Attempt); err != nil {
+				if err := rows.Scan(&l.seq, &l.RID, &simReq, &l.From, &l.Attempt, &l.created); err != nil {
 					return err
 				}
 				l.SimReq = json.RawMessage(simReq)
@@ -197,6 +199,13 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 		s.counts.move(net, statusQueued, statusDelivered, fromQueue)
 		return nil
 	})
+	if h := s.hooks.Load(); h != nil && err == nil {
+		for _, l := range out {
+			if l.Attempt == 1 {
+				h.handedOut(l.RID, l.created, now)
+			}
+		}
+	}
 	return out, err
 }
 
@@ -313,12 +322,14 @@ func (s *store) takeUnpulled(ctx context.Context, t token) (rid string, simRes [
 // refused.
 func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []byte) (owner []byte, err error) {
 	net := k.net
+	var now int64
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.claimIn(ctx, tx, k); err != nil {
 			return err
 		}
+		now = s.nowMS()
 		var attempt int
-		err := tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), s.nowMS(), rid, net, s.opts.MaxAttempts).Scan(&owner, &attempt)
+		err := tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), now, rid, net, s.opts.MaxAttempts).Scan(&owner, &attempt)
 		if errors.Is(err, sql.ErrNoRows) {
 			if err := s.refusal(ctx, tx, net, rid); err != nil {
 				return err
@@ -331,6 +342,9 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 		s.counts.move(net, wasStatus(attempt), statusAnswered, 1)
 		return nil
 	})
+	if h := s.hooks.Load(); h != nil && err == nil {
+		h.answered(rid, now)
+	}
 	return owner, err
 }
 

@@ -15,18 +15,22 @@ import (
 // server is the relay's http.Handler.
 type server struct {
 	http.Handler
-	poller *poller
+	poller  *poller
+	metrics *metrics
 }
 
 // newServer builds the relay's handler. It does not listen.
 func newServer(log *slog.Logger, st *store, cfg config) *server {
 	lp := newPoller(newHub(), cfg.MaxWait, st.now)
+	met := newMetrics(st, lp)
 	mux := http.NewServeMux()
-	addRoutes(mux, log, cfg, st, lp)
+	addRoutes(mux, log, cfg, st, lp, met)
 	var h http.Handler = jsonMuxErrors(mux)
 	h = withCORS(cfg.CORSOrigin, h)
 	h = withRecover(log, h)
-	return &server{Handler: h, poller: lp}
+	h = met.instrument(mux, h)
+	h = withCall(h)
+	return &server{Handler: h, poller: lp, metrics: met}
 }
 
 // shutdown answers the open long polls; http.Server.Shutdown alone would
