@@ -62,11 +62,22 @@ func (lp *poller) shutdown() { lp.once.Do(func() { close(lp.done) }) }
 // and again whenever key is notified or the time it names (the next moment
 // its answer changes by itself, zero for none) arrives. poll reports false
 // when wait ran out or the relay is shutting down, and the context's error
-// when the client went away. Time spent parked is kept out of the call's
-// relay overhead.
+// when the client went away.
+//
+// A poll that may wait (wait > 0) in a call charged to a token takes one of
+// the token's --max-polls-per-token slots first, or fails with 429
+// too_many_polls before try runs. Time spent parked is kept out of the
+// call's relay overhead.
 func (lp *poller) poll(ctx context.Context, kind pollKind, key string, wait time.Duration,
 	try func() (done bool, next time.Time, err error)) (bool, error) {
 	c := callFrom(ctx)
+	if c != nil && wait > 0 {
+		release, err := c.lim.takePollSlot(c.token)
+		if err != nil {
+			return false, err
+		}
+		defer release()
+	}
 	n := lp.kind(kind)
 	n.Add(1)
 	lp.open.Add(1)

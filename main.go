@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -100,9 +101,15 @@ type config struct {
 	LogLevel     string
 
 	// Operations: metrics.go and limits.go.
-	Metrics  bool
-	MaxQueue int // queued requests per net; 0: no limit
-	MaxPeers int // logins per net; 0: no limit
+	Metrics          bool
+	RateIP           float64 // calls per second per client address; 0: no limit
+	RateIPBurst      int
+	RateToken        float64 // calls per second per token; 0: no limit
+	RateTokenBurst   int
+	MaxQueue         int // queued requests per net; 0: no limit
+	MaxPollsPerToken int // 0: no limit
+	MaxPeers         int // logins per net; 0: no limit
+	TrustProxy       []netip.Prefix
 }
 
 func (c config) storeOptions() storeOptions {

@@ -69,7 +69,8 @@ type testRelay struct {
 	cfg    config
 }
 
-// testConfig is serve's defaults, as the flags give them.
+// testConfig is serve's defaults, as the flags give them, but with no rate
+// limits: tests send bursts from one address. limits_test.go sets them.
 func testConfig(dbPath string) config {
 	return config{
 		Addr: "127.0.0.1:0", DB: dbPath,
@@ -77,7 +78,7 @@ func testConfig(dbPath string) config {
 		MaxWait: 60 * time.Second, MaxAttempts: 5,
 		DefaultLease: 30 * time.Second, MaxLease: 10 * time.Minute,
 		MaxBody: 1 << 20, CORSOrigin: "*", Sync: "normal", JanitorEvery: time.Minute,
-		Metrics: true, MaxQueue: 10_000, MaxPeers: 10_000,
+		Metrics: true, MaxQueue: 10_000, MaxPollsPerToken: 8, MaxPeers: 10_000,
 	}
 }
 

@@ -38,7 +38,7 @@ var (
 
 // newMetrics registers every metric of the relay, and the Go and process
 // collectors, on a new registry, and hooks the store's observers.
-func newMetrics(st *store, lp *poller) *metrics {
+func newMetrics(st *store, lp *poller, lim *limits) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -76,7 +76,7 @@ func newMetrics(st *store, lp *poller) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.overhead, m.queueWait, m.server, m.commit, m.batch,
-		&stateCollector{st: st, lp: lp},
+		&stateCollector{st: st, lp: lp, lim: lim},
 	)
 	st.hooks.Store(&storeHooks{
 		committed: func(took time.Duration, writes int) {
@@ -107,8 +107,8 @@ func (m *metrics) handler(log *slog.Logger) http.Handler {
 }
 
 // instrument counts every call by route and status and observes its relay
-// overhead. It runs outside everything but withCall, so it sees the
-// preflights and the recovered panics too.
+// overhead. It runs outside everything but withCall, so it sees the 429s
+// of the limits, the preflights and the recovered panics too.
 func (m *metrics) instrument(mux *http.ServeMux, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}
@@ -132,7 +132,7 @@ func (m *metrics) instrument(mux *http.ServeMux, next http.Handler) http.Handler
 }
 
 // routeOf names a call that did not reach a route: a preflight, a call
-// answered before the mux (named by the route it was for), or none.
+// refused before the mux (named by the route it was for), or none.
 func routeOf(mux *http.ServeMux, r *http.Request) string {
 	if r.Method == http.MethodOptions {
 		return "preflight"
@@ -225,10 +225,11 @@ func (h *handOuts) take(rid string) (int64, bool) {
 
 // stateCollector reads, at each scrape, state that others keep: requests by
 // status (the store's in-memory counts: no query, whatever the store's
-// size), long polls open by kind, and the quotas' refusals.
+// size), long polls open by kind, and the limits' refusals.
 type stateCollector struct {
-	st *store
-	lp *poller
+	st  *store
+	lp  *poller
+	lim *limits
 }
 
 var (
@@ -238,13 +239,16 @@ var (
 	descPolls = prometheus.NewDesc("c2cvia_long_polls_open",
 		"Long polls in progress, by kind.", []string{"kind"}, nil)
 	descRefusals = prometheus.NewDesc("c2cvia_limit_refusals_total",
-		"Calls refused with 429, by limit: queue, peers.", []string{"limit"}, nil)
+		"Calls refused with 429, by limit: rate_ip, rate_token, polls_per_token, queue, peers.", []string{"limit"}, nil)
+	descLimiterKeys = prometheus.NewDesc("c2cvia_rate_limiter_keys",
+		"Token buckets held, by limiter (ip, token).", []string{"limiter"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRequests
 	ch <- descPolls
 	ch <- descRefusals
+	ch <- descLimiterKeys
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -255,9 +259,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPolls, prometheus.GaugeValue, float64(n), string(k))
 	})
 	for limit, n := range map[string]int64{
-		"queue": c.st.counts.queueFull.Load(),
-		"peers": c.st.counts.netFull.Load(),
+		"rate_ip":         c.lim.ipLimited.Load(),
+		"rate_token":      c.lim.tokenLimited.Load(),
+		"polls_per_token": c.lim.pollsRefused.Load(),
+		"queue":           c.st.counts.queueFull.Load(),
+		"peers":           c.st.counts.netFull.Load(),
 	} {
 		ch <- prometheus.MustNewConstMetric(descRefusals, prometheus.CounterValue, float64(n), limit)
 	}
+	ch <- prometheus.MustNewConstMetric(descLimiterKeys, prometheus.GaugeValue, float64(c.lim.ip.size()), "ip")
+	ch <- prometheus.MustNewConstMetric(descLimiterKeys, prometheus.GaugeValue, float64(c.lim.tok.size()), "token")
 }

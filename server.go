@@ -16,21 +16,24 @@ import (
 type server struct {
 	http.Handler
 	poller  *poller
+	limits  *limits
 	metrics *metrics
 }
 
 // newServer builds the relay's handler. It does not listen.
 func newServer(log *slog.Logger, st *store, cfg config) *server {
 	lp := newPoller(newHub(), cfg.MaxWait, st.now)
-	met := newMetrics(st, lp)
+	lim := newLimits(cfg, st.now)
+	met := newMetrics(st, lp, lim)
 	mux := http.NewServeMux()
 	addRoutes(mux, log, cfg, st, lp, met)
 	var h http.Handler = jsonMuxErrors(mux)
+	h = lim.limitIP(h)
 	h = withCORS(cfg.CORSOrigin, h)
 	h = withRecover(log, h)
 	h = met.instrument(mux, h)
-	h = withCall(h)
-	return &server{Handler: h, poller: lp, metrics: met}
+	h = withCall(lim, h)
+	return &server{Handler: h, poller: lp, limits: lim, metrics: met}
 }
 
 // shutdown answers the open long polls; http.Server.Shutdown alone would
@@ -65,7 +68,8 @@ func apiAdapter(log *slog.Logger, maxBody int64) func(apiFunc) http.Handler {
 	}
 }
 
-// withToken authenticates a SimClient by its token before fn runs.
+// withToken authenticates a SimClient by its token, and charges the call to
+// it (chargeToken), before fn runs.
 func withToken(st *store, fn func(w http.ResponseWriter, r *http.Request, p *params, t token) error) apiFunc {
 	return func(w http.ResponseWriter, r *http.Request, p *params) error {
 		secret, err := p.credential("token")
@@ -74,6 +78,9 @@ func withToken(st *store, fn func(w http.ResponseWriter, r *http.Request, p *par
 		}
 		t, err := st.lookupToken(r.Context(), secret)
 		if err != nil {
+			return err
+		}
+		if err := chargeToken(r, t); err != nil {
 			return err
 		}
 		return fn(w, r, p, t)
