@@ -1,7 +1,7 @@
-// Rate limits and quotas: calls per second per client address and per
-// token (token buckets), long polls open per token, and the 429 errors of
-// every limit. The per-net quotas (--max-queue, --max-peers) are counted by
-// the store, in counts.go.
+// Rate limits: calls per second per client address and per token (token
+// buckets), long polls open per token, the client address behind a trusted
+// proxy; and the flags of the limits and the metrics. The per-net quotas
+// (--max-queue, --max-peers) are counted by the store, in counts.go.
 
 package main
 

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -435,4 +437,34 @@ func TestStoreCountsExact(t *testing.T) {
 	require.NoError(t, r.store.syncCounts(context.Background()))
 	assert.Equal(t, int64(1), r.store.counts.recounts.Load())
 	assertCountsExact(t, r, "after another process purged")
+}
+
+// TestOpsFlagsChecked: serve refuses limits that make no sense, before it
+// opens the store.
+func TestOpsFlagsChecked(t *testing.T) {
+	for _, args := range [][]string{
+		{"--rate-ip", "-1"},
+		{"--rate-token", "-0.5"},
+		{"--rate-ip-burst", "0"},
+		{"--rate-token", "5", "--rate-token-burst", "0"},
+		{"--max-queue", "-1"},
+		{"--max-polls-per-token", "-1"},
+		{"--max-peers", "-1"},
+		{"--trust-proxy", "10.0.0.0/8,proxy.example"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			db := filepath.Join(t.TempDir(), "relay.db")
+			_, err := runCLI(t, nil, append([]string{"serve", "--addr", "127.0.0.1:0", "--db", db}, args...)...)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), strings.TrimPrefix(args[len(args)-2], "--"))
+			assert.NoFileExists(t, db)
+		})
+	}
+	// 0 turns a rate limit off, whatever its burst.
+	base, _ := startRun(t, nil, "serve", "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "relay.db"),
+		"--rate-ip", "0", "--rate-ip-burst", "0", "--trust-proxy", "none")
+	other := &testRelay{t: t, URL: base}
+	for range 3 {
+		other.login("alpha")
+	}
 }
