@@ -106,7 +106,7 @@ func handlePullRes(st *store, lp *poller, smart bool) func(http.ResponseWriter, 
 				return badRequest("missing_param", "rid is required")
 			}
 			var res []byte
-			found, err := lp.poll(ctx, tokenKey(t.Hash), wait, func() (bool, time.Time, error) {
+			found, err := lp.poll(ctx, pollClient, tokenKey(t.Hash), wait, func() (bool, time.Time, error) {
 				if ok, err := st.hasUnpulled(ctx, t); !ok || err != nil {
 					return false, time.Time{}, err
 				}
@@ -126,7 +126,7 @@ func handlePullRes(st *store, lp *poller, smart bool) func(http.ResponseWriter, 
 		}
 
 		var req requestState
-		_, err = lp.poll(ctx, tokenKey(t.Hash), wait, func() (bool, time.Time, error) {
+		_, err = lp.poll(ctx, pollClient, tokenKey(t.Hash), wait, func() (bool, time.Time, error) {
 			var err error
 			if req, err = st.requestForOwner(ctx, t, rid); err != nil {
 				return false, time.Time{}, err

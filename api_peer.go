@@ -148,7 +148,7 @@ func handlePeerPull(st *store, lp *poller) tokenFunc {
 		ctx := r.Context()
 		var page []*message
 		next := since
-		_, err = lp.poll(ctx, peerKey(t.Net), wait, func() (bool, time.Time, error) {
+		_, err = lp.poll(ctx, pollPeer, peerKey(t.Net), wait, func() (bool, time.Time, error) {
 			var err error
 			// next moves past what was looked at, so a poll woken by
 			// another peer's message does not read it again.
@@ -207,8 +207,16 @@ func handleStream(log *slog.Logger, st *store, lp *poller, keepAlive time.Durati
 				return err
 			}
 		}
-		lp.open.Add(1)
-		defer lp.open.Add(-1)
+		c := callFrom(r.Context())
+		leave, err := lp.enter(c, pollStream)
+		if err != nil {
+			return err
+		}
+		defer leave()
+		if c != nil { // a stream is all waiting: none of it is relay overhead
+			start := time.Now()
+			defer func() { c.parked.Add(int64(time.Since(start))) }()
+		}
 		rc := http.NewResponseController(w)
 		h := w.Header()
 		h.Set("Content-Type", "text/event-stream")

@@ -37,7 +37,7 @@ func handlePullReqSmart(st *store, lp *poller, cfg config) apiFunc {
 		defer st.touchNet(net)
 
 		got := []leasedRequest{}
-		_, err = lp.poll(ctx, netKey(net), wait, func() (bool, time.Time, error) {
+		_, err = lp.poll(ctx, pollServer, netKey(net), wait, func() (bool, time.Time, error) {
 			ready, nextLease, err := st.readyState(ctx, net)
 			if err != nil || !ready {
 				return false, nextLease, err

@@ -201,7 +201,7 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, net, endpoint 
 	g.lp.hub.notify(netKey(net))
 
 	var req requestState
-	_, err = g.lp.poll(ctx, tokenKey(owner.Hash), wait, func() (bool, time.Time, error) {
+	_, err = g.lp.poll(ctx, pollVia, tokenKey(owner.Hash), wait, func() (bool, time.Time, error) {
 		var err error
 		if req, err = g.st.requestForOwner(ctx, owner, rid); err != nil {
 			return false, time.Time{}, err

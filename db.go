@@ -42,6 +42,8 @@ type storeOptions struct {
 	TokenTTL    time.Duration    // login token lifetime
 	MsgTTL      time.Duration    // peer message retention
 	MaxAttempts int              // deliveries before a request is failed
+	MaxQueue    int              // queued requests per net; 0: no limit
+	MaxPeers    int              // logins per net; 0: no limit
 	Sync        string           // "normal" or "full": PRAGMA synchronous
 	Now         func() time.Time // the clock; tests inject one
 
@@ -114,6 +116,9 @@ type store struct {
 	checkpoints atomic.Int64 // WAL checkpoints run
 	queueReads  atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
 	msgReads    atomic.Int64 // reads of peer messages from SQL, not from the cache
+
+	counts storeCounts                // what the store holds, for quotas and metrics
+	hooks  atomic.Pointer[storeHooks] // observers, for the metrics; nil: none
 }
 
 // writeOp is one write waiting for the writer: fn runs inside the shared
@@ -198,7 +203,11 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	// Nothing older than the newest message is cached: reads below it go
 	// to SQL until they catch up.
 	var lastID int64
-	if err := s.q.lastMessageID.QueryRowContext(ctx).Scan(&lastID); err != nil {
+	err = s.q.lastMessageID.QueryRowContext(ctx).Scan(&lastID)
+	if err == nil {
+		err = s.count(ctx, w)
+	}
+	if err != nil {
 		s.q.close()
 		s.closeDBs()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -402,6 +411,7 @@ func (s *store) writer() {
 // A caller that is gone before its turn is skipped instead.
 func (s *store) commit(batch []*writeOp) {
 	ctx := context.Background()
+	start := time.Now()
 	errs := make([]error, len(batch))
 	finish := func() {
 		for i, op := range batch {
@@ -448,6 +458,7 @@ func (s *store) commit(batch []*writeOp) {
 				errs[i] = err
 			}
 		}
+		s.counts.stale.Store(true) // the writes counted what did not happen
 	} else {
 		s.commits.Add(1)
 		s.writes.Add(int64(len(batch)))
@@ -455,6 +466,9 @@ func (s *store) commit(batch []*writeOp) {
 			if errs[i] == nil && op.after != nil {
 				op.after()
 			}
+		}
+		if h := s.hooks.Load(); h != nil {
+			h.committed(time.Since(start), len(batch))
 		}
 	}
 	finish()
@@ -483,7 +497,10 @@ func (s *store) createToken(ctx context.Context, net string) (secret string, t t
 	t = token{Hash: secretHash(secret), PeerID: newPeerID(), Net: net, ExpiresAt: now + s.opts.TokenTTL.Milliseconds()}
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		// Inside the writer, the highest message id is exact.
-		return tx.StmtContext(ctx, s.q.insertToken).QueryRowContext(ctx, t.Hash, t.PeerID, t.Net, now, t.ExpiresAt).Scan(&t.MsgFloor)
+		if err := tx.StmtContext(ctx, s.q.insertToken).QueryRowContext(ctx, t.Hash, t.PeerID, t.Net, now, t.ExpiresAt).Scan(&t.MsgFloor); err != nil {
+			return err
+		}
+		return s.counts.admitToken(t.Net, s.opts.MaxPeers)
 	})
 	if err != nil {
 		return "", token{}, err

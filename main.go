@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -105,11 +106,22 @@ type config struct {
 	// StreamKeepAlive is how often an idle event stream sends a comment
 	// line; 0 is defaultKeepAlive (15 s). Not a flag: tests shorten it.
 	StreamKeepAlive time.Duration
+
+	// Operations: metrics.go and limits.go.
+	Metrics          bool
+	RateIP           float64 // calls per second per client address; 0: no limit
+	RateIPBurst      int
+	RateToken        float64 // calls per second per token; 0: no limit
+	RateTokenBurst   int
+	MaxQueue         int // queued requests per net; 0: no limit
+	MaxPollsPerToken int // 0: no limit
+	MaxPeers         int // logins per net; 0: no limit
+	TrustProxy       []netip.Prefix
 }
 
 func (c config) storeOptions() storeOptions {
 	return storeOptions{ReqTTL: c.ReqTTL, ResTTL: c.ResTTL, TokenTTL: c.TokenTTL, MsgTTL: c.MsgTTL,
-		MaxAttempts: c.MaxAttempts, Sync: c.Sync}
+		MaxAttempts: c.MaxAttempts, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers}
 }
 
 // addStoreFlags are the flags serve and purge share: the file and lifetimes.
@@ -148,6 +160,7 @@ func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
 	fs.DurationVar(&cfg.JanitorEvery, "janitor-every", 15*time.Second, "how often expired entries are removed")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	addOpsFlags(fs, &cfg)
 	documentEnv(fs)
 	return cmd
 }
@@ -168,6 +181,9 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	front, err := newFrontend(log, cfg.Listen, cfg.DB)
 	if err != nil {
+		return err
+	}
+	if err := cfg.checkOps(); err != nil {
 		return err
 	}
 	st, err := openStore(ctx, cfg.DB, cfg.storeOptions())

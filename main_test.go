@@ -69,7 +69,8 @@ type testRelay struct {
 	cfg    config
 }
 
-// testConfig is serve's defaults, as the flags give them.
+// testConfig is serve's defaults, as the flags give them, but with no rate
+// limits: tests send bursts from one address. limits_test.go sets them.
 func testConfig(dbPath string) config {
 	return config{
 		Addr: "127.0.0.1:0", DB: dbPath,
@@ -78,6 +79,7 @@ func testConfig(dbPath string) config {
 		DefaultLease: 30 * time.Second, MaxLease: 10 * time.Minute,
 		MaxBody: 1 << 20, CORSOrigin: "*", Sync: "normal", JanitorEvery: time.Minute,
 		ViaTimeout: 30 * time.Second,
+		Metrics: true, MaxQueue: 10_000, MaxPollsPerToken: 8, MaxPeers: 10_000,
 	}
 }
 

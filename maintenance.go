@@ -63,13 +63,25 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 			netCond, args = " AND net = ?", []any{o.Net}
 		}
 		with := func(a ...any) []any { return append(a, args...) }
-		if _, err := tx.ExecContext(ctx, `UPDATE requests SET status = 'failed', done_at = lease_expires_at, lease_expires_at = NULL
+		counts := newCountsDelta() // applied at the end, unless a dry run
+		res, err := tx.ExecContext(ctx, `UPDATE requests SET status = 'failed', done_at = lease_expires_at, lease_expires_at = NULL
 			WHERE status = 'delivered' AND attempt >= ? AND lease_expires_at <= ? AND lease_expires_at < expires_at`+netCond,
-			with(s.opts.MaxAttempts, now)...); err != nil {
+			with(s.opts.MaxAttempts, now)...)
+		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE requests SET status = 'expired', done_at = expires_at, lease_expires_at = NULL
-			WHERE status IN ('queued', 'delivered') AND expires_at <= ?`+netCond, with(now)...); err != nil {
+		failed, _ := res.RowsAffected()
+		counts.move("", statusDelivered, statusFailed, int(failed))
+		err = eachRow(ctx, tx, `UPDATE requests SET status = 'expired', done_at = expires_at, lease_expires_at = NULL
+			WHERE status IN ('queued', 'delivered') AND expires_at <= ?`+netCond+` RETURNING net, attempt`, with(now),
+			func(rows *sql.Rows) error {
+				var net string
+				var attempt int
+				err := rows.Scan(&net, &attempt)
+				counts.move(net, wasStatus(attempt), statusExpired, 1)
+				return err
+			})
+		if err != nil {
 			return err
 		}
 		cond, condArgs := `status IN ('answered', 'expired', 'failed') AND done_at <= ?`+netCond, with(now-s.opts.ResTTL.Milliseconds())
@@ -91,6 +103,7 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 				rep.Requests[net] = map[string]int{}
 			}
 			rep.Requests[net][status] = n
+			counts.move(net, status, "", n)
 		}
 		if err := rows.Err(); err != nil {
 			return err
@@ -101,15 +114,21 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		if err := s.purgeMessages(ctx, tx, o, now, &rep); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE expires_at <= ?`+netCond, with(now)...)
+		err = eachRow(ctx, tx, `DELETE FROM tokens WHERE expires_at <= ?`+netCond+` RETURNING net`, with(now),
+			func(rows *sql.Rows) error {
+				var net string
+				err := rows.Scan(&net)
+				counts.tokens[net]--
+				rep.Tokens++
+				return err
+			})
 		if err != nil {
 			return err
 		}
-		n, _ := res.RowsAffected()
-		rep.Tokens = int(n)
 		if o.DryRun {
 			return errDryRun // roll back: nothing of the above stays
 		}
+		s.counts.apply(counts)
 		return nil
 	})
 	if errors.Is(err, errDryRun) {
@@ -200,6 +219,9 @@ func runJanitor(ctx context.Context, log *slog.Logger, st *store, every time.Dur
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if err := st.syncCounts(ctx); err != nil && ctx.Err() == nil {
+				log.Error("janitor: count the store", "err", err)
+			}
 			rep, err := st.purge(ctx, purgeOptions{})
 			if err != nil {
 				if ctx.Err() == nil {
@@ -387,8 +409,9 @@ func (s *store) requestDetail(ctx context.Context, rid string) (requestInfo, err
 	return ri, err
 }
 
-// eachRow runs query and calls fn for every row.
-func eachRow(ctx context.Context, db *sql.DB, query string, args []any, fn func(*sql.Rows) error) error {
+// eachRow runs query, on a database or in a transaction, and calls fn for
+// every row.
+func eachRow(ctx context.Context, db queryer, query string, args []any, fn func(*sql.Rows) error) error {
 	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return err

@@ -151,8 +151,9 @@ func assertStoreHolds(t *testing.T, dbPath, tok, rid, want, net, key string) {
 func TestCrashLosesNothing(t *testing.T) {
 	dbPath := filepath.Join(t.TempDir(), "relay.db")
 	// 1000 attempts: a request leased again and again before the kill is
-	// still queued or delivered after it, never failed.
-	args := []string{"--max-attempts", "1000"}
+	// still queued or delivered after it, never failed. No rate limits:
+	// the traffic runs as fast as it can.
+	args := []string{"--max-attempts", "1000", "--rate-ip", "0", "--rate-token", "0"}
 	p := startRelayProcess(t, dbPath, args...)
 	rel := &testRelay{t: t, URL: p.URL}
 
@@ -522,6 +523,9 @@ func TestServeDefaultsAndEnv(t *testing.T) {
 			"int":      {"7", "7"},
 			"bytes":    {"7KiB", "7168"},
 			"string":   {"seven", "seven"},
+			"bool":     {"false", "false"},
+			"float64":  {"7.5", "7.5"},
+			"cidrs":    {"10.1.2.3/8, 127.0.0.1", "10.0.0.0/8,127.0.0.1/32"},
 		}
 		sample["stringSlice"] = struct{ in, out string }{"a.example,b.example", "[a.example,b.example]"}
 		n := 0

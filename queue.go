@@ -70,9 +70,9 @@ func (q *statements) list(w, r *sql.DB) []statement {
 		{&q.touchNet, w, `UPDATE nets SET last_poll_at = ? WHERE name = ?`},
 		{&q.insertRequest, w, `INSERT INTO requests (rid, net, token_hash, from_peer, status, sim_req, created_at, expires_at)
 			VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)`},
-		{&q.leaseQueued, w, `SELECT seq, rid, sim_req, from_peer, attempt FROM requests
+		{&q.leaseQueued, w, `SELECT seq, rid, sim_req, from_peer, attempt, created_at FROM requests
 			WHERE net = ?1 AND status = 'queued' AND expires_at > ?2 ORDER BY seq LIMIT ?3`},
-		{&q.leaseExpired, w, `SELECT seq, rid, sim_req, from_peer, attempt FROM requests
+		{&q.leaseExpired, w, `SELECT seq, rid, sim_req, from_peer, attempt, created_at FROM requests
 			WHERE net = ?1 AND status = 'delivered' AND lease_expires_at <= ?2
 			  AND expires_at > ?2 AND attempt < ?3 AND lease_expires_at < expires_at
 			ORDER BY seq LIMIT ?4`},
@@ -80,7 +80,7 @@ func (q *statements) list(w, r *sql.DB) []statement {
 		{&q.answer, w, `UPDATE requests SET status = 'answered', sim_res = ?1, done_at = ?2, lease_expires_at = NULL
 			WHERE rid = ?3 AND net = ?4 AND status IN ('queued', 'delivered') AND expires_at > ?2
 			  AND NOT (status = 'delivered' AND attempt >= ?5 AND lease_expires_at <= ?2)
-			RETURNING token_hash`},
+			RETURNING token_hash, attempt`},
 		{&q.extend, w, `UPDATE requests SET lease_expires_at = ?1
 			WHERE rid = ?2 AND net = ?3 AND status = 'delivered' AND lease_expires_at > ?4 AND expires_at > ?4`},
 		{&q.markPulled, w, `UPDATE requests SET pulled = 1 WHERE seq = ?`},
@@ -118,9 +118,11 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte) (string
 	rid := newRID()
 	now := s.nowMS()
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx,
-			rid, t.Net, t.Hash, t.PeerID, string(simReq), now, now+s.opts.ReqTTL.Milliseconds())
-		return err
+		if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx,
+			rid, t.Net, t.Hash, t.PeerID, string(simReq), now, now+s.opts.ReqTTL.Milliseconds()); err != nil {
+			return err
+		}
+		return s.counts.admitRequest(t.Net, s.opts.MaxQueue)
 	})
 	return rid, err
 }
@@ -142,8 +144,18 @@ func (s *store) pushGateway(ctx context.Context, net string, simReq []byte, capa
 				return err
 			}
 		}
-		_, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx, rid, net, owner.Hash, viaPeer, string(simReq), now, expires)
-		return err
+		if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx, rid, net, owner.Hash, viaPeer, string(simReq), now, expires); err != nil {
+			return err
+		}
+		// The queue quota refuses last, so that its savepoint undoes the
+		// inserts; the token is counted only once the request is in.
+		if err := s.counts.admitRequest(net, s.opts.MaxQueue); err != nil {
+			return err
+		}
+		if capability {
+			return s.counts.admitToken("", 0)
+		}
+		return nil
 	})
 	if !capability {
 		secret = ""
@@ -159,6 +171,7 @@ type leasedRequest struct {
 	Attempt        int             `json:"attempt"`
 	LeaseExpiresAt string          `json:"lease_expires_at"`
 	seq            int64
+	created        int64 // ms
 }
 
 // readyState tells, without writing, whether net has a request to hand out,
@@ -178,9 +191,10 @@ func (s *store) readyState(ctx context.Context, net string) (ready bool, nextLea
 // ones whose lease ran out. Each is delivered for lease.
 func (s *store) lease(ctx context.Context, net string, max int, lease time.Duration) ([]leasedRequest, error) {
 	var out []leasedRequest
+	var now int64
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		out = out[:0]
-		now := s.nowMS()
+		now = s.nowMS()
 		scan := func(rows *sql.Rows, err error) error {
 			if err != nil {
 				return err
@@ -189,7 +203,7 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 			for rows.Next() {
 				var l leasedRequest
 				var simReq string
-				if err := rows.Scan(&l.seq, &l.RID, &simReq, &l.From, &l.Attempt); err != nil {
+				if err := rows.Scan(&l.seq, &l.RID, &simReq, &l.From, &l.Attempt, &l.created); err != nil {
 					return err
 				}
 				l.SimReq = json.RawMessage(simReq)
@@ -213,11 +227,25 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 			if _, err := mark.ExecContext(ctx, until, out[i].seq); err != nil {
 				return err
 			}
+		}
+		fromQueue := 0
+		for i := range out {
+			if out[i].Attempt == 0 { // stored as queued: only leases ever deliver
+				fromQueue++
+			}
 			out[i].Attempt++
 			out[i].LeaseExpiresAt = formatMS(until)
 		}
+		s.counts.move(net, statusQueued, statusDelivered, fromQueue)
 		return nil
 	})
+	if h := s.hooks.Load(); h != nil && err == nil {
+		for _, l := range out {
+			if l.Attempt == 1 {
+				h.handedOut(l.RID, l.created, now)
+			}
+		}
+	}
 	return out, err
 }
 
@@ -334,20 +362,39 @@ func (s *store) takeUnpulled(ctx context.Context, t token) (rid string, simRes [
 // refused.
 func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []byte) (owner []byte, err error) {
 	net := k.net
+	var now int64
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.claimIn(ctx, tx, k); err != nil {
 			return err
 		}
-		err := tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), s.nowMS(), rid, net, s.opts.MaxAttempts).Scan(&owner)
+		now = s.nowMS()
+		var attempt int
+		err := tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), now, rid, net, s.opts.MaxAttempts).Scan(&owner, &attempt)
 		if errors.Is(err, sql.ErrNoRows) {
 			if err := s.refusal(ctx, tx, net, rid); err != nil {
 				return err
 			}
 			return fmt.Errorf("request %s of net %s: answer refused in an unexpected state", rid, net)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		s.counts.move(net, wasStatus(attempt), statusAnswered, 1)
+		return nil
 	})
+	if h := s.hooks.Load(); h != nil && err == nil {
+		h.answered(rid, now)
+	}
 	return owner, err
+}
+
+// wasStatus is the stored status of an unanswered request from its attempt:
+// a request is stored as queued until its first lease, and delivered after.
+func wasStatus(attempt int) string {
+	if attempt == 0 {
+		return statusQueued
+	}
+	return statusDelivered
 }
 
 // extend renews the lease on rid of k's net to now+lease, if it is still

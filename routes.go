@@ -7,10 +7,13 @@ import (
 	"net/http"
 )
 
-func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *poller) {
+func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *poller, met *metrics) {
 	api := apiAdapter(log, cfg.MaxBody)
 
 	mux.Handle("GET /healthz", handleHealthz(st))
+	if cfg.Metrics {
+		mux.Handle("GET /metrics", met.handler(log))
+	}
 
 	// Client API: SimClients, authenticated by the token from login.
 	mux.Handle("GET /api/v1/client/login", api(handleLogin(st)))

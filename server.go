@@ -15,19 +15,26 @@ import (
 // server is the relay's http.Handler.
 type server struct {
 	http.Handler
-	poller *poller
+	poller  *poller
+	limits  *limits
+	metrics *metrics
 }
 
 // newServer builds the relay's handler. It does not listen.
 func newServer(log *slog.Logger, st *store, cfg config) *server {
 	lp := newPoller(newHub(), cfg.MaxWait, st.now)
+	lim := newLimits(cfg, st.now)
+	met := newMetrics(st, lp, lim)
 	mux := http.NewServeMux()
-	addRoutes(mux, log, cfg, st, lp)
+	addRoutes(mux, log, cfg, st, lp, met)
 	var h http.Handler = jsonMuxErrors(mux)
+	h = lim.limitIP(h)
 	h = withCORS(cfg.CORSOrigin, h)
 	h = withViaHost(cfg.ViaHost, h)
 	h = withRecover(log, h)
-	return &server{Handler: h, poller: lp}
+	h = met.instrument(mux, h)
+	h = withCall(lim, h)
+	return &server{Handler: h, poller: lp, limits: lim, metrics: met}
 }
 
 // shutdown answers the open long polls; http.Server.Shutdown alone would
@@ -79,9 +86,10 @@ func errorAdapter(log *slog.Logger, fn func(w http.ResponseWriter, r *http.Reque
 // tokenFunc is a handler for a SimClient authenticated by its token.
 type tokenFunc = func(w http.ResponseWriter, r *http.Request, p *params, t token) error
 
-// withToken authenticates a SimClient by its token before fn runs, and
-// records the token as seen (GET /api/v1/peer/peers) when fn succeeds: a
-// call that fails writes nothing.
+// withToken authenticates a SimClient by its token and charges the call to
+// it (chargeToken: rate limit and poll slots) before fn runs. It records the
+// token as seen (GET /api/v1/peer/peers) when fn succeeds: a call that fails
+// writes nothing.
 func withToken(st *store, fn tokenFunc) apiFunc {
 	return func(w http.ResponseWriter, r *http.Request, p *params) error {
 		secret, err := p.credential("token")
@@ -90,6 +98,9 @@ func withToken(st *store, fn tokenFunc) apiFunc {
 		}
 		t, err := st.lookupToken(r.Context(), secret)
 		if err != nil {
+			return err
+		}
+		if err := chargeToken(r, t); err != nil {
 			return err
 		}
 		if err := fn(w, r, p, t); err != nil {

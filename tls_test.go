@@ -181,7 +181,7 @@ func startServe(t *testing.T, client *http.Client, env map[string]string, args .
 }
 
 // call sends one request with client; body, if not nil, goes as JSON.
-func call(t *testing.T, client *http.Client, method, u, bearer string, body any) reply {
+func callWith(t *testing.T, client *http.Client, method, u, bearer string, body any) reply {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -219,15 +219,15 @@ func countTokens(t *testing.T, dbPath string) int {
 // all through client, and checks each reply.
 func exchangeOver(t *testing.T, client *http.Client, base, net string) {
 	t.Helper()
-	rep := call(t, client, http.MethodGet, base+"/api/v1/client/login?net="+net, "", nil)
+	rep := callWith(t, client, http.MethodGet, base+"/api/v1/client/login?net="+net, "", nil)
 	require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
 	tok := rep.str("token")
 	require.NotEmpty(t, tok)
-	rep = call(t, client, http.MethodPost, base+"/api/v1/client/pushreq", tok,
+	rep = callWith(t, client, http.MethodPost, base+"/api/v1/client/pushreq", tok,
 		map[string]any{"sim_req": map[string]any{"simEndpoint": "/secure"}})
 	require.Equal(t, http.StatusCreated, rep.Status, string(rep.Body))
 	rid := rep.str("rid")
-	rep = call(t, client, http.MethodGet, base+"/api/v1/server/pullreqsmart?"+
+	rep = callWith(t, client, http.MethodGet, base+"/api/v1/server/pullreqsmart?"+
 		url.Values{"net": {net}, "key": {testKey}, "wait": {"0"}}.Encode(), "", nil)
 	require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
 	assert.Contains(t, string(rep.Body), rid)
@@ -578,7 +578,7 @@ func TestSlowClients(t *testing.T) {
 // their normal "nothing yet" replies.
 func assertLongPollsComplete(t *testing.T, client *http.Client, base string) {
 	t.Helper()
-	rep := call(t, client, http.MethodGet, base+"/api/v1/client/login?net=slow-net", "", nil)
+	rep := callWith(t, client, http.MethodGet, base+"/api/v1/client/login?net=slow-net", "", nil)
 	require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
 	tok := rep.str("token")
 	for _, tc := range []struct {
@@ -600,7 +600,7 @@ func assertLongPollsComplete(t *testing.T, client *http.Client, base string) {
 			u += "?" + tc.query.Encode()
 		}
 		start := time.Now()
-		rep := call(t, client, tc.method, u, tc.bearer, tc.body)
+		rep := callWith(t, client, tc.method, u, tc.bearer, tc.body)
 		assert.Equal(t, tc.status, rep.Status, "%s: %s", tc.name, rep.Body)
 		if tc.want != "" {
 			assert.JSONEq(t, tc.want, string(rep.Body), tc.name)

@@ -520,3 +520,20 @@ func TestViaShutdown(t *testing.T) {
 	}
 	assert.Equal(t, 1, r.count(`requests WHERE from_peer = 'via' AND status = 'queued'`))
 }
+
+// TestViaQueueFull: gateway requests count against --max-queue like
+// pushreq; a refused one is 429 with Retry-After and writes nothing.
+func TestViaQueueFull(t *testing.T) {
+	r := newTestRelay(t, func(c *config) { c.MaxQueue = 1 })
+	req := mustRequest(t, http.MethodGet, r.URL+"/via/demo/one")
+	req.Header.Set("Prefer", "respond-async")
+	require.Equal(t, http.StatusAccepted, r.do(req).Status)
+	before := storeRows(t, r)
+	req = mustRequest(t, http.MethodGet, r.URL+"/via/demo/two")
+	req.Header.Set("Prefer", "respond-async")
+	rep := r.do(req)
+	assert.Equal(t, http.StatusTooManyRequests, rep.Status)
+	assert.Equal(t, "queue_full", rep.errorCode())
+	assert.NotEmpty(t, rep.Header.Get("Retry-After"))
+	assert.Equal(t, before, storeRows(t, r), "neither the request nor its result token is stored")
+}

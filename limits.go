@@ -1,0 +1,331 @@
+// Rate limits: calls per second per client address and per token (token
+// buckets), long polls open per token, the client address behind a trusted
+// proxy; and the flags of the limits and the metrics. The per-net quotas
+// (--max-queue, --max-peers) are counted by the store, in counts.go.
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/time/rate"
+)
+
+// errTooManyPolls: Retry-After is a hint, a slot frees when one of the
+// token's polls ends.
+var errTooManyPolls = &apiError{Status: http.StatusTooManyRequests, Code: "too_many_polls",
+	Message: "this token has as many long polls open as the relay allows; end one first", RetryAfter: time.Second}
+
+// addOpsFlags are serve's flags for the metrics and the limits.
+func addOpsFlags(fs *pflag.FlagSet, c *config) {
+	fs.BoolVar(&c.Metrics, "metrics", true, "serve Prometheus metrics at GET /metrics")
+	fs.Float64Var(&c.RateIP, "rate-ip", 100, "calls per second per client address (0: no limit)")
+	fs.IntVar(&c.RateIPBurst, "rate-ip-burst", 200, "calls a client address may make at once above --rate-ip")
+	fs.Float64Var(&c.RateToken, "rate-token", 50, "calls per second per token (0: no limit)")
+	fs.IntVar(&c.RateTokenBurst, "rate-token-burst", 100, "calls a token may make at once above --rate-token")
+	fs.IntVar(&c.MaxQueue, "max-queue", 10_000, "queued requests per net; a pushreq over it is 429 queue_full (0: no limit)")
+	fs.IntVar(&c.MaxPollsPerToken, "max-polls-per-token", 8, "long polls a token may have open at once (0: no limit)")
+	fs.IntVar(&c.MaxPeers, "max-peers", 10_000, "logins per net; a login over it is 429 net_full (0: no limit)")
+	fs.Var(prefixList{&c.TrustProxy}, "trust-proxy", "addresses or CIDR blocks of reverse proxies whose X-Forwarded-For gives the client address, or none")
+}
+
+// checkOps refuses limits that make no sense.
+func (c config) checkOps() error {
+	if c.RateIP < 0 || c.RateToken < 0 || c.MaxQueue < 0 || c.MaxPollsPerToken < 0 || c.MaxPeers < 0 {
+		return errors.New("--rate-ip, --rate-token, --max-queue, --max-polls-per-token and --max-peers must be 0 (no limit) or more")
+	}
+	if c.RateIP > 0 && c.RateIPBurst < 1 || c.RateToken > 0 && c.RateTokenBurst < 1 {
+		return errors.New("--rate-ip-burst and --rate-token-burst must be at least 1")
+	}
+	return nil
+}
+
+func errRateLimited(retryAfter time.Duration) *apiError {
+	return &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited",
+		Message: "too many calls; retry after Retry-After seconds", RetryAfter: retryAfter}
+}
+
+// limits are the server's per-address and per-token limits.
+type limits struct {
+	now      func() time.Time // the store's clock: tests move it to refill buckets
+	ip, tok  *keyedLimiter    // nil: no limit
+	trusted  []netip.Prefix   // --trust-proxy
+	maxPolls int              // per token; 0: no limit
+
+	mu    sync.Mutex
+	polls map[string]int // token hash -> long polls open
+
+	ipLimited, tokenLimited, pollsRefused atomic.Int64 // refusals, for the metrics
+}
+
+func newLimits(cfg config, now func() time.Time) *limits {
+	return &limits{
+		now:      now,
+		ip:       newKeyedLimiter(cfg.RateIP, cfg.RateIPBurst, maxLimiterKeys),
+		tok:      newKeyedLimiter(cfg.RateToken, cfg.RateTokenBurst, maxLimiterKeys),
+		trusted:  cfg.TrustProxy,
+		maxPolls: cfg.MaxPollsPerToken,
+		polls:    map[string]int{},
+	}
+}
+
+// limitIP answers 429 to a client address over --rate-ip. /healthz and
+// /metrics are not limited: a monitor must always get through. It runs
+// inside withCORS, so a browser can read the 429, and CORS preflights are
+// answered before it, so they cost nothing.
+func (l *limits) limitIP(next http.Handler) http.Handler {
+	if l.ip == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" && r.URL.Path != "/metrics" {
+			if wait := l.ip.reserve(clientKey(r, l.trusted), l.now()); wait > 0 {
+				l.ipLimited.Add(1)
+				writeError(w, r, nil, errRateLimited(wait))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// allowToken charges one call to the token with hash h under --rate-token.
+func (l *limits) allowToken(h []byte) error {
+	if l.tok == nil {
+		return nil
+	}
+	if wait := l.tok.reserve(string(h), l.now()); wait > 0 {
+		l.tokenLimited.Add(1)
+		return errRateLimited(wait)
+	}
+	return nil
+}
+
+// takePollSlot takes one of the --max-polls-per-token slots of the token
+// with hash h (nil: a call without a token, no slot) and returns its release.
+func (l *limits) takePollSlot(h []byte) (release func(), err error) {
+	if h == nil || l.maxPolls <= 0 {
+		return func() {}, nil
+	}
+	key := string(h)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.polls[key] >= l.maxPolls {
+		l.pollsRefused.Add(1)
+		return nil, errTooManyPolls
+	}
+	l.polls[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if l.polls[key]--; l.polls[key] <= 0 {
+				delete(l.polls, key) // the map holds only tokens with open polls
+			}
+		})
+	}, nil
+}
+
+// maxLimiterKeys bounds each limiter's map: 100,000 buckets take about
+// 20 MB. Past it the idle ones are swept at once, and if none is idle an
+// arbitrary one is dropped (that key starts again with a full bucket):
+// memory stays bounded, at the price of some leniency under a flood of
+// addresses.
+const maxLimiterKeys = 100_000
+
+// sweepEvery is how often a limiter drops the buckets that are full again:
+// such a bucket is the same as a new one, so dropping it changes nothing.
+const sweepEvery = time.Minute
+
+// keyedLimiter is a token bucket per key (a client address or a token).
+type keyedLimiter struct {
+	limit   rate.Limit
+	burst   int
+	maxKeys int
+
+	mu      sync.Mutex
+	buckets map[string]*rate.Limiter
+	swept   time.Time
+}
+
+// newKeyedLimiter returns a limiter of perSecond calls with bursts of burst
+// per key, or nil for no limit (perSecond 0).
+func newKeyedLimiter(perSecond float64, burst, maxKeys int) *keyedLimiter {
+	if perSecond <= 0 {
+		return nil
+	}
+	return &keyedLimiter{limit: rate.Limit(perSecond), burst: burst, maxKeys: maxKeys, buckets: map[string]*rate.Limiter{}}
+}
+
+// reserve takes one call from key's bucket at now, or returns how long until
+// the bucket has one (and takes nothing).
+func (k *keyedLimiter) reserve(key string, now time.Time) time.Duration {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if now.Sub(k.swept) >= sweepEvery || now.Before(k.swept) {
+		k.sweep(now)
+	}
+	b := k.buckets[key]
+	if b == nil {
+		if len(k.buckets) >= k.maxKeys {
+			k.sweep(now)
+		}
+		for drop := range k.buckets {
+			if len(k.buckets) < k.maxKeys {
+				break
+			}
+			delete(k.buckets, drop)
+		}
+		b = rate.NewLimiter(k.limit, k.burst)
+		k.buckets[key] = b
+	}
+	r := b.ReserveN(now, 1)
+	if !r.OK() { // burst < 1: serve flags refuse it
+		return time.Second
+	}
+	if wait := r.DelayFrom(now); wait > 0 {
+		r.CancelAt(now) // a refused call takes nothing from the bucket
+		return wait
+	}
+	return 0
+}
+
+// sweep drops the buckets that are full again. Called with k.mu held.
+func (k *keyedLimiter) sweep(now time.Time) {
+	k.swept = now
+	for key, b := range k.buckets {
+		if b.TokensAt(now) >= float64(k.burst) {
+			delete(k.buckets, key)
+		}
+	}
+}
+
+// size returns the number of buckets held.
+func (k *keyedLimiter) size() int {
+	if k == nil {
+		return 0
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.buckets)
+}
+
+// clientKey is the key a call is charged to under --rate-ip: its client
+// address (clientAddr), an IPv6 address by its /64, the block one host
+// usually holds.
+func clientKey(r *http.Request, trusted []netip.Prefix) string {
+	a, ok := clientAddr(r, trusted)
+	if !ok {
+		return r.RemoteAddr
+	}
+	if a.Is6() {
+		return netip.PrefixFrom(a, 64).Masked().String()
+	}
+	return a.String()
+}
+
+// clientAddr is the address a call comes from. Without trusted proxies, or
+// when the connection does not come from one, it is the connection's peer
+// and X-Forwarded-For is ignored: anyone can send that header.
+//
+// From a trusted proxy it is the right-most X-Forwarded-For address that
+// is not itself trusted. Each proxy appends the address it got the call
+// from, so reading from the right, the first untrusted address was written
+// by a trusted proxy and is the first one a client could not forge; what
+// stands left of it could be. If every address is trusted it is the
+// left-most; at an entry that is not an address it is the trusted hop
+// right of that entry.
+func clientAddr(r *http.Request, trusted []netip.Prefix) (netip.Addr, bool) {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	addr := peer.Addr().Unmap()
+	if !isTrusted(addr, trusted) {
+		return addr, true
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, ok := parseHop(hops[i])
+		if !ok {
+			return addr, true
+		}
+		if addr = hop; !isTrusted(addr, trusted) {
+			break
+		}
+	}
+	return addr, true
+}
+
+// parseHop reads one X-Forwarded-For entry: an address, with or without a
+// port.
+func parseHop(s string) (netip.Addr, bool) {
+	s = strings.TrimSpace(s)
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap(), true
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	return netip.Addr{}, false
+}
+
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// prefixList is the --trust-proxy flag: comma-separated addresses and
+// CIDR blocks, or "none".
+type prefixList struct{ p *[]netip.Prefix }
+
+func (l prefixList) Type() string { return "cidrs" }
+
+func (l prefixList) String() string {
+	if l.p == nil || len(*l.p) == 0 {
+		return "none"
+	}
+	var out []string
+	for _, p := range *l.p {
+		out = append(out, p.String())
+	}
+	return strings.Join(out, ",")
+}
+
+func (l prefixList) Set(s string) error {
+	var out []netip.Prefix
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" || item == "none" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(item); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(item)
+		if err != nil {
+			return fmt.Errorf("want addresses or CIDR blocks such as 127.0.0.1,10.0.0.0/8, or none; not %q", item)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	*l.p = out
+	return nil
+}
