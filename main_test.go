@@ -78,8 +78,7 @@ func testConfig(dbPath string) config {
 		MaxWait: 60 * time.Second, MaxAttempts: 5,
 		DefaultLease: 30 * time.Second, MaxLease: 10 * time.Minute,
 		MaxBody: 1 << 20, CORSOrigin: "*", Sync: "normal", JanitorEvery: time.Minute,
-		ViaTimeout: 30 * time.Second,
-		Metrics:    true, MaxQueue: 10_000, MaxPollsPerToken: 8, MaxPeers: 10_000,
+		ViaTimeout: 30 * time.Second, Metrics: true, MaxQueue: 10_000, MaxPollsPerToken: 8, MaxPeers: 10_000,
 	}
 }
 
