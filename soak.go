@@ -1,0 +1,442 @@
+// The crash soak (`c2cvia bench --scenario crash`): the relay runs as a child
+// process on one store while SimClients, SimServers and peers drive it; it is
+// killed with SIGKILL at random moments and started again, over and over.
+// At the end every acknowledged request must have been answered exactly once
+// from its client's view, and every acknowledged message delivered.
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// soakOptions shape a crash soak.
+type soakOptions struct {
+	Exe     string        // the c2cvia binary to run as the relay
+	Env     []string      // its environment (nil: this process's)
+	DB      string        // the store it runs on; made in a temp folder when empty
+	Kills   int           // SIGKILLs before the final check
+	Every   time.Duration // mean time between kills (each is uniform in [0.5, 1.5] of it)
+	Clients int           // SimClients pushing requests; as many peers broadcast
+	Log     io.Writer     // progress lines; nil: none
+}
+
+// soakReport is what a crash soak found.
+type soakReport struct {
+	Kills        int           `json:"kills"`
+	Requests     int           `json:"requests"`      // acknowledged with 201
+	Answered     int           `json:"answered"`      // of those, answered as sent, exactly once
+	Messages     int           `json:"messages"`      // acknowledged with 201
+	Delivered    int           `json:"delivered"`     // of those, read back by their receiver
+	Lost         []string      `json:"lost"`          // what went missing or came back wrong
+	Elapsed      time.Duration `json:"elapsed_ns"`    // the whole soak
+	DownTime     time.Duration `json:"down_time_ns"`  // from each kill until the relay answered again
+	MaxRecovery  time.Duration `json:"max_recovery_ns"`
+	RelayRetries int64         `json:"relay_retries"` // calls retried because the relay was down
+}
+
+// soakKey claims the soak's net; soakNet is fresh per store.
+const (
+	soakKey = "crash-soak-key-0123456789"
+	soakNet = "soak"
+)
+
+// soakRelay is the relay child process, restarted after each kill.
+type soakRelay struct {
+	opts soakOptions
+	cmd  *exec.Cmd
+	base atomic.Pointer[string] // the current base URL
+	up   atomic.Pointer[chan struct{}]
+}
+
+// start runs the relay and waits until it answers /healthz.
+func (r *soakRelay) start(ctx context.Context) error {
+	cmd := exec.CommandContext(ctx, r.opts.Exe, "serve", "--addr", "127.0.0.1:0", "--db", r.opts.DB,
+		"--rate-ip", "0", "--rate-token", "0", "--max-queue", "0", "--lease", "2s", "--log-level", "error")
+	cmd.Env = r.opts.Env
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	r.cmd = cmd
+	urls := make(chan string, 1)
+	go func() { // the first line names the address; the rest is drained
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "c2cvia listening on "); ok {
+				select {
+				case urls <- strings.Fields(u)[0]:
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case base := <-urls:
+		r.base.Store(&base)
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		return errors.New("the relay did not start within 30 s")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	close(*r.up.Load())
+	return nil
+}
+
+// kill SIGKILLs the relay and waits for it to be gone.
+func (r *soakRelay) kill() {
+	down := make(chan struct{})
+	r.up.Store(&down)
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+}
+
+// call sends one API call, retrying while the relay is down or restarting,
+// and returns the status and body of the first answer.
+func (r *soakRelay) call(ctx context.Context, retries *atomic.Int64, method, path string, form url.Values) (int, []byte, error) {
+	for {
+		up := *r.up.Load()
+		select {
+		case <-up:
+		case <-ctx.Done():
+			return 0, nil, ctx.Err()
+		}
+		var body io.Reader
+		if form != nil {
+			body = strings.NewReader(form.Encode())
+		}
+		req, err := http.NewRequestWithContext(ctx, method, *r.base.Load()+path, body)
+		if err != nil {
+			return 0, nil, err
+		}
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				return resp.StatusCode, b, nil
+			}
+		}
+		if ctx.Err() != nil {
+			return 0, nil, ctx.Err()
+		}
+		retries.Add(1) // killed mid-call: the answer is lost, the call is repeated
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+}
+
+// runCrashSoak runs the soak and reports what was lost.
+func runCrashSoak(ctx context.Context, o soakOptions) (soakReport, error) {
+	var rep soakReport
+	if o.Env == nil {
+		o.Env = os.Environ()
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	if o.DB == "" {
+		dir, err := os.MkdirTemp("", "c2cvia-soak-")
+		if err != nil {
+			return rep, err
+		}
+		defer os.RemoveAll(dir)
+		o.DB = filepath.Join(dir, "soak.db")
+	}
+	start := time.Now()
+	relay := &soakRelay{opts: o}
+	down := make(chan struct{})
+	relay.up.Store(&down)
+	if err := relay.start(ctx); err != nil {
+		return rep, err
+	}
+	defer relay.kill()
+
+	var retries atomic.Int64
+	call := func(ctx context.Context, method, path string, form url.Values) (int, []byte, error) {
+		return relay.call(ctx, &retries, method, path, form)
+	}
+	login := func() (tok, peer string, err error) {
+		status, b, err := call(ctx, http.MethodPost, "/api/v1/client/login", url.Values{"net": {soakNet}})
+		if err != nil || status != http.StatusOK {
+			return "", "", fmt.Errorf("login: %d %s %v", status, b, err)
+		}
+		var out struct {
+			Token  string `json:"token"`
+			PeerID string `json:"peer_id"`
+		}
+		err = json.Unmarshal(b, &out)
+		return out.Token, out.PeerID, err
+	}
+	// The receiver of every broadcast logs in before any is sent.
+	recvTok, _, err := login()
+	if err != nil {
+		return rep, err
+	}
+
+	load, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		requests = map[string]string{} // acknowledged rid -> its client's token
+		expected = map[string]string{} // rid -> the simBody it was sent with
+		messages = map[int64]string{}  // acknowledged message id -> its data
+		loadErr  error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if loadErr == nil && load.Err() == nil {
+			loadErr = err
+			stopLoad()
+		}
+	}
+
+	for c := range max(o.Clients, 1) {
+		wg.Go(func() { // a SimClient pushing requests
+			tok, _, err := login()
+			if err != nil {
+				fail(err)
+				return
+			}
+			for n := 0; load.Err() == nil; n++ {
+				body := fmt.Sprintf(`{"client":%d,"n":%d}`, c, n)
+				status, b, err := call(load, http.MethodPost, "/api/v1/client/pushreq", url.Values{
+					"token": {tok}, "sim_req": {`{"simEndpoint":"/soak","simBody":` + body + `}`}})
+				if err != nil {
+					return
+				}
+				if status != http.StatusCreated {
+					fail(fmt.Errorf("pushreq: %d %s", status, b))
+					return
+				}
+				var out struct {
+					RID string `json:"rid"`
+				}
+				if err := json.Unmarshal(b, &out); err != nil {
+					fail(err)
+					return
+				}
+				mu.Lock()
+				requests[out.RID], expected[out.RID] = tok, body
+				mu.Unlock()
+			}
+		})
+		wg.Go(func() { // a peer broadcasting
+			tok, _, err := login()
+			if err != nil {
+				fail(err)
+				return
+			}
+			for n := 0; load.Err() == nil; n++ {
+				data := fmt.Sprintf(`{"peer":%d,"n":%d}`, c, n)
+				status, b, err := call(load, http.MethodPost, "/api/v1/peer/broadcast", url.Values{"token": {tok}, "data": {data}})
+				if err != nil {
+					return
+				}
+				if status != http.StatusCreated {
+					fail(fmt.Errorf("broadcast: %d %s", status, b))
+					return
+				}
+				var out struct {
+					ID int64 `json:"id"`
+				}
+				if err := json.Unmarshal(b, &out); err != nil {
+					fail(err)
+					return
+				}
+				mu.Lock()
+				messages[out.ID] = data
+				mu.Unlock()
+			}
+		})
+	}
+	// SimServer workers answer with the body they were sent, until the end
+	// of the soak (they also drain what is left after the last kill).
+	serve, stopServe := context.WithCancel(ctx)
+	defer stopServe()
+	var servers sync.WaitGroup
+	for range 2 {
+		servers.Go(func() { soakServe(serve, call, fail) })
+	}
+
+	// Kill and restart at random moments.
+	for i := range o.Kills {
+		d := time.Duration(float64(o.Every) * (0.5 + rand.Float64()))
+		select {
+		case <-time.After(d):
+		case <-load.Done():
+		}
+		if load.Err() != nil {
+			break
+		}
+		relay.kill()
+		killed := time.Now()
+		if err := relay.start(ctx); err != nil {
+			return rep, err
+		}
+		rec := time.Since(killed)
+		rep.Kills++
+		rep.DownTime += rec
+		rep.MaxRecovery = max(rep.MaxRecovery, rec)
+		fmt.Fprintf(o.Log, "kill %d/%d: back in %s\n", i+1, o.Kills, rec.Round(time.Millisecond))
+	}
+	stopLoad()
+	wg.Wait()
+	if loadErr != nil {
+		return rep, loadErr
+	}
+
+	// Every acknowledged request: its answer, as sent, and the same on a
+	// second read (one answer per request, from the client's view).
+	rep.Requests, rep.Messages = len(requests), len(messages)
+	for rid, tok := range requests {
+		var first []byte
+		for read := range 2 {
+			status, b, err := call(ctx, http.MethodGet, "/api/v1/client/pullsmart?"+url.Values{
+				"rid": {rid}, "token": {tok}, "wait": {"30"}}.Encode(), nil)
+			if err != nil {
+				return rep, err
+			}
+			var out struct {
+				SimRes struct {
+					Body json.RawMessage `json:"simBody"`
+				} `json:"sim_res"`
+			}
+			if status != http.StatusOK || json.Unmarshal(b, &out) != nil || string(out.SimRes.Body) != expected[rid] {
+				rep.Lost = append(rep.Lost, fmt.Sprintf("request %s: read %d gave %d %s", rid, read+1, status, b))
+				break
+			}
+			if read == 0 {
+				first = b
+			} else if !bytes.Equal(first, b) {
+				rep.Lost = append(rep.Lost, fmt.Sprintf("request %s: two answers %s and %s", rid, first, b))
+			} else {
+				rep.Answered++
+			}
+		}
+	}
+	stopServe()
+	servers.Wait()
+
+	// Every acknowledged message, read back by the receiver from the start.
+	got := map[int64]string{}
+	for since := int64(0); ; {
+		status, b, err := call(ctx, http.MethodGet, "/api/v1/peer/pullsmart?"+url.Values{
+			"token": {recvTok}, "since": {fmt.Sprint(since)}, "wait": {"0"}, "max": {"100"}}.Encode(), nil)
+		if err != nil {
+			return rep, err
+		}
+		var page struct {
+			Messages []struct {
+				ID   int64           `json:"id"`
+				Data json.RawMessage `json:"data"`
+			} `json:"messages"`
+			Next int64 `json:"next"`
+		}
+		if status != http.StatusOK || json.Unmarshal(b, &page) != nil {
+			return rep, fmt.Errorf("peer pullsmart: %d %s", status, b)
+		}
+		for _, m := range page.Messages {
+			got[m.ID] = string(m.Data)
+		}
+		if len(page.Messages) == 0 {
+			break
+		}
+		since = page.Next
+	}
+	for id, data := range messages {
+		if got[id] == data {
+			rep.Delivered++
+		} else {
+			rep.Lost = append(rep.Lost, fmt.Sprintf("message %d: sent %s, read %q", id, data, got[id]))
+		}
+	}
+	rep.Elapsed = time.Since(start)
+	rep.RelayRetries = retries.Load()
+	return rep, nil
+}
+
+// soakServe is a SimServer: it leases requests and answers each with the
+// body it came with. Answers refused as already given (a redelivery after a
+// kill) are fine; anything else is a failure.
+func soakServe(ctx context.Context, call func(context.Context, string, string, url.Values) (int, []byte, error), fail func(error)) {
+	for ctx.Err() == nil {
+		status, b, err := call(ctx, http.MethodGet, "/api/v1/server/pullreqsmart?"+url.Values{
+			"net": {soakNet}, "key": {soakKey}, "wait": {"1"}, "max": {"20"}}.Encode(), nil)
+		if err != nil {
+			return
+		}
+		var out struct {
+			Requests []struct {
+				RID    string `json:"rid"`
+				SimReq struct {
+					Body json.RawMessage `json:"simBody"`
+				} `json:"sim_req"`
+			} `json:"requests"`
+		}
+		if status != http.StatusOK || json.Unmarshal(b, &out) != nil {
+			fail(fmt.Errorf("pullreqsmart: %d %s", status, b))
+			return
+		}
+		for _, req := range out.Requests {
+			status, b, err := call(ctx, http.MethodPost, "/api/v1/server/pushres", url.Values{
+				"net": {soakNet}, "key": {soakKey}, "rid": {req.RID},
+				"sim_res": {`{"simStatus":200,"simBody":` + string(req.SimReq.Body) + `}`}})
+			if err != nil {
+				return
+			}
+			if status != http.StatusOK && status != http.StatusConflict {
+				fail(fmt.Errorf("pushres: %d %s", status, b))
+				return
+			}
+		}
+	}
+}
+
+// printSoak writes the soak's summary; its last line is "lost: N".
+func printSoak(w io.Writer, rep soakReport) {
+	fmt.Fprintf(w, "crash soak: %d kills in %s (relay back in %s on average, at most %s; %d calls retried)\n",
+		rep.Kills, rep.Elapsed.Round(time.Millisecond), avgDuration(rep.DownTime, rep.Kills).Round(time.Millisecond),
+		rep.MaxRecovery.Round(time.Millisecond), rep.RelayRetries)
+	fmt.Fprintf(w, "requests: %d acknowledged, %d answered exactly once as sent\n", rep.Requests, rep.Answered)
+	fmt.Fprintf(w, "messages: %d acknowledged, %d delivered\n", rep.Messages, rep.Delivered)
+	for _, l := range rep.Lost {
+		fmt.Fprintf(w, "  %s\n", l)
+	}
+	fmt.Fprintf(w, "lost: %d\n", len(rep.Lost))
+}
+
+func avgDuration(total time.Duration, n int) time.Duration {
+	if n == 0 {
+		return 0
+	}
+	return total / time.Duration(n)
+}

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestCrashSoak: a short crash soak. The relay (this test binary, run as
+// the relay) is SIGKILLed three times under load; every acknowledged
+// request and message survives.
+func TestCrashSoak(t *testing.T) {
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var log strings.Builder
+	rep, err := runCrashSoak(ctx, soakOptions{
+		Exe: exe, Env: append(os.Environ(), "C2CVIA_TEST_AS_RELAY=1"),
+		Kills: 3, Every: 300 * time.Millisecond, Clients: 2, Log: &log,
+	})
+	require.NoError(t, err, log.String())
+	assert.Equal(t, 3, rep.Kills)
+	assert.Positive(t, rep.Requests, "requests were acknowledged")
+	assert.Positive(t, rep.Messages, "messages were acknowledged")
+	assert.Empty(t, rep.Lost)
+	assert.Equal(t, rep.Requests, rep.Answered)
+	assert.Equal(t, rep.Messages, rep.Delivered)
+
+	var out strings.Builder
+	printSoak(&out, rep)
+	assert.True(t, strings.HasSuffix(out.String(), "lost: 0\n"), out.String())
+	t.Log(out.String())
+}
