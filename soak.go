@@ -40,13 +40,13 @@ type soakOptions struct {
 // soakReport is what a crash soak found.
 type soakReport struct {
 	Kills        int           `json:"kills"`
-	Requests     int           `json:"requests"`      // acknowledged with 201
-	Answered     int           `json:"answered"`      // of those, answered as sent, exactly once
-	Messages     int           `json:"messages"`      // acknowledged with 201
-	Delivered    int           `json:"delivered"`     // of those, read back by their receiver
-	Lost         []string      `json:"lost"`          // what went missing or came back wrong
-	Elapsed      time.Duration `json:"elapsed_ns"`    // the whole soak
-	DownTime     time.Duration `json:"down_time_ns"`  // from each kill until the relay answered again
+	Requests     int           `json:"requests"`     // acknowledged with 201
+	Answered     int           `json:"answered"`     // of those, answered as sent, exactly once
+	Messages     int           `json:"messages"`     // acknowledged with 201
+	Delivered    int           `json:"delivered"`    // of those, read back by their receiver
+	Lost         []string      `json:"lost"`         // what went missing or came back wrong
+	Elapsed      time.Duration `json:"elapsed_ns"`   // the whole soak
+	DownTime     time.Duration `json:"down_time_ns"` // from each kill until the relay answered again
 	MaxRecovery  time.Duration `json:"max_recovery_ns"`
 	RelayRetries int64         `json:"relay_retries"` // calls retried because the relay was down
 }
