@@ -273,7 +273,7 @@ func gatewayRequest(r *http.Request, endpoint string, maxBody int64) ([]byte, er
 	obj := map[string]any{
 		"simEndpoint":    endpoint,
 		"simMethod":      r.Method,
-		"simHeaders":     gatewayHeaders(r.Header),
+		"simHeaders":     gatewayHeaders(r),
 		"simQueryParams": valuesObject(r.URL.Query()),
 		"simRouteParams": map[string]any{},
 		"simBody":        nil,
@@ -288,11 +288,12 @@ func gatewayRequest(r *http.Request, endpoint string, maxBody int64) ([]byte, er
 }
 
 // gatewayHeaders keeps the end-to-end headers: one value as a string,
-// repeated ones as an array.
-func gatewayHeaders(h http.Header) map[string]any {
-	out := make(map[string]any, len(h))
-	conn := h.Values("Connection")
-	for name, vals := range h {
+// repeated ones as an array. Like a reverse proxy, the gateway appends the
+// client's address to X-Forwarded-For, so the SimServer knows who asked.
+func gatewayHeaders(r *http.Request) map[string]any {
+	out := make(map[string]any, len(r.Header)+1)
+	conn := r.Header.Values("Connection")
+	for name, vals := range r.Header {
 		if isHopByHop(name, conn) {
 			continue
 		}
@@ -301,6 +302,13 @@ func gatewayHeaders(h http.Header) map[string]any {
 		} else {
 			out[name] = vals
 		}
+	}
+	if host, _ := splitHostPort(r.RemoteAddr); host != "" {
+		host = strings.Trim(host, "[]")
+		if prior := r.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+			host = strings.Join(prior, ", ") + ", " + host
+		}
+		out["X-Forwarded-For"] = host
 	}
 	return out
 }

@@ -102,6 +102,7 @@ func TestViaRequestMapping(t *testing.T) {
 		"Proxy-Connection: keep-alive\r\n" +
 		"X-Hop-Named: gone\r\n" +
 		"X-Trace: abc\r\n" +
+		"X-Forwarded-For: 203.0.113.7\r\n" +
 		"Accept: text/plain\r\n" +
 		"Accept: application/json\r\n" +
 		"Authorization: Bearer the-simservers-own-auth\r\n" +
@@ -129,6 +130,7 @@ func TestViaRequestMapping(t *testing.T) {
 		assert.NotContains(t, headers, gone, "hop-by-hop header %s", gone)
 	}
 	assert.Equal(t, "abc", headers["X-Trace"])
+	assert.Equal(t, "203.0.113.7, 127.0.0.1", headers["X-Forwarded-For"], "the client's address is appended")
 	assert.Equal(t, []any{"text/plain", "application/json"}, headers["Accept"], "a repeated header is an array")
 	assert.Equal(t, "Bearer the-simservers-own-auth", headers["Authorization"], "end-to-end headers pass")
 }
