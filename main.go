@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServeCmd(stdout, stderr), newInspectCmd(stdout), newPurgeCmd(stdout))
+	root.AddCommand(newServeCmd(stdout, stderr), newInspectCmd(stdout), newPurgeCmd(stdout), newBenchCmd(stdout, stderr))
 	return root.ExecuteContext(ctx)
 }
 

@@ -1,0 +1,603 @@
+// The scenarios of `c2cvia bench` and the wire calls their loads make. A
+// scenario measures the relay and then direct with the same calls; adding
+// one is a function and a line in benchScenarios.
+
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// benchScenario measures one scenario at one client count: the relay, then
+// direct, into one row.
+type benchScenario struct {
+	name string
+	help string
+	run  func(ctx context.Context, b *bench, clients int) (*benchResult, error)
+}
+
+// benchScenarios is the registry, in the order they run by default.
+var benchScenarios = []benchScenario{
+	{"exchange", "N SimClients pushreq and pullsmart their rid; SimServer workers pullreqsmart and pushres", benchExchange},
+	{"idle", "--polls long polls held open; N clients call pullsmart wait=0 meanwhile; relay memory per poll", benchIdle},
+	{"backlog", "--backlog requests queued; N SimServers pullreqsmart and pushres; start-up time on that file", benchBacklog},
+}
+
+func lookupBenchScenario(name string) (benchScenario, bool) {
+	for _, s := range benchScenarios {
+		if s.name == name {
+			return s, true
+		}
+	}
+	return benchScenario{}, false
+}
+
+func benchScenarioNames() []string {
+	var names []string
+	for _, s := range benchScenarios {
+		names = append(names, s.name)
+	}
+	return names
+}
+
+func benchScenarioHelp() string {
+	var sb strings.Builder
+	for _, s := range benchScenarios {
+		fmt.Fprintf(&sb, "  %-9s %s\n", s.name, s.help)
+	}
+	return sb.String()
+}
+
+// benchExchange: N SimClients each push a request and wait for its
+// response (pushreq, then pullsmart with the rid); SimServer workers lease
+// up to --max at a time (pullreqsmart) and answer each (pushres). One op is
+// one exchange, timed from pushreq sent to response in hand. Direct: the
+// four calls in a row per exchange, each answered with the relay's bytes.
+func benchExchange(ctx context.Context, b *bench, clients int) (*benchResult, error) {
+	workers := b.opts.Workers
+	if workers == 0 {
+		workers = min(clients, 4)
+	}
+	ex := exchangeCalls{net: b.net(), key: b.key, max: b.opts.Max}
+	relay := b.target("relay", b.base, clients+workers)
+	defer relay.close()
+	tokens, err := b.logins(ctx, relay, ex.net, clients)
+	if err != nil {
+		return nil, err
+	}
+	// One exchange alone, recorded: direct answers with these replies.
+	relay.record()
+	if err := ex.inTurn(ctx, relay, tokens[0]); err != nil {
+		return nil, err
+	}
+	replies := relay.recorded()
+
+	var c0 storeCounters
+	if b.relay != nil {
+		c0 = readStoreCounters(b.relay.st)
+	}
+	var done atomic.Int64
+	phase, stopWorkers := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			if err := ex.simServer(phase, relay); err != nil && phase.Err() == nil {
+				stopWorkers(fmt.Errorf("SimServer worker: %w", err))
+			}
+		})
+	}
+	rs, err := b.measure(phase, "exchange relay", clients, func(i int) opFunc {
+		return func(ctx context.Context) error {
+			err := ex.client(ctx, relay, tokens[i])
+			if err == nil {
+				done.Add(1)
+			}
+			return err
+		}
+	})
+	stopWorkers(nil)
+	wg.Wait()
+	if err != nil {
+		return nil, err
+	}
+	var c storeCounters
+	if b.relay != nil {
+		c = readStoreCounters(b.relay.st).minus(c0)
+	}
+
+	ds, err := b.measureDirect(ctx, "exchange direct", clients, replies, false, func(direct *benchTarget, i int) opFunc {
+		return func(ctx context.Context) error { return ex.inTurn(ctx, direct, tokens[i]) }
+	})
+	if err != nil {
+		return nil, err
+	}
+	res := newBenchResult("exchange", clients, rs, ds)
+	res.set("workers", workers)
+	res.set("max", ex.max)
+	res.note("%d workers, max %d", workers, ex.max)
+	if n := done.Load(); b.relay != nil && n > 0 && c.commits > 0 {
+		res.set("commits_per_exchange", round2(float64(c.commits)/float64(n)))
+		res.set("writes_per_commit", round2(float64(c.writes)/float64(c.commits)))
+		res.note("%.2f commits/exchange, %.1f writes/commit", float64(c.commits)/float64(n), float64(c.writes)/float64(c.commits))
+	}
+	return res, nil
+}
+
+// exchangeCalls are the four calls of an exchange in one net.
+type exchangeCalls struct {
+	net, key string
+	max      int
+}
+
+// A small GET request and a JSON answer, as an API behind the relay sees.
+const (
+	benchPushReqBody = `{"sim_req":{"simEndpoint":"/items/7","simMethod":"GET","simQueryParams":{"q":"bench"}}}`
+	benchSimResBody  = `{"simStatus":200,"simHeaders":{"Content-Type":"application/json"},"simBody":{"id":7,"name":"bench"}}`
+)
+
+// client is one SimClient exchange: pushreq, then pullsmart until answered.
+func (ex exchangeCalls) client(ctx context.Context, t *benchTarget, token string) error {
+	rid, err := pushReq(ctx, t, token)
+	if err != nil {
+		return err
+	}
+	return pullSmart(ctx, t, token, rid)
+}
+
+// simServer is one SimServer worker: lease up to max, answer each.
+func (ex exchangeCalls) simServer(ctx context.Context, t *benchTarget) error {
+	for ctx.Err() == nil {
+		rids, err := pullReqSmart(ctx, t, ex.net, ex.key, 25, ex.max)
+		if err != nil {
+			return err
+		}
+		for _, rid := range rids {
+			if err := pushRes(ctx, t, ex.net, ex.key, rid); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// inTurn is one exchange by one caller: the four calls in a row.
+func (ex exchangeCalls) inTurn(ctx context.Context, t *benchTarget, token string) error {
+	rid, err := pushReq(ctx, t, token)
+	if err != nil {
+		return err
+	}
+	rids, err := pullReqSmart(ctx, t, ex.net, ex.key, 25, ex.max)
+	if err != nil {
+		return err
+	}
+	if len(rids) != 1 || rids[0] != rid {
+		return fmt.Errorf("%s: pullreqsmart handed out %v, not the request just pushed (%s)", t.name, rids, rid)
+	}
+	if err := pushRes(ctx, t, ex.net, ex.key, rid); err != nil {
+		return err
+	}
+	return pullSmart(ctx, t, token, rid)
+}
+
+// benchIdle: --polls long polls (pullsmart without rid, each its own
+// token) are held open on raw connections that write their request and
+// never read, so the client side costs next to nothing. Meanwhile N clients
+// call pullsmart with wait=0 (one op each; it goes through the same poll
+// path and answers 204). The relay's memory growth per held poll is taken
+// in-process; against --url only the load runs.
+func benchIdle(ctx context.Context, b *bench, clients int) (*benchResult, error) {
+	n := b.opts.Polls
+	// Each poll is two descriptors in this process (client and relay side)
+	// with the in-process relay, and again with direct.
+	if err := raiseFDLimit(uint64(2*n + 4*clients + 512)); err != nil {
+		return nil, fmt.Errorf("%d polls: %w", n, err)
+	}
+	relay := b.target("relay", b.base, clients)
+	defer relay.close()
+	tokens, err := b.logins(ctx, relay, b.net(), n+clients)
+	if err != nil {
+		return nil, err
+	}
+	polls, probes := tokens[:n], tokens[n:]
+	relay.record()
+	if _, err := relay.call(ctx, http.MethodGet, idleProbePath, probes[0], nil, http.StatusNoContent); err != nil {
+		return nil, err
+	}
+	replies := relay.recorded()
+
+	var gauge func() int64
+	if b.relay != nil {
+		gauge = b.relay.openPolls
+	}
+	rh, err := b.holdAndProbe(ctx, "idle relay", relay, polls, probes, gauge)
+	if err != nil {
+		return nil, err
+	}
+	direct, err := startDirect(b.log, replies, true)
+	if err != nil {
+		return nil, err
+	}
+	dt := b.target("direct", direct.url, clients)
+	dh, err := b.holdAndProbe(ctx, "idle direct", dt, polls, probes, direct.held.Load)
+	dt.close()
+	direct.stop()
+	if err != nil {
+		return nil, err
+	}
+
+	res := newBenchResult("idle", clients, rh.stats, dh.stats)
+	res.set("polls", n)
+	res.set("open_s", round2(rh.open.Seconds()))
+	perPoll := func(v int64) int64 { return v / int64(n) }
+	if b.relay != nil {
+		res.set("bytes_per_poll", perPoll(rh.mem.rss))
+		res.set("heap_per_poll", perPoll(rh.mem.heap))
+		res.set("open_polls_held", rh.held)
+		res.set("open_polls_after", rh.after)
+		res.note("%d polls: %s/poll RSS, %s heap+stacks", n, fmtBytes(perPoll(rh.mem.rss)), fmtBytes(perPoll(rh.mem.heap)))
+		if rh.held < int64(n) {
+			res.note("only %d polls still held after the load: the relay's --max-wait ended the others", rh.held)
+		}
+	} else {
+		res.note("%d polls held; the relay's memory is not visible through --url", n)
+	}
+	res.set("direct_bytes_per_poll", perPoll(dh.mem.rss))
+	res.set("direct_heap_per_poll", perPoll(dh.mem.heap))
+	res.note("direct %s/poll RSS", fmtBytes(perPoll(dh.mem.rss)))
+	res.note("opened in %.1fs", rh.open.Seconds())
+	return res, nil
+}
+
+// idleProbePath is the probe of the idle scenario: a pullsmart that answers
+// at once (204: nothing to pull).
+const idleProbePath = "/api/v1/client/pullsmart?wait=0"
+
+// holdStats is what holding the idle polls gave.
+type holdStats struct {
+	stats loadStats
+	open  time.Duration // until every poll was held (or sent, with no gauge)
+	mem   memSample     // the process's growth while they were held
+	held  int64         // polls still held after the load
+	after int64         // polls open once they were closed
+}
+
+// holdAndProbe opens a long poll for each of polls on its own connection,
+// waits until gauge (when known) counts them all, takes the memory growth,
+// runs the probe load, then closes the polls and waits for gauge to be 0.
+func (b *bench) holdAndProbe(ctx context.Context, label string, t *benchTarget, polls, probes []string, gauge func() int64) (holdStats, error) {
+	var h holdStats
+	wait := func(want int64, within time.Duration, what string) error {
+		if gauge == nil {
+			return nil
+		}
+		deadline := time.Now().Add(within)
+		for gauge() != want {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: %d long polls open after %s, want %d: %s", label, gauge(), within, want, what)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		return nil
+	}
+	if err := wait(0, 30*time.Second, "the previous load's polls did not end"); err != nil {
+		return h, err
+	}
+	conns := make([]net.Conn, len(polls))
+	closeAll := func() {
+		for i, c := range conns {
+			if c != nil {
+				c.Close()
+				conns[i] = nil
+			}
+		}
+	}
+	defer closeAll()
+	before := readMem()
+	start := time.Now()
+	err := b.parallel(ctx, label+" open", len(polls), 32, func(ctx context.Context, i int) error {
+		c, err := dialPoll(ctx, t.base, polls[i])
+		conns[i] = c
+		return err
+	})
+	if err != nil {
+		return h, err
+	}
+	if err := wait(int64(len(polls)), time.Minute, "not every poll was taken up"); err != nil {
+		return h, err
+	}
+	h.open = time.Since(start)
+	after := readMem()
+	h.mem = memSample{rss: after.rss - before.rss, heap: after.heap - before.heap}
+
+	h.stats, err = b.measure(ctx, label, len(probes), func(i int) opFunc {
+		return func(ctx context.Context) error {
+			_, err := t.call(ctx, http.MethodGet, idleProbePath, probes[i], nil, http.StatusNoContent)
+			return err
+		}
+	})
+	if err != nil {
+		return h, err
+	}
+	t.close() // the probes' connections, so that only the polls are left
+	if gauge != nil {
+		// A probe cut at the end of the time may still be in the relay.
+		deadline := time.Now().Add(10 * time.Second)
+		for gauge() > int64(len(polls)) && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		h.held = gauge()
+	}
+	closeAll()
+	err = wait(0, 30*time.Second, "closed polls were not all noticed")
+	if gauge != nil {
+		h.after = gauge()
+	}
+	return h, err
+}
+
+// dialPoll opens a connection to base and sends a pullsmart with a long
+// wait on it (the relay clamps it to its --max-wait), and reads nothing.
+func dialPoll(ctx context.Context, base, token string) (net.Conn, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, err
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme == "https" {
+		tc := tls.Client(c, &tls.Config{ServerName: u.Hostname()})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+		c = tc
+	}
+	_, err = io.WriteString(c, "GET "+u.Path+"/api/v1/client/pullsmart?wait=3600 HTTP/1.1\r\nHost: "+u.Host+
+		"\r\nAuthorization: Bearer "+token+"\r\nUser-Agent: c2cvia-bench\r\n\r\n")
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// benchBacklog: --backlog requests are queued in a store of their own
+// (one bulk insert per 100,000 rows, in the store's schema), then a relay is
+// started on that file and timed until /healthz answers 200. N SimServers
+// each take one request at a time (pullreqsmart max=1, wait=0) and answer it
+// (pushres); one op is both calls. It needs the store: not with --url.
+func benchBacklog(ctx context.Context, b *bench, clients int) (*benchResult, error) {
+	if b.relay == nil {
+		return &benchResult{Skipped: "needs the store itself (bulk load, start-up time); run it without --url"}, nil
+	}
+	bl, err := b.backlogStore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r, ready, err := waitReady(ctx, b.log, benchRelayConfig(bl.path, b.opts.Sync))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r != nil {
+			r.stop()
+		}
+	}()
+	relay := b.target("relay", r.url, clients)
+	defer relay.close()
+	take := func(t *benchTarget) opFunc {
+		return func(ctx context.Context) error {
+			rids, err := pullReqSmart(ctx, t, backlogNet, b.key, 0, 1)
+			if err != nil {
+				return err
+			}
+			if len(rids) == 0 {
+				return errDrained
+			}
+			return pushRes(ctx, t, backlogNet, b.key, rids[0])
+		}
+	}
+	relay.record()
+	if err := take(relay)(ctx); err != nil {
+		return nil, err
+	}
+	replies := relay.recorded()
+	rs, err := b.measure(ctx, "backlog relay", clients, func(int) opFunc { return take(relay) })
+	if err != nil {
+		return nil, err
+	}
+	relay.close()
+	err = r.stop()
+	r = nil
+	if err != nil {
+		return nil, err
+	}
+	ds, err := b.measureDirect(ctx, "backlog direct", clients, replies, false, func(direct *benchTarget, _ int) opFunc {
+		return take(direct)
+	})
+	if err != nil {
+		return nil, err
+	}
+	res := newBenchResult("backlog", clients, rs, ds)
+	res.set("backlog", b.opts.Backlog)
+	res.set("ready_ms", round2(float64(ready)/float64(time.Millisecond)))
+	res.set("fill_s", round2(bl.fill.Seconds()))
+	res.note("%d queued; ready in %s (open store, listen, /healthz 200)", b.opts.Backlog, fmtMS(float64(ready)/float64(time.Millisecond)))
+	return res, nil
+}
+
+// backlogNet is the net the backlog is queued in.
+const backlogNet = "backlog"
+
+type backlogFile struct {
+	path string
+	fill time.Duration
+}
+
+// backlogStore makes the backlog's store once per run; later rows reuse it
+// (each takes a few thousand of its requests).
+func (b *bench) backlogStore(ctx context.Context) (backlogFile, error) {
+	if bl, ok := b.state["backlog"].(backlogFile); ok {
+		return bl, nil
+	}
+	bl := backlogFile{path: b.tmp + "/backlog.db"}
+	start := time.Now()
+	st, err := openStore(ctx, bl.path, storeOptions{Sync: b.opts.Sync})
+	if err != nil {
+		return bl, err
+	}
+	defer st.Close()
+	_, tok, err := st.createToken(ctx, backlogNet)
+	if err != nil {
+		return bl, err
+	}
+	// Random 128-bit rids, as pushreq makes them, so the rid index is as
+	// scattered as a real one.
+	const chunk = 100_000
+	bar := b.bar("backlog queue", int64(b.opts.Backlog))
+	defer bar.Finish()
+	simReq := `{"simBody":null,"simEndpoint":"/items/7","simHeaders":{},"simMethod":"GET","simQueryParams":{"q":"bench"},"simRouteParams":{}}`
+	for done := 0; done < b.opts.Backlog; done += chunk {
+		n := min(chunk, b.opts.Backlog-done)
+		now := st.nowMS()
+		err := st.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+				INSERT INTO requests (rid, net, token_hash, from_peer, status, sim_req, created_at, expires_at)
+				SELECT lower(hex(randomblob(16))), ?, ?, ?, 'queued', ?, ?, ? FROM n`,
+				n, backlogNet, tok.Hash, tok.PeerID, simReq, now, now+time.Hour.Milliseconds())
+			return err
+		})
+		if err != nil {
+			return bl, err
+		}
+		_ = bar.Add(n)
+	}
+	if err := st.Close(); err != nil {
+		return bl, err
+	}
+	bl.fill = time.Since(start)
+	b.state["backlog"] = bl
+	return bl, nil
+}
+
+// measureDirect starts direct with the relay's replies and measures the
+// same load against it.
+func (b *bench) measureDirect(ctx context.Context, label string, clients int, replies map[string]benchReply, hold bool,
+	newOp func(direct *benchTarget, i int) opFunc) (loadStats, error) {
+	direct, err := startDirect(b.log, replies, hold)
+	if err != nil {
+		return loadStats{}, err
+	}
+	defer direct.stop()
+	t := b.target("direct", direct.url, clients)
+	defer t.close()
+	return b.measure(ctx, label, clients, func(i int) opFunc { return newOp(t, i) })
+}
+
+// logins logs n SimClients into net and returns their tokens.
+func (b *bench) logins(ctx context.Context, t *benchTarget, net string, n int) ([]string, error) {
+	tokens := make([]string, n)
+	err := b.parallel(ctx, "logins", n, 16, func(ctx context.Context, i int) error {
+		rep, err := t.call(ctx, http.MethodGet, "/api/v1/client/login?net="+url.QueryEscape(net), "", nil, http.StatusOK)
+		if err != nil {
+			return err
+		}
+		var v struct{ Token string }
+		if err := json.Unmarshal(rep.body, &v); err != nil || v.Token == "" {
+			return fmt.Errorf("%s: login: no token in %s", t.name, rep.body)
+		}
+		tokens[i] = v.Token
+		return nil
+	})
+	return tokens, err
+}
+
+// The wire calls. Each checks the status and reads what the load needs.
+
+func pushReq(ctx context.Context, t *benchTarget, token string) (string, error) {
+	rep, err := t.call(ctx, http.MethodPost, "/api/v1/client/pushreq", token, []byte(benchPushReqBody), http.StatusCreated)
+	if err != nil {
+		return "", err
+	}
+	var v struct{ RID string }
+	if err := json.Unmarshal(rep.body, &v); err != nil || v.RID == "" {
+		return "", fmt.Errorf("%s: pushreq: no rid in %s", t.name, rep.body)
+	}
+	return v.RID, nil
+}
+
+// pullSmart waits for rid's response; a 202 (the wait ran out) waits again.
+func pullSmart(ctx context.Context, t *benchTarget, token, rid string) error {
+	for {
+		rep, err := t.call(ctx, http.MethodGet, "/api/v1/client/pullsmart?wait=25&rid="+url.QueryEscape(rid), token, nil, http.StatusOK)
+		if err == nil || rep.status != http.StatusAccepted {
+			return err
+		}
+	}
+}
+
+func pullReqSmart(ctx context.Context, t *benchTarget, net, key string, wait, max int) ([]string, error) {
+	q := url.Values{"net": {net}, "wait": {fmt.Sprint(wait)}, "max": {fmt.Sprint(max)}}
+	rep, err := t.call(ctx, http.MethodGet, "/api/v1/server/pullreqsmart?"+q.Encode(), key, nil, http.StatusOK)
+	if err != nil {
+		return nil, err
+	}
+	var v struct {
+		Requests []struct{ RID string }
+	}
+	if err := json.Unmarshal(rep.body, &v); err != nil {
+		return nil, fmt.Errorf("%s: pullreqsmart: %w", t.name, err)
+	}
+	rids := make([]string, len(v.Requests))
+	for i, r := range v.Requests {
+		rids[i] = r.RID
+	}
+	return rids, nil
+}
+
+func pushRes(ctx context.Context, t *benchTarget, net, key, rid string) error {
+	body := `{"net":` + jsonString(net) + `,"rid":` + jsonString(rid) + `,"sim_res":` + benchSimResBody + `}`
+	_, err := t.call(ctx, http.MethodPost, "/api/v1/server/pushres", key, []byte(body), http.StatusOK)
+	return err
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
+
+// storeCounters are the in-process store's write counters.
+type storeCounters struct{ commits, writes, checkpoints int64 }
+
+func readStoreCounters(st *store) storeCounters {
+	return storeCounters{st.commits.Load(), st.writes.Load(), st.checkpoints.Load()}
+}
+
+func (c storeCounters) minus(o storeCounters) storeCounters {
+	return storeCounters{c.commits - o.commits, c.writes - o.writes, c.checkpoints - o.checkpoints}
+}
