@@ -69,6 +69,7 @@ Scenarios:
 			return runBench(cmd.Context(), o, stdout, stderr)
 		},
 	}
+	cmd.AddCommand(newBenchHoldCmd(stdout))
 	fs := cmd.Flags()
 	fs.StringVar(&o.URL, "url", "", "base URL of a running relay to load (default: an in-process relay)")
 	fs.StringSliceVar(&o.Scenarios, "scenario", benchScenarioNames(), "scenarios to run, comma-separated")

@@ -5,19 +5,26 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 // benchScenario measures one scenario at one client count: the relay, then
@@ -199,9 +206,9 @@ func (ex exchangeCalls) inTurn(ctx context.Context, t *benchTarget, token string
 // in-process; against --url only the load runs.
 func benchIdle(ctx context.Context, b *bench, clients int) (*benchResult, error) {
 	n := b.opts.Polls
-	// Each poll is two descriptors in this process (client and relay side)
-	// with the in-process relay, and again with direct.
-	if err := raiseFDLimit(uint64(2*n + 4*clients + 512)); err != nil {
+	// The in-process relay and direct take a descriptor per poll here; the
+	// client side is in the holder process.
+	if err := raiseFDLimit(uint64(n + 4*clients + 512)); err != nil {
 		return nil, fmt.Errorf("%d polls: %w", n, err)
 	}
 	relay := b.target("relay", b.base, clients)
@@ -273,9 +280,12 @@ type holdStats struct {
 	after int64         // polls open once they were closed
 }
 
-// holdAndProbe opens a long poll for each of polls on its own connection,
-// waits until gauge (when known) counts them all, takes the memory growth,
-// runs the probe load, then closes the polls and waits for gauge to be 0.
+// holdAndProbe has a child process open a long poll for each of polls,
+// waits until gauge (when known) counts them all, takes this process's
+// memory growth, runs the probe load, then has the child close the polls and
+// waits for gauge to be 0. With the polls' client side in another process,
+// the growth is the relay's alone, and each process needs one descriptor
+// per poll, not two.
 func (b *bench) holdAndProbe(ctx context.Context, label string, t *benchTarget, polls, probes []string, gauge func() int64) (holdStats, error) {
 	var h holdStats
 	wait := func(want int64, within time.Duration, what string) error {
@@ -298,26 +308,13 @@ func (b *bench) holdAndProbe(ctx context.Context, label string, t *benchTarget, 
 	if err := wait(0, 30*time.Second, "the previous load's polls did not end"); err != nil {
 		return h, err
 	}
-	conns := make([]net.Conn, len(polls))
-	closeAll := func() {
-		for i, c := range conns {
-			if c != nil {
-				c.Close()
-				conns[i] = nil
-			}
-		}
-	}
-	defer closeAll()
 	before := readMem()
 	start := time.Now()
-	err := b.parallel(ctx, label+" open", len(polls), 32, func(ctx context.Context, i int) error {
-		c, err := dialPoll(ctx, t.base, polls[i])
-		conns[i] = c
-		return err
-	})
+	holder, err := b.holdPolls(ctx, label+" open", t.base, polls)
 	if err != nil {
 		return h, err
 	}
+	defer holder.release()
 	if err := wait(int64(len(polls)), time.Minute, "not every poll was taken up"); err != nil {
 		return h, err
 	}
@@ -343,12 +340,143 @@ func (b *bench) holdAndProbe(ctx context.Context, label string, t *benchTarget, 
 		}
 		h.held = gauge()
 	}
-	closeAll()
+	if err := holder.release(); err != nil {
+		return h, fmt.Errorf("%s: the process holding the polls: %w", label, err)
+	}
 	err = wait(0, 30*time.Second, "closed polls were not all noticed")
 	if gauge != nil {
 		h.after = gauge()
 	}
 	return h, err
+}
+
+// benchChildEnv marks this binary run as the bench's poll holder.
+const benchChildEnv = "C2CVIA_BENCH_CHILD=1"
+
+// pollHolder is the child process holding the idle polls: this binary run
+// as `c2cvia bench hold-polls`.
+type pollHolder struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	once  sync.Once
+	err   error
+}
+
+// holdPolls starts the holder, hands it base and the polls' tokens, and
+// returns once it has sent every poll.
+func (b *bench) holdPolls(ctx context.Context, label, base string, tokens []string) (*pollHolder, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, "bench", "hold-polls")
+	cmd.Env = append(os.Environ(), benchChildEnv)
+	cmd.Stderr = b.stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	h := &pollHolder{cmd: cmd, stdin: stdin}
+	go func() {
+		w := bufio.NewWriter(stdin)
+		fmt.Fprintln(w, base)
+		for _, tok := range tokens {
+			fmt.Fprintln(w, tok)
+		}
+		fmt.Fprintln(w) // the end of the list
+		_ = w.Flush()
+	}()
+	bar := b.bar(label, int64(len(tokens)))
+	defer bar.Finish()
+	stop := context.AfterFunc(ctx, func() { h.release() })
+	defer stop()
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		if n, ok := strings.CutPrefix(line, "opened "); ok {
+			k, _ := strconv.Atoi(n)
+			_ = bar.Set(k)
+		}
+		if line == "held" {
+			go func() { _, _ = io.Copy(io.Discard, stdout) }()
+			return h, nil
+		}
+	}
+	return nil, errors.Join(fmt.Errorf("the process holding the polls ended before it held them all"), h.release())
+}
+
+// release has the holder close its polls and waits for it to end.
+func (h *pollHolder) release() error {
+	h.once.Do(func() {
+		h.stdin.Close()
+		h.err = h.cmd.Wait()
+	})
+	return h.err
+}
+
+// newBenchHoldCmd is the poll holder. It reads a base URL and one token a
+// line up to a blank line from stdin, opens a long poll per token, prints
+// "held", and closes them all when stdin ends.
+func newBenchHoldCmd(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:    "hold-polls",
+		Short:  "Hold idle long polls for the idle scenario (used by bench itself)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return holdPollsChild(cmd.Context(), cmd.InOrStdin(), stdout)
+		},
+	}
+}
+
+func holdPollsChild(ctx context.Context, in io.Reader, out io.Writer) error {
+	sc := bufio.NewScanner(in)
+	var base string
+	var tokens []string
+	for sc.Scan() && sc.Text() != "" {
+		if base == "" {
+			base = sc.Text()
+			continue
+		}
+		tokens = append(tokens, sc.Text())
+	}
+	if err := raiseFDLimit(uint64(len(tokens) + 64)); err != nil {
+		return err
+	}
+	conns := make([]net.Conn, len(tokens))
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	var opened atomic.Int64
+	var mu sync.Mutex
+	b := &bench{stderr: io.Discard}
+	err := b.parallel(ctx, "", len(tokens), 32, func(ctx context.Context, i int) error {
+		c, err := dialPoll(ctx, base, tokens[i])
+		conns[i] = c
+		if n := opened.Add(1); n%500 == 0 {
+			mu.Lock()
+			fmt.Fprintf(out, "opened %d\n", n)
+			mu.Unlock()
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "held")
+	_, _ = io.Copy(io.Discard, in) // until the bench closes stdin
+	return nil
 }
 
 // dialPoll opens a connection to base and sends a pullsmart with a long
