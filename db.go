@@ -48,6 +48,12 @@ type storeOptions struct {
 	// file, when anything was written: 1 s keeps the WAL small (a second of
 	// writes) without a checkpoint per commit.
 	CheckpointEvery time.Duration
+
+	// LaterWait is how long writes nobody waits for (writeLater) may wait
+	// for a write to share a commit with: 5 ms, more than the gap between
+	// one exchange's end and the next one's pushreq, and nothing to a write
+	// whose loss in a crash costs a repeat.
+	LaterWait time.Duration
 }
 
 func (o *storeOptions) setDefaults() {
@@ -71,6 +77,9 @@ func (o *storeOptions) setDefaults() {
 	}
 	if o.CheckpointEvery == 0 {
 		o.CheckpointEvery = time.Second
+	}
+	if o.LaterWait == 0 {
+		o.LaterWait = 5 * time.Millisecond
 	}
 }
 
@@ -293,8 +302,10 @@ func (s *store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.
 }
 
 // writeLater queues fn without waiting for it. Writes are applied in the
-// order they are queued, so a later write sees it. For bookkeeping whose loss
-// in a crash costs nothing but a repeat (the pulled mark, the last poll).
+// order they are queued, so a later write sees it; it is committed with the
+// next write that is waited for, or alone after LaterWait. For bookkeeping
+// whose loss in a crash costs nothing but a repeat (the pulled mark, the
+// last poll).
 func (s *store) writeLater(fn func(ctx context.Context, tx *sql.Tx) error) {
 	_ = s.submit(&writeOp{ctx: context.Background(), fn: fn})
 }
@@ -333,17 +344,35 @@ func (s *store) writer() {
 				}
 			}
 		}
-	fill:
-		for len(batch) < maxBatch {
+		batch = s.fill(batch)
+		if batch[len(batch)-1].done == nil {
+			// Only fire-and-forget writes: they ride with the next write
+			// that someone waits for rather than cost a commit of their
+			// own (one exchange's pulled mark goes with the next pushreq).
+			t := time.NewTimer(s.opts.LaterWait)
 			select {
 			case op := <-s.ops:
-				batch = append(batch, op)
-			default:
-				break fill
+				batch = s.fill(append(batch, op))
+			case <-t.C:
+			case <-s.quit:
 			}
+			t.Stop()
 		}
 		s.commit(batch)
 	}
+}
+
+// fill adds the writes already waiting to batch, up to maxBatch.
+func (s *store) fill(batch []*writeOp) []*writeOp {
+	for len(batch) < maxBatch {
+		select {
+		case op := <-s.ops:
+			batch = append(batch, op)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // commit runs a batch in one transaction. Each write runs under a savepoint,
