@@ -77,7 +77,7 @@ Scenarios:
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long each measurement runs, after a warm-up of a tenth of it (at most 1s)")
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON object per line per scenario instead of the table")
 	fs.StringVar(&o.Progress, "progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), always or never")
-	fs.IntVar(&o.Workers, "workers", 0, "exchange: SimServer workers (0: as many as clients, at most 4)")
+	fs.IntVar(&o.Workers, "workers", 0, "exchange: SimServer workers (0: one per 4 clients)")
 	fs.IntVar(&o.Max, "max", 16, "exchange: requests a SimServer worker leases per pullreqsmart (1-100)")
 	fs.IntVar(&o.Backlog, "backlog", 1_000_000, "backlog: requests queued in the store before the load")
 	fs.IntVar(&o.Polls, "polls", 10_000, "idle: long polls held open")

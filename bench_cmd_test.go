@@ -118,7 +118,7 @@ func TestBenchInProcess(t *testing.T) {
 		switch l.Scenario {
 		case "exchange":
 			require.NotNil(t, l.Workers)
-			assert.Equal(t, min(l.Clients, 4), *l.Workers, "workers default to the clients, at most 4")
+			assert.Equal(t, (l.Clients+3)/4, *l.Workers, "a SimServer worker per 4 clients by default")
 			require.NotNil(t, l.CommitsPerExchange)
 			assert.Positive(t, *l.CommitsPerExchange)
 			require.NotNil(t, l.WritesPerCommit)
@@ -159,7 +159,7 @@ func TestBenchTable(t *testing.T) {
 	row := func(name, notes string) *regexp.Regexp {
 		return regexp.MustCompile(`(?m)^` + name + `\s+2\s+\d+\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+\d+\s+\d+\.\d\dx\s+` + notes)
 	}
-	assert.Regexp(t, row("exchange", `2 workers, max 16; [\d.]+ commits/exchange`), stdout)
+	assert.Regexp(t, row("exchange", `workers 1, max 16; [\d.]+ commits/exchange`), stdout)
 	assert.Regexp(t, row("idle", `10 polls: -?[\d.]+ KiB/poll RSS`), stdout)
 	assert.Regexp(t, row("backlog", `1000 queued; ready in [\d.]+ms`), stdout)
 	left, err := os.ReadDir(tmp)

@@ -75,7 +75,7 @@ func benchScenarioHelp() string {
 func benchExchange(ctx context.Context, b *bench, clients int) (*benchResult, error) {
 	workers := b.opts.Workers
 	if workers == 0 {
-		workers = min(clients, 4)
+		workers = (clients + 3) / 4 // a SimServer worker per 4 SimClients
 	}
 	ex := exchangeCalls{net: b.net(), key: b.key, max: b.opts.Max}
 	relay := b.target("relay", b.base, clients+workers)
@@ -133,7 +133,7 @@ func benchExchange(ctx context.Context, b *bench, clients int) (*benchResult, er
 	res := newBenchResult("exchange", clients, rs, ds)
 	res.set("workers", workers)
 	res.set("max", ex.max)
-	res.note("%d workers, max %d", workers, ex.max)
+	res.note("workers %d, max %d", workers, ex.max)
 	if n := done.Load(); b.relay != nil && n > 0 && c.commits > 0 {
 		res.set("commits_per_exchange", round2(float64(c.commits)/float64(n)))
 		res.set("writes_per_commit", round2(float64(c.writes)/float64(c.commits)))
