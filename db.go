@@ -90,6 +90,7 @@ type store struct {
 	r    *sql.DB // a pool: reads
 	ckpt *sql.DB // one connection: WAL checkpoints
 	q    statements
+	sp   struct{ save, rollback, release *sql.Stmt } // the savepoint around each write of a batch
 
 	ops        chan *writeOp
 	mu         sync.RWMutex // held for reading while sending on ops; Close takes it to stop
@@ -182,6 +183,13 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	if err := s.q.prepare(ctx, w, r); err != nil {
 		s.closeDBs()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	for stmt, text := range map[**sql.Stmt]string{&s.sp.save: `SAVEPOINT op`, &s.sp.rollback: `ROLLBACK TO op`, &s.sp.release: `RELEASE op`} {
+		if *stmt, err = w.PrepareContext(ctx, text); err != nil {
+			s.q.close()
+			s.closeDBs()
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
 	}
 	s.background.Go(s.writer)
 	s.background.Go(s.checkpointer)
@@ -289,6 +297,9 @@ func (s *store) Close() error {
 	s.mu.Unlock()
 	s.background.Wait()
 	s.q.close()
+	for _, stmt := range []*sql.Stmt{s.sp.save, s.sp.rollback, s.sp.release} {
+		stmt.Close()
+	}
 	return s.closeDBs()
 }
 
@@ -411,14 +422,14 @@ func (s *store) commit(batch []*writeOp) {
 			errs[i] = op.fn(ctx, tx)
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, `SAVEPOINT op`); err != nil {
+		if _, err := tx.StmtContext(ctx, s.sp.save).ExecContext(ctx); err != nil {
 			errs[i] = err
 			continue
 		}
 		if errs[i] = op.fn(ctx, tx); errs[i] != nil {
-			_, _ = tx.ExecContext(ctx, `ROLLBACK TO op`)
+			_, _ = tx.StmtContext(ctx, s.sp.rollback).ExecContext(ctx)
 		}
-		_, _ = tx.ExecContext(ctx, `RELEASE op`)
+		_, _ = tx.StmtContext(ctx, s.sp.release).ExecContext(ctx)
 	}
 	if single && errs[0] != nil {
 		finish() // deferred rollback undoes it
