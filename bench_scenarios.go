@@ -1,30 +1,18 @@
-// The scenarios of `c2cvia bench` and the wire calls their loads make. A
-// scenario measures the relay and then direct with the same calls; adding
-// one is a function and a line in benchScenarios.
+// The scenarios of `c2cvia bench`. A scenario measures the relay and then
+// direct with the same calls (bench_targets.go); adding one is a function
+// and a line in benchScenarios.
 
 package main
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
 	"database/sql"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"net/url"
-	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/spf13/cobra"
 )
 
 // benchScenario measures one scenario at one client count: the relay, then
@@ -350,168 +338,6 @@ func (b *bench) holdAndProbe(ctx context.Context, label string, t *benchTarget, 
 	return h, err
 }
 
-// benchChildEnv marks this binary run as the bench's poll holder.
-const benchChildEnv = "C2CVIA_BENCH_CHILD=1"
-
-// pollHolder is the child process holding the idle polls: this binary run
-// as `c2cvia bench hold-polls`.
-type pollHolder struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	once  sync.Once
-	err   error
-}
-
-// holdPolls starts the holder, hands it base and the polls' tokens, and
-// returns once it has sent every poll.
-func (b *bench) holdPolls(ctx context.Context, label, base string, tokens []string) (*pollHolder, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(exe, "bench", "hold-polls")
-	cmd.Env = append(os.Environ(), benchChildEnv)
-	cmd.Stderr = b.stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	h := &pollHolder{cmd: cmd, stdin: stdin}
-	go func() {
-		w := bufio.NewWriter(stdin)
-		fmt.Fprintln(w, base)
-		for _, tok := range tokens {
-			fmt.Fprintln(w, tok)
-		}
-		fmt.Fprintln(w) // the end of the list
-		_ = w.Flush()
-	}()
-	bar := b.bar(label, int64(len(tokens)))
-	defer bar.Finish()
-	stop := context.AfterFunc(ctx, func() { h.release() })
-	defer stop()
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		line := sc.Text()
-		if n, ok := strings.CutPrefix(line, "opened "); ok {
-			k, _ := strconv.Atoi(n)
-			_ = bar.Set(k)
-		}
-		if line == "held" {
-			go func() { _, _ = io.Copy(io.Discard, stdout) }()
-			return h, nil
-		}
-	}
-	return nil, errors.Join(fmt.Errorf("the process holding the polls ended before it held them all"), h.release())
-}
-
-// release has the holder close its polls and waits for it to end.
-func (h *pollHolder) release() error {
-	h.once.Do(func() {
-		h.stdin.Close()
-		h.err = h.cmd.Wait()
-	})
-	return h.err
-}
-
-// newBenchHoldCmd is the poll holder. It reads a base URL and one token a
-// line up to a blank line from stdin, opens a long poll per token, prints
-// "held", and closes them all when stdin ends.
-func newBenchHoldCmd(stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
-		Use:    "hold-polls",
-		Short:  "Hold idle long polls for the idle scenario (used by bench itself)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return holdPollsChild(cmd.Context(), cmd.InOrStdin(), stdout)
-		},
-	}
-}
-
-func holdPollsChild(ctx context.Context, in io.Reader, out io.Writer) error {
-	sc := bufio.NewScanner(in)
-	var base string
-	var tokens []string
-	for sc.Scan() && sc.Text() != "" {
-		if base == "" {
-			base = sc.Text()
-			continue
-		}
-		tokens = append(tokens, sc.Text())
-	}
-	if err := raiseFDLimit(uint64(len(tokens) + 64)); err != nil {
-		return err
-	}
-	conns := make([]net.Conn, len(tokens))
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
-			}
-		}
-	}()
-	var opened atomic.Int64
-	var mu sync.Mutex
-	b := &bench{stderr: io.Discard}
-	err := b.parallel(ctx, "", len(tokens), 32, func(ctx context.Context, i int) error {
-		c, err := dialPoll(ctx, base, tokens[i])
-		conns[i] = c
-		if n := opened.Add(1); n%500 == 0 {
-			mu.Lock()
-			fmt.Fprintf(out, "opened %d\n", n)
-			mu.Unlock()
-		}
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(out, "held")
-	_, _ = io.Copy(io.Discard, in) // until the bench closes stdin
-	return nil
-}
-
-// dialPoll opens a connection to base and sends a pullsmart with a long
-// wait on it (the relay clamps it to its --max-wait), and reads nothing.
-func dialPoll(ctx context.Context, base, token string) (net.Conn, error) {
-	u, err := url.Parse(base)
-	if err != nil {
-		return nil, err
-	}
-	host := u.Host
-	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
-	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", host)
-	if err != nil {
-		return nil, err
-	}
-	if u.Scheme == "https" {
-		tc := tls.Client(c, &tls.Config{ServerName: u.Hostname()})
-		if err := tc.HandshakeContext(ctx); err != nil {
-			c.Close()
-			return nil, err
-		}
-		c = tc
-	}
-	_, err = io.WriteString(c, "GET "+u.Path+"/api/v1/client/pullsmart?wait=3600 HTTP/1.1\r\nHost: "+u.Host+
-		"\r\nAuthorization: Bearer "+token+"\r\nUser-Agent: c2cvia-bench\r\n\r\n")
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	return c, nil
-}
-
 // benchBacklog: --backlog requests are queued in a store of their own
 // (one bulk insert per 100,000 rows, in the store's schema), then a relay is
 // started on that file and timed until /healthz answers 200. N SimServers
@@ -645,87 +471,4 @@ func (b *bench) measureDirect(ctx context.Context, label string, clients int, re
 	return b.measure(ctx, label, clients, func(i int) opFunc { return newOp(t, i) })
 }
 
-// logins logs n SimClients into net and returns their tokens.
-func (b *bench) logins(ctx context.Context, t *benchTarget, net string, n int) ([]string, error) {
-	tokens := make([]string, n)
-	err := b.parallel(ctx, "logins", n, 16, func(ctx context.Context, i int) error {
-		rep, err := t.call(ctx, http.MethodGet, "/api/v1/client/login?net="+url.QueryEscape(net), "", nil, http.StatusOK)
-		if err != nil {
-			return err
-		}
-		var v struct{ Token string }
-		if err := json.Unmarshal(rep.body, &v); err != nil || v.Token == "" {
-			return fmt.Errorf("%s: login: no token in %s", t.name, rep.body)
-		}
-		tokens[i] = v.Token
-		return nil
-	})
-	return tokens, err
-}
-
-// The wire calls. Each checks the status and reads what the load needs.
-
-func pushReq(ctx context.Context, t *benchTarget, token string) (string, error) {
-	rep, err := t.call(ctx, http.MethodPost, "/api/v1/client/pushreq", token, []byte(benchPushReqBody), http.StatusCreated)
-	if err != nil {
-		return "", err
-	}
-	var v struct{ RID string }
-	if err := json.Unmarshal(rep.body, &v); err != nil || v.RID == "" {
-		return "", fmt.Errorf("%s: pushreq: no rid in %s", t.name, rep.body)
-	}
-	return v.RID, nil
-}
-
-// pullSmart waits for rid's response; a 202 (the wait ran out) waits again.
-func pullSmart(ctx context.Context, t *benchTarget, token, rid string) error {
-	for {
-		rep, err := t.call(ctx, http.MethodGet, "/api/v1/client/pullsmart?wait=25&rid="+url.QueryEscape(rid), token, nil, http.StatusOK)
-		if err == nil || rep.status != http.StatusAccepted {
-			return err
-		}
-	}
-}
-
-func pullReqSmart(ctx context.Context, t *benchTarget, net, key string, wait, max int) ([]string, error) {
-	q := url.Values{"net": {net}, "wait": {fmt.Sprint(wait)}, "max": {fmt.Sprint(max)}}
-	rep, err := t.call(ctx, http.MethodGet, "/api/v1/server/pullreqsmart?"+q.Encode(), key, nil, http.StatusOK)
-	if err != nil {
-		return nil, err
-	}
-	var v struct {
-		Requests []struct{ RID string }
-	}
-	if err := json.Unmarshal(rep.body, &v); err != nil {
-		return nil, fmt.Errorf("%s: pullreqsmart: %w", t.name, err)
-	}
-	rids := make([]string, len(v.Requests))
-	for i, r := range v.Requests {
-		rids[i] = r.RID
-	}
-	return rids, nil
-}
-
-func pushRes(ctx context.Context, t *benchTarget, net, key, rid string) error {
-	body := `{"net":` + jsonString(net) + `,"rid":` + jsonString(rid) + `,"sim_res":` + benchSimResBody + `}`
-	_, err := t.call(ctx, http.MethodPost, "/api/v1/server/pushres", key, []byte(body), http.StatusOK)
-	return err
-}
-
-func jsonString(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
-}
-
 func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
-
-// storeCounters are the in-process store's write counters.
-type storeCounters struct{ commits, writes, checkpoints int64 }
-
-func readStoreCounters(st *store) storeCounters {
-	return storeCounters{st.commits.Load(), st.writes.Load(), st.checkpoints.Load()}
-}
-
-func (c storeCounters) minus(o storeCounters) storeCounters {
-	return storeCounters{c.commits - o.commits, c.writes - o.writes, c.checkpoints - o.checkpoints}
-}
