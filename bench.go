@@ -80,7 +80,7 @@ Scenarios:
 	fs.IntVar(&o.Backlog, "backlog", 1_000_000, "backlog: requests queued in the store before the load")
 	fs.IntVar(&o.Polls, "polls", 10_000, "idle: long polls held open")
 	fs.StringVar(&o.Key, "key", "", "SimServer key for the bench's nets (default: a random key, which claims fresh nets)")
-	fs.StringVar(&o.Net, "net", "", "net to run in (default: a fresh random net per scenario and client count)")
+	fs.StringVar(&o.Net, "net", "", "net to run in; the bench's SimServers answer whatever is queued there (default: a fresh random net per scenario and client count)")
 	fs.StringVar(&o.Sync, "sync", "normal", "in-process relay: SQLite synchronous, normal or full (as serve --sync)")
 	fs.StringVar(&o.TmpDir, "tmp-dir", "", "in-process relay: folder for its temporary store (default: the system's temp folder)")
 	documentEnv(fs)

@@ -169,25 +169,34 @@ func TestBenchTable(t *testing.T) {
 
 func TestBenchAgainstURL(t *testing.T) {
 	r := newTestRelay(t)
+	// One net for every row: the second row finds the first one's leftovers
+	// in its queue.
 	stdout, stderr, err := runBenchCLI(t, "bench", "--url", r.URL+"/", "--json", "--duration", "300ms",
-		"--clients", "2", "--polls", "20")
+		"--clients", "2,3", "--polls", "20", "--net", "shared", "--key", testKey)
 	require.NoError(t, err, stderr)
 	lines := parseBenchLines(t, stdout)
-	require.Len(t, lines, 3, stdout)
-	for _, l := range lines[:2] {
+	require.Len(t, lines, 6, stdout)
+	for _, l := range lines[:4] {
 		assert.Equal(t, r.URL, l.Relay)
 		assertSaneLine(t, l)
 	}
-	assert.Equal(t, "exchange", lines[0].Scenario)
-	assert.Nil(t, lines[0].CommitsPerExchange, "the store's counters are not visible through --url")
-	assert.Equal(t, "idle", lines[1].Scenario)
-	assert.Nil(t, lines[1].BytesPerPoll, "the relay's memory is not visible through --url")
-	assert.NotNil(t, lines[1].DirectBytesPerPoll)
-	assert.Equal(t, "backlog", lines[2].Scenario)
-	assert.Contains(t, lines[2].Skipped, "needs the store", "backlog says it is skipped against a URL")
+	for _, l := range lines[:2] {
+		assert.Equal(t, "exchange", l.Scenario)
+		assert.Nil(t, l.CommitsPerExchange, "the store's counters are not visible through --url")
+	}
+	for _, l := range lines[2:4] {
+		assert.Equal(t, "idle", l.Scenario)
+		assert.Nil(t, l.BytesPerPoll, "the relay's memory is not visible through --url")
+		assert.NotNil(t, l.DirectBytesPerPoll)
+	}
+	for _, l := range lines[4:] {
+		assert.Equal(t, "backlog", l.Scenario)
+		assert.Contains(t, l.Skipped, "needs the store", "backlog says it is skipped against a URL")
+	}
 
-	// The exchanges went through the relay's store, and the idle polls are gone.
-	assert.Positive(t, r.count("requests WHERE status = 'answered'"))
+	// The exchanges went through the relay's store, in the net given, and
+	// the idle polls are gone.
+	assert.Positive(t, r.count("requests WHERE status = 'answered' AND net = 'shared'"))
 	waitFor(t, 10*time.Second, func() bool { return r.srv.poller.open.Load() == 0 }, "the idle polls to end")
 }
 
