@@ -77,6 +77,15 @@ func BenchmarkStore(b *testing.B) {
 					i++
 				}
 			})
+			// readyState is what every pullreqsmart reads first, and again
+			// whenever it is woken.
+			b.Run("ready", func(b *testing.B) {
+				for b.Loop() {
+					if _, _, err := st.readyState(ctx, "bench"); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 			b.Run("read", func(b *testing.B) {
 				for b.Loop() {
 					if _, err := st.requestForOwner(ctx, tok, rids[0]); err != nil {

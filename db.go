@@ -55,6 +55,12 @@ type storeOptions struct {
 	// file, when anything was written: 1 s keeps the WAL small (a second of
 	// writes) without a checkpoint per commit.
 	CheckpointEvery time.Duration
+
+	// LaterWait is how long writes nobody waits for (writeLater) may wait
+	// for a write to share a commit with: 5 ms, more than the gap between
+	// one exchange's end and the next one's pushreq, and nothing to a write
+	// whose loss in a crash costs a repeat.
+	LaterWait time.Duration
 }
 
 func (o *storeOptions) setDefaults() {
@@ -82,6 +88,9 @@ func (o *storeOptions) setDefaults() {
 	if o.CheckpointEvery == 0 {
 		o.CheckpointEvery = time.Second
 	}
+	if o.LaterWait == 0 {
+		o.LaterWait = 5 * time.Millisecond
+	}
 }
 
 type store struct {
@@ -91,6 +100,7 @@ type store struct {
 	r    *sql.DB // a pool: reads
 	ckpt *sql.DB // one connection: WAL checkpoints
 	q    statements
+	sp   struct{ save, rollback, release *sql.Stmt } // the savepoint around each write of a batch
 
 	// version is the schema version: the newest, except for a read-only
 	// store that no relay of this version has opened yet (inspect).
@@ -199,6 +209,13 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	if err := s.q.prepare(ctx, w, r); err != nil {
 		s.closeDBs()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	for stmt, text := range map[**sql.Stmt]string{&s.sp.save: `SAVEPOINT op`, &s.sp.rollback: `ROLLBACK TO op`, &s.sp.release: `RELEASE op`} {
+		if *stmt, err = w.PrepareContext(ctx, text); err != nil {
+			s.q.close()
+			s.closeDBs()
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
 	}
 	// Nothing older than the newest message is cached: reads below it go
 	// to SQL until they catch up.
@@ -320,6 +337,9 @@ func (s *store) Close() error {
 	s.mu.Unlock()
 	s.background.Wait()
 	s.q.close()
+	for _, stmt := range []*sql.Stmt{s.sp.save, s.sp.rollback, s.sp.release} {
+		stmt.Close()
+	}
 	return s.closeDBs()
 }
 
@@ -349,8 +369,10 @@ func (s *store) writeThen(ctx context.Context, fn func(ctx context.Context, tx *
 }
 
 // writeLater queues fn without waiting for it. Writes are applied in the
-// order they are queued, so a later write sees it. For bookkeeping whose loss
-// in a crash costs nothing but a repeat (the pulled mark, the last poll).
+// order they are queued, so a later write sees it; it is committed with the
+// next write that is waited for, or alone after LaterWait. For bookkeeping
+// whose loss in a crash costs nothing but a repeat (the pulled mark, the
+// last poll).
 func (s *store) writeLater(fn func(ctx context.Context, tx *sql.Tx) error) {
 	_ = s.submit(&writeOp{ctx: context.Background(), fn: fn})
 }
@@ -389,17 +411,35 @@ func (s *store) writer() {
 				}
 			}
 		}
-	fill:
-		for len(batch) < maxBatch {
+		batch = s.fill(batch)
+		if batch[len(batch)-1].done == nil {
+			// Only fire-and-forget writes: they ride with the next write
+			// that someone waits for rather than cost a commit of their
+			// own (one exchange's pulled mark goes with the next pushreq).
+			t := time.NewTimer(s.opts.LaterWait)
 			select {
 			case op := <-s.ops:
-				batch = append(batch, op)
-			default:
-				break fill
+				batch = s.fill(append(batch, op))
+			case <-t.C:
+			case <-s.quit:
 			}
+			t.Stop()
 		}
 		s.commit(batch)
 	}
+}
+
+// fill adds the writes already waiting to batch, up to maxBatch.
+func (s *store) fill(batch []*writeOp) []*writeOp {
+	for len(batch) < maxBatch {
+		select {
+		case op := <-s.ops:
+			batch = append(batch, op)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // commit runs a batch in one transaction. Each write runs under a savepoint,
@@ -439,14 +479,14 @@ func (s *store) commit(batch []*writeOp) {
 			errs[i] = op.fn(ctx, tx)
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, `SAVEPOINT op`); err != nil {
+		if _, err := tx.StmtContext(ctx, s.sp.save).ExecContext(ctx); err != nil {
 			errs[i] = err
 			continue
 		}
 		if errs[i] = op.fn(ctx, tx); errs[i] != nil {
-			_, _ = tx.ExecContext(ctx, `ROLLBACK TO op`)
+			_, _ = tx.StmtContext(ctx, s.sp.rollback).ExecContext(ctx)
 		}
-		_, _ = tx.ExecContext(ctx, `RELEASE op`)
+		_, _ = tx.StmtContext(ctx, s.sp.release).ExecContext(ctx)
 	}
 	if single && errs[0] != nil {
 		finish() // deferred rollback undoes it

@@ -118,7 +118,11 @@ func (lp *poller) poll(ctx context.Context, kind pollKind, key string, wait time
 	}()
 	for {
 		wake, release := lp.hub.subscribe(key)
-		done, next, err := try()
+		done, next, err, panicked := tryAside(try)
+		if panicked != nil {
+			release()
+			panic(panicked) // on the handler's goroutine, for withRecover
+		}
 		if err != nil || done {
 			release()
 			return done, err
@@ -159,4 +163,20 @@ func (lp *poller) poll(ctx context.Context, kind pollKind, key string, wait time
 		default:
 		}
 	}
+}
+
+// tryAside runs try on a goroutine of its own and waits for it. try reads
+// the store, deep in the SQLite engine; on the handler's goroutine, the stack
+// grown for that would stay for as long as the poll waits (about 20 KiB per
+// open poll rather than 12). A panic in try is returned, for the caller to
+// go on with.
+func tryAside(try func() (bool, time.Time, error)) (done bool, next time.Time, err error, panicked any) {
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		defer func() { panicked = recover() }()
+		done, next, err = try()
+	}()
+	<-finished
+	return done, next, err, panicked
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"runtime"
 	"testing"
 	"time"
 
@@ -271,4 +272,46 @@ func assertRedelivered(t *testing.T, rep reply, rid string) {
 	require.Len(t, got.Requests, 1)
 	assert.Equal(t, rid, got.Requests[0].RID)
 	assert.Equal(t, 2, got.Requests[0].Attempt)
+}
+
+// TestLongPollKeepsSmallStack: a waiting long poll holds its connection's
+// goroutine, and with it whatever stack that goroutine grew to. The store's
+// reads (deep in the SQLite engine) run aside, so that stays the stack of
+// the HTTP path: about 12 KiB per open poll (its goroutine and the
+// connection's background read), not 20.
+func TestLongPollKeepsSmallStack(t *testing.T) {
+	r := newTestRelay(t)
+	const n = 300
+	tokens := make([]string, n)
+	for i := range tokens {
+		tokens[i], _ = r.login("stack")
+	}
+	stackInuse := func() int64 {
+		runtime.GC()
+		runtime.GC() // a stack shrinks by half per collection, when mostly unused
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return int64(ms.StackInuse)
+	}
+	before := stackInuse()
+	for _, tok := range tokens {
+		c, err := dialPoll(context.Background(), r.URL, tok)
+		require.NoError(t, err)
+		defer c.Close()
+	}
+	r.waitPolling(n)
+	perPoll := (stackInuse() - before) / n
+	t.Logf("stack per open poll: %d bytes", perPoll)
+	assert.Less(t, perPoll, int64(16<<10), "stack per open poll")
+}
+
+// TestLongPollTryPanics: a panic in a poll's store read goes on in the
+// handler's goroutine, where withRecover answers it with a 500.
+func TestLongPollTryPanics(t *testing.T) {
+	lp := newPoller(newHub(), time.Minute, time.Now)
+	assert.PanicsWithValue(t, "boom", func() {
+		_, _ = lp.poll(context.Background(), pollClient, "k", time.Second, func() (bool, time.Time, error) { panic("boom") })
+	})
+	assert.Zero(t, lp.open.Load(), "the poll is no longer counted")
+	assert.Zero(t, lp.hub.size(), "nor subscribed")
 }

@@ -49,7 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServeCmd(stdout, stderr), newInspectCmd(stdout), newPurgeCmd(stdout))
+	root.AddCommand(newServeCmd(stdout, stderr), newInspectCmd(stdout), newPurgeCmd(stdout), newBenchCmd(stdout, stderr))
 	return root.ExecuteContext(ctx)
 }
 
@@ -143,9 +143,17 @@ func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
+	addServeFlags(fs, &cfg)
+	documentEnv(fs)
+	return cmd
+}
+
+// addServeFlags are serve's flags. Their defaults are the relay's defaults
+// (defaultConfig reads them from here too).
+func addServeFlags(fs *pflag.FlagSet, cfg *config) {
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "address to listen on")
 	addListenFlags(fs, &cfg.Listen)
-	addStoreFlags(fs, &cfg)
+	addStoreFlags(fs, cfg)
 	fs.DurationVar(&cfg.TokenTTL, "token-ttl", 24*time.Hour, "how long a login token stays valid")
 	fs.DurationVar(&cfg.MaxWait, "max-wait", 60*time.Second, "longest long poll; a larger wait is clamped to it")
 	fs.DurationVar(&cfg.DefaultLease, "lease", 30*time.Second, "lease on a delivered request when pullreqsmart names none")
@@ -160,9 +168,18 @@ func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
 	fs.DurationVar(&cfg.JanitorEvery, "janitor-every", 15*time.Second, "how often expired entries are removed")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
-	addOpsFlags(fs, &cfg)
-	documentEnv(fs)
-	return cmd
+	addOpsFlags(fs, cfg)
+}
+
+// defaultConfig is the config of `serve` given no flags.
+func defaultConfig() config {
+	var cfg config
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	addServeFlags(fs, &cfg)
+	if err := fs.Parse(nil); err != nil {
+		panic(err) // the defaults are constants: they parse
+	}
+	return cfg
 }
 
 // serve runs the relay until ctx ends, then answers the open long polls,

@@ -299,3 +299,64 @@ func TestMigrateFromV1(t *testing.T) {
 	require.Len(t, msgs, 1)
 	assert.Equal(t, id, msgs[0].ID)
 }
+
+// TestWriteLaterSharesTheNextCommit: a write nobody waits for (the pulled
+// mark) is committed with the next write, not in a commit of its own.
+func TestWriteLaterSharesTheNextCommit(t *testing.T) {
+	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "store.db"), storeOptions{LaterWait: time.Hour})
+	require.NoError(t, err)
+	defer st.Close()
+	_, tok, err := st.createToken(context.Background(), "later")
+	require.NoError(t, err)
+	commits, writes := st.commits.Load(), st.writes.Load()
+
+	marked := make(chan struct{})
+	st.writeLater(func(context.Context, *sql.Tx) error { close(marked); return nil })
+	select {
+	case <-marked:
+		t.Fatal("a lone fire-and-forget write was committed at once")
+	case <-time.After(50 * time.Millisecond):
+	}
+	rid, err := st.pushRequest(context.Background(), tok, benchSimReq)
+	require.NoError(t, err)
+	<-marked
+	assert.Equal(t, commits+1, st.commits.Load(), "one commit for both")
+	assert.Equal(t, writes+2, st.writes.Load())
+	got, err := st.requestForOwner(context.Background(), tok, rid)
+	require.NoError(t, err)
+	assert.Equal(t, statusQueued, got.status)
+}
+
+// TestWriteLaterAlone: with no write coming, a fire-and-forget write is
+// committed after LaterWait, and at Close at the latest.
+func TestWriteLaterAlone(t *testing.T) {
+	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "store.db"), storeOptions{LaterWait: 10 * time.Millisecond})
+	require.NoError(t, err)
+	defer st.Close()
+	commits := st.commits.Load()
+	marked := make(chan struct{})
+	st.writeLater(func(context.Context, *sql.Tx) error { close(marked); return nil })
+	select {
+	case <-marked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a lone fire-and-forget write was never committed")
+	}
+	waitFor(t, 10*time.Second, func() bool { return st.commits.Load() == commits+1 }, "its commit")
+
+	path := filepath.Join(t.TempDir(), "close.db")
+	st2, err := openStore(context.Background(), path, storeOptions{LaterWait: time.Hour})
+	require.NoError(t, err)
+	_, tok, err := st2.createToken(context.Background(), "later")
+	require.NoError(t, err)
+	st2.writeLater(func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE tokens SET net = 'closed' WHERE token_hash = ?`, tok.Hash)
+		return err
+	})
+	require.NoError(t, st2.Close())
+	ro, err := openStoreReadOnly(context.Background(), path, storeOptions{})
+	require.NoError(t, err)
+	defer ro.Close()
+	var net string
+	require.NoError(t, ro.r.QueryRow(`SELECT net FROM tokens`).Scan(&net))
+	assert.Equal(t, "closed", net, "Close commits the write that was waiting")
+}

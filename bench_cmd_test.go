@@ -1,0 +1,257 @@
+// Tests of `c2cvia bench`, run in-process through run() with tiny sizes and
+// short measurements: every scenario gives sane figures, the in-process
+// relay leaves nothing behind, and --url loads a relay the test started.
+// No test asserts a speed.
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// runBenchCLI runs the program with args and returns stdout and stderr.
+func runBenchCLI(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), args, func(string) string { return "" }, &stdout, &syncWriter{w: &stderr})
+	return stdout.String(), stderr.String(), err
+}
+
+// benchLine is one --json line, with the scenario figures the tests look at
+// as pointers, to tell a missing field from zero.
+type benchLine struct {
+	Scenario        string   `json:"scenario"`
+	Clients         int      `json:"clients"`
+	Relay           string   `json:"relay"`
+	Ops             int      `json:"ops"`
+	OpsPerSec       float64  `json:"ops_per_sec"`
+	P50             float64  `json:"p50_ms"`
+	P90             float64  `json:"p90_ms"`
+	P99             float64  `json:"p99_ms"`
+	DirectOps       int      `json:"direct_ops"`
+	DirectOpsPerSec float64  `json:"direct_ops_per_sec"`
+	DirectP50       float64  `json:"direct_p50_ms"`
+	DirectP90       float64  `json:"direct_p90_ms"`
+	DirectP99       float64  `json:"direct_p99_ms"`
+	Ratio           float64  `json:"ratio"`
+	DurationS       float64  `json:"duration_s"`
+	Skipped         string   `json:"skipped"`
+	Notes           []string `json:"notes"`
+
+	Workers            *int     `json:"workers"`
+	CommitsPerExchange *float64 `json:"commits_per_exchange"`
+	WritesPerCommit    *float64 `json:"writes_per_commit"`
+	Polls              *int     `json:"polls"`
+	BytesPerPoll       *int64   `json:"bytes_per_poll"`
+	HeapPerPoll        *int64   `json:"heap_per_poll"`
+	DirectBytesPerPoll *int64   `json:"direct_bytes_per_poll"`
+	OpenPollsHeld      *int64   `json:"open_polls_held"`
+	OpenPollsAfter     *int64   `json:"open_polls_after"`
+	Backlog            *int     `json:"backlog"`
+	ReadyMS            *float64 `json:"ready_ms"`
+}
+
+// parseBenchLines requires every line of stdout to be one JSON object.
+func parseBenchLines(t *testing.T, stdout string) []benchLine {
+	t.Helper()
+	var lines []benchLine
+	for _, text := range strings.Split(strings.TrimRight(stdout, "\n"), "\n") {
+		var l benchLine
+		require.NoError(t, json.Unmarshal([]byte(text), &l), "stdout line is not JSON: %q", text)
+		lines = append(lines, l)
+	}
+	return lines
+}
+
+// assertSaneLine checks what every measured row must hold.
+func assertSaneLine(t *testing.T, l benchLine) {
+	t.Helper()
+	what := fmt.Sprintf("%s with %d clients", l.Scenario, l.Clients)
+	assert.Empty(t, l.Skipped, what)
+	assert.Positive(t, l.Ops, what)
+	assert.Positive(t, l.OpsPerSec, what)
+	assert.Positive(t, l.DirectOps, what)
+	assert.Positive(t, l.DirectOpsPerSec, what)
+	assert.Positive(t, l.P50, what)
+	assert.LessOrEqual(t, l.P50, l.P90, what)
+	assert.LessOrEqual(t, l.P90, l.P99, what)
+	assert.Positive(t, l.DirectP50, what)
+	assert.LessOrEqual(t, l.DirectP50, l.DirectP90, what)
+	assert.LessOrEqual(t, l.DirectP90, l.DirectP99, what)
+	assert.InEpsilon(t, l.OpsPerSec/l.DirectOpsPerSec, l.Ratio, 1e-9, "%s: ratio is ops/direct ops", what)
+	assert.InEpsilon(t, float64(l.Ops)/l.DurationS, l.OpsPerSec, 1e-9, "%s: ops/s is ops over the window", what)
+	assert.Positive(t, l.DurationS, what)
+}
+
+func TestBenchInProcess(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	tmp := t.TempDir()
+	stdout, stderr, err := runBenchCLI(t, "bench", "--tmp-dir", tmp, "--json", "--progress", "always",
+		"--duration", "300ms", "--clients", "1,3", "--polls", "20", "--backlog", "2000")
+	require.NoError(t, err, stderr)
+
+	lines := parseBenchLines(t, stdout)
+	require.Len(t, lines, 6, stdout)
+	for i, want := range []struct {
+		scenario string
+		clients  int
+	}{{"exchange", 1}, {"exchange", 3}, {"idle", 1}, {"idle", 3}, {"backlog", 1}, {"backlog", 3}} {
+		l := lines[i]
+		require.Equal(t, want.scenario, l.Scenario)
+		require.Equal(t, want.clients, l.Clients)
+		assert.Equal(t, "in-process", l.Relay)
+		assertSaneLine(t, l)
+		switch l.Scenario {
+		case "exchange":
+			require.NotNil(t, l.Workers)
+			assert.Equal(t, (l.Clients+3)/4, *l.Workers, "a SimServer worker per 4 clients by default")
+			require.NotNil(t, l.CommitsPerExchange)
+			assert.Positive(t, *l.CommitsPerExchange)
+			require.NotNil(t, l.WritesPerCommit)
+			assert.GreaterOrEqual(t, *l.WritesPerCommit, 1.0)
+		case "idle":
+			require.NotNil(t, l.Polls)
+			assert.Equal(t, 20, *l.Polls)
+			assert.NotNil(t, l.BytesPerPoll, "the relay's memory per poll")
+			assert.NotNil(t, l.HeapPerPoll)
+			assert.NotNil(t, l.DirectBytesPerPoll)
+			require.NotNil(t, l.OpenPollsHeld)
+			assert.EqualValues(t, 20, *l.OpenPollsHeld, "every poll was held through the load")
+			require.NotNil(t, l.OpenPollsAfter)
+			assert.Zero(t, *l.OpenPollsAfter, "the relay's open-poll gauge is back to 0")
+		case "backlog":
+			require.NotNil(t, l.Backlog)
+			assert.Equal(t, 2000, *l.Backlog)
+			require.NotNil(t, l.ReadyMS)
+			assert.Positive(t, *l.ReadyMS)
+		}
+	}
+	assert.Contains(t, stderr, "exchange relay", "the progress bar is drawn on stderr")
+
+	left, err := os.ReadDir(tmp)
+	require.NoError(t, err)
+	assert.Empty(t, left, "the in-process relay's temp folder is removed")
+	goleak.VerifyNone(t, before) // the relays, direct and every client are gone
+}
+
+func TestBenchTable(t *testing.T) {
+	tmp := t.TempDir()
+	stdout, stderr, err := runBenchCLI(t, "bench", "--tmp-dir", tmp, "--duration", "200ms", "--clients", "2",
+		"--polls", "10", "--backlog", "1000")
+	require.NoError(t, err, stderr)
+	assert.Empty(t, stderr, "no progress bar when stderr is not a terminal")
+	assert.Contains(t, stdout, "relay in-process, sync normal; direct: plain net/http in this process")
+	assert.Regexp(t, `(?m)^SCENARIO\s+CLIENTS\s+OPS/S\s+P50\s+P90\s+P99\s+DIRECT OPS/S\s+RATIO\s+NOTES$`, stdout)
+	row := func(name, notes string) *regexp.Regexp {
+		return regexp.MustCompile(`(?m)^` + name + `\s+2\s+\d+\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+\d+\s+\d+\.\d\dx\s+` + notes)
+	}
+	assert.Regexp(t, row("exchange", `workers 1, max 16; [\d.]+ commits/exchange`), stdout)
+	assert.Regexp(t, row("idle", `10 polls: -?[\d.]+ KiB/poll RSS`), stdout)
+	assert.Regexp(t, row("backlog", `1000 queued; ready in [\d.]+ms`), stdout)
+	left, err := os.ReadDir(tmp)
+	require.NoError(t, err)
+	assert.Empty(t, left)
+}
+
+func TestBenchAgainstURL(t *testing.T) {
+	r := newTestRelay(t)
+	// One net for every row: the second row finds the first one's leftovers
+	// in its queue.
+	stdout, stderr, err := runBenchCLI(t, "bench", "--url", r.URL+"/", "--json", "--duration", "300ms",
+		"--clients", "2,3", "--polls", "20", "--net", "shared", "--key", testKey)
+	require.NoError(t, err, stderr)
+	lines := parseBenchLines(t, stdout)
+	require.Len(t, lines, 6, stdout)
+	for _, l := range lines[:4] {
+		assert.Equal(t, r.URL, l.Relay)
+		assertSaneLine(t, l)
+	}
+	for _, l := range lines[:2] {
+		assert.Equal(t, "exchange", l.Scenario)
+		assert.Nil(t, l.CommitsPerExchange, "the store's counters are not visible through --url")
+	}
+	for _, l := range lines[2:4] {
+		assert.Equal(t, "idle", l.Scenario)
+		assert.Nil(t, l.BytesPerPoll, "the relay's memory is not visible through --url")
+		assert.NotNil(t, l.DirectBytesPerPoll)
+	}
+	for _, l := range lines[4:] {
+		assert.Equal(t, "backlog", l.Scenario)
+		assert.Contains(t, l.Skipped, "needs the store", "backlog says it is skipped against a URL")
+	}
+
+	// The exchanges went through the relay's store, in the net given, and
+	// the idle polls are gone.
+	assert.Positive(t, r.count("requests WHERE status = 'answered' AND net = 'shared'"))
+	waitFor(t, 10*time.Second, func() bool { return r.srv.poller.open.Load() == 0 }, "the idle polls to end")
+}
+
+func TestBenchBadFlags(t *testing.T) {
+	tmp := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--scenario", "exchange,nope"}, `no scenario "nope"; there are exchange, idle, backlog`},
+		{[]string{"--clients", "0"}, "--clients must be 1 or more"},
+		{[]string{"--duration", "0s"}, "--duration must be positive"},
+		{[]string{"--max", "101"}, "--max must be from 1 to 100"},
+		{[]string{"--workers", "-1"}, "--workers must be 0"},
+		{[]string{"--polls", "0"}, "--backlog and --polls must be 1 or more"},
+		{[]string{"--progress", "sometimes"}, "--progress must be auto, always or never"},
+		{[]string{"--key", "short"}, "--key must be at least 16 characters"},
+		{[]string{"--net", "no spaces"}, "net must be 1-64 characters"},
+		{[]string{"--sync", "off"}, "--sync must be normal or full"},
+		{[]string{"--url", "ftp://example.com"}, "--url must be an http or https URL"},
+		{[]string{"--url", "http://127.0.0.1:1"}, "--url: the relay does not answer"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, _, err := runBenchCLI(t, append([]string{"bench", "--tmp-dir", tmp}, tc.args...)...)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+	left, err := os.ReadDir(tmp)
+	require.NoError(t, err)
+	assert.Empty(t, left, "a refused run makes no store")
+}
+
+// TestBenchRelayConfigIsServeDefaults: the in-process relay runs with what
+// serve runs with when given no flags, but for the listener, the file, its
+// sync setting and the rate limits (every bench client shares one address).
+func TestBenchRelayConfigIsServeDefaults(t *testing.T) {
+	cfg := benchRelayConfig("x.db", "full")
+	want := defaultConfig()
+	assert.Equal(t, 5, want.MaxAttempts, "defaultConfig reads serve's flag defaults")
+	assert.Equal(t, 30*time.Second, want.ViaTimeout)
+	assert.Positive(t, want.RateIP)
+	want.Addr, want.DB, want.Sync, want.RateIP, want.RateToken = "127.0.0.1:0", "x.db", "full", 0, 0
+	assert.Equal(t, want, cfg)
+}
+
+func TestLoadStatsPercentiles(t *testing.T) {
+	var s loadStats
+	for i := 1; i <= 200; i++ {
+		s.lat = append(s.lat, time.Duration(i)*time.Millisecond)
+	}
+	s.window = 4 * time.Second
+	assert.Equal(t, 100.0, s.pct(50))
+	assert.Equal(t, 180.0, s.pct(90))
+	assert.Equal(t, 198.0, s.pct(99))
+	assert.Equal(t, 200.0, s.pct(100))
+	assert.Equal(t, 1.0, s.pct(0))
+	assert.Equal(t, 50.0, s.perSec())
+	assert.Zero(t, loadStats{}.pct(50))
+}
