@@ -73,7 +73,7 @@ func leaseParam(p *params, cfg config) (time.Duration, error) {
 	return lease, nil
 }
 
-func handlePushRes(st *store, h *hub) apiFunc {
+func handlePushRes(st *store, h *hub, answers *answerBox) apiFunc {
 	type response struct {
 		RID    string `json:"rid"`
 		Status string `json:"status"`
@@ -103,6 +103,7 @@ func handlePushRes(st *store, h *hub) apiFunc {
 		if err != nil {
 			return err
 		}
+		answers.deliver(rid, simRes) // a /via/ request waiting for it
 		h.notify(tokenKey(owner))
 		writeJSON(w, http.StatusOK, response{rid, statusAnswered})
 		return nil

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -60,9 +61,46 @@ const (
 
 // gateway serves /via/ requests.
 type gateway struct {
-	st  *store
-	lp  *poller
-	cfg config
+	st      *store
+	lp      *poller
+	cfg     config
+	answers *answerBox
+}
+
+// answerBox hands a SimServer's answer from pushres to the gateway request
+// waiting for it, in memory, after the answer is committed.
+type answerBox struct {
+	mu      sync.Mutex
+	waiting map[string]chan []byte // rid -> its waiting gateway request
+}
+
+func newAnswerBox() *answerBox { return &answerBox{waiting: map[string]chan []byte{}} }
+
+// expect makes rid's answer deliverable; done forgets it.
+func (b *answerBox) expect(rid string) (answer <-chan []byte, done func()) {
+	ch := make(chan []byte, 1)
+	b.mu.Lock()
+	b.waiting[rid] = ch
+	b.mu.Unlock()
+	return ch, func() {
+		b.mu.Lock()
+		delete(b.waiting, rid)
+		b.mu.Unlock()
+	}
+}
+
+// deliver gives rid's committed sim_res to the gateway request waiting for
+// it, if one is.
+func (b *answerBox) deliver(rid string, simRes []byte) {
+	b.mu.Lock()
+	ch := b.waiting[rid]
+	b.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- simRes:
+		default: // delivered already: an answer is accepted once
+		}
+	}
 }
 
 // handleVia serves `ANY /via/{net}/{path...}`.
@@ -193,15 +231,32 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, net, endpoint 
 		wait = 0
 	}
 
+	// The answer comes in memory from pushres (answerBox), so waiting costs
+	// no read of the store; only a change by time (expiry, a last lease
+	// running out) is read from it. The box is ready before the request is
+	// stored: no answer can come before it.
 	ctx := r.Context()
-	rid, owner, secret, err := g.st.pushGateway(ctx, net, simReq, storeAndForward)
+	rid := newRID()
+	answer, done := g.answers.expect(rid)
+	defer done()
+	owner, secret, expiresAt, err := g.st.pushGateway(ctx, net, rid, simReq, storeAndForward)
 	if err != nil {
 		return err
 	}
 	g.lp.hub.notify(netKey(net))
 
-	var req requestState
+	req := requestState{status: statusQueued}
+	next := time.UnixMilli(expiresAt)
 	_, err = g.lp.poll(ctx, pollVia, tokenKey(owner.Hash), wait, func() (bool, time.Time, error) {
+		select {
+		case req.simRes = <-answer:
+			req.status = statusAnswered
+			return true, time.Time{}, nil
+		default:
+		}
+		if g.lp.now().Before(next) {
+			return false, next, nil // nothing changes by itself before then
+		}
 		var err error
 		if req, err = g.st.requestForOwner(ctx, owner, rid); err != nil {
 			return false, time.Time{}, err
@@ -210,16 +265,14 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, net, endpoint 
 		case statusAnswered, statusExpired, statusFailed:
 			return true, time.Time{}, nil
 		}
-		return false, g.st.nextChange(req), nil
+		next = g.st.nextChange(req)
+		return false, next, nil
 	})
 	if err != nil {
 		return err
 	}
 	switch req.status {
 	case statusAnswered:
-		if storeAndForward {
-			g.st.markPulled(req)
-		}
 		return writeSimRes(w, req.simRes, mode)
 	case statusExpired:
 		return errExpired

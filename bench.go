@@ -20,6 +20,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,6 +48,10 @@ type benchOptions struct {
 	Net       string
 	Sync      string
 	TmpDir    string
+	Kills     int
+	KillEvery time.Duration
+	CPUProf   string
+	MutexProf string
 }
 
 func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -82,6 +87,10 @@ Scenarios:
 	fs.StringVar(&o.Key, "key", "", "SimServer key for the bench's nets (default: a random key, which claims fresh nets)")
 	fs.StringVar(&o.Net, "net", "", "net to run in; the bench's SimServers answer whatever is queued there (default: a fresh random net per scenario and client count)")
 	fs.StringVar(&o.Sync, "sync", "normal", "in-process relay: SQLite synchronous, normal or full (as serve --sync)")
+	fs.StringVar(&o.CPUProf, "cpuprofile", "", "write a pprof CPU profile of the whole run (relay and load generator) to this file")
+	fs.StringVar(&o.MutexProf, "mutexprofile", "", "write a pprof mutex contention profile of the whole run to this file")
+	fs.IntVar(&o.Kills, "kills", 20, "crash: SIGKILLs of the relay before the final check")
+	fs.DurationVar(&o.KillEvery, "kill-every", 2*time.Second, "crash: mean time between kills (each is random, 0.5 to 1.5 times it)")
 	fs.StringVar(&o.TmpDir, "tmp-dir", "", "in-process relay: folder for its temporary store (default: the system's temp folder)")
 	documentEnv(fs)
 	return cmd
@@ -175,6 +184,14 @@ func runBench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) err
 	if err := o.validate(); err != nil {
 		return err
 	}
+	if slices.Contains(o.Scenarios, "crash") {
+		return runCrashBench(ctx, o, stdout, stderr)
+	}
+	stopProfiles, err := startProfiles(o.CPUProf, o.MutexProf)
+	if err != nil {
+		return err
+	}
+	defer stopProfiles()
 	b := &bench{opts: o, stderr: &lockedWriter{w: stderr}, key: o.Key, state: map[string]any{}}
 	b.progress = o.Progress == "always" || o.Progress == "auto" && isTerminal(stderr)
 	b.log = slog.New(slog.NewTextHandler(b.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -218,8 +235,18 @@ func runBench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) err
 
 func (o benchOptions) validate() error {
 	for _, name := range o.Scenarios {
-		if _, ok := lookupBenchScenario(name); !ok {
-			return fmt.Errorf("--scenario: no scenario %q; there are %s", name, strings.Join(benchScenarioNames(), ", "))
+		if _, ok := lookupBenchScenario(name); !ok && name != "crash" {
+			return fmt.Errorf("--scenario: no scenario %q; there are %s and crash", name, strings.Join(benchScenarioNames(), ", "))
+		}
+	}
+	if slices.Contains(o.Scenarios, "crash") {
+		switch {
+		case len(o.Scenarios) > 1:
+			return errors.New("--scenario crash runs alone: it checks for loss, it does not measure speed")
+		case o.URL != "":
+			return errors.New("--scenario crash runs and kills a relay of its own: --url cannot be used")
+		case o.Kills < 1 || o.KillEvery <= 0:
+			return errors.New("--kills must be 1 or more and --kill-every positive")
 		}
 	}
 	switch {
@@ -244,6 +271,78 @@ func (o benchOptions) validate() error {
 	}
 	if o.Sync != "normal" && o.Sync != "full" {
 		return fmt.Errorf("--sync must be normal or full, not %q", o.Sync)
+	}
+	return nil
+}
+
+// startProfiles starts the CPU and mutex profiles asked for; stop writes
+// them out.
+func startProfiles(cpu, mutex string) (stop func(), err error) {
+	var steps []func()
+	stop = func() {
+		for _, fn := range slices.Backward(steps) {
+			fn()
+		}
+	}
+	if cpu != "" {
+		f, err := os.Create(cpu)
+		if err != nil {
+			return stop, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return stop, err
+		}
+		steps = append(steps, func() { pprof.StopCPUProfile(); f.Close() })
+	}
+	if mutex != "" {
+		f, err := os.Create(mutex)
+		if err != nil {
+			stop()
+			return func() {}, err
+		}
+		prev := runtime.SetMutexProfileFraction(5)
+		steps = append(steps, func() {
+			_ = pprof.Lookup("mutex").WriteTo(f, 0)
+			f.Close()
+			runtime.SetMutexProfileFraction(prev)
+		})
+	}
+	return stop, nil
+}
+
+// runCrashBench runs the crash soak (soak.go) with this binary as the
+// relay, prints its report (the last line is "lost: N") and fails when
+// anything acknowledged was lost.
+func runCrashBench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	soak := soakOptions{Exe: exe, Kills: o.Kills, Every: o.KillEvery, Clients: slices.Max(o.Clients), Log: stderr}
+	if o.TmpDir != "" {
+		dir, err := os.MkdirTemp(o.TmpDir, "c2cvia-soak-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		soak.DB = dir + string(os.PathSeparator) + "soak.db"
+	}
+	rep, err := runCrashSoak(ctx, soak)
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		line, err := json.Marshal(rep)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s\n", line)
+	} else {
+		printSoak(stdout, rep)
+	}
+	if len(rep.Lost) > 0 {
+		return fmt.Errorf("crash soak: %d acknowledged requests or messages were lost", len(rep.Lost))
 	}
 	return nil
 }

@@ -61,6 +61,8 @@ type benchLine struct {
 	OpenPollsAfter     *int64   `json:"open_polls_after"`
 	Backlog            *int     `json:"backlog"`
 	ReadyMS            *float64 `json:"ready_ms"`
+	DeliveriesPerSec   *float64 `json:"deliveries_per_sec"`
+	DeliveryP99MS      *float64 `json:"delivery_p99_ms"`
 }
 
 // parseBenchLines requires every line of stdout to be one JSON object.
@@ -103,11 +105,12 @@ func TestBenchInProcess(t *testing.T) {
 	require.NoError(t, err, stderr)
 
 	lines := parseBenchLines(t, stdout)
-	require.Len(t, lines, 6, stdout)
+	require.Len(t, lines, 10, stdout)
 	for i, want := range []struct {
 		scenario string
 		clients  int
-	}{{"exchange", 1}, {"exchange", 3}, {"idle", 1}, {"idle", 3}, {"backlog", 1}, {"backlog", 3}} {
+	}{{"exchange", 1}, {"exchange", 3}, {"idle", 1}, {"idle", 3}, {"backlog", 1}, {"backlog", 3},
+		{"via", 1}, {"via", 3}, {"broadcast", 1}, {"broadcast", 3}} {
 		l := lines[i]
 		require.Equal(t, want.scenario, l.Scenario)
 		require.Equal(t, want.clients, l.Clients)
@@ -136,6 +139,14 @@ func TestBenchInProcess(t *testing.T) {
 			assert.Equal(t, 2000, *l.Backlog)
 			require.NotNil(t, l.ReadyMS)
 			assert.Positive(t, *l.ReadyMS)
+		case "via":
+			require.NotNil(t, l.Workers)
+			assert.Equal(t, (l.Clients+3)/4, *l.Workers)
+		case "broadcast":
+			require.NotNil(t, l.DeliveriesPerSec)
+			assert.Positive(t, *l.DeliveriesPerSec)
+			require.NotNil(t, l.DeliveryP99MS)
+			assert.Positive(t, *l.DeliveryP99MS)
 		}
 	}
 	assert.Contains(t, stderr, "exchange relay", "the progress bar is drawn on stderr")
@@ -160,6 +171,8 @@ func TestBenchTable(t *testing.T) {
 	assert.Regexp(t, row("exchange", `workers 1, max 16; [\d.]+ commits/exchange`), stdout)
 	assert.Regexp(t, row("idle", `10 polls: -?[\d.]+ KiB/poll RSS`), stdout)
 	assert.Regexp(t, row("backlog", `1000 queued; ready in [\d.]+ms`), stdout)
+	assert.Regexp(t, row("via", `workers 1, max 16`), stdout)
+	assert.Regexp(t, row("broadcast", `\d+ deliveries/s; one delivery p99 [\d.]+ms`), stdout)
 	left, err := os.ReadDir(tmp)
 	require.NoError(t, err)
 	assert.Empty(t, left)
@@ -173,8 +186,8 @@ func TestBenchAgainstURL(t *testing.T) {
 		"--clients", "2,3", "--polls", "20", "--net", "shared", "--key", testKey)
 	require.NoError(t, err, stderr)
 	lines := parseBenchLines(t, stdout)
-	require.Len(t, lines, 6, stdout)
-	for _, l := range lines[:4] {
+	require.Len(t, lines, 10, stdout)
+	for _, l := range append(lines[:4:4], lines[6:]...) {
 		assert.Equal(t, r.URL, l.Relay)
 		assertSaneLine(t, l)
 	}
@@ -187,7 +200,7 @@ func TestBenchAgainstURL(t *testing.T) {
 		assert.Nil(t, l.BytesPerPoll, "the relay's memory is not visible through --url")
 		assert.NotNil(t, l.DirectBytesPerPoll)
 	}
-	for _, l := range lines[4:] {
+	for _, l := range lines[4:6] {
 		assert.Equal(t, "backlog", l.Scenario)
 		assert.Contains(t, l.Skipped, "needs the store", "backlog says it is skipped against a URL")
 	}
@@ -254,4 +267,27 @@ func TestLoadStatsPercentiles(t *testing.T) {
 	assert.Equal(t, 1.0, s.pct(0))
 	assert.Equal(t, 50.0, s.perSec())
 	assert.Zero(t, loadStats{}.pct(50))
+}
+
+// TestBenchCrash: `bench --scenario crash` kills its relay (this test
+// binary, as the relay) and reports "lost: 0"; it refuses other scenarios
+// beside it and --url.
+func TestBenchCrash(t *testing.T) {
+	t.Setenv("C2CVIA_TEST_AS_RELAY", "1") // for the relay child, not for this process
+	tmp := t.TempDir()
+	stdout, stderr, err := runBenchCLI(t, "bench", "--scenario", "crash", "--kills", "2", "--kill-every", "300ms",
+		"--clients", "2", "--tmp-dir", tmp)
+	require.NoError(t, err, stderr)
+	assert.Regexp(t, `(?m)^crash soak: 2 kills in `, stdout)
+	assert.Regexp(t, `(?m)^requests: (\d+) acknowledged, (\d+) answered exactly once as sent$`, stdout)
+	assert.True(t, strings.HasSuffix(stdout, "lost: 0\n"), stdout)
+	assert.Contains(t, stderr, "kill 2/2: back in")
+	left, err := os.ReadDir(tmp)
+	require.NoError(t, err)
+	assert.Empty(t, left, "the soak's store is removed")
+
+	_, _, err = runBenchCLI(t, "bench", "--scenario", "crash,via")
+	assert.ErrorContains(t, err, "runs alone")
+	_, _, err = runBenchCLI(t, "bench", "--scenario", "crash", "--url", "http://127.0.0.1:1")
+	assert.ErrorContains(t, err, "--url cannot be used")
 }

@@ -28,6 +28,8 @@ var benchScenarios = []benchScenario{
 	{"exchange", "N SimClients pushreq and pullsmart their rid; SimServer workers pullreqsmart and pushres", benchExchange},
 	{"idle", "--polls long polls held open; N clients call pullsmart wait=0 meanwhile; relay memory per poll", benchIdle},
 	{"backlog", "--backlog requests queued; N SimServers pullreqsmart and pushres; start-up time on that file", benchBacklog},
+	{"via", "N plain HTTP clients GET /via/NET/...; SimServer workers pullreqsmart and pushres", benchVia},
+	{"broadcast", "N peers wait on peer pullsmart; one sender broadcasts; time until all N have each message", benchBroadcast},
 }
 
 func lookupBenchScenario(name string) (benchScenario, bool) {
@@ -52,6 +54,7 @@ func benchScenarioHelp() string {
 	for _, s := range benchScenarios {
 		fmt.Fprintf(&sb, "  %-9s %s\n", s.name, s.help)
 	}
+	fmt.Fprintf(&sb, "  %-9s %s\n", "crash", "alone, not by default: SIGKILL a relay child process --kills times under load, then check nothing acknowledged was lost")
 	return sb.String()
 }
 

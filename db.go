@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -412,7 +413,7 @@ func (s *store) writer() {
 			}
 		}
 		batch = s.fill(batch)
-		if batch[len(batch)-1].done == nil {
+		if !slices.ContainsFunc(batch, func(op *writeOp) bool { return op.done != nil }) {
 			// Only fire-and-forget writes: they ride with the next write
 			// that someone waits for rather than cost a commit of their
 			// own (one exchange's pulled mark goes with the next pushreq).

@@ -127,16 +127,15 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte) (string
 	return rid, err
 }
 
-// pushGateway stores a /via/ request for net. It belongs to a fresh token
-// that nobody holds, except with capability: then the token is stored too,
-// readable by its secret until the request's retention ends, and can fetch
-// this one request.
-func (s *store) pushGateway(ctx context.Context, net string, simReq []byte, capability bool) (rid string, owner token, secret string, err error) {
-	rid = newRID()
+// pushGateway stores /via/ request rid for net. It belongs to a fresh
+// token that nobody holds, except with capability: then the token is stored
+// too, readable by its secret until the request's retention ends, and can
+// fetch this one request. expiresAt is when the request expires unanswered.
+func (s *store) pushGateway(ctx context.Context, net, rid string, simReq []byte, capability bool) (owner token, secret string, expiresAt int64, err error) {
 	secret = newToken()
 	now := s.nowMS()
-	expires := now + s.opts.ReqTTL.Milliseconds()
-	owner = token{Hash: secretHash(secret), PeerID: viaPeer + ":" + rid, Net: net, ExpiresAt: expires + s.opts.ResTTL.Milliseconds()}
+	expiresAt = now + s.opts.ReqTTL.Milliseconds()
+	owner = token{Hash: secretHash(secret), PeerID: viaPeer + ":" + rid, Net: net, ExpiresAt: expiresAt + s.opts.ResTTL.Milliseconds()}
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if capability {
 			// The token is in no net (""): it is no peer, and no peer call sees it.
@@ -144,7 +143,7 @@ func (s *store) pushGateway(ctx context.Context, net string, simReq []byte, capa
 				return err
 			}
 		}
-		if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx, rid, net, owner.Hash, viaPeer, string(simReq), now, expires); err != nil {
+		if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx, rid, net, owner.Hash, viaPeer, string(simReq), now, expiresAt); err != nil {
 			return err
 		}
 		// The queue quota refuses last, so that its savepoint undoes the
@@ -160,7 +159,7 @@ func (s *store) pushGateway(ctx context.Context, net string, simReq []byte, capa
 	if !capability {
 		secret = ""
 	}
-	return rid, owner, secret, err
+	return owner, secret, expiresAt, err
 }
 
 // leasedRequest is one request handed to a SimServer.

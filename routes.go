@@ -9,6 +9,7 @@ import (
 
 func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *poller, met *metrics) {
 	api := apiAdapter(log, cfg.MaxBody)
+	answers := newAnswerBox() // pushres hands answers to waiting /via/ requests
 
 	mux.Handle("GET /healthz", handleHealthz(st))
 	if cfg.Metrics {
@@ -29,11 +30,11 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	// Server API: the SimServer of a net, authenticated by the net's key.
 	mux.Handle("GET /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, cfg)))
 	mux.Handle("POST /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, cfg)))
-	mux.Handle("POST /api/v1/server/pushres", api(handlePushRes(st, lp.hub)))
+	mux.Handle("POST /api/v1/server/pushres", api(handlePushRes(st, lp.hub, answers)))
 	mux.Handle("POST /api/v1/server/extend", api(handleExtend(st, cfg)))
 
 	// Gateway: any plain HTTP client reaches the net's SimServer, every method.
-	gw := &gateway{st: st, lp: lp, cfg: cfg}
+	gw := &gateway{st: st, lp: lp, cfg: cfg, answers: answers}
 	mux.Handle("/via/{net}/{path...}", errorAdapter(log, gw.handleVia))
 	mux.Handle("/via/{net}", errorAdapter(log, handleViaRoot))
 

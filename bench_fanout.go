@@ -1,0 +1,293 @@
+// The bench scenarios of the gateway and of peer messaging: `via` (plain
+// HTTP clients through /via/) and `broadcast` (one sender, N waiting peers).
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// benchViaPath is the plain request of the via scenario: a GET with a query,
+// as a browser or curl sends it.
+const benchViaPath = "/items/7?q=bench"
+
+// benchVia: N plain HTTP clients GET /via/NET/items/7 while SimServer
+// workers (one per 4 clients) pullreqsmart and pushres. One op is one plain
+// request, timed from sent to answered. Direct: the same GET answered at
+// once by a plain handler with the relay's reply bytes, which is what the
+// client would see from a web server of its own.
+func benchVia(ctx context.Context, b *bench, clients int) (*benchResult, error) {
+	workers := b.opts.Workers
+	if workers == 0 {
+		workers = (clients + 3) / 4
+	}
+	ex := exchangeCalls{net: b.net(), key: b.key, max: b.opts.Max}
+	path := "/via/" + ex.net + benchViaPath
+	relay := b.target("relay", b.base, clients+workers)
+	defer relay.close()
+
+	phase, stopWorkers := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopWorkers(nil)
+	for range workers {
+		wg.Go(func() {
+			if err := ex.simServer(phase, relay); err != nil && phase.Err() == nil {
+				stopWorkers(fmt.Errorf("SimServer worker: %w", err))
+			}
+		})
+	}
+	relay.record()
+	if _, err := relay.call(phase, http.MethodGet, path, "", nil, http.StatusOK); err != nil {
+		return nil, err
+	}
+	replies := relay.recorded()
+	rs, err := b.measure(phase, "via relay", clients, func(int) opFunc {
+		return func(ctx context.Context) error {
+			_, err := relay.call(ctx, http.MethodGet, path, "", nil, http.StatusOK)
+			return err
+		}
+	})
+	stopWorkers(nil)
+	wg.Wait()
+	if err != nil {
+		return nil, err
+	}
+	ds, err := b.measureDirect(ctx, "via direct", clients, replies, false, func(direct *benchTarget, _ int) opFunc {
+		return func(ctx context.Context) error {
+			_, err := direct.call(ctx, http.MethodGet, path, "", nil, http.StatusOK)
+			return err
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	res := newBenchResult("via", clients, rs, ds)
+	res.set("workers", workers)
+	res.note("workers %d, max %d", workers, ex.max)
+	return res, nil
+}
+
+// benchBroadcast: N peers wait on peer pullsmart while one sender
+// broadcasts, one message at a time. One op is one broadcast, timed from
+// sent until every one of the N peers has it (so p99 is the time by which
+// all peers had 99% of the messages). Direct: the same peers wait on a
+// plain handler that holds each pullsmart until a broadcast POST arrives,
+// then answers all of them with the relay's reply bytes: an in-memory
+// fan-out with no store.
+func benchBroadcast(ctx context.Context, b *bench, clients int) (*benchResult, error) {
+	if err := raiseFDLimit(uint64(4*clients + 512)); err != nil {
+		return nil, fmt.Errorf("%d peers: %w", clients, err)
+	}
+	net := b.net()
+	relay := b.target("relay", b.base, clients+1)
+	defer relay.close()
+	tokens, err := b.logins(ctx, relay, net, clients+1)
+	if err != nil {
+		return nil, err
+	}
+	sender, peers := tokens[0], tokens[1:]
+
+	// One broadcast read by one peer, recorded for direct.
+	relay.record()
+	if _, err := relay.call(ctx, http.MethodPost, "/api/v1/peer/broadcast", sender, []byte(`{"data":{"n":0}}`), http.StatusCreated); err != nil {
+		return nil, err
+	}
+	rep, err := relay.call(ctx, http.MethodGet, "/api/v1/peer/pullsmart?wait=0", peers[0], nil, http.StatusOK)
+	if err != nil {
+		return nil, err
+	}
+	replies := relay.recorded()
+	var first struct {
+		Next int64 `json:"next"`
+	}
+	if err := json.Unmarshal(rep.body, &first); err != nil {
+		return nil, fmt.Errorf("peer pullsmart: %w", err)
+	}
+
+	rs, deliveries, err := b.fanOut(ctx, "broadcast relay", relay, sender, peers, first.Next)
+	if err != nil {
+		return nil, err
+	}
+	direct, err := startFanOut(b.log, replies)
+	if err != nil {
+		return nil, err
+	}
+	defer direct.stop()
+	dt := b.target("direct", direct.url, clients+1)
+	defer dt.close()
+	ds, _, err := b.fanOut(ctx, "broadcast direct", dt, sender, peers, first.Next)
+	if err != nil {
+		return nil, err
+	}
+	res := newBenchResult("broadcast", clients, rs, ds)
+	// A broadcast counts once every peer has it: deliveries are ops × peers.
+	perSec := rs.perSec() * float64(clients)
+	res.set("deliveries_per_sec", round2(perSec))
+	res.set("delivery_p99_ms", round2(deliveries.pct(99)))
+	res.note("%.0f deliveries/s; one delivery p99 %s", perSec, fmtMS(deliveries.pct(99)))
+	return res, nil
+}
+
+// fanOut runs the broadcast load against t: the peers wait on pullsmart
+// from cursor since, the sender broadcasts and waits until all of them have
+// the message. It returns the broadcasts' times until all had them, and
+// every single delivery's time.
+func (b *bench) fanOut(ctx context.Context, label string, t *benchTarget, sender string, peers []string, since int64) (loadStats, loadStats, error) {
+	var (
+		mu      sync.Mutex
+		sentAt  time.Time
+		waiting atomic.Int64 // peers that have not got the current message
+		allHave = make(chan struct{}, 1)
+		lat     []time.Duration
+	)
+	recv, stopRecv := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopRecv(nil)
+	ready := make(chan struct{}, len(peers))
+	for _, tok := range peers {
+		wg.Go(func() {
+			cursor := since
+			ready <- struct{}{}
+			for recv.Err() == nil {
+				q := url.Values{"wait": {"25"}, "since": {fmt.Sprint(cursor)}}
+				rep, err := t.call(recv, http.MethodGet, "/api/v1/peer/pullsmart?"+q.Encode(), tok, nil, http.StatusOK)
+				if err != nil {
+					if recv.Err() == nil {
+						stopRecv(err)
+					}
+					return
+				}
+				var page struct {
+					Messages []json.RawMessage `json:"messages"`
+					Next     int64             `json:"next"`
+				}
+				if err := json.Unmarshal(rep.body, &page); err != nil {
+					stopRecv(fmt.Errorf("%s: peer pullsmart: %w", t.name, err))
+					return
+				}
+				if page.Next > cursor {
+					cursor = page.Next
+				}
+				if len(page.Messages) == 0 {
+					continue
+				}
+				mu.Lock()
+				lat = append(lat, time.Since(sentAt))
+				mu.Unlock()
+				if waiting.Add(-int64(len(page.Messages))) == 0 {
+					allHave <- struct{}{}
+				}
+			}
+		})
+	}
+	for range peers {
+		<-ready
+	}
+	n := 0
+	all, err := b.measure(recv, label, 1, func(int) opFunc {
+		return func(ctx context.Context) error {
+			n++
+			waiting.Store(int64(len(peers)))
+			mu.Lock()
+			sentAt = time.Now()
+			mu.Unlock()
+			body := []byte(fmt.Sprintf(`{"data":{"n":%d}}`, n))
+			if _, err := t.call(ctx, http.MethodPost, "/api/v1/peer/broadcast", sender, body, http.StatusCreated); err != nil {
+				return err
+			}
+			select {
+			case <-allHave:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	})
+	stopRecv(nil) // a receiver's failure is measure's error already
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	each := loadStats{lat: lat, window: all.window}
+	slices.Sort(each.lat)
+	return all, each, err
+}
+
+// fanOutServer is the broadcast scenario's direct baseline, an in-memory
+// fan-out with no store: a broadcast POST counts a message and wakes the
+// waiting pullsmarts; a pullsmart returns at once when its caller (by its
+// Authorization) has not had the latest message, else waits for the next.
+// Both answer with the relay's recorded reply bytes.
+type fanOutServer struct {
+	url     string
+	hs      *http.Server
+	served  chan error
+	replies map[string]benchReply
+	mu      sync.Mutex
+	seq     int64            // broadcasts so far
+	had     map[string]int64 // caller -> the last broadcast it was given
+	next    chan struct{}    // closed by the next broadcast
+}
+
+func startFanOut(log *slog.Logger, replies map[string]benchReply) (*fanOutServer, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	f := &fanOutServer{url: "http://" + ln.Addr().String(), replies: replies, served: make(chan error, 1),
+		had: map[string]int64{}, next: make(chan struct{})}
+	f.hs = newBenchHTTPServer(f, log)
+	go func() { f.served <- f.hs.Serve(ln) }()
+	return f, nil
+}
+
+func (f *fanOutServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rep, ok := f.replies[r.Method+" "+r.URL.Path]
+	if !ok {
+		http.Error(w, "direct: no recorded reply for "+r.Method+" "+r.URL.Path, http.StatusNotFound)
+		return
+	}
+	who := r.Header.Get("Authorization")
+	f.mu.Lock()
+	if r.Method == http.MethodPost {
+		f.seq++
+		close(f.next)
+		f.next = make(chan struct{})
+	}
+	for r.Method == http.MethodGet && f.had[who] >= f.seq {
+		next := f.next
+		f.mu.Unlock()
+		select {
+		case <-next:
+		case <-r.Context().Done():
+			return
+		}
+		f.mu.Lock()
+	}
+	f.had[who] = f.seq
+	f.mu.Unlock()
+	h := w.Header()
+	for k, v := range rep.header {
+		h[k] = v
+	}
+	w.WriteHeader(rep.status)
+	_, _ = w.Write(rep.body)
+}
+
+func (f *fanOutServer) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = f.hs.Shutdown(ctx)
+	<-f.served
+}
