@@ -52,6 +52,7 @@ type benchOptions struct {
 	KillEvery time.Duration
 	CPUProf   string
 	MutexProf string
+	Stream    bool
 }
 
 func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -83,6 +84,7 @@ Scenarios:
 	fs.IntVar(&o.Workers, "workers", 0, "exchange: SimServer workers (0: one per 4 clients)")
 	fs.IntVar(&o.Max, "max", 16, "exchange: requests a SimServer worker leases per pullreqsmart (1-100)")
 	fs.IntVar(&o.Backlog, "backlog", 1_000_000, "backlog: requests queued in the store before the load")
+	fs.BoolVar(&o.Stream, "stream", false, "broadcast: peers read the event stream (GET /api/v1/peer/stream) instead of long-polling pullsmart")
 	fs.IntVar(&o.Polls, "polls", 10_000, "idle: long polls held open")
 	fs.StringVar(&o.Key, "key", "", "SimServer key for the bench's nets (default: a random key, which claims fresh nets)")
 	fs.StringVar(&o.Net, "net", "", "net to run in; the bench's SimServers answer whatever is queued there (default: a fresh random net per scenario and client count)")

@@ -63,6 +63,7 @@ type benchLine struct {
 	ReadyMS            *float64 `json:"ready_ms"`
 	DeliveriesPerSec   *float64 `json:"deliveries_per_sec"`
 	DeliveryP99MS      *float64 `json:"delivery_p99_ms"`
+	Receive            *string  `json:"receive"`
 }
 
 // parseBenchLines requires every line of stdout to be one JSON object.
@@ -172,7 +173,7 @@ func TestBenchTable(t *testing.T) {
 	assert.Regexp(t, row("idle", `10 polls: -?[\d.]+ KiB/poll RSS`), stdout)
 	assert.Regexp(t, row("backlog", `1000 queued; ready in [\d.]+ms`), stdout)
 	assert.Regexp(t, row("via", `workers 1, max 16`), stdout)
-	assert.Regexp(t, row("broadcast", `\d+ deliveries/s; one delivery p99 [\d.]+ms`), stdout)
+	assert.Regexp(t, row("broadcast", `peers on pullsmart; \d+ deliveries/s; one delivery p99 [\d.]+ms`), stdout)
 	left, err := os.ReadDir(tmp)
 	require.NoError(t, err)
 	assert.Empty(t, left)
@@ -243,14 +244,15 @@ func TestBenchBadFlags(t *testing.T) {
 
 // TestBenchRelayConfigIsServeDefaults: the in-process relay runs with what
 // serve runs with when given no flags, but for the listener, the file, its
-// sync setting and the rate limits (every bench client shares one address).
+// sync setting, the rate limits (every bench client shares one address) and
+// the peers per net (idle holds 10,000 polls of 10,000 logins in one net).
 func TestBenchRelayConfigIsServeDefaults(t *testing.T) {
 	cfg := benchRelayConfig("x.db", "full")
 	want := defaultConfig()
 	assert.Equal(t, 5, want.MaxAttempts, "defaultConfig reads serve's flag defaults")
 	assert.Equal(t, 30*time.Second, want.ViaTimeout)
 	assert.Positive(t, want.RateIP)
-	want.Addr, want.DB, want.Sync, want.RateIP, want.RateToken = "127.0.0.1:0", "x.db", "full", 0, 0
+	want.Addr, want.DB, want.Sync, want.RateIP, want.RateToken, want.MaxPeers = "127.0.0.1:0", "x.db", "full", 0, 0, 0
 	assert.Equal(t, want, cfg)
 }
 
@@ -290,4 +292,17 @@ func TestBenchCrash(t *testing.T) {
 	assert.ErrorContains(t, err, "runs alone")
 	_, _, err = runBenchCLI(t, "bench", "--scenario", "crash", "--url", "http://127.0.0.1:1")
 	assert.ErrorContains(t, err, "--url cannot be used")
+}
+
+// TestBenchBroadcastStream: with --stream the broadcast peers read the event
+// stream, on the relay and on direct.
+func TestBenchBroadcastStream(t *testing.T) {
+	stdout, stderr, err := runBenchCLI(t, "bench", "--tmp-dir", t.TempDir(), "--json", "--scenario", "broadcast",
+		"--stream", "--duration", "300ms", "--clients", "3")
+	require.NoError(t, err, stderr)
+	lines := parseBenchLines(t, stdout)
+	require.Len(t, lines, 1, stdout)
+	assertSaneLine(t, lines[0])
+	require.NotNil(t, lines[0].Receive)
+	assert.Equal(t, "stream", *lines[0].Receive)
 }

@@ -4,6 +4,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -115,7 +117,7 @@ func benchBroadcast(ctx context.Context, b *bench, clients int) (*benchResult, e
 		return nil, fmt.Errorf("peer pullsmart: %w", err)
 	}
 
-	rs, deliveries, err := b.fanOut(ctx, "broadcast relay", relay, sender, peers, first.Next)
+	rs, deliveries, err := b.fanOut(ctx, "broadcast relay", relay, sender, peers, first.Next, b.opts.Stream)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +128,7 @@ func benchBroadcast(ctx context.Context, b *bench, clients int) (*benchResult, e
 	defer direct.stop()
 	dt := b.target("direct", direct.url, clients+1)
 	defer dt.close()
-	ds, _, err := b.fanOut(ctx, "broadcast direct", dt, sender, peers, first.Next)
+	ds, _, err := b.fanOut(ctx, "broadcast direct", dt, sender, peers, first.Next, b.opts.Stream)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +137,12 @@ func benchBroadcast(ctx context.Context, b *bench, clients int) (*benchResult, e
 	perSec := rs.perSec() * float64(clients)
 	res.set("deliveries_per_sec", round2(perSec))
 	res.set("delivery_p99_ms", round2(deliveries.pct(99)))
-	res.note("%.0f deliveries/s; one delivery p99 %s", perSec, fmtMS(deliveries.pct(99)))
+	how := "pullsmart"
+	if b.opts.Stream {
+		how = "stream"
+	}
+	res.set("receive", how)
+	res.note("peers on %s; %.0f deliveries/s; one delivery p99 %s", how, perSec, fmtMS(deliveries.pct(99)))
 	return res, nil
 }
 
@@ -143,7 +150,7 @@ func benchBroadcast(ctx context.Context, b *bench, clients int) (*benchResult, e
 // from cursor since, the sender broadcasts and waits until all of them have
 // the message. It returns the broadcasts' times until all had them, and
 // every single delivery's time.
-func (b *bench) fanOut(ctx context.Context, label string, t *benchTarget, sender string, peers []string, since int64) (loadStats, loadStats, error) {
+func (b *bench) fanOut(ctx context.Context, label string, t *benchTarget, sender string, peers []string, since int64, stream bool) (loadStats, loadStats, error) {
 	var (
 		mu      sync.Mutex
 		sentAt  time.Time
@@ -156,44 +163,32 @@ func (b *bench) fanOut(ctx context.Context, label string, t *benchTarget, sender
 	defer wg.Wait()
 	defer stopRecv(nil)
 	ready := make(chan struct{}, len(peers))
+	got := func(n int) { // a peer has n more messages
+		mu.Lock()
+		lat = append(lat, time.Since(sentAt))
+		mu.Unlock()
+		if waiting.Add(-int64(n)) == 0 {
+			allHave <- struct{}{}
+		}
+	}
 	for _, tok := range peers {
 		wg.Go(func() {
-			cursor := since
-			ready <- struct{}{}
-			for recv.Err() == nil {
-				q := url.Values{"wait": {"25"}, "since": {fmt.Sprint(cursor)}}
-				rep, err := t.call(recv, http.MethodGet, "/api/v1/peer/pullsmart?"+q.Encode(), tok, nil, http.StatusOK)
-				if err != nil {
-					if recv.Err() == nil {
-						stopRecv(err)
-					}
-					return
-				}
-				var page struct {
-					Messages []json.RawMessage `json:"messages"`
-					Next     int64             `json:"next"`
-				}
-				if err := json.Unmarshal(rep.body, &page); err != nil {
-					stopRecv(fmt.Errorf("%s: peer pullsmart: %w", t.name, err))
-					return
-				}
-				if page.Next > cursor {
-					cursor = page.Next
-				}
-				if len(page.Messages) == 0 {
-					continue
-				}
-				mu.Lock()
-				lat = append(lat, time.Since(sentAt))
-				mu.Unlock()
-				if waiting.Add(-int64(len(page.Messages))) == 0 {
-					allHave <- struct{}{}
-				}
+			var err error
+			if stream {
+				err = streamPeer(recv, t, tok, since, ready, got)
+			} else {
+				err = longPollPeer(recv, t, tok, since, ready, got)
+			}
+			if err != nil && recv.Err() == nil {
+				stopRecv(err)
 			}
 		})
 	}
 	for range peers {
-		<-ready
+		select {
+		case <-ready:
+		case <-recv.Done(): // a peer failed to start: measure reports why
+		}
 	}
 	n := 0
 	all, err := b.measure(recv, label, 1, func(int) opFunc {
@@ -222,6 +217,61 @@ func (b *bench) fanOut(ctx context.Context, label string, t *benchTarget, sender
 	each := loadStats{lat: lat, window: all.window}
 	slices.Sort(each.lat)
 	return all, each, err
+}
+
+// longPollPeer is a peer waiting on pullsmart from cursor since; got is told
+// of every page of messages.
+func longPollPeer(ctx context.Context, t *benchTarget, tok string, since int64, ready chan<- struct{}, got func(int)) error {
+	cursor := since
+	ready <- struct{}{}
+	for ctx.Err() == nil {
+		q := url.Values{"wait": {"25"}, "since": {fmt.Sprint(cursor)}}
+		rep, err := t.call(ctx, http.MethodGet, "/api/v1/peer/pullsmart?"+q.Encode(), tok, nil, http.StatusOK)
+		if err != nil {
+			return err
+		}
+		var page struct {
+			Messages []json.RawMessage `json:"messages"`
+			Next     int64             `json:"next"`
+		}
+		if err := json.Unmarshal(rep.body, &page); err != nil {
+			return fmt.Errorf("%s: peer pullsmart: %w", t.name, err)
+		}
+		cursor = max(cursor, page.Next)
+		if len(page.Messages) > 0 {
+			got(len(page.Messages))
+		}
+	}
+	return nil
+}
+
+// streamPeer is a peer reading the event stream from cursor since; got is
+// told of every event.
+func streamPeer(ctx context.Context, t *benchTarget, tok string, since int64, ready chan<- struct{}, got func(int)) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.base+"/api/v1/peer/stream?since="+fmt.Sprint(since), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := t.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: peer stream: %d", t.name, resp.StatusCode)
+	}
+	ready <- struct{}{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if bytes.HasPrefix(sc.Bytes(), []byte("id:")) {
+			got(1)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("%s: peer stream ended: %v", t.name, sc.Err())
 }
 
 // fanOutServer is the broadcast scenario's direct baseline, an in-memory
@@ -253,12 +303,16 @@ func startFanOut(log *slog.Logger, replies map[string]benchReply) (*fanOutServer
 }
 
 func (f *fanOutServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	who := r.Header.Get("Authorization")
+	if r.URL.Path == "/api/v1/peer/stream" {
+		f.stream(w, r)
+		return
+	}
 	rep, ok := f.replies[r.Method+" "+r.URL.Path]
 	if !ok {
 		http.Error(w, "direct: no recorded reply for "+r.Method+" "+r.URL.Path, http.StatusNotFound)
 		return
 	}
-	who := r.Header.Get("Authorization")
 	f.mu.Lock()
 	if r.Method == http.MethodPost {
 		f.seq++
@@ -283,6 +337,34 @@ func (f *fanOutServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(rep.status)
 	_, _ = w.Write(rep.body)
+}
+
+// stream writes one event per broadcast, flushed, until the caller goes.
+func (f *fanOutServer) stream(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	f.mu.Lock()
+	had := f.seq
+	for {
+		for had < f.seq {
+			had++
+			f.mu.Unlock()
+			if _, err := fmt.Fprintf(w, "id: %d\ndata: {}\n\n", had); err != nil || rc.Flush() != nil {
+				return
+			}
+			f.mu.Lock()
+		}
+		next := f.next
+		f.mu.Unlock()
+		select {
+		case <-next:
+		case <-r.Context().Done():
+			return
+		}
+		f.mu.Lock()
+	}
 }
 
 func (f *fanOutServer) stop() {

@@ -27,8 +27,9 @@ func benchRelayConfig(db, sync string) config {
 	cfg := defaultConfig()
 	cfg.Addr, cfg.DB, cfg.Sync = "127.0.0.1:0", db, sync
 	// Every bench client calls from 127.0.0.1: per-address and per-token
-	// rate limits would measure the limiter, not the relay.
-	cfg.RateIP, cfg.RateToken = 0, 0
+	// rate limits would measure the limiter, not the relay. The idle
+	// scenario logs 10,000+ peers into one net, past --max-peers.
+	cfg.RateIP, cfg.RateToken, cfg.MaxPeers = 0, 0, 0
 	return cfg
 }
 
