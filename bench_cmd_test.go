@@ -25,7 +25,7 @@ import (
 func runBenchCLI(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), args, func(string) string { return "" }, &stdout, &syncWriter{w: &stderr})
+	err := run(context.Background(), args, func(string) string { return "" }, &stdout, &lockedWriter{w: &stderr})
 	return stdout.String(), stderr.String(), err
 }
 

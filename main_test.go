@@ -292,7 +292,7 @@ func startRelayProcess(t *testing.T, dbPath string, args ...string) *relayProces
 	require.NoError(t, err)
 	p := &relayProcess{cmd: cmd, stderr: &bytes.Buffer{}, exited: make(chan error, 1)}
 	gone := make(chan struct{}) // closed once the child has been waited for
-	cmd.Stderr = &syncWriter{w: p.stderr}
+	cmd.Stderr = &lockedWriter{w: p.stderr}
 	require.NoError(t, cmd.Start())
 	urls := make(chan string, 1)
 	go func() {
@@ -339,17 +339,6 @@ func (p *relayProcess) kill(t *testing.T) {
 	<-p.exited
 }
 
-// syncWriter makes a writer safe for concurrent use.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(b)
-}
 
 // runCLI runs the program in-process with args and env, and returns stdout.
 func runCLI(t *testing.T, env map[string]string, args ...string) (string, error) {

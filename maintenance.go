@@ -413,6 +413,11 @@ func (s *store) requestDetail(ctx context.Context, rid string) (requestInfo, err
 // every row.
 func eachRow(ctx context.Context, db queryer, query string, args []any, fn func(*sql.Rows) error) error {
 	rows, err := db.QueryContext(ctx, query, args...)
+	return scanEach(rows, err, fn)
+}
+
+// scanEach calls fn for every row of a query's result and closes it.
+func scanEach(rows *sql.Rows, err error, fn func(*sql.Rows) error) error {
 	if err != nil {
 		return err
 	}

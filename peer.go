@@ -248,16 +248,7 @@ func (s *store) recentPeers(ctx context.Context, t token) ([]peerInfo, error) {
 // eachStmtRow runs a prepared query and calls fn for every row.
 func eachStmtRow(ctx context.Context, stmt *sql.Stmt, args []any, fn func(*sql.Rows) error) error {
 	rows, err := stmt.QueryContext(ctx, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := fn(rows); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
+	return scanEach(rows, err, fn)
 }
 
 // lastSeen is the last last_seen_at written for a token.

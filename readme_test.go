@@ -18,6 +18,25 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// readmeSection returns the README from heading on; it skips the test
+// when the tools its examples need are missing (fails under CI=true).
+func readmeSection(t *testing.T, heading string) string {
+	t.Helper()
+	for _, tool := range []string{"bash", "curl", "sed"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is needed and missing", tool)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	_, section, ok := strings.Cut(string(readme), heading)
+	require.True(t, ok, "README has the section %q", heading)
+	return section
+}
+
 // runReadme pastes the first sh block after heading in the README into
 // bash against a fresh relay, and returns what it printed and the store.
 func runReadme(t *testing.T, heading string) (out, db string) {
@@ -34,18 +53,7 @@ func runReadme(t *testing.T, heading string) (out, db string) {
 // ready to paste against the relay at base.
 func readmeScript(t *testing.T, heading, base string) string {
 	t.Helper()
-	for _, tool := range []string{"bash", "curl", "sed"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is needed and missing", tool)
-			}
-			t.Skipf("%s not installed", tool)
-		}
-	}
-	readme, err := os.ReadFile("README.md")
-	require.NoError(t, err)
-	_, section, ok := strings.Cut(string(readme), heading)
-	require.True(t, ok, "README has the section %q", heading)
+	section := readmeSection(t, heading)
 	script := regexp.MustCompile("(?s)```sh\n(.*?)```").FindStringSubmatch(section)
 	require.NotNil(t, script, "the section has a sh block")
 	require.Contains(t, script[1], "RELAY=http://localhost:8080\n")
@@ -75,18 +83,7 @@ func TestReadmeVia(t *testing.T) {
 // TestReadmePeerWalkthrough: the README's peer messaging block, pasted into
 // bash against a running relay, prints what the README says it prints.
 func TestReadmePeerWalkthrough(t *testing.T) {
-	for _, tool := range []string{"bash", "curl", "sed"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is needed and missing", tool)
-			}
-			t.Skipf("%s not installed", tool)
-		}
-	}
-	readme, err := os.ReadFile("README.md")
-	require.NoError(t, err)
-	_, section, ok := strings.Cut(string(readme), "## Peer messaging")
-	require.True(t, ok, "README has the peer messaging section")
+	section := readmeSection(t, "## Peer messaging")
 	blocks := regexp.MustCompile("(?s)```(sh|json)\n(.*?)```").FindAllStringSubmatch(section, 2)
 	require.Len(t, blocks, 2, "a sh block and the json it prints")
 	require.Equal(t, "sh", blocks[0][1])
