@@ -339,7 +339,6 @@ func (p *relayProcess) kill(t *testing.T) {
 	<-p.exited
 }
 
-
 // runCLI runs the program in-process with args and env, and returns stdout.
 func runCLI(t *testing.T, env map[string]string, args ...string) (string, error) {
 	t.Helper()
