@@ -57,6 +57,10 @@ type storeOptions struct {
 	// writes) without a checkpoint per commit.
 	CheckpointEvery time.Duration
 
+	// WALLimit is the WAL's size in frames (pages) past which the
+	// checkpointer empties it with a TRUNCATE checkpoint.
+	WALLimit int
+
 	// LaterWait is how long writes nobody waits for (writeLater) may wait
 	// for a write to share a commit with: 5 ms, more than the gap between
 	// one exchange's end and the next one's pushreq, and nothing to a write
@@ -88,6 +92,9 @@ func (o *storeOptions) setDefaults() {
 	}
 	if o.CheckpointEvery == 0 {
 		o.CheckpointEvery = time.Second
+	}
+	if o.WALLimit == 0 {
+		o.WALLimit = 4096 // frames: 16 MiB of 4 KiB pages
 	}
 	if o.LaterWait == 0 {
 		o.LaterWait = 5 * time.Millisecond
@@ -125,6 +132,8 @@ type store struct {
 	commits     atomic.Int64 // transactions committed by the writer
 	writes      atomic.Int64 // write operations in them
 	checkpoints atomic.Int64 // WAL checkpoints run
+	walResets   atomic.Int64 // TRUNCATE checkpoints that emptied a WAL past WALLimit
+	walFull     atomic.Bool  // the checkpointer saw the WAL past WALLimit
 	queueReads  atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
 	msgReads    atomic.Int64 // reads of peer messages from SQL, not from the cache
 
@@ -254,11 +263,22 @@ func (s *store) checkpointer() {
 			return
 		case <-t.C:
 		}
-		if c := s.commits.Load(); c != done {
-			if _, err := s.ckpt.Exec(`PRAGMA wal_checkpoint(PASSIVE)`); err == nil {
-				done = c
-				s.checkpoints.Add(1)
-			}
+		c := s.commits.Load()
+		if c == done {
+			continue
+		}
+		var busy, frames, copied int
+		if err := s.ckpt.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &copied); err != nil {
+			continue
+		}
+		done = c
+		s.checkpoints.Add(1)
+		// Under steady load a reader is always in the WAL and a write always
+		// follows the checkpoint, so the WAL is never started over and grows
+		// without end (a gigabyte in 20 s of busy exchanges). Past WALLimit
+		// frames the writer empties it between two commits (truncateWAL).
+		if frames > s.opts.WALLimit {
+			s.walFull.Store(true)
 		}
 	}
 }
@@ -427,6 +447,19 @@ func (s *store) writer() {
 			t.Stop()
 		}
 		s.commit(batch)
+		if s.walFull.Swap(false) {
+			s.truncateWAL()
+		}
+	}
+}
+
+// truncateWAL copies the rest of the WAL into the database and empties it.
+// It runs on the writer, so no write competes for the lock it needs; it
+// waits only for the reads in progress (short), while new reads go to the
+// database file. The writes queued meanwhile wait that long.
+func (s *store) truncateWAL() {
+	if _, err := s.w.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err == nil {
+		s.walResets.Add(1)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -359,4 +361,57 @@ func TestWriteLaterAlone(t *testing.T) {
 	var net string
 	require.NoError(t, ro.r.QueryRow(`SELECT net FROM tokens`).Scan(&net))
 	assert.Equal(t, "closed", net, "Close commits the write that was waiting")
+}
+
+// TestCheckpointerBoundsWAL: with readers and writers never pausing, a
+// passive checkpoint can never start the WAL over, and it grew without end
+// (a gigabyte in 20 s of load). Past WALLimit frames the checkpointer
+// empties it, so it stays about a tick's worth of writes.
+func TestCheckpointerBoundsWAL(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wal.db")
+	st, err := openStore(context.Background(), path, storeOptions{CheckpointEvery: 20 * time.Millisecond, WALLimit: 50})
+	require.NoError(t, err)
+	defer st.Close()
+	_, tok, err := st.createToken(context.Background(), "wal")
+	require.NoError(t, err)
+
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 2 { // readers, always inside a read
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				var n int
+				_ = st.r.QueryRowContext(ctx, `SELECT count(*) FROM requests`).Scan(&n)
+			}
+		})
+	}
+	body := []byte(`{"simEndpoint":"/` + strings.Repeat("w", 4000) + `"}`)
+	var inserted atomic.Int64
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil && inserted.Add(1) <= 1500 {
+				if _, err := st.pushRequest(ctx, tok, body); err != nil && ctx.Err() == nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	walSize := func() int64 {
+		fi, err := os.Stat(path + "-wal")
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	var largest int64
+	waitFor(t, 60*time.Second, func() bool {
+		largest = max(largest, walSize())
+		return inserted.Load() >= 1500
+	}, "1,500 inserts")
+	stop()
+	wg.Wait()
+	// 1,500 requests of 4 KB wrote well over 6 MB of WAL frames.
+	assert.Positive(t, st.walResets.Load(), "the WAL was emptied")
+	assert.Less(t, largest, int64(10<<20), "the WAL stays bounded (it reached 44 MB unbounded)")
 }
