@@ -347,31 +347,65 @@ func runCLI(t *testing.T, env map[string]string, args ...string) (string, error)
 	return stdout.String(), err
 }
 
-// startRun runs `serve` through run() in-process; stop cancels it (as
-// SIGTERM does) and returns run's error.
+// startRun runs `serve` (args[0]) through run() in-process; stop cancels
+// it (as SIGTERM does) and returns run's error.
 func startRun(t *testing.T, env map[string]string, args ...string) (base string, stop func() error) {
+	t.Helper()
+	require.Equal(t, "serve", args[0])
+	s := startServe(t, http.DefaultClient, env, args[1:]...)
+	return s.URL, s.stop
+}
+
+// served is `serve` running in-process through run().
+type served struct {
+	URL       string // the main listener: http:// or https://
+	HTTPURL   string // the ACME challenge and redirect listener, if any
+	stop      func() error
+	challenge chan string
+}
+
+// startServe runs `serve` with args through run() and waits until client
+// gets 200 from /healthz. stop cancels it, as SIGTERM does.
+func startServe(t *testing.T, client *http.Client, env map[string]string, args ...string) *served {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, args, func(k string) string { return env[k] }, pw, io.Discard)
+		done <- run(ctx, append([]string{"serve"}, args...), func(k string) string { return env[k] }, pw, io.Discard)
 		pw.Close()
 	}()
-	urls := make(chan string, 1)
-	go scanListening(pr, urls)
-	select {
-	case base = <-urls:
-	case err := <-done:
-		cancel()
-		t.Fatalf("serve exited before listening: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("serve did not start within 30s")
+	lines := make(chan string, 4)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default: // nobody reads past the listening line
+			}
+		}
+	}()
+	s := &served{}
+	for s.URL == "" {
+		select {
+		case line := <-lines:
+			if _, rest, ok := strings.Cut(line, "redirecting to HTTPS on "); ok {
+				s.HTTPURL = strings.Fields(rest)[0]
+			}
+			if _, rest, ok := strings.Cut(line, "listening on "); ok {
+				s.URL = strings.Fields(rest)[0]
+			}
+		case err := <-done:
+			cancel()
+			t.Fatalf("serve exited before listening: %v", err)
+		case <-time.After(30 * time.Second):
+			cancel()
+			t.Fatal("serve did not start within 30s")
+		}
 	}
 	var once sync.Once
 	var runErr error
-	stop = func() error {
+	s.stop = func() error {
 		once.Do(func() {
 			cancel()
 			select {
@@ -382,9 +416,16 @@ func startRun(t *testing.T, env map[string]string, args ...string) (base string,
 		})
 		return runErr
 	}
-	t.Cleanup(func() { _ = stop() })
-	waitHealthy(t, base)
-	return base, stop
+	t.Cleanup(func() { _ = s.stop() })
+	waitFor(t, 30*time.Second, func() bool {
+		resp, err := client.Get(s.URL + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, s.URL+"/healthz answering 200")
+	return s
 }
 
 // scanListening reads serve's output to its end and sends the URL of its

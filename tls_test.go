@@ -27,7 +27,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -108,79 +107,7 @@ func plainClient(t *testing.T) *http.Client {
 	return &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 }
 
-// served is `serve` running in-process through run().
-type served struct {
-	URL       string // the main listener: http:// or https://
-	HTTPURL   string // the ACME challenge and redirect listener, if any
-	stop      func() error
-	challenge chan string
-}
-
-// startServe runs `serve` with args through run() and waits until client
-// gets 200 from /healthz. stop cancels it, as SIGTERM does.
-func startServe(t *testing.T, client *http.Client, env map[string]string, args ...string) *served {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, append([]string{"serve"}, args...), func(k string) string { return env[k] }, pw, io.Discard)
-		pw.Close()
-	}()
-	lines := make(chan string, 4)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			select {
-			case lines <- sc.Text():
-			default: // nobody reads past the listening line
-			}
-		}
-	}()
-	s := &served{}
-	for s.URL == "" {
-		select {
-		case line := <-lines:
-			if _, rest, ok := strings.Cut(line, "redirecting to HTTPS on "); ok {
-				s.HTTPURL = strings.Fields(rest)[0]
-			}
-			if _, rest, ok := strings.Cut(line, "listening on "); ok {
-				s.URL = strings.Fields(rest)[0]
-			}
-		case err := <-done:
-			cancel()
-			t.Fatalf("serve exited before listening: %v", err)
-		case <-time.After(30 * time.Second):
-			cancel()
-			t.Fatal("serve did not start within 30s")
-		}
-	}
-	var once sync.Once
-	var runErr error
-	s.stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case runErr = <-done:
-			case <-time.After(30 * time.Second):
-				runErr = errors.New("serve did not stop within 30s")
-			}
-		})
-		return runErr
-	}
-	t.Cleanup(func() { _ = s.stop() })
-	waitFor(t, 30*time.Second, func() bool {
-		resp, err := client.Get(s.URL + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, s.URL+"/healthz answering 200")
-	return s
-}
-
-// call sends one request with client; body, if not nil, goes as JSON.
+// callWith sends one request with client; body, if not nil, goes as JSON.
 func callWith(t *testing.T, client *http.Client, method, u, bearer string, body any) reply {
 	t.Helper()
 	var rd io.Reader
