@@ -7,19 +7,8 @@ package main
 import (
 	"context"
 	"database/sql"
-	"net/http"
 	"sync"
 	"sync/atomic"
-	"time"
-)
-
-// The quotas' refusals: 429 with a Retry-After that is a hint: the queue
-// drains as its SimServer works, and a login slot frees when a login expires.
-var (
-	errQueueFull = &apiError{Status: http.StatusTooManyRequests, Code: "queue_full",
-		Message: "this net has as many requests waiting for its SimServer as the relay allows; retry later", RetryAfter: time.Second}
-	errNetFull = &apiError{Status: http.StatusTooManyRequests, Code: "net_full",
-		Message: "this net has as many logins as the relay allows; retry when some expire", RetryAfter: time.Minute}
 )
 
 // storeCounts count requests by stored status, queued requests per net and

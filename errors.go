@@ -53,6 +53,24 @@ var (
 	errMalformedJSON = badRequest("malformed_json", "the body is not valid JSON")
 )
 
+// The 429s. Retry-After is a hint for the quotas: a queue drains as its
+// SimServer works, a login slot frees when a login expires, a poll slot when
+// one of the token's polls ends.
+var (
+	errQueueFull = &apiError{Status: http.StatusTooManyRequests, Code: "queue_full",
+		Message: "this net has as many requests waiting for its SimServer as the relay allows; retry later", RetryAfter: time.Second}
+	errNetFull = &apiError{Status: http.StatusTooManyRequests, Code: "net_full",
+		Message: "this net has as many logins as the relay allows; retry when some expire", RetryAfter: time.Minute}
+	errTooManyPolls = &apiError{Status: http.StatusTooManyRequests, Code: "too_many_polls",
+		Message: "this token has as many long polls open as the relay allows; end one first", RetryAfter: time.Second}
+)
+
+// errRateLimited is a rate limit's refusal, with the bucket's own delay.
+func errRateLimited(retryAfter time.Duration) *apiError {
+	return &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited",
+		Message: "too many calls; retry after Retry-After seconds", RetryAfter: retryAfter}
+}
+
 func badRequest(code, format string, args ...any) *apiError {
 	return &apiError{Status: http.StatusBadRequest, Code: code, Message: fmt.Sprintf(format, args...)}
 }

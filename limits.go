@@ -19,11 +19,6 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// errTooManyPolls: Retry-After is a hint, a slot frees when one of the
-// token's polls ends.
-var errTooManyPolls = &apiError{Status: http.StatusTooManyRequests, Code: "too_many_polls",
-	Message: "this token has as many long polls open as the relay allows; end one first", RetryAfter: time.Second}
-
 // addOpsFlags are serve's flags for the metrics and the limits.
 func addOpsFlags(fs *pflag.FlagSet, c *config) {
 	fs.BoolVar(&c.Metrics, "metrics", true, "serve Prometheus metrics at GET /metrics")
@@ -46,11 +41,6 @@ func (c config) checkOps() error {
 		return errors.New("--rate-ip-burst and --rate-token-burst must be at least 1")
 	}
 	return nil
-}
-
-func errRateLimited(retryAfter time.Duration) *apiError {
-	return &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited",
-		Message: "too many calls; retry after Retry-After seconds", RetryAfter: retryAfter}
 }
 
 // limits are the server's per-address and per-token limits.
