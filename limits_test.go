@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -335,16 +336,9 @@ func TestKeyedLimiterBounded(t *testing.T) {
 func storeStatuses(t *testing.T, r *testRelay) map[string]int64 {
 	t.Helper()
 	out := map[string]int64{statusQueued: 0, statusDelivered: 0, statusAnswered: 0, statusExpired: 0, statusFailed: 0}
-	rows, err := r.store.r.Query(`SELECT status, count(*) FROM requests GROUP BY status`)
-	require.NoError(t, err)
-	defer rows.Close()
-	for rows.Next() {
-		var status string
-		var n int64
-		require.NoError(t, rows.Scan(&status, &n))
-		out[status] = n
+	for status, n := range countBy(t, r, `SELECT status, count(*) FROM requests GROUP BY status`) {
+		out[status] = int64(n)
 	}
-	require.NoError(t, rows.Err())
 	return out
 }
 
@@ -353,24 +347,26 @@ func assertCountsExact(t *testing.T, r *testRelay, step string) {
 	t.Helper()
 	flushStoreWrites(t, r)
 	assert.Equal(t, storeStatuses(t, r), r.store.counts.statusTotals(), "%s: requests by status", step)
-	perNet := func(q string) map[string]int {
-		out := map[string]int{}
-		rows, err := r.store.r.Query(q)
-		require.NoError(t, err)
-		defer rows.Close()
-		for rows.Next() {
-			var net string
-			var n int
-			require.NoError(t, rows.Scan(&net, &n))
-			out[net] = n
-		}
-		return out
-	}
 	r.store.counts.mu.Lock()
 	queued, tokens := maps(r.store.counts.queued), maps(r.store.counts.tokens)
 	r.store.counts.mu.Unlock()
-	assert.Equal(t, perNet(`SELECT net, count(*) FROM requests WHERE status = 'queued' GROUP BY net`), queued, "%s: queued per net", step)
-	assert.Equal(t, perNet(`SELECT net, count(*) FROM tokens GROUP BY net`), tokens, "%s: logins per net", step)
+	assert.Equal(t, countBy(t, r, `SELECT net, count(*) FROM requests WHERE status = 'queued' GROUP BY net`), queued, "%s: queued per net", step)
+	assert.Equal(t, countBy(t, r, `SELECT net, count(*) FROM tokens GROUP BY net`), tokens, "%s: logins per net", step)
+}
+
+// countBy runs a "SELECT key, count(*) ... GROUP BY key" on the store.
+func countBy(t *testing.T, r *testRelay, query string) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	rows, err := r.store.r.Query(query)
+	require.NoError(t, scanEach(rows, err, func(rows *sql.Rows) error {
+		var key string
+		var n int
+		err := rows.Scan(&key, &n)
+		out[key] = n
+		return err
+	}))
+	return out
 }
 
 func maps(m map[string]int) map[string]int {
