@@ -1,0 +1,193 @@
+// Session: a SimClient's login, and peer messaging between the logins of a
+// net.
+
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"iter"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Session is a login to a net: the SimClient side of the relay. Its
+// methods are safe for concurrent use, except that one Messages iteration
+// at a time should read the messages.
+type Session struct {
+	Token     string    // the secret: only its holder reads its responses
+	PeerID    string    // the public id other peers send to
+	Net       string    // the net logged in to
+	ExpiresAt time.Time // the token works until then
+
+	relay
+	o options
+
+	mu     sync.Mutex
+	cursor int64 // the id of the last message Messages delivered
+}
+
+// Login logs in to net on the relay at relayURL. Options WithHTTPClient,
+// WithWait and WithErrorLog apply to the Session.
+func Login(ctx context.Context, relayURL, net string, opts ...Option) (*Session, error) {
+	o := newOptions(opts)
+	s := &Session{relay: newRelay(relayURL, o.httpClient), o: o}
+	var out struct {
+		Token     string `json:"token"`
+		PeerID    string `json:"peer_id"`
+		Net       string `json:"net"`
+		ExpiresAt string `json:"expires_at"`
+	}
+	if _, _, err := s.call(ctx, "/api/v1/client/login", "", map[string]string{"net": net}, &out); err != nil {
+		return nil, err
+	}
+	expires, err := time.Parse(time.RFC3339Nano, out.ExpiresAt)
+	if err != nil {
+		return nil, fmt.Errorf("c2cvia: login: expires_at %q: %w", out.ExpiresAt, err)
+	}
+	s.Token, s.PeerID, s.Net, s.ExpiresAt = out.Token, out.PeerID, out.Net, expires
+	return s, nil
+}
+
+// HTTPClient returns a client that sends every request to the net's
+// SimServer through the relay. Only the path and query of a URL count:
+// "http://c2cvia/items/7" reaches the SimServer's /items/7. A request ends
+// when its context does; a request no SimServer answered within the
+// relay's time to live fails with an *Error with the code "expired".
+func (s *Session) HTTPClient() *http.Client {
+	return &http.Client{Transport: &transport{s: s}}
+}
+
+// Send sends data (any value that marshals to JSON) to the peer peerID of
+// the net and returns the message's id.
+func (s *Session) Send(ctx context.Context, peerID string, data any) (int64, error) {
+	var out struct {
+		ID int64 `json:"id"`
+	}
+	_, _, err := s.call(ctx, "/api/v1/peer/send", s.Token, map[string]any{"to": peerID, "data": data}, &out)
+	return out.ID, err
+}
+
+// Subscribe makes the session receive what is published on topic from now
+// on.
+func (s *Session) Subscribe(ctx context.Context, topic string) error {
+	_, _, err := s.call(ctx, "/api/v1/peer/subscribe", s.Token, map[string]string{"topic": topic}, nil)
+	return err
+}
+
+// Unsubscribe stops what Subscribe started.
+func (s *Session) Unsubscribe(ctx context.Context, topic string) error {
+	_, _, err := s.call(ctx, "/api/v1/peer/unsubscribe", s.Token, map[string]string{"topic": topic}, nil)
+	return err
+}
+
+// Publish sends data to the peers subscribed to topic and returns the
+// message's id and how many peers receive it. The sender does not.
+func (s *Session) Publish(ctx context.Context, topic string, data any) (id int64, receivers int, err error) {
+	return s.fanOut(ctx, "/api/v1/peer/publish", map[string]any{"topic": topic, "data": data})
+}
+
+// Broadcast sends data to every other peer of the net and returns the
+// message's id and how many peers receive it.
+func (s *Session) Broadcast(ctx context.Context, data any) (id int64, receivers int, err error) {
+	return s.fanOut(ctx, "/api/v1/peer/broadcast", map[string]any{"data": data})
+}
+
+func (s *Session) fanOut(ctx context.Context, path string, body map[string]any) (int64, int, error) {
+	var out struct {
+		ID        int64 `json:"id"`
+		Receivers int   `json:"receivers"`
+	}
+	_, _, err := s.call(ctx, path, s.Token, body, &out)
+	return out.ID, out.Receivers, err
+}
+
+// Message is one message a peer sent.
+type Message struct {
+	ID     int64           // its cursor: messages come in id order
+	Kind   string          // "unicast", "multicast" or "broadcast"
+	From   string          // the sender's peer_id
+	Topic  string          // for a multicast; "" otherwise
+	Data   json.RawMessage // as sent, every digit kept
+	SentAt time.Time
+}
+
+// Messages reads the session's messages, oldest first, as they come: it
+// long-polls the relay and resumes after the last message it delivered,
+// across network errors (retried with backoff) and across calls. The first
+// call starts with the oldest message the relay has kept. It ends when ctx
+// is done, yielding no error for that, or when the relay refuses for good
+// (the login expired, say): it yields that *Error, then ends.
+func (s *Session) Messages(ctx context.Context) iter.Seq2[Message, error] {
+	return s.messages(ctx, func() int64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.cursor
+	})
+}
+
+// MessagesSince is Messages starting after the message with id since (0:
+// with the oldest kept).
+func (s *Session) MessagesSince(ctx context.Context, since int64) iter.Seq2[Message, error] {
+	return s.messages(ctx, func() int64 { return since })
+}
+
+func (s *Session) messages(ctx context.Context, start func() int64) iter.Seq2[Message, error] {
+	type wireMessage struct {
+		ID     int64           `json:"id"`
+		Kind   string          `json:"kind"`
+		From   string          `json:"from"`
+		Topic  string          `json:"topic"`
+		Data   json.RawMessage `json:"data"`
+		SentAt string          `json:"sent_at"`
+	}
+	return func(yield func(Message, error) bool) {
+		since := start()
+		var bo backoff
+		for {
+			var page struct {
+				Messages []wireMessage `json:"messages"`
+				Next     int64         `json:"next"`
+			}
+			body := map[string]any{"since": since, "wait": seconds(s.o.wait)}
+			_, retryAfter, err := s.call(ctx, "/api/v1/peer/pullsmart", s.Token, body, &page)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				if !transient(ctx, err) {
+					yield(Message{}, err)
+					return
+				}
+				s.o.onError(fmt.Errorf("c2cvia: reading messages: %w", err))
+				if !sleep(ctx, max(bo.next(), retryAfter)) {
+					return
+				}
+				continue
+			}
+			bo.reset()
+			for _, w := range page.Messages {
+				sent, _ := time.Parse(time.RFC3339Nano, w.SentAt)
+				m := Message{ID: w.ID, Kind: w.Kind, From: w.From, Topic: w.Topic, Data: w.Data, SentAt: sent}
+				since = m.ID
+				s.delivered(m.ID)
+				if !yield(m, nil) {
+					return
+				}
+			}
+			// next moves past what the relay looked at, so the next poll
+			// does not scan it again.
+			since = max(since, page.Next)
+		}
+	}
+}
+
+// delivered records id as the last message delivered, for the next
+// Messages.
+func (s *Session) delivered(id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cursor = id
+}
