@@ -26,7 +26,7 @@ type Session struct {
 	o options
 
 	mu     sync.Mutex
-	cursor int64 // the id of the last message Messages delivered
+	cursor int64 // the highest message id delivered so far
 }
 
 // Login logs in to net on the relay at relayURL. Options WithHTTPClient,
@@ -115,8 +115,8 @@ type Message struct {
 }
 
 // Messages reads the session's messages, oldest first, as they come: it
-// long-polls the relay and resumes after the last message it delivered,
-// across network errors (retried with backoff) and across calls. The first
+// long-polls the relay and resumes after the last message delivered, across
+// network errors (retried with backoff) and across calls. The first
 // call starts with the oldest message the relay has kept. It ends when ctx
 // is done, yielding no error for that, or when the relay refuses for good
 // (the login expired, say): it yields that *Error, then ends.
@@ -129,7 +129,8 @@ func (s *Session) Messages(ctx context.Context) iter.Seq2[Message, error] {
 }
 
 // MessagesSince is Messages starting after the message with id since (0:
-// with the oldest kept).
+// with the oldest kept), to replay or to resume from a cursor kept
+// elsewhere.
 func (s *Session) MessagesSince(ctx context.Context, since int64) iter.Seq2[Message, error] {
 	return s.messages(ctx, func() int64 { return since })
 }
@@ -184,10 +185,10 @@ func (s *Session) messages(ctx context.Context, start func() int64) iter.Seq2[Me
 	}
 }
 
-// delivered records id as the last message delivered, for the next
-// Messages.
+// delivered records id as delivered, for the next Messages. The cursor
+// only moves forward: a replay with MessagesSince does not move it back.
 func (s *Session) delivered(id int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.cursor = id
+	s.cursor = max(s.cursor, id)
 }
