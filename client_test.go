@@ -231,6 +231,7 @@ func TestClientServeAndHTTPClient(t *testing.T) {
 			assert.Equal(t, http.MethodPut, e.Method)
 			assert.Equal(t, bigJSON, e.Body)
 			assert.Equal(t, "application/json", e.Type)
+			assert.Contains(t, storedSimReq(t, r, e.RID), `"simBody":`+bigJSON, "JSON travels as JSON, not as a string")
 			resp, got := call(http.MethodPost, "/json", "application/json", []byte(bigJSON), nil)
 			assert.Equal(t, http.StatusOK, resp.StatusCode)
 			assert.Equal(t, bigJSON, string(got))
@@ -240,6 +241,8 @@ func TestClientServeAndHTTPClient(t *testing.T) {
 			assert.Equal(t, map[string][]string{"a": {"1", "2"}, "b": {"x y"}}, e.Form)
 
 			// 4 KiB of random bytes, both ways.
+			e = echo(call(http.MethodPost, "/echo/bin", "application/octet-stream", blob, nil))
+			assert.Contains(t, storedSimReq(t, r, e.RID), `"simBodyEncoding":"base64"`)
 			resp, got = call(http.MethodPost, "/bin", "application/octet-stream", blob, nil)
 			assert.Equal(t, http.StatusOK, resp.StatusCode)
 			assert.Equal(t, "application/octet-stream", resp.Header.Get("Content-Type"))
@@ -269,6 +272,14 @@ func TestClientServeAndHTTPClient(t *testing.T) {
 	}
 	require.NoError(t, ignoreCanceled(srv.stop()))
 	leaks()
+}
+
+// storedSimReq is the sim_req of rid as the relay stored it.
+func storedSimReq(t *testing.T, r *testRelay, rid string) string {
+	t.Helper()
+	var simReq string
+	require.NoError(t, r.store.r.QueryRow(`SELECT sim_req FROM requests WHERE rid = ?`, rid).Scan(&simReq))
+	return simReq
 }
 
 // ignoreCanceled is nil for context.Canceled: Serve's ordinary end.
@@ -756,7 +767,9 @@ func TestClientMessages(t *testing.T) {
 	// An expired login ends the iteration with the relay's 401.
 	r.clock.Advance(r.cfg.TokenTTL + time.Second)
 	var errs []error
-	for _, err := range bob.Messages(ctx) {
+	tctx, cancel := context.WithTimeout(ctx, 20*time.Second) // a retry loop would end here, yielding nothing
+	defer cancel()
+	for _, err := range bob.Messages(tctx) {
 		errs = append(errs, err)
 	}
 	require.Len(t, errs, 1)
