@@ -16,6 +16,8 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -787,4 +789,27 @@ func TestClientLogin(t *testing.T) {
 	assert.Equal(t, http.StatusBadRequest, e.Status)
 	assert.Equal(t, "invalid_net", e.Code)
 	assert.Contains(t, e.Error(), "invalid_net")
+}
+
+// TestReadmeGoClient: every line of the README's Go snippet is a line of
+// the compiled examples in client/example_test.go, so the snippet stays
+// true as the package changes.
+func TestReadmeGoClient(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	_, section, ok := strings.Cut(string(readme), "## Go client")
+	require.True(t, ok, "README has the section")
+	snippet := regexp.MustCompile("(?s)```go\n(.*?)```").FindStringSubmatch(section)
+	require.NotNil(t, snippet, "the section has a go block")
+	examples, err := os.ReadFile("client/example_test.go")
+	require.NoError(t, err)
+	lines := map[string]bool{}
+	for _, l := range strings.Split(string(examples), "\n") {
+		lines[strings.TrimSpace(l)] = true
+	}
+	for _, l := range strings.Split(snippet[1], "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			assert.True(t, lines[l], "README line not in client/example_test.go: %s", l)
+		}
+	}
 }

@@ -40,7 +40,9 @@ const (
 // path, query, headers and body the caller sent; the header C2cvia-From
 // (and r.RemoteAddr) is the caller's peer_id, "via" for the relay's
 // gateway, and C2cvia-Rid the request's rid. A handler that panics answers
-// 500 "internal server error"; the panic goes to the error log.
+// 500 "internal server error"; the panic goes to the error log (a panic
+// with http.ErrAbortHandler answers the same, unreported, as net/http keeps
+// it quiet).
 //
 // Network errors and relay errors that may pass (5xx, 429) are retried
 // with backoff. A refusal that will not pass (a bad net, a missing or
