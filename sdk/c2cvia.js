@@ -429,13 +429,15 @@ class MessageIterator {
     const wake = this.wake;
     await wake.promise;
     if (this.source && this.source.readyState === 2 /* CLOSED */) {
-      // The browser gave up (a non-stream answer such as 401 or 503). Ask
-      // the relay what it was with a poll that returns at once: a fatal
-      // error is thrown, a transient one backs off, then the stream reopens.
+      // The browser gave up (a non-stream answer such as 401 or 503) and
+      // cannot say why. Ask the relay with a poll that returns at once: a
+      // fatal error is thrown as is; otherwise back off (next() does) and
+      // open the stream again after the last message received.
       this.source = null;
       const body = { wait: 0, max: 1 };
       if (this.since !== undefined) body.since = this.since;
       await this.call("/api/v1/peer/pullsmart", body, this.signal);
+      throw new Error("the event stream closed");
     }
   }
 

@@ -160,3 +160,430 @@ test("serve and login().fetch: a request and its answer cross the relay whole", 
 
   assert.deepEqual(errors, []);
 });
+
+test("a handler that throws answers 500 and serving goes on", async (t) => {
+  const net = newNet();
+  const errors = [];
+  const server = serve({
+    relay: RELAY, net, key: KEY, wait: 5, onError: (e) => errors.push(e),
+    fetch: (req) => {
+      const path = new URL(req.url).pathname;
+      if (path === "/boom") throw new Error("boom");
+      if (path === "/nothing") return "not a Response";
+      return new Response("fine");
+    },
+  });
+  t.after(() => server.close());
+  const s = await login({ relay: RELAY, net });
+  t.after(() => s.close());
+
+  const boom = await s.fetch("/boom");
+  assert.equal(boom.status, 500);
+  assert.equal(boom.headers.get("content-type"), "text/plain");
+  assert.equal(await boom.text(), "internal server error", "the error itself stays with the server");
+  assert.equal((await s.fetch("/nothing")).status, 500);
+  const ok = await s.fetch("/ok");
+  assert.equal(ok.status, 200);
+  assert.equal(await ok.text(), "fine");
+  assert.equal(errors.length, 2);
+  assert.equal(errors[0].message, "boom");
+  assert.ok(errors[1] instanceof TypeError);
+});
+
+test("serve runs exactly `concurrency` handlers at once", async (t) => {
+  const net = newNet();
+  const concurrency = 3;
+  const total = 7;
+  const s = await login({ relay: RELAY, net });
+  t.after(() => s.close());
+  // The requests wait in the queue before serving starts, so a loop that
+  // took more than its share would get them at once.
+  const pushes = await count("/api/v1/client/pushreq");
+  const answers = Array.from({ length: total }, (_, i) => s.fetch(`/job/${i}`));
+  await until(async () => (await count("/api/v1/client/pushreq")) >= pushes + total, "the requests queued");
+
+  let inFlight = 0;
+  let peak = 0;
+  const gates = [];
+  const server = serve({
+    relay: RELAY, net, key: KEY, concurrency, wait: 5,
+    fetch: async (req) => {
+      peak = Math.max(peak, ++inFlight);
+      const gate = deferred();
+      gates.push(gate);
+      await gate.promise;
+      inFlight--;
+      return new Response(new URL(req.url).pathname);
+    },
+  });
+  t.after(() => server.close());
+
+  for (let released = 0; released < total; released++) {
+    const expected = Math.min(concurrency, total - released);
+    await until(() => gates.length >= released + expected, `${expected} handlers in flight`);
+    assert.equal(inFlight, expected);
+    gates[released].resolve(); // one finishes: one more may start
+  }
+  const bodies = await Promise.all(answers.map(async (p) => (await p).text()));
+  assert.deepEqual(bodies, Array.from({ length: total }, (_, i) => `/job/${i}`));
+  assert.equal(peak, concurrency);
+  assert.equal(gates.length, total, "each request handled once");
+});
+
+test("a slow handler keeps its lease by extending it", async (t) => {
+  const net = newNet();
+  const errors = [];
+  const started = deferred();
+  const gate = deferred();
+  let calls = 0;
+  const lease = 1; // seconds: extended every 0.5 s of real time
+  const server = serve({
+    relay: RELAY, net, key: KEY, lease, concurrency: 2, wait: 5, onError: (e) => errors.push(e),
+    fetch: async () => {
+      calls++;
+      started.resolve();
+      await gate.promise;
+      return new Response("slow but sure");
+    },
+  });
+  t.after(() => server.close());
+  const s = await login({ relay: RELAY, net });
+  t.after(() => s.close());
+
+  const answer = s.fetch("/slow");
+  await within(started.promise, 10_000, "the handler to start");
+  await advance("600ms"); // part of the lease; the SDK has not extended yet
+  const extends0 = await count("/api/v1/server/extend");
+  await until(async () => (await count("/api/v1/server/extend")) > extends0, "an extend after the clock moved");
+  await advance("600ms"); // past the original lease end, within the extended one
+
+  // Not handed out again: neither to this loop nor to another SimServer.
+  const res = await fetch(`${RELAY}/api/v1/server/pullreqsmart`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${KEY}` },
+    body: JSON.stringify({ net, wait: 0, max: 10 }),
+  });
+  assert.deepEqual((await res.json()).requests, [], "the request is still leased to the slow handler");
+  assert.equal(calls, 1);
+
+  gate.resolve();
+  const got = await answer;
+  assert.equal(await got.text(), "slow but sure");
+  await server.close();
+  assert.deepEqual(errors, [], "the answer was accepted");
+  assert.equal(calls, 1);
+});
+
+test("serve backs off while the relay is unreachable and serves once it is back", async (t) => {
+  const net = newNet();
+  const s = await login({ relay: RELAY, net });
+  t.after(() => s.close());
+  const answer = s.fetch("/after-outage"); // stored at the relay, which is fine
+
+  const poll = "/api/v1/server/pullreqsmart";
+  await control("/flaky?mode=drop");
+  t.after(() => control("/flaky?mode=up"));
+  const before = await count(poll, "flaky");
+  const server = serve({ relay: FLAKY, net, key: KEY, wait: 5, onError: () => {}, fetch: () => new Response("back") });
+  t.after(() => server.close());
+
+  // Two seconds of refused connections, then 503s until one more attempt:
+  // with backoff from 250 ms doubling, that is at most 6 attempts in all
+  // (a loop without backoff makes hundreds).
+  await new Promise((r) => setTimeout(r, 2000));
+  await control("/flaky?mode=503");
+  const dropped = (await count(poll, "flaky")) - before;
+  await until(async () => (await count(poll, "flaky")) > before + dropped, "an attempt answered 503");
+  const attempts = (await count(poll, "flaky")) - before;
+  await control("/flaky?mode=up");
+  assert.ok(dropped >= 2, `retried while refused: ${dropped} attempts`);
+  assert.ok(attempts <= 6, `attempts are spaced: ${attempts} in the outage`);
+
+  const res = await within(answer, 15_000, "the request served after the outage");
+  assert.equal(await res.text(), "back");
+});
+
+test("fatal relay errors end serve; close() stops polling", async (t) => {
+  const net = newNet();
+  // Claim the net with the right key first.
+  const claim = await fetch(`${RELAY}/api/v1/server/pullreqsmart`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${KEY}` },
+    body: JSON.stringify({ net, wait: 0 }),
+  });
+  assert.equal(claim.status, 200);
+
+  const cases = [
+    { name: "wrong key", net, key: "another-key-0123456789", status: 403, code: "wrong_key" },
+    { name: "bad net", net: "no spaces", key: KEY, status: 400, code: "invalid_net" },
+    { name: "no key", net, key: "", status: 401, code: "missing_key" },
+  ];
+  for (const c of cases) {
+    const server = serve({ relay: RELAY, net: c.net, key: c.key, wait: 5, fetch: () => new Response("") });
+    await assert.rejects(within(server.closed, 5000, c.name), (err) => {
+      assert.ok(err instanceof RelayError, c.name);
+      assert.equal(err.status, c.status, c.name);
+      assert.equal(err.code, c.code, c.name);
+      return true;
+    });
+    await server.close(); // resolves after a fatal error too
+  }
+
+  const poll = "/api/v1/server/pullreqsmart";
+  const before = await count(poll);
+  const server = serve({ relay: RELAY, net, key: KEY, wait: 25, fetch: () => new Response("") });
+  await until(async () => (await count(poll)) > before, "serve polling");
+  await within(server.close(), 5000, "close() aborting a 25 s poll");
+  await within(server.closed, 1000, "closed resolving");
+  const after = await count(poll);
+  // Longer than the shortest backoff: a loop still running would have polled.
+  await new Promise((r) => setTimeout(r, 600));
+  assert.equal(await count(poll), after, "no poll after close()");
+});
+
+test("peer messages between sessions, in order, by long poll, with resume", async (t) => {
+  assert.equal(globalThis.EventSource, undefined, "node has no EventSource: messages() long-polls");
+  const net = newNet();
+  const ada = await login({ relay: RELAY, net });
+  const bob = await login({ relay: RELAY, net });
+  t.after(() => ada.close());
+  t.after(() => bob.close());
+
+  assert.deepEqual(await bob.subscribe("news"), { topic: "news", subscribed: true });
+  const sent = await ada.send(bob.peerId, { text: "hi Bob" });
+  assert.ok(Number.isInteger(sent.id));
+  assert.deepEqual(Object.keys(await ada.publish("news", [1, 2])), ["id", "receivers"]);
+  assert.equal((await ada.broadcast("lunch?")).receivers, 1);
+  assert.deepEqual(await bob.unsubscribe("news"), { topic: "news", subscribed: false });
+  assert.equal((await ada.publish("news", "not for Bob")).receivers, 0);
+  await ada.send(bob.peerId, "last");
+
+  const want = [
+    { kind: "unicast", topic: null, data: { text: "hi Bob" } },
+    { kind: "multicast", topic: "news", data: [1, 2] },
+    { kind: "broadcast", topic: null, data: "lunch?" },
+    { kind: "unicast", topic: null, data: "last" },
+  ];
+  const got = [];
+  for await (const m of bob.messages()) {
+    got.push(m);
+    if (got.length === want.length) break;
+  }
+  assert.deepEqual(got.map(({ kind, topic, data }) => ({ kind, topic, data })), want);
+  for (const m of got) {
+    assert.equal(m.from, ada.peerId);
+    assert.ok(m.sentAt instanceof Date && !Number.isNaN(m.sentAt.getTime()));
+  }
+  assert.ok(got.every((m, i) => i === 0 || m.id > got[i - 1].id), "ids increase");
+  assert.equal(got[0].id, sent.id);
+
+  // A second iterator resumes after a given id.
+  const it = bob.messages({ since: got[1].id });
+  assert.deepEqual((await it.next()).value.data, "lunch?");
+  assert.deepEqual((await it.next()).value.data, "last");
+
+  // The relay fails one poll: the iterator backs off and goes on after the
+  // last message, nothing lost, nothing twice.
+  const pulls = await count("/api/v1/peer/pullsmart");
+  await control("/fail?path=/api/v1/peer/pullsmart&status=503&times=1");
+  await ada.send(bob.peerId, "after the failure");
+  await ada.broadcast("and another");
+  assert.equal((await within(it.next(), 10_000, "a message after the 503")).value.data, "after the failure");
+  assert.equal((await it.next()).value.data, "and another");
+  assert.ok((await count("/api/v1/peer/pullsmart")) >= pulls + 2, "the failed poll was asked again");
+  await ada.send(bob.peerId, "one more");
+  assert.equal((await within(it.next(), 10_000, "the next message")).value.data, "one more");
+  assert.deepEqual(await it.return(), { value: undefined, done: true });
+  assert.deepEqual(await it.next(), { value: undefined, done: true });
+});
+
+/**
+ * A minimal EventSource on fetch streaming, as browsers behave: reconnects
+ * with Last-Event-ID after a cut, and gives up (CLOSED) on a response that
+ * is not an event stream.
+ */
+class TestEventSource {
+  static instances = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.lastEventId = "";
+    this.onmessage = null;
+    this.onerror = null;
+    this.connects = []; // the Last-Event-ID of each connection
+    TestEventSource.instances.push(this);
+    this.connect();
+  }
+  async connect() {
+    this.ctrl = new AbortController();
+    const headers = { accept: "text/event-stream" };
+    if (this.lastEventId) headers["last-event-id"] = this.lastEventId;
+    this.connects.push(this.lastEventId);
+    try {
+      const res = await fetch(this.url, { headers, signal: this.ctrl.signal });
+      if (res.status !== 200 || !res.headers.get("content-type")?.startsWith("text/event-stream")) {
+        await res.body?.cancel();
+        this.readyState = 2;
+        this.onerror?.({ type: "error" });
+        return;
+      }
+      this.readyState = 1;
+      const decoder = new TextDecoder();
+      let buf = "";
+      let data = [];
+      let id;
+      for await (const chunk of res.body) {
+        buf += decoder.decode(chunk, { stream: true });
+        for (let nl; (nl = buf.indexOf("\n")) >= 0; ) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (line === "") {
+            if (id !== undefined) this.lastEventId = id;
+            if (data.length) this.onmessage?.({ data: data.join("\n"), lastEventId: this.lastEventId });
+            data = [];
+            id = undefined;
+          } else if (!line.startsWith(":")) {
+            const i = line.indexOf(":");
+            const field = i < 0 ? line : line.slice(0, i);
+            const value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+            if (field === "data") data.push(value);
+            if (field === "id") id = value;
+          }
+        }
+      }
+    } catch {
+      // cut: reconnect below
+    }
+    if (this.readyState === 2) return;
+    this.readyState = 0;
+    this.onerror?.({ type: "error" });
+    setTimeout(() => this.readyState !== 2 && this.connect(), 20);
+  }
+  /** A network cut: the browser reconnects with Last-Event-ID. */
+  cut() {
+    this.ctrl.abort();
+  }
+  close() {
+    this.readyState = 2;
+    this.ctrl?.abort();
+  }
+}
+
+test("messages() uses EventSource where it exists, resuming by Last-Event-ID", async (t) => {
+  globalThis.EventSource = TestEventSource;
+  t.after(() => delete globalThis.EventSource);
+  const net = newNet();
+  const ada = await login({ relay: RELAY, net });
+  const bob = await login({ relay: RELAY, net });
+  t.after(() => ada.close());
+  t.after(() => bob.close());
+  const polls = await count("/api/v1/peer/pullsmart");
+
+  await ada.send(bob.peerId, 1);
+  await ada.broadcast(2);
+  const it = bob.messages();
+  const m1 = (await within(it.next(), 10_000, "the first event")).value;
+  const m2 = (await it.next()).value;
+  assert.deepEqual([m1.data, m1.kind, m2.data, m2.kind], [1, "unicast", 2, "broadcast"]);
+  assert.equal(TestEventSource.instances.length, 1);
+  const es = TestEventSource.instances[0];
+  const url = new URL(es.url);
+  assert.equal(url.pathname, "/api/v1/peer/stream");
+  assert.equal(url.searchParams.get("token"), bob.token);
+  assert.equal(url.searchParams.get("since"), null, "from the oldest kept message");
+
+  // A cut: the EventSource reconnects with Last-Event-ID, and the stream
+  // goes on after it.
+  es.cut();
+  await ada.send(bob.peerId, 3);
+  const m3 = (await within(it.next(), 10_000, "an event after the cut")).value;
+  assert.equal(m3.data, 3);
+  assert.deepEqual(es.connects, ["", String(m2.id)]);
+
+  // The relay answers 503 once: the EventSource gives up; messages()
+  // opens a new one after the last message, nothing lost or twice.
+  await control("/fail?path=/api/v1/peer/stream&status=503&times=1");
+  es.cut();
+  await ada.send(bob.peerId, 4);
+  await ada.send(bob.peerId, 5);
+  const m4 = (await within(it.next(), 10_000, "an event after the 503")).value;
+  const m5 = (await it.next()).value;
+  assert.deepEqual([m4.data, m5.data], [4, 5]);
+  assert.equal(es.readyState, 2);
+  assert.equal(TestEventSource.instances.length, 2);
+  const es2 = TestEventSource.instances[1];
+  assert.equal(new URL(es2.url).searchParams.get("since"), String(m3.id));
+  assert.equal(await count("/api/v1/peer/pullsmart"), polls + 1, "one poll asked the relay what went wrong");
+  await it.return();
+  assert.equal(es2.readyState, 2, "return() closes the stream");
+
+  // since on a new iterator; break closes its stream.
+  for await (const m of bob.messages({ since: m3.id })) {
+    assert.equal(m.data, 4);
+    break;
+  }
+  assert.equal(TestEventSource.instances.length, 3);
+  assert.equal(new URL(TestEventSource.instances[2].url).searchParams.get("since"), String(m3.id));
+  assert.equal(TestEventSource.instances[2].readyState, 2, "break closes the stream");
+});
+
+test("relay failures reject with RelayError", async (t) => {
+  await assert.rejects(login({ relay: RELAY, net: "not a net!" }), (err) => {
+    assert.ok(err instanceof RelayError && err instanceof Error);
+    assert.deepEqual([err.status, err.code, err.name], [400, "invalid_net", "RelayError"]);
+    assert.match(err.message, /net must be/);
+    return true;
+  });
+
+  const net = newNet();
+  const s = await login({ relay: RELAY, net });
+  t.after(() => s.close());
+  await assert.rejects(s.send("no-such-peer", { hi: 1 }), { name: "RelayError", status: 404, code: "unknown_peer" });
+  await assert.rejects(s.subscribe("bad topic"), { status: 400, code: "invalid_topic" });
+
+  // No SimServer: the request expires while session.fetch waits for it.
+  const pushes = await count("/api/v1/client/pushreq");
+  const polls = await count("/api/v1/client/pullsmart");
+  const answer = s.fetch("/never");
+  await until(async () => (await count("/api/v1/client/pushreq")) > pushes, "the request stored");
+  await until(async () => (await count("/api/v1/client/pullsmart")) > polls, "the answer awaited");
+  await advance("6m"); // past the 5 min request TTL
+  await assert.rejects(within(answer, 10_000, "the expiry"), { name: "RelayError", status: 410, code: "expired" });
+
+  // A failure that is not the relay's JSON shape: code http_<status>.
+  await control("/flaky?mode=503");
+  t.after(() => control("/flaky?mode=up"));
+  await assert.rejects(login({ relay: FLAKY, net }), { name: "RelayError", status: 503, code: "http_503" });
+});
+
+test("session.close() ends open iterators and aborts pending fetches", async (t) => {
+  const net = newNet();
+  const s = await login({ relay: RELAY, net });
+  const clientPolls = await count("/api/v1/client/pullsmart");
+  const peerPolls = await count("/api/v1/peer/pullsmart");
+
+  const it = s.messages();
+  const pending = it.next();
+  const answer = s.fetch("/nobody-serves-this");
+  const aborted = new AbortController();
+  const other = s.fetch("/nor-this", { signal: aborted.signal });
+  await until(async () => (await count("/api/v1/client/pullsmart")) >= clientPolls + 2, "both fetches waiting");
+  await until(async () => (await count("/api/v1/peer/pullsmart")) > peerPolls, "the iterator waiting");
+
+  aborted.abort();
+  await assert.rejects(within(other, 2000, "init.signal"), { name: "AbortError" });
+
+  s.close();
+  assert.deepEqual(await within(pending, 2000, "the iterator ending"), { value: undefined, done: true });
+  await assert.rejects(within(answer, 2000, "the fetch aborting"), { name: "AbortError" });
+  for await (const m of s.messages()) assert.fail(`no message after close: ${m}`);
+
+  // return() releases a waiting iterator at once, not after the 25 s poll.
+  const s2 = await login({ relay: RELAY, net });
+  t.after(() => s2.close());
+  const it2 = s2.messages();
+  const waiting = it2.next();
+  await until(async () => (await count("/api/v1/peer/pullsmart")) > peerPolls + 1, "the second iterator waiting");
+  await within(it2.return(), 2000, "return()");
+  assert.deepEqual(await within(waiting, 2000, "the waiting next()"), { value: undefined, done: true });
+});
