@@ -6,6 +6,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -73,7 +74,11 @@ func TestJavaScriptSDK(t *testing.T) {
 	r := newTestRelay(t)
 	c := newSDKControl(t, r)
 
-	cmd := exec.Command(nodeBin, "--test", "--test-reporter=spec", "sdk/")
+	// Each node test has a 30 s timeout of its own; this bounds the whole
+	// run, so a test that hangs fails rather than stalls go test.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, nodeBin, "--test", "--test-reporter=spec", "sdk/")
 	cmd.Env = append(os.Environ(),
 		"C2CVIA_RELAY="+c.relay.URL, "C2CVIA_FLAKY="+c.flaky.URL, "C2CVIA_CONTROL="+c.control.URL,
 		"C2CVIA_KEY="+testKey, "NO_COLOR=1")
@@ -86,6 +91,9 @@ func TestJavaScriptSDK(t *testing.T) {
 		t.Log(sc.Text())
 	}
 	if err := cmd.Wait(); err != nil {
+		if ctx.Err() != nil {
+			t.Fatalf("node --test sdk/ did not finish within 3 minutes: %v", err)
+		}
 		t.Fatalf("node --test sdk/ failed: %v", err)
 	}
 }

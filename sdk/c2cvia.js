@@ -182,8 +182,7 @@ function toRequest(origin, item, rawBody) {
   }
   const method = (sim.simMethod ?? "POST").toUpperCase();
   const headers = headersFrom(sim.simHeaders, ["content-length", "host"]);
-  headers.delete("c2cvia-from"); // only the relay says who asked
-  headers.delete("c2cvia-rid");
+  // set replaces any value the caller sent: only the relay says who asked.
   headers.set("C2cvia-From", item.from);
   headers.set("C2cvia-Rid", item.rid);
   let body = null;

@@ -2,7 +2,7 @@
 // TestJavaScriptSDK` starts the relay and runs them; the relay's clock is
 // fake and moves only through the control server (see sdk_test.go).
 
-import { test } from "node:test";
+import { test as nodeTest } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { serve, login, RelayError } from "./c2cvia.js";
@@ -12,6 +12,9 @@ const FLAKY = process.env.C2CVIA_FLAKY;
 const CONTROL = process.env.C2CVIA_CONTROL;
 const KEY = process.env.C2CVIA_KEY ?? "test-key-0123456789";
 if (!RELAY || !CONTROL) throw new Error("run through `go test -run TestJavaScriptSDK` (C2CVIA_RELAY and C2CVIA_CONTROL are unset)");
+
+/** Every test ends within 30 s, failing, whatever it waits for. */
+const test = (name, fn) => nodeTest(name, { timeout: 30_000 }, fn);
 
 let nets = 0;
 /** A net of its own for each test. */
@@ -216,7 +219,10 @@ test("serve runs exactly `concurrency` handlers at once", async (t) => {
       return new Response(new URL(req.url).pathname);
     },
   });
-  t.after(() => server.close());
+  t.after(async () => {
+    for (const g of gates) g.resolve(); // a failed test must not leave handlers waiting
+    await server.close();
+  });
 
   for (let released = 0; released < total; released++) {
     const expected = Math.min(concurrency, total - released);
@@ -246,7 +252,10 @@ test("a slow handler keeps its lease by extending it", async (t) => {
       return new Response("slow but sure");
     },
   });
-  t.after(() => server.close());
+  t.after(async () => {
+    gate.resolve(); // a failed test must not leave the handler waiting
+    await server.close();
+  });
   const s = await login({ relay: RELAY, net });
   t.after(() => s.close());
 
@@ -320,6 +329,7 @@ test("fatal relay errors end serve; close() stops polling", async (t) => {
   ];
   for (const c of cases) {
     const server = serve({ relay: RELAY, net: c.net, key: c.key, wait: 5, fetch: () => new Response("") });
+    t.after(() => server.close()); // if it failed to stop by itself
     await assert.rejects(within(server.closed, 5000, c.name), (err) => {
       assert.ok(err instanceof RelayError, c.name);
       assert.equal(err.status, c.status, c.name);
@@ -332,6 +342,7 @@ test("fatal relay errors end serve; close() stops polling", async (t) => {
   const poll = "/api/v1/server/pullreqsmart";
   const before = await count(poll);
   const server = serve({ relay: RELAY, net, key: KEY, wait: 25, fetch: () => new Response("") });
+  t.after(() => server.close());
   await until(async () => (await count(poll)) > before, "serve polling");
   await within(server.close(), 5000, "close() aborting a 25 s poll");
   await within(server.closed, 1000, "closed resolving");
