@@ -8,11 +8,15 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -201,4 +205,43 @@ func newSDKControl(t *testing.T, r *testRelay) *sdkControl {
 		c.control.Close()
 	})
 	return c
+}
+
+// TestReadmeJavaScriptSDK runs the README's JavaScript SDK example with
+// node, as a reader would: the module saved from a running relay.
+func TestReadmeJavaScriptSDK(t *testing.T) {
+	nodeBin, err := exec.LookPath("node")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("node is needed for the README's JavaScript example and is not on PATH")
+		}
+		t.Skip("node not installed")
+	}
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	_, section, ok := strings.Cut(string(readme), "## JavaScript SDK\n")
+	require.True(t, ok, "README has the section")
+	section, _, _ = strings.Cut(section, "\n## ")
+	script := regexp.MustCompile("(?s)```js\n(.*?)```").FindStringSubmatch(section)
+	require.NotNil(t, script, "the section has a js block")
+	require.Contains(t, section, "curl -o c2cvia.mjs http://localhost:8080/sdk/c2cvia.js")
+
+	base, _ := startRun(t, nil, "serve", "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "c2cvia.db"))
+	dir := t.TempDir()
+	resp, err := http.Get(base + "/sdk/c2cvia.js")
+	require.NoError(t, err)
+	module, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "c2cvia.mjs"), module, 0o644))
+	code := strings.Replace(script[1], `"http://localhost:8080"`, strconv.Quote(base), 1)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "example.mjs"), []byte(code), 0o644))
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, nodeBin, "example.mjs")
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Regexp(t, `^200 \{ hello: 'Ada', from: '[^']+' \}\nunicast \{ text: 'hi Bob' \}\n$`, string(out))
 }
