@@ -1,0 +1,196 @@
+// The JavaScript SDK: served by the relay (TestSDKServed) and exercised by
+// its node tests against a live relay (TestJavaScriptSDK).
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestSDKServed(t *testing.T) {
+	r := newTestRelay(t)
+	file, err := os.ReadFile("sdk/c2cvia.js")
+	require.NoError(t, err)
+
+	req, _ := http.NewRequest(http.MethodGet, r.URL+"/sdk/c2cvia.js", nil)
+	req.Header.Set("Origin", "https://elsewhere.example")
+	rep := r.do(req)
+	require.Equal(t, http.StatusOK, rep.Status)
+	assert.Equal(t, "text/javascript; charset=utf-8", rep.Header.Get("Content-Type"))
+	assert.Equal(t, "no-cache", rep.Header.Get("Cache-Control"))
+	assert.Equal(t, "*", rep.Header.Get("Access-Control-Allow-Origin"), "importable cross-origin")
+	assert.True(t, bytes.Equal(file, rep.Body), "the served module is the file")
+	etag := rep.Header.Get("ETag")
+	assert.Regexp(t, `^"[0-9a-f]{32}"$`, etag, "a strong ETag")
+
+	req, _ = http.NewRequest(http.MethodGet, r.URL+"/sdk/c2cvia.js", nil)
+	req.Header.Set("If-None-Match", etag)
+	rep = r.do(req)
+	assert.Equal(t, http.StatusNotModified, rep.Status)
+	assert.Empty(t, rep.Body)
+
+	req, _ = http.NewRequest(http.MethodGet, r.URL+"/sdk/c2cvia.js", nil)
+	req.Header.Set("If-None-Match", `"something-else"`)
+	assert.Equal(t, http.StatusOK, r.do(req).Status)
+
+	req, _ = http.NewRequest(http.MethodHead, r.URL+"/sdk/c2cvia.js", nil)
+	rep = r.do(req)
+	assert.Equal(t, http.StatusOK, rep.Status)
+	assert.Equal(t, strconv.Itoa(len(file)), rep.Header.Get("Content-Length"))
+	assert.Equal(t, etag, rep.Header.Get("ETag"))
+	assert.Empty(t, rep.Body)
+
+	req, _ = http.NewRequest(http.MethodPost, r.URL+"/sdk/c2cvia.js", nil)
+	rep = r.do(req)
+	assert.Equal(t, http.StatusMethodNotAllowed, rep.Status)
+}
+
+// TestJavaScriptSDK runs `node --test sdk/` against a relay on a fake
+// clock. Node finds the relay in C2CVIA_RELAY (every call counted), a
+// switchable front of it in C2CVIA_FLAKY and the test's controls in
+// C2CVIA_CONTROL (see sdkControl).
+func TestJavaScriptSDK(t *testing.T) {
+	nodeBin, err := exec.LookPath("node")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("node is needed for the JavaScript SDK tests and is not on PATH")
+		}
+		t.Skip("node not installed")
+	}
+	r := newTestRelay(t)
+	c := newSDKControl(t, r)
+
+	cmd := exec.Command(nodeBin, "--test", "--test-reporter=spec", "sdk/")
+	cmd.Env = append(os.Environ(),
+		"C2CVIA_RELAY="+c.relay.URL, "C2CVIA_FLAKY="+c.flaky.URL, "C2CVIA_CONTROL="+c.control.URL,
+		"C2CVIA_KEY="+testKey, "NO_COLOR=1")
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	cmd.Stderr = cmd.Stdout
+	require.NoError(t, cmd.Start())
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		t.Log(sc.Text())
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("node --test sdk/ failed: %v", err)
+	}
+}
+
+// sdkControl is what the node tests drive besides the relay:
+//
+//	POST /advance?by=1.5s       moves the relay's clock and wakes its long polls
+//	GET  /count?path=P          calls to P through C2CVIA_RELAY so far
+//	GET  /count?path=P&front=flaky  the same through C2CVIA_FLAKY
+//	POST /fail?path=P&status=503&times=1  the next calls to P get that status
+//	POST /flaky?mode=up|503|drop  C2CVIA_FLAKY forwards, answers 503, or drops the connection
+type sdkControl struct {
+	relay, flaky, control *httptest.Server
+
+	mu     sync.Mutex
+	counts map[string]int // "relay "+path or "flaky "+path
+	fails  map[string]failure
+	mode   string
+}
+
+type failure struct{ status, times int }
+
+func newSDKControl(t *testing.T, r *testRelay) *sdkControl {
+	c := &sdkControl{counts: map[string]int{}, fails: map[string]failure{}, mode: "up"}
+	c.relay = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		c.mu.Lock()
+		c.counts["relay "+req.URL.Path]++
+		f, failing := c.fails[req.URL.Path]
+		if failing {
+			if f.times--; f.times <= 0 {
+				delete(c.fails, req.URL.Path)
+			} else {
+				c.fails[req.URL.Path] = f
+			}
+		}
+		c.mu.Unlock()
+		if failing {
+			w.Header().Set("Access-Control-Allow-Origin", "*")
+			writeError(w, req, discardLogger(), newAPIError(f.status, "injected", "a failure the test asked for"))
+			return
+		}
+		r.srv.ServeHTTP(w, req)
+	}))
+	c.flaky = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		c.mu.Lock()
+		c.counts["flaky "+req.URL.Path]++
+		mode := c.mode
+		c.mu.Unlock()
+		switch mode {
+		case "503":
+			http.Error(w, "down for a moment", http.StatusServiceUnavailable)
+		case "drop":
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		default:
+			r.srv.ServeHTTP(w, req)
+		}
+	}))
+	c.control = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		q := req.URL.Query()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		switch req.URL.Path {
+		case "/advance":
+			d, err := time.ParseDuration(q.Get("by"))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			r.clock.Advance(d)
+			// Parked long polls set real timers from fake deadlines: wake
+			// them all, as those timers would have fired with real time.
+			h := r.srv.poller.hub
+			h.mu.Lock()
+			for k := range h.keys {
+				h.notifyLocked(k)
+			}
+			h.mu.Unlock()
+		case "/count":
+			front := q.Get("front")
+			if front == "" {
+				front = "relay"
+			}
+			fmt.Fprintf(w, `{"count":%d}`, c.counts[front+" "+q.Get("path")])
+			return
+		case "/fail":
+			status, _ := strconv.Atoi(q.Get("status"))
+			times, _ := strconv.Atoi(q.Get("times"))
+			c.fails[q.Get("path")] = failure{status, max(times, 1)}
+		case "/flaky":
+			c.mode = q.Get("mode")
+		default:
+			http.NotFound(w, req)
+			return
+		}
+		fmt.Fprint(w, `{}`)
+	}))
+	t.Cleanup(func() {
+		c.relay.CloseClientConnections()
+		c.flaky.CloseClientConnections()
+		c.relay.Close()
+		c.flaky.Close()
+		c.control.Close()
+	})
+	return c
+}
