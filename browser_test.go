@@ -65,6 +65,16 @@ func newBrowser(t *testing.T) context.Context {
 	return ctx
 }
 
+// newTab opens another tab in tab's browser. Like the browser, a tab lives
+// as long as the context of its first Run, so that one has no deadline.
+func newTab(t *testing.T, tab context.Context) context.Context {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(tab)
+	t.Cleanup(cancel)
+	require.NoError(t, chromedp.Do(ctx), "no new tab")
+	return ctx
+}
+
 // step runs actions in tab with a deadline, so a page that never gets there
 // fails the test instead of hanging it.
 func step(t *testing.T, tab context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
@@ -91,8 +101,7 @@ func eval[T any](t *testing.T, tab context.Context, script string) T {
 func TestBrowserPage(t *testing.T) {
 	r := newTestRelay(t)
 	a := newBrowser(t)
-	b, cancelB := chromedp.NewContext(a) // a second tab of the same browser
-	t.Cleanup(cancelB)
+	b := newTab(t, a)
 	page := r.URL + "/?net=browser-demo"
 
 	// Tab A serves the net, with its own answer.
@@ -134,21 +143,28 @@ func TestBrowserPage(t *testing.T) {
 	require.Equal(t, "200", got["status"])
 	require.Equal(t, "text/html; charset=utf-8", got["type"])
 	require.Equal(t, "<p>tab A answers /from-b for "+got["peer"]+"</p>", got["body"])
+	step(t, a, "tab A lists B's request by its short peer id",
+		chromedp.WaitVisible(chromedp.Search(`//ol[@id="served-log"]/li[contains(., "GET /from-b from `+got["peer"][:6]+`")]`)))
 
-	// Chat: B's broadcast shows up in A's page (A reads it over EventSource).
+	// Chat: B's broadcast shows up in A's page (A reads it over EventSource),
+	// and A's answer in B's.
 	step(t, a, "tab A joined the chat",
 		chromedp.WaitVisible(chromedp.Search(`//span[@id="me" and string-length(text()) = 6]`)))
 	step(t, b, "tab B sends a chat line",
-		chromedp.SendKeys(chromedp.ID("chat-text"), "hello from <b>B</b>"),
+		chromedp.SendKeys(chromedp.ID("chat-text"), "hi from the other tab"),
 		chromedp.Click(chromedp.ID("chat-send")),
-		chromedp.WaitVisible(chromedp.Search(`//ul[@id="chat-log"]/li[contains(., "(you)")]`)),
+		chromedp.WaitVisible(chromedp.Search(`//ul[@id="chat-log"]/li[contains(., "(you)hi from the other tab")]`)),
 	)
-	step(t, a, "the chat line shows up in tab A",
-		chromedp.WaitVisible(chromedp.Search(`//ul[@id="chat-log"]/li[contains(., "hello from <b>B</b>")]`)))
-	bold := eval[int](t, a, `document.querySelectorAll("#chat-log b").length`)
-	require.Zero(t, bold, "a chat line is text, never markup")
+	step(t, a, "the chat line shows up in tab A, and A answers",
+		chromedp.WaitVisible(chromedp.Search(`//ul[@id="chat-log"]/li[contains(., "hi from the other tab")]`)),
+		chromedp.SendKeys(chromedp.ID("chat-text"), "hello back"),
+		chromedp.Click(chromedp.ID("chat-send")),
+		chromedp.WaitVisible(chromedp.Search(`//ul[@id="chat-log"]/li[contains(., "(you)hello back")]`)),
+	)
+	step(t, b, "A's answer shows up in tab B",
+		chromedp.WaitVisible(chromedp.Search(`//ul[@id="chat-log"]/li[contains(., "hello back")]`)))
 
-	shot, err := chromedp.Run(a, chromedp.FullScreenshot(90))
+	shot, err := chromedp.Run(a, chromedp.FullScreenshot(100))
 	require.NoError(t, err)
 	_, err = png.Decode(bytes.NewReader(shot))
 	require.NoError(t, err, "the screenshot is a PNG")
@@ -156,6 +172,14 @@ func TestBrowserPage(t *testing.T) {
 	if out := os.Getenv("C2CVIA_SCREENSHOT"); out != "" {
 		require.NoError(t, os.WriteFile(filepath.Clean(out), shot, 0o644))
 	}
+
+	// A chat line is text, never markup.
+	step(t, b, "tab B sends markup",
+		chromedp.SendKeys(chromedp.ID("chat-text"), "<b>bold</b>"),
+		chromedp.Click(chromedp.ID("chat-send")))
+	step(t, a, "the markup shows up in tab A as text",
+		chromedp.WaitVisible(chromedp.Search(`//ul[@id="chat-log"]/li[contains(., "<b>bold</b>")]`)))
+	require.Zero(t, eval[int](t, a, `document.querySelectorAll("#chat-log b").length`))
 
 	// Stopping ends serving: the gateway has nobody to ask any more.
 	step(t, a, "tab A stops serving", chromedp.Click(chromedp.ID("serve")),
