@@ -50,6 +50,7 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	mux.Handle("GET /api/v1/peer/stream", api(withSender(st, handleStream(log, st, lp, cfg.StreamKeepAlive)), "GET"))
 	mux.Handle("GET /api/v1/peer/peers", api(withSender(st, handlePeers(st)), "GET"))
 
-	// Web: files for browsers.
+	// Web: the page that turns a tab into a SimServer, and the SDK it runs on.
+	mux.Handle("GET /{$}", handlePage(cfg))
 	mux.Handle("GET /sdk/c2cvia.js", handleSDK())
 }

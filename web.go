@@ -1,4 +1,6 @@
-// Files the relay serves to browsers: the JavaScript SDK at /sdk/c2cvia.js.
+// What the relay serves to browsers: the page at GET / that turns the
+// visiting tab into a SimServer, and the JavaScript SDK it runs on, at
+// /sdk/c2cvia.js. Both are embedded in the binary.
 
 package main
 
@@ -7,6 +9,7 @@ import (
 	"crypto/sha256"
 	_ "embed"
 	"encoding/hex"
+	"html/template"
 	"net/http"
 	"time"
 )
@@ -30,5 +33,28 @@ func handleSDK() http.Handler {
 		h.Set("Cache-Control", "no-cache")
 		h.Set("ETag", sdkETag)
 		http.ServeContent(w, r, "c2cvia.js", time.Time{}, bytes.NewReader(sdkJS))
+	})
+}
+
+//go:embed web/index.html
+var pageSource string
+
+var pageTemplate = template.Must(template.New("index.html").Parse(pageSource))
+
+// handlePage renders the page once, at start: the only thing it takes from
+// the config is the --via-host suffix, so the address it shares is right.
+func handlePage(cfg config) http.Handler {
+	var buf bytes.Buffer
+	if err := pageTemplate.Execute(&buf, struct{ ViaHost string }{cfg.ViaHost}); err != nil {
+		panic(err) // the template and its data are both fixed here
+	}
+	page := buf.Bytes()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		w.Write(page)
 	})
 }
