@@ -106,6 +106,19 @@ func newTestRelay(t testing.TB, change ...func(*config)) *testRelay {
 	return &testRelay{t: t, URL: ts.URL, DBPath: dbPath, store: st, srv: srv, clock: clock, cfg: cfg}
 }
 
+// advance moves the relay's clock on by d and wakes every waiting long
+// poll. A poll sets a real timer for its next deadline (a lease's end), so
+// moving the fake clock alone would leave it asleep until that timer fires.
+func (r *testRelay) advance(d time.Duration) {
+	r.clock.Advance(d)
+	h := r.srv.poller.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for k := range h.keys {
+		h.notifyLocked(k)
+	}
+}
+
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // reply is a decoded relay response.

@@ -169,15 +169,7 @@ func newSDKControl(t *testing.T, r *testRelay) *sdkControl {
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return
 			}
-			r.clock.Advance(d)
-			// Parked long polls set real timers from fake deadlines: wake
-			// them all, as those timers would have fired with real time.
-			h := r.srv.poller.hub
-			h.mu.Lock()
-			for k := range h.keys {
-				h.notifyLocked(k)
-			}
-			h.mu.Unlock()
+			r.advance(d)
 		case "/count":
 			front := q.Get("front")
 			if front == "" {
