@@ -383,7 +383,8 @@ func TestBadInput(t *testing.T) {
 		{name: "POST healthz", method: post, path: "/healthz", status: http.StatusMethodNotAllowed, code: "method_not_allowed", allow: []string{"GET"}},
 		{name: "unknown API path", method: get, path: "/api/v1/client/nope", status: http.StatusNotFound, code: "no_route"},
 		{name: "unknown API version", method: post, path: "/api/v2/client/pushreq", bearer: f.tok, status: http.StatusNotFound, code: "no_route"},
-		{name: "root", method: get, path: "/", status: http.StatusNotFound, code: "no_route"},
+		{name: "page with POST", method: post, path: "/", status: http.StatusMethodNotAllowed, code: "method_not_allowed"},
+		{name: "unknown file", method: get, path: "/index.html", status: http.StatusNotFound, code: "no_route"},
 		{name: "path below an endpoint", method: post, path: pushreq + "/x", bearer: f.tok, status: http.StatusNotFound, code: "no_route"},
 
 		// Long-poll and lease parameters.
