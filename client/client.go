@@ -70,6 +70,17 @@ type options struct {
 	onError     func(error)
 }
 
+// defaultHTTPClient talks to the relay unless WithHTTPClient says
+// otherwise. Every call goes to the one relay host, so it keeps up to 100
+// idle connections to it where http.DefaultTransport keeps 2: with more
+// calls in flight than that (handlers answering, callers waiting), each
+// extra one would dial a new connection and leave it to TIME_WAIT.
+var defaultHTTPClient = &http.Client{Transport: func() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 100
+	return t
+}()}
+
 func newOptions(opts []Option) options {
 	o := options{
 		concurrency: 4,
@@ -77,7 +88,7 @@ func newOptions(opts []Option) options {
 		// 25 s: under common proxy idle timeouts (30-60 s), so a middlebox
 		// does not cut the long poll.
 		wait:       25 * time.Second,
-		httpClient: http.DefaultClient,
+		httpClient: defaultHTTPClient,
 		onError:    func(err error) { log.Print(err) },
 	}
 	for _, opt := range opts {
@@ -114,8 +125,8 @@ func WithWait(d time.Duration) Option {
 	}
 }
 
-// WithHTTPClient sets the client that talks to the relay (default
-// http.DefaultClient). It must not have a Timeout shorter than the long
+// WithHTTPClient sets the client that talks to the relay (default: one
+// like http.DefaultClient that keeps up to 100 idle connections). It must not have a Timeout shorter than the long
 // poll's wait.
 func WithHTTPClient(c *http.Client) Option {
 	return func(o *options) {
