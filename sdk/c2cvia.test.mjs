@@ -558,8 +558,10 @@ test("relay failures reject with RelayError", async (t) => {
   const answer = s.fetch("/never");
   await until(async () => (await count("/api/v1/client/pushreq")) > pushes, "the request stored");
   await until(async () => (await count("/api/v1/client/pullsmart")) > polls, "the answer awaited");
+  // Await the rejection from now on: it may come before advance() returns.
+  const expired = assert.rejects(within(answer, 10_000, "the expiry"), { name: "RelayError", status: 410, code: "expired" });
   await advance("6m"); // past the 5 min request TTL
-  await assert.rejects(within(answer, 10_000, "the expiry"), { name: "RelayError", status: 410, code: "expired" });
+  await expired;
 
   // A failure that is not the relay's JSON shape: code http_<status>.
   await control("/flaky?mode=503");
