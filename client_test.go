@@ -11,10 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"regexp"
@@ -29,6 +27,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
+
+const pullReqSmartPath = "/api/v1/server/pullreqsmart"
 
 // testHTTPClient makes the client package talk through http.DefaultClient,
 // whose idle connections noLeaks can close; the package's own default keeps
@@ -354,73 +354,27 @@ func TestClientServePanic(t *testing.T) {
 	leaks()
 }
 
-// switchProxy stands in front of the relay: a test takes the relay "down"
-// (503, or connections closed unanswered) and up again, and sees every
-// pullreqsmart that passes.
-type switchProxy struct {
-	URL    string
-	mode   atomic.Int32
-	polls  atomic.Int64
-	onPoll func(body map[string]any) // each pullreqsmart's JSON body, in the proxy's goroutine
-}
-
-const (
-	proxyPass int32 = iota
-	proxy503
-	proxyDrop
-)
-
-func newSwitchProxy(t *testing.T, target string) *switchProxy {
-	t.Helper()
-	u, err := url.Parse(target)
-	require.NoError(t, err)
-	rp := httputil.NewSingleHostReverseProxy(u)
-	rp.ErrorLog = log.New(io.Discard, "", 0) // a cancelled poll is no news
-	p := &switchProxy{}
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/server/pullreqsmart") {
-			p.polls.Add(1)
-			body, _ := io.ReadAll(r.Body)
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			if p.onPoll != nil {
-				var m map[string]any
-				_ = json.Unmarshal(body, &m)
-				p.onPoll(m)
-			}
-		}
-		switch p.mode.Load() {
-		case proxy503:
-			http.Error(w, "relay down for maintenance", http.StatusServiceUnavailable)
-		case proxyDrop:
-			conn, _, err := http.NewResponseController(w).Hijack()
-			if err == nil {
-				conn.Close()
-			}
-		default:
-			rp.ServeHTTP(w, r)
-		}
-	}))
-	t.Cleanup(ts.Close)
-	p.URL = ts.URL
-	return p
-}
-
 // TestClientServeConcurrency: WithConcurrency(N) runs N slow handlers at
 // once and never asks the relay for more requests than it has free slots,
 // so an N+1st waits until one finishes.
 func TestClientServeConcurrency(t *testing.T) {
 	const n = 3
 	r := newTestRelay(t)
-	proxy := newSwitchProxy(t, r.URL)
+	front := newRelayFront(t, r.srv)
 	leaks := noLeaks(t)
 	var inFlight, most atomic.Int64
 	var overAsked atomic.Value // a description of a poll that asked for too many
-	proxy.onPoll = func(body map[string]any) {
+	front.setOnCall(func(path string, raw []byte) {
+		if path != pullReqSmartPath {
+			return
+		}
+		var body map[string]any
+		_ = json.Unmarshal(raw, &body)
 		asked, _ := body["max"].(float64)
 		if running := inFlight.Load(); running+int64(asked) > n {
 			overAsked.Store(fmt.Sprintf("asked for %v with %d handlers running", asked, running))
 		}
-	}
+	})
 	entered := make(chan string, n+1)
 	release := make(chan struct{})
 	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -439,7 +393,7 @@ func TestClientServeConcurrency(t *testing.T) {
 	for i := range rids {
 		rids[i] = r.push(tok, map[string]any{"simEndpoint": fmt.Sprintf("/r%d", i), "simMethod": "GET"})
 	}
-	srv := serveClient(t, proxy.URL, "demo", testKey, slow, client.WithConcurrency(n))
+	srv := serveClient(t, front.URL, "demo", testKey, slow, client.WithConcurrency(n))
 	for range n {
 		select {
 		case <-entered:
@@ -524,20 +478,21 @@ func TestClientServeLease(t *testing.T) {
 // as soon as it is back.
 func TestClientServeBackoff(t *testing.T) {
 	r := newTestRelay(t)
-	proxy := newSwitchProxy(t, r.URL)
-	proxy.mode.Store(proxy503)
+	front := newRelayFront(t, r.srv)
+	front.setMode(front503)
+	polls := func() int { return front.count(pullReqSmartPath) }
 	leaks := noLeaks(t)
 	down := time.Now()
-	srv := serveClient(t, proxy.URL, "demo", testKey, testMux(nil), client.WithErrorLog(func(error) {}))
-	waitFor(t, 20*time.Second, func() bool { return proxy.polls.Load() >= 3 }, "three polls while the relay answers 503")
-	proxy.mode.Store(proxyDrop)
-	at := proxy.polls.Load()
-	waitFor(t, 20*time.Second, func() bool { return proxy.polls.Load() > at }, "a poll while connections are dropped")
-	attempts, elapsed := proxy.polls.Load(), time.Since(down)
+	srv := serveClient(t, front.URL, "demo", testKey, testMux(nil), client.WithErrorLog(func(error) {}))
+	waitFor(t, 20*time.Second, func() bool { return polls() >= 3 }, "three polls while the relay answers 503")
+	front.setMode(frontDrop)
+	at := polls()
+	waitFor(t, 20*time.Second, func() bool { return polls() > at }, "a poll while connections are dropped")
+	attempts, elapsed := polls(), time.Since(down)
 	// Each delay is at least half of 250 ms, doubling: a loop without
 	// backoff would have called thousands of times.
-	assert.LessOrEqual(t, attempts, 1+int64(elapsed/(125*time.Millisecond)), "%d polls in %s", attempts, elapsed)
-	proxy.mode.Store(proxyPass)
+	assert.LessOrEqual(t, attempts, 1+int(elapsed/(125*time.Millisecond)), "%d polls in %s", attempts, elapsed)
+	front.setMode(frontUp)
 
 	sess := clientLogin(t, r.URL, "demo")
 	status, body, _ := clientGet(t, sess, "/echo/back")

@@ -17,7 +17,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -110,58 +109,15 @@ func TestJavaScriptSDK(t *testing.T) {
 //	POST /fail?path=P&status=503&times=1  the next calls to P get that status
 //	POST /flaky?mode=up|503|drop  C2CVIA_FLAKY forwards, answers 503, or drops the connection
 type sdkControl struct {
-	relay, flaky, control *httptest.Server
-
-	mu     sync.Mutex
-	counts map[string]int // "relay "+path or "flaky "+path
-	fails  map[string]failure
-	mode   string
+	relay, flaky *relayFront
+	control      *httptest.Server
 }
 
-type failure struct{ status, times int }
-
 func newSDKControl(t *testing.T, r *testRelay) *sdkControl {
-	c := &sdkControl{counts: map[string]int{}, fails: map[string]failure{}, mode: "up"}
-	c.relay = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		c.mu.Lock()
-		c.counts["relay "+req.URL.Path]++
-		f, failing := c.fails[req.URL.Path]
-		if failing {
-			if f.times--; f.times <= 0 {
-				delete(c.fails, req.URL.Path)
-			} else {
-				c.fails[req.URL.Path] = f
-			}
-		}
-		c.mu.Unlock()
-		if failing {
-			w.Header().Set("Access-Control-Allow-Origin", "*")
-			writeError(w, req, discardLogger(), newAPIError(f.status, "injected", "a failure the test asked for"))
-			return
-		}
-		r.srv.ServeHTTP(w, req)
-	}))
-	c.flaky = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		c.mu.Lock()
-		c.counts["flaky "+req.URL.Path]++
-		mode := c.mode
-		c.mu.Unlock()
-		switch mode {
-		case "503":
-			http.Error(w, "down for a moment", http.StatusServiceUnavailable)
-		case "drop":
-			conn, _, err := http.NewResponseController(w).Hijack()
-			if err == nil {
-				conn.Close()
-			}
-		default:
-			r.srv.ServeHTTP(w, req)
-		}
-	}))
+	c := &sdkControl{relay: newRelayFront(t, r.srv), flaky: newRelayFront(t, r.srv)}
+	modes := map[string]frontMode{"up": frontUp, "503": front503, "drop": frontDrop}
 	c.control = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()
-		c.mu.Lock()
-		defer c.mu.Unlock()
 		switch req.URL.Path {
 		case "/advance":
 			d, err := time.ParseDuration(q.Get("by"))
@@ -171,31 +127,30 @@ func newSDKControl(t *testing.T, r *testRelay) *sdkControl {
 			}
 			r.advance(d)
 		case "/count":
-			front := q.Get("front")
-			if front == "" {
-				front = "relay"
+			front := c.relay
+			if q.Get("front") == "flaky" {
+				front = c.flaky
 			}
-			fmt.Fprintf(w, `{"count":%d}`, c.counts[front+" "+q.Get("path")])
+			fmt.Fprintf(w, `{"count":%d}`, front.count(q.Get("path")))
 			return
 		case "/fail":
 			status, _ := strconv.Atoi(q.Get("status"))
 			times, _ := strconv.Atoi(q.Get("times"))
-			c.fails[q.Get("path")] = failure{status, max(times, 1)}
+			c.relay.failNext(q.Get("path"), status, times)
 		case "/flaky":
-			c.mode = q.Get("mode")
+			mode, ok := modes[q.Get("mode")]
+			if !ok {
+				http.Error(w, "mode is up, 503 or drop", http.StatusBadRequest)
+				return
+			}
+			c.flaky.setMode(mode)
 		default:
 			http.NotFound(w, req)
 			return
 		}
 		fmt.Fprint(w, `{}`)
 	}))
-	t.Cleanup(func() {
-		c.relay.CloseClientConnections()
-		c.flaky.CloseClientConnections()
-		c.relay.Close()
-		c.flaky.Close()
-		c.control.Close()
-	})
+	t.Cleanup(c.control.Close)
 	return c
 }
 
