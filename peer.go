@@ -11,7 +11,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -145,10 +144,7 @@ func encodeMessage(m *message, data []byte) []byte {
 	if m.Kind == kindMulticast {
 		topic = &m.Topic
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(struct {
+	out, _ := encodeJSON(struct {
 		ID     int64           `json:"id"`
 		Kind   string          `json:"kind"`
 		From   string          `json:"from"`
@@ -156,7 +152,7 @@ func encodeMessage(m *message, data []byte) []byte {
 		Data   json.RawMessage `json:"data"`
 		SentAt string          `json:"sent_at"`
 	}{m.ID, m.Kind, m.From, topic, data, formatMS(m.SentAt)}) // data is valid JSON: no error
-	return bytes.TrimRight(buf.Bytes(), "\n")
+	return out
 }
 
 // subscribe opens t's subscription to topic at the current highest message
