@@ -138,30 +138,23 @@ func BenchmarkExchange(b *testing.B) {
 	})
 	for _, sync := range []string{"normal", "full"} {
 		b.Run("relay/sync="+sync, func(b *testing.B) {
-			cfg := testConfig(filepath.Join(b.TempDir(), "bench.db"))
-			cfg.Sync = sync
-			st, err := openStore(context.Background(), cfg.DB, cfg.storeOptions())
-			if err != nil {
-				b.Fatal(err)
-			}
-			srv := newServer(discardLogger(), st, cfg)
-			ts := httptest.NewServer(srv)
-			b.Cleanup(func() { srv.shutdown(); ts.Close(); st.Close() })
+			r := newTestRelay(b, func(c *config) { c.Sync = sync })
+			st := r.store
 			net := "bench"
 			b.RunParallel(func(pb *testing.PB) {
 				var login struct{ Token string }
-				json.Unmarshal(get(ts.URL+"/api/v1/client/login?net="+net), &login)
+				json.Unmarshal(get(r.URL+"/api/v1/client/login?net="+net), &login)
 				// Each goroutine is a SimClient and its own SimServer on its
 				// own net, so a lease always finds the request just pushed.
 				own := fmt.Sprintf("%s-%p", net, &login)
-				json.Unmarshal(get(ts.URL+"/api/v1/client/login?net="+own), &login)
+				json.Unmarshal(get(r.URL+"/api/v1/client/login?net="+own), &login)
 				q := url.Values{"token": {login.Token}}.Encode()
 				for pb.Next() {
 					var pushed struct{ RID string }
-					json.Unmarshal(post(ts.URL+"/api/v1/client/pushreq?"+q, `{"simEndpoint":"/items/7","simMethod":"GET"}`), &pushed)
-					get(ts.URL + "/api/v1/server/pullreqsmart?wait=1&net=" + own + "&key=" + testKey)
-					post(ts.URL+"/api/v1/server/pushres", `{"net":"`+own+`","key":"`+testKey+`","rid":"`+pushed.RID+`","simBody":"ok"}`)
-					get(ts.URL + "/api/v1/client/pullsmart?rid=" + pushed.RID + "&" + q)
+					json.Unmarshal(post(r.URL+"/api/v1/client/pushreq?"+q, `{"simEndpoint":"/items/7","simMethod":"GET"}`), &pushed)
+					get(r.URL + "/api/v1/server/pullreqsmart?wait=1&net=" + own + "&key=" + testKey)
+					post(r.URL+"/api/v1/server/pushres", `{"net":"`+own+`","key":"`+testKey+`","rid":"`+pushed.RID+`","simBody":"ok"}`)
+					get(r.URL + "/api/v1/client/pullsmart?rid=" + pushed.RID + "&" + q)
 				}
 			})
 			b.ReportMetric(float64(st.writes.Load())/float64(max(st.commits.Load(), 1)), "writes/commit")
@@ -224,18 +217,12 @@ func BenchmarkBacklog(b *testing.B) {
 // went to SQL instead of the cache (0 when every waiter reads memory).
 func BenchmarkBroadcast(b *testing.B) {
 	const peers = 1000
-	cfg := testConfig(filepath.Join(b.TempDir(), "bench.db"))
-	st, err := openStore(context.Background(), cfg.DB, cfg.storeOptions())
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := newServer(discardLogger(), st, cfg)
-	ts := httptest.NewServer(srv)
-	b.Cleanup(func() { srv.shutdown(); ts.Close(); st.Close() })
+	r := newTestRelay(b)
+	st, srv := r.store, r.srv
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2 * peers}}
 	b.Cleanup(hc.CloseIdleConnections)
 	login := func() string {
-		resp, err := hc.Get(ts.URL + "/api/v1/client/login?net=crowd")
+		resp, err := hc.Get(r.URL + "/api/v1/client/login?net=crowd")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -259,7 +246,7 @@ func BenchmarkBroadcast(b *testing.B) {
 		done := make(chan error, peers)
 		for _, tok := range tokens {
 			go func() {
-				resp, err := hc.Get(ts.URL + "/api/v1/peer/pullsmart?wait=60&since=" + fmt.Sprint(since) + "&token=" + tok)
+				resp, err := hc.Get(r.URL + "/api/v1/peer/pullsmart?wait=60&since=" + fmt.Sprint(since) + "&token=" + tok)
 				if err == nil {
 					var page struct{ Messages []json.RawMessage }
 					err = json.NewDecoder(resp.Body).Decode(&page)
@@ -275,7 +262,7 @@ func BenchmarkBroadcast(b *testing.B) {
 			time.Sleep(time.Millisecond) // a benchmark's setup, not a test's wait
 		}
 		b.StartTimer()
-		resp, err := hc.Post(ts.URL+"/api/v1/peer/broadcast?token="+sender, "application/json", strings.NewReader(`{"data":{"hello":"everyone"}}`))
+		resp, err := hc.Post(r.URL+"/api/v1/peer/broadcast?token="+sender, "application/json", strings.NewReader(`{"data":{"hello":"everyone"}}`))
 		if err != nil {
 			b.Fatal(err)
 		}
