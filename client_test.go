@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"c2cvia/client"
+	"github.com/c2cvia/c2cvia/client"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"

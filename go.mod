@@ -1,4 +1,4 @@
-module c2cvia
+module github.com/c2cvia/c2cvia
 
 go 1.26.0
 

@@ -10,7 +10,7 @@ import (
 	"os"
 	"os/signal"
 
-	"c2cvia/client"
+	"github.com/c2cvia/c2cvia/client"
 )
 
 // An existing web app, here an http.ServeMux, becomes the SimServer of the
