@@ -50,7 +50,7 @@ func handlePushReq(st *store, h *hub) func(http.ResponseWriter, *http.Request, *
 		if err != nil {
 			return err
 		}
-		h.notify(netKey(t.Net))
+		h.notify(netSignal(t.Net))
 		writeJSON(w, http.StatusCreated, response{rid})
 		return nil
 	}
@@ -106,7 +106,7 @@ func handlePullRes(st *store, lp *poller, smart bool) func(http.ResponseWriter, 
 				return badRequest("missing_param", "rid is required")
 			}
 			var res []byte
-			found, err := lp.poll(ctx, pollClient, tokenKey(t.Hash), wait, func() (bool, time.Time, error) {
+			found, err := lp.poll(ctx, pollClient, tokenSignal(t.Hash), wait, func() (bool, time.Time, error) {
 				if ok, err := st.hasUnpulled(ctx, t); !ok || err != nil {
 					return false, time.Time{}, err
 				}
@@ -126,7 +126,7 @@ func handlePullRes(st *store, lp *poller, smart bool) func(http.ResponseWriter, 
 		}
 
 		var req requestState
-		_, err = lp.poll(ctx, pollClient, tokenKey(t.Hash), wait, func() (bool, time.Time, error) {
+		_, err = lp.poll(ctx, pollClient, tokenSignal(t.Hash), wait, func() (bool, time.Time, error) {
 			var err error
 			if req, err = st.requestForOwner(ctx, t, rid); err != nil {
 				return false, time.Time{}, err
@@ -135,7 +135,7 @@ func handlePullRes(st *store, lp *poller, smart bool) func(http.ResponseWriter, 
 			case statusAnswered, statusExpired, statusFailed:
 				return true, time.Time{}, nil
 			}
-			return false, st.nextChange(req), nil
+			return false, req.next(), nil
 		})
 		if err != nil {
 			return err

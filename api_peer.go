@@ -13,14 +13,11 @@ import (
 	"time"
 )
 
-// Defaults of the peer settings, for a config that names none.
 const (
-	// defaultMaxMsg is --max-msg: 64 KiB of JSON per message.
-	defaultMaxMsg = 64 << 10
-	// defaultKeepAlive is how often an idle stream sends a comment line:
-	// 15 s, under common proxy idle timeouts (30-60 s), so a middlebox
-	// does not close a stream that has nothing to say.
-	defaultKeepAlive = 15 * time.Second
+	// keepAlive is how often an idle stream sends a comment line: 15 s of
+	// the relay's clock, under common proxy idle timeouts (30-60 s), so a
+	// middlebox does not close a stream that has nothing to say.
+	keepAlive = 15 * time.Second
 	// maxPage is the most messages one pullsmart returns, and its default.
 	maxPage = 100
 )
@@ -37,9 +34,6 @@ func handleSend(st *store, h *hub, cfg config, kind string) tokenFunc {
 		Receivers int   `json:"receivers"`
 	}
 	maxMsg := cfg.MaxMsg
-	if maxMsg <= 0 {
-		maxMsg = defaultMaxMsg
-	}
 	return func(w http.ResponseWriter, r *http.Request, p *params, t token) error {
 		m := message{Kind: kind}
 		var err error
@@ -60,7 +54,7 @@ func handleSend(st *store, h *hub, cfg config, kind string) tokenFunc {
 		if err != nil {
 			return err
 		}
-		h.notify(peerKey(t.Net))
+		h.notify(peerSignal(t.Net))
 		if kind == kindUnicast {
 			writeJSON(w, http.StatusCreated, sent{id})
 		} else {
@@ -148,7 +142,7 @@ func handlePeerPull(st *store, lp *poller) tokenFunc {
 		ctx := r.Context()
 		var page []*message
 		next := since
-		_, err = lp.poll(ctx, pollPeer, peerKey(t.Net), wait, func() (bool, time.Time, error) {
+		_, err = lp.poll(ctx, pollPeer, peerSignal(t.Net), wait, func() (bool, time.Time, error) {
 			var err error
 			// next moves past what was looked at, so a poll woken by
 			// another peer's message does not read it again.
@@ -193,10 +187,8 @@ func writeMessages(w http.ResponseWriter, page []*message, next int64) {
 // resumes after Last-Event-ID (a reconnecting EventSource sends it) or
 // `since`, and sends a `: keep-alive` comment when idle for keepAlive. It
 // ends when the client goes, the relay shuts down or the token expires.
-func handleStream(log *slog.Logger, st *store, lp *poller, keepAlive time.Duration) tokenFunc {
-	if keepAlive <= 0 {
-		keepAlive = defaultKeepAlive
-	}
+// It waits in the poller's one waiting loop, a keep-alive at a time.
+func handleStream(log *slog.Logger, st *store, lp *poller) tokenFunc {
 	return func(w http.ResponseWriter, r *http.Request, p *params, t token) error {
 		since, err := p.cursor("since")
 		if err != nil {
@@ -229,30 +221,30 @@ func handleStream(log *slog.Logger, st *store, lp *poller, keepAlive time.Durati
 		st.touchToken(t)
 
 		ctx := r.Context()
-		tick := time.NewTicker(keepAlive)
-		defer tick.Stop()
+		expires := time.UnixMilli(t.ExpiresAt)
+		var page []*message
 		var buf []byte
 		for {
-			select {
-			case <-lp.done:
-				return nil
-			default:
-			}
-			if t.ExpiresAt <= st.nowMS() {
-				return nil // the client reconnects and learns it must log in
-			}
-			wake, release := lp.hub.subscribe(peerKey(t.Net))
-			page, next, err := st.readMessages(ctx, t, since, maxPage)
-			if err != nil {
-				release()
+			page = nil
+			got, err := lp.wait(ctx, peerSignal(t.Net), lp.clock.Now().Add(keepAlive), func() (bool, time.Time, error) {
+				if !lp.clock.Now().Before(expires) {
+					return true, time.Time{}, nil
+				}
+				var err error
+				page, since, err = st.readMessages(ctx, t, since, maxPage)
+				return len(page) > 0, expires, err
+			})
+			switch {
+			case err != nil:
 				if ctx.Err() == nil && !errors.Is(err, errStoreClosed) {
 					log.Error("stream read", "err", err)
 				}
 				return nil // the response has begun: ending it is the only answer
-			}
-			since = next
-			if len(page) > 0 {
-				release()
+			case lp.stopping() || ctx.Err() != nil:
+				return nil
+			case got && len(page) == 0:
+				return nil // the token expired: the client reconnects and learns it must log in
+			case got:
 				buf = buf[:0]
 				for _, m := range page {
 					buf = append(buf, "id: "...)
@@ -264,24 +256,12 @@ func handleStream(log *slog.Logger, st *store, lp *poller, keepAlive time.Durati
 				if !streamWrite(w, rc, buf) {
 					return nil
 				}
-				continue
-			}
-			select {
-			case <-wake:
-			case <-tick.C:
+			default:
 				if !streamWrite(w, rc, []byte(": keep-alive\n\n")) {
-					release()
 					return nil
 				}
 				st.touchToken(t) // a listening peer is seen
-			case <-ctx.Done():
-				release()
-				return nil
-			case <-lp.done:
-				release()
-				return nil
 			}
-			release()
 		}
 	}
 }

@@ -37,7 +37,7 @@ func handlePullReqSmart(st *store, lp *poller, cfg config) apiFunc {
 		defer st.touchNet(net)
 
 		got := []leasedRequest{}
-		_, err = lp.poll(ctx, pollServer, netKey(net), wait, func() (bool, time.Time, error) {
+		_, err = lp.poll(ctx, pollServer, netSignal(net), wait, func() (bool, time.Time, error) {
 			ready, nextLease, err := st.readyState(ctx, net)
 			if err != nil || !ready {
 				return false, nextLease, err
@@ -53,7 +53,7 @@ func handlePullReqSmart(st *store, lp *poller, cfg config) apiFunc {
 		if len(got) > 0 {
 			// Other SimServers waiting on this net must see these come back
 			// if the lease runs out unanswered.
-			lp.hub.notifyAt(netKey(net), lease)
+			lp.hub.notifyAt(netSignal(net), lease)
 		}
 		writeJSON(w, http.StatusOK, response{got})
 		return nil
@@ -104,7 +104,7 @@ func handlePushRes(st *store, h *hub, answers *answerBox) apiFunc {
 			return err
 		}
 		answers.deliver(rid, simRes) // a /via/ request waiting for it
-		h.notify(tokenKey(owner))
+		h.notify(tokenSignal(owner))
 		writeJSON(w, http.StatusOK, response{rid, statusAnswered})
 		return nil
 	}

@@ -207,7 +207,7 @@ func TestPullSmartWithoutRID(t *testing.T) {
 
 	var got []string
 	for {
-		rep := r.get("/api/v1/client/pullsmart", url.Values{"token": {tok}, "wait": {"0.05"}})
+		rep := r.get("/api/v1/client/pullsmart", url.Values{"token": {tok}, "wait": {"0"}})
 		if rep.Status == http.StatusNoContent {
 			assert.Empty(t, rep.Body)
 			break

@@ -239,22 +239,22 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, net, endpoint 
 	rid := newRID()
 	answer, done := g.answers.expect(rid)
 	defer done()
-	owner, secret, expiresAt, err := g.st.pushGateway(ctx, net, rid, simReq, storeAndForward)
+	owner, secret, expiresAt, err := g.st.pushDetached(ctx, net, rid, viaPeer, simReq, storeAndForward)
 	if err != nil {
 		return err
 	}
-	g.lp.hub.notify(netKey(net))
+	g.lp.hub.notify(netSignal(net))
 
 	req := requestState{status: statusQueued}
 	next := time.UnixMilli(expiresAt)
-	_, err = g.lp.poll(ctx, pollVia, tokenKey(owner.Hash), wait, func() (bool, time.Time, error) {
+	_, err = g.lp.poll(ctx, pollVia, tokenSignal(owner.Hash), wait, func() (bool, time.Time, error) {
 		select {
 		case req.simRes = <-answer:
 			req.status = statusAnswered
 			return true, time.Time{}, nil
 		default:
 		}
-		if g.lp.now().Before(next) {
+		if g.lp.clock.Now().Before(next) {
 			return false, next, nil // nothing changes by itself before then
 		}
 		var err error
@@ -265,7 +265,7 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, net, endpoint 
 		case statusAnswered, statusExpired, statusFailed:
 			return true, time.Time{}, nil
 		}
-		next = g.st.nextChange(req)
+		next = req.next()
 		return false, next, nil
 	})
 	if err != nil {

@@ -429,7 +429,9 @@ func (b *bench) backlogStore(ctx context.Context) (backlogFile, error) {
 	}
 	bl := backlogFile{path: b.tmp + "/backlog.db"}
 	start := time.Now()
-	st, err := openStore(ctx, bl.path, storeOptions{Sync: b.opts.Sync})
+	opts := defaultConfig().storeOptions()
+	opts.Sync = b.opts.Sync
+	st, err := openStore(ctx, bl.path, opts)
 	if err != nil {
 		return bl, err
 	}

@@ -20,7 +20,7 @@ import (
 
 func benchStore(b *testing.B, sync string) *store {
 	b.Helper()
-	st, err := openStore(context.Background(), filepath.Join(b.TempDir(), "bench.db"), storeOptions{Sync: sync})
+	st, err := openStore(context.Background(), filepath.Join(b.TempDir(), "bench.db"), testStoreOptions(nil, func(o *storeOptions) { o.Sync = sync }))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func BenchmarkExchange(b *testing.B) {
 func BenchmarkBacklog(b *testing.B) {
 	ctx := context.Background()
 	path := filepath.Join(b.TempDir(), "backlog.db")
-	st, err := openStore(ctx, path, storeOptions{})
+	st, err := openStore(ctx, path, testStoreOptions(nil))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func BenchmarkBacklog(b *testing.B) {
 		b.Fatal(err)
 	}
 	start = time.Now()
-	st, err = openStore(ctx, path, storeOptions{})
+	st, err = openStore(ctx, path, testStoreOptions(nil))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -24,13 +24,16 @@ func TestConcurrentExchanges(t *testing.T) {
 	const clients, exchanges, workers = 20, 10, 4
 	r := newTestRelay(t)
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients + workers}, Timeout: time.Minute}
+	// Workers' calls end with ctx: their long polls wait on the relay's
+	// fake clock, which nothing moves here.
+	ctx, stop := context.WithCancel(context.Background())
 	call := func(method, path string, q url.Values, body any) (int, []byte, error) {
 		var rd io.Reader
 		if body != nil {
 			b, _ := json.Marshal(body)
 			rd = bytes.NewReader(b)
 		}
-		req, _ := http.NewRequest(method, r.URL+path+"?"+q.Encode(), rd)
+		req, _ := http.NewRequestWithContext(ctx, method, r.URL+path+"?"+q.Encode(), rd)
 		if body != nil {
 			req.Header.Set("Content-Type", "application/json")
 		}
@@ -44,7 +47,6 @@ func TestConcurrentExchanges(t *testing.T) {
 	}
 
 	// Workers echo each request's body back, tagged with who served it.
-	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	served := make([]int, workers)
 	for w := 0; w < workers; w++ {
@@ -52,6 +54,9 @@ func TestConcurrentExchanges(t *testing.T) {
 			for ctx.Err() == nil {
 				status, body, err := call("GET", "/api/v1/server/pullreqsmart",
 					url.Values{"net": {"load"}, "key": {testKey}, "wait": {"1"}, "max": {"5"}}, nil)
+				if ctx.Err() != nil {
+					return // the clients are done
+				}
 				if err != nil || status != http.StatusOK {
 					t.Errorf("worker %d: pullreqsmart %d %v %s", w, status, err, body)
 					return

@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"crypto/subtle"
 	"database/sql"
 	_ "embed"
 	"errors"
@@ -18,11 +17,11 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	_ "modernc.org/sqlite"
 )
 
@@ -32,21 +31,41 @@ var schemaV1 string
 //go:embed schema_v2.sql
 var schemaV2 string
 
+// The store's errors: what it refuses, in its own terms. The HTTP edge
+// (errors.go) gives each its status and code; the store knows neither.
+var (
+	errNotFound     = errors.New("no such request")
+	errAnswered     = errors.New("the request was already answered")
+	errExpired      = errors.New("the request was not answered within its time to live")
+	errFailed       = errors.New("the request was handed out too many times without an answer")
+	errLeaseLost    = errors.New("the lease ran out")
+	errUnknownToken = errors.New("no such token")
+	errTokenExpired = errors.New("the token has expired")
+	errWrongKey     = errors.New("the net is claimed by another key")
+	errKeyTooShort  = errors.New("a key that claims a net must be at least 16 characters")
+	errUnknownPeer  = errors.New("no such peer in the net")
+	errQueueFull    = errors.New("the net's queue is full")
+	errNetFull      = errors.New("the net has as many logins as allowed")
+	errStoreClosed  = errors.New("the store is closed")
+)
+
 // migrations are the schema steps; step i brings user_version from i to i+1.
 // A shipped step never changes: add a new one.
 var migrations = []string{schemaV1, schemaV2}
 
-// storeOptions are the lifetimes and limits the store enforces.
+// storeOptions are the lifetimes and limits the store enforces. The
+// lifetimes come from the relay's flags (config.storeOptions); the store has
+// no defaults of its own for them.
 type storeOptions struct {
-	ReqTTL      time.Duration    // unanswered request: then expired
-	ResTTL      time.Duration    // answered, expired or failed: then deleted
-	TokenTTL    time.Duration    // login token lifetime
-	MsgTTL      time.Duration    // peer message retention
-	MaxAttempts int              // deliveries before a request is failed
-	MaxQueue    int              // queued requests per net; 0: no limit
-	MaxPeers    int              // logins per net; 0: no limit
-	Sync        string           // "normal" or "full": PRAGMA synchronous
-	Now         func() time.Time // the clock; tests inject one
+	ReqTTL      time.Duration   // unanswered request: then expired
+	ResTTL      time.Duration   // answered, expired or failed: then deleted
+	TokenTTL    time.Duration   // login token lifetime
+	MsgTTL      time.Duration   // peer message retention
+	MaxAttempts int             // deliveries before a request is failed
+	MaxQueue    int             // queued requests per net; 0: no limit
+	MaxPeers    int             // logins per net; 0: no limit
+	Sync        string          // "normal" or "full": PRAGMA synchronous
+	Clock       clockwork.Clock // every time the store reads; nil: the real clock
 
 	// MustExist refuses a missing file or one that is not a store, rather
 	// than making it one (purge, inspect).
@@ -54,61 +73,53 @@ type storeOptions struct {
 
 	// CheckpointEvery is how often the WAL is copied into the database
 	// file, when anything was written: 1 s keeps the WAL small (a second of
-	// writes) without a checkpoint per commit.
+	// writes) without a checkpoint per commit. 0: 1 s.
 	CheckpointEvery time.Duration
 
 	// WALLimit is the WAL's size in frames (pages) past which the
-	// checkpointer empties it with a TRUNCATE checkpoint.
+	// checkpointer empties it with a TRUNCATE checkpoint. 0: 4096 frames,
+	// 16 MiB of 4 KiB pages.
 	WALLimit int
 
 	// LaterWait is how long writes nobody waits for (writeLater) may wait
 	// for a write to share a commit with: 5 ms, more than the gap between
 	// one exchange's end and the next one's pushreq, and nothing to a write
-	// whose loss in a crash costs a repeat.
+	// whose loss in a crash costs a repeat. 0: 5 ms.
 	LaterWait time.Duration
 }
 
-func (o *storeOptions) setDefaults() {
-	if o.ReqTTL == 0 {
-		o.ReqTTL = 5 * time.Minute
+// check refuses options the store cannot keep, and fills in the tuning
+// knobs left at zero.
+func (o *storeOptions) check() error {
+	if o.ReqTTL <= 0 || o.ResTTL <= 0 || o.TokenTTL <= 0 || o.MsgTTL <= 0 || o.MaxAttempts < 1 {
+		return fmt.Errorf("store: lifetimes must be positive and max attempts at least 1: %+v", *o)
 	}
-	if o.ResTTL == 0 {
-		o.ResTTL = 10 * time.Minute
+	if o.Sync != "normal" && o.Sync != "full" {
+		return fmt.Errorf("store: sync must be normal or full, not %q", o.Sync)
 	}
-	if o.TokenTTL == 0 {
-		o.TokenTTL = 24 * time.Hour
-	}
-	if o.MsgTTL == 0 {
-		o.MsgTTL = time.Hour
-	}
-	if o.MaxAttempts == 0 {
-		o.MaxAttempts = 5
-	}
-	if o.Sync == "" {
-		o.Sync = "normal"
-	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = clockwork.NewRealClock()
 	}
 	if o.CheckpointEvery == 0 {
 		o.CheckpointEvery = time.Second
 	}
 	if o.WALLimit == 0 {
-		o.WALLimit = 4096 // frames: 16 MiB of 4 KiB pages
+		o.WALLimit = 4096
 	}
 	if o.LaterWait == 0 {
 		o.LaterWait = 5 * time.Millisecond
 	}
+	return nil
 }
 
 type store struct {
-	opts storeOptions
-	now  func() time.Time
-	w    *sql.DB // one connection: every write
-	r    *sql.DB // a pool: reads
-	ckpt *sql.DB // one connection: WAL checkpoints
-	q    statements
-	sp   struct{ save, rollback, release *sql.Stmt } // the savepoint around each write of a batch
+	opts  storeOptions
+	clock clockwork.Clock // opts.Clock
+	w     *sql.DB         // one connection: every write
+	r     *sql.DB         // a pool: reads
+	ckpt  *sql.DB         // one connection: WAL checkpoints
+	q     statements
+	sp    struct{ save, rollback, release *sql.Stmt } // the savepoint around each write of a batch
 
 	// version is the schema version: the newest, except for a read-only
 	// store that no relay of this version has opened yet (inspect).
@@ -141,29 +152,11 @@ type store struct {
 	hooks  atomic.Pointer[storeHooks] // observers, for the metrics; nil: none
 }
 
-// writeOp is one write waiting for the writer: fn runs inside the shared
-// transaction under its own savepoint.
-type writeOp struct {
-	ctx  context.Context // the caller's: if it is done before the write's turn, the write is skipped
-	fn   func(ctx context.Context, tx *sql.Tx) error
-	done chan error // nil: nobody waits (fire and forget)
-
-	// after, if fn set it and fn succeeded, runs in the writer once the
-	// transaction has committed, in batch order, before done is sent: what
-	// must follow the store in commit order (the message cache).
-	after func()
-}
-
-// maxBatch bounds a group commit: 256 writes keep one transaction well under
-// a millisecond of work while amortising its commit.
-const maxBatch = 256
-
 // openStore opens (creating and migrating as needed) the store at path and
 // starts its writer.
 func openStore(ctx context.Context, path string, opts storeOptions) (*store, error) {
-	opts.setDefaults()
-	if opts.Sync != "normal" && opts.Sync != "full" {
-		return nil, fmt.Errorf("sync must be normal or full, not %q", opts.Sync)
+	if err := opts.check(); err != nil {
+		return nil, err
 	}
 	// WAL: readers never block the writer. busy_timeout: another process (an
 	// operator's purge) may hold the write lock for a moment. synchronous:
@@ -212,7 +205,7 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	ckpt.SetMaxOpenConns(1)
 
 	s := &store{
-		opts: opts, now: opts.Now, w: w, r: r, ckpt: ckpt, maxToks: maxCachedTokens, version: len(migrations),
+		opts: opts, clock: opts.Clock, w: w, r: r, ckpt: ckpt, maxToks: maxCachedTokens, version: len(migrations),
 		ops:  make(chan *writeOp, 4*maxBatch),
 		quit: make(chan struct{}),
 	}
@@ -249,44 +242,12 @@ func (s *store) closeDBs() error {
 	return errors.Join(s.r.Close(), s.ckpt.Close(), s.w.Close())
 }
 
-// checkpointer copies the WAL into the database file every
-// CheckpointEvery, if anything was committed, without blocking the writer
-// (PASSIVE). When a checkpoint has caught up, the next commit starts the WAL
-// over, so it stays at about one interval of writes.
-func (s *store) checkpointer() {
-	t := time.NewTicker(s.opts.CheckpointEvery)
-	defer t.Stop()
-	done := s.commits.Load()
-	for {
-		select {
-		case <-s.quit:
-			return
-		case <-t.C:
-		}
-		c := s.commits.Load()
-		if c == done {
-			continue
-		}
-		var busy, frames, copied int
-		if err := s.ckpt.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &copied); err != nil {
-			continue
-		}
-		done = c
-		s.checkpoints.Add(1)
-		// Under steady load a reader is always in the WAL and a write always
-		// follows the checkpoint, so the WAL is never started over and grows
-		// without end (a gigabyte in 20 s of busy exchanges). Past WALLimit
-		// frames the writer empties it between two commits (truncateWAL).
-		if frames > s.opts.WALLimit {
-			s.walFull.Store(true)
-		}
-	}
-}
-
 // openStoreReadOnly opens an existing store for reading only (inspect). It
 // never creates a file and refuses one that is not a c2cvia store.
 func openStoreReadOnly(ctx context.Context, path string, opts storeOptions) (*store, error) {
-	opts.setDefaults()
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
+	}
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("no store at %s: %w", path, err)
 	}
@@ -299,7 +260,7 @@ func openStoreReadOnly(ctx context.Context, path string, opts storeOptions) (*st
 		r.Close()
 		return nil, err
 	}
-	return &store{opts: opts, now: opts.Now, r: r, version: version}, nil
+	return &store{opts: opts, clock: opts.Clock, r: r, version: version}, nil
 }
 
 // schemaVersion reads the store's schema version and refuses one newer than
@@ -364,338 +325,93 @@ func (s *store) Close() error {
 	return s.closeDBs()
 }
 
-// write runs fn in the writer's transaction and waits for the commit.
-func (s *store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
-	if err := s.submit(op); err != nil {
-		return err
-	}
-	return <-op.done
-}
-
-// writeThen is write for a fn that may return an after func: it runs in the
-// writer once the transaction has committed, in commit order, before
-// writeThen returns. It does not run when fn fails or the commit does.
-func (s *store) writeThen(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) (after func(), err error)) error {
-	op := &writeOp{ctx: ctx, done: make(chan error, 1)}
-	op.fn = func(ctx context.Context, tx *sql.Tx) error {
-		after, err := fn(ctx, tx)
-		op.after = after // read by the writer, the goroutine that runs fn
-		return err
-	}
-	if err := s.submit(op); err != nil {
-		return err
-	}
-	return <-op.done
-}
-
-// writeLater queues fn without waiting for it. Writes are applied in the
-// order they are queued, so a later write sees it; it is committed with the
-// next write that is waited for, or alone after LaterWait. For bookkeeping
-// whose loss in a crash costs nothing but a repeat (the pulled mark, the
-// last poll).
-func (s *store) writeLater(fn func(ctx context.Context, tx *sql.Tx) error) {
-	_ = s.submit(&writeOp{ctx: context.Background(), fn: fn})
-}
-
-func (s *store) submit(op *writeOp) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return errStoreClosed
-	}
-	select {
-	case s.ops <- op:
-		return nil
-	case <-op.ctx.Done():
-		return op.ctx.Err()
-	}
-}
-
-// writer is the single goroutine that writes. It takes whatever writes are
-// waiting (up to maxBatch) and commits them as one transaction.
-func (s *store) writer() {
-	batch := make([]*writeOp, 0, maxBatch)
-	for {
-		batch = batch[:0]
-		select {
-		case op := <-s.ops:
-			batch = append(batch, op)
-		case <-s.quit:
-			// Close holds no sender any more: drain what was queued, then stop.
-			for {
-				select {
-				case op := <-s.ops:
-					s.commit([]*writeOp{op})
-				default:
-					return
-				}
-			}
-		}
-		batch = s.fill(batch)
-		if !slices.ContainsFunc(batch, func(op *writeOp) bool { return op.done != nil }) {
-			// Only fire-and-forget writes: they ride with the next write
-			// that someone waits for rather than cost a commit of their
-			// own (one exchange's pulled mark goes with the next pushreq).
-			t := time.NewTimer(s.opts.LaterWait)
-			select {
-			case op := <-s.ops:
-				batch = s.fill(append(batch, op))
-			case <-t.C:
-			case <-s.quit:
-			}
-			t.Stop()
-		}
-		s.commit(batch)
-		if s.walFull.Swap(false) {
-			s.truncateWAL()
-		}
-	}
-}
-
-// truncateWAL copies the rest of the WAL into the database and empties it.
-// It runs on the writer, so no write competes for the lock it needs; it
-// waits only for the reads in progress (short), while new reads go to the
-// database file. The writes queued meanwhile wait that long.
-func (s *store) truncateWAL() {
-	if _, err := s.w.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err == nil {
-		s.walResets.Add(1)
-	}
-}
-
-// fill adds the writes already waiting to batch, up to maxBatch.
-func (s *store) fill(batch []*writeOp) []*writeOp {
-	for len(batch) < maxBatch {
-		select {
-		case op := <-s.ops:
-			batch = append(batch, op)
-		default:
-			return batch
-		}
-	}
-	return batch
-}
-
-// commit runs a batch in one transaction. Each write runs under a savepoint,
-// so a failing one is rolled back alone; a failed commit fails them all.
-//
-// Statements run under a background context, not the caller's: the driver
-// answers a cancelled context with sqlite3_interrupt, and an interrupted
-// write rolls back the whole transaction, the other callers' writes with it.
-// A caller that is gone before its turn is skipped instead.
-func (s *store) commit(batch []*writeOp) {
-	ctx := context.Background()
-	start := time.Now()
-	errs := make([]error, len(batch))
-	finish := func() {
-		for i, op := range batch {
-			if op.done != nil {
-				op.done <- errs[i]
-			}
-		}
-	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		for i := range errs {
-			errs[i] = err
-		}
-		finish()
-		return
-	}
-	defer tx.Rollback()
-	single := len(batch) == 1
-	for i, op := range batch {
-		if err := op.ctx.Err(); err != nil {
-			errs[i] = err // the caller is gone: do not write for it
-			continue
-		}
-		if single {
-			errs[i] = op.fn(ctx, tx)
-			continue
-		}
-		if _, err := tx.StmtContext(ctx, s.sp.save).ExecContext(ctx); err != nil {
-			errs[i] = err
-			continue
-		}
-		if errs[i] = op.fn(ctx, tx); errs[i] != nil {
-			_, _ = tx.StmtContext(ctx, s.sp.rollback).ExecContext(ctx)
-		}
-		_, _ = tx.StmtContext(ctx, s.sp.release).ExecContext(ctx)
-	}
-	if single && errs[0] != nil {
-		finish() // deferred rollback undoes it
-		return
-	}
-	if err := tx.Commit(); err != nil {
-		for i := range errs {
-			if errs[i] == nil {
-				errs[i] = err
-			}
-		}
-		s.counts.stale.Store(true) // the writes counted what did not happen
-	} else {
-		s.commits.Add(1)
-		s.writes.Add(int64(len(batch)))
-		for i, op := range batch {
-			if errs[i] == nil && op.after != nil {
-				op.after()
-			}
-		}
-		if h := s.hooks.Load(); h != nil {
-			h.committed(time.Since(start), len(batch))
-		}
-	}
-	finish()
-}
-
 // ms is the store's time unit: Unix milliseconds.
 func (s *store) nowMS() int64 { return s.now().UnixMilli() }
 
-// token is a logged-in SimClient.
-type token struct {
-	Hash      []byte
-	PeerID    string
-	Net       string
-	ExpiresAt int64
-	MsgFloor  int64 // the highest message id at login: later broadcasts reach it
+// now is the store's clock: the injected one in tests.
+func (s *store) now() time.Time { return s.clock.Now() }
+
+// eachRow runs query, on a database or in a transaction, and calls fn for
+// every row.
+func eachRow(ctx context.Context, db queryer, query string, args []any, fn func(*sql.Rows) error) error {
+	rows, err := db.QueryContext(ctx, query, args...)
+	return scanEach(rows, err, fn)
 }
 
-// readOnly reports whether t is a gateway result token: its peer_id is
-// "via:RID" (a real peer_id never holds a colon), and it only reads RID.
-func (t token) readOnly() bool { return strings.HasPrefix(t.PeerID, viaPeer+":") }
-
-// createToken logs a SimClient into net and returns its secret token.
-func (s *store) createToken(ctx context.Context, net string) (secret string, t token, err error) {
-	secret = newToken()
-	now := s.nowMS()
-	t = token{Hash: secretHash(secret), PeerID: newPeerID(), Net: net, ExpiresAt: now + s.opts.TokenTTL.Milliseconds()}
-	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		// Inside the writer, the highest message id is exact.
-		if err := tx.StmtContext(ctx, s.q.insertToken).QueryRowContext(ctx, t.Hash, t.PeerID, t.Net, now, t.ExpiresAt).Scan(&t.MsgFloor); err != nil {
+// scanEach calls fn for every row of a query's result and closes it.
+func scanEach(rows *sql.Rows, err error, fn func(*sql.Rows) error) error {
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
 			return err
 		}
-		return s.counts.admitToken(t.Net, s.opts.MaxPeers)
-	})
-	if err != nil {
-		return "", token{}, err
 	}
-	s.cacheToken(t)
-	s.noteSeen(t, now) // login wrote last_seen_at
-	return secret, t, nil
+	return rows.Err()
 }
 
-// lookupToken returns the SimClient a secret token belongs to.
-func (s *store) lookupToken(ctx context.Context, secret string) (token, error) {
-	if secret == "" {
-		return token{}, errMissingToken
-	}
-	hash := secretHash(secret)
-	var t token
-	if v, ok := s.tokens.Load(string(hash)); ok {
-		t = v.(token)
-	} else {
-		err := s.q.tokenByHash.QueryRowContext(ctx, hash).Scan(&t.PeerID, &t.Net, &t.ExpiresAt, &t.MsgFloor)
-		if errors.Is(err, sql.ErrNoRows) {
-			return token{}, errUnknownToken
-		}
+// eachStmtRow runs a prepared query and calls fn for every row.
+func eachStmtRow(ctx context.Context, stmt *sql.Stmt, args []any, fn func(*sql.Rows) error) error {
+	rows, err := stmt.QueryContext(ctx, args...)
+	return scanEach(rows, err, fn)
+}
+
+// storeHooks let the metrics observe the store without the store knowing
+// about them. Times are the store's clock, in ms.
+type storeHooks struct {
+	committed func(took time.Duration, writes int)     // a group commit
+	handedOut func(rid string, createdMS, nowMS int64) // a request's first hand-out
+	answered  func(rid string, nowMS int64)            // a request answered
+}
+
+// statements are prepared once per store. Writer statements run inside the
+// writer's transaction through tx.StmtContext, reusing the prepared form.
+type statements struct {
+	insertToken, claimNet, touchNet,
+	insertRequest, leaseQueued, leaseExpired, markDelivered,
+	answer, extend, markPulled, takeUnpulled, requestForNet, claimedKey,
+	touchToken, peerInNet, netPeers, topicReceivers, insertMessage,
+	openSubscription, subscribe, unsubscribe, dropEmptySubscription *sql.Stmt // writer
+
+	tokenByHash, netKey, readyState, requestForOwner, hasUnpulled,
+	lastMessageID, readMessages, recentPeers *sql.Stmt // readers
+}
+
+// statement is one prepared statement: where it goes, on which database
+// (the writer or the readers), and its SQL.
+type statement struct {
+	stmt **sql.Stmt
+	db   *sql.DB
+	sql  string
+}
+
+func (q *statements) prepare(ctx context.Context, w, r *sql.DB) error {
+	for _, s := range q.list(w, r) {
+		stmt, err := s.db.PrepareContext(ctx, s.sql)
 		if err != nil {
-			return token{}, err
+			return err
 		}
-		t.Hash = hash
-		s.cacheToken(t)
-	}
-	if t.ExpiresAt <= s.nowMS() {
-		return token{}, errTokenExpired
-	}
-	return t, nil
-}
-
-// maxCachedTokens bounds the token cache: 100,000 logins take about 15 MB.
-// Past it, tokens are read from the store (an indexed read, ~10 µs).
-const maxCachedTokens = 100_000
-
-func (s *store) cacheToken(t token) {
-	if s.nTokens.Load() >= s.maxToks {
-		return
-	}
-	if _, loaded := s.tokens.LoadOrStore(string(t.Hash), t); !loaded {
-		s.nTokens.Add(1)
-	}
-}
-
-// serverKey is a SimServer's key, checked against its net. claim is set
-// when the net is unclaimed: the write that the call makes claims it in the
-// same transaction, so a call that fails claims nothing.
-type serverKey struct {
-	net   string
-	hash  []byte
-	claim bool
-}
-
-// checkServerKey checks key for net without writing: a wrong key for a
-// claimed net is refused; an unclaimed net needs a key of 16+ characters.
-func (s *store) checkServerKey(ctx context.Context, net, key string) (serverKey, error) {
-	if key == "" {
-		return serverKey{}, errMissingKey
-	}
-	k := serverKey{net: net, hash: secretHash(key)}
-	var stored []byte
-	if v, ok := s.netKeys.Load(net); ok {
-		stored = v.([]byte)
-	} else if err := s.q.netKey.QueryRowContext(ctx, net).Scan(&stored); errors.Is(err, sql.ErrNoRows) {
-		if len(key) < 16 {
-			return serverKey{}, errKeyTooShort
-		}
-		k.claim = true
-		return k, nil
-	} else if err != nil {
-		return serverKey{}, err
-	}
-	s.netKeys.Store(net, stored) // claims never change: cache them
-	if subtle.ConstantTimeCompare(stored, k.hash) != 1 {
-		return serverKey{}, errWrongKey
-	}
-	return k, nil
-}
-
-// claimIn claims k's net inside a write, if k needs it. Another key may
-// have claimed the net since checkServerKey: then it is the wrong key.
-func (s *store) claimIn(ctx context.Context, tx *sql.Tx, k serverKey) error {
-	if !k.claim {
-		return nil
-	}
-	if _, err := tx.StmtContext(ctx, s.q.claimNet).ExecContext(ctx, k.net, k.hash, s.nowMS()); err != nil {
-		return err
-	}
-	var stored []byte
-	if err := tx.StmtContext(ctx, s.q.claimedKey).QueryRowContext(ctx, k.net).Scan(&stored); err != nil {
-		return err
-	}
-	if subtle.ConstantTimeCompare(stored, k.hash) != 1 {
-		return errWrongKey
+		*s.stmt = stmt
 	}
 	return nil
 }
 
-// authorizeServer checks a SimServer's key for net and, if the net is
-// unclaimed, claims it now. Only the key's hash is stored.
-func (s *store) authorizeServer(ctx context.Context, net, key string) error {
-	k, err := s.checkServerKey(ctx, net, key)
-	if err != nil || !k.claim {
-		return err
-	}
-	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error { return s.claimIn(ctx, tx, k) })
+// list is every statement: each concern's file holds its own.
+func (q *statements) list(w, r *sql.DB) []statement {
+	return slices.Concat(tokenStatements(q, w, r), requestStatements(q, w, r), peerStatements(q, w, r))
 }
 
-// touchNet records that a SimServer polled net, at most once a second.
-func (s *store) touchNet(net string) {
-	now := s.nowMS()
-	if v, ok := s.lastPoll.Load(net); ok && now-v.(int64) < 1000 {
-		return
+func (q *statements) close() {
+	for _, s := range q.list(nil, nil) {
+		if *s.stmt != nil {
+			(*s.stmt).Close()
+		}
 	}
-	s.lastPoll.Store(net, now)
-	s.writeLater(func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.StmtContext(ctx, s.q.touchNet).ExecContext(ctx, now, net)
-		return err
-	})
+}
+
+// formatMS renders a store time for clients: RFC 3339 in UTC, milliseconds.
+func formatMS(ms int64) string {
+	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }

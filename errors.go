@@ -1,5 +1,7 @@
-// Errors and the single JSON error shape: every failure a client sees is an
-// *apiError, and writeError is the only place that turns one into a response.
+// Errors at the HTTP edge and the single JSON error shape: every failure a
+// client sees is an *apiError, the store's own errors become one through the
+// storeErrors table, and writeError is the only place that turns one into a
+// response.
 
 package main
 
@@ -24,46 +26,64 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 
-// The fixed errors. Store methods return these; handlers add their own
-// 400s through badRequest.
+// The fixed errors of the HTTP edge: what a call gets wrong before the
+// store is asked. Handlers add their own 400s through badRequest.
 var (
 	errMissingToken  = newAPIError(http.StatusUnauthorized, "missing_token", "a token is required: Authorization: Bearer TOKEN or a token parameter")
-	errUnknownToken  = newAPIError(http.StatusUnauthorized, "unknown_token", "the token is not known; log in again")
-	errTokenExpired  = newAPIError(http.StatusUnauthorized, "token_expired", "the token has expired; log in again")
 	errMissingKey    = newAPIError(http.StatusUnauthorized, "missing_key", "a key is required: Authorization: Bearer KEY or a key parameter")
-	errWrongKey      = newAPIError(http.StatusForbidden, "wrong_key", "this net is claimed by another key")
 	errReadOnlyToken = newAPIError(http.StatusForbidden, "read_only_token", "this token only reads the result of one gateway request")
-	errNotFound      = newAPIError(http.StatusNotFound, "not_found", "no such request")
 	errNoRoute       = newAPIError(http.StatusNotFound, "no_route", "no such endpoint; see /api/v1/...")
 	errMethod        = newAPIError(http.StatusMethodNotAllowed, "method_not_allowed", "this endpoint does not take that method; see the Allow header")
-	errAnswered      = newAPIError(http.StatusConflict, "already_answered", "the request was already answered")
-	errLeaseLost     = newAPIError(http.StatusConflict, "lease_lost", "the lease on this request ran out; it may have been handed out again")
-	errExpired       = newAPIError(http.StatusGone, "expired", "the request was not answered within its time to live")
-	errFailed        = newAPIError(http.StatusGone, "failed", "the request was handed out too many times without an answer")
 	errTooLarge      = newAPIError(http.StatusRequestEntityTooLarge, "body_too_large", "the request body is over the size limit")
 	errBodyTimeout   = newAPIError(http.StatusRequestTimeout, "body_timeout", "the request body did not arrive within the relay's --read-body-timeout")
 	errMediaType     = newAPIError(http.StatusUnsupportedMediaType, "unsupported_media_type", "send application/json or application/x-www-form-urlencoded")
 	errInternal      = newAPIError(http.StatusInternalServerError, "internal", "internal error; see the relay's log")
-	errStoreClosed   = newAPIError(http.StatusServiceUnavailable, "shutting_down", "the relay is shutting down; try again shortly")
-	errUnknownPeer   = newAPIError(http.StatusNotFound, "unknown_peer", "no such peer in this net")
 	errMsgTooLarge   = newAPIError(http.StatusRequestEntityTooLarge, "message_too_large", "data is over the message size limit")
-	errKeyTooShort   = badRequest("weak_key", "a key must be at least 16 characters")
 	errInvalidNet    = badRequest("invalid_net", "net must be 1-64 characters of A-Z a-z 0-9 . _ -")
 	errInvalidTopic  = badRequest("invalid_topic", "topic must be 1-64 characters of A-Z a-z 0-9 . _ -")
 	errMalformedJSON = badRequest("malformed_json", "the body is not valid JSON")
-)
-
-// The 429s. Retry-After is a hint for the quotas: a queue drains as its
-// SimServer works, a login slot frees when a login expires, a poll slot when
-// one of the token's polls ends.
-var (
-	errQueueFull = &apiError{Status: http.StatusTooManyRequests, Code: "queue_full",
-		Message: "this net has as many requests waiting for its SimServer as the relay allows; retry later", RetryAfter: time.Second}
-	errNetFull = &apiError{Status: http.StatusTooManyRequests, Code: "net_full",
-		Message: "this net has as many logins as the relay allows; retry when some expire", RetryAfter: time.Minute}
-	errTooManyPolls = &apiError{Status: http.StatusTooManyRequests, Code: "too_many_polls",
+	errTooManyPolls  = &apiError{Status: http.StatusTooManyRequests, Code: "too_many_polls",
 		Message: "this token has as many long polls open as the relay allows; end one first", RetryAfter: time.Second}
 )
+
+// storeErrors is the one table from the store's errors to what a client
+// sees. Retry-After is a hint for the quotas: a queue drains as its
+// SimServer works, a login slot frees when a login expires.
+var storeErrors = []struct {
+	err error
+	api *apiError
+}{
+	{errNotFound, newAPIError(http.StatusNotFound, "not_found", "no such request")},
+	{errAnswered, newAPIError(http.StatusConflict, "already_answered", "the request was already answered")},
+	{errLeaseLost, newAPIError(http.StatusConflict, "lease_lost", "the lease on this request ran out; it may have been handed out again")},
+	{errExpired, newAPIError(http.StatusGone, "expired", "the request was not answered within its time to live")},
+	{errFailed, newAPIError(http.StatusGone, "failed", "the request was handed out too many times without an answer")},
+	{errUnknownToken, newAPIError(http.StatusUnauthorized, "unknown_token", "the token is not known; log in again")},
+	{errTokenExpired, newAPIError(http.StatusUnauthorized, "token_expired", "the token has expired; log in again")},
+	{errWrongKey, newAPIError(http.StatusForbidden, "wrong_key", "this net is claimed by another key")},
+	{errKeyTooShort, badRequest("weak_key", "a key must be at least 16 characters")},
+	{errUnknownPeer, newAPIError(http.StatusNotFound, "unknown_peer", "no such peer in this net")},
+	{errQueueFull, &apiError{Status: http.StatusTooManyRequests, Code: "queue_full",
+		Message: "this net has as many requests waiting for its SimServer as the relay allows; retry later", RetryAfter: time.Second}},
+	{errNetFull, &apiError{Status: http.StatusTooManyRequests, Code: "net_full",
+		Message: "this net has as many logins as the relay allows; retry when some expire", RetryAfter: time.Minute}},
+	{errStoreClosed, newAPIError(http.StatusServiceUnavailable, "shutting_down", "the relay is shutting down; try again shortly")},
+}
+
+// asAPIError is what a client sees of err: an *apiError as it is, a store
+// error through storeErrors; nil for anything else (a relay fault).
+func asAPIError(err error) *apiError {
+	var e *apiError
+	if errors.As(err, &e) {
+		return e
+	}
+	for _, se := range storeErrors {
+		if errors.Is(err, se.err) {
+			return se.api
+		}
+	}
+	return nil
+}
 
 // errRateLimited is a rate limit's refusal, with the bucket's own delay.
 func errRateLimited(retryAfter time.Duration) *apiError {
@@ -89,8 +109,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // writeError answers err in the JSON error shape. Anything that is not an
 // *apiError is a relay fault: logged in full, answered as a bare 500.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	var e *apiError
-	if !errors.As(err, &e) {
+	e := asAPIError(err)
+	if e == nil {
 		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		e = errInternal
 	}

@@ -1,40 +1,44 @@
-// The hub wakes long polls. Waiters subscribe to a key (a net for SimServers,
-// a token for SimClients, a net's peers for peer messages); a notify closes the key's channel, waking every
-// waiter at once, with no database polling. Keys without waiters cost nothing.
+// The hub wakes waiting calls. A wait subscribes to a signal (a net's for
+// its SimServers, a token's for its SimClient, a net's peers for peer
+// messages); notify closes the signal's channel, waking every waiter at
+// once, with no database polling. Signals without waiters cost nothing.
 
 package main
 
 import (
 	"sync"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 type hub struct {
-	mu   sync.Mutex
-	keys map[string]*hubKey
+	clock   clockwork.Clock // notifyAt's: the store's clock
+	mu      sync.Mutex
+	signals map[string]*hubSignal
 }
 
-type hubKey struct {
-	ch    chan struct{} // closed by notify, then replaced
-	refs  int           // subscribed waiters
-	timer *time.Timer   // a pending notifyAt
+type hubSignal struct {
+	ch    chan struct{}   // closed by notify, then replaced
+	refs  int             // subscribed waiters
+	timer clockwork.Timer // a pending notifyAt
 	at    time.Time
 }
 
-func newHub() *hub { return &hub{keys: map[string]*hubKey{}} }
+func newHub(clk clockwork.Clock) *hub { return &hub{clock: clk, signals: map[string]*hubSignal{}} }
 
-// subscribe returns a channel that the next notify(key) closes, and a release
-// func the waiter must call when done with it. Subscribe before looking at
-// the store, so that a change committed in between is not missed.
-func (h *hub) subscribe(key string) (<-chan struct{}, func()) {
+// subscribe returns a channel that the next notify(name) closes, and a
+// release func the waiter must call when done with it. Subscribe before
+// looking at the store, so that a change committed in between is not missed.
+func (h *hub) subscribe(name string) (<-chan struct{}, func()) {
 	h.mu.Lock()
-	k := h.keys[key]
-	if k == nil {
-		k = &hubKey{ch: make(chan struct{})}
-		h.keys[key] = k
+	s := h.signals[name]
+	if s == nil {
+		s = &hubSignal{ch: make(chan struct{})}
+		h.signals[name] = s
 	}
-	k.refs++
-	ch := k.ch
+	s.refs++
+	ch := s.ch
 	h.mu.Unlock()
 
 	var once sync.Once
@@ -42,69 +46,72 @@ func (h *hub) subscribe(key string) (<-chan struct{}, func()) {
 		once.Do(func() {
 			h.mu.Lock()
 			defer h.mu.Unlock()
-			if k.refs--; k.refs == 0 {
-				if k.timer != nil {
-					k.timer.Stop()
+			if s.refs--; s.refs == 0 {
+				if s.timer != nil {
+					s.timer.Stop()
 				}
-				delete(h.keys, key)
+				delete(h.signals, name)
 			}
 		})
 	}
 }
 
-// notify wakes every waiter on key.
-func (h *hub) notify(key string) {
+// notify wakes every waiter on the signal name.
+func (h *hub) notify(name string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.notifyLocked(key)
+	h.notifyLocked(name)
 }
 
-func (h *hub) notifyLocked(key string) {
-	if k := h.keys[key]; k != nil {
-		close(k.ch)
-		k.ch = make(chan struct{})
+func (h *hub) notifyLocked(name string) {
+	if s := h.signals[name]; s != nil {
+		close(s.ch)
+		s.ch = make(chan struct{})
 	}
 }
 
-// notifyAt wakes the waiters on key after d, unless an earlier wake is
-// already set. Used for lease deadlines: a waiting SimServer must see a
-// request come back when its lease runs out. Without waiters it does nothing:
-// a later waiter reads the next deadline from the store itself.
-func (h *hub) notifyAt(key string, d time.Duration) {
+// notifyAt wakes the waiters on name after d of the hub's clock, unless an
+// earlier wake is already set. Used for lease deadlines: a waiting SimServer
+// must see a request come back when its lease runs out. Without waiters it
+// does nothing: a later waiter reads the next deadline from the store itself.
+func (h *hub) notifyAt(name string, d time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	k := h.keys[key]
-	if k == nil {
+	s := h.signals[name]
+	if s == nil {
 		return
 	}
-	at := time.Now().Add(d)
-	if k.timer != nil && !k.at.After(at) {
+	at := h.clock.Now().Add(d)
+	if s.timer != nil && !s.at.After(at) {
 		return
 	}
-	if k.timer != nil {
-		k.timer.Stop()
+	if s.timer != nil {
+		s.timer.Stop()
 	}
-	k.at = at
-	k.timer = time.AfterFunc(d, func() {
+	s.at = at
+	s.timer = h.clock.AfterFunc(d, func() {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		if h.keys[key] == k {
-			k.timer = nil
-			h.notifyLocked(key)
+		if h.signals[name] == s {
+			s.timer = nil
+			h.notifyLocked(name)
 		}
 	})
 }
 
-// size returns the number of keys with waiters.
+// size returns the number of signals with waiters.
 func (h *hub) size() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.keys)
+	return len(h.signals)
 }
 
-func netKey(net string) string    { return "n:" + net }
-func tokenKey(hash []byte) string { return "t:" + string(hash) }
+// netSignal wakes the SimServers waiting on a net: a request was queued.
+func netSignal(net string) string { return "n:" + net }
 
-// peerKey wakes the peers of a net waiting for messages: every message of
-// the net notifies it, and each waiter reads the message cache (no SQL).
-func peerKey(net string) string { return "p:" + net }
+// tokenSignal wakes the calls of one token: its answer came.
+func tokenSignal(hash []byte) string { return "t:" + string(hash) }
+
+// peerSignal wakes the peers of a net waiting for messages: every message
+// of the net notifies it, and each waiter reads the message cache (no SQL).
+func peerSignal(net string) string { return "p:" + net }

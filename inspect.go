@@ -5,11 +5,12 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -33,6 +34,15 @@ its peer messages kept. With NET: its newest
 requests. With --rid: one request with its stored sim_req and sim_res.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			s := &settingErrors{fs: cmd.Flags()}
+			if db == "" {
+				s.badFlag("db", "must name a file")
+			}
+			s.atLeast("limit", limit, 1, "requests")
+			s.atLeast("max-attempts", maxAttempts, 1, "deliveries")
+			if err := s.err(); err != nil {
+				return err
+			}
 			st, err := openStoreReadOnly(cmd.Context(), db, storeOptions{MaxAttempts: maxAttempts})
 			if err != nil {
 				return err
@@ -168,87 +178,169 @@ func indentJSON(raw json.RawMessage) string {
 	return "  " + b.String()
 }
 
-func newPurgeCmd(stdout io.Writer) *cobra.Command {
-	var (
-		cfg    config
-		o      purgeOptions
-		asJSON bool
-	)
-	cmd := &cobra.Command{
-		Use:   "purge",
-		Short: "Remove expired requests, messages and tokens from a store now",
-		Long: `Removes what the relay's janitor removes: answered, expired and failed
-requests past --res-ttl, peer messages past their retention, and expired login
-tokens with their subscriptions. --all removes every request and message (queued
-ones too), --net limits it to one net, --dry-run only counts.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.Net != "" && !validName(o.Net) {
-				return errInvalidNet
-			}
-			opts := cfg.storeOptions()
-			opts.MustExist = true // never make a store out of a wrong path
-			st, err := openStore(cmd.Context(), cfg.DB, opts)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			rep, err := st.purge(cmd.Context(), o)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				messages := rep.Messages
-				if messages == nil {
-					messages = map[string]int{}
-				}
-				return printJSON(stdout, map[string]any{"dry_run": o.DryRun, "requests": rep.Requests,
-					"messages": messages, "tokens": rep.Tokens})
-			}
-			printPurge(stdout, rep, o.DryRun)
-			return nil
-		},
-	}
-	fs := cmd.Flags()
-	addStoreFlags(fs, &cfg)
-	fs.StringVar(&o.Net, "net", "", "only this net")
-	fs.BoolVar(&o.All, "all", false, "remove every request, not only expired ones")
-	fs.BoolVar(&o.DryRun, "dry-run", false, "count what would be removed; remove nothing")
-	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
-	documentEnv(fs)
-	return cmd
+// netSummary is one net in `inspect`.
+type netSummary struct {
+	Net            string         `json:"net"`
+	Requests       map[string]int `json:"requests"` // by status
+	OldestQueued   string         `json:"oldest_queued_at,omitempty"`
+	OldestQueuedMS int64          `json:"-"`
+	Claimed        bool           `json:"claimed"`
+	LastPoll       string         `json:"last_poll_at,omitempty"`
+	LastPollMS     int64          `json:"-"`
+	Tokens         int            `json:"tokens"`   // valid logins
+	Messages       int            `json:"messages"` // peer messages kept (not expired)
 }
 
-func printPurge(w io.Writer, rep purgeReport, dryRun bool) {
-	verb := "removed"
-	if dryRun {
-		verb = "would remove"
-	}
-	fmt.Fprintf(w, "%s %d requests and %d expired tokens\n", verb, rep.requests(), rep.Tokens)
-	nets := make([]string, 0, len(rep.Requests))
-	for n := range rep.Requests {
-		nets = append(nets, n)
-	}
-	sort.Strings(nets)
-	for _, n := range nets {
-		var parts []string
-		for _, s := range statusOrder {
-			if c := rep.Requests[n][s]; c > 0 {
-				parts = append(parts, fmt.Sprintf("%d %s", c, s))
-			}
+// summary lists every net the store knows, by name.
+func (s *store) summary(ctx context.Context) ([]*netSummary, error) {
+	now := s.nowMS()
+	nets := map[string]*netSummary{}
+	get := func(name string) *netSummary {
+		if nets[name] == nil {
+			nets[name] = &netSummary{Net: name, Requests: map[string]int{}}
 		}
-		fmt.Fprintf(w, "  %s: %s\n", n, strings.Join(parts, ", "))
+		return nets[name]
 	}
-	if len(rep.Messages) == 0 {
-		return
+	err := eachRow(ctx, s.r, `SELECT net, `+statusSQL("?2", "?1")+` AS st, count(*), min(created_at)
+		FROM requests GROUP BY net, st`, []any{s.opts.MaxAttempts, now}, func(rows *sql.Rows) error {
+		var net, status string
+		var n int
+		var oldest int64
+		if err := rows.Scan(&net, &status, &n, &oldest); err != nil {
+			return err
+		}
+		ns := get(net)
+		ns.Requests[status] = n
+		if status == statusQueued {
+			ns.OldestQueuedMS, ns.OldestQueued = oldest, formatMS(oldest)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	fmt.Fprintf(w, "%s %d peer messages\n", verb, rep.messages())
-	nets = nets[:0]
-	for n := range rep.Messages {
-		nets = append(nets, n)
+	err = eachRow(ctx, s.r, `SELECT name, last_poll_at FROM nets`, nil, func(rows *sql.Rows) error {
+		var name string
+		var last sql.NullInt64
+		if err := rows.Scan(&name, &last); err != nil {
+			return err
+		}
+		ns := get(name)
+		ns.Claimed = true
+		if last.Valid {
+			ns.LastPollMS, ns.LastPoll = last.Int64, formatMS(last.Int64)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	sort.Strings(nets)
-	for _, n := range nets {
-		fmt.Fprintf(w, "  %s: %d\n", n, rep.Messages[n])
+	err = eachRow(ctx, s.r, `SELECT net, count(*) FROM tokens WHERE expires_at > ? GROUP BY net`, []any{now}, func(rows *sql.Rows) error {
+		var name string
+		var n int
+		if err := rows.Scan(&name, &n); err != nil {
+			return err
+		}
+		get(name).Tokens = n
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	if s.version < 2 {
+		return sortedNets(nets), nil // no peer messages before schema step 2
+	}
+	err = eachRow(ctx, s.r, `SELECT net, count(*) FROM messages WHERE expires_at > ? GROUP BY net`, []any{now}, func(rows *sql.Rows) error {
+		var name string
+		var n int
+		if err := rows.Scan(&name, &n); err != nil {
+			return err
+		}
+		get(name).Messages = n
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sortedNets(nets), nil
+}
+
+func sortedNets(nets map[string]*netSummary) []*netSummary {
+	out := make([]*netSummary, 0, len(nets))
+	for _, ns := range nets {
+		out = append(out, ns)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Net < out[j].Net })
+	return out
+}
+
+// requestInfo is one request in `inspect NET` and `inspect --rid`.
+type requestInfo struct {
+	RID            string          `json:"rid"`
+	Net            string          `json:"net"`
+	Status         string          `json:"status"`
+	Attempt        int             `json:"attempt"`
+	From           string          `json:"from"`
+	Method         string          `json:"method"`
+	Endpoint       string          `json:"endpoint"`
+	CreatedAt      string          `json:"created_at"`
+	LeaseExpiresAt string          `json:"lease_expires_at,omitempty"`
+	DoneAt         string          `json:"done_at,omitempty"`
+	SimReq         json.RawMessage `json:"sim_req,omitempty"` // --rid only
+	SimRes         json.RawMessage `json:"sim_res,omitempty"`
+	simReqText     string
+	simResText     string
+}
+
+var requestInfoSQL = `SELECT rid, net, ` + statusSQL("?2", "?1") + `, attempt, from_peer,
+	coalesce(json_extract(sim_req, '$.simMethod'), ''), coalesce(json_extract(sim_req, '$.simEndpoint'), ''),
+	created_at, lease_expires_at, done_at, sim_req, coalesce(sim_res, '') FROM requests`
+
+func scanRequestInfo(rows *sql.Rows) (requestInfo, error) {
+	var ri requestInfo
+	var created int64
+	var lease, done sql.NullInt64
+	err := rows.Scan(&ri.RID, &ri.Net, &ri.Status, &ri.Attempt, &ri.From, &ri.Method, &ri.Endpoint,
+		&created, &lease, &done, &ri.simReqText, &ri.simResText)
+	ri.CreatedAt = formatMS(created)
+	if lease.Valid && ri.Status == statusDelivered {
+		ri.LeaseExpiresAt = formatMS(lease.Int64)
+	}
+	if done.Valid {
+		ri.DoneAt = formatMS(done.Int64)
+	}
+	return ri, err
+}
+
+// listRequests returns the newest limit requests of net, newest first.
+func (s *store) listRequests(ctx context.Context, net string, limit int) ([]requestInfo, error) {
+	var out []requestInfo
+	err := eachRow(ctx, s.r, requestInfoSQL+` WHERE net = ?3 ORDER BY seq DESC LIMIT ?4`,
+		[]any{s.opts.MaxAttempts, s.nowMS(), net, limit}, func(rows *sql.Rows) error {
+			ri, err := scanRequestInfo(rows)
+			out = append(out, ri)
+			return err
+		})
+	return out, err
+}
+
+// requestDetail returns one request with its stored sim_req and sim_res.
+func (s *store) requestDetail(ctx context.Context, rid string) (requestInfo, error) {
+	var ri requestInfo
+	found := false
+	err := eachRow(ctx, s.r, requestInfoSQL+` WHERE rid = ?3`, []any{s.opts.MaxAttempts, s.nowMS(), rid},
+		func(rows *sql.Rows) error {
+			var err error
+			ri, err = scanRequestInfo(rows)
+			found = true
+			ri.SimReq = json.RawMessage(ri.simReqText)
+			if ri.simResText != "" {
+				ri.SimRes = json.RawMessage(ri.simResText)
+			}
+			return err
+		})
+	if err == nil && !found {
+		err = errNotFound
+	}
+	return ri, err
 }

@@ -6,8 +6,6 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -15,33 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/spf13/pflag"
 	"golang.org/x/time/rate"
 )
-
-// addOpsFlags are serve's flags for the metrics and the limits.
-func addOpsFlags(fs *pflag.FlagSet, c *config) {
-	fs.BoolVar(&c.Metrics, "metrics", true, "serve Prometheus metrics at GET /metrics")
-	fs.Float64Var(&c.RateIP, "rate-ip", 100, "calls per second per client address (0: no limit)")
-	fs.IntVar(&c.RateIPBurst, "rate-ip-burst", 200, "calls a client address may make at once above --rate-ip")
-	fs.Float64Var(&c.RateToken, "rate-token", 50, "calls per second per token (0: no limit)")
-	fs.IntVar(&c.RateTokenBurst, "rate-token-burst", 100, "calls a token may make at once above --rate-token")
-	fs.IntVar(&c.MaxQueue, "max-queue", 10_000, "queued requests per net; a pushreq over it is 429 queue_full (0: no limit)")
-	fs.IntVar(&c.MaxPollsPerToken, "max-polls-per-token", 8, "long polls a token may have open at once (0: no limit)")
-	fs.IntVar(&c.MaxPeers, "max-peers", 10_000, "logins per net; a login over it is 429 net_full (0: no limit)")
-	fs.Var(prefixList{&c.TrustProxy}, "trust-proxy", "addresses or CIDR blocks of reverse proxies whose X-Forwarded-For gives the client address, or none")
-}
-
-// checkOps refuses limits that make no sense.
-func (c config) checkOps() error {
-	if c.RateIP < 0 || c.RateToken < 0 || c.MaxQueue < 0 || c.MaxPollsPerToken < 0 || c.MaxPeers < 0 {
-		return errors.New("--rate-ip, --rate-token, --max-queue, --max-polls-per-token and --max-peers must be 0 (no limit) or more")
-	}
-	if c.RateIP > 0 && c.RateIPBurst < 1 || c.RateToken > 0 && c.RateTokenBurst < 1 {
-		return errors.New("--rate-ip-burst and --rate-token-burst must be at least 1")
-	}
-	return nil
-}
 
 // limits are the server's per-address and per-token limits.
 type limits struct {
@@ -279,43 +252,4 @@ func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 		}
 	}
 	return false
-}
-
-// prefixList is the --trust-proxy flag: comma-separated addresses and
-// CIDR blocks, or "none".
-type prefixList struct{ p *[]netip.Prefix }
-
-func (l prefixList) Type() string { return "cidrs" }
-
-func (l prefixList) String() string {
-	if l.p == nil || len(*l.p) == 0 {
-		return "none"
-	}
-	var out []string
-	for _, p := range *l.p {
-		out = append(out, p.String())
-	}
-	return strings.Join(out, ",")
-}
-
-func (l prefixList) Set(s string) error {
-	var out []netip.Prefix
-	for _, item := range strings.Split(s, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" || item == "none" {
-			continue
-		}
-		if p, err := netip.ParsePrefix(item); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(item)
-		if err != nil {
-			return fmt.Errorf("want addresses or CIDR blocks such as 127.0.0.1,10.0.0.0/8, or none; not %q", item)
-		}
-		a = a.Unmap()
-		out = append(out, netip.PrefixFrom(a, a.BitLen()))
-	}
-	*l.p = out
-	return nil
 }

@@ -142,7 +142,7 @@ func TestQueueFull(t *testing.T) {
 	full("queued once more")
 
 	// The counts come back from the file at open.
-	st2, err := openStore(context.Background(), r.DBPath, storeOptions{MaxQueue: 3, Now: r.clock.Now})
+	st2, err := openStore(context.Background(), r.DBPath, testStoreOptions(r.clock, func(o *storeOptions) { o.MaxQueue = 3 }))
 	require.NoError(t, err)
 	t2, err := st2.lookupToken(context.Background(), tok)
 	require.NoError(t, err)

@@ -1,6 +1,7 @@
-// Long polls: one loop for every waiting call. A poll subscribes to its hub
-// key, looks at the store, and sleeps in one select on the client's context,
-// the relay's shutdown, the hub's wake-up and a timer.
+// Long polls and event streams: one waiting loop (poller.wait) for every
+// call that waits. A wait subscribes to its hub signal, looks at the store,
+// and sleeps in one select on the client's context, the relay's shutdown,
+// the hub's wake-up and a timer of the injected clock.
 
 package main
 
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // pollKind names what a long poll waits for, for the metrics. Each kind is
@@ -26,16 +29,17 @@ const (
 // poller runs long polls and stops them all at shutdown.
 type poller struct {
 	hub     *hub
+	clock   clockwork.Clock // the store's: poll deadlines and lease ends are read from it
 	maxWait time.Duration
-	now     func() time.Time // the store's clock, to turn its deadlines into timers
-	done    chan struct{}    // closed at shutdown: open polls answer at once
+	done    chan struct{} // closed at shutdown: open polls answer at once
 	once    sync.Once
-	open    atomic.Int64 // long polls in progress
+	open    atomic.Int64 // long polls and streams in progress
+	asleep  atomic.Int64 // waits parked in their select right now
 	byKind  sync.Map     // pollKind -> *atomic.Int64: long polls in progress
 }
 
-func newPoller(h *hub, maxWait time.Duration, now func() time.Time) *poller {
-	lp := &poller{hub: h, maxWait: maxWait, now: now, done: make(chan struct{})}
+func newPoller(h *hub, maxWait time.Duration, clk clockwork.Clock) *poller {
+	lp := &poller{hub: h, maxWait: maxWait, clock: clk, done: make(chan struct{})}
 	for _, k := range []pollKind{pollClient, pollServer, pollVia, pollPeer, pollStream} {
 		lp.kind(k) // known kinds show as 0 before their first poll
 	}
@@ -87,20 +91,21 @@ func (lp *poller) stopping() bool {
 	}
 }
 
-// poll calls try until it reports done, for at most wait. try runs at once
-// and again whenever key is notified or the time it names (the next moment
-// its answer changes by itself, zero for none) arrives. poll reports false
+// tryFunc looks at the store for what a wait waits for: done when it is
+// there, and next, the moment its answer changes by itself (an expiry, a
+// lease running out; zero for none).
+type tryFunc func() (done bool, next time.Time, err error)
+
+// poll is a long poll of kind: it calls try until it reports done, for at
+// most wait (from the injected clock), waking on signal. It reports false
 // when wait ran out or the relay is shutting down, and the context's error
 // when the client went away.
 //
 // A poll that may wait (wait > 0) in a call charged to a token takes one of
 // the token's --max-polls-per-token slots first, or fails with 429
-// too_many_polls before try runs. Time spent parked is kept out of the
-// call's relay overhead.
-func (lp *poller) poll(ctx context.Context, kind pollKind, key string, wait time.Duration,
-	try func() (done bool, next time.Time, err error)) (bool, error) {
-	c := callFrom(ctx)
-	slot := c
+// too_many_polls before try runs.
+func (lp *poller) poll(ctx context.Context, kind pollKind, signal string, wait time.Duration, try tryFunc) (bool, error) {
+	slot := callFrom(ctx)
 	if wait <= 0 {
 		slot = nil // a poll that cannot wait needs no slot
 	}
@@ -109,15 +114,22 @@ func (lp *poller) poll(ctx context.Context, kind pollKind, key string, wait time
 		return false, err
 	}
 	defer leave()
-	deadline := time.Now().Add(wait)
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
+	return lp.wait(ctx, signal, lp.clock.Now().Add(wait), try)
+}
+
+// wait is the waiting loop of every long poll and event stream. It runs try
+// at once, and again whenever signal is notified or the next moment try
+// named arrives, until try reports done or the deadline passes (false, nil).
+// Shutdown ends it at once (false, nil); the client going away ends it with
+// the context's error. Every time is read from the injected clock, so a
+// test that moves the clock wakes the waits that are due.
+//
+// Time spent parked is kept out of the call's relay overhead.
+func (lp *poller) wait(ctx context.Context, signal string, deadline time.Time, try tryFunc) (bool, error) {
+	c := callFrom(ctx)
+	retries := 0 // tries in a row whose next moment had already passed
 	for {
-		wake, release := lp.hub.subscribe(key)
+		wake, release := lp.hub.subscribe(signal)
 		done, next, err, panicked := tryAside(try)
 		if panicked != nil {
 			release()
@@ -127,40 +139,48 @@ func (lp *poller) poll(ctx context.Context, kind pollKind, key string, wait time
 			release()
 			return done, err
 		}
-		d := time.Until(deadline)
-		if !next.IsZero() {
-			d = min(d, max(next.Sub(lp.now()), time.Millisecond))
-		}
-		if d <= 0 {
+		now := lp.clock.Now()
+		if !deadline.After(now) {
 			release()
 			return false, nil
 		}
-		if timer == nil {
-			timer = time.NewTimer(d)
-		} else {
-			timer.Reset(d)
+		at := deadline
+		if !next.IsZero() && next.Before(at) {
+			if !next.After(now) && retries < 1 {
+				// The clock passed next between try's read and here: look again.
+				release()
+				retries++
+				continue
+			}
+			at = next
+		}
+		retries = 0
+		timer := lp.clock.NewTimer(at.Sub(now))
+		if !lp.clock.Now().Before(at) {
+			// The clock moved while the timer was armed from the old now.
+			timer.Stop()
+			release()
+			continue
 		}
 		parked := time.Now()
+		lp.asleep.Add(1)
 		stop := false // err is nil here
 		select {
 		case <-wake:
-		case <-timer.C:
+		case <-timer.Chan():
 		case <-ctx.Done():
 			stop, err = true, ctx.Err()
 		case <-lp.done:
 			stop = true
 		}
-		if c != nil {
-			c.parked.Add(int64(time.Since(parked)))
-		}
+		lp.asleep.Add(-1)
+		timer.Stop()
 		release()
-		if stop {
-			return false, err
+		if c != nil {
+			c.parked.Add(int64(time.Since(parked))) // real time: the call's overhead is measured in it
 		}
-		select {
-		case <-lp.done:
-			return false, nil
-		default:
+		if stop || lp.stopping() {
+			return false, err
 		}
 	}
 }
@@ -170,7 +190,7 @@ func (lp *poller) poll(ctx context.Context, kind pollKind, key string, wait time
 // grown for that would stay for as long as the poll waits (about 20 KiB per
 // open poll rather than 12). A panic in try is returned, for the caller to
 // go on with.
-func tryAside(try func() (bool, time.Time, error)) (done bool, next time.Time, err error, panicked any) {
+func tryAside(try tryFunc) (done bool, next time.Time, err error, panicked any) {
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -30,7 +31,7 @@ func async(fn func() reply) <-chan reply {
 }
 
 // within waits for a reply, failing the test after d.
-func within(t *testing.T, d time.Duration, ch <-chan reply, what string) reply {
+func within(t testing.TB, d time.Duration, ch <-chan reply, what string) reply {
 	t.Helper()
 	select {
 	case rep := <-ch:
@@ -186,7 +187,7 @@ func TestLongPollDoesNotPollStore(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			q.params.Set("wait", "1")
 			before := r.store.queueReads.Load()
-			rep := r.get(q.path, q.params)
+			rep := r.afterWait(time.Second, func() reply { return r.get(q.path, q.params) })
 			require.Less(t, rep.Status, 300, string(rep.Body))
 			assert.Equal(t, int64(2), r.store.queueReads.Load()-before, "reads in a 1 s poll: at its start and at its end")
 		})
@@ -197,17 +198,21 @@ func TestLongPollDoesNotPollStore(t *testing.T) {
 func TestLongPollTimesOut(t *testing.T) {
 	r := newTestRelay(t)
 	tok, _ := r.login("demo")
-	rep := r.get("/api/v1/server/pullreqsmart", url.Values{"net": {"demo"}, "key": {testKey}, "wait": {"0.1"}})
+	rep := r.afterWait(100*time.Millisecond, func() reply {
+		return r.get("/api/v1/server/pullreqsmart", url.Values{"net": {"demo"}, "key": {testKey}, "wait": {"0.1"}})
+	})
 	assert.Equal(t, http.StatusOK, rep.Status)
 	assert.JSONEq(t, `{"requests":[]}`, string(rep.Body))
-	rep = r.get("/api/v1/client/pullsmart", url.Values{"token": {tok}, "wait": {"0.1"}})
+	rep = r.afterWait(100*time.Millisecond, func() reply {
+		return r.get("/api/v1/client/pullsmart", url.Values{"token": {tok}, "wait": {"0.1"}})
+	})
 	assert.Equal(t, http.StatusNoContent, rep.Status)
 	r.waitPolling(0)
 	assert.Equal(t, 0, r.srv.poller.hub.size())
 }
 
 func TestHub(t *testing.T) {
-	h := newHub()
+	h := newHub(clockwork.NewRealClock())
 	h.notify("nobody") // no waiters: nothing happens, nothing is kept
 	assert.Equal(t, 0, h.size())
 	a, releaseA := h.subscribe("k")
@@ -319,7 +324,7 @@ func BenchmarkLongPollStack(b *testing.B) {
 // TestLongPollTryPanics: a panic in a poll's store read goes on in the
 // handler's goroutine, where withRecover answers it with a 500.
 func TestLongPollTryPanics(t *testing.T) {
-	lp := newPoller(newHub(), time.Minute, time.Now)
+	lp := newPoller(newHub(clockwork.NewRealClock()), time.Minute, clockwork.NewRealClock())
 	assert.PanicsWithValue(t, "boom", func() {
 		_, _ = lp.poll(context.Background(), pollClient, "k", time.Second, func() (bool, time.Time, error) { panic("boom") })
 	})

@@ -13,7 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -23,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/stretchr/testify/require"
 )
 
@@ -37,50 +37,41 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// fakeClock is an injected clock for TTLs and leases.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// testEpoch is where every test relay's clock starts.
+var testEpoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// testRelay is a relay served by httptest on a real SQLite file.
+// testRelay is a relay started as serve starts one (startRelay), on a real
+// SQLite file, with a fake clock.
 type testRelay struct {
 	t      testing.TB
 	URL    string
 	DBPath string
 	store  *store
 	srv    *server
-	clock  *fakeClock
+	clock  *clockwork.FakeClock
 	cfg    config
 }
 
-// testConfig is serve's defaults, as the flags give them, but with no rate
-// limits: tests send bursts from one address. limits_test.go sets them.
+// testConfig is serve's defaults on dbPath and a free loopback port, with
+// no rate limits (tests send bursts from one address; limits_test.go sets
+// them) and a janitor that does not run within a test.
 func testConfig(dbPath string) config {
-	return config{
-		Addr: "127.0.0.1:0", DB: dbPath,
-		ReqTTL: 5 * time.Minute, ResTTL: 10 * time.Minute, TokenTTL: 24 * time.Hour,
-		MaxWait: 60 * time.Second, MaxAttempts: 5,
-		DefaultLease: 30 * time.Second, MaxLease: 10 * time.Minute,
-		MaxBody: 1 << 20, CORSOrigin: "*", Sync: "normal", JanitorEvery: time.Minute,
-		ViaTimeout: 30 * time.Second, Metrics: true, MaxQueue: 10_000, MaxPollsPerToken: 8, MaxPeers: 10_000,
+	cfg := defaultConfig()
+	cfg.Addr, cfg.DB = "127.0.0.1:0", dbPath
+	cfg.RateIP, cfg.RateToken = 0, 0
+	cfg.JanitorEvery = time.Hour
+	return cfg
+}
+
+// testStoreOptions are the store options of serve's defaults, on clock
+// (nil: the real one), changed by change.
+func testStoreOptions(clock clockwork.Clock, change ...func(*storeOptions)) storeOptions {
+	opts := defaultConfig().storeOptions()
+	opts.Clock = clock
+	for _, c := range change {
+		c(&opts)
 	}
+	return opts
 }
 
 // newTestRelay starts a relay with a fake clock; change adjusts its config.
@@ -91,32 +82,37 @@ func newTestRelay(t testing.TB, change ...func(*config)) *testRelay {
 	for _, c := range change {
 		c(&cfg)
 	}
-	clock := newFakeClock()
-	opts := cfg.storeOptions()
-	opts.Now = clock.Now
-	st, err := openStore(context.Background(), dbPath, opts)
+	require.NoError(t, cfg.check(nil))
+	clock := clockwork.NewFakeClockAt(testEpoch)
+	rel, err := startRelay(context.Background(), cfg, clock, io.Discard, io.Discard)
 	require.NoError(t, err)
-	srv := newServer(discardLogger(), st, cfg)
-	ts := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		srv.shutdown()
-		ts.Close()
-		require.NoError(t, st.Close())
-	})
-	return &testRelay{t: t, URL: ts.URL, DBPath: dbPath, store: st, srv: srv, clock: clock, cfg: cfg}
+	t.Cleanup(func() { require.NoError(t, rel.stop()) })
+	return &testRelay{t: t, URL: rel.url(), DBPath: dbPath, store: rel.store, srv: rel.srv, clock: clock, cfg: cfg}
 }
 
-// advance moves the relay's clock on by d and wakes every waiting long
-// poll. A poll sets a real timer for its next deadline (a lease's end), so
-// moving the fake clock alone would leave it asleep until that timer fires.
-func (r *testRelay) advance(d time.Duration) {
-	r.clock.Advance(d)
-	h := r.srv.poller.hub
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for k := range h.keys {
-		h.notifyLocked(k)
-	}
+// advance moves the relay's one clock on by d: the long polls, leases and
+// lifetimes that fall due within d wake.
+func (r *testRelay) advance(d time.Duration) { r.clock.Advance(d) }
+
+// afterWait makes call, whose long poll waits d, waits until that poll is
+// asleep in the relay, moves the clock on by d and returns call's reply:
+// the reply a poll gives when its wait runs out.
+func (r *testRelay) afterWait(d time.Duration, call func() reply) reply {
+	r.t.Helper()
+	asleep := r.srv.poller.asleep.Load()
+	ch := async(call)
+	r.waitAsleep(asleep + 1)
+	r.advance(d)
+	return within(r.t, 10*time.Second, ch, "the reply once the wait ran out")
+}
+
+// waitAsleep waits until at least n long polls or streams are parked in
+// the relay's waiting loop, their deadlines armed on its clock: moving the
+// clock then wakes them.
+func (r *testRelay) waitAsleep(n int64) {
+	r.t.Helper()
+	waitFor(r.t, 10*time.Second, func() bool { return r.srv.poller.asleep.Load() >= n },
+		fmt.Sprintf("%d waits asleep", n))
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

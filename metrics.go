@@ -173,14 +173,6 @@ func (s *statusWriter) Flush() {
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// storeHooks let the metrics observe the store without the store knowing
-// about them. Times are the store's clock, in ms.
-type storeHooks struct {
-	committed func(took time.Duration, writes int)     // a group commit
-	handedOut func(rid string, createdMS, nowMS int64) // a request's first hand-out
-	answered  func(rid string, nowMS int64)            // a request answered
-}
-
 // maxHandOuts bounds the hand-out times kept: 100,000 take about 10 MB.
 // Past it, or for a request handed out before a restart, the server time
 // of the exchange is not observed.

@@ -22,7 +22,7 @@ import (
 // since, keep-alive comments while idle, counted as an open poll, and no
 // goroutine left when the client goes.
 func TestPeerStream(t *testing.T) {
-	r := newTestRelay(t, func(c *config) { c.StreamKeepAlive = 20 * time.Millisecond })
+	r := newTestRelay(t)
 	a, b := r.peerLogin("alpha"), r.peerLogin("alpha")
 	first := r.sendTo(a, b.id, map[string]any{"n": 1})
 	http.DefaultClient.CloseIdleConnections()
@@ -43,7 +43,10 @@ func TestPeerStream(t *testing.T) {
 	pulled := r.get("/api/v1/peer/pullsmart", url.Values{"token": {b.tok}, "wait": {"0"}})
 	assert.Contains(t, string(pulled.Body), ev.data)
 
-	// Idle: keep-alive comments; then a message is written the moment it is sent.
+	// Idle: a keep-alive comment each keepAlive of the relay's clock; then a
+	// message is written the moment it is sent.
+	r.waitAsleep(1)
+	r.advance(keepAlive)
 	s.next(t, true)
 	second := r.sendTo(a, b.id, "two")
 	ev = s.next(t, false)
@@ -97,11 +100,12 @@ func TestPeerStreamShutdown(t *testing.T) {
 // TestPeerStreamTokenExpires: a stream ends when its token expires, and the
 // reconnect is refused with 401.
 func TestPeerStreamTokenExpires(t *testing.T) {
-	r := newTestRelay(t, func(c *config) { c.StreamKeepAlive = 10 * time.Millisecond })
+	r := newTestRelay(t)
 	b := r.peerLogin("alpha")
 	u := r.URL + "/api/v1/peer/stream?token=" + url.QueryEscape(b.tok)
 	s := openStream(t, context.Background(), u, nil)
-	r.clock.Advance(24 * time.Hour)
+	r.waitAsleep(1)
+	r.advance(24 * time.Hour) // the token's TTL, in one step: past every keep-alive
 	s.end(t)
 	rep := r.get("/api/v1/peer/stream", url.Values{"token": {b.tok}})
 	assertErrorShape(t, rep, http.StatusUnauthorized, "token_expired")

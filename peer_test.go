@@ -378,7 +378,7 @@ func TestPeerPullWakes(t *testing.T) {
 	r.waitPolling(0)
 
 	// A poll that times out answers an empty list and where to go on from.
-	page = decodePage(t, r.get("/api/v1/peer/pullsmart", url.Values{"token": {b.tok}, "wait": {"0.05"}, "since": {strconv.FormatInt(id, 10)}}))
+	page = decodePage(t, r.get("/api/v1/peer/pullsmart", url.Values{"token": {b.tok}, "wait": {"0"}, "since": {strconv.FormatInt(id, 10)}}))
 	assert.Empty(t, page.Messages)
 	assert.Equal(t, id, page.Next)
 
@@ -483,7 +483,7 @@ func TestPeerCacheFloor(t *testing.T) {
 	// A store opened on the file afresh caches nothing old: its reader
 	// reads SQL, and gets the same.
 	opts := r.cfg.storeOptions()
-	opts.Now = r.clock.Now
+	opts.Clock = r.clock
 	st2, err := openStore(context.Background(), r.DBPath, opts)
 	require.NoError(t, err)
 	defer st2.Close()

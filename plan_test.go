@@ -16,7 +16,7 @@ import (
 )
 
 func TestQueryPlansUseIndexes(t *testing.T) {
-	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "plans.db"), storeOptions{})
+	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "plans.db"), testStoreOptions(nil))
 	require.NoError(t, err)
 	defer st.Close()
 	fullScan := regexp.MustCompile(`^SCAN (requests|tokens|nets|messages|subscriptions)( |$)`)

@@ -130,7 +130,7 @@ func assertWALClosed(t *testing.T, dbPath string, mayBeEmpty bool) {
 func assertStoreHolds(t *testing.T, dbPath, tok, rid, want, net, key string) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := openStore(ctx, dbPath, storeOptions{})
+	st, err := openStore(ctx, dbPath, testStoreOptions(nil))
 	require.NoError(t, err)
 	defer func() { assert.NoError(t, st.Close()) }()
 	tk, err := st.lookupToken(ctx, tok)

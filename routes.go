@@ -47,7 +47,7 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	mux.Handle("POST /api/v1/peer/broadcast", api(withSender(st, handleSend(st, lp.hub, cfg, kindBroadcast))))
 	mux.Handle("GET /api/v1/peer/pullsmart", api(withSender(st, handlePeerPull(st, lp))))
 	mux.Handle("POST /api/v1/peer/pullsmart", api(withSender(st, handlePeerPull(st, lp))))
-	mux.Handle("GET /api/v1/peer/stream", api(withSender(st, handleStream(log, st, lp, cfg.StreamKeepAlive)), "GET"))
+	mux.Handle("GET /api/v1/peer/stream", api(withSender(st, handleStream(log, st, lp)), "GET"))
 	mux.Handle("GET /api/v1/peer/peers", api(withSender(st, handlePeers(st)), "GET"))
 
 	// Web: the page that turns a tab into a SimServer, and the SDK it runs on.

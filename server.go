@@ -22,7 +22,7 @@ type server struct {
 
 // newServer builds the relay's handler. It does not listen.
 func newServer(log *slog.Logger, st *store, cfg config) *server {
-	lp := newPoller(newHub(), cfg.MaxWait, st.now)
+	lp := newPoller(newHub(st.clock), cfg.MaxWait, st.clock)
 	lim := newLimits(cfg, st.now)
 	met := newMetrics(st, lp, lim)
 	mux := http.NewServeMux()
@@ -95,6 +95,9 @@ func withToken(st *store, fn tokenFunc) apiFunc {
 		secret, err := p.credential("token")
 		if err != nil {
 			return err
+		}
+		if secret == "" {
+			return errMissingToken
 		}
 		t, err := st.lookupToken(r.Context(), secret)
 		if err != nil {

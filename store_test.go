@@ -21,7 +21,7 @@ import (
 
 func newTestStore(t *testing.T) *store {
 	t.Helper()
-	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "store.db"), storeOptions{})
+	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "store.db"), testStoreOptions(nil))
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
 	return st
@@ -186,7 +186,7 @@ func TestTokenCacheBounded(t *testing.T) {
 // background (the writer never checkpoints itself).
 func TestCheckpointer(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "store.db")
-	st, err := openStore(context.Background(), path, storeOptions{CheckpointEvery: 10 * time.Millisecond})
+	st, err := openStore(context.Background(), path, testStoreOptions(nil, func(o *storeOptions) { o.CheckpointEvery = 10 * time.Millisecond }))
 	require.NoError(t, err)
 	defer st.Close()
 	size := func() int64 {
@@ -279,7 +279,7 @@ func TestMigrateFromV1(t *testing.T) {
 	require.NoError(t, db.Close())
 	assert.Equal(t, 1, version, "inspect changed nothing")
 	ctx := context.Background()
-	st, err := openStore(ctx, path, storeOptions{})
+	st, err := openStore(ctx, path, testStoreOptions(nil))
 	require.NoError(t, err)
 	defer st.Close()
 	require.NoError(t, st.r.QueryRow(`PRAGMA user_version`).Scan(&version))
@@ -305,7 +305,7 @@ func TestMigrateFromV1(t *testing.T) {
 // TestWriteLaterSharesTheNextCommit: a write nobody waits for (the pulled
 // mark) is committed with the next write, not in a commit of its own.
 func TestWriteLaterSharesTheNextCommit(t *testing.T) {
-	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "store.db"), storeOptions{LaterWait: time.Hour})
+	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "store.db"), testStoreOptions(nil, func(o *storeOptions) { o.LaterWait = time.Hour }))
 	require.NoError(t, err)
 	defer st.Close()
 	_, tok, err := st.createToken(context.Background(), "later")
@@ -332,7 +332,7 @@ func TestWriteLaterSharesTheNextCommit(t *testing.T) {
 // TestWriteLaterAlone: with no write coming, a fire-and-forget write is
 // committed after LaterWait, and at Close at the latest.
 func TestWriteLaterAlone(t *testing.T) {
-	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "store.db"), storeOptions{LaterWait: 10 * time.Millisecond})
+	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "store.db"), testStoreOptions(nil, func(o *storeOptions) { o.LaterWait = 10 * time.Millisecond }))
 	require.NoError(t, err)
 	defer st.Close()
 	commits := st.commits.Load()
@@ -346,7 +346,7 @@ func TestWriteLaterAlone(t *testing.T) {
 	waitFor(t, 10*time.Second, func() bool { return st.commits.Load() == commits+1 }, "its commit")
 
 	path := filepath.Join(t.TempDir(), "close.db")
-	st2, err := openStore(context.Background(), path, storeOptions{LaterWait: time.Hour})
+	st2, err := openStore(context.Background(), path, testStoreOptions(nil, func(o *storeOptions) { o.LaterWait = time.Hour }))
 	require.NoError(t, err)
 	_, tok, err := st2.createToken(context.Background(), "later")
 	require.NoError(t, err)
@@ -369,7 +369,7 @@ func TestWriteLaterAlone(t *testing.T) {
 // empties it, so it stays about a tick's worth of writes.
 func TestCheckpointerBoundsWAL(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "wal.db")
-	st, err := openStore(context.Background(), path, storeOptions{CheckpointEvery: 20 * time.Millisecond, WALLimit: 50})
+	st, err := openStore(context.Background(), path, testStoreOptions(nil, func(o *storeOptions) { o.CheckpointEvery = 20 * time.Millisecond; o.WALLimit = 50 }))
 	require.NoError(t, err)
 	defer st.Close()
 	_, tok, err := st.createToken(context.Background(), "wal")

@@ -18,39 +18,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spf13/pflag"
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 )
-
-// listenConfig is how serve listens: TLS, ACME and the connection limits.
-type listenConfig struct {
-	TLSCert           string
-	TLSKey            string
-	ACMEDomains       []string
-	ACMEEmail         string
-	ACMECache         string // "": a folder "acme" beside the store
-	ACMEHTTPAddr      string // "": no HTTP listener, tls-alpn-01 challenges only
-	ACMEDirectory     string
-	ReadHeaderTimeout time.Duration
-	ReadBodyTimeout   time.Duration
-	IdleTimeout       time.Duration
-	MaxHeaderBytes    int64
-}
-
-func addListenFlags(fs *pflag.FlagSet, c *listenConfig) {
-	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate file (PEM, leaf first, then its chain); needs --tls-key")
-	fs.StringVar(&c.TLSKey, "tls-key", "", "private key file (PEM) of --tls-cert")
-	fs.StringSliceVar(&c.ACMEDomains, "acme-domain", nil, "serve HTTPS for this domain with a certificate from an ACME CA (Let's Encrypt); repeatable or comma-separated; --addr should then be :443")
-	fs.StringVar(&c.ACMEEmail, "acme-email", "", "contact address for the ACME account (the CA's expiry and problem notices)")
-	fs.StringVar(&c.ACMECache, "acme-cache", "", `folder for the ACME account key and certificates (default: "acme" beside --db)`)
-	fs.StringVar(&c.ACMEHTTPAddr, "acme-http-addr", ":80", "address for ACME HTTP-01 challenges, redirecting every other request to HTTPS; empty: none (tls-alpn-01 only)")
-	fs.StringVar(&c.ACMEDirectory, "acme-directory", autocert.DefaultACMEDirectory, "directory URL of the ACME CA")
-	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has for the TLS handshake and its request headers")
-	fs.DurationVar(&c.ReadBodyTimeout, "read-body-timeout", 30*time.Second, "time a client has to send a request body (not counting a long poll's wait)")
-	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
-	fs.Var(newByteSize(&c.MaxHeaderBytes, 64<<10), "max-header-bytes", "largest request header (bytes, or with KiB); over it: 431")
-}
 
 // frontend is serve's listeners and their http.Servers.
 type frontend struct {
@@ -64,21 +34,12 @@ type frontend struct {
 	mainLn, challengeLn net.Listener
 }
 
-// newFrontend checks the listen flags and loads or prepares the
-// certificates. It does not listen yet, and writes nothing but the ACME
-// cache folder.
+// newFrontend loads or prepares the certificates of checked listen
+// settings (listenConfig.check). It does not listen yet, and writes nothing
+// but the ACME cache folder.
 func newFrontend(log *slog.Logger, c listenConfig, dbPath string) (*frontend, error) {
-	if c.ReadHeaderTimeout <= 0 || c.ReadBodyTimeout <= 0 || c.IdleTimeout <= 0 {
-		return nil, errors.New("--read-header-timeout, --read-body-timeout and --idle-timeout must be positive")
-	}
 	f := &frontend{log: log, cfg: c}
 	switch {
-	case len(c.ACMEDomains) > 0 && (c.TLSCert != "" || c.TLSKey != ""):
-		return nil, errors.New("--acme-domain gets its certificates from the CA: give it or --tls-cert/--tls-key, not both")
-	case len(c.ACMEDomains) == 0 && (c.ACMEEmail != "" || c.ACMECache != ""):
-		return nil, errors.New("--acme-email and --acme-cache need --acme-domain")
-	case (c.TLSCert == "") != (c.TLSKey == ""):
-		return nil, errors.New("--tls-cert and --tls-key go together")
 	case c.TLSCert != "":
 		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
 		if err != nil {
@@ -97,28 +58,6 @@ func newFrontend(log *slog.Logger, c listenConfig, dbPath string) (*frontend, er
 		f.acme, f.tls, f.domains = m, m.TLSConfig(), domains
 	}
 	return f, nil
-}
-
-// acmeDomains checks and normalises --acme-domain: DNS names with a dot,
-// which is what autocert answers for.
-func acmeDomains(list []string) ([]string, error) {
-	var out []string
-	for _, d := range list {
-		d = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
-		if d == "" {
-			continue
-		}
-		if !strings.Contains(d, ".") || strings.ContainsAny(d, ":/*@ ") || net.ParseIP(d) != nil {
-			return nil, fmt.Errorf("--acme-domain %q: want a DNS name such as relay.example.com (no scheme, port, wildcard or IP)", d)
-		}
-		if !slices.Contains(out, d) {
-			out = append(out, d)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("--acme-domain names no domain")
-	}
-	return out, nil
 }
 
 // newACMEManager gets certificates for --acme-domain and nothing else. The

@@ -246,7 +246,7 @@ func TestViaTimeout(t *testing.T) {
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout = 200 * time.Millisecond })
 	req, err := http.NewRequest(http.MethodGet, r.URL+"/via/quiet/slow", nil)
 	require.NoError(t, err)
-	rep := r.do(req)
+	rep := r.afterWait(200*time.Millisecond, func() reply { return r.do(req) })
 	assert.Equal(t, http.StatusGatewayTimeout, rep.Status)
 	assert.Equal(t, "gateway_timeout", rep.errorCode())
 	assert.Equal(t, "application/json", rep.Header.Get("Content-Type"))
@@ -325,7 +325,7 @@ func TestViaPreferAsync(t *testing.T) {
 	t.Run("wait=N runs out", func(t *testing.T) {
 		req := mustRequest(t, http.MethodGet, r.URL+"/via/demo/later")
 		req.Header.Set("Prefer", "wait=1")
-		rep := r.do(req)
+		rep := r.afterWait(time.Second, func() reply { return r.do(req) })
 		assert.Equal(t, http.StatusAccepted, rep.Status, "not 504: the client asked to come back")
 		assert.NotEmpty(t, rep.Header.Get("Location"))
 	})
@@ -472,7 +472,7 @@ func TestViaEdges(t *testing.T) {
 // TestViaInspect: inspect lists gateway requests with from "via".
 func TestViaInspect(t *testing.T) {
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout = 50 * time.Millisecond })
-	rep := r.do(mustRequest(t, http.MethodGet, r.URL+"/via/demo/hello"))
+	rep := r.afterWait(50*time.Millisecond, func() reply { return r.do(mustRequest(t, http.MethodGet, r.URL+"/via/demo/hello")) })
 	require.Equal(t, http.StatusGatewayTimeout, rep.Status)
 	out, err := runCLI(t, nil, "inspect", "--db", r.DBPath, "--json", "demo")
 	require.NoError(t, err)

@@ -15,7 +15,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
-	"sync/atomic"
 	"time"
 )
 
@@ -24,9 +23,6 @@ import (
 // --max-wait, 60 s by default) of a peer that is only listening.
 const peerRecent = 5 * time.Minute
 
-// touchEvery throttles last_seen_at: at most one write a second per token.
-const touchEvery = time.Second
-
 // lastMessageIDSQL is the highest message id ever given (AUTOINCREMENT
 // keeps it in sqlite_sequence, also once those messages are deleted). Read
 // inside the writer, it is exact: every write goes through the writer.
@@ -34,7 +30,6 @@ const lastMessageIDSQL = `coalesce((SELECT seq FROM sqlite_sequence WHERE name =
 
 func peerStatements(q *statements, w, r *sql.DB) []statement {
 	return []statement{
-		{&q.touchToken, w, `UPDATE tokens SET last_seen_at = ?1 WHERE token_hash = ?2 AND last_seen_at < ?1`},
 		{&q.peerInNet, w, `SELECT EXISTS (SELECT 1 FROM tokens WHERE peer_id = ?1 AND net = ?2 AND expires_at > ?3)`},
 		{&q.netPeers, w, `SELECT count(*) FROM tokens WHERE net = ?1 AND expires_at > ?2`},
 		{&q.topicReceivers, w, `SELECT s.peer_id FROM subscriptions s JOIN tokens t ON t.peer_id = s.peer_id
@@ -239,51 +234,4 @@ func (s *store) recentPeers(ctx context.Context, t token) ([]peerInfo, error) {
 		return nil
 	})
 	return out, err
-}
-
-// eachStmtRow runs a prepared query and calls fn for every row.
-func eachStmtRow(ctx context.Context, stmt *sql.Stmt, args []any, fn func(*sql.Rows) error) error {
-	rows, err := stmt.QueryContext(ctx, args...)
-	return scanEach(rows, err, fn)
-}
-
-// lastSeen is the last last_seen_at written for a token.
-type lastSeen struct {
-	ms        atomic.Int64
-	expiresAt int64 // the token's: forgotten with it
-}
-
-// touchToken records that t made a successful call, at most once a second
-// per token, without waiting for the write (like touchNet). Tokens past
-// maxCachedTokens are not throttled in memory; their write checks the time.
-func (s *store) touchToken(t token) {
-	now := s.nowMS()
-	if v, ok := s.seen.Load(string(t.Hash)); ok {
-		ls := v.(*lastSeen)
-		prev := ls.ms.Load()
-		if now-prev < touchEvery.Milliseconds() || !ls.ms.CompareAndSwap(prev, now) {
-			return
-		}
-	} else if !s.noteSeen(t, now) {
-		return // a concurrent call of the same token writes it
-	}
-	s.writeLater(func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.StmtContext(ctx, s.q.touchToken).ExecContext(ctx, now, t.Hash)
-		return err
-	})
-}
-
-// noteSeen remembers that t's last_seen_at is written as ms, unless another
-// call did first (then it reports false), or the map is full.
-func (s *store) noteSeen(t token, ms int64) bool {
-	if s.nSeen.Load() >= s.maxToks {
-		return true
-	}
-	ls := &lastSeen{expiresAt: t.ExpiresAt}
-	ls.ms.Store(ms)
-	if _, loaded := s.seen.LoadOrStore(string(t.Hash), ls); loaded {
-		return false
-	}
-	s.nSeen.Add(1)
-	return true
 }

@@ -1,15 +1,6 @@
-// The request queue: pushreq, lease (pullreqsmart), answer (pushres),
-// extend, and the client's reads. A request's status moves:
-//
-//	queued --lease--> delivered --pushres--> answered
-//	                  |  ^
-//	                  |  +-- lease ran out: handed out again, attempt + 1
-//	                  +----- last lease (--max-attempts) ran out: failed
-//	queued or delivered past --req-ttl: expired
-//
-// Expired and failed are decided from the clock on every read (effective
-// status), so they hold the moment they are due; the janitor writes them down
-// later and deletes what has outlived its retention.
+// The request queue in the store: pushreq, lease (pullreqsmart), answer
+// (pushres), extend, and the reads of a request's owner. Which status a
+// request has is decided in status.go.
 
 package main
 
@@ -22,94 +13,41 @@ import (
 	"time"
 )
 
-const (
-	statusQueued    = "queued"
-	statusDelivered = "delivered"
-	statusAnswered  = "answered"
-	statusExpired   = "expired"
-	statusFailed    = "failed"
-)
-
-// statements are prepared once per store. Writer statements run inside the
-// writer's transaction through tx.StmtContext, reusing the prepared form.
-type statements struct {
-	insertToken, claimNet, touchNet,
-	insertRequest, leaseQueued, leaseExpired, markDelivered,
-	answer, extend, markPulled, takeUnpulled, requestForNet, claimedKey,
-	touchToken, peerInNet, netPeers, topicReceivers, insertMessage,
-	openSubscription, subscribe, unsubscribe, dropEmptySubscription *sql.Stmt // writer
-
-	tokenByHash, netKey, readyState, requestForOwner, hasUnpulled,
-	lastMessageID, readMessages, recentPeers *sql.Stmt // readers
-}
-
-// statement is one prepared statement: where it goes, on which database
-// (the writer or the readers), and its SQL.
-type statement struct {
-	stmt **sql.Stmt
-	db   *sql.DB
-	sql  string
-}
-
-func (q *statements) prepare(ctx context.Context, w, r *sql.DB) error {
-	for _, s := range q.list(w, r) {
-		stmt, err := s.db.PrepareContext(ctx, s.sql)
-		if err != nil {
-			return err
-		}
-		*s.stmt = stmt
-	}
-	return nil
-}
-
-func (q *statements) list(w, r *sql.DB) []statement {
-	return append([]statement{
-		{&q.insertToken, w, `INSERT INTO tokens (token_hash, peer_id, net, created_at, expires_at, last_seen_at, msg_floor)
-			VALUES (?1, ?2, ?3, ?4, ?5, ?4, ` + lastMessageIDSQL + `) RETURNING msg_floor`},
-		{&q.claimNet, w, `INSERT INTO nets (name, key_hash, claimed_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING`},
-		{&q.touchNet, w, `UPDATE nets SET last_poll_at = ? WHERE name = ?`},
+// requestStatements are the queue's prepared statements. ?2 is always now
+// and, where the status rule needs it, ?3 or ?5 --max-attempts.
+func requestStatements(q *statements, w, r *sql.DB) []statement {
+	return []statement{
 		{&q.insertRequest, w, `INSERT INTO requests (rid, net, token_hash, from_peer, status, sim_req, created_at, expires_at)
 			VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)`},
 		{&q.leaseQueued, w, `SELECT seq, rid, sim_req, from_peer, attempt, created_at FROM requests
-			WHERE net = ?1 AND status = 'queued' AND expires_at > ?2 ORDER BY seq LIMIT ?3`},
+			WHERE net = ?1 AND status = 'queued' AND ` + statusSQL("?2", "?3") + ` = 'queued' ORDER BY seq LIMIT ?4`},
+		// A delivered request whose lease ran out, and which is still
+		// delivered by the rule (not failed or expired), is handed out again.
 		{&q.leaseExpired, w, `SELECT seq, rid, sim_req, from_peer, attempt, created_at FROM requests
 			WHERE net = ?1 AND status = 'delivered' AND lease_expires_at <= ?2
-			  AND expires_at > ?2 AND attempt < ?3 AND lease_expires_at < expires_at
+			  AND ` + statusSQL("?2", "?3") + ` = 'delivered'
 			ORDER BY seq LIMIT ?4`},
 		{&q.markDelivered, w, `UPDATE requests SET status = 'delivered', attempt = attempt + 1, lease_expires_at = ? WHERE seq = ?`},
 		{&q.answer, w, `UPDATE requests SET status = 'answered', sim_res = ?1, done_at = ?2, lease_expires_at = NULL
-			WHERE rid = ?3 AND net = ?4 AND status IN ('queued', 'delivered') AND expires_at > ?2
-			  AND NOT (status = 'delivered' AND attempt >= ?5 AND lease_expires_at <= ?2)
+			WHERE rid = ?3 AND net = ?4 AND ` + statusSQL("?2", "?5") + ` IN ('queued', 'delivered')
 			RETURNING token_hash, attempt`},
 		{&q.extend, w, `UPDATE requests SET lease_expires_at = ?1
-			WHERE rid = ?2 AND net = ?3 AND status = 'delivered' AND lease_expires_at > ?4 AND expires_at > ?4`},
+			WHERE rid = ?3 AND net = ?4 AND lease_expires_at > ?2 AND ` + statusSQL("?2", "?5") + ` = 'delivered'`},
 		{&q.markPulled, w, `UPDATE requests SET pulled = 1 WHERE seq = ?`},
 		{&q.takeUnpulled, w, `UPDATE requests SET pulled = 1 WHERE seq = (
 			SELECT seq FROM requests WHERE token_hash = ? AND status = 'answered' AND pulled = 0
 			ORDER BY done_at, seq LIMIT 1) RETURNING rid, sim_res`},
+		{&q.requestForNet, w, `SELECT seq, status, attempt, expires_at, lease_expires_at, sim_res, pulled
+			FROM requests WHERE rid = ? AND net = ?`},
 
-		{&q.claimedKey, w, `SELECT key_hash FROM nets WHERE name = ?`},
-
-		{&q.tokenByHash, r, `SELECT peer_id, net, expires_at, msg_floor FROM tokens WHERE token_hash = ?`},
-		{&q.netKey, r, `SELECT key_hash FROM nets WHERE name = ?`},
 		{&q.readyState, r, `SELECT
-			EXISTS (SELECT 1 FROM requests WHERE net = ?1 AND status = 'queued' AND expires_at > ?2),
+			EXISTS (SELECT 1 FROM requests WHERE net = ?1 AND status = 'queued' AND ` + statusSQL("?2", "?3") + ` = 'queued'),
 			EXISTS (SELECT 1 FROM requests WHERE net = ?1 AND status = 'delivered' AND lease_expires_at <= ?2
-			        AND expires_at > ?2 AND attempt < ?3 AND lease_expires_at < expires_at),
+			        AND ` + statusSQL("?2", "?3") + ` = 'delivered'),
 			(SELECT min(lease_expires_at) FROM requests WHERE net = ?1 AND status = 'delivered' AND lease_expires_at > ?2)`},
 		{&q.requestForOwner, r, `SELECT seq, status, attempt, expires_at, lease_expires_at, sim_res, pulled
 			FROM requests WHERE rid = ? AND token_hash = ?`},
-		{&q.requestForNet, w, `SELECT seq, status, attempt, expires_at, lease_expires_at, sim_res, pulled
-			FROM requests WHERE rid = ? AND net = ?`},
 		{&q.hasUnpulled, r, `SELECT EXISTS (SELECT 1 FROM requests WHERE token_hash = ? AND status = 'answered' AND pulled = 0)`},
-	}, peerStatements(q, w, r)...)
-}
-
-func (q *statements) close() {
-	for _, s := range q.list(nil, nil) {
-		if *s.stmt != nil {
-			(*s.stmt).Close()
-		}
 	}
 }
 
@@ -127,23 +65,25 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte) (string
 	return rid, err
 }
 
-// pushGateway stores /via/ request rid for net. It belongs to a fresh
-// token that nobody holds, except with capability: then the token is stored
-// too, readable by its secret until the request's retention ends, and can
-// fetch this one request. expiresAt is when the request expires unanswered.
-func (s *store) pushGateway(ctx context.Context, net, rid string, simReq []byte, capability bool) (owner token, secret string, expiresAt int64, err error) {
+// pushDetached queues request rid of net that no login sent (the
+// gateway's), from the sender named from. It belongs to a fresh result
+// token in no net: no peer call sees it, and it reads this one request
+// only. The token is stored when keep is set, readable by its secret until
+// the request's retention ends; otherwise nobody holds it and the secret
+// is "". expiresAt is when the request expires unanswered.
+func (s *store) pushDetached(ctx context.Context, net, rid, from string, simReq []byte, keep bool) (owner token, secret string, expiresAt int64, err error) {
 	secret = newToken()
 	now := s.nowMS()
 	expiresAt = now + s.opts.ReqTTL.Milliseconds()
-	owner = token{Hash: secretHash(secret), PeerID: viaPeer + ":" + rid, Net: net, ExpiresAt: expiresAt + s.opts.ResTTL.Milliseconds()}
+	// A login's peer_id never holds a colon: this one cannot clash with one.
+	owner = token{Hash: secretHash(secret), PeerID: from + ":" + rid, ExpiresAt: expiresAt + s.opts.ResTTL.Milliseconds()}
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if capability {
-			// The token is in no net (""): it is no peer, and no peer call sees it.
+		if keep {
 			if _, err := tx.StmtContext(ctx, s.q.insertToken).ExecContext(ctx, owner.Hash, owner.PeerID, "", now, owner.ExpiresAt); err != nil {
 				return err
 			}
 		}
-		if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx, rid, net, owner.Hash, viaPeer, string(simReq), now, expiresAt); err != nil {
+		if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx, rid, net, owner.Hash, from, string(simReq), now, expiresAt); err != nil {
 			return err
 		}
 		// The queue quota refuses last, so that its savepoint undoes the
@@ -151,12 +91,12 @@ func (s *store) pushGateway(ctx context.Context, net, rid string, simReq []byte,
 		if err := s.counts.admitRequest(net, s.opts.MaxQueue); err != nil {
 			return err
 		}
-		if capability {
+		if keep {
 			return s.counts.admitToken("", 0)
 		}
 		return nil
 	})
-	if !capability {
+	if !keep {
 		secret = ""
 	}
 	return owner, secret, expiresAt, err
@@ -210,7 +150,7 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 			}
 			return rows.Err()
 		}
-		if err := scan(tx.StmtContext(ctx, s.q.leaseQueued).QueryContext(ctx, net, now, max)); err != nil {
+		if err := scan(tx.StmtContext(ctx, s.q.leaseQueued).QueryContext(ctx, net, now, s.opts.MaxAttempts, max)); err != nil {
 			return err
 		}
 		if err := scan(tx.StmtContext(ctx, s.q.leaseExpired).QueryContext(ctx, net, now, s.opts.MaxAttempts, max)); err != nil {
@@ -259,58 +199,38 @@ func sortBySeq(l []leasedRequest) {
 // requestState is a request as its owner or its net's SimServer sees it.
 type requestState struct {
 	seq       int64
-	status    string // effective: expired and failed hold from the moment they are due
+	status    string // by the status rule: expired and failed hold from the moment they are due
+	changesAt int64  // ms: when status changes by itself; 0 never (statusAt)
 	attempt   int
-	expiresAt int64
-	leaseExp  int64
 	simRes    []byte
 	pulled    bool
 }
 
 func (s *store) scanState(row *sql.Row) (requestState, error) {
 	var st requestState
+	var r requestTimes
 	var lease sql.NullInt64
 	var simRes sql.NullString
-	err := row.Scan(&st.seq, &st.status, &st.attempt, &st.expiresAt, &lease, &simRes, &st.pulled)
+	err := row.Scan(&st.seq, &r.stored, &r.attempt, &r.expiresAt, &lease, &simRes, &st.pulled)
 	if errors.Is(err, sql.ErrNoRows) {
 		return st, errNotFound
 	}
 	if err != nil {
 		return st, err
 	}
-	st.leaseExp = lease.Int64
+	r.leaseExp = lease.Int64
+	st.attempt = r.attempt
 	st.simRes = []byte(simRes.String)
-	st.status = s.effectiveStatus(st.status, st.attempt, st.expiresAt, lease, s.nowMS())
+	st.status, st.changesAt = statusAt(r, s.nowMS(), s.opts.MaxAttempts)
 	return st, nil
 }
 
-// effectiveStatus applies the clock to a stored status: an unanswered
-// request past its TTL is expired; a delivered one whose last allowed lease
-// ran out (before its TTL) is failed.
-func (s *store) effectiveStatus(status string, attempt int, expiresAt int64, lease sql.NullInt64, now int64) string {
-	if status != statusQueued && status != statusDelivered {
-		return status
+// next is when st changes by itself, as a time; zero if never.
+func (st requestState) next() time.Time {
+	if st.changesAt == 0 {
+		return time.Time{}
 	}
-	if status == statusDelivered && lease.Valid && lease.Int64 <= now && lease.Int64 < expiresAt && attempt >= s.opts.MaxAttempts {
-		return statusFailed
-	}
-	if expiresAt <= now {
-		return statusExpired
-	}
-	return status
-}
-
-// nextChange is when st changes on its own (expires or fails); zero if never.
-func (s *store) nextChange(st requestState) time.Time {
-	switch {
-	case st.status == statusQueued:
-		return time.UnixMilli(st.expiresAt)
-	case st.status == statusDelivered && st.attempt >= s.opts.MaxAttempts && st.leaseExp < st.expiresAt:
-		return time.UnixMilli(st.leaseExp)
-	case st.status == statusDelivered:
-		return time.UnixMilli(st.expiresAt)
-	}
-	return time.Time{}
+	return time.UnixMilli(st.changesAt)
 }
 
 // requestForOwner reads rid if t owns it; another token's rid is not found.
@@ -387,15 +307,6 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 	return owner, err
 }
 
-// wasStatus is the stored status of an unanswered request from its attempt:
-// a request is stored as queued until its first lease, and delivered after.
-func wasStatus(attempt int) string {
-	if attempt == 0 {
-		return statusQueued
-	}
-	return statusDelivered
-}
-
 // extend renews the lease on rid of k's net to now+lease, if it is still
 // held.
 func (s *store) extend(ctx context.Context, k serverKey, rid string, lease time.Duration) (until int64, err error) {
@@ -406,7 +317,7 @@ func (s *store) extend(ctx context.Context, k serverKey, rid string, lease time.
 		}
 		now := s.nowMS()
 		until = now + lease.Milliseconds()
-		res, err := tx.StmtContext(ctx, s.q.extend).ExecContext(ctx, until, rid, net, now)
+		res, err := tx.StmtContext(ctx, s.q.extend).ExecContext(ctx, until, now, rid, net, s.opts.MaxAttempts)
 		if err != nil {
 			return err
 		}
@@ -437,9 +348,4 @@ func (s *store) refusal(ctx context.Context, tx *sql.Tx, net, rid string) error 
 		return errFailed
 	}
 	return nil
-}
-
-// formatMS renders a store time for clients: RFC 3339 in UTC, milliseconds.
-func formatMS(ms int64) string {
-	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }

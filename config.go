@@ -1,0 +1,494 @@
+// One configuration for every command: the flags with their defaults, the
+// C2CVIA_* variable each one reads, and the checks that stop a bad setting
+// before anything is opened or written.
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/crypto/acme/autocert"
+)
+
+// config is what `serve` runs with; purge and inspect use its store part.
+type config struct {
+	Addr string
+	DB   string
+
+	// Lifetimes (store).
+	ReqTTL      time.Duration // an unanswered request: then expired
+	ResTTL      time.Duration // an answered, expired or failed one stays readable this long
+	TokenTTL    time.Duration // a login
+	MsgTTL      time.Duration // a peer message
+	MaxAttempts int           // deliveries before a request is failed
+	Sync        string        // SQLite synchronous: normal or full
+
+	// Calls.
+	MaxWait      time.Duration
+	DefaultLease time.Duration
+	MaxLease     time.Duration
+	MaxBody      int64
+	MaxMsg       int64
+	CORSOrigin   string
+	ViaTimeout   time.Duration
+	ViaHost      string
+	JanitorEvery time.Duration
+	LogFormat    string
+	LogLevel     string
+	Listen       listenConfig // TLS, ACME and connection limits (tls.go)
+
+	// Operations: metrics.go and limits.go.
+	Metrics          bool
+	RateIP           float64 // calls per second per client address; 0: no limit
+	RateIPBurst      int
+	RateToken        float64 // calls per second per token; 0: no limit
+	RateTokenBurst   int
+	MaxQueue         int // queued requests per net; 0: no limit
+	MaxPollsPerToken int // 0: no limit
+	MaxPeers         int // logins per net; 0: no limit
+	TrustProxy       []netip.Prefix
+}
+
+// listenConfig is how serve listens: TLS, ACME and the connection limits.
+type listenConfig struct {
+	TLSCert           string
+	TLSKey            string
+	ACMEDomains       []string
+	ACMEEmail         string
+	ACMECache         string // "": a folder "acme" beside the store
+	ACMEHTTPAddr      string // "": no HTTP listener, tls-alpn-01 challenges only
+	ACMEDirectory     string
+	ReadHeaderTimeout time.Duration
+	ReadBodyTimeout   time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int64
+}
+
+// storeOptions are the lifetimes and limits the store enforces.
+func (c config) storeOptions() storeOptions {
+	return storeOptions{ReqTTL: c.ReqTTL, ResTTL: c.ResTTL, TokenTTL: c.TokenTTL, MsgTTL: c.MsgTTL,
+		MaxAttempts: c.MaxAttempts, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers}
+}
+
+// addStoreFlags are the flags serve and purge share: the file and lifetimes.
+func addStoreFlags(fs *pflag.FlagSet, c *config) {
+	fs.StringVar(&c.DB, "db", "c2cvia.db", "SQLite file of the store (created if missing)")
+	fs.DurationVar(&c.ReqTTL, "req-ttl", 5*time.Minute, "how long a request waits for an answer before it is expired")
+	fs.DurationVar(&c.ResTTL, "res-ttl", 10*time.Minute, "how long an answered, expired or failed request stays readable")
+	fs.IntVar(&c.MaxAttempts, "max-attempts", 5, "deliveries without an answer before a request is failed")
+}
+
+// addServeFlags are serve's flags. Their defaults are the relay's defaults:
+// defaultConfig and the bench's relay read them from here.
+func addServeFlags(fs *pflag.FlagSet, c *config) {
+	fs.StringVar(&c.Addr, "addr", ":8080", "address to listen on")
+	addListenFlags(fs, &c.Listen)
+	addStoreFlags(fs, c)
+	fs.DurationVar(&c.TokenTTL, "token-ttl", 24*time.Hour, "how long a login token stays valid")
+	fs.DurationVar(&c.MaxWait, "max-wait", 60*time.Second, "longest long poll; a larger wait is clamped to it")
+	fs.DurationVar(&c.DefaultLease, "lease", 30*time.Second, "lease on a delivered request when pullreqsmart names none")
+	fs.DurationVar(&c.MaxLease, "max-lease", 10*time.Minute, "longest lease a SimServer may ask for")
+	fs.Var(newByteSize(&c.MaxBody, 1<<20), "max-body", "largest request body (bytes, or with KiB/MiB)")
+	fs.DurationVar(&c.MsgTTL, "msg-ttl", time.Hour, "how long a peer message is kept for its receivers")
+	fs.Var(newByteSize(&c.MaxMsg, 64<<10), "max-msg", "largest peer message data, as JSON text (bytes, or with KiB/MiB)")
+	fs.StringVar(&c.CORSOrigin, "cors-origin", "*", "Access-Control-Allow-Origin: * or a comma-separated list of origins")
+	fs.DurationVar(&c.ViaTimeout, "via-timeout", 30*time.Second, "how long a /via/ request waits for the SimServer before 504")
+	fs.StringVar(&c.ViaHost, "via-host", "", "host suffix such as .via.example.com: NET.via.example.com serves net NET on its own origin")
+	fs.StringVar(&c.Sync, "sync", "normal", "SQLite synchronous: normal (survives a killed relay) or full (also power loss; one fsync per commit)")
+	fs.DurationVar(&c.JanitorEvery, "janitor-every", 15*time.Second, "how often expired entries are removed")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	addOpsFlags(fs, c)
+}
+
+func addListenFlags(fs *pflag.FlagSet, c *listenConfig) {
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate file (PEM, leaf first, then its chain); needs --tls-key")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "private key file (PEM) of --tls-cert")
+	fs.StringSliceVar(&c.ACMEDomains, "acme-domain", nil, "serve HTTPS for this domain with a certificate from an ACME CA (Let's Encrypt); repeatable or comma-separated; --addr should then be :443")
+	fs.StringVar(&c.ACMEEmail, "acme-email", "", "contact address for the ACME account (the CA's expiry and problem notices)")
+	fs.StringVar(&c.ACMECache, "acme-cache", "", `folder for the ACME account key and certificates (default: "acme" beside --db)`)
+	fs.StringVar(&c.ACMEHTTPAddr, "acme-http-addr", ":80", "address for ACME HTTP-01 challenges, redirecting every other request to HTTPS; empty: none (tls-alpn-01 only)")
+	fs.StringVar(&c.ACMEDirectory, "acme-directory", autocert.DefaultACMEDirectory, "directory URL of the ACME CA")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has for the TLS handshake and its request headers")
+	fs.DurationVar(&c.ReadBodyTimeout, "read-body-timeout", 30*time.Second, "time a client has to send a request body (not counting a long poll's wait)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
+	fs.Var(newByteSize(&c.MaxHeaderBytes, 64<<10), "max-header-bytes", "largest request header (bytes, or with KiB); over it: 431")
+}
+
+// addOpsFlags are serve's flags for the metrics and the limits.
+func addOpsFlags(fs *pflag.FlagSet, c *config) {
+	fs.BoolVar(&c.Metrics, "metrics", true, "serve Prometheus metrics at GET /metrics")
+	fs.Float64Var(&c.RateIP, "rate-ip", 100, "calls per second per client address (0: no limit)")
+	fs.IntVar(&c.RateIPBurst, "rate-ip-burst", 200, "calls a client address may make at once above --rate-ip")
+	fs.Float64Var(&c.RateToken, "rate-token", 50, "calls per second per token (0: no limit)")
+	fs.IntVar(&c.RateTokenBurst, "rate-token-burst", 100, "calls a token may make at once above --rate-token")
+	fs.IntVar(&c.MaxQueue, "max-queue", 10_000, "queued requests per net; a pushreq over it is 429 queue_full (0: no limit)")
+	fs.IntVar(&c.MaxPollsPerToken, "max-polls-per-token", 8, "long polls a token may have open at once (0: no limit)")
+	fs.IntVar(&c.MaxPeers, "max-peers", 10_000, "logins per net; a login over it is 429 net_full (0: no limit)")
+	fs.Var(prefixList{&c.TrustProxy}, "trust-proxy", "addresses or CIDR blocks of reverse proxies whose X-Forwarded-For gives the client address, or none")
+}
+
+// defaultConfig is the config of `serve` given no flags.
+func defaultConfig() config {
+	cfg, err := parseServeConfig(nil)
+	if err != nil {
+		panic(err) // the defaults are constants: they parse and pass
+	}
+	return cfg
+}
+
+// parseServeConfig is the config serve runs with for args (serve's flags,
+// no variables), checked. The bench's in-process relay is built from it.
+func parseServeConfig(args []string) (config, error) {
+	var cfg config
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	addServeFlags(fs, &cfg)
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("serve takes no arguments, not %q", fs.Args())
+	}
+	return cfg, cfg.check(fs)
+}
+
+// Environment variables: every flag reads one, --req-ttl C2CVIA_REQ_TTL,
+// except those marked noEnv.
+
+// envName is the environment variable a flag reads: --req-ttl is C2CVIA_REQ_TTL.
+func envName(flag string) string {
+	return "C2CVIA_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// Flag annotations: noEnv marks a flag that never reads the environment (a
+// destructive one: a variable left in a shell or a unit file must not wipe
+// a store); fromEnv marks a flag that took its value from its variable, so
+// that an error about it names the variable.
+const (
+	noEnv   = "c2cvia_no_env"
+	fromEnv = "c2cvia_from_env"
+)
+
+// neverFromEnv marks flags as read from the command line only.
+func neverFromEnv(fs *pflag.FlagSet, names ...string) {
+	for _, name := range names {
+		if err := fs.SetAnnotation(name, noEnv, []string{"true"}); err != nil {
+			panic(err) // a flag of our own: it exists
+		}
+	}
+}
+
+// flagsFromEnv sets every flag not given on the command line from its
+// environment variable, if that is set.
+func flagsFromEnv(fs *pflag.FlagSet, getenv func(string) string) error {
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed || f.Name == "help" || f.Annotations[noEnv] != nil {
+			return
+		}
+		v := getenv(envName(f.Name))
+		if v == "" {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
+			return
+		}
+		_ = fs.SetAnnotation(f.Name, fromEnv, []string{"true"})
+	})
+	return errors.Join(errs...)
+}
+
+// documentEnv adds each flag's variable to its help text.
+func documentEnv(fs *pflag.FlagSet) {
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Annotations[noEnv] != nil {
+			f.Usage += " (command line only: never read from the environment)"
+			return
+		}
+		f.Usage += " ($" + envName(f.Name) + ")"
+	})
+}
+
+// settingErrors gathers what is wrong with the flags of one command, each
+// problem naming its flag (and variable, when the value came from it) and
+// what it accepts.
+type settingErrors struct {
+	fs   *pflag.FlagSet
+	errs []string
+}
+
+// bad records a problem with the flags named; the first one's value is
+// quoted.
+func (s *settingErrors) bad(format string, args ...any) {
+	s.errs = append(s.errs, fmt.Sprintf(format, args...))
+}
+
+// badFlag records that --name's value is wrong and what it accepts.
+func (s *settingErrors) badFlag(name, accepts string) {
+	s.bad("%s: %s", s.describe(name), accepts)
+}
+
+// describe names a flag with its value: `--token-ttl 0s`, or
+// `--token-ttl 0s (from C2CVIA_TOKEN_TTL)`.
+func (s *settingErrors) describe(name string) string {
+	out := "--" + name
+	if f := s.lookup(name); f != nil {
+		out += " " + strconv.Quote(f.Value.String())
+		if f.Annotations[fromEnv] != nil {
+			out += " (from " + envName(name) + ")"
+		}
+	}
+	return out
+}
+
+func (s *settingErrors) lookup(name string) *pflag.Flag {
+	if s.fs == nil {
+		return nil // a config built in code (tests): no flags to quote
+	}
+	return s.fs.Lookup(name)
+}
+
+func (s *settingErrors) positive(name string, d time.Duration) {
+	if d <= 0 {
+		s.badFlag(name, "must be more than 0, a duration such as 30s, 5m or 24h")
+	}
+}
+
+func (s *settingErrors) atLeast(name string, n, lo int, unit string) {
+	if n < lo {
+		s.badFlag(name, fmt.Sprintf("must be a whole number of %s, %d or more", unit, lo))
+	}
+}
+
+func (s *settingErrors) oneOf(name, v string, valid ...string) {
+	if !slices.Contains(valid, v) {
+		s.badFlag(name, "must be one of "+strings.Join(valid, ", "))
+	}
+}
+
+func (s *settingErrors) err() error {
+	if len(s.errs) == 0 {
+		return nil
+	}
+	if len(s.errs) == 1 {
+		return errors.New(s.errs[0])
+	}
+	return errors.New("bad settings:\n  " + strings.Join(s.errs, "\n  "))
+}
+
+// checkStore checks the flags of the store's file and lifetimes.
+func (c config) checkStore(s *settingErrors) {
+	if c.DB == "" {
+		s.badFlag("db", "must name a file")
+	}
+	s.positive("req-ttl", c.ReqTTL)
+	s.positive("res-ttl", c.ResTTL)
+	s.atLeast("max-attempts", c.MaxAttempts, 1, "deliveries")
+}
+
+// check refuses every setting serve cannot run with. fs is the flag set the
+// config was parsed from, to name the flags and their variables.
+func (c config) check(fs *pflag.FlagSet) error {
+	s := &settingErrors{fs: fs}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		s.badFlag("addr", "must be host:port or :port, such as :8080 or 127.0.0.1:8080")
+	}
+	c.checkStore(s)
+	for name, d := range map[string]time.Duration{
+		"token-ttl": c.TokenTTL, "msg-ttl": c.MsgTTL, "max-wait": c.MaxWait, "lease": c.DefaultLease,
+		"max-lease": c.MaxLease, "via-timeout": c.ViaTimeout, "janitor-every": c.JanitorEvery,
+	} {
+		s.positive(name, d)
+	}
+	if c.DefaultLease > 0 && c.MaxLease > 0 && c.MaxLease < c.DefaultLease {
+		s.bad("%s and %s: --max-lease must be at least --lease", s.describe("lease"), s.describe("max-lease"))
+	}
+	s.oneOf("sync", c.Sync, "normal", "full")
+	s.oneOf("log-format", c.LogFormat, "text", "json")
+	s.oneOf("log-level", c.LogLevel, "debug", "info", "warn", "error")
+	if err := checkOrigins(c.CORSOrigin); err != nil {
+		s.badFlag("cors-origin", err.Error())
+	}
+	if c.ViaHost != "" && (!strings.HasPrefix(c.ViaHost, ".") || strings.Count(c.ViaHost, ".") < 2 ||
+		strings.ContainsAny(c.ViaHost, ":/ ") || strings.HasSuffix(c.ViaHost, ".")) {
+		s.badFlag("via-host", "must be a host suffix with a leading dot, such as .via.example.com")
+	}
+	for name, v := range map[string]float64{"rate-ip": c.RateIP, "rate-token": c.RateToken} {
+		if v < 0 || v != v {
+			s.badFlag(name, "must be calls per second, 0 (no limit) or more")
+		}
+	}
+	if c.RateIP > 0 {
+		s.atLeast("rate-ip-burst", c.RateIPBurst, 1, "calls")
+	}
+	if c.RateToken > 0 {
+		s.atLeast("rate-token-burst", c.RateTokenBurst, 1, "calls")
+	}
+	s.atLeast("max-queue", c.MaxQueue, 0, "requests (0: no limit)")
+	s.atLeast("max-polls-per-token", c.MaxPollsPerToken, 0, "long polls (0: no limit)")
+	s.atLeast("max-peers", c.MaxPeers, 0, "logins (0: no limit)")
+	c.Listen.check(s)
+	return s.err()
+}
+
+// check refuses listen settings that cannot work: timeouts, and TLS or ACME
+// flags that do not go together. Files are read later, by newFrontend.
+func (c listenConfig) check(s *settingErrors) {
+	s.positive("read-header-timeout", c.ReadHeaderTimeout)
+	s.positive("read-body-timeout", c.ReadBodyTimeout)
+	s.positive("idle-timeout", c.IdleTimeout)
+	switch {
+	case len(c.ACMEDomains) > 0 && (c.TLSCert != "" || c.TLSKey != ""):
+		s.bad("--acme-domain gets its certificates from the CA: give it or --tls-cert/--tls-key, not both")
+	case len(c.ACMEDomains) == 0 && (c.ACMEEmail != "" || c.ACMECache != ""):
+		s.bad("--acme-email and --acme-cache need --acme-domain")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		s.bad("--tls-cert and --tls-key go together")
+	case len(c.ACMEDomains) > 0:
+		if _, err := acmeDomains(c.ACMEDomains); err != nil {
+			s.bad("%v", err)
+		}
+		if u, err := url.Parse(c.ACMEDirectory); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			s.badFlag("acme-directory", "must be the http(s) URL of an ACME directory")
+		}
+		if c.ACMEHTTPAddr != "" {
+			if _, _, err := net.SplitHostPort(c.ACMEHTTPAddr); err != nil {
+				s.badFlag("acme-http-addr", "must be host:port or :port, such as :80, or empty for none")
+			}
+		}
+	}
+}
+
+// acmeDomains checks and normalises --acme-domain: DNS names with a dot,
+// which is what autocert answers for.
+func acmeDomains(list []string) ([]string, error) {
+	var out []string
+	for _, d := range list {
+		d = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
+		if d == "" {
+			continue
+		}
+		if !strings.Contains(d, ".") || strings.ContainsAny(d, ":/*@ ") || net.ParseIP(d) != nil {
+			return nil, fmt.Errorf("--acme-domain %q: want a DNS name such as relay.example.com (no scheme, port, wildcard or IP)", d)
+		}
+		if !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--acme-domain names no domain")
+	}
+	return out, nil
+}
+
+// checkOrigins checks --cors-origin: "*", or origins as browsers send them
+// in Origin (RFC 6454): scheme://host[:port], no path, query or fragment.
+func checkOrigins(list string) error {
+	if strings.TrimSpace(list) == "*" {
+		return nil
+	}
+	n := 0
+	for _, o := range strings.Split(list, ",") {
+		if o = strings.TrimSpace(o); o == "" {
+			continue
+		}
+		n++
+		u, err := url.Parse(o)
+		if o == "*" || err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" || u.RawQuery != "" ||
+			u.Fragment != "" || u.User != nil || strings.HasSuffix(o, "/") {
+			return fmt.Errorf("%q is not an origin: want * or origins such as https://app.example.com,http://localhost:3000 (scheme and host, no path)", o)
+		}
+	}
+	if n == 0 {
+		return errors.New("names no origin: want * or origins such as https://app.example.com")
+	}
+	return nil
+}
+
+// newLogger is the relay's logger on w, from --log-format and --log-level
+// (checked already).
+func newLogger(w interface{ Write([]byte) (int, error) }, format, level string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// byteSize is a flag of bytes: 1048576, 1024KiB or 1MiB.
+type byteSize struct{ p *int64 }
+
+func newByteSize(p *int64, def int64) *byteSize { *p = def; return &byteSize{p} }
+
+func (b *byteSize) Type() string   { return "bytes" }
+func (b *byteSize) String() string { return strconv.FormatInt(*b.p, 10) }
+func (b *byteSize) Set(s string) error {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return fmt.Errorf("want a positive size such as 1048576 or 1MiB")
+	}
+	*b.p = n * mult
+	return nil
+}
+
+// prefixList is the --trust-proxy flag: comma-separated addresses and
+// CIDR blocks, or "none".
+type prefixList struct{ p *[]netip.Prefix }
+
+func (l prefixList) Type() string { return "cidrs" }
+
+func (l prefixList) String() string {
+	if l.p == nil || len(*l.p) == 0 {
+		return "none"
+	}
+	var out []string
+	for _, p := range *l.p {
+		out = append(out, p.String())
+	}
+	return strings.Join(out, ",")
+}
+
+func (l prefixList) Set(s string) error {
+	var out []netip.Prefix
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" || item == "none" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(item); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(item)
+		if err != nil {
+			return fmt.Errorf("want addresses or CIDR blocks such as 127.0.0.1,10.0.0.0/8, or none; not %q", item)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	*l.p = out
+	return nil
+}

@@ -1,0 +1,313 @@
+// TODO header
+
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newPurgeCmd(stdout io.Writer) *cobra.Command {
+	var (
+		cfg    = defaultConfig() // the relay's lifetimes that purge has no flag for
+		o      purgeOptions
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "purge",
+		Short: "Remove expired requests, messages and tokens from a store now",
+		Long: `Removes what the relay's janitor removes: answered, expired and failed
+requests past --res-ttl, peer messages past their retention, and expired login
+tokens with their subscriptions. --all removes every request and message (queued
+ones too), --net limits it to one net, --dry-run only counts.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s := &settingErrors{fs: cmd.Flags()}
+			cfg.checkStore(s)
+			if o.Net != "" && !validName(o.Net) {
+				s.badFlag("net", "must be a net name: 1-64 characters of A-Z a-z 0-9 . _ -")
+			}
+			if err := s.err(); err != nil {
+				return err
+			}
+			opts := cfg.storeOptions()
+			opts.MustExist = true // never make a store out of a wrong path
+			st, err := openStore(cmd.Context(), cfg.DB, opts)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			rep, err := st.purge(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				messages := rep.Messages
+				if messages == nil {
+					messages = map[string]int{}
+				}
+				return printJSON(stdout, map[string]any{"dry_run": o.DryRun, "requests": rep.Requests,
+					"messages": messages, "tokens": rep.Tokens})
+			}
+			printPurge(stdout, rep, o.DryRun)
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	addStoreFlags(fs, &cfg)
+	fs.StringVar(&o.Net, "net", "", "only this net")
+	fs.BoolVar(&o.All, "all", false, "remove every request, not only expired ones")
+	fs.BoolVar(&o.DryRun, "dry-run", false, "count what would be removed; remove nothing")
+	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	neverFromEnv(fs, "all")
+	documentEnv(fs)
+	return cmd
+}
+
+func printPurge(w io.Writer, rep purgeReport, dryRun bool) {
+	verb := "removed"
+	if dryRun {
+		verb = "would remove"
+	}
+	fmt.Fprintf(w, "%s %d requests and %d expired tokens\n", verb, rep.requests(), rep.Tokens)
+	nets := make([]string, 0, len(rep.Requests))
+	for n := range rep.Requests {
+		nets = append(nets, n)
+	}
+	sort.Strings(nets)
+	for _, n := range nets {
+		var parts []string
+		for _, s := range statusOrder {
+			if c := rep.Requests[n][s]; c > 0 {
+				parts = append(parts, fmt.Sprintf("%d %s", c, s))
+			}
+		}
+		fmt.Fprintf(w, "  %s: %s\n", n, strings.Join(parts, ", "))
+	}
+	if len(rep.Messages) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "%s %d peer messages\n", verb, rep.messages())
+	nets = nets[:0]
+	for n := range rep.Messages {
+		nets = append(nets, n)
+	}
+	sort.Strings(nets)
+	for _, n := range nets {
+		fmt.Fprintf(w, "  %s: %d\n", n, rep.Messages[n])
+	}
+}
+
+// purgeOptions choose what purge removes: by default what has outlived its
+// retention; All: every request, whatever its state. Net limits it to one net.
+type purgeOptions struct {
+	Net    string
+	All    bool
+	DryRun bool
+}
+
+// purgeReport counts what purge removed (or would remove).
+type purgeReport struct {
+	Requests map[string]map[string]int `json:"requests"` // net -> status -> count
+	Messages map[string]int            `json:"messages"` // net -> count; nil when none
+	Tokens   int                       `json:"tokens"`   // expired logins
+}
+
+func (r purgeReport) requests() int {
+	n := 0
+	for _, byStatus := range r.Requests {
+		for _, c := range byStatus {
+			n += c
+		}
+	}
+	return n
+}
+
+func (r purgeReport) messages() int {
+	n := 0
+	for _, c := range r.Messages {
+		n += c
+	}
+	return n
+}
+
+func (r purgeReport) total() int { return r.requests() + r.messages() + r.Tokens }
+
+var errDryRun = errors.New("dry run")
+
+// purge writes down the expired and failed statuses that are due, then
+// deletes what purgeOptions select, in one transaction. A dry run counts the
+// same and rolls back.
+func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) {
+	rep := purgeReport{Requests: map[string]map[string]int{}}
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		rep = purgeReport{Requests: map[string]map[string]int{}}
+		now := s.nowMS()
+		netCond, args := "", []any{}
+		if o.Net != "" {
+			netCond, args = " AND net = ?", []any{o.Net}
+		}
+		with := func(a ...any) []any { return append(a, args...) }
+		counts := newCountsDelta() // applied at the end, unless a dry run
+		// The status rule decides; the conditions before it let SQLite
+		// use the partial indexes on the stored status.
+		res, err := tx.ExecContext(ctx, `UPDATE requests SET status = 'failed', done_at = lease_expires_at, lease_expires_at = NULL
+			WHERE status = 'delivered' AND lease_expires_at <= ?1 AND `+statusSQL("?1", "?2")+` = 'failed'`+netCond,
+			with(now, s.opts.MaxAttempts)...)
+		if err != nil {
+			return err
+		}
+		failed, _ := res.RowsAffected()
+		counts.move("", statusDelivered, statusFailed, int(failed))
+		err = eachRow(ctx, tx, `UPDATE requests SET status = 'expired', done_at = expires_at, lease_expires_at = NULL
+			WHERE status IN ('queued', 'delivered') AND expires_at <= ?1 AND `+statusSQL("?1", "?2")+` = 'expired'`+netCond+`
+			RETURNING net, attempt`, with(now, s.opts.MaxAttempts),
+			func(rows *sql.Rows) error {
+				var net string
+				var attempt int
+				err := rows.Scan(&net, &attempt)
+				counts.move(net, wasStatus(attempt), statusExpired, 1)
+				return err
+			})
+		if err != nil {
+			return err
+		}
+		cond, condArgs := `status IN ('answered', 'expired', 'failed') AND done_at <= ?`+netCond, with(now-s.opts.ResTTL.Milliseconds())
+		if o.All {
+			cond, condArgs = `1`+netCond, args
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT net, status, count(*) FROM requests WHERE `+cond+` GROUP BY net, status`, condArgs...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var net, status string
+			var n int
+			if err := rows.Scan(&net, &status, &n); err != nil {
+				return err
+			}
+			if rep.Requests[net] == nil {
+				rep.Requests[net] = map[string]int{}
+			}
+			rep.Requests[net][status] = n
+			counts.move(net, status, "", n)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM requests WHERE `+cond, condArgs...); err != nil {
+			return err
+		}
+		if err := s.purgeMessages(ctx, tx, o, now, &rep); err != nil {
+			return err
+		}
+		err = eachRow(ctx, tx, `DELETE FROM tokens WHERE expires_at <= ?`+netCond+` RETURNING net`, with(now),
+			func(rows *sql.Rows) error {
+				var net string
+				err := rows.Scan(&net)
+				counts.tokens[net]--
+				rep.Tokens++
+				return err
+			})
+		if err != nil {
+			return err
+		}
+		if o.DryRun {
+			return errDryRun // roll back: nothing of the above stays
+		}
+		s.counts.apply(counts)
+		return nil
+	})
+	if errors.Is(err, errDryRun) {
+		err = nil
+	}
+	if err == nil && !o.DryRun {
+		s.forgetExpiredTokens()
+		if s.msgs != nil {
+			s.msgs.dropExpired(s.nowMS())
+		}
+	}
+	return rep, err
+}
+
+// purgeMessages deletes, inside purge's transaction, the peer messages past
+// their retention (with All: every message of the scope), the subscriptions
+// of the logins that purge deletes, and subscription intervals that no kept
+// message falls in. It runs before the tokens are deleted.
+func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, now int64, rep *purgeReport) error {
+	netCond, args := "", []any{}
+	if o.Net != "" {
+		netCond, args = " AND net = ?", []any{o.Net}
+	}
+	cond, condArgs := `expires_at <= ?`+netCond, append([]any{now}, args...)
+	if o.All {
+		cond, condArgs = `1`+netCond, args
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT net, count(*) FROM messages WHERE `+cond+` GROUP BY net`, condArgs...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var net string
+		var n int
+		if err := rows.Scan(&net, &n); err != nil {
+			return err
+		}
+		if rep.Messages == nil {
+			rep.Messages = map[string]int{}
+		}
+		rep.Messages[net] = n
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE `+cond, condArgs...); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM subscriptions WHERE peer_id IN (
+		SELECT peer_id FROM tokens WHERE expires_at <= ?`+netCond+`)`, append([]any{now}, args...)...); err != nil {
+		return err
+	}
+	// An interval (from_id, until_id] below the oldest kept message holds
+	// none, and no new message falls in it.
+	_, err = tx.ExecContext(ctx, `DELETE FROM subscriptions WHERE until_id IS NOT NULL
+		AND until_id < coalesce((SELECT min(id) FROM messages), 9223372036854775807)`+netCond, args...)
+	return err
+}
+
+// runJanitor purges every interval until ctx ends.
+func runJanitor(ctx context.Context, log *slog.Logger, st *store, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := st.syncCounts(ctx); err != nil && ctx.Err() == nil {
+				log.Error("janitor: count the store", "err", err)
+			}
+			rep, err := st.purge(ctx, purgeOptions{})
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Error("janitor", "err", err)
+				}
+				continue
+			}
+			if n := rep.total(); n > 0 {
+				log.Info("janitor removed expired entries", "removed", n, "tokens", rep.Tokens)
+			}
+		}
+	}
+}

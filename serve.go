@@ -1,0 +1,109 @@
+// The one start-up path. startRelay opens the store, builds the handler,
+// listens and starts the janitor; serve runs it until its context ends, and
+// the bench's in-process relay and the tests start theirs the same way.
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+)
+
+// relay is a relay running in this process.
+type relay struct {
+	cfg    config
+	log    *slog.Logger
+	store  *store
+	srv    *server
+	front  *frontend
+	failed <-chan error // a listener that stopped serving
+
+	stopJanitor context.CancelFunc
+	janitor     sync.WaitGroup
+	once        sync.Once
+	stopErr     error
+}
+
+// startRelay starts a relay on cfg, which config.check has passed, reading
+// every time from clk (the real clock, but in tests). It prints the
+// listening line to stdout ("c2cvia listening on URL (store FILE)"; the
+// tests and the crash soak read the URL from it) and logs to stderr. A busy
+// port or a bad certificate fails here, before anything is served, and a
+// bad certificate before the store is made.
+func startRelay(ctx context.Context, cfg config, clk clockwork.Clock, stdout, stderr io.Writer) (*relay, error) {
+	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	front, err := newFrontend(log, cfg.Listen, cfg.DB)
+	if err != nil {
+		return nil, err
+	}
+	opts := cfg.storeOptions()
+	opts.Clock = clk
+	st, err := openStore(ctx, cfg.DB, opts)
+	if err != nil {
+		return nil, err
+	}
+	srv := newServer(log, st, cfg)
+	if err := front.listen(cfg.Addr, srv); err != nil {
+		return nil, errors.Join(err, st.Close())
+	}
+	if front.challenge != nil {
+		fmt.Fprintf(stdout, "c2cvia answering ACME challenges and redirecting to HTTPS on http://%s\n", front.challengeLn.Addr())
+	}
+	fmt.Fprintf(stdout, "c2cvia listening on %s (store %s)\n", front.url(), cfg.DB)
+	log.Info("listening", "addr", front.mainLn.Addr().String(), "mode", front.mode(), "db", cfg.DB)
+
+	r := &relay{cfg: cfg, log: log, store: st, srv: srv, front: front}
+	jctx, stopJanitor := context.WithCancel(context.Background())
+	r.stopJanitor = stopJanitor
+	r.janitor.Go(func() { runJanitor(jctx, log, st, cfg.JanitorEvery) })
+	r.failed = front.serve()
+	return r, nil
+}
+
+// url is the relay's base URL: http://HOST:PORT or https://HOST:PORT.
+func (r *relay) url() string { return r.front.url() }
+
+// stop shuts the relay down as SIGTERM does: it answers the open long polls
+// at once, stops accepting, lets the calls in flight finish (for up to
+// 10 s), stops the janitor and closes the store, which checkpoints and
+// removes its WAL. Later calls return the first one's result.
+func (r *relay) stop() error {
+	r.once.Do(func() {
+		r.log.Info("shutting down")
+		r.srv.shutdown()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.front.shutdown(ctx); err != nil {
+			r.log.Warn("shutdown", "err", err)
+		}
+		r.stopJanitor()
+		r.janitor.Wait()
+		if err := r.store.Close(); err != nil {
+			r.stopErr = fmt.Errorf("close store: %w", err)
+			return
+		}
+		r.log.Info("stopped")
+	})
+	return r.stopErr
+}
+
+// serve runs the relay until ctx ends (SIGTERM, SIGINT), then stops it.
+func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
+	r, err := startRelay(ctx, cfg, clockwork.NewRealClock(), stdout, stderr)
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-r.failed:
+		return errors.Join(err, r.stop())
+	case <-ctx.Done():
+	}
+	return r.stop()
+}

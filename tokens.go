@@ -1,0 +1,237 @@
+// Logins and keys in the store: SimClients' tokens (created at login, read
+// on every call, cached in memory) and SimServers' keys (the first key to
+// use a net claims it), and when each was last seen.
+
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"database/sql"
+	"errors"
+	"sync/atomic"
+	"time"
+)
+
+// tokenStatements are the prepared statements of logins and keys.
+func tokenStatements(q *statements, w, r *sql.DB) []statement {
+	return []statement{
+		{&q.insertToken, w, `INSERT INTO tokens (token_hash, peer_id, net, created_at, expires_at, last_seen_at, msg_floor)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?4, ` + lastMessageIDSQL + `) RETURNING msg_floor`},
+		{&q.touchToken, w, `UPDATE tokens SET last_seen_at = ?1 WHERE token_hash = ?2 AND last_seen_at < ?1`},
+		{&q.claimNet, w, `INSERT INTO nets (name, key_hash, claimed_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING`},
+		{&q.claimedKey, w, `SELECT key_hash FROM nets WHERE name = ?`},
+		{&q.touchNet, w, `UPDATE nets SET last_poll_at = ? WHERE name = ?`},
+
+		{&q.tokenByHash, r, `SELECT peer_id, net, expires_at, msg_floor FROM tokens WHERE token_hash = ?`},
+		{&q.netKey, r, `SELECT key_hash FROM nets WHERE name = ?`},
+	}
+}
+
+// token is a logged-in SimClient, or a result token (pushDetached).
+type token struct {
+	Hash      []byte
+	PeerID    string
+	Net       string
+	ExpiresAt int64
+	MsgFloor  int64 // the highest message id at login: later broadcasts reach it
+}
+
+// readOnly reports whether t is a result token: it is in no net, and only
+// reads the one request it owns.
+func (t token) readOnly() bool { return t.Net == "" }
+
+// createToken logs a SimClient into net and returns its secret token.
+func (s *store) createToken(ctx context.Context, net string) (secret string, t token, err error) {
+	secret = newToken()
+	now := s.nowMS()
+	t = token{Hash: secretHash(secret), PeerID: newPeerID(), Net: net, ExpiresAt: now + s.opts.TokenTTL.Milliseconds()}
+	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		// Inside the writer, the highest message id is exact.
+		if err := tx.StmtContext(ctx, s.q.insertToken).QueryRowContext(ctx, t.Hash, t.PeerID, t.Net, now, t.ExpiresAt).Scan(&t.MsgFloor); err != nil {
+			return err
+		}
+		return s.counts.admitToken(t.Net, s.opts.MaxPeers)
+	})
+	if err != nil {
+		return "", token{}, err
+	}
+	s.cacheToken(t)
+	s.noteSeen(t, now) // login wrote last_seen_at
+	return secret, t, nil
+}
+
+// lookupToken returns the SimClient a secret token belongs to.
+func (s *store) lookupToken(ctx context.Context, secret string) (token, error) {
+	hash := secretHash(secret)
+	var t token
+	if v, ok := s.tokens.Load(string(hash)); ok {
+		t = v.(token)
+	} else {
+		err := s.q.tokenByHash.QueryRowContext(ctx, hash).Scan(&t.PeerID, &t.Net, &t.ExpiresAt, &t.MsgFloor)
+		if errors.Is(err, sql.ErrNoRows) {
+			return token{}, errUnknownToken
+		}
+		if err != nil {
+			return token{}, err
+		}
+		t.Hash = hash
+		s.cacheToken(t)
+	}
+	if t.ExpiresAt <= s.nowMS() {
+		return token{}, errTokenExpired
+	}
+	return t, nil
+}
+
+// maxCachedTokens bounds the token cache: 100,000 logins take about 15 MB.
+// Past it, tokens are read from the store (an indexed read, ~10 µs).
+const maxCachedTokens = 100_000
+
+func (s *store) cacheToken(t token) {
+	if s.nTokens.Load() >= s.maxToks {
+		return
+	}
+	if _, loaded := s.tokens.LoadOrStore(string(t.Hash), t); !loaded {
+		s.nTokens.Add(1)
+	}
+}
+
+// serverKey is a SimServer's key, checked against its net. claim is set
+// when the net is unclaimed: the write that the call makes claims it in the
+// same transaction, so a call that fails claims nothing.
+type serverKey struct {
+	net   string
+	hash  []byte
+	claim bool
+}
+
+// checkServerKey checks key for net without writing: a wrong key for a
+// claimed net is refused; an unclaimed net needs a key of 16+ characters.
+func (s *store) checkServerKey(ctx context.Context, net, key string) (serverKey, error) {
+	k := serverKey{net: net, hash: secretHash(key)}
+	var stored []byte
+	if v, ok := s.netKeys.Load(net); ok {
+		stored = v.([]byte)
+	} else if err := s.q.netKey.QueryRowContext(ctx, net).Scan(&stored); errors.Is(err, sql.ErrNoRows) {
+		if len(key) < 16 {
+			return serverKey{}, errKeyTooShort
+		}
+		k.claim = true
+		return k, nil
+	} else if err != nil {
+		return serverKey{}, err
+	}
+	s.netKeys.Store(net, stored) // claims never change: cache them
+	if subtle.ConstantTimeCompare(stored, k.hash) != 1 {
+		return serverKey{}, errWrongKey
+	}
+	return k, nil
+}
+
+// claimIn claims k's net inside a write, if k needs it. Another key may
+// have claimed the net since checkServerKey: then it is the wrong key.
+func (s *store) claimIn(ctx context.Context, tx *sql.Tx, k serverKey) error {
+	if !k.claim {
+		return nil
+	}
+	if _, err := tx.StmtContext(ctx, s.q.claimNet).ExecContext(ctx, k.net, k.hash, s.nowMS()); err != nil {
+		return err
+	}
+	var stored []byte
+	if err := tx.StmtContext(ctx, s.q.claimedKey).QueryRowContext(ctx, k.net).Scan(&stored); err != nil {
+		return err
+	}
+	if subtle.ConstantTimeCompare(stored, k.hash) != 1 {
+		return errWrongKey
+	}
+	return nil
+}
+
+// authorizeServer checks a SimServer's key for net and, if the net is
+// unclaimed, claims it now. Only the key's hash is stored.
+func (s *store) authorizeServer(ctx context.Context, net, key string) error {
+	k, err := s.checkServerKey(ctx, net, key)
+	if err != nil || !k.claim {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error { return s.claimIn(ctx, tx, k) })
+}
+
+// touchNet records that a SimServer polled net, at most once a second.
+func (s *store) touchNet(net string) {
+	now := s.nowMS()
+	if v, ok := s.lastPoll.Load(net); ok && now-v.(int64) < 1000 {
+		return
+	}
+	s.lastPoll.Store(net, now)
+	s.writeLater(func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.StmtContext(ctx, s.q.touchNet).ExecContext(ctx, now, net)
+		return err
+	})
+}
+
+// forgetExpiredTokens drops expired tokens from the in-memory caches.
+func (s *store) forgetExpiredTokens() {
+	now := s.nowMS()
+	s.tokens.Range(func(k, v any) bool {
+		if v.(token).ExpiresAt <= now {
+			if _, loaded := s.tokens.LoadAndDelete(k); loaded {
+				s.nTokens.Add(-1)
+			}
+		}
+		return true
+	})
+	s.seen.Range(func(k, v any) bool {
+		if v.(*lastSeen).expiresAt <= now {
+			if _, loaded := s.seen.LoadAndDelete(k); loaded {
+				s.nSeen.Add(-1)
+			}
+		}
+		return true
+	})
+}
+
+// touchEvery throttles last_seen_at: at most one write a second per token.
+const touchEvery = time.Second
+
+// lastSeen is the last last_seen_at written for a token.
+type lastSeen struct {
+	ms        atomic.Int64
+	expiresAt int64 // the token's: forgotten with it
+}
+
+// touchToken records that t made a successful call, at most once a second
+// per token, without waiting for the write (like touchNet). Tokens past
+// maxCachedTokens are not throttled in memory; their write checks the time.
+func (s *store) touchToken(t token) {
+	now := s.nowMS()
+	if v, ok := s.seen.Load(string(t.Hash)); ok {
+		ls := v.(*lastSeen)
+		prev := ls.ms.Load()
+		if now-prev < touchEvery.Milliseconds() || !ls.ms.CompareAndSwap(prev, now) {
+			return
+		}
+	} else if !s.noteSeen(t, now) {
+		return // a concurrent call of the same token writes it
+	}
+	s.writeLater(func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.StmtContext(ctx, s.q.touchToken).ExecContext(ctx, now, t.Hash)
+		return err
+	})
+}
+
+// noteSeen remembers that t's last_seen_at is written as ms, unless another
+// call did first (then it reports false), or the map is full.
+func (s *store) noteSeen(t token, ms int64) bool {
+	if s.nSeen.Load() >= s.maxToks {
+		return true
+	}
+	ls := &lastSeen{expiresAt: t.ExpiresAt}
+	ls.ms.Store(ms)
+	if _, loaded := s.seen.LoadOrStore(string(t.Hash), ls); loaded {
+		return false
+	}
+	s.nSeen.Add(1)
+	return true
+}
