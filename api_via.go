@@ -116,7 +116,7 @@ func (g *gateway) handleVia(w http.ResponseWriter, r *http.Request) error {
 		endpoint = "/" + strings.TrimPrefix(r.URL.Path, prefix)
 	}
 	mode := viaPath
-	if r.Context().Value(viaHostKey{}) != nil {
+	if r.Context().Value(viaHostMode{}) != nil {
 		mode = viaHost
 	}
 	return g.forward(w, r, net, endpoint, mode)
@@ -158,8 +158,8 @@ func splitHostPort(hostport string) (host, port string) {
 	return hostport[:i], hostport[i+1:]
 }
 
-// viaHostKey marks a request that named its net by host (host mode).
-type viaHostKey struct{}
+// viaHostMode marks a request that named its net by host (host mode).
+type viaHostMode struct{}
 
 // withViaHost serves hosts NET<suffix> as the gateway in host mode: the
 // request is rewritten to /via/NET/path, so it takes the one /via/ route.
@@ -173,7 +173,7 @@ func withViaHost(suffix string, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		r = r.WithContext(context.WithValue(r.Context(), viaHostKey{}, true))
+		r = r.WithContext(context.WithValue(r.Context(), viaHostMode{}, true))
 		u := *r.URL
 		u.Path = "/via/" + net + u.Path
 		if u.RawPath != "" {
@@ -367,7 +367,7 @@ func gatewayHeaders(r *http.Request) map[string]any {
 }
 
 // valuesObject turns a query or form into an object: a value is a string,
-// or an array of strings when the key repeats.
+// or an array of strings when the name repeats.
 func valuesObject(v url.Values) map[string]any {
 	out := make(map[string]any, len(v))
 	for k, vals := range v {

@@ -18,19 +18,19 @@ type call struct {
 	token  []byte       // hash of the token the call was charged to, once authenticated
 }
 
-type callKey struct{}
+type callInContext struct{}
 
 // withCall starts the call record for every request.
 func withCall(lim *limits, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := &call{start: time.Now(), lim: lim}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callInContext{}, c)))
 	})
 }
 
 // callFrom returns the call record of ctx, or nil outside a relay call.
 func callFrom(ctx context.Context) *call {
-	c, _ := ctx.Value(callKey{}).(*call)
+	c, _ := ctx.Value(callInContext{}).(*call)
 	return c
 }
 

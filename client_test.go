@@ -217,7 +217,7 @@ func TestClientServeAndHTTPClient(t *testing.T) {
 				return e
 			}
 
-			// Method, escaped path, repeated query keys, headers; the
+			// Method, escaped path, repeated query names, headers; the
 			// caller's own C2cvia-From is dropped.
 			e := echo(call(http.MethodGet, "/echo/a%2Fb/c?x=1&x=2&y=z%26w", "", nil, http.Header{
 				"X-Test": {"one"}, "X-Multi": {"a", "b"}, "C2cvia-From": {"mallory"}, "C2cvia-Rid": {"forged"},

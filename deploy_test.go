@@ -22,7 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// unitFile is a systemd unit: section -> key -> values, in order.
+// unitFile is a systemd unit: section -> setting -> values, in order.
 type unitFile map[string]map[string][]string
 
 func parseUnit(t *testing.T, path string) unitFile {
@@ -41,22 +41,22 @@ func parseUnit(t *testing.T, path string) unitFile {
 			section = strings.Trim(line, "[]")
 			u[section] = map[string][]string{}
 		default:
-			key, value, ok := strings.Cut(line, "=")
-			require.True(t, ok, "not key=value: %q", line)
-			require.NotEmpty(t, section, "key before any section: %q", line)
+			name, value, ok := strings.Cut(line, "=")
+			require.True(t, ok, "not name=value: %q", line)
+			require.NotEmpty(t, section, "setting before any section: %q", line)
 			require.False(t, strings.HasSuffix(line, `\`), "continued lines are not parsed here: %q", line)
-			u[section][key] = append(u[section][key], value)
+			u[section][name] = append(u[section][name], value)
 		}
 	}
 	require.NoError(t, sc.Err())
 	return u
 }
 
-// one returns the single value of a key.
-func (u unitFile) one(t *testing.T, section, key string) string {
+// one returns the single value of a setting.
+func (u unitFile) one(t *testing.T, section, name string) string {
 	t.Helper()
-	v := u[section][key]
-	require.Len(t, v, 1, "[%s] %s", section, key)
+	v := u[section][name]
+	require.Len(t, v, 1, "[%s] %s", section, name)
 	return v[0]
 }
 
@@ -79,7 +79,7 @@ func commandFlags(t *testing.T, name string) *pflag.FlagSet {
 	return fs
 }
 
-// TestSystemdUnit checks deploy/c2cvia.service: the hardening keys, the
+// TestSystemdUnit checks deploy/c2cvia.service: the hardening settings, the
 // limits, the stop signal, and an ExecStart whose flags serve accepts.
 func TestSystemdUnit(t *testing.T) {
 	const path = "deploy/c2cvia.service"
@@ -87,7 +87,7 @@ func TestSystemdUnit(t *testing.T) {
 	svc := u["Service"]
 	require.NotNil(t, svc, "[Service]")
 
-	for key, want := range map[string]string{
+	for name, want := range map[string]string{
 		"User":                    "c2cvia",
 		"StateDirectory":          "c2cvia",
 		"StateDirectoryMode":      "0700",
@@ -107,7 +107,7 @@ func TestSystemdUnit(t *testing.T) {
 		"KillSignal":              "SIGTERM",
 		"LimitNOFILE":             "65536",
 	} {
-		assert.Equal(t, []string{want}, svc[key], "[Service] %s", key)
+		assert.Equal(t, []string{want}, svc[name], "[Service] %s", name)
 	}
 	assert.Equal(t, []string{"multi-user.target"}, u["Install"]["WantedBy"])
 
@@ -150,7 +150,7 @@ func TestSystemdUnit(t *testing.T) {
 		require.NoError(t, os.WriteFile(copyPath, unit, 0o644))
 		out, err := exec.Command("systemd-analyze", "verify", "--man=no", copyPath).CombinedOutput()
 		assert.NoError(t, err, "%s", out)
-		assert.Empty(t, strings.TrimSpace(string(out)), "systemd-analyze warnings (an unknown key is only a warning)")
+		assert.Empty(t, strings.TrimSpace(string(out)), "systemd-analyze warnings (an unknown setting is only a warning)")
 	})
 }
 

@@ -19,7 +19,7 @@ import (
 // limits are the server's per-address and per-token limits.
 type limits struct {
 	now      func() time.Time // the store's clock: tests move it to refill buckets
-	ip, tok  *keyedLimiter    // nil: no limit
+	ip, tok  *bucketLimiter    // nil: no limit
 	trusted  []netip.Prefix   // --trust-proxy
 	maxPolls int              // per token; 0: no limit
 
@@ -32,8 +32,8 @@ type limits struct {
 func newLimits(cfg config, now func() time.Time) *limits {
 	return &limits{
 		now:      now,
-		ip:       newKeyedLimiter(cfg.RateIP, cfg.RateIPBurst, maxLimiterKeys),
-		tok:      newKeyedLimiter(cfg.RateToken, cfg.RateTokenBurst, maxLimiterKeys),
+		ip:       newBucketLimiter(cfg.RateIP, cfg.RateIPBurst, maxBuckets),
+		tok:      newBucketLimiter(cfg.RateToken, cfg.RateTokenBurst, maxBuckets),
 		trusted:  cfg.TrustProxy,
 		maxPolls: cfg.MaxPollsPerToken,
 		polls:    map[string]int{},
@@ -50,7 +50,7 @@ func (l *limits) limitIP(next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/healthz" && r.URL.Path != "/metrics" {
-			if wait := l.ip.reserve(clientKey(r, l.trusted), l.now()); wait > 0 {
+			if wait := l.ip.reserve(clientBucket(r, l.trusted), l.now()); wait > 0 {
 				l.ipLimited.Add(1)
 				writeError(w, r, nil, errRateLimited(wait))
 				return
@@ -78,78 +78,80 @@ func (l *limits) takePollSlot(h []byte) (release func(), err error) {
 	if h == nil || l.maxPolls <= 0 {
 		return func() {}, nil
 	}
-	key := string(h)
+	tok := string(h)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.polls[key] >= l.maxPolls {
+	if l.polls[tok] >= l.maxPolls {
 		l.pollsRefused.Add(1)
 		return nil, errTooManyPolls
 	}
-	l.polls[key]++
+	l.polls[tok]++
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			l.mu.Lock()
 			defer l.mu.Unlock()
-			if l.polls[key]--; l.polls[key] <= 0 {
-				delete(l.polls, key) // the map holds only tokens with open polls
+			if l.polls[tok]--; l.polls[tok] <= 0 {
+				delete(l.polls, tok) // the map holds only tokens with open polls
 			}
 		})
 	}, nil
 }
 
-// maxLimiterKeys bounds each limiter's map: 100,000 buckets take about
+// maxBuckets bounds each limiter's map: 100,000 buckets take about
 // 20 MB. Past it the idle ones are swept at once, and if none is idle an
-// arbitrary one is dropped (that key starts again with a full bucket):
+// arbitrary one is dropped (that address or token starts again with a full
+// bucket):
 // memory stays bounded, at the price of some leniency under a flood of
 // addresses.
-const maxLimiterKeys = 100_000
+const maxBuckets = 100_000
 
 // sweepEvery is how often a limiter drops the buckets that are full again:
 // such a bucket is the same as a new one, so dropping it changes nothing.
 const sweepEvery = time.Minute
 
-// keyedLimiter is a token bucket per key (a client address or a token).
-type keyedLimiter struct {
+// bucketLimiter is a token bucket per client address or per token, each
+// bucket named by a string.
+type bucketLimiter struct {
 	limit   rate.Limit
 	burst   int
-	maxKeys int
+	maxBuckets int
 
 	mu      sync.Mutex
 	buckets map[string]*rate.Limiter
 	swept   time.Time
 }
 
-// newKeyedLimiter returns a limiter of perSecond calls with bursts of burst
-// per key, or nil for no limit (perSecond 0).
-func newKeyedLimiter(perSecond float64, burst, maxKeys int) *keyedLimiter {
+// newBucketLimiter returns a limiter of perSecond calls with bursts of burst
+// per bucket, or nil for no limit (perSecond 0).
+func newBucketLimiter(perSecond float64, burst, maxBuckets int) *bucketLimiter {
 	if perSecond <= 0 {
 		return nil
 	}
-	return &keyedLimiter{limit: rate.Limit(perSecond), burst: burst, maxKeys: maxKeys, buckets: map[string]*rate.Limiter{}}
+	return &bucketLimiter{limit: rate.Limit(perSecond), burst: burst, maxBuckets: maxBuckets, buckets: map[string]*rate.Limiter{}}
 }
 
-// reserve takes one call from key's bucket at now, or returns how long until
-// the bucket has one (and takes nothing).
-func (k *keyedLimiter) reserve(key string, now time.Time) time.Duration {
+// reserve takes one call from the bucket named who at now, or returns how
+// long until that bucket has one (and takes nothing).
+func (k *bucketLimiter) reserve(who string, now time.Time) time.Duration {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if now.Sub(k.swept) >= sweepEvery || now.Before(k.swept) {
 		k.sweep(now)
 	}
-	b := k.buckets[key]
+	b := k.buckets[who]
 	if b == nil {
-		if len(k.buckets) >= k.maxKeys {
+		if len(k.buckets) >= k.maxBuckets {
 			k.sweep(now)
 		}
 		for drop := range k.buckets {
-			if len(k.buckets) < k.maxKeys {
+			if len(k.buckets) < k.maxBuckets {
 				break
 			}
 			delete(k.buckets, drop)
 		}
 		b = rate.NewLimiter(k.limit, k.burst)
-		k.buckets[key] = b
+		k.buckets[who] = b
 	}
 	r := b.ReserveN(now, 1)
 	if !r.OK() { // burst < 1: serve flags refuse it
@@ -163,17 +165,17 @@ func (k *keyedLimiter) reserve(key string, now time.Time) time.Duration {
 }
 
 // sweep drops the buckets that are full again. Called with k.mu held.
-func (k *keyedLimiter) sweep(now time.Time) {
+func (k *bucketLimiter) sweep(now time.Time) {
 	k.swept = now
-	for key, b := range k.buckets {
+	for who, b := range k.buckets {
 		if b.TokensAt(now) >= float64(k.burst) {
-			delete(k.buckets, key)
+			delete(k.buckets, who)
 		}
 	}
 }
 
 // size returns the number of buckets held.
-func (k *keyedLimiter) size() int {
+func (k *bucketLimiter) size() int {
 	if k == nil {
 		return 0
 	}
@@ -182,10 +184,10 @@ func (k *keyedLimiter) size() int {
 	return len(k.buckets)
 }
 
-// clientKey is the key a call is charged to under --rate-ip: its client
+// clientBucket names the bucket a call is charged to under --rate-ip: its client
 // address (clientAddr), an IPv6 address by its /64, the block one host
 // usually holds.
-func clientKey(r *http.Request, trusted []netip.Prefix) string {
+func clientBucket(r *http.Request, trusted []netip.Prefix) string {
 	a, ok := clientAddr(r, trusted)
 	if !ok {
 		return r.RemoteAddr

@@ -112,7 +112,7 @@ func TestRateLimitPerToken(t *testing.T) {
 	assertLimited(t, r.get("/api/v1/client/check", url.Values{"token": {c}, "rid": {rid}}), "rate_limited", "1")
 
 	m := r.scrape()
-	assert.Equal(t, 3.0, m[series("c2cvia_rate_limiter_keys", "limiter", "token")], "a, b and c")
+	assert.Equal(t, 3.0, m[series("c2cvia_rate_limiter_buckets", "limiter", "token")], "a, b and c")
 	assert.Equal(t, 2.0, m[series("c2cvia_limit_refusals_total", "limit", "rate_token")])
 }
 
@@ -295,21 +295,21 @@ func TestClientAddr(t *testing.T) {
 			assert.Equal(t, tc.want, got.String())
 		})
 	}
-	key := func(remote string) string {
+	bucket := func(remote string) string {
 		req, err := http.NewRequest(http.MethodGet, "http://relay/", nil)
 		require.NoError(t, err)
 		req.RemoteAddr = remote
-		return clientKey(req, nil)
+		return clientBucket(req, nil)
 	}
-	assert.Equal(t, key("[2001:db8:1:2::1]:1"), key("[2001:db8:1:2:ffff::9]:2"), "an IPv6 /64 is one client")
-	assert.NotEqual(t, key("[2001:db8:1:2::1]:1"), key("[2001:db8:1:3::1]:1"))
-	assert.NotEqual(t, key("192.0.2.1:1"), key("192.0.2.2:1"))
+	assert.Equal(t, bucket("[2001:db8:1:2::1]:1"), bucket("[2001:db8:1:2:ffff::9]:2"), "an IPv6 /64 is one client")
+	assert.NotEqual(t, bucket("[2001:db8:1:2::1]:1"), bucket("[2001:db8:1:3::1]:1"))
+	assert.NotEqual(t, bucket("192.0.2.1:1"), bucket("192.0.2.2:1"))
 }
 
 // TestKeyedLimiterBounded: buckets that are full again are swept, and the
 // map never holds more than its bound.
 func TestKeyedLimiterBounded(t *testing.T) {
-	k := newKeyedLimiter(1, 2, 3)
+	k := newBucketLimiter(1, 2, 3)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	assert.Zero(t, k.reserve("a", t0))
 	assert.Zero(t, k.reserve("a", t0))
@@ -329,7 +329,7 @@ func TestKeyedLimiterBounded(t *testing.T) {
 	// A minute later every bucket is full again: the periodic sweep empties it.
 	assert.Zero(t, k.reserve("g", t0.Add(2*time.Minute)))
 	assert.Equal(t, 1, k.size())
-	assert.Nil(t, newKeyedLimiter(0, 2, 3), "0: no limit")
+	assert.Nil(t, newBucketLimiter(0, 2, 3), "0: no limit")
 }
 
 // storeStatuses counts the requests by stored status straight from the file.
@@ -354,16 +354,16 @@ func assertCountsExact(t *testing.T, r *testRelay, step string) {
 	assert.Equal(t, countBy(t, r, `SELECT net, count(*) FROM tokens GROUP BY net`), tokens, "%s: logins per net", step)
 }
 
-// countBy runs a "SELECT key, count(*) ... GROUP BY key" on the store.
+// countBy runs a "SELECT name, count(*) ... GROUP BY name" on the store.
 func countBy(t *testing.T, r *testRelay, query string) map[string]int {
 	t.Helper()
 	out := map[string]int{}
 	rows, err := r.store.r.Query(query)
 	require.NoError(t, scanEach(rows, err, func(rows *sql.Rows) error {
-		var key string
+		var name string
 		var n int
-		err := rows.Scan(&key, &n)
-		out[key] = n
+		err := rows.Scan(&name, &n)
+		out[name] = n
 		return err
 	}))
 	return out

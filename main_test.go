@@ -134,8 +134,8 @@ func (r reply) errorCode() string {
 	return ""
 }
 
-func (r reply) str(key string) string {
-	s, _ := r.JSON[key].(string)
+func (r reply) str(name string) string {
+	s, _ := r.JSON[name].(string)
 	return s
 }
 

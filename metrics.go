@@ -72,7 +72,15 @@ func newMetrics(st *store, lp *poller, lim *limits) *metrics {
 		}),
 		handOuts: newHandOuts(st.opts.ReqTTL),
 	}
+	v := buildVersion()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "c2cvia_build_info",
+		Help:        "Always 1; the labels say which build runs: module version, VCS revision (\"\" when not stamped) and Go version.",
+		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "goversion": v.GoVersion},
+	})
+	buildInfo.Set(1)
 	m.reg.MustRegister(
+		buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.overhead, m.queueWait, m.server, m.commit, m.batch,
@@ -232,7 +240,7 @@ var (
 		"Long polls in progress, by kind.", []string{"kind"}, nil)
 	descRefusals = prometheus.NewDesc("c2cvia_limit_refusals_total",
 		"Calls refused with 429, by limit: rate_ip, rate_token, polls_per_token, queue, peers.", []string{"limit"}, nil)
-	descLimiterKeys = prometheus.NewDesc("c2cvia_rate_limiter_keys",
+	descLimiterBuckets = prometheus.NewDesc("c2cvia_rate_limiter_buckets",
 		"Token buckets held, by limiter (ip, token).", []string{"limiter"}, nil)
 )
 
@@ -240,7 +248,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRequests
 	ch <- descPolls
 	ch <- descRefusals
-	ch <- descLimiterKeys
+	ch <- descLimiterBuckets
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -259,6 +267,6 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		ch <- prometheus.MustNewConstMetric(descRefusals, prometheus.CounterValue, float64(n), limit)
 	}
-	ch <- prometheus.MustNewConstMetric(descLimiterKeys, prometheus.GaugeValue, float64(c.lim.ip.size()), "ip")
-	ch <- prometheus.MustNewConstMetric(descLimiterKeys, prometheus.GaugeValue, float64(c.lim.tok.size()), "token")
+	ch <- prometheus.MustNewConstMetric(descLimiterBuckets, prometheus.GaugeValue, float64(c.lim.ip.size()), "ip")
+	ch <- prometheus.MustNewConstMetric(descLimiterBuckets, prometheus.GaugeValue, float64(c.lim.tok.size()), "token")
 }
