@@ -271,6 +271,13 @@ func (s *settingErrors) atLeast(name string, n, lo int, unit string) {
 	}
 }
 
+// limit checks a per-net or per-token limit, where 0 means none.
+func (s *settingErrors) limit(name string, n int, unit string) {
+	if n < 0 {
+		s.badFlag(name, "must be a whole number of "+unit+", or 0 for no limit")
+	}
+}
+
 func (s *settingErrors) oneOf(name, v string, valid ...string) {
 	if !slices.Contains(valid, v) {
 		s.badFlag(name, "must be one of "+strings.Join(valid, ", "))
@@ -305,12 +312,13 @@ func (c config) check(fs *pflag.FlagSet) error {
 		s.badFlag("addr", "must be host:port or :port, such as :8080 or 127.0.0.1:8080")
 	}
 	c.checkStore(s)
-	for name, d := range map[string]time.Duration{
-		"token-ttl": c.TokenTTL, "msg-ttl": c.MsgTTL, "max-wait": c.MaxWait, "lease": c.DefaultLease,
-		"max-lease": c.MaxLease, "via-timeout": c.ViaTimeout, "janitor-every": c.JanitorEvery,
-	} {
-		s.positive(name, d)
-	}
+	s.positive("token-ttl", c.TokenTTL)
+	s.positive("msg-ttl", c.MsgTTL)
+	s.positive("max-wait", c.MaxWait)
+	s.positive("lease", c.DefaultLease)
+	s.positive("max-lease", c.MaxLease)
+	s.positive("via-timeout", c.ViaTimeout)
+	s.positive("janitor-every", c.JanitorEvery)
 	if c.DefaultLease > 0 && c.MaxLease > 0 && c.MaxLease < c.DefaultLease {
 		s.bad("%s and %s: --max-lease must be at least --lease", s.describe("lease"), s.describe("max-lease"))
 	}
@@ -324,9 +332,12 @@ func (c config) check(fs *pflag.FlagSet) error {
 		strings.ContainsAny(c.ViaHost, ":/ ") || strings.HasSuffix(c.ViaHost, ".")) {
 		s.badFlag("via-host", "must be a host suffix with a leading dot, such as .via.example.com")
 	}
-	for name, v := range map[string]float64{"rate-ip": c.RateIP, "rate-token": c.RateToken} {
-		if v < 0 || v != v {
-			s.badFlag(name, "must be calls per second, 0 (no limit) or more")
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{{"rate-ip", c.RateIP}, {"rate-token", c.RateToken}} {
+		if r.v < 0 || r.v != r.v {
+			s.badFlag(r.name, "must be calls per second, or 0 for no limit")
 		}
 	}
 	if c.RateIP > 0 {
@@ -335,9 +346,9 @@ func (c config) check(fs *pflag.FlagSet) error {
 	if c.RateToken > 0 {
 		s.atLeast("rate-token-burst", c.RateTokenBurst, 1, "calls")
 	}
-	s.atLeast("max-queue", c.MaxQueue, 0, "requests (0: no limit)")
-	s.atLeast("max-polls-per-token", c.MaxPollsPerToken, 0, "long polls (0: no limit)")
-	s.atLeast("max-peers", c.MaxPeers, 0, "logins (0: no limit)")
+	s.limit("max-queue", c.MaxQueue, "requests")
+	s.limit("max-polls-per-token", c.MaxPollsPerToken, "long polls")
+	s.limit("max-peers", c.MaxPeers, "logins")
 	c.Listen.check(s)
 	return s.err()
 }

@@ -1,0 +1,169 @@
+// One configuration: every bad setting stops its command at once, naming
+// the flag (and its variable when the value came from one) and what it
+// accepts, before anything is written; destructive flags are never taken
+// from the environment.
+
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// serveError runs serve with args and env and returns its error, requiring
+// that it failed at once and made no store.
+func serveError(t *testing.T, env map[string]string, args ...string) string {
+	t.Helper()
+	db := filepath.Join(t.TempDir(), "never.db")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--db", db}, args...)
+	err := run(ctx, args, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	require.Error(t, err, "serve %v started", args)
+	require.NoError(t, ctx.Err(), "serve did not fail at once")
+	_, statErr := os.Stat(db)
+	assert.True(t, os.IsNotExist(statErr), "a store was made despite %v", args)
+	return err.Error()
+}
+
+// TestConfigRefusesBadSettings: the settings that used to be taken
+// silently, and their neighbours of each kind.
+func TestConfigRefusesBadSettings(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string // each must be in the error
+	}{
+		{"zero token TTL", []string{"--token-ttl", "0"}, []string{`--token-ttl "0s": must be more than 0`}},
+		{"negative request TTL", []string{"--req-ttl", "-1s"}, []string{`--req-ttl "-1s": must be more than 0`}},
+		{"origin without scheme", []string{"--cors-origin", "example.com"}, []string{"--cors-origin", `"example.com" is not an origin`, "https://"}},
+		{"origin with a path", []string{"--cors-origin", "https://app.example/x"}, []string{"--cors-origin", "not an origin"}},
+		{"origin list with a bad one", []string{"--cors-origin", "https://a.example, b.example"}, []string{`"b.example" is not an origin`}},
+		{"origin list of nothing", []string{"--cors-origin", " , "}, []string{"--cors-origin", "names no origin"}},
+		{"star in a list", []string{"--cors-origin", "https://a.example,*"}, []string{"--cors-origin"}},
+		{"lease over max lease", []string{"--lease", "1m", "--max-lease", "30s"},
+			[]string{`--lease "1m0s" and --max-lease "30s": --max-lease must be at least --lease`}},
+		{"unknown log level", []string{"--log-level", "verbose"}, []string{`--log-level "verbose": must be one of debug, info, warn, error`}},
+		{"unknown log format", []string{"--log-format", "xml"}, []string{"--log-format", "text, json"}},
+		{"unknown sync", []string{"--sync", "off"}, []string{"--sync", "normal, full"}},
+		{"no attempts", []string{"--max-attempts", "0"}, []string{`--max-attempts "0": must be a whole number of deliveries, 1 or more`}},
+		{"negative queue", []string{"--max-queue", "-1"}, []string{`--max-queue "-1": must be a whole number of requests, or 0 for no limit`}},
+		{"negative polls", []string{"--max-polls-per-token", "-1"}, []string{"--max-polls-per-token"}},
+		{"negative peers", []string{"--max-peers", "-1"}, []string{"--max-peers"}},
+		{"negative rate", []string{"--rate-ip", "-1"}, []string{"--rate-ip", "or 0 for no limit"}},
+		{"rate without burst", []string{"--rate-token", "5", "--rate-token-burst", "0"}, []string{"--rate-token-burst"}},
+		{"via host without dot", []string{"--via-host", "via.example.com"}, []string{"--via-host", ".via.example.com"}},
+		{"via host with port", []string{"--via-host", ".via.example.com:8080"}, []string{"--via-host"}},
+		{"address", []string{"--addr", "8080"}, []string{"--addr", ":8080"}},
+		{"empty store", []string{"--db", ""}, []string{"--db", "must name a file"}},
+		{"acme directory", []string{"--acme-domain", "relay.example.com", "--acme-directory", "ftp://ca.example"}, []string{"--acme-directory"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			msg := serveError(t, nil, tc.args...)
+			for _, w := range tc.want {
+				assert.Contains(t, msg, w)
+			}
+		})
+	}
+}
+
+// TestConfigEveryFlagChecked: each duration flag refuses 0 and a negative
+// value, each count a negative one, naming the flag; a bad value given
+// through the flag's variable names the variable too.
+func TestConfigEveryFlagChecked(t *testing.T) {
+	t.Parallel()
+	var durations, counts []string
+	newServeCmd(io.Discard, io.Discard).Flags().VisitAll(func(f *pflag.Flag) {
+		switch f.Value.Type() {
+		case "duration":
+			durations = append(durations, f.Name)
+		case "int", "float64":
+			counts = append(counts, f.Name)
+		}
+	})
+	require.GreaterOrEqual(t, len(durations), 12)
+	require.GreaterOrEqual(t, len(counts), 8)
+	for _, name := range durations {
+		for _, v := range []string{"0s", "-1s"} {
+			t.Run(name+"="+v, func(t *testing.T) {
+				t.Parallel()
+				assert.Contains(t, serveError(t, nil, "--"+name, v), "--"+name+" ")
+				assert.Contains(t, serveError(t, map[string]string{envName(name): v}), "--"+name+` "`+v+`" (from `+envName(name)+`)`)
+			})
+		}
+	}
+	for _, name := range counts {
+		t.Run(name+"=-1", func(t *testing.T) {
+			t.Parallel()
+			assert.Contains(t, serveError(t, nil, "--"+name, "-1"), "--"+name+` "-1"`)
+		})
+	}
+}
+
+// TestConfigListsEveryProblem: several bad settings are refused together,
+// one line each.
+func TestConfigListsEveryProblem(t *testing.T) {
+	t.Parallel()
+	msg := serveError(t, nil, "--token-ttl", "0", "--log-level", "loud", "--cors-origin", "example.com")
+	assert.True(t, strings.HasPrefix(msg, "bad settings:\n"), msg)
+	lines := regexp.MustCompile(`\n  --`).FindAllString(msg, -1)
+	assert.Len(t, lines, 3, msg)
+}
+
+// TestConfigOtherCommands: purge and inspect check their flags the same way.
+func TestConfigOtherCommands(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"purge", "--db", r.DBPath, "--res-ttl", "0"}, `--res-ttl "0s": must be more than 0`},
+		{[]string{"purge", "--db", r.DBPath, "--max-attempts", "-2"}, `--max-attempts "-2"`},
+		{[]string{"purge", "--db", r.DBPath, "--net", "no spaces"}, `--net "no spaces": must be a net name`},
+		{[]string{"inspect", "--db", r.DBPath, "--limit", "0"}, `--limit "0": must be a whole number of requests, 1 or more`},
+		{[]string{"inspect", "--db", r.DBPath, "--max-attempts", "0"}, `--max-attempts "0"`},
+	} {
+		_, err := runCLI(t, nil, tc.args...)
+		if assert.Error(t, err, "%v", tc.args) {
+			assert.Contains(t, err.Error(), tc.want)
+		}
+	}
+}
+
+// TestDestructiveFlagsNeverFromEnv: C2CVIA_ALL=true does not make a plain
+// purge remove queued requests; --all on the command line does. Its help
+// says so.
+func TestDestructiveFlagsNeverFromEnv(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	moveClockTo(r, realNowMS()) // purge reads the real clock
+	tok, _ := r.login("alpha")
+	r.push(tok, map[string]any{"simEndpoint": "/keep"})
+	flushStoreWrites(t, r)
+
+	out, err := runCLI(t, map[string]string{"C2CVIA_ALL": "true"}, "purge", "--db", r.DBPath)
+	require.NoError(t, err)
+	assert.Equal(t, "removed 0 requests and 0 expired tokens\n", out)
+	assert.Equal(t, 1, r.count("requests"), "the queued request is still there")
+
+	out, err = runCLI(t, nil, "purge", "--db", r.DBPath, "--all")
+	require.NoError(t, err)
+	assert.Equal(t, "removed 1 requests and 0 expired tokens\n  alpha: 1 queued\n", out)
+
+	f := newPurgeCmd(io.Discard).Flags().Lookup("all")
+	assert.Contains(t, f.Usage, "never read from the environment")
+	assert.NotContains(t, f.Usage, "$C2CVIA_ALL")
+}
