@@ -22,6 +22,7 @@ import (
 var urlSafe = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
 func TestLogin(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	form := url.Values{"net": {"demo"}}
 	replies := map[string]reply{
@@ -65,6 +66,7 @@ func TestLogin(t *testing.T) {
 // TestSecretsAreHashed: neither a token nor a key is anywhere in the store's
 // files, only their hashes.
 func TestSecretsAreHashed(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("demo")
 	r.pullReqs("demo", testKey, nil)
@@ -86,6 +88,7 @@ func TestSecretsAreHashed(t *testing.T) {
 }
 
 func TestPushReqShapes(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, peer := r.login("demo")
 	want := `{"simEndpoint":"/items/7","simMethod":"PUT","simHeaders":{"X-A":"1"},"simBody":"plain text",
@@ -140,6 +143,7 @@ func TestPushReqShapes(t *testing.T) {
 }
 
 func TestCheckPullResPullSmart(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("demo")
 	rid := r.push(tok, map[string]any{"simEndpoint": "/a"})
@@ -187,6 +191,7 @@ func TestCheckPullResPullSmart(t *testing.T) {
 }
 
 func TestPullSmartWithoutRID(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("demo")
 	other, _ := r.login("demo")
@@ -222,6 +227,7 @@ func TestPullSmartWithoutRID(t *testing.T) {
 }
 
 func TestPullReqSmartLeases(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MaxAttempts = 3 })
 	tok, _ := r.login("demo")
 
@@ -321,6 +327,7 @@ func TestPullReqSmartLeases(t *testing.T) {
 }
 
 func TestPushRes(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("demo")
 	rid := r.push(tok, map[string]any{"simEndpoint": "/x"})
@@ -353,6 +360,7 @@ func TestPushRes(t *testing.T) {
 // TestJSONRoundTrip: sim_req and sim_res come back with the same JSON
 // meaning, numbers digit for digit.
 func TestJSONRoundTrip(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("demo")
 	body := `{"unicode":"héllo ✓ 🚀 \u0000 <&>","nested":{"a":[1,[2,{"b":null}],{}],"e":[]},

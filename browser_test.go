@@ -99,6 +99,7 @@ func eval[T any](t *testing.T, tab context.Context, script string) T {
 // page, plain net/http reaches it through /via/, tab B calls it through the
 // SDK's login().fetch(), and a chat line from B shows up in A's page.
 func TestBrowserPage(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	a := newBrowser(t)
 	b := newTab(t, a)
@@ -190,6 +191,7 @@ func TestBrowserPage(t *testing.T) {
 // TestBrowserPageClaimedNet: a tab that tries to serve a net another key
 // holds is told so, and serves nothing.
 func TestBrowserPageClaimedNet(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	r.pullReqs("taken", "another-key-0123456789", url.Values{"wait": {"0"}})
 	a := newBrowser(t)
@@ -204,6 +206,7 @@ func TestBrowserPageClaimedNet(t *testing.T) {
 // TestBrowserPageOnPhone: the page fits a phone's width without sideways
 // scrolling.
 func TestBrowserPageOnPhone(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	a := newBrowser(t)
 	step(t, a, "the page opens on a phone-sized screen",

@@ -77,6 +77,7 @@ type inspectNet struct {
 }
 
 func TestInspectSummary(t *testing.T) {
+	t.Parallel()
 	// A one-hour TTL, so the requests made in the last hour are still
 	// pending to the real clock that inspect reads.
 	r := newTestRelay(t, func(c *config) { c.ReqTTL = time.Hour })
@@ -181,6 +182,7 @@ func TestInspectSummary(t *testing.T) {
 }
 
 func TestInspectEmptyStore(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	out, err := runCLI(t, nil, "inspect", "--db", r.DBPath)
 	require.NoError(t, err)
@@ -192,6 +194,7 @@ func TestInspectEmptyStore(t *testing.T) {
 }
 
 func TestInspectNet(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	moveClockTo(r, realNowMS()) // so the default 5 min TTL has not run out for inspect
 	tokA, peerA := r.login("alpha")
@@ -274,6 +277,7 @@ func TestInspectNet(t *testing.T) {
 }
 
 func TestInspectRID(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	moveClockTo(r, realNowMS()) // so the pending request is still queued for inspect
 	tok, peer := r.login("alpha")
@@ -375,6 +379,7 @@ func TestInspectRID(t *testing.T) {
 
 // TestInspectMissingStore: inspect reads a store; it never makes one.
 func TestInspectMissingStore(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "missing.db")
 	for _, args := range [][]string{
@@ -401,6 +406,7 @@ func TestInspectMissingStore(t *testing.T) {
 }
 
 func TestPurgeMissingStore(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "missing.db")
 	for _, args := range [][]string{
@@ -420,6 +426,7 @@ func TestPurgeMissingStore(t *testing.T) {
 // TestPurgeRefusesOtherFiles: purge does not turn an empty or foreign file
 // into a store.
 func TestPurgeRefusesOtherFiles(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for name, content := range map[string]string{"empty.db": "", "notes.txt": "not a database"} {
 		path := filepath.Join(dir, name)
@@ -447,6 +454,7 @@ func assertDirEmpty(t *testing.T, dir string) {
 // with the relay's fake clock: each request goes exactly when its retention
 // runs out, not a millisecond before, and stays readable until then.
 func TestPurgeLifetimes(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MaxAttempts = 2 })
 	ctx := context.Background()
 	t0 := r.clock.Now()
@@ -531,6 +539,7 @@ func TestPurgeLifetimes(t *testing.T) {
 
 // TestPurgeCLI runs `c2cvia purge` against the file of a running relay.
 func TestPurgeCLI(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t) // --req-ttl 5m, --res-ttl 10m, --token-ttl 24h
 	now := realNowMS()
 	ago := func(d time.Duration) time.Time { return now.Add(-d) }
@@ -670,6 +679,7 @@ func storeRows(t *testing.T, r *testRelay) string {
 // keeps, in its table and its JSON; purge removes the expired ones, and
 // --all every one of its scope.
 func TestInspectAndPurgeMessages(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MsgTTL = 10 * time.Minute })
 	now := realNowMS()
 	moveClockTo(r, now.Add(-15*time.Minute)) // expired 5 minutes ago

@@ -505,6 +505,7 @@ func TestClientServeBackoff(t *testing.T) {
 // TestClientServeFatal: refusals that will not pass end Serve with the
 // relay's *client.Error.
 func TestClientServeFatal(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	r.pullReqs("demo", testKey, nil) // testKey claims demo
 	for _, tc := range []struct {
@@ -609,6 +610,7 @@ func TestClientHTTPClientCancel(t *testing.T) {
 // TestClientHTTPClientExpired: a request no SimServer answers within the
 // relay's --req-ttl fails with a *client.Error with the code "expired".
 func TestClientHTTPClientExpired(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	// Polls of 1 s: the relay's clock is fake, so the expiry is seen on
 	// the next poll, not by a timer.
@@ -743,6 +745,7 @@ func TestClientMessages(t *testing.T) {
 
 // TestClientLogin: a bad net is the relay's 400 as a *client.Error.
 func TestClientLogin(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	_, err := client.Login(context.Background(), r.URL, "no spaces allowed")
 	e := relayError(t, err)
@@ -755,6 +758,7 @@ func TestClientLogin(t *testing.T) {
 // the compiled examples in client/example_test.go, so the snippet stays
 // true as the package changes.
 func TestReadmeGoClient(t *testing.T) {
+	t.Parallel()
 	readme, err := os.ReadFile("README.md")
 	require.NoError(t, err)
 	_, section, ok := strings.Cut(string(readme), "## Go client")

@@ -21,11 +21,16 @@ import (
 )
 
 func TestConcurrentExchanges(t *testing.T) {
+	t.Parallel()
 	const clients, exchanges, workers = 20, 10, 4
 	r := newTestRelay(t)
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients + workers}, Timeout: time.Minute}
-	// Workers' calls end with ctx: their long polls wait on the relay's
-	// fake clock, which nothing moves here.
+	// Connections the transport dialed for a cancelled call and never used
+	// would hold the relay's graceful stop for 5 s (net/http waits that long
+	// for a connection's first request).
+	defer hc.CloseIdleConnections()
+	// The workers' long polls end with ctx: they wait on the relay's fake
+	// clock, which nothing moves here.
 	ctx, stop := context.WithCancel(context.Background())
 	call := func(method, path string, q url.Values, body any) (int, []byte, error) {
 		var rd io.Reader
@@ -33,7 +38,11 @@ func TestConcurrentExchanges(t *testing.T) {
 			b, _ := json.Marshal(body)
 			rd = bytes.NewReader(b)
 		}
-		req, _ := http.NewRequestWithContext(ctx, method, r.URL+path+"?"+q.Encode(), rd)
+		callCtx := context.Background()
+		if path == "/api/v1/server/pullreqsmart" {
+			callCtx = ctx // the workers' long polls end with the test; their answers do not
+		}
+		req, _ := http.NewRequestWithContext(callCtx, method, r.URL+path+"?"+q.Encode(), rd)
 		if body != nil {
 			req.Header.Set("Content-Type", "application/json")
 		}

@@ -82,6 +82,7 @@ func commandFlags(t *testing.T, name string) *pflag.FlagSet {
 // TestSystemdUnit checks deploy/c2cvia.service: the hardening settings, the
 // limits, the stop signal, and an ExecStart whose flags serve accepts.
 func TestSystemdUnit(t *testing.T) {
+	t.Parallel()
 	const path = "deploy/c2cvia.service"
 	u := parseUnit(t, path)
 	svc := u["Service"]
@@ -170,6 +171,7 @@ func isServeVariable(t *testing.T, name string) bool {
 // serve flag, every C2CVIA_* variable belongs to one, and the files it
 // installs exist.
 func TestReadmeVPS(t *testing.T) {
+	t.Parallel()
 	readme, err := os.ReadFile("README.md")
 	require.NoError(t, err)
 	_, section, ok := strings.Cut(string(readme), "\n## Run it on a VPS\n")

@@ -139,6 +139,7 @@ func newBadInputFixture(t *testing.T) *badInputFixture {
 }
 
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	f := newBadInputFixture(t)
 	r := f.r
 	const (
@@ -547,6 +548,7 @@ func headerList(h http.Header, name string) []string {
 // another net) is answered exactly like a rid that does not exist, so a
 // caller learns nothing about it.
 func TestBadInputLooksUnknown(t *testing.T) {
+	t.Parallel()
 	f := newBadInputFixture(t)
 	r := f.r
 	for _, c := range []struct {
@@ -594,6 +596,7 @@ func TestBadInputLooksUnknown(t *testing.T) {
 // TestBadInputBodyTooLarge: a body over --max-body is 413 and writes
 // nothing; a body of exactly --max-body is read.
 func TestBadInputBodyTooLarge(t *testing.T) {
+	t.Parallel()
 	const maxBody = 200
 	r := newTestRelay(t, func(c *config) { c.MaxBody = maxBody })
 	tok, _ := r.login("alpha")
@@ -640,6 +643,7 @@ func TestBadInputBodyTooLarge(t *testing.T) {
 // TestBadInputBoundaries: the values just inside each limit are accepted,
 // so the refusals in TestBadInput are for the reason they name.
 func TestBadInputBoundaries(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	for _, net := range []string{strings.Repeat("n", 64), "a", "A.b_c-9"} {
 		tok, _ := r.login(net)
@@ -697,6 +701,7 @@ func preflight(t *testing.T, base, path, origin string) reply {
 }
 
 func TestCORSPreflight(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	for _, path := range append(corsRoutePaths(t), "/api/v1/client/nope") {
 		t.Run(path, func(t *testing.T) {
@@ -721,6 +726,7 @@ func TestCORSPreflight(t *testing.T) {
 }
 
 func TestCORSOnResponses(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("alpha")
 	for _, c := range []struct {
@@ -766,6 +772,7 @@ func TestCORSOnResponses(t *testing.T) {
 }
 
 func TestCORSOriginList(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.CORSOrigin = "https://a.example, https://b.example" })
 	call := func(method, path, origin string) reply {
 		t.Helper()
@@ -806,6 +813,7 @@ func TestCORSOriginList(t *testing.T) {
 // TestHeadWritesNothing: the mux routes HEAD to GET patterns; a HEAD on an
 // API route is refused and, on login, makes no token.
 func TestHeadWritesNothing(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("demo")
 	for path, allow := range map[string]string{

@@ -21,6 +21,7 @@ func lifetimes(c *config) {
 }
 
 func TestRequestTTL(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, lifetimes) // --req-ttl 1m
 	tok, _ := r.login("demo")
 	delivered := r.push(tok, map[string]any{"simEndpoint": "/slow"})
@@ -48,6 +49,7 @@ func TestRequestTTL(t *testing.T) {
 // expired request stays visible to check for as long; then the janitor
 // deletes both.
 func TestRetention(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, lifetimes)
 	tok, _ := r.login("demo")
 	answered := r.push(tok, map[string]any{"simEndpoint": "/a"})
@@ -81,6 +83,7 @@ func TestRetention(t *testing.T) {
 }
 
 func TestTokenTTL(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, lifetimes)
 	tok, _ := r.login("demo")
 	r.clock.Advance(time.Hour - time.Second)
@@ -103,6 +106,7 @@ func purgeNow(t *testing.T, r *testRelay) purgeReport {
 // TestJanitor: the janitor purges on its own, every interval: requests,
 // tokens, peer messages and subscriptions.
 func TestJanitor(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, lifetimes)
 	tok, peerID := r.login("demo")
 	r.push(tok, map[string]any{"simEndpoint": "/old"})

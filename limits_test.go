@@ -43,6 +43,7 @@ func refusals(r *testRelay, limit string) float64 {
 }
 
 func TestRateLimitPerIP(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.RateIP, c.RateIPBurst = 1, 2 })
 	login := url.Values{"net": {"alpha"}}
 	r.get("/api/v1/client/login", login)
@@ -67,6 +68,7 @@ func TestRateLimitPerIP(t *testing.T) {
 // TestRateLimitRetryAfter: Retry-After is the bucket's own delay, in whole
 // seconds rounded up.
 func TestRateLimitRetryAfter(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.RateIP, c.RateIPBurst = 0.25, 2 }) // a call per 4 s
 	for range 2 {
 		require.Equal(t, http.StatusOK, r.get("/healthz", nil).Status)
@@ -82,6 +84,7 @@ func TestRateLimitRetryAfter(t *testing.T) {
 }
 
 func TestRateLimitPerToken(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.RateToken, c.RateTokenBurst = 1, 2 })
 	a, _ := r.login("alpha")
 	b, _ := r.login("alpha")
@@ -117,6 +120,7 @@ func TestRateLimitPerToken(t *testing.T) {
 }
 
 func TestQueueFull(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MaxQueue = 3 })
 	tok, _ := r.login("alpha")
 	var rids []string
@@ -181,6 +185,7 @@ func startPoll(ctx context.Context, u string) <-chan int {
 }
 
 func TestTooManyPolls(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MaxPollsPerToken = 2 })
 	a, _ := r.login("alpha")
 	b, _ := r.login("alpha")
@@ -218,6 +223,7 @@ func TestTooManyPolls(t *testing.T) {
 }
 
 func TestNetFull(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MaxPeers = 2 })
 	r.login("alpha")
 	r.login("alpha")
@@ -244,6 +250,7 @@ func TestNetFull(t *testing.T) {
 // it, a call from a trusted proxy is charged to the right-most untrusted
 // address.
 func TestTrustProxy(t *testing.T) {
+	t.Parallel()
 	t.Run("ignored", func(t *testing.T) {
 		r := newTestRelay(t, func(c *config) { c.RateIP, c.RateIPBurst = 1, 1 })
 		assert.Equal(t, "missing_token", r.getFrom("192.0.2.1", "/api/v1/client/check", nil).errorCode())
@@ -265,6 +272,7 @@ func TestTrustProxy(t *testing.T) {
 }
 
 func TestClientAddr(t *testing.T) {
+	t.Parallel()
 	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8:ffff::/48")}
 	for _, tc := range []struct {
 		name, remote string
@@ -309,6 +317,7 @@ func TestClientAddr(t *testing.T) {
 // TestKeyedLimiterBounded: buckets that are full again are swept, and the
 // map never holds more than its bound.
 func TestKeyedLimiterBounded(t *testing.T) {
+	t.Parallel()
 	k := newBucketLimiter(1, 2, 3)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	assert.Zero(t, k.reserve("a", t0))
@@ -381,6 +390,7 @@ func maps(m map[string]int) map[string]int {
 // with no count of the file after the one at open; when another process
 // writes (c2cvia purge), the janitor's sync counts again.
 func TestStoreCountsExact(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MaxAttempts = 2 })
 	alpha, _ := r.login("alpha")
 	beta, _ := r.login("beta")
@@ -438,6 +448,7 @@ func TestStoreCountsExact(t *testing.T) {
 // TestOpsFlagsChecked: serve refuses limits that make no sense, before it
 // opens the store.
 func TestOpsFlagsChecked(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"--rate-ip", "-1"},
 		{"--rate-token", "-0.5"},

@@ -49,6 +49,7 @@ func (r *testRelay) waitPolling(n int64) {
 }
 
 func TestLongPollWakesSimServer(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("demo")
 	r.pullReqs("demo", testKey, nil) // claim
@@ -63,6 +64,7 @@ func TestLongPollWakesSimServer(t *testing.T) {
 }
 
 func TestLongPollWakesSimClient(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("demo")
 	other, _ := r.login("demo")
@@ -90,6 +92,7 @@ func TestLongPollWakesSimClient(t *testing.T) {
 // TestLongPollLeaseRunsOut: a SimServer waiting on a net gets a request back
 // the moment another SimServer's lease on it runs out.
 func TestLongPollLeaseRunsOut(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("demo")
 	rid := r.push(tok, map[string]any{"simEndpoint": "/crashy"})
@@ -172,6 +175,7 @@ func TestLongPollShutdown(t *testing.T) {
 // store when it starts and when its wait runs out, and never in between: it
 // waits on the hub, not on a polling loop.
 func TestLongPollDoesNotPollStore(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("demo")
 	rid := r.push(tok, map[string]any{"simEndpoint": "/x"})
@@ -196,6 +200,7 @@ func TestLongPollDoesNotPollStore(t *testing.T) {
 
 // TestLongPollTimesOut: with nothing to return, a poll answers after its wait.
 func TestLongPollTimesOut(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("demo")
 	rep := r.afterWait(100*time.Millisecond, func() reply {
@@ -212,6 +217,7 @@ func TestLongPollTimesOut(t *testing.T) {
 }
 
 func TestHub(t *testing.T) {
+	t.Parallel()
 	h := newHub(clockwork.NewRealClock())
 	h.notify("nobody") // no waiters: nothing happens, nothing is kept
 	assert.Equal(t, 0, h.size())
@@ -252,6 +258,7 @@ func TestHub(t *testing.T) {
 // TestLongPollLeaseTakenWhileWaiting: a SimServer already waiting when
 // another one takes a lease is woken when that lease runs out.
 func TestLongPollLeaseTakenWhileWaiting(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	r.pullReqs("demo", testKey, nil) // claim
 	poll := async(func() reply {
@@ -324,6 +331,7 @@ func BenchmarkLongPollStack(b *testing.B) {
 // TestLongPollTryPanics: a panic in a poll's store read goes on in the
 // handler's goroutine, where withRecover answers it with a 500.
 func TestLongPollTryPanics(t *testing.T) {
+	t.Parallel()
 	lp := newPoller(newHub(clockwork.NewRealClock()), time.Minute, clockwork.NewRealClock())
 	assert.PanicsWithValue(t, "boom", func() {
 		_, _ = lp.poll(context.Background(), pollClient, "k", time.Second, func() (bool, time.Time, error) { panic("boom") })

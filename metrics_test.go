@@ -90,6 +90,7 @@ func (r *testRelay) exchange(net, key, tok string) string {
 // another relay in the same process counts its own calls, and nothing is
 // registered globally.
 func TestMetricsEndpoint(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("alpha")
 	r.exchange("alpha", testKey, tok)
@@ -132,6 +133,7 @@ func TestMetricsEndpoint(t *testing.T) {
 // TestMetricsHTTPRequests: calls by route pattern and status, also the
 // ones no handler answers: a preflight, a 404, a 405, a client gone.
 func TestMetricsHTTPRequests(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("alpha")
 	r.login("alpha")
@@ -174,6 +176,7 @@ func TestMetricsHTTPRequests(t *testing.T) {
 
 // TestMetricsLongPolls: open long polls by kind, back to zero when they end.
 func TestMetricsLongPolls(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("alpha")
 	rid := r.push(tok, map[string]any{"simEndpoint": "/x"})
@@ -208,6 +211,7 @@ func TestMetricsLongPolls(t *testing.T) {
 // janitor writing down failed and expired, purge deleting) and always
 // equals a count of the file.
 func TestMetricsRequestsByStatus(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MaxAttempts = 1 })
 	tok, _ := r.login("alpha")
 	check := func(step string, want map[string]int64) {
@@ -249,6 +253,7 @@ func TestMetricsRequestsByStatus(t *testing.T) {
 // time is first hand-out to the answer, redeliveries included. Times are the
 // store's clock.
 func TestMetricsExchangeTimes(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("alpha")
 	r.pullReqs("alpha", testKey, nil) // claim
@@ -279,6 +284,7 @@ func TestMetricsExchangeTimes(t *testing.T) {
 // TestMetricsRelayOverhead: a long poll's overhead leaves out the time it
 // was parked; a poll held parked for a real 300 ms costs far less.
 func TestMetricsRelayOverhead(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("alpha")
 	rid := r.push(tok, map[string]any{"simEndpoint": "/x"})
@@ -310,6 +316,7 @@ func TestMetricsRelayOverhead(t *testing.T) {
 // TestMetricsStoreCommits: one observation per group commit, of as many
 // writes as it held.
 func TestMetricsStoreCommits(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("alpha")
 	for range 5 {
@@ -329,6 +336,7 @@ func TestMetricsStoreCommits(t *testing.T) {
 // rid, token, peer_id or key appears anywhere in /metrics, and the c2cvia
 // metrics use only the bounded labels.
 func TestMetricsLabelsBounded(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	var secrets []string
 	for i := range 3 {
@@ -344,7 +352,7 @@ func TestMetricsLabelsBounded(t *testing.T) {
 		assert.NotContains(t, text, s)
 	}
 	assert.NotContains(t, text, "zebra")
-	allowed := []string{"route", "code", "kind", "status", "limit", "limiter", "le"}
+	allowed := []string{"route", "code", "kind", "status", "limit", "limiter", "le", "version", "revision", "goversion"}
 	for _, m := range regexp.MustCompile(`(?m)^c2cvia_\w+\{(.*)\} `).FindAllStringSubmatch(text, -1) {
 		for _, pair := range regexp.MustCompile(`(\w+)="`).FindAllStringSubmatch(m[1], -1) {
 			assert.True(t, slices.Contains(allowed, pair[1]), "label %s in %s", pair[1], m[0])
@@ -355,6 +363,7 @@ func TestMetricsLabelsBounded(t *testing.T) {
 // TestMetricsDisabled: --metrics=false (C2CVIA_METRICS=false) turns the
 // endpoint into an unknown route.
 func TestMetricsDisabled(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.Metrics = false })
 	rep := r.get("/metrics", nil)
 	assertErrorShape(t, rep, http.StatusNotFound, "no_route")

@@ -29,6 +29,7 @@ func getPage(t *testing.T, r *testRelay, method, host string) (*http.Response, s
 // TestPageServed: GET / is the embedded page, which loads the SDK from the
 // relay; the rest of the paths keep their JSON errors.
 func TestPageServed(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	resp, body := getPage(t, r, http.MethodGet, "")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -53,6 +54,7 @@ func TestPageServed(t *testing.T) {
 // TestPageViaHost: with --via-host the page shares NET.suffix addresses, and
 // a net's own host still reaches its SimServer, not the page.
 func TestPageViaHost(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.ViaHost = ".via.example.com" })
 	resp, body := getPage(t, r, http.MethodGet, "via.example.com")
 	require.Equal(t, http.StatusOK, resp.StatusCode)

@@ -17,6 +17,7 @@ import (
 // TestPeerMessageTTL: a message is readable until --msg-ttl, then not; the
 // janitor's purge deletes it, with the subscriptions of expired logins.
 func TestPeerMessageTTL(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MsgTTL = 10 * time.Minute; c.TokenTTL = time.Hour })
 	a, b := r.peerLogin("alpha"), r.peerLogin("alpha")
 	r.subscribe(b, "t", true)
@@ -53,6 +54,7 @@ func TestPeerMessageTTL(t *testing.T) {
 // TestPeerClosedIntervalsPurged: an unsubscribed interval goes once no kept
 // message falls in it.
 func TestPeerClosedIntervalsPurged(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MsgTTL = time.Minute })
 	a, b := r.peerLogin("alpha"), r.peerLogin("alpha")
 	r.subscribe(b, "t", true)
@@ -73,6 +75,7 @@ func TestPeerClosedIntervalsPurged(t *testing.T) {
 // TestPeerMessageTooLarge: data over --max-msg is 413 message_too_large and
 // writes nothing; data of exactly --max-msg is taken.
 func TestPeerMessageTooLarge(t *testing.T) {
+	t.Parallel()
 	const maxMsg = 100
 	r := newTestRelay(t, func(c *config) { c.MaxMsg = maxMsg })
 	a, b := r.peerLogin("alpha"), r.peerLogin("alpha")

@@ -100,6 +100,7 @@ func TestPeerStreamShutdown(t *testing.T) {
 // TestPeerStreamTokenExpires: a stream ends when its token expires, and the
 // reconnect is refused with 401.
 func TestPeerStreamTokenExpires(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	b := r.peerLogin("alpha")
 	u := r.URL + "/api/v1/peer/stream?token=" + url.QueryEscape(b.tok)

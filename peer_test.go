@@ -300,6 +300,7 @@ func testPeerBroadcast(t *testing.T, r *testRelay) {
 // TestPeerStoredOnce: however many peers receive a message, it is one row,
 // and nothing else grows per receiver.
 func TestPeerStoredOnce(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	const peers = 60
 	all := make([]peer, peers)
@@ -329,6 +330,7 @@ func TestPeerStoredOnce(t *testing.T) {
 // TestPeerPullCursor: pages in id order, max, next, and reading again
 // without a cursor repeats what is kept.
 func TestPeerPullCursor(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	a, b, c := r.peerLogin("alpha"), r.peerLogin("alpha"), r.peerLogin("alpha")
 	var want []int64
@@ -365,6 +367,7 @@ func TestPeerPullCursor(t *testing.T) {
 // TestPeerPullWakes: a waiting pullsmart answers the moment a message for
 // it is committed, not when its wait runs out; others' messages do not end it.
 func TestPeerPullWakes(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	a, b, c := r.peerLogin("alpha"), r.peerLogin("alpha"), r.peerLogin("alpha")
 	poll := async(func() reply {
@@ -404,6 +407,7 @@ func TestPeerPullWakes(t *testing.T) {
 // TestPeerFanOutFromMemory: a broadcast wakes every waiting peer of the net
 // and each reads it from the message cache: no SQL read per receiver.
 func TestPeerFanOutFromMemory(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	sender := r.peerLogin("crowd")
 	const waiting = 40
@@ -429,6 +433,7 @@ func TestPeerFanOutFromMemory(t *testing.T) {
 // from SQL, one ahead of it from memory, both the same; and after a restart
 // (nothing cached) everything kept is still read in order.
 func TestPeerCacheFloor(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	setCacheLimit(r.store.msgs, 3)
 	a, b, c := r.peerLogin("alpha"), r.peerLogin("alpha"), r.peerLogin("alpha")
@@ -515,6 +520,7 @@ func setCacheLimit(c *msgCache, n int) {
 // TestPeerPeers: the valid logins of the net seen within 5 minutes, with
 // last_seen moved by any successful call, at most once a second.
 func TestPeerPeers(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	t0 := r.clock.Now()
 	a := r.peerLogin("alpha")
@@ -575,6 +581,7 @@ func TestPeerPeers(t *testing.T) {
 // TestPeerConcurrentSenders: many senders at once while the cache trims;
 // the reader gets every message once, in id order, none skipped.
 func TestPeerConcurrentSenders(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	setCacheLimit(r.store.msgs, 20)
 	reader := r.peerLogin("alpha")

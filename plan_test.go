@@ -16,6 +16,7 @@ import (
 )
 
 func TestQueryPlansUseIndexes(t *testing.T) {
+	t.Parallel()
 	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "plans.db"), testStoreOptions(nil))
 	require.NoError(t, err)
 	defer st.Close()

@@ -149,6 +149,7 @@ func assertStoreHolds(t *testing.T, dbPath, tok, rid, want, net, key string) {
 // acknowledged is lost: queued and delivered requests come out again,
 // answered responses can still be pulled, tokens and the net's key still work.
 func TestCrashLosesNothing(t *testing.T) {
+	t.Parallel()
 	dbPath := filepath.Join(t.TempDir(), "relay.db")
 	// 1000 attempts: a request leased again and again before the kill is
 	// still queued or delivered after it, never failed. No rate limits:
@@ -368,6 +369,7 @@ func TestCrashLosesNothing(t *testing.T) {
 // that every acknowledged message is read by its receiver, in order, with
 // its data; the subscription survives, and new ids come after the old ones.
 func TestCrashKeepsPeerMessages(t *testing.T) {
+	t.Parallel()
 	dbPath := filepath.Join(t.TempDir(), "relay.db")
 	p := startRelayProcess(t, dbPath)
 	rel := &testRelay{t: t, URL: p.URL}
@@ -455,6 +457,7 @@ func TestCrashKeepsPeerMessages(t *testing.T) {
 // long-poll: both get their normal "nothing yet" reply at once, the relay
 // exits 0, and the store was closed cleanly with everything in it.
 func TestSigtermAnswersLongPolls(t *testing.T) {
+	t.Parallel()
 	dbPath := filepath.Join(t.TempDir(), "relay.db")
 	p := startRelayProcess(t, dbPath)
 	rel := &testRelay{t: t, URL: p.URL}
@@ -490,6 +493,7 @@ func TestSigtermAnswersLongPolls(t *testing.T) {
 // TestServeDefaultsAndEnv checks serve's flag defaults and that every flag
 // reads its C2CVIA_* variable, a command-line flag winning over it.
 func TestServeDefaultsAndEnv(t *testing.T) {
+	t.Parallel()
 	t.Run("defaults", func(t *testing.T) {
 		fs := newServeCmd(io.Discard, io.Discard).Flags()
 		for _, tc := range []struct {
@@ -629,6 +633,7 @@ func TestServeDefaultsAndEnv(t *testing.T) {
 // the context): run returns nil, an open long poll is answered, and the store
 // is closed with its WAL checkpointed away.
 func TestServeStopsOnCancel(t *testing.T) {
+	t.Parallel()
 	dbPath := filepath.Join(t.TempDir(), "relay.db")
 	base, stop := startRun(t, map[string]string{"C2CVIA_ADDR": "127.0.0.1:0"}, "serve", "--db", dbPath)
 	rel := &testRelay{t: t, URL: base}

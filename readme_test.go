@@ -61,6 +61,7 @@ func readmeScript(t *testing.T, heading, base string) string {
 }
 
 func TestReadmeWalkthrough(t *testing.T) {
+	t.Parallel()
 	out, db := runReadme(t, "## One exchange with curl")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	require.Len(t, lines, 3, "%s", out)
@@ -76,6 +77,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 // TestReadmeVia: the gateway example, curl playing both the tab and the
 // visitor.
 func TestReadmeVia(t *testing.T) {
+	t.Parallel()
 	out, _ := runReadme(t, "## Serve a page from a browser tab")
 	assert.Equal(t, "<h1>Hello from a tab</h1>", strings.TrimSpace(out))
 }
@@ -83,6 +85,7 @@ func TestReadmeVia(t *testing.T) {
 // TestReadmePeerWalkthrough: the README's peer messaging block, pasted into
 // bash against a running relay, prints what the README says it prints.
 func TestReadmePeerWalkthrough(t *testing.T) {
+	t.Parallel()
 	section := readmeSection(t, "## Peer messaging")
 	blocks := regexp.MustCompile("(?s)```(sh|json)\n(.*?)```").FindAllStringSubmatch(section, 2)
 	require.Len(t, blocks, 2, "a sh block and the json it prints")
@@ -111,6 +114,7 @@ func TestReadmePeerWalkthrough(t *testing.T) {
 // TestReadmeFlags: the README's flag table names every serve flag with its
 // variable and default.
 func TestReadmeFlags(t *testing.T) {
+	t.Parallel()
 	readme, err := os.ReadFile("README.md")
 	require.NoError(t, err)
 	defaults := map[string]string{ // how the README writes pflag's defaults

@@ -25,6 +25,7 @@ import (
 )
 
 func TestSDKServed(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	file, err := os.ReadFile("sdk/c2cvia.js")
 	require.NoError(t, err)
@@ -67,6 +68,7 @@ func TestSDKServed(t *testing.T) {
 // switchable front of it in C2CVIA_FLAKY and the test's controls in
 // C2CVIA_CONTROL (see sdkControl).
 func TestJavaScriptSDK(t *testing.T) {
+	t.Parallel()
 	nodeBin, err := exec.LookPath("node")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -157,6 +159,7 @@ func newSDKControl(t *testing.T, r *testRelay) *sdkControl {
 // TestReadmeJavaScriptSDK runs the README's JavaScript SDK example with
 // node, as a reader would: the module saved from a running relay.
 func TestReadmeJavaScriptSDK(t *testing.T) {
+	t.Parallel()
 	nodeBin, err := exec.LookPath("node")
 	if err != nil {
 		if os.Getenv("CI") == "true" {

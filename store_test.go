@@ -58,6 +58,7 @@ func netExists(t *testing.T, st *store, name string) bool {
 // TestGroupCommit: writes queued together share one transaction, and a
 // failing one is rolled back alone.
 func TestGroupCommit(t *testing.T) {
+	t.Parallel()
 	st := newTestStore(t)
 	release := holdWriter(t, st)
 	commits := st.commits.Load()
@@ -90,6 +91,7 @@ func TestGroupCommit(t *testing.T) {
 // TestWriteThen: the after funcs of a batch run once it has committed, in
 // batch order, and not for a write that failed.
 func TestWriteThen(t *testing.T) {
+	t.Parallel()
 	st := newTestStore(t)
 	release := holdWriter(t, st)
 	var ran []string // appended by the writer only; read after every write returned
@@ -130,6 +132,7 @@ func TestWriteThen(t *testing.T) {
 // roll back the writes that share its transaction (the driver interrupts a
 // connection whose statement's context is cancelled).
 func TestWriteCallerGone(t *testing.T) {
+	t.Parallel()
 	st := newTestStore(t)
 	release := holdWriter(t, st)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -162,6 +165,7 @@ func TestWriteCallerGone(t *testing.T) {
 // TestTokenCacheBounded: past its bound the token cache stops growing, and
 // tokens beyond it still work, read from the store.
 func TestTokenCacheBounded(t *testing.T) {
+	t.Parallel()
 	st := newTestStore(t)
 	st.maxToks = 2
 	ctx := context.Background()
@@ -185,6 +189,7 @@ func TestTokenCacheBounded(t *testing.T) {
 // TestCheckpointer: the WAL is copied into the database file in the
 // background (the writer never checkpoints itself).
 func TestCheckpointer(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "store.db")
 	st, err := openStore(context.Background(), path, testStoreOptions(nil, func(o *storeOptions) { o.CheckpointEvery = 10 * time.Millisecond }))
 	require.NoError(t, err)
@@ -210,6 +215,7 @@ func TestCheckpointer(t *testing.T) {
 // once their write is committed. The writer is held, so a reply that came now would be for a
 // write that is not on disk.
 func TestReplyAfterCommit(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	tok, peerID := r.login("demo")
 	r.pullReqs("demo", testKey, nil) // claim
@@ -253,6 +259,7 @@ func TestReplyAfterCommit(t *testing.T) {
 // with its logins and requests intact; its logins take part in peer
 // messaging at once.
 func TestMigrateFromV1(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "v1.db")
 	db, err := sql.Open("sqlite", path)
 	require.NoError(t, err)
@@ -305,6 +312,7 @@ func TestMigrateFromV1(t *testing.T) {
 // TestWriteLaterSharesTheNextCommit: a write nobody waits for (the pulled
 // mark) is committed with the next write, not in a commit of its own.
 func TestWriteLaterSharesTheNextCommit(t *testing.T) {
+	t.Parallel()
 	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "store.db"), testStoreOptions(nil, func(o *storeOptions) { o.LaterWait = time.Hour }))
 	require.NoError(t, err)
 	defer st.Close()
@@ -332,6 +340,7 @@ func TestWriteLaterSharesTheNextCommit(t *testing.T) {
 // TestWriteLaterAlone: with no write coming, a fire-and-forget write is
 // committed after LaterWait, and at Close at the latest.
 func TestWriteLaterAlone(t *testing.T) {
+	t.Parallel()
 	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "store.db"), testStoreOptions(nil, func(o *storeOptions) { o.LaterWait = 10 * time.Millisecond }))
 	require.NoError(t, err)
 	defer st.Close()
@@ -368,6 +377,7 @@ func TestWriteLaterAlone(t *testing.T) {
 // (a gigabyte in 20 s of load). Past WALLimit frames the checkpointer
 // empties it, so it stays about a tick's worth of writes.
 func TestCheckpointerBoundsWAL(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "wal.db")
 	st, err := openStore(context.Background(), path, testStoreOptions(nil, func(o *storeOptions) { o.CheckpointEvery = 20 * time.Millisecond; o.WALLimit = 50 }))
 	require.NoError(t, err)

@@ -164,6 +164,7 @@ func exchangeOver(t *testing.T, client *http.Client, base, net string) {
 // a client that trusts the certificate logs in and pushes a request over
 // HTTP/2; one that does not is refused; plain HTTP gets no API answer.
 func TestTLS(t *testing.T) {
+	t.Parallel()
 	for _, how := range []string{"flags", "env"} {
 		t.Run(how, func(t *testing.T) {
 			cert := newTestCert(t, "127.0.0.1", "localhost")
@@ -218,6 +219,7 @@ func defaultListenConfig() listenConfig {
 // once with an error naming them, before the store or the ACME cache is
 // made.
 func TestTLSStartupErrors(t *testing.T) {
+	t.Parallel()
 	cert := newTestCert(t, "127.0.0.1")
 	other := newTestCert(t, "127.0.0.1")
 	for _, tc := range []struct {
@@ -265,6 +267,7 @@ func TestTLSStartupErrors(t *testing.T) {
 // domains, asks the CA named by --acme-directory, and keeps its keys in a
 // 0700 folder beside the store.
 func TestACMEManager(t *testing.T) {
+	t.Parallel()
 	dbPath := filepath.Join(t.TempDir(), "relay.db")
 	c := defaultListenConfig()
 	c.ACMEDomains = []string{"Relay.Example.com", " api.example.com."}
@@ -329,6 +332,7 @@ func TestACMEManager(t *testing.T) {
 // TestACMERedirect: the HTTP port answers ACME challenges itself and
 // redirects everything else, any method, to the same path over HTTPS.
 func TestACMERedirect(t *testing.T) {
+	t.Parallel()
 	domains := []string{"relay.example.com", "api.example.com"}
 	for _, tc := range []struct {
 		name, method, host, target, port, want string
@@ -370,6 +374,7 @@ func TestACMERedirect(t *testing.T) {
 // cache, so no CA is asked: HTTPS works for the domain, another name is
 // refused in the handshake, and the HTTP port redirects to HTTPS.
 func TestACMEServe(t *testing.T) {
+	t.Parallel()
 	const domain = "relay.test"
 	dir := t.TempDir()
 	cache := filepath.Join(dir, "acme")
@@ -433,6 +438,7 @@ func assertClosedByServer(t *testing.T, conn net.Conn, what string) {
 // idle or stall their body are closed or answered, while long polls that
 // wait far longer than every limit complete normally.
 func TestSlowClients(t *testing.T) {
+	t.Parallel()
 	dbPath := filepath.Join(t.TempDir(), "relay.db")
 	s := startServe(t, plainClient(t), nil, append([]string{"--addr", "127.0.0.1:0", "--db", dbPath}, shortTimeouts...)...)
 	addr := hostPort(t, s.URL)
@@ -542,6 +548,7 @@ func assertLongPollsComplete(t *testing.T, client *http.Client, base string) {
 // closed after the header timeout, and long polls over HTTP/2 outlive the
 // limits too.
 func TestSlowClientsTLS(t *testing.T) {
+	t.Parallel()
 	cert := newTestCert(t, "127.0.0.1")
 	client := tlsClient(t, cert.Pool, "")
 	s := startServe(t, client, nil, append([]string{"--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "relay.db"),
@@ -563,6 +570,7 @@ func TestSlowClientsTLS(t *testing.T) {
 // the default of 64 KiB holds against a 100 KiB header (net/http's own
 // default would take 1 MiB).
 func TestHeaderLimit(t *testing.T) {
+	t.Parallel()
 	send := func(t *testing.T, addr string, pad int) int {
 		t.Helper()
 		conn, err := net.Dial("tcp", addr)
@@ -596,6 +604,7 @@ func TestHeaderLimit(t *testing.T) {
 // limits from the flags, and never a ReadTimeout or WriteTimeout, which
 // would cut long polls.
 func TestServerLimitsNoWholeRequestTimeouts(t *testing.T) {
+	t.Parallel()
 	c := defaultListenConfig()
 	assert.Equal(t, 10*time.Second, c.ReadHeaderTimeout)
 	assert.Equal(t, 30*time.Second, c.ReadBodyTimeout)

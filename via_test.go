@@ -83,6 +83,7 @@ func viaDo(t *testing.T, req *http.Request) (*http.Response, []byte) {
 // keys as arrays, the method, and the headers minus hop-by-hop ones. The
 // request is written raw so that hop-by-hop headers reach the relay as sent.
 func TestViaRequestMapping(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	r.simServer("demo", echoSimReq)
 
@@ -138,6 +139,7 @@ func TestViaRequestMapping(t *testing.T) {
 // TestViaBodies: each kind of request body as simBody, and each kind of
 // simBody written back; binary both ways byte for byte.
 func TestViaBodies(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	binary := make([]byte, 4096)
 	_, _ = rand.Read(binary)
@@ -243,6 +245,7 @@ func TestViaBodies(t *testing.T) {
 // TestViaTimeout: no answer within --via-timeout is a JSON 504, and the
 // request stays stored like any other.
 func TestViaTimeout(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout = 200 * time.Millisecond })
 	req, err := http.NewRequest(http.MethodGet, r.URL+"/via/quiet/slow", nil)
 	require.NoError(t, err)
@@ -285,6 +288,7 @@ func TestViaClientGone(t *testing.T) {
 // Location that later reads the answer through pullsmart; Prefer: wait=N
 // answers 202 when N runs out, and the real reply when the answer is quicker.
 func TestViaPreferAsync(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	req, err := http.NewRequest(http.MethodPost, r.URL+"/via/demo/jobs?size=3", strings.NewReader(`{"job":1}`))
 	require.NoError(t, err)
@@ -342,6 +346,7 @@ func TestViaPreferAsync(t *testing.T) {
 // TestViaOrigins: path mode drops Set-Cookie and adds the sandbox CSP; a
 // net's own host (--via-host) keeps both as the SimServer sent them.
 func TestViaOrigins(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.ViaHost = ".via.example.com" })
 	r.simServer("demo", func(sim map[string]any) map[string]any {
 		return map[string]any{"simBody": sim["simEndpoint"], "simHeaders": map[string]any{
@@ -384,6 +389,7 @@ func TestViaOrigins(t *testing.T) {
 // TestViaConcurrentClients: 50 plain clients through one net, 3 SimServer
 // workers; every reply reaches the client that asked.
 func TestViaConcurrentClients(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	for range 3 {
 		r.simServer("busy", func(sim map[string]any) map[string]any {
@@ -420,6 +426,7 @@ func TestViaConcurrentClients(t *testing.T) {
 // /via/NET/, a preflight is answered by the relay, and bad input is refused
 // with nothing written.
 func TestViaEdges(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MaxBody = 1000 })
 	r.simServer("demo", func(sim map[string]any) map[string]any {
 		if sim["simEndpoint"] == "/info" {
@@ -471,6 +478,7 @@ func TestViaEdges(t *testing.T) {
 
 // TestViaInspect: inspect lists gateway requests with from "via".
 func TestViaInspect(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout = 50 * time.Millisecond })
 	rep := r.afterWait(50*time.Millisecond, func() reply { return r.do(mustRequest(t, http.MethodGet, r.URL+"/via/demo/hello")) })
 	require.Equal(t, http.StatusGatewayTimeout, rep.Status)
@@ -499,6 +507,7 @@ func mustJSON(t *testing.T, v any) []byte {
 // TestViaShutdown: a relay shutting down answers a waiting gateway request
 // with 503 at once (its request stays stored), not a misleading 504.
 func TestViaShutdown(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	got := make(chan reply, 1)
 	go func() {
@@ -526,6 +535,7 @@ func TestViaShutdown(t *testing.T) {
 // TestViaQueueFull: gateway requests count against --max-queue like
 // pushreq; a refused one is 429 with Retry-After and writes nothing.
 func TestViaQueueFull(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MaxQueue = 1 })
 	req := mustRequest(t, http.MethodGet, r.URL+"/via/demo/one")
 	req.Header.Set("Prefer", "respond-async")
