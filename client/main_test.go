@@ -120,6 +120,7 @@ func startRelay() (*relayProcess, error) {
 	r.cmd.Env = relayEnv()
 	r.cmd.Stdout = &listenWatch{w: r.log, url: listening}
 	r.cmd.Stderr = r.log
+	endWithTests(r.cmd)
 	if err := r.cmd.Start(); err != nil {
 		r.remove()
 		return nil, fmt.Errorf("starting the relay: %w", err)
