@@ -3,19 +3,25 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net/http"
-	"os"
-	"os/signal"
+	"strings"
+	"time"
 
 	"github.com/c2cvia/c2cvia/client"
 )
 
+// The relay the examples call: `c2cvia serve` on this machine. (Under go
+// test, TestMain points it at a relay it starts.)
+var relayURL = "http://localhost:8080"
+
 // An existing web app, here an http.ServeMux, becomes the SimServer of the
 // net "demo". It needs no open port: it calls the relay, which holds its
-// requests. Ctrl-C stops it after the requests in flight are answered.
+// requests. A SimClient of the net calls it with a plain *http.Client, and
+// any HTTP client through the relay's gateway, /via/NET/PATH.
 func ExampleServe() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /hello", func(w http.ResponseWriter, r *http.Request) {
@@ -33,50 +39,105 @@ func ExampleServe() {
 		_ = json.NewEncoder(w).Encode(item)
 	})
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	key := os.Getenv("C2CVIA_KEY") // at least 16 characters; the first to use it claims the net
-	err := client.Serve(ctx, "http://localhost:8080", "demo", key, mux, client.WithConcurrency(8))
-	if err != nil && ctx.Err() == nil {
+	// Serve runs until ctx ends. A program would rather stop on Ctrl-C:
+	// signal.NotifyContext(context.Background(), os.Interrupt).
+	ctx, stop := context.WithCancel(context.Background())
+	key := "a-secret-of-16-chars-or-more" // the first to serve a net with a key claims it
+	served := make(chan error, 1)
+	go func() {
+		err := client.Serve(ctx, relayURL, "demo", key, mux, client.WithConcurrency(8))
+		served <- err
+	}()
+
+	s, err := client.Login(ctx, relayURL, "demo")
+	if err != nil {
+		log.Fatal(err)
+	}
+	resp, err := s.HTTPClient().Post("http://c2cvia/items", "application/json", strings.NewReader(`{"name":"lamp"}`))
+	if err != nil {
+		log.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Print(resp.Status, " ", string(body))
+
+	resp, err = http.Get(relayURL + "/via/demo/hello")
+	if err != nil {
+		log.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Print(resp.Status, " ", string(body))
+
+	stop() // Serve returns once the requests in flight are answered
+	if err := <-served; !errors.Is(err, context.Canceled) {
 		log.Fatal(err) // a wrong key or a bad net: a *client.Error
 	}
+	// Output:
+	// 201 Created {"name":"lamp"}
+	// 200 OK hello, via
 }
 
-// A SimClient logs in and calls the net's SimServer with a plain
-// *http.Client: only the path and query of the URL count.
+// A SimClient logs in to a net. Its Session holds a token, the secret that
+// reads its answers, and a peer_id, the name other peers send to. What the
+// relay refuses is a *client.Error.
 func ExampleLogin() {
 	ctx := context.Background()
-	s, err := client.Login(ctx, "http://localhost:8080", "demo")
+	s, err := client.Login(ctx, relayURL, "demo")
 	if err != nil {
 		log.Fatal(err)
 	}
-	resp, err := s.HTTPClient().Get("http://c2cvia/hello")
-	if err != nil {
-		log.Fatal(err)
+	fmt.Println("logged in to", s.Net, "for", time.Until(s.ExpiresAt).Round(time.Hour))
+
+	_, err = client.Login(ctx, relayURL, "no spaces in a net")
+	var e *client.Error
+	if errors.As(err, &e) {
+		fmt.Println(e.Status, e.Code)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	fmt.Println(resp.Status, string(body))
+	// Output:
+	// logged in to demo for 24h0m0s
+	// 400 invalid_net
 }
 
-// Peers of a net message each other; Messages reads what arrives, resuming
-// after the last message across reconnects.
+// Peers of a net message each other: one peer (Send), the subscribers of a
+// topic (Publish) or all the others (Broadcast). Messages reads what
+// arrives, oldest first, resuming after the last message across reconnects.
 func ExampleSession_Messages() {
 	ctx := context.Background()
-	s, err := client.Login(ctx, "http://localhost:8080", "chat")
+	ada, err := client.Login(ctx, relayURL, "chat")
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := s.Subscribe(ctx, "news"); err != nil {
+	bob, err := client.Login(ctx, relayURL, "chat")
+	if err != nil {
 		log.Fatal(err)
 	}
-	if _, _, err := s.Broadcast(ctx, map[string]string{"hello": s.PeerID}); err != nil {
+	if err := bob.Subscribe(ctx, "news"); err != nil {
 		log.Fatal(err)
 	}
-	for m, err := range s.Messages(ctx) {
+	if _, err := ada.Send(ctx, bob.PeerID, map[string]string{"text": "hi Bob"}); err != nil {
+		log.Fatal(err)
+	}
+	if _, _, err := ada.Publish(ctx, "news", "the relay ships"); err != nil {
+		log.Fatal(err)
+	}
+	if _, _, err := ada.Broadcast(ctx, "lunch?"); err != nil {
+		log.Fatal(err)
+	}
+
+	names := map[string]string{ada.PeerID: "Ada"}
+	read := 0
+	for m, err := range bob.Messages(ctx) {
 		if err != nil {
 			log.Fatal(err) // the login expired: log in again
 		}
-		fmt.Println(m.Kind, m.From, m.Topic, string(m.Data))
+		fmt.Printf("%s from %s: %s\n", m.Kind, names[m.From], m.Data)
+		if read++; read == 3 {
+			break // a reader would go on until ctx ends
+		}
 	}
+	// Output:
+	// unicast from Ada: {"text":"hi Bob"}
+	// multicast from Ada: "the relay ships"
+	// broadcast from Ada: "lunch?"
 }

@@ -1,0 +1,187 @@
+// front: a reverse proxy in front of the test relay that fails on demand, for
+// the retry and error tests. Everything it does not fail reaches the real
+// relay.
+
+package client_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Paths of the relay's API that the tests fail or watch.
+const (
+	pathLogin        = "/api/v1/client/login"
+	pathPushReq      = "/api/v1/client/pushreq"
+	pathPullSmart    = "/api/v1/client/pullsmart"
+	pathPullReqSmart = "/api/v1/server/pullreqsmart"
+	pathPushRes      = "/api/v1/server/pushres"
+	pathExtend       = "/api/v1/server/extend"
+	pathPeerPull     = "/api/v1/peer/pullsmart"
+)
+
+// reply is what the front answers instead of the relay: a status, headers
+// and body, or (drop) a connection closed without an answer.
+type reply struct {
+	status int
+	header map[string]string
+	body   string
+	drop   bool
+}
+
+// relayReply is a failure in the relay's own JSON error shape.
+func relayReply(status int, code string) reply {
+	return reply{status: status, header: map[string]string{"Content-Type": "application/json"},
+		body: `{"error":{"code":"` + code + `","message":"injected by the test"}}`}
+}
+
+// front counts the calls per path, keeps their bodies, knows how many are
+// open, and answers the next calls to a path with replies set by failNext.
+type front struct {
+	URL string
+
+	mu       sync.Mutex
+	calls    map[string]int
+	open     map[string]int
+	bodies   map[string][]json.RawMessage
+	fails    map[string][]reply
+	changed  chan struct{} // closed and replaced whenever a call starts or ends
+	proxy    *httputil.ReverseProxy
+	upstream *http.Transport
+}
+
+func newFront(t testing.TB) *front {
+	t.Helper()
+	target, err := url.Parse(relayURL)
+	require.NoError(t, err)
+	f := &front{calls: map[string]int{}, open: map[string]int{}, bodies: map[string][]json.RawMessage{},
+		fails: map[string][]reply{}, changed: make(chan struct{})}
+	f.upstream = http.DefaultTransport.(*http.Transport).Clone()
+	f.proxy = httputil.NewSingleHostReverseProxy(target)
+	f.proxy.Transport = f.upstream
+	f.proxy.ErrorLog = log.New(io.Discard, "", 0) // a caller that gives up is no news
+	ts := httptest.NewServer(f)
+	t.Cleanup(func() {
+		ts.CloseClientConnections()
+		ts.Close()
+		f.upstream.CloseIdleConnections()
+	})
+	f.URL = ts.URL
+	return f
+}
+
+// failNext answers the next times calls to path with r.
+func (f *front) failNext(path string, times int, r reply) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for range times {
+		f.fails[path] = append(f.fails[path], r)
+	}
+}
+
+func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	path := r.URL.Path
+
+	f.mu.Lock()
+	f.calls[path]++
+	f.open[path]++
+	f.bodies[path] = append(f.bodies[path], body)
+	fail, failing := reply{}, len(f.fails[path]) > 0
+	if failing {
+		fail, f.fails[path] = f.fails[path][0], f.fails[path][1:]
+	}
+	f.notify()
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.open[path]--
+		f.notify()
+		f.mu.Unlock()
+	}()
+
+	switch {
+	case failing && fail.drop:
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	case failing:
+		for k, v := range fail.header {
+			w.Header().Set(k, v)
+		}
+		w.WriteHeader(fail.status)
+		_, _ = io.WriteString(w, fail.body)
+	default:
+		f.proxy.ServeHTTP(w, r)
+	}
+}
+
+// notify wakes every await; f.mu is held.
+func (f *front) notify() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// count is the number of calls to path so far.
+func (f *front) count(path string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[path]
+}
+
+// body is the body of the i-th call to path, decoded.
+func (f *front) body(t testing.TB, path string, i int) map[string]any {
+	t.Helper()
+	f.mu.Lock()
+	require.Greater(t, len(f.bodies[path]), i, "calls to %s", path)
+	raw := f.bodies[path][i]
+	f.mu.Unlock()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(raw, &m), "%s", raw)
+	return m
+}
+
+// await waits until cond holds for the calls so far and those still open,
+// per path.
+func (f *front) await(t testing.TB, what string, cond func(calls, open map[string]int) bool) {
+	t.Helper()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for {
+		f.mu.Lock()
+		ok, changed := cond(f.calls, f.open), f.changed
+		f.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			t.Fatalf("waited %s for %s", within, what)
+		}
+	}
+}
+
+// awaitCalls waits until path has had at least n calls.
+func (f *front) awaitCalls(t testing.TB, path string, n int) {
+	t.Helper()
+	f.await(t, "calls to "+path, func(calls, _ map[string]int) bool { return calls[path] >= n })
+}
+
+// awaitOpen waits until exactly n calls to path are open.
+func (f *front) awaitOpen(t testing.TB, path string, n int) {
+	t.Helper()
+	f.await(t, "open calls to "+path, func(_, open map[string]int) bool { return open[path] == n })
+}

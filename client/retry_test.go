@@ -1,0 +1,232 @@
+// Retries, through a front that fails the calls a test names: network
+// errors, 5xx, 408 and 429 are retried with backoff; any other 4xx ends
+// the call that got it.
+
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/c2cvia/c2cvia/client"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// failures a call may meet, and whether Serve, Messages and a waiting
+// request retry it.
+var failures = []struct {
+	name      string
+	reply     reply
+	transient bool
+	status    int    // of the *Error reported; 0: a network error
+	code      string // of the *Error reported
+}{
+	{"a proxy's 503", reply{status: 503, body: "relay down for maintenance"}, true, 503, "http_503"},
+	{"a proxy's 502 page", reply{status: 502, header: map[string]string{"Content-Type": "text/html"}, body: "<html>Bad Gateway</html>"}, true, 502, "http_502"},
+	{"the relay's 500", relayReply(500, "internal"), true, 500, "internal"},
+	// Without Retry-After, which would make the test wait: TestCallReplies
+	// checks that it is read.
+	{"429", relayReply(429, "queue_full"), true, 429, "queue_full"},
+	{"408", relayReply(408, "body_timeout"), true, 408, "body_timeout"},
+	{"a dropped connection", reply{drop: true}, true, 0, ""},
+	{"400", relayReply(400, "invalid_net"), false, 400, "invalid_net"},
+	{"401", relayReply(401, "missing_key"), false, 401, "missing_key"},
+	{"403 wrong key", relayReply(403, "wrong_key"), false, 403, "wrong_key"},
+	{"a proxy's 404", reply{status: 404, body: "404 page not found"}, false, 404, "http_404"},
+}
+
+// checkReported requires err to be the failure reported as it should be.
+func checkReported(t *testing.T, err error, status int, code string) {
+	t.Helper()
+	var e *client.Error
+	if status == 0 {
+		require.Error(t, err)
+		assert.NotErrorAs(t, err, &e, "a network error: %v", err)
+		return
+	}
+	require.ErrorAs(t, err, &e)
+	assert.Equal(t, status, e.Status)
+	assert.Equal(t, code, e.Code)
+}
+
+// TestServeRetries: Serve's poll for requests meets each failure. It
+// retries what may pass, reporting the failure to its error log, and then
+// serves; anything else ends Serve with that *Error at once.
+func TestServeRetries(t *testing.T) {
+	t.Parallel()
+	for _, tc := range failures {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			net := testNet(t)
+			f := newFront(t)
+			f.failNext(pathPullReqSmart, 1, tc.reply)
+			errs := newErrorLog()
+			hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "served") })
+			srv := serve(t, f.URL, net, testKey, hello, errs.option())
+			if !tc.transient {
+				checkReported(t, srv.ended(t), tc.status, tc.code)
+				assert.Equal(t, 1, f.count(pathPullReqSmart), "not retried")
+				errs.empty(t)
+				return
+			}
+			checkReported(t, errs.next(t), tc.status, tc.code)
+			token, _ := rawLogin(t, net)
+			rid := rawPush(t, token, `{"simEndpoint":"/","simMethod":"GET"}`)
+			assert.JSONEq(t, `{"simStatus":200,"simHeaders":{"Content-Type":"text/plain; charset=utf-8"},"simBody":"served"}`,
+				string(rawResult(t, token, rid)))
+			assert.True(t, srv.running())
+			assert.ErrorIs(t, srv.stop(), context.Canceled)
+			assert.GreaterOrEqual(t, f.count(pathPullReqSmart), 2)
+		})
+	}
+}
+
+// TestHTTPClientRetries: a request's long poll for its answer meets each
+// failure; it retries what may pass and gets the answer, and fails with
+// anything else at once.
+func TestHTTPClientRetries(t *testing.T) {
+	t.Parallel()
+	for _, tc := range failures {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			net := testNet(t)
+			f := newFront(t)
+			f.failNext(pathPullSmart, 1, tc.reply)
+			s := login(t, f.URL, net)
+			done := make(chan error, 1)
+			go func() {
+				resp, err := s.HTTPClient().Get("http://c2cvia/x")
+				if err == nil {
+					defer resp.Body.Close()
+					b, _ := io.ReadAll(resp.Body)
+					if string(b) != "answered" {
+						err = errors.New("the answer was " + string(b))
+					}
+				}
+				done <- err
+			}()
+			if tc.transient {
+				l := rawPull(t, net)
+				rawAnswer(t, net, l.RID, `{"simBody":"answered"}`)
+			}
+			select {
+			case err := <-done:
+				if tc.transient {
+					assert.NoError(t, err)
+					assert.Equal(t, 2, f.count(pathPullSmart), "a failure, then the answer")
+				} else {
+					checkReported(t, err, tc.status, tc.code)
+					assert.Equal(t, 1, f.count(pathPullSmart), "not retried")
+				}
+			case <-time.After(within):
+				t.Fatal("the request did not end")
+			}
+		})
+	}
+	t.Run("five failures in a row end the request", func(t *testing.T) {
+		t.Parallel()
+		f := newFront(t)
+		f.failNext(pathPullSmart, 5, reply{status: 503, body: "down"})
+		s := login(t, f.URL, testNet(t))
+		ctx, cancel := context.WithTimeout(context.Background(), within) // not the relay's 5 min TTL
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://c2cvia/x", nil)
+		require.NoError(t, err)
+		resp, err := s.HTTPClient().Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		checkReported(t, err, 503, "http_503")
+		assert.Equal(t, 5, f.count(pathPullSmart))
+	})
+}
+
+// TestServeAnswerRetries: posting a handler's answer meets a failure; what
+// may pass is retried until the answer is in, anything else is reported
+// and given up.
+func TestServeAnswerRetries(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		reply     reply
+		transient bool
+	}{
+		{"503", reply{status: 503, body: "down"}, true},
+		{"a dropped connection", reply{drop: true}, true},
+		{"409 already answered", relayReply(409, "already_answered"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			net := testNet(t)
+			f := newFront(t)
+			f.failNext(pathPushRes, 1, tc.reply)
+			errs := newErrorLog()
+			hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "served") })
+			serve(t, f.URL, net, testKey, hello, errs.option())
+			token, _ := rawLogin(t, net)
+			rid := rawPush(t, token, `{"simEndpoint":"/"}`)
+			if tc.transient {
+				assert.Contains(t, string(rawResult(t, token, rid)), `"simBody":"served"`)
+				assert.Equal(t, 2, f.count(pathPushRes))
+				errs.empty(t)
+				return
+			}
+			e := relayError(t, errs.next(t))
+			assert.Equal(t, 409, e.Status)
+			assert.Equal(t, 1, f.count(pathPushRes), "not retried")
+			status, _ := ridState(t, token, rid)
+			assert.Equal(t, "delivered", status, "the answer was not posted")
+		})
+	}
+}
+
+// TestMessagesRetries: Messages' long poll meets each failure; it
+// retries what may pass, reporting it, and yields the message; anything
+// else it yields as its error and ends.
+func TestMessagesRetries(t *testing.T) {
+	t.Parallel()
+	for _, tc := range failures {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			net := testNet(t)
+			f := newFront(t)
+			f.failNext(pathPeerPull, 1, tc.reply)
+			errs := newErrorLog()
+			bob := login(t, f.URL, net, errs.option())
+			ada := login(t, relayURL, net)
+			_, err := ada.Send(context.Background(), bob.PeerID, "hello")
+			require.NoError(t, err)
+
+			ctx, cancel := context.WithTimeout(context.Background(), within)
+			defer cancel()
+			var got []json.RawMessage
+			var ended []error
+			for m, err := range bob.Messages(ctx) {
+				if err != nil {
+					ended = append(ended, err)
+					continue
+				}
+				got = append(got, m.Data)
+				break
+			}
+			if !tc.transient {
+				require.Len(t, ended, 1, "one error, then the end")
+				checkReported(t, ended[0], tc.status, tc.code)
+				assert.Empty(t, got)
+				assert.Equal(t, 1, f.count(pathPeerPull), "not retried")
+				return
+			}
+			assert.Empty(t, ended)
+			require.Len(t, got, 1)
+			assert.Equal(t, `"hello"`, string(got[0]))
+			checkReported(t, errs.next(t), tc.status, tc.code)
+		})
+	}
+}
