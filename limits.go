@@ -19,7 +19,7 @@ import (
 // limits are the server's per-address and per-token limits.
 type limits struct {
 	now      func() time.Time // the store's clock: tests move it to refill buckets
-	ip, tok  *bucketLimiter    // nil: no limit
+	ip, tok  *bucketLimiter   // nil: no limit
 	trusted  []netip.Prefix   // --trust-proxy
 	maxPolls int              // per token; 0: no limit
 
@@ -113,8 +113,8 @@ const sweepEvery = time.Minute
 // bucketLimiter is a token bucket per client address or per token, each
 // bucket named by a string.
 type bucketLimiter struct {
-	limit   rate.Limit
-	burst   int
+	limit      rate.Limit
+	burst      int
 	maxBuckets int
 
 	mu      sync.Mutex
