@@ -1,10 +1,9 @@
-// The store: SQLite through modernc.org/sqlite (no cgo), in WAL mode.
-//
-// One writer connection runs every write. Writes from concurrent requests
-// queue up on a channel and the writer commits them together, each inside
-// its own savepoint (group commit): under load many pushreq/pushres share one
-// transaction, and a failing write still leaves nothing behind. Reads run on
-// a separate pool and never wait for the writer.
+// The store: SQLite through modernc.org/sqlite (no cgo), in WAL mode. This
+// file opens, migrates and closes it, and holds its errors and prepared
+// statements. Every write goes through the one writer (writer.go); reads run
+// on a separate pool and never wait for it. Each concern keeps its queries
+// beside the Go that uses them: tokens.go, requests.go, messages.go,
+// purge.go, inspect.go; the status rule is in status.go.
 
 package main
 

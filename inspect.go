@@ -1,5 +1,5 @@
-// `c2cvia inspect` and `c2cvia purge`: look at and clean a store, also while
-// `serve` runs on it.
+// `c2cvia inspect`: the nets, queues and requests of a store, read-only,
+// also while `serve` runs on it; and the store's reads behind it.
 
 package main
 

@@ -6,15 +6,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -297,36 +293,6 @@ func testPeerBroadcast(t *testing.T, r *testRelay) {
 	assert.Equal(t, []int64{id, id2}, msgIDs(r.readAll(b)))
 }
 
-// TestPeerStoredOnce: however many peers receive a message, it is one row,
-// and nothing else grows per receiver.
-func TestPeerStoredOnce(t *testing.T) {
-	t.Parallel()
-	r := newTestRelay(t)
-	const peers = 60
-	all := make([]peer, peers)
-	for i := range all {
-		all[i] = r.peerLogin("crowd")
-		if i%2 == 0 {
-			r.subscribe(all[i], "evens", true)
-		}
-	}
-	flushStoreWrites(t, r)
-	before := storeRows(t, r)
-	_, n := r.fanOut(all[1], "", strings.Repeat("x", 1000))
-	assert.Equal(t, peers-1, n)
-	_, n = r.fanOut(all[1], "evens", strings.Repeat("y", 1000))
-	assert.Equal(t, peers/2, n)
-	assert.Equal(t, 2, r.count("messages"), "two messages, two rows")
-	var stored int
-	require.NoError(t, r.store.r.QueryRow(`SELECT sum(length(data)) FROM messages`).Scan(&stored))
-	assert.Equal(t, 2*1002, stored, "each payload once")
-	after := storeRows(t, r)
-	assert.Equal(t, strings.Count(before, "\n")+2, strings.Count(after, "\n"), "no row per receiver anywhere")
-	for _, p := range all[2:] {
-		assert.Len(t, r.readAll(p), 1+(1-slices.Index(all, p)%2))
-	}
-}
-
 // TestPeerPullCursor: pages in id order, max, next, and reading again
 // without a cursor repeats what is kept.
 func TestPeerPullCursor(t *testing.T) {
@@ -404,119 +370,6 @@ func TestPeerPullWakes(t *testing.T) {
 	assert.Equal(t, reads+1, r.store.msgReads.Load(), "SQL reads of one poll")
 }
 
-// TestPeerFanOutFromMemory: a broadcast wakes every waiting peer of the net
-// and each reads it from the message cache: no SQL read per receiver.
-func TestPeerFanOutFromMemory(t *testing.T) {
-	t.Parallel()
-	r := newTestRelay(t)
-	sender := r.peerLogin("crowd")
-	const waiting = 40
-	polls := make([]<-chan reply, waiting)
-	for i := range polls {
-		p := r.peerLogin("crowd")
-		polls[i] = async(func() reply {
-			return r.get("/api/v1/peer/pullsmart", url.Values{"token": {p.tok}, "wait": {longWait}})
-		})
-	}
-	r.waitPolling(waiting)
-	reads := r.store.msgReads.Load()
-	id, n := r.fanOut(sender, "", "to everyone")
-	assert.Equal(t, waiting, n)
-	for i, poll := range polls {
-		page := decodePage(t, within(t, 10*time.Second, poll, fmt.Sprintf("poll %d", i)))
-		assert.Equal(t, []int64{id}, page.ids())
-	}
-	assert.Equal(t, reads, r.store.msgReads.Load(), "SQL reads of messages while fanning out")
-}
-
-// TestPeerCacheFloor: with a small cache, a reader behind it is answered
-// from SQL, one ahead of it from memory, both the same; and after a restart
-// (nothing cached) everything kept is still read in order.
-func TestPeerCacheFloor(t *testing.T) {
-	t.Parallel()
-	r := newTestRelay(t)
-	setCacheLimit(r.store.msgs, 3)
-	a, b, c := r.peerLogin("alpha"), r.peerLogin("alpha"), r.peerLogin("alpha")
-	r.subscribe(b, "t", true)
-	var want []int64
-	for i := range 10 {
-		switch i % 3 {
-		case 0:
-			want = append(want, r.sendTo(a, b.id, i))
-		case 1:
-			id, _ := r.fanOut(a, "", i)
-			want = append(want, id)
-		case 2:
-			id, _ := r.fanOut(a, "t", i)
-			want = append(want, id)
-		}
-		r.sendTo(a, c.id, i)
-	}
-	reads := r.store.msgReads.Load()
-	page := r.pullMsgs(b, url.Values{"max": {"4"}})
-	assert.Equal(t, want[:4], page.ids())
-	assert.Greater(t, r.store.msgReads.Load(), reads, "behind the cache: SQL")
-	assert.Equal(t, want, msgIDs(r.readAll(b)))
-
-	reads = r.store.msgReads.Load()
-	page = r.pullMsgs(b, url.Values{"since": {strconv.FormatInt(want[8], 10)}})
-	assert.Equal(t, want[9:], page.ids())
-	assert.Equal(t, reads, r.store.msgReads.Load(), "within the cache: memory")
-
-	// Cache and SQL agree on every message b may read, from any cursor.
-	sqlPage := func(since int64) []int64 {
-		tk, err := r.store.lookupToken(context.Background(), b.tok)
-		require.NoError(t, err)
-		msgs, _, err := r.store.readMessages(context.Background(), tk, since, 100)
-		require.NoError(t, err)
-		ids := []int64{}
-		for _, m := range msgs {
-			ids = append(ids, m.ID)
-		}
-		return ids
-	}
-	for _, since := range want {
-		var rest []int64
-		for _, id := range want {
-			if id > since {
-				rest = append(rest, id)
-			}
-		}
-		assert.Equal(t, append([]int64{}, rest...), sqlPage(since), "since %d", since)
-	}
-
-	// A store opened on the file afresh caches nothing old: its reader
-	// reads SQL, and gets the same.
-	opts := r.cfg.storeOptions()
-	opts.Clock = r.clock
-	st2, err := openStore(context.Background(), r.DBPath, opts)
-	require.NoError(t, err)
-	defer st2.Close()
-	tk, err := st2.lookupToken(context.Background(), b.tok)
-	require.NoError(t, err)
-	msgs, next, err := st2.readMessages(context.Background(), tk, 0, 100)
-	require.NoError(t, err)
-	assert.Equal(t, int64(1), st2.msgReads.Load())
-	ids := []int64{}
-	for _, m := range msgs {
-		ids = append(ids, m.ID)
-	}
-	assert.Equal(t, want, ids)
-	_, next, err = st2.readMessages(context.Background(), tk, next, 100)
-	require.NoError(t, err)
-	assert.Equal(t, int64(2), st2.msgReads.Load(), "the last message is c's: still below the new store's floor")
-	_, _, err = st2.readMessages(context.Background(), tk, next, 100)
-	require.NoError(t, err)
-	assert.Equal(t, int64(2), st2.msgReads.Load(), "caught up: from memory")
-}
-
-// setCacheLimit bounds each net's cached messages, under the cache's lock.
-func setCacheLimit(c *msgCache, n int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.maxMsgs = n
-}
-
 // TestPeerPeers: the valid logins of the net seen within 5 minutes, with
 // last_seen moved by any successful call, at most once a second.
 func TestPeerPeers(t *testing.T) {
@@ -576,49 +429,4 @@ func TestPeerPeers(t *testing.T) {
 	got = peersOf(b)
 	assert.NotContains(t, got, a.id)
 	assert.Contains(t, got, b.id)
-}
-
-// TestPeerConcurrentSenders: many senders at once while the cache trims;
-// the reader gets every message once, in id order, none skipped.
-func TestPeerConcurrentSenders(t *testing.T) {
-	t.Parallel()
-	r := newTestRelay(t)
-	setCacheLimit(r.store.msgs, 20)
-	reader := r.peerLogin("alpha")
-	const senders, each = 8, 25
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		sent []int64
-	)
-	for range senders {
-		p := r.peerLogin("alpha")
-		wg.Go(func() {
-			for i := range each {
-				rep, err := tryCall(context.Background(), http.DefaultClient, http.MethodPost, r.URL+"/api/v1/peer/send",
-					p.tok, map[string]any{"to": reader.id, "data": i})
-				if !assert.NoError(t, err) || !assert.Equal(t, http.StatusCreated, rep.Status, string(rep.Body)) {
-					return
-				}
-				id, err := rep.JSON["id"].(json.Number).Int64()
-				assert.NoError(t, err)
-				mu.Lock()
-				sent = append(sent, id)
-				mu.Unlock()
-			}
-		})
-	}
-	var got []int64
-	since := int64(0)
-	deadline := time.Now().Add(30 * time.Second)
-	for len(got) < senders*each && time.Now().Before(deadline) {
-		page := decodePage(t, r.get("/api/v1/peer/pullsmart", url.Values{
-			"token": {reader.tok}, "wait": {"1"}, "since": {strconv.FormatInt(since, 10)}}))
-		got = append(got, page.ids()...)
-		since = page.Next
-	}
-	wg.Wait()
-	slices.Sort(sent)
-	assert.True(t, slices.IsSorted(got), "in id order")
-	assert.Equal(t, sent, got, "every message once")
 }

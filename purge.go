@@ -1,4 +1,5 @@
-// TODO header
+// Purge: what has outlived its retention leaves the store, written down
+// by the janitor every --janitor-every and by `c2cvia purge` on demand.
 
 package main
 

@@ -1,4 +1,6 @@
-// TODO header
+// The store's single writer: every write queues here, and the writer
+// commits what is waiting as one transaction, each write under its own
+// savepoint (group commit); a checkpointer keeps the WAL small.
 
 package main
 

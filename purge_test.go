@@ -1,0 +1,350 @@
+// `c2cvia purge`, run in-process through run() against the store of a relay
+// that is still serving it: what it removes and when, and what it refuses.
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestPurgeMissingStore(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "missing.db")
+	for _, args := range [][]string{
+		{"purge", "--db", path},
+		{"purge", "--db", path, "--dry-run"},
+		{"purge", "--db", path, "--all", "--json"},
+	} {
+		out, err := runCLI(t, nil, args...)
+		if assert.Error(t, err, args) {
+			assert.Contains(t, err.Error(), "no store at "+path)
+		}
+		assert.Empty(t, out)
+		assertDirEmpty(t, dir)
+	}
+}
+
+// TestPurgeRefusesOtherFiles: purge does not turn an empty or foreign file
+// into a store.
+func TestPurgeRefusesOtherFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for name, content := range map[string]string{"empty.db": "", "notes.txt": "not a database"} {
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+		_, err := runCLI(t, nil, "purge", "--db", path)
+		assert.Error(t, err, name)
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		assert.Equal(t, content, string(b), name)
+	}
+}
+
+func assertDirEmpty(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	assert.Empty(t, names, "files made in %s", dir)
+}
+
+// TestPurgeLifetimes drives the store's purge (the janitor's and the CLI's)
+// with the relay's fake clock: each request goes exactly when its retention
+// runs out, not a millisecond before, and stays readable until then.
+func TestPurgeLifetimes(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t, func(c *config) { c.MaxAttempts = 2 })
+	ctx := context.Background()
+	t0 := r.clock.Now()
+	const reqTTL, resTTL, tokenTTL = 5 * time.Minute, 10 * time.Minute, 24 * time.Hour
+
+	tokA, _ := r.login("alpha")
+	tokB, _ := r.login("beta")
+	tokC, _ := r.login("gamma")
+
+	answered := r.push(tokA, map[string]any{"simEndpoint": "/a"})
+	leaseOne(t, r, "alpha", answered, nil)
+	require.Equal(t, http.StatusOK, r.answer("alpha", testKey, answered, map[string]any{"simBody": "a"}).Status)
+
+	queued := r.push(tokB, map[string]any{"simEndpoint": "/b"}) // never answered: expired at t0+5m
+
+	failed := r.push(tokC, map[string]any{"simEndpoint": "/c"})
+	leaseOne(t, r, "gamma", failed, url.Values{"lease": {"60"}})
+	r.clock.Advance(61 * time.Second)
+	leaseOne(t, r, "gamma", failed, url.Values{"lease": {"60"}}) // attempt 2 of 2
+	leaseEnd := t0.Add(61*time.Second + 60*time.Second)
+
+	purgeAt := func(at time.Time, o purgeOptions) purgeReport {
+		t.Helper()
+		moveClockTo(r, at)
+		rep, err := r.store.purge(ctx, o)
+		require.NoError(t, err)
+		return rep
+	}
+	none := purgeReport{Requests: map[string]map[string]int{}}
+	pull := func(tok, rid string) reply {
+		return r.get("/api/v1/client/pullres", url.Values{"token": {tok}, "rid": {rid}})
+	}
+
+	// Before any retention ends nothing goes, though all three are done.
+	assert.Equal(t, none, purgeAt(t0.Add(resTTL-time.Millisecond), purgeOptions{}))
+	assert.Equal(t, 3, r.count("requests"))
+	assert.Equal(t, statusAnswered, ridStatus(t, r, tokA, answered))
+	assert.Equal(t, statusExpired, ridStatus(t, r, tokB, queued))
+	assert.Equal(t, statusFailed, ridStatus(t, r, tokC, failed))
+	assert.Equal(t, http.StatusOK, pull(tokA, answered).Status, "readable until its retention ends")
+
+	// The answered response: a dry run counts it and keeps it.
+	want := purgeReport{Requests: map[string]map[string]int{"alpha": {statusAnswered: 1}}}
+	assert.Equal(t, want, purgeAt(t0.Add(resTTL), purgeOptions{DryRun: true}))
+	assert.Equal(t, 3, r.count("requests"))
+	assert.Equal(t, http.StatusOK, pull(tokA, answered).Status)
+	assert.Equal(t, want, purgeAt(t0.Add(resTTL), purgeOptions{}))
+	assert.Equal(t, 2, r.count("requests"))
+	assert.Equal(t, "gone", ridStatus(t, r, tokA, answered))
+
+	// The failed request: retention counts from the end of its last lease.
+	assert.Equal(t, none, purgeAt(leaseEnd.Add(resTTL-time.Millisecond), purgeOptions{}))
+	assert.Equal(t, statusFailed, ridStatus(t, r, tokC, failed))
+	if rep := pull(tokC, failed); assert.Equal(t, http.StatusGone, rep.Status) {
+		assert.Equal(t, "failed", rep.errorCode())
+	}
+	assert.Equal(t, purgeReport{Requests: map[string]map[string]int{"gamma": {statusFailed: 1}}},
+		purgeAt(leaseEnd.Add(resTTL), purgeOptions{}))
+	assert.Equal(t, "gone", ridStatus(t, r, tokC, failed))
+
+	// The expired request: retention counts from the end of its TTL.
+	assert.Equal(t, none, purgeAt(t0.Add(reqTTL+resTTL-time.Millisecond), purgeOptions{}))
+	assert.Equal(t, statusExpired, ridStatus(t, r, tokB, queued))
+	if rep := pull(tokB, queued); assert.Equal(t, http.StatusGone, rep.Status) {
+		assert.Equal(t, "expired", rep.errorCode())
+	}
+	assert.Equal(t, purgeReport{Requests: map[string]map[string]int{"beta": {statusExpired: 1}}},
+		purgeAt(t0.Add(reqTTL+resTTL), purgeOptions{}))
+	assert.Equal(t, "gone", ridStatus(t, r, tokB, queued))
+	assert.Zero(t, r.count("requests"))
+
+	// Tokens go when they expire; the relay then no longer knows them.
+	assert.Equal(t, none, purgeAt(t0.Add(tokenTTL-time.Millisecond), purgeOptions{}))
+	assert.Equal(t, 3, r.count("tokens"))
+	assert.Equal(t, purgeReport{Requests: map[string]map[string]int{}, Tokens: 3},
+		purgeAt(t0.Add(tokenTTL), purgeOptions{}))
+	assert.Zero(t, r.count("tokens"))
+	rep := r.postJSON("/api/v1/client/pushreq", tokA, map[string]any{"simEndpoint": "/late"})
+	assert.Equal(t, http.StatusUnauthorized, rep.Status)
+	assert.Equal(t, "unknown_token", rep.errorCode())
+}
+
+// TestPurgeCLI runs `c2cvia purge` against the file of a running relay.
+func TestPurgeCLI(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t) // --req-ttl 5m, --res-ttl 10m, --token-ttl 24h
+	now := realNowMS()
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+
+	moveClockTo(r, ago(25*time.Hour))
+	r.login("alpha") // expired an hour ago
+	r.login("beta")  // likewise
+
+	moveClockTo(r, ago(3*time.Hour))
+	tokA, _ := r.login("alpha")
+	tokB, _ := r.login("beta")
+	failed := r.push(tokA, map[string]any{"simEndpoint": "/failed"})
+	for range 5 {
+		leaseOne(t, r, "alpha", failed, url.Values{"lease": {"1"}})
+		r.clock.Advance(2 * time.Second)
+	}
+	oldAnswered := r.push(tokA, map[string]any{"simEndpoint": "/old-answered"})
+	leaseOne(t, r, "alpha", oldAnswered, nil)
+	require.Equal(t, http.StatusOK, r.answer("alpha", testKey, oldAnswered, map[string]any{"simBody": 1}).Status)
+	oldExpired := r.push(tokA, map[string]any{"simEndpoint": "/old-expired"})
+	betaExpired := r.push(tokB, map[string]any{"simEndpoint": "/beta-expired"})
+
+	moveClockTo(r, ago(12*time.Minute))
+	recentExpired := r.push(tokA, map[string]any{"simEndpoint": "/recent-expired"}) // expired 7 min ago: kept 3 more
+
+	moveClockTo(r, ago(time.Minute))
+	recentAnswered := r.push(tokA, map[string]any{"simEndpoint": "/recent-answered"})
+	leaseOne(t, r, "alpha", recentAnswered, nil)
+	require.Equal(t, http.StatusOK, r.answer("alpha", testKey, recentAnswered, map[string]any{"simBody": 2}).Status)
+	alphaQueued := r.push(tokA, map[string]any{"simEndpoint": "/alpha-queued"})
+	betaQueued := r.push(tokB, map[string]any{"simEndpoint": "/beta-queued"})
+	moveClockTo(r, now)
+	flushStoreWrites(t, r)
+	require.Equal(t, 8, r.count("requests"))
+	require.Equal(t, 4, r.count("tokens"))
+
+	purge := func(args ...string) string {
+		t.Helper()
+		out, err := runCLI(t, nil, append([]string{"purge", "--db", r.DBPath}, args...)...)
+		require.NoError(t, err, args)
+		return out
+	}
+
+	t.Run("dry run", func(t *testing.T) {
+		before := storeRows(t, r)
+		assert.Equal(t, "would remove 4 requests and 2 expired tokens\n"+
+			"  alpha: 1 answered, 1 expired, 1 failed\n"+
+			"  beta: 1 expired\n", purge("--dry-run"))
+		assert.Equal(t, before, storeRows(t, r), "a dry run changes nothing")
+		assert.Equal(t, 8, r.count("requests"))
+		assert.Equal(t, 4, r.count("tokens"))
+
+		// A longer --res-ttl keeps the old answers; expired tokens still go.
+		assert.JSONEq(t, `{"dry_run": true, "requests": {}, "messages": {}, "tokens": 2}`, purge("--dry-run", "--json", "--res-ttl", "4h"))
+		assert.Equal(t, before, storeRows(t, r))
+	})
+
+	t.Run("one net", func(t *testing.T) {
+		assert.Equal(t, "removed 1 requests and 1 expired tokens\n  beta: 1 expired\n", purge("--net", "beta"))
+		assert.Equal(t, 7, r.count("requests"))
+		assert.Equal(t, 3, r.count("tokens"))
+		assert.Equal(t, "gone", ridStatus(t, r, tokB, betaExpired))
+		assert.Equal(t, statusExpired, ridStatus(t, r, tokA, oldExpired), "alpha is left alone")
+		assert.Equal(t, statusQueued, ridStatus(t, r, tokB, betaQueued))
+	})
+
+	t.Run("expired", func(t *testing.T) {
+		assert.JSONEq(t, `{"dry_run": false, "tokens": 1, "messages": {},
+			"requests": {"alpha": {"answered": 1, "expired": 1, "failed": 1}}}`, purge("--json"))
+		assert.Equal(t, 4, r.count("requests"))
+		assert.Equal(t, 2, r.count("tokens"))
+		for _, rid := range []string{oldAnswered, oldExpired, failed} {
+			assert.Equal(t, "gone", ridStatus(t, r, tokA, rid))
+		}
+		// Kept: within retention, or still pending.
+		assert.Equal(t, statusAnswered, ridStatus(t, r, tokA, recentAnswered))
+		rep := r.get("/api/v1/client/pullres", url.Values{"token": {tokA}, "rid": {recentAnswered}})
+		assert.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
+		assert.Equal(t, statusExpired, ridStatus(t, r, tokA, recentExpired))
+		assert.Equal(t, statusQueued, ridStatus(t, r, tokA, alphaQueued))
+		assert.Equal(t, statusQueued, ridStatus(t, r, tokB, betaQueued))
+
+		assert.Equal(t, "removed 0 requests and 0 expired tokens\n", purge(), "nothing more is due")
+	})
+
+	t.Run("all", func(t *testing.T) {
+		assert.Equal(t, "removed 1 requests and 0 expired tokens\n  beta: 1 queued\n", purge("--all", "--net", "beta"))
+		assert.Equal(t, "gone", ridStatus(t, r, tokB, betaQueued))
+		assert.Equal(t, statusQueued, ridStatus(t, r, tokA, alphaQueued))
+
+		assert.Equal(t, "removed 3 requests and 0 expired tokens\n  alpha: 1 queued, 1 answered, 1 expired\n", purge("--all"))
+		assert.Zero(t, r.count("requests"))
+		assert.Equal(t, 2, r.count("tokens"), "--all keeps valid logins")
+
+		// The relay goes on serving from the purged file.
+		r.push(tokA, map[string]any{"simEndpoint": "/after"})
+	})
+
+	t.Run("bad net", func(t *testing.T) {
+		before := storeRows(t, r)
+		_, err := runCLI(t, nil, "purge", "--db", r.DBPath, "--net", "a b")
+		assert.Error(t, err)
+		assert.Equal(t, before, storeRows(t, r))
+	})
+}
+
+// storeRows renders every row of the store, to compare before and after.
+func storeRows(t *testing.T, r *testRelay) string {
+	t.Helper()
+	flushStoreWrites(t, r)
+	var b strings.Builder
+	for _, q := range []string{
+		`SELECT rid || ' ' || net || ' ' || status || ' ' || attempt || ' ' || coalesce(lease_expires_at, '-') || ' ' ||
+			coalesce(done_at, '-') || ' ' || pulled || ' ' || expires_at || ' ' || coalesce(sim_res, '-') FROM requests ORDER BY seq`,
+		`SELECT name || ' ' || hex(key_hash) || ' ' || coalesce(last_poll_at, '-') FROM nets ORDER BY name`,
+		`SELECT peer_id || ' ' || net || ' ' || expires_at || ' ' || last_seen_at || ' ' || msg_floor FROM tokens ORDER BY peer_id`,
+		`SELECT id || ' ' || net || ' ' || kind || ' ' || from_peer || ' ' || coalesce(to_peer, '-') || ' ' || coalesce(topic, '-') || ' ' ||
+			data || ' ' || expires_at || ' ' || receivers FROM messages ORDER BY id`,
+		`SELECT net || ' ' || topic || ' ' || peer_id || ' ' || from_id || ' ' || coalesce(until_id, '-') FROM subscriptions
+			ORDER BY net, topic, peer_id, from_id`,
+	} {
+		rows, err := r.store.r.Query(q)
+		require.NoError(t, err)
+		for rows.Next() {
+			var s string
+			require.NoError(t, rows.Scan(&s))
+			b.WriteString(s + "\n")
+		}
+		require.NoError(t, rows.Err())
+		rows.Close()
+		b.WriteString("--\n")
+	}
+	return b.String()
+}
+
+// TestInspectAndPurgeMessages: inspect counts the peer messages each net
+// keeps, in its table and its JSON; purge removes the expired ones, and
+// --all every one of its scope.
+func TestInspectAndPurgeMessages(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t, func(c *config) { c.MsgTTL = 10 * time.Minute })
+	now := realNowMS()
+	moveClockTo(r, now.Add(-15*time.Minute)) // expired 5 minutes ago
+	a, b := r.peerLogin("alpha"), r.peerLogin("alpha")
+	r.sendTo(a, b.id, "old")
+	moveClockTo(r, now.Add(-time.Minute))
+	r.sendTo(a, b.id, "kept")
+	r.fanOut(b, "", "kept too")
+	r.fanOut(b, "news", "kept, nobody subscribed")
+	beta := r.peerLogin("beta")
+	r.fanOut(beta, "", "alone")
+	r.peerLogin("gamma") // a net with no message
+	moveClockTo(r, now)
+	flushStoreWrites(t, r)
+
+	out, err := runCLI(t, nil, "inspect", "--db", r.DBPath, "--json")
+	require.NoError(t, err)
+	var got struct {
+		Nets []struct {
+			Net      string `json:"net"`
+			Messages *int   `json:"messages"`
+		} `json:"nets"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+	counts := map[string]int{}
+	for _, n := range got.Nets {
+		require.NotNil(t, n.Messages, out)
+		counts[n.Net] = *n.Messages
+	}
+	assert.Equal(t, map[string]int{"alpha": 3, "beta": 1, "gamma": 0}, counts, "the expired message is not counted")
+
+	out, err = runCLI(t, nil, "inspect", "--db", r.DBPath)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	require.Len(t, lines, 4, out)
+	assert.Regexp(t, `\sTOKENS\s+MESSAGES\s*$`, lines[0])
+	assert.Regexp(t, `^alpha\s.*\s2\s+3\s*$`, lines[1])
+	assert.Regexp(t, `^beta\s.*\s1\s+1\s*$`, lines[2])
+	assert.Regexp(t, `^gamma\s.*\s1\s+0\s*$`, lines[3])
+
+	purge := func(args ...string) string {
+		t.Helper()
+		out, err := runCLI(t, nil, append([]string{"purge", "--db", r.DBPath}, args...)...)
+		require.NoError(t, err, args)
+		return out
+	}
+	assert.Equal(t, "would remove 0 requests and 0 expired tokens\nwould remove 1 peer messages\n  alpha: 1\n", purge("--dry-run"))
+	assert.Equal(t, 5, r.count("messages"))
+	assert.JSONEq(t, `{"dry_run": false, "requests": {}, "messages": {"alpha": 1}, "tokens": 0}`, purge("--json"))
+	assert.Equal(t, 4, r.count("messages"))
+	assert.Equal(t, "removed 0 requests and 0 expired tokens\nremoved 1 peer messages\n  beta: 1\n", purge("--all", "--net", "beta"))
+	assert.Equal(t, "removed 0 requests and 0 expired tokens\n", purge(), "nothing more is due")
+	assert.Equal(t, 3, r.count("messages"))
+	assert.Len(t, r.readAll(b), 1, "alpha's kept messages are still read")
+}
