@@ -26,7 +26,7 @@ import (
 	"time"
 )
 
-// SoakOptions shape a crash soak. Exe, Kills and Every are required.
+// SoakOptions shape a crash soak; Exe is required.
 type SoakOptions struct {
 	Exe     string        // the c2cvia binary to run as the relay: Exe serve --addr 127.0.0.1:0 --db DB ...
 	Env     []string      // its environment (nil: this process's)
