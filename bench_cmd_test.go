@@ -1,7 +1,7 @@
-// Tests of `c2cvia bench`, run in-process through run() with tiny sizes and
-// short measurements: every scenario gives sane figures, the in-process
-// relay leaves nothing behind, and --url loads a relay the test started.
-// No test asserts a speed.
+// Tests of `c2cvia bench` (internal/bench), run in-process through run()
+// with tiny sizes and short measurements: every scenario gives sane
+// figures, the in-process relay is serve's and leaves nothing behind, and
+// --url loads a relay the test started. No test asserts a speed.
 
 package main
 
@@ -10,16 +10,34 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/c2cvia/c2cvia/internal/bench"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
+
+// lockedWriter serialises writes to w: the bench's progress bar and its
+// relay's log share stderr, and so do a relay process's (main_test.go).
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
 
 // runBenchCLI runs the program with args and returns stdout and stderr.
 func runBenchCLI(t *testing.T, args ...string) (string, string, error) {
@@ -200,6 +218,10 @@ func TestBenchAgainstURL(t *testing.T) {
 		assert.Equal(t, "idle", l.Scenario)
 		assert.Nil(t, l.BytesPerPoll, "the relay's memory is not visible through --url")
 		assert.NotNil(t, l.DirectBytesPerPoll)
+		require.NotNil(t, l.OpenPollsHeld, "the relay's open-poll gauge, from its /metrics")
+		assert.EqualValues(t, 20, *l.OpenPollsHeld, "every poll was held through the load")
+		require.NotNil(t, l.OpenPollsAfter)
+		assert.Zero(t, *l.OpenPollsAfter, "the relay's open-poll gauge is back where it was")
 	}
 	for _, l := range lines[4:6] {
 		assert.Equal(t, "backlog", l.Scenario)
@@ -242,33 +264,74 @@ func TestBenchBadFlags(t *testing.T) {
 	assert.Empty(t, left, "a refused run makes no store")
 }
 
-// TestBenchRelayConfigIsServeDefaults: the in-process relay runs with what
-// serve runs with when given no flags, but for the listener, the file, its
-// sync setting, the rate limits (every bench client shares one address) and
-// the peers per net (idle holds 10,000 polls of 10,000 logins in one net).
-func TestBenchRelayConfigIsServeDefaults(t *testing.T) {
-	cfg := benchRelayConfig("x.db", "full")
-	want := defaultConfig()
-	assert.Equal(t, 5, want.MaxAttempts, "defaultConfig reads serve's flag defaults")
-	assert.Equal(t, 30*time.Second, want.ViaTimeout)
-	assert.Positive(t, want.RateIP)
-	want.Addr, want.DB, want.Sync, want.RateIP, want.RateToken, want.MaxPeers = "127.0.0.1:0", "x.db", "full", 0, 0, 0
-	assert.Equal(t, want, cfg)
-}
-
-func TestLoadStatsPercentiles(t *testing.T) {
-	var s loadStats
-	for i := 1; i <= 200; i++ {
-		s.lat = append(s.lat, time.Duration(i)*time.Millisecond)
+// TestBenchStartsServesRelay: every relay `c2cvia bench` starts in-process is
+// serve's, started by serve's code from serve's flags: its config is
+// serve's defaults but for the listener, the file, its sync setting, the
+// rate limits (every bench client shares one address), the peers per net
+// (idle holds 10,000 polls of 10,000 logins in one net) and the log
+// level; and it has serve's front, which answers a header over serve's
+// --max-header-bytes (64 KiB) with 431. So does direct's front.
+func TestBenchStartsServesRelay(t *testing.T) {
+	tooBig := func(t *testing.T, base string) int {
+		req, err := http.NewRequest(http.MethodGet, base+"/healthz", nil)
+		require.NoError(t, err)
+		// net/http allows 4 KiB over MaxHeaderBytes before it answers 431.
+		req.Header.Set("X-Padding", strings.Repeat("x", 72<<10))
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
 	}
-	s.window = 4 * time.Second
-	assert.Equal(t, 100.0, s.pct(50))
-	assert.Equal(t, 180.0, s.pct(90))
-	assert.Equal(t, 198.0, s.pct(99))
-	assert.Equal(t, 200.0, s.pct(100))
-	assert.Equal(t, 1.0, s.pct(0))
-	assert.Equal(t, 50.0, s.perSec())
-	assert.Zero(t, loadStats{}.pct(50))
+	var mu sync.Mutex
+	var relays []*relay
+	var relayStatus, frontStatus []int
+	harness := benchRelays()
+	start, front := harness.Start, harness.Front
+	harness.Start = func(ctx context.Context, args []string, stderr io.Writer) (bench.Server, error) {
+		s, err := start(ctx, args, stderr)
+		if err != nil {
+			return nil, err
+		}
+		status := tooBig(t, s.URL())
+		mu.Lock()
+		defer mu.Unlock()
+		relays = append(relays, s.(relayServer).relay)
+		relayStatus = append(relayStatus, status)
+		return s, nil
+	}
+	harness.Front = func(args []string, h http.Handler, stderr io.Writer) (bench.Server, error) {
+		s, err := front(args, h, stderr)
+		if err != nil {
+			return nil, err
+		}
+		status := tooBig(t, s.URL())
+		mu.Lock()
+		defer mu.Unlock()
+		frontStatus = append(frontStatus, status)
+		return s, nil
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := bench.NewCommand(harness, &stdout, &lockedWriter{w: &stderr})
+	cmd.SetArgs([]string{"--tmp-dir", t.TempDir(), "--scenario", "exchange,backlog", "--sync", "full",
+		"--duration", "100ms", "--clients", "1", "--backlog", "100"})
+	require.NoError(t, cmd.ExecuteContext(context.Background()), stderr.String())
+
+	require.Len(t, relays, 2, "the run's relay and the backlog's")
+	assert.Equal(t, []int{431, 431}, relayStatus, "serve's header limit")
+	assert.Equal(t, []int{431, 431}, frontStatus, "direct, exchange's and backlog's, behind serve's front")
+	def := defaultConfig()
+	assert.Equal(t, 5, def.MaxAttempts, "defaultConfig reads serve's flag defaults")
+	assert.Equal(t, int64(64<<10), def.Listen.MaxHeaderBytes)
+	assert.Equal(t, 30*time.Second, def.Listen.ReadBodyTimeout)
+	assert.Positive(t, def.RateIP)
+	for i, r := range relays {
+		want := def
+		want.Addr, want.DB, want.Sync, want.LogLevel = "127.0.0.1:0", r.cfg.DB, "full", "warn"
+		want.RateIP, want.RateToken, want.MaxPeers = 0, 0, 0
+		assert.Equal(t, want, r.cfg, "relay %d", i)
+	}
+	assert.Equal(t, "relay.db", filepath.Base(relays[0].cfg.DB))
+	assert.Equal(t, "backlog.db", filepath.Base(relays[1].cfg.DB))
 }
 
 // TestBenchCrash: `bench --scenario crash` kills its relay (this test

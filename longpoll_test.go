@@ -314,9 +314,7 @@ func BenchmarkLongPollStack(b *testing.B) {
 		before := stackInuse()
 		var conns []io.Closer
 		for _, tok := range tokens {
-			c, err := dialPoll(context.Background(), r.URL, tok)
-			require.NoError(b, err)
-			conns = append(conns, c)
+			conns = append(conns, dialIdlePoll(b, r.URL, tok))
 		}
 		waitFor(b, 10*time.Second, func() bool { return r.srv.poller.open.Load() == n }, "the polls to wait")
 		perPoll = (stackInuse() - before) / n

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/c2cvia/c2cvia/internal/bench"
 	"github.com/spf13/cobra"
 )
 
@@ -44,8 +45,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	benchCmd := bench.NewCommand(benchRelays(), stdout, stderr)
+	documentEnv(benchCmd.Flags())
 	root.AddCommand(newServeCmd(stdout, stderr), newInspectCmd(stdout), newPurgeCmd(stdout),
-		newBenchCmd(stdout, stderr), newVersionCmd(stdout))
+		benchCmd, newVersionCmd(stdout))
 	return root.ExecuteContext(ctx)
 }
 

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/c2cvia/c2cvia/internal/bench"
 	"github.com/jonboulle/clockwork"
 	"github.com/stretchr/testify/require"
 )
@@ -29,8 +30,9 @@ import (
 // TestMain lets the test binary act as the relay: a child started with
 // C2CVIA_TEST_AS_RELAY=1 runs main() with its arguments.
 func TestMain(m *testing.M) {
-	// The bench's poll holder (bench_holder.go) runs os.Executable too.
-	if os.Getenv("C2CVIA_TEST_AS_RELAY") == "1" || os.Getenv("C2CVIA_BENCH_CHILD") == "1" {
+	// The bench's poll holder (internal/bench/holder.go) runs
+	// os.Executable too.
+	if os.Getenv("C2CVIA_TEST_AS_RELAY") == "1" || os.Getenv(bench.ChildEnv) == "1" {
 		main()
 		os.Exit(0)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/c2cvia/c2cvia/internal/bench"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -20,7 +21,7 @@ func TestCrashSoak(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var log strings.Builder
-	rep, err := runCrashSoak(ctx, soakOptions{
+	rep, err := bench.RunCrashSoak(ctx, bench.SoakOptions{
 		Exe: exe, Env: append(os.Environ(), "C2CVIA_TEST_AS_RELAY=1"),
 		Kills: 3, Every: 300 * time.Millisecond, Clients: 2, Log: &log,
 	})
@@ -33,7 +34,7 @@ func TestCrashSoak(t *testing.T) {
 	assert.Equal(t, rep.Messages, rep.Delivered)
 
 	var out strings.Builder
-	printSoak(&out, rep)
+	bench.PrintSoak(&out, rep)
 	assert.True(t, strings.HasSuffix(out.String(), "lost: 0\n"), out.String())
 	t.Log(out.String())
 }

@@ -1,7 +1,7 @@
 // The bench scenarios of the gateway and of peer messaging: `via` (plain
 // HTTP clients through /via/) and `broadcast` (one sender, N waiting peers).
 
-package main
+package bench
 
 import (
 	"bufio"
@@ -9,8 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -19,23 +17,23 @@ import (
 	"time"
 )
 
-// benchViaPath is the plain request of the via scenario: a GET with a query,
+// viaPath is the plain request of the via scenario: a GET with a query,
 // as a browser or curl sends it.
-const benchViaPath = "/items/7?q=bench"
+const viaPath = "/items/7?q=bench"
 
-// benchVia: N plain HTTP clients GET /via/NET/items/7 while SimServer
+// via: N plain HTTP clients GET /via/NET/items/7 while SimServer
 // workers (one per 4 clients) pullreqsmart and pushres. One op is one plain
 // request, timed from sent to answered. Direct: the same GET answered at
 // once by a plain handler with the relay's reply bytes, which is what the
 // client would see from a web server of its own.
-func benchVia(ctx context.Context, b *bench, clients int) (*benchResult, error) {
+func via(ctx context.Context, b *bench, clients int) (*result, error) {
 	workers := b.opts.Workers
 	if workers == 0 {
 		workers = (clients + 3) / 4
 	}
 	ex := exchangeCalls{net: b.net(), key: b.key, max: b.opts.Max}
-	path := "/via/" + ex.net + benchViaPath
-	relay := b.target("relay", b.base, clients+workers)
+	path := "/via/" + ex.net + viaPath
+	relay := newTarget("relay", b.base, clients+workers)
 	defer relay.close()
 
 	phase, stopWorkers := context.WithCancelCause(ctx)
@@ -65,7 +63,7 @@ func benchVia(ctx context.Context, b *bench, clients int) (*benchResult, error) 
 	if err != nil {
 		return nil, err
 	}
-	ds, err := b.measureDirect(ctx, "via direct", clients, replies, false, func(direct *benchTarget, _ int) opFunc {
+	ds, err := b.measureDirect(ctx, "via direct", clients, replies, false, func(direct *target, _ int) opFunc {
 		return func(ctx context.Context) error {
 			_, err := direct.call(ctx, http.MethodGet, path, "", nil, http.StatusOK)
 			return err
@@ -74,25 +72,25 @@ func benchVia(ctx context.Context, b *bench, clients int) (*benchResult, error) 
 	if err != nil {
 		return nil, err
 	}
-	res := newBenchResult("via", clients, rs, ds)
+	res := newResult("via", clients, rs, ds)
 	res.set("workers", workers)
 	res.note("workers %d, max %d", workers, ex.max)
 	return res, nil
 }
 
-// benchBroadcast: N peers wait on peer pullsmart while one sender
+// broadcast: N peers wait on peer pullsmart while one sender
 // broadcasts, one message at a time. One op is one broadcast, timed from
 // sent until every one of the N peers has it (so p99 is the time by which
 // all peers had 99% of the messages). Direct: the same peers wait on a
 // plain handler that holds each pullsmart until a broadcast POST arrives,
 // then answers all of them with the relay's reply bytes: an in-memory
 // fan-out with no store.
-func benchBroadcast(ctx context.Context, b *bench, clients int) (*benchResult, error) {
+func broadcast(ctx context.Context, b *bench, clients int) (*result, error) {
 	if err := raiseFDLimit(uint64(4*clients + 512)); err != nil {
 		return nil, fmt.Errorf("%d peers: %w", clients, err)
 	}
 	net := b.net()
-	relay := b.target("relay", b.base, clients+1)
+	relay := newTarget("relay", b.base, clients+1)
 	defer relay.close()
 	tokens, err := b.logins(ctx, relay, net, clients+1)
 	if err != nil {
@@ -110,29 +108,29 @@ func benchBroadcast(ctx context.Context, b *bench, clients int) (*benchResult, e
 		return nil, err
 	}
 	replies := relay.recorded()
-	var first struct {
+	var page struct {
 		Next int64 `json:"next"`
 	}
-	if err := json.Unmarshal(rep.body, &first); err != nil {
+	if err := json.Unmarshal(rep.body, &page); err != nil {
 		return nil, fmt.Errorf("peer pullsmart: %w", err)
 	}
 
-	rs, deliveries, err := b.fanOut(ctx, "broadcast relay", relay, sender, peers, first.Next, b.opts.Stream)
+	rs, deliveries, err := b.fanOut(ctx, "broadcast relay", relay, sender, peers, page.Next, b.opts.Stream)
 	if err != nil {
 		return nil, err
 	}
-	direct, err := startFanOut(b.log, replies)
+	direct, err := b.startFanOut(replies)
 	if err != nil {
 		return nil, err
 	}
 	defer direct.stop()
-	dt := b.target("direct", direct.url, clients+1)
+	dt := newTarget("direct", direct.url, clients+1)
 	defer dt.close()
-	ds, _, err := b.fanOut(ctx, "broadcast direct", dt, sender, peers, first.Next, b.opts.Stream)
+	ds, _, err := b.fanOut(ctx, "broadcast direct", dt, sender, peers, page.Next, b.opts.Stream)
 	if err != nil {
 		return nil, err
 	}
-	res := newBenchResult("broadcast", clients, rs, ds)
+	res := newResult("broadcast", clients, rs, ds)
 	// A broadcast counts once every peer has it: deliveries are ops × peers.
 	perSec := rs.perSec() * float64(clients)
 	res.set("deliveries_per_sec", round2(perSec))
@@ -150,7 +148,7 @@ func benchBroadcast(ctx context.Context, b *bench, clients int) (*benchResult, e
 // from cursor since, the sender broadcasts and waits until all of them have
 // the message. It returns the broadcasts' times until all had them, and
 // every single delivery's time.
-func (b *bench) fanOut(ctx context.Context, label string, t *benchTarget, sender string, peers []string, since int64, stream bool) (loadStats, loadStats, error) {
+func (b *bench) fanOut(ctx context.Context, label string, t *target, sender string, peers []string, since int64, stream bool) (loadStats, loadStats, error) {
 	var (
 		mu      sync.Mutex
 		sentAt  time.Time
@@ -221,7 +219,7 @@ func (b *bench) fanOut(ctx context.Context, label string, t *benchTarget, sender
 
 // longPollPeer is a peer waiting on pullsmart from cursor since; got is told
 // of every page of messages.
-func longPollPeer(ctx context.Context, t *benchTarget, tok string, since int64, ready chan<- struct{}, got func(int)) error {
+func longPollPeer(ctx context.Context, t *target, tok string, since int64, ready chan<- struct{}, got func(int)) error {
 	cursor := since
 	ready <- struct{}{}
 	for ctx.Err() == nil {
@@ -247,7 +245,7 @@ func longPollPeer(ctx context.Context, t *benchTarget, tok string, since int64, 
 
 // streamPeer is a peer reading the event stream from cursor since; got is
 // told of every event.
-func streamPeer(ctx context.Context, t *benchTarget, tok string, since int64, ready chan<- struct{}, got func(int)) error {
+func streamPeer(ctx context.Context, t *target, tok string, since int64, ready chan<- struct{}, got func(int)) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.base+"/api/v1/peer/stream?since="+fmt.Sprint(since), nil)
 	if err != nil {
 		return err
@@ -278,27 +276,25 @@ func streamPeer(ctx context.Context, t *benchTarget, tok string, since int64, re
 // fan-out with no store: a broadcast POST counts a message and wakes the
 // waiting pullsmarts; a pullsmart returns at once when its caller (by its
 // Authorization) has not had the latest message, else waits for the next.
-// Both answer with the relay's recorded reply bytes.
+// Both answer with the relay's recorded reply bytes, behind serve's front
+// (Relays.Front).
 type fanOutServer struct {
 	url     string
-	hs      *http.Server
-	served  chan error
-	replies map[string]benchReply
+	front   Server
+	replies map[string]reply
 	mu      sync.Mutex
 	seq     int64            // broadcasts so far
 	had     map[string]int64 // caller -> the last broadcast it was given
 	next    chan struct{}    // closed by the next broadcast
 }
 
-func startFanOut(log *slog.Logger, replies map[string]benchReply) (*fanOutServer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func (b *bench) startFanOut(replies map[string]reply) (*fanOutServer, error) {
+	f := &fanOutServer{replies: replies, had: map[string]int64{}, next: make(chan struct{})}
+	front, err := b.relays.Front(directArgs, f, b.stderr)
 	if err != nil {
 		return nil, err
 	}
-	f := &fanOutServer{url: "http://" + ln.Addr().String(), replies: replies, served: make(chan error, 1),
-		had: map[string]int64{}, next: make(chan struct{})}
-	f.hs = newBenchHTTPServer(f, log)
-	go func() { f.served <- f.hs.Serve(ln) }()
+	f.front, f.url = front, front.URL()
 	return f, nil
 }
 
@@ -367,9 +363,4 @@ func (f *fanOutServer) stream(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (f *fanOutServer) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = f.hs.Shutdown(ctx)
-	<-f.served
-}
+func (f *fanOutServer) stop() { _ = f.front.Stop() }

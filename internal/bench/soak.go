@@ -4,7 +4,7 @@
 // At the end every acknowledged request must have been answered exactly once
 // from its client's view, and every acknowledged message delivered.
 
-package main
+package bench
 
 import (
 	"bufio"
@@ -26,19 +26,20 @@ import (
 	"time"
 )
 
-// soakOptions shape a crash soak.
-type soakOptions struct {
-	Exe     string        // the c2cvia binary to run as the relay
+// SoakOptions shape a crash soak; Exe is required.
+type SoakOptions struct {
+	Exe     string        // the c2cvia binary to run as the relay: Exe serve --addr 127.0.0.1:0 --db DB ...
 	Env     []string      // its environment (nil: this process's)
 	DB      string        // the store it runs on; made in a temp folder when empty
 	Kills   int           // SIGKILLs before the final check
 	Every   time.Duration // mean time between kills (each is uniform in [0.5, 1.5] of it)
-	Clients int           // SimClients pushing requests; as many peers broadcast
+	Clients int           // SimClients pushing requests; as many peers broadcast (0: 1)
 	Log     io.Writer     // progress lines; nil: none
 }
 
-// soakReport is what a crash soak found.
-type soakReport struct {
+// SoakReport is what a crash soak found; nothing was lost when Lost is
+// empty. As JSON, durations are in nanoseconds.
+type SoakReport struct {
 	Kills        int           `json:"kills"`
 	Requests     int           `json:"requests"`     // acknowledged with 201
 	Answered     int           `json:"answered"`     // of those, answered as sent, exactly once
@@ -59,7 +60,7 @@ const (
 
 // soakRelay is the relay child process, restarted after each kill.
 type soakRelay struct {
-	opts soakOptions
+	opts SoakOptions
 	cmd  *exec.Cmd
 	base atomic.Pointer[string] // the current base URL
 	up   atomic.Pointer[chan struct{}]
@@ -152,9 +153,15 @@ func (r *soakRelay) call(ctx context.Context, retries *atomic.Int64, method, pat
 	}
 }
 
-// runCrashSoak runs the soak and reports what was lost.
-func runCrashSoak(ctx context.Context, o soakOptions) (soakReport, error) {
-	var rep soakReport
+// RunCrashSoak starts the relay as a child process, drives it with
+// o.Clients SimClients, as many broadcasting peers and two SimServers,
+// SIGKILLs and restarts it o.Kills times, then reads back every request
+// and message it acknowledged. What came back wrong is in the report's
+// Lost, not an error; the error is for a soak that could not run: a relay
+// that does not start within 30 s, a call refused other than as the soak
+// expects, ctx ending.
+func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
+	var rep SoakReport
 	if o.Env == nil {
 		o.Env = os.Environ()
 	}
@@ -421,8 +428,9 @@ func soakServe(ctx context.Context, call func(context.Context, string, string, u
 	}
 }
 
-// printSoak writes the soak's summary; its last line is "lost: N".
-func printSoak(w io.Writer, rep soakReport) {
+// PrintSoak writes the soak's summary to w, one line per figure and one per
+// loss; its last line is "lost: N".
+func PrintSoak(w io.Writer, rep SoakReport) {
 	fmt.Fprintf(w, "crash soak: %d kills in %s (relay back in %s on average, at most %s; %d calls retried)\n",
 		rep.Kills, rep.Elapsed.Round(time.Millisecond), avgDuration(rep.DownTime, rep.Kills).Round(time.Millisecond),
 		rep.MaxRecovery.Round(time.Millisecond), rep.RelayRetries)

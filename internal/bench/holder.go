@@ -3,7 +3,7 @@
 // bench process measures the relay's memory alone and needs one descriptor
 // per poll, not two.
 
-package main
+package bench
 
 import (
 	"bufio"
@@ -24,8 +24,12 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// benchChildEnv marks this binary run as the bench's poll holder.
-const benchChildEnv = "C2CVIA_BENCH_CHILD=1"
+// ChildEnv is the environment variable, set to "1", that marks a process
+// as the bench's poll holder: this binary run again as `c2cvia bench
+// hold-polls`. The binary needs nothing of it; a test binary that runs
+// main() when it is set (as package main's TestMain does) can then play
+// the binary.
+const ChildEnv = "C2CVIA_BENCH_CHILD"
 
 // pollHolder is the child process holding the idle polls: this binary run
 // as `c2cvia bench hold-polls`.
@@ -44,7 +48,7 @@ func (b *bench) holdPolls(ctx context.Context, label, base string, tokens []stri
 		return nil, err
 	}
 	cmd := exec.Command(exe, "bench", "hold-polls")
-	cmd.Env = append(os.Environ(), benchChildEnv)
+	cmd.Env = append(os.Environ(), ChildEnv+"=1")
 	cmd.Stderr = b.stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -95,10 +99,10 @@ func (h *pollHolder) release() error {
 	return h.err
 }
 
-// newBenchHoldCmd is the poll holder. It reads a base URL and one token a
+// newHoldCommand is the poll holder. It reads a base URL and one token a
 // line up to a blank line from stdin, opens a long poll per token, prints
 // "held", and closes them all when stdin ends.
-func newBenchHoldCmd(stdout io.Writer) *cobra.Command {
+func newHoldCommand(stdout io.Writer) *cobra.Command {
 	return &cobra.Command{
 		Use:    "hold-polls",
 		Short:  "Hold idle long polls for the idle scenario (used by bench itself)",

@@ -1,6 +1,9 @@
 //go:build unix
 
-package main
+// The open-file limit, where there is one: the idle and broadcast scenarios
+// and the poll holder need a descriptor per poll or peer.
+
+package bench
 
 import (
 	"fmt"
