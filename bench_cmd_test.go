@@ -177,6 +177,7 @@ func TestBenchInProcess(t *testing.T) {
 }
 
 func TestBenchTable(t *testing.T) {
+	t.Parallel()
 	tmp := t.TempDir()
 	stdout, stderr, err := runBenchCLI(t, "bench", "--tmp-dir", tmp, "--duration", "200ms", "--clients", "2",
 		"--polls", "10", "--backlog", "1000")
@@ -198,6 +199,7 @@ func TestBenchTable(t *testing.T) {
 }
 
 func TestBenchAgainstURL(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t)
 	// One net for every row: the second row finds the first one's leftovers
 	// in its queue.
@@ -235,6 +237,7 @@ func TestBenchAgainstURL(t *testing.T) {
 }
 
 func TestBenchBadFlags(t *testing.T) {
+	t.Parallel()
 	tmp := t.TempDir()
 	for _, tc := range []struct {
 		args []string
@@ -272,6 +275,7 @@ func TestBenchBadFlags(t *testing.T) {
 // level; and it has serve's front, which answers a header over serve's
 // --max-header-bytes (64 KiB) with 431. So does direct's front.
 func TestBenchStartsServesRelay(t *testing.T) {
+	t.Parallel()
 	tooBig := func(t *testing.T, base string) int {
 		req, err := http.NewRequest(http.MethodGet, base+"/healthz", nil)
 		require.NoError(t, err)
@@ -313,7 +317,7 @@ func TestBenchStartsServesRelay(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	cmd := bench.NewCommand(harness, &stdout, &lockedWriter{w: &stderr})
 	cmd.SetArgs([]string{"--tmp-dir", t.TempDir(), "--scenario", "exchange,backlog", "--sync", "full",
-		"--duration", "100ms", "--clients", "1", "--backlog", "100"})
+		"--duration", "300ms", "--clients", "1", "--backlog", "100"})
 	require.NoError(t, cmd.ExecuteContext(context.Background()), stderr.String())
 
 	require.Len(t, relays, 2, "the run's relay and the backlog's")
@@ -338,7 +342,7 @@ func TestBenchStartsServesRelay(t *testing.T) {
 // binary, as the relay) and reports "lost: 0"; it refuses other scenarios
 // beside it and --url.
 func TestBenchCrash(t *testing.T) {
-	t.Setenv("C2CVIA_TEST_AS_RELAY", "1") // for the relay child, not for this process
+	t.Parallel()
 	tmp := t.TempDir()
 	stdout, stderr, err := runBenchCLI(t, "bench", "--scenario", "crash", "--kills", "2", "--kill-every", "300ms",
 		"--clients", "2", "--tmp-dir", tmp)
@@ -360,6 +364,7 @@ func TestBenchCrash(t *testing.T) {
 // TestBenchBroadcastStream: with --stream the broadcast peers read the event
 // stream, on the relay and on direct.
 func TestBenchBroadcastStream(t *testing.T) {
+	t.Parallel()
 	stdout, stderr, err := runBenchCLI(t, "bench", "--tmp-dir", t.TempDir(), "--json", "--scenario", "broadcast",
 		"--stream", "--duration", "300ms", "--clients", "3")
 	require.NoError(t, err, stderr)

@@ -25,18 +25,19 @@ const (
 type relayFront struct {
 	URL string
 
-	mu     sync.Mutex
-	mode   frontMode
-	counts map[string]int     // calls per path
-	fails  map[string]failure // path: the next calls get this status
-	onCall func(path string, body []byte)
+	mu       sync.Mutex
+	mode     frontMode
+	counts   map[string]int     // calls per path, counted as they arrive
+	answered map[string]int     // calls per path the relay has answered
+	fails    map[string]failure // path: the next calls get this status
+	onCall   func(path string, body []byte)
 }
 
 type failure struct{ status, times int }
 
 func newRelayFront(t testing.TB, relay http.Handler) *relayFront {
 	t.Helper()
-	f := &relayFront{counts: map[string]int{}, fails: map[string]failure{}}
+	f := &relayFront{counts: map[string]int{}, answered: map[string]int{}, fails: map[string]failure{}}
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		f.counts[r.URL.Path]++
@@ -67,6 +68,9 @@ func newRelayFront(t testing.TB, relay http.Handler) *relayFront {
 			writeError(w, r, discardLogger(), newAPIError(fail.status, "injected", "a failure the test asked for"))
 		default:
 			relay.ServeHTTP(w, r)
+			f.mu.Lock()
+			f.answered[r.URL.Path]++
+			f.mu.Unlock()
 		}
 	}))
 	t.Cleanup(func() {
@@ -88,6 +92,13 @@ func (f *relayFront) setMode(m frontMode) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.mode = m
+}
+
+// answeredCount is the number of calls to path the relay has answered.
+func (f *relayFront) answeredCount(path string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.answered[path]
 }
 
 // count is the number of calls to path so far.

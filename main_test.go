@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +18,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,15 +31,31 @@ import (
 )
 
 // TestMain lets the test binary act as the relay: a child started with
-// C2CVIA_TEST_AS_RELAY=1 runs main() with its arguments.
+// C2CVIA_TEST_AS_RELAY=1, or with a command (`serve`, as the bench's crash
+// soak runs its relay; `bench hold-polls`, the bench's poll holder) rather
+// than test flags, runs main() with its arguments.
 func TestMain(m *testing.M) {
-	// The bench's poll holder (internal/bench/holder.go) runs
-	// os.Executable too.
-	if os.Getenv("C2CVIA_TEST_AS_RELAY") == "1" || os.Getenv(bench.ChildEnv) == "1" {
+	command := len(os.Args) > 1 && (os.Args[1] == "serve" || os.Args[1] == "bench")
+	if command || os.Getenv("C2CVIA_TEST_AS_RELAY") == "1" || os.Getenv(bench.ChildEnv) == "1" {
 		main()
 		os.Exit(0)
 	}
+	// Most tests wait on a relay, a child process, a browser or node, not
+	// on the CPU: unless -test.parallel is given, run more of them at once
+	// than the default of one per CPU. Not under the race detector, which
+	// makes them CPU-bound.
+	flag.Parse()
+	if !flagGiven("test.parallel") && !raceEnabled {
+		_ = flag.Set("test.parallel", strconv.Itoa(4*runtime.GOMAXPROCS(0)))
+	}
 	os.Exit(m.Run())
+}
+
+// flagGiven reports whether the flag was set on the command line.
+func flagGiven(name string) bool {
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }
 
 // testEpoch is where every test relay's clock starts.

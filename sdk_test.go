@@ -107,6 +107,7 @@ func TestJavaScriptSDK(t *testing.T) {
 //
 //	POST /advance?by=1.5s       moves the relay's clock and wakes its long polls
 //	GET  /count?path=P          calls to P through C2CVIA_RELAY so far
+//	GET  /count?path=P&answered=1  those of them the relay has answered
 //	GET  /count?path=P&front=flaky  the same through C2CVIA_FLAKY
 //	POST /fail?path=P&status=503&times=1  the next calls to P get that status
 //	POST /flaky?mode=up|503|drop  C2CVIA_FLAKY forwards, answers 503, or drops the connection
@@ -133,7 +134,11 @@ func newSDKControl(t *testing.T, r *testRelay) *sdkControl {
 			if q.Get("front") == "flaky" {
 				front = c.flaky
 			}
-			fmt.Fprintf(w, `{"count":%d}`, front.count(q.Get("path")))
+			n := front.count(q.Get("path"))
+			if q.Get("answered") == "1" {
+				n = front.answeredCount(q.Get("path"))
+			}
+			fmt.Fprintf(w, `{"count":%d}`, n)
 			return
 		case "/fail":
 			status, _ := strconv.Atoi(q.Get("status"))

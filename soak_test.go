@@ -16,6 +16,7 @@ import (
 // the relay) is SIGKILLed three times under load; every acknowledged
 // request and message survives.
 func TestCrashSoak(t *testing.T) {
+	t.Parallel()
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

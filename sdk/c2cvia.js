@@ -425,8 +425,9 @@ class MessageIterator {
   /** Waits for the event stream to bring a message (opening it if needed). */
   async streamed() {
     if (!this.source) this.open();
-    const wake = this.wake;
-    await wake.promise;
+    // A stream that gave up while nobody iterated has kicked already: do
+    // not wait for a kick that came before this call.
+    if (this.source.readyState !== 2 /* CLOSED */) await this.wake.promise;
     if (this.source && this.source.readyState === 2 /* CLOSED */) {
       // The browser gave up (a non-stream answer such as 401 or 503) and
       // cannot say why. Ask the relay with a poll that returns at once: a

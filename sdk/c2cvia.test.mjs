@@ -27,6 +27,8 @@ async function control(path) {
 }
 const advance = (by) => control(`/advance?by=${by}`);
 const count = async (path, front = "relay") => (await control(`/count?path=${encodeURIComponent(path)}&front=${front}`)).count;
+/** Calls to path through C2CVIA_RELAY that the relay has answered. */
+const answered = async (path) => (await control(`/count?path=${encodeURIComponent(path)}&answered=1`)).count;
 
 /** Waits until cond() holds, checking every 10 ms; fails after ms. */
 async function until(cond, what, ms = 10_000) {
@@ -262,8 +264,10 @@ test("a slow handler keeps its lease by extending it", async (t) => {
   const answer = s.fetch("/slow");
   await within(started.promise, 10_000, "the handler to start");
   await advance("600ms"); // part of the lease; the SDK has not extended yet
-  const extends0 = await count("/api/v1/server/extend");
-  await until(async () => (await count("/api/v1/server/extend")) > extends0, "an extend after the clock moved");
+  // An extend answered beyond those that had arrived by now was read at
+  // the moved clock.
+  const arrived = await count("/api/v1/server/extend");
+  await until(async () => (await answered("/api/v1/server/extend")) > arrived, "an extend answered after the clock moved");
   await advance("600ms"); // past the original lease end, within the extended one
 
   // Not handed out again: neither to this loop nor to another SimServer.
@@ -513,8 +517,11 @@ test("messages() uses EventSource where it exists, resuming by Last-Event-ID", a
 
   // The relay answers 503 once: the EventSource gives up; messages()
   // opens a new one after the last message, nothing lost or twice.
+  // It gives up before anyone iterates: messages() must not wait for a
+  // wake-up that came before it looked.
   await control("/fail?path=/api/v1/peer/stream&status=503&times=1");
   es.cut();
+  await until(() => es.readyState === 2, "the EventSource to give up");
   await ada.send(bob.peerId, 4);
   await ada.send(bob.peerId, 5);
   const m4 = (await within(it.next(), 10_000, "an event after the 503")).value;
