@@ -136,3 +136,35 @@ func TestReadmeFlags(t *testing.T) {
 		assert.True(t, strings.Contains(string(readme), row), "README flag table lacks the row %s", row)
 	})
 }
+
+// TestReadmeCodeMap: every file and folder the README's code map names
+// exists, and every Go file of the relay (tests aside) is named there.
+func TestReadmeCodeMap(t *testing.T) {
+	t.Parallel()
+	section := readmeSection(t, "## Code map")
+	section, _, _ = strings.Cut(section, "\n## ")
+	named := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| ([^|]+) \\|").FindAllStringSubmatch(section, -1) {
+		for _, f := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(m[1], -1) {
+			named[f[1]] = true
+		}
+	}
+	require.NotEmpty(t, named)
+	for f := range named {
+		if strings.Contains(f, "*") {
+			matches, err := filepath.Glob(f)
+			require.NoError(t, err)
+			assert.NotEmpty(t, matches, "the code map names %s, which matches nothing", f)
+			continue
+		}
+		_, err := os.Stat(strings.TrimSuffix(f, "/"))
+		assert.NoError(t, err, "the code map names %s, which does not exist", f)
+	}
+	files, err := filepath.Glob("*.go")
+	require.NoError(t, err)
+	for _, f := range files {
+		if !strings.HasSuffix(f, "_test.go") {
+			assert.True(t, named[f], "the code map does not name %s", f)
+		}
+	}
+}
