@@ -41,7 +41,7 @@ const (
 )
 
 // visibleTo reports whether t may read m (its SQL twin is the readMessages
-// statement in peer.go): a unicast to it; a broadcast of its net by another peer after
+// statement in messages.go): a unicast to it; a broadcast of its net by another peer after
 // its login; a multicast by another peer while it was subscribed.
 func (m *message) visibleTo(t token) bool {
 	switch m.Kind {

@@ -32,7 +32,7 @@ const (
 //
 // Queries that select rows by status compare statusSQL with the status they
 // want, and may add conditions it implies (status = 'queued') so that
-// SQLite can use the partial indexes, which are keyed on the stored status.
+// SQLite can use the partial indexes, which are built on the stored status.
 func statusSQL(now, maxAttempts string) string {
 	return `(CASE
 		WHEN status = 'delivered' AND attempt >= ` + maxAttempts + ` AND lease_expires_at <= ` + now + `
