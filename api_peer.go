@@ -204,11 +204,7 @@ func handleStream(log *slog.Logger, st *store, lp *poller) tokenFunc {
 		if err != nil {
 			return err
 		}
-		defer leave()
-		if c != nil { // a stream is all waiting: none of it is relay overhead
-			start := time.Now()
-			defer func() { c.parked.Add(int64(time.Since(start))) }()
-		}
+		defer leave() // the waits themselves are kept out of the call's overhead by poller.wait
 		rc := http.NewResponseController(w)
 		h := w.Header()
 		h.Set("Content-Type", "text/event-stream")

@@ -55,6 +55,11 @@ func handlePullReqSmart(st *store, lp *poller, cfg config) apiFunc {
 			// if the lease runs out unanswered.
 			lp.hub.notifyAt(netSignal(net), lease)
 		}
+		for _, l := range got {
+			if l.lastLease {
+				lp.hub.notify(tokenSignal(l.owner)) // its waits now change at the lease's end
+			}
+		}
 		writeJSON(w, http.StatusOK, response{got})
 		return nil
 	}

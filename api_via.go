@@ -10,7 +10,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -217,7 +216,7 @@ func parsePrefer(h http.Header) preference {
 // SimServer's sim_res: at once when it comes within the wait, else 504, or
 // 202 with a Location to fetch it later when the client asked (Prefer).
 func (g *gateway) forward(w http.ResponseWriter, r *http.Request, net, endpoint string, mode viaMode) error {
-	simReq, err := gatewayRequest(r, endpoint, g.cfg.MaxBody)
+	simReq, err := gatewayRequest(w, r, endpoint, g.cfg.MaxBody)
 	if err != nil {
 		return err
 	}
@@ -245,8 +244,10 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, net, endpoint 
 	}
 	g.lp.hub.notify(netSignal(net))
 
+	// The request was just stored as queued: until a wake-up (an answer, or
+	// its last lease handed out) or its TTL, nothing is read from the store.
 	req := requestState{status: statusQueued}
-	next := time.UnixMilli(expiresAt)
+	first := true
 	_, err = g.lp.poll(ctx, pollVia, tokenSignal(owner.Hash), wait, func() (bool, time.Time, error) {
 		select {
 		case req.simRes = <-answer:
@@ -254,8 +255,9 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, net, endpoint 
 			return true, time.Time{}, nil
 		default:
 		}
-		if g.lp.clock.Now().Before(next) {
-			return false, next, nil // nothing changes by itself before then
+		if first {
+			first = false
+			return false, time.UnixMilli(expiresAt), nil
 		}
 		var err error
 		if req, err = g.st.requestForOwner(ctx, owner, rid); err != nil {
@@ -265,8 +267,7 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, net, endpoint 
 		case statusAnswered, statusExpired, statusFailed:
 			return true, time.Time{}, nil
 		}
-		next = req.next()
-		return false, next, nil
+		return false, req.next(), nil
 	})
 	if err != nil {
 		return err
@@ -315,12 +316,9 @@ func (g *gateway) resultURL(r *http.Request, mode viaMode, rid, secret string) s
 }
 
 // gatewayRequest maps a plain HTTP request to a stored sim_req.
-func gatewayRequest(r *http.Request, endpoint string, maxBody int64) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+func gatewayRequest(w http.ResponseWriter, r *http.Request, endpoint string, maxBody int64) ([]byte, error) {
+	body, err := readBody(w, r, maxBody)
 	if err != nil {
-		if _, ok := err.(*http.MaxBytesError); ok {
-			return nil, errTooLarge
-		}
 		return nil, err
 	}
 	obj := map[string]any{

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/crypto/acme/autocert"
 )
@@ -82,7 +83,7 @@ func (c config) storeOptions() storeOptions {
 
 // addStoreFlags are the flags serve and purge share: the file and lifetimes.
 func addStoreFlags(fs *pflag.FlagSet, c *config) {
-	fs.StringVar(&c.DB, "db", "c2cvia.db", "SQLite file of the store (created if missing)")
+	fs.StringVar(&c.DB, "db", "c2cvia.db", "SQLite file of the store")
 	fs.DurationVar(&c.ReqTTL, "req-ttl", 5*time.Minute, "how long a request waits for an answer before it is expired")
 	fs.DurationVar(&c.ResTTL, "res-ttl", 10*time.Minute, "how long an answered, expired or failed request stays readable")
 	fs.IntVar(&c.MaxAttempts, "max-attempts", 5, "deliveries without an answer before a request is failed")
@@ -189,9 +190,10 @@ func neverFromEnv(fs *pflag.FlagSet, names ...string) {
 }
 
 // flagsFromEnv sets every flag not given on the command line from its
-// environment variable, if that is set.
-func flagsFromEnv(fs *pflag.FlagSet, getenv func(string) string) error {
-	var errs []error
+// environment variable, if that is set, and returns one line for each
+// variable whose value the flag does not take.
+func flagsFromEnv(fs *pflag.FlagSet, getenv func(string) string) []string {
+	var problems []string
 	fs.VisitAll(func(f *pflag.Flag) {
 		if f.Changed || f.Name == "help" || f.Annotations[noEnv] != nil {
 			return
@@ -201,12 +203,82 @@ func flagsFromEnv(fs *pflag.FlagSet, getenv func(string) string) error {
 			return
 		}
 		if err := fs.Set(f.Name, v); err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
+			problems = append(problems, fmt.Sprintf("--%s (%s=%q): %s", f.Name, envName(f.Name), v, accepts(f, err)))
 			return
 		}
 		_ = fs.SetAnnotation(f.Name, fromEnv, []string{"true"})
 	})
-	return errors.Join(errs...)
+	return problems
+}
+
+// accepts says what a flag takes, for an error about a value it refused.
+func accepts(f *pflag.Flag, err error) string {
+	switch f.Value.Type() {
+	case "duration":
+		return "want a duration such as 30s, 5m or 24h"
+	case "int":
+		return "want a whole number"
+	case "float64":
+		return "want a number"
+	case "bool":
+		return "want true or false"
+	}
+	if inner := errors.Unwrap(err); inner != nil {
+		return inner.Error() // the flag's own type says what it wants
+	}
+	return err.Error()
+}
+
+// flagError rewrites a value the command line gave that a flag does not
+// take in the shape of the other setting errors: `--token-ttl "5": want a
+// duration such as 30s, 5m or 24h`. Other parse errors pass unchanged.
+func flagError(_ *cobra.Command, err error) error {
+	var bad *pflag.InvalidValueError
+	if errors.As(err, &bad) {
+		return fmt.Errorf("--%s %q: %s", bad.GetFlag().Name, bad.GetValue(), accepts(bad.GetFlag(), err))
+	}
+	return err
+}
+
+// Commands whose RunE checks its settings (serve, purge, inspect) get the
+// problems of their variables with the others, through envProblems; any
+// other command fails on them before it runs.
+const (
+	checksSettings = "c2cvia_checks_settings"
+	envProblems    = "c2cvia_env_problems"
+)
+
+// applyEnv is the root command's PersistentPreRunE: every flag not given
+// on the command line reads its C2CVIA_* variable.
+func applyEnv(getenv func(string) string) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		problems := flagsFromEnv(cmd.Flags(), getenv)
+		if len(problems) == 0 {
+			return nil
+		}
+		if cmd.Annotations[checksSettings] != "" {
+			cmd.Annotations[envProblems] = strings.Join(problems, "\n")
+			return nil
+		}
+		return (&settingErrors{errs: problems}).err()
+	}
+}
+
+// checkSettings marks cmd as one that checks its settings in its RunE,
+// starting from newSettingErrors.
+func checkSettings(cmd *cobra.Command) *cobra.Command {
+	cmd.Annotations = map[string]string{checksSettings: "true"}
+	return cmd
+}
+
+// newSettingErrors starts the check of cmd's settings with the problems its
+// variables had.
+func newSettingErrors(cmd *cobra.Command) *settingErrors {
+	s := &settingErrors{fs: cmd.Flags()}
+	if p := cmd.Annotations[envProblems]; p != "" {
+		s.errs = strings.Split(p, "\n")
+	}
+	return s
 }
 
 // documentEnv adds each flag's variable to its help text.
@@ -259,9 +331,18 @@ func (s *settingErrors) lookup(name string) *pflag.Flag {
 	return s.fs.Lookup(name)
 }
 
+// positive checks a duration that must be at least min: the store counts
+// time in whole milliseconds, so nothing shorter than 1 ms means anything.
 func (s *settingErrors) positive(name string, d time.Duration) {
-	if d <= 0 {
+	s.atLeastDuration(name, d, time.Millisecond)
+}
+
+func (s *settingErrors) atLeastDuration(name string, d, min time.Duration) {
+	switch {
+	case d <= 0:
 		s.badFlag(name, "must be more than 0, a duration such as 30s, 5m or 24h")
+	case d < min:
+		s.badFlag(name, "must be at least "+min.String()+", a duration such as 30s, 5m or 24h")
 	}
 }
 
@@ -305,9 +386,12 @@ func (c config) checkStore(s *settingErrors) {
 }
 
 // check refuses every setting serve cannot run with. fs is the flag set the
-// config was parsed from, to name the flags and their variables.
-func (c config) check(fs *pflag.FlagSet) error {
-	s := &settingErrors{fs: fs}
+// config was parsed from, to name the flags and their variables; nil for a
+// config built in code.
+func (c config) check(fs *pflag.FlagSet) error { return c.checkWith(&settingErrors{fs: fs}) }
+
+// checkWith adds what is wrong with c to s, and returns them all.
+func (c config) checkWith(s *settingErrors) error {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		s.badFlag("addr", "must be host:port or :port, such as :8080 or 127.0.0.1:8080")
 	}
@@ -318,19 +402,19 @@ func (c config) check(fs *pflag.FlagSet) error {
 	s.positive("lease", c.DefaultLease)
 	s.positive("max-lease", c.MaxLease)
 	s.positive("via-timeout", c.ViaTimeout)
-	s.positive("janitor-every", c.JanitorEvery)
+	s.atLeastDuration("janitor-every", c.JanitorEvery, time.Second) // a purge is a write: not back to back
 	if c.DefaultLease > 0 && c.MaxLease > 0 && c.MaxLease < c.DefaultLease {
 		s.bad("%s and %s: --max-lease must be at least --lease", s.describe("lease"), s.describe("max-lease"))
 	}
 	s.oneOf("sync", c.Sync, "normal", "full")
 	s.oneOf("log-format", c.LogFormat, "text", "json")
-	s.oneOf("log-level", c.LogLevel, "debug", "info", "warn", "error")
+	s.oneOf("log-level", strings.ToLower(c.LogLevel), "debug", "info", "warn", "error")
 	if err := checkOrigins(c.CORSOrigin); err != nil {
 		s.badFlag("cors-origin", err.Error())
 	}
-	if c.ViaHost != "" && (!strings.HasPrefix(c.ViaHost, ".") || strings.Count(c.ViaHost, ".") < 2 ||
-		strings.ContainsAny(c.ViaHost, ":/ ") || strings.HasSuffix(c.ViaHost, ".")) {
-		s.badFlag("via-host", "must be a host suffix with a leading dot, such as .via.example.com")
+	if c.ViaHost != "" && (!strings.HasPrefix(c.ViaHost, ".") || len(c.ViaHost) < 2 || strings.Contains(c.ViaHost, "..") ||
+		strings.ContainsAny(c.ViaHost, ":/ *@") || strings.HasSuffix(c.ViaHost, ".")) {
+		s.badFlag("via-host", "must be a host suffix with a leading dot, such as .via.example.com or .localhost")
 	}
 	for _, r := range []struct {
 		name string

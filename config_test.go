@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -68,6 +69,11 @@ func TestConfigRefusesBadSettings(t *testing.T) {
 		{"address", []string{"--addr", "8080"}, []string{"--addr", ":8080"}},
 		{"empty store", []string{"--db", ""}, []string{"--db", "must name a file"}},
 		{"acme directory", []string{"--acme-domain", "relay.example.com", "--acme-directory", "ftp://ca.example"}, []string{"--acme-directory"}},
+		{"below the store's millisecond", []string{"--lease", "500us"}, []string{`--lease "500µs": must be at least 1ms`}},
+		{"janitor back to back", []string{"--janitor-every", "500ms"}, []string{`--janitor-every "500ms": must be at least 1s`}},
+		{"duration without unit", []string{"--token-ttl", "5"}, []string{`--token-ttl "5": want a duration such as 30s, 5m or 24h`}},
+		{"count that is no number", []string{"--max-queue", "lots"}, []string{`--max-queue "lots": want a whole number`}},
+		{"size that is no size", []string{"--max-body", "big"}, []string{`--max-body "big": want a positive size such as 1048576 or 1MiB`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -122,6 +128,40 @@ func TestConfigListsEveryProblem(t *testing.T) {
 	assert.Len(t, lines, 3, msg)
 }
 
+// TestConfigEnvProblemsWithTheRest: variables the flags cannot take are
+// reported together with every other bad setting, each naming its flag
+// and variable.
+func TestConfigEnvProblemsWithTheRest(t *testing.T) {
+	t.Parallel()
+	msg := serveError(t, map[string]string{"C2CVIA_TOKEN_TTL": "5", "C2CVIA_MAX_BODY": "0", "C2CVIA_LOG_LEVEL": "verbose"},
+		"--cors-origin", "example.com")
+	for _, want := range []string{
+		`--token-ttl (C2CVIA_TOKEN_TTL="5"): want a duration such as 30s, 5m or 24h`,
+		`--max-body (C2CVIA_MAX_BODY="0"): want a positive size`,
+		`--log-level "verbose" (from C2CVIA_LOG_LEVEL): must be one of debug, info, warn, error`,
+		`--cors-origin "example.com": "example.com" is not an origin`,
+	} {
+		assert.Contains(t, msg, want)
+	}
+}
+
+// TestConfigAcceptsNeighbours: settings next to the refused ones start.
+func TestConfigAcceptsNeighbours(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"--via-host", ".localhost"},
+		{"--via-host", ".via.example.com"},
+		{"--log-level", "INFO"},
+		{"--lease", "1ms", "--max-lease", "1ms"},
+		{"--janitor-every", "1s"},
+		{"--cors-origin", "https://a.example, http://localhost:3000"},
+		{"--max-queue", "0", "--max-peers", "0", "--max-polls-per-token", "0", "--rate-ip", "0", "--rate-token", "0"},
+	} {
+		_, err := parseServeConfig(args)
+		assert.NoError(t, err, "%v", args)
+	}
+}
+
 // TestConfigOtherCommands: purge and inspect check their flags the same way.
 func TestConfigOtherCommands(t *testing.T) {
 	t.Parallel()
@@ -135,6 +175,7 @@ func TestConfigOtherCommands(t *testing.T) {
 		{[]string{"purge", "--db", r.DBPath, "--net", "no spaces"}, `--net "no spaces": must be a net name`},
 		{[]string{"inspect", "--db", r.DBPath, "--limit", "0"}, `--limit "0": must be a whole number of requests, 1 or more`},
 		{[]string{"inspect", "--db", r.DBPath, "--max-attempts", "0"}, `--max-attempts "0"`},
+		{[]string{"inspect", "--db", r.DBPath, "bad net"}, `NET "bad net": must be a net name`},
 	} {
 		_, err := runCLI(t, nil, tc.args...)
 		if assert.Error(t, err, "%v", tc.args) {
@@ -166,4 +207,20 @@ func TestDestructiveFlagsNeverFromEnv(t *testing.T) {
 	f := newPurgeCmd(io.Discard).Flags().Lookup("all")
 	assert.Contains(t, f.Usage, "never read from the environment")
 	assert.NotContains(t, f.Usage, "$C2CVIA_ALL")
+}
+
+// TestServeBusyPortMakesNoStore: a busy port stops serve before the store
+// is made.
+func TestServeBusyPortMakesNoStore(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	db := filepath.Join(t.TempDir(), "never.db")
+	err = run(context.Background(), []string{"serve", "--addr", ln.Addr().String(), "--db", db},
+		func(string) string { return "" }, io.Discard, io.Discard)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "address already in use")
+	_, statErr := os.Stat(db)
+	assert.True(t, os.IsNotExist(statErr), "a store was made for a relay that could not listen")
 }

@@ -110,7 +110,7 @@ func FuzzViaMapping(f *testing.F) {
 		if hName != "" && !strings.ContainsAny(hName, " :\r\n") {
 			req.Header.Set(hName, hValue)
 		}
-		out, err := gatewayRequest(req, "/"+strings.TrimPrefix(path, "/"), 1<<16)
+		out, err := gatewayRequest(httptest.NewRecorder(), req, "/"+strings.TrimPrefix(path, "/"), 1<<16)
 		if err != nil {
 			t.Fatalf("mapping failed: %v", err)
 		}

@@ -56,10 +56,10 @@ func benchServeFront(args []string, h http.Handler, stderr io.Writer) (bench.Ser
 	if err != nil {
 		return nil, err
 	}
-	if err := front.listen(cfg.Addr, h); err != nil {
+	if err := front.listen(cfg.Addr); err != nil {
 		return nil, err
 	}
-	return &frontServer{front: front, failed: front.serve()}, nil
+	return &frontServer{front: front, failed: front.serve(h)}, nil
 }
 
 // frontServer is a handler behind serve's front, as the bench sees it.

@@ -25,7 +25,7 @@ func newInspectCmd(stdout io.Writer) *cobra.Command {
 		limit       int
 		maxAttempts int
 	)
-	cmd := &cobra.Command{
+	cmd := checkSettings(&cobra.Command{
 		Use:   "inspect [NET]",
 		Short: "Show the nets and queues in a store",
 		Long: `Without NET: one line per net with its requests by status, the age of the
@@ -34,12 +34,15 @@ its peer messages kept. With NET: its newest
 requests. With --rid: one request with its stored sim_req and sim_res.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s := &settingErrors{fs: cmd.Flags()}
+			s := newSettingErrors(cmd)
 			if db == "" {
 				s.badFlag("db", "must name a file")
 			}
 			s.atLeast("limit", limit, 1, "requests")
 			s.atLeast("max-attempts", maxAttempts, 1, "deliveries")
+			if len(args) == 1 && !validName(args[0]) {
+				s.bad("NET %q: must be a net name, 1-64 characters of A-Z a-z 0-9 . _ -", args[0])
+			}
 			if err := s.err(); err != nil {
 				return err
 			}
@@ -82,7 +85,7 @@ requests. With --rid: one request with its stored sim_req and sim_res.`,
 			}
 			return nil
 		},
-	}
+	})
 	fs := cmd.Flags()
 	fs.StringVar(&db, "db", "c2cvia.db", "SQLite file of the store")
 	fs.StringVar(&rid, "rid", "", "show this request with its sim_req and sim_res")

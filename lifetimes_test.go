@@ -122,3 +122,30 @@ func TestJanitor(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestLastLeaseWakesWaiters: when a request is handed out for the last time
+// (--max-attempts), whoever waits for it, a /via/ caller or its SimClient's
+// pullsmart, hears 410 failed the moment that lease runs out, not 504 or
+// 202 when their own wait ends.
+func TestLastLeaseWakesWaiters(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t, func(c *config) { c.MaxAttempts = 1; c.ViaTimeout = time.Minute })
+	r.pullReqs("demo", testKey, nil) // claim
+	tok, _ := r.login("demo")
+	rid := r.push(tok, map[string]any{"simEndpoint": "/pending"})
+	via := async(func() reply { return r.get("/via/demo/x", nil) })
+	pull := async(func() reply {
+		return r.get("/api/v1/client/pullsmart", url.Values{"token": {tok}, "rid": {rid}, "wait": {"60"}})
+	})
+	r.waitAsleep(2)
+
+	sleeps := r.srv.poller.sleeps.Load()
+	require.Len(t, r.pullReqs("demo", testKey, url.Values{"lease": {"1"}, "max": {"10"}}), 2)
+	r.waitSleeps(sleeps + 2) // both woke, read their request and armed its lease's end
+	r.advance(2 * time.Second)
+
+	for what, ch := range map[string]<-chan reply{"/via/": via, "pullsmart": pull} {
+		rep := within(t, 10*time.Second, ch, what+" when the last lease ran out")
+		assertErrorShape(t, rep, http.StatusGone, "failed")
+	}
+}

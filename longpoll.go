@@ -35,6 +35,7 @@ type poller struct {
 	once    sync.Once
 	open    atomic.Int64 // long polls and streams in progress
 	asleep  atomic.Int64 // waits parked in their select right now
+	sleeps  atomic.Int64 // times a wait has parked: one more after each wake-up it sleeps through
 	byKind  sync.Map     // pollKind -> *atomic.Int64: long polls in progress
 }
 
@@ -164,6 +165,7 @@ func (lp *poller) wait(ctx context.Context, signal string, deadline time.Time, t
 		}
 		parked := time.Now()
 		lp.asleep.Add(1)
+		lp.sleeps.Add(1)
 		stop := false // err is nil here
 		select {
 		case <-wake:

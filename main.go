@@ -32,15 +32,14 @@ func main() {
 // on the command line is read from its C2CVIA_* variable through getenv.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	root := &cobra.Command{
-		Use:           "c2cvia",
-		Short:         "A durable relay that lets HTTP clients serve each other",
-		Version:       buildVersion().String(),
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return flagsFromEnv(cmd.Flags(), getenv)
-		},
+		Use:               "c2cvia",
+		Short:             "A durable relay that lets HTTP clients serve each other",
+		Version:           buildVersion().String(),
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		PersistentPreRunE: applyEnv(getenv),
 	}
+	root.SetFlagErrorFunc(flagError)
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -54,19 +53,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
 	var cfg config
-	cmd := &cobra.Command{
+	cmd := checkSettings(&cobra.Command{
 		Use:   "serve",
 		Short: "Run the relay",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := cfg.check(cmd.Flags()); err != nil {
+			if err := cfg.checkWith(newSettingErrors(cmd)); err != nil {
 				return err
 			}
 			return serve(cmd.Context(), cfg, stdout, stderr)
 		},
-	}
+	})
 	fs := cmd.Flags()
 	addServeFlags(fs, &cfg)
+	fs.Lookup("db").Usage += " (created if missing)"
 	documentEnv(fs)
 	return cmd
 }

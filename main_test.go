@@ -127,6 +127,15 @@ func (r *testRelay) afterWait(d time.Duration, call func() reply) reply {
 	return within(r.t, 10*time.Second, ch, "the reply once the wait ran out")
 }
 
+// waitSleeps waits until the relay's waits have parked n times in all: a
+// wait woken since the count was read has looked at the store and armed its
+// next deadline once the count passes that.
+func (r *testRelay) waitSleeps(n int64) {
+	r.t.Helper()
+	waitFor(r.t, 10*time.Second, func() bool { return r.srv.poller.sleeps.Load() >= n },
+		fmt.Sprintf("%d parks of the relay's waits", n))
+}
+
 // waitAsleep waits until at least n long polls or streams are parked in
 // the relay's waiting loop, their deadlines armed on its clock: moving the
 // clock then wakes them.

@@ -313,6 +313,29 @@ func TestMetricsRelayOverhead(t *testing.T) {
 		"observed after the scrape answered")
 }
 
+// TestMetricsStreamOverhead: an event stream held open for a real 300 ms,
+// through a keep-alive, costs no more overhead than a call: its waits are
+// parked time, counted once (never below zero).
+func TestMetricsStreamOverhead(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	tok, _ := r.login("alpha")
+	ctx, cancel := context.WithCancel(context.Background())
+	s := openStream(t, ctx, r.URL+"/api/v1/peer/stream?token="+url.QueryEscape(tok), nil)
+	r.waitAsleep(1)
+	<-time.After(300 * time.Millisecond) // real time parked, as above
+	r.advance(keepAlive)
+	s.next(t, true)
+	cancel()
+	r.waitPolling(0)
+	waitFor(t, 10*time.Second, func() bool {
+		return r.scrape()[series("c2cvia_relay_overhead_seconds_count", "route", "GET /api/v1/peer/stream")] == 1
+	}, "the stream's overhead observed")
+	sum := r.scrape()[series("c2cvia_relay_overhead_seconds_sum", "route", "GET /api/v1/peer/stream")]
+	assert.GreaterOrEqual(t, sum, 0.0, "overhead is never negative")
+	assert.Less(t, sum, 0.3, "the 300 ms parked are not overhead")
+}
+
 // TestMetricsStoreCommits: one observation per group commit, of as many
 // writes as it held.
 func TestMetricsStoreCommits(t *testing.T) {

@@ -112,7 +112,7 @@ func TestServeDefaultsAndEnv(t *testing.T) {
 			}
 			// A fresh command, with only this flag's variable set.
 			fs := newServeCmd(io.Discard, io.Discard).Flags()
-			require.NoError(t, flagsFromEnv(fs, func(k string) string {
+			require.Empty(t, flagsFromEnv(fs, func(k string) string {
 				if k == env {
 					return s.in
 				}

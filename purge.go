@@ -23,7 +23,7 @@ func newPurgeCmd(stdout io.Writer) *cobra.Command {
 		o      purgeOptions
 		asJSON bool
 	)
-	cmd := &cobra.Command{
+	cmd := checkSettings(&cobra.Command{
 		Use:   "purge",
 		Short: "Remove expired requests, messages and tokens from a store now",
 		Long: `Removes what the relay's janitor removes: answered, expired and failed
@@ -32,7 +32,7 @@ tokens with their subscriptions. --all removes every request and message (queued
 ones too), --net limits it to one net, --dry-run only counts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s := &settingErrors{fs: cmd.Flags()}
+			s := newSettingErrors(cmd)
 			cfg.checkStore(s)
 			if o.Net != "" && !validName(o.Net) {
 				s.badFlag("net", "must be a net name: 1-64 characters of A-Z a-z 0-9 . _ -")
@@ -62,9 +62,10 @@ ones too), --net limits it to one net, --dry-run only counts.`,
 			printPurge(stdout, rep, o.DryRun)
 			return nil
 		},
-	}
+	})
 	fs := cmd.Flags()
 	addStoreFlags(fs, &cfg)
+	fs.Lookup("db").Usage += " (must exist: purge never makes one)"
 	fs.StringVar(&o.Net, "net", "", "only this net")
 	fs.BoolVar(&o.All, "all", false, "remove every request, not only expired ones")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "count what would be removed; remove nothing")

@@ -19,11 +19,11 @@ func requestStatements(q *statements, w, r *sql.DB) []statement {
 	return []statement{
 		{&q.insertRequest, w, `INSERT INTO requests (rid, net, token_hash, from_peer, status, sim_req, created_at, expires_at)
 			VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)`},
-		{&q.leaseQueued, w, `SELECT seq, rid, sim_req, from_peer, attempt, created_at FROM requests
+		{&q.leaseQueued, w, `SELECT seq, rid, sim_req, from_peer, attempt, created_at, expires_at, token_hash FROM requests
 			WHERE net = ?1 AND status = 'queued' AND ` + statusSQL("?2", "?3") + ` = 'queued' ORDER BY seq LIMIT ?4`},
 		// A delivered request whose lease ran out, and which is still
 		// delivered by the rule (not failed or expired), is handed out again.
-		{&q.leaseExpired, w, `SELECT seq, rid, sim_req, from_peer, attempt, created_at FROM requests
+		{&q.leaseExpired, w, `SELECT seq, rid, sim_req, from_peer, attempt, created_at, expires_at, token_hash FROM requests
 			WHERE net = ?1 AND status = 'delivered' AND lease_expires_at <= ?2
 			  AND ` + statusSQL("?2", "?3") + ` = 'delivered'
 			ORDER BY seq LIMIT ?4`},
@@ -110,7 +110,14 @@ type leasedRequest struct {
 	Attempt        int             `json:"attempt"`
 	LeaseExpiresAt string          `json:"lease_expires_at"`
 	seq            int64
-	created        int64 // ms
+	created        int64  // ms
+	expiresAt      int64  // ms
+	owner          []byte // the owner's token hash
+
+	// lastLease: when this lease runs out unanswered, the request fails
+	// (--max-attempts). Its owner's waits must then look again: the moment
+	// their request changes by itself moved from its TTL to this lease's end.
+	lastLease bool
 }
 
 // readyState tells, without writing, whether net has a request to hand out,
@@ -142,7 +149,7 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 			for rows.Next() {
 				var l leasedRequest
 				var simReq string
-				if err := rows.Scan(&l.seq, &l.RID, &simReq, &l.From, &l.Attempt, &l.created); err != nil {
+				if err := rows.Scan(&l.seq, &l.RID, &simReq, &l.From, &l.Attempt, &l.created, &l.expiresAt, &l.owner); err != nil {
 					return err
 				}
 				l.SimReq = json.RawMessage(simReq)
@@ -174,6 +181,9 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 			}
 			out[i].Attempt++
 			out[i].LeaseExpiresAt = formatMS(until)
+			atEnd, _ := statusAt(requestTimes{stored: statusDelivered, attempt: out[i].Attempt,
+				expiresAt: out[i].expiresAt, leaseExp: until}, until, s.opts.MaxAttempts)
+			out[i].lastLease = atEnd == statusFailed
 		}
 		s.counts.move(net, statusQueued, statusDelivered, fromQueue)
 		return nil

@@ -34,25 +34,26 @@ type relay struct {
 // startRelay starts a relay on cfg, which config.check has passed, reading
 // every time from clk (the real clock, but in tests). It prints the
 // listening line to stdout ("c2cvia listening on URL (store FILE)"; the
-// tests and the crash soak read the URL from it) and logs to stderr. A busy
-// port or a bad certificate fails here, before anything is served, and a
-// bad certificate before the store is made.
+// tests and the crash soak read the URL from it) and logs to stderr. A bad
+// certificate or a busy port fails here, before the store is opened or
+// made, and nothing is served until the store is open.
 func startRelay(ctx context.Context, cfg config, clk clockwork.Clock, stdout, stderr io.Writer) (*relay, error) {
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	front, err := newFrontend(log, cfg.Listen, cfg.DB)
 	if err != nil {
 		return nil, err
 	}
+	if err := front.listen(cfg.Addr); err != nil {
+		return nil, err
+	}
 	opts := cfg.storeOptions()
 	opts.Clock = clk
 	st, err := openStore(ctx, cfg.DB, opts)
 	if err != nil {
+		front.close()
 		return nil, err
 	}
 	srv := newServer(log, st, cfg)
-	if err := front.listen(cfg.Addr, srv); err != nil {
-		return nil, errors.Join(err, st.Close())
-	}
 	if front.challenge != nil {
 		fmt.Fprintf(stdout, "c2cvia answering ACME challenges and redirecting to HTTPS on http://%s\n", front.challengeLn.Addr())
 	}
@@ -63,7 +64,7 @@ func startRelay(ctx context.Context, cfg config, clk clockwork.Clock, stdout, st
 	jctx, stopJanitor := context.WithCancel(context.Background())
 	r.stopJanitor = stopJanitor
 	r.janitor.Go(func() { runJanitor(jctx, log, st, cfg.JanitorEvery) })
-	r.failed = front.serve()
+	r.failed = front.serve(srv)
 	return r, nil
 }
 

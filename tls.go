@@ -102,15 +102,14 @@ func privateDir(dir string) error {
 	return nil
 }
 
-// listen binds addr for h, and --acme-http-addr in ACME mode. A busy port
-// fails here, before anything is served.
-func (f *frontend) listen(addr string, h http.Handler) error {
+// listen binds addr, and --acme-http-addr in ACME mode. A busy port fails
+// here, before anything is opened or served.
+func (f *frontend) listen(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	f.mainLn, f.main = ln, f.httpServer(withReadBodyTimeout(f.cfg.ReadBodyTimeout, h))
-	f.main.TLSConfig = f.tls
+	f.mainLn = ln
 	if f.acme == nil || f.cfg.ACMEHTTPAddr == "" {
 		return nil
 	}
@@ -158,8 +157,11 @@ func (f *frontend) mode() string {
 	return "http"
 }
 
-// serve runs the listeners; the channel gets the first one's failure.
-func (f *frontend) serve() <-chan error {
+// serve runs h on the bound listeners; the channel gets the first one's
+// failure.
+func (f *frontend) serve(h http.Handler) <-chan error {
+	f.main = f.httpServer(withReadBodyTimeout(f.cfg.ReadBodyTimeout, h))
+	f.main.TLSConfig = f.tls
 	errc := make(chan error, 2)
 	go func() {
 		if f.tls != nil {

@@ -127,13 +127,16 @@ func callWith(t *testing.T, client *http.Client, method, u, bearer string, body 
 }
 
 // countTokens counts the logins stored in the file at dbPath.
-func countTokens(t *testing.T, dbPath string) int {
+func countTokens(t *testing.T, dbPath string) int { return countRows(t, dbPath, "tokens") }
+
+// countRows counts the rows of table in the store at dbPath.
+func countRows(t *testing.T, dbPath, table string) int {
 	t.Helper()
 	db, err := sql.Open("sqlite", dbPath+"?_pragma=query_only(1)")
 	require.NoError(t, err)
 	defer db.Close()
 	var n int
-	require.NoError(t, db.QueryRow(`SELECT count(*) FROM tokens`).Scan(&n))
+	require.NoError(t, db.QueryRow(`SELECT count(*) FROM `+table).Scan(&n))
 	return n
 }
 
@@ -321,21 +324,26 @@ func TestSlowClients(t *testing.T) {
 		assertClosedByServer(t, conn, "idle connection")
 	})
 
-	t.Run("body stalled", func(t *testing.T) {
-		conn, err := net.Dial("tcp", addr)
-		require.NoError(t, err)
-		defer conn.Close()
-		_, err = io.WriteString(conn, "POST /api/v1/client/login HTTP/1.1\r\nHost: relay\r\n"+
-			"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"net\": \"slow")
-		require.NoError(t, err)
-		require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		require.NoError(t, err, "no answer within 5 s")
-		rep, err := readReply(resp)
-		require.NoError(t, err)
-		assert.Equal(t, http.StatusRequestTimeout, rep.Status, string(rep.Body))
-		assert.Equal(t, "body_timeout", rep.errorCode())
-	})
+	// A stalled body is a 408 wherever a body is read: an API call, and a
+	// gateway request (which stores nothing).
+	for _, path := range []string{"/api/v1/client/login", "/via/slow-net/upload"} {
+		t.Run("body stalled "+path, func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr)
+			require.NoError(t, err)
+			defer conn.Close()
+			_, err = io.WriteString(conn, "POST "+path+" HTTP/1.1\r\nHost: relay\r\n"+
+				"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"net\": \"slow")
+			require.NoError(t, err)
+			require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			require.NoError(t, err, "no answer within 5 s")
+			rep, err := readReply(resp)
+			require.NoError(t, err)
+			assert.Equal(t, http.StatusRequestTimeout, rep.Status, string(rep.Body))
+			assert.Equal(t, "body_timeout", rep.errorCode())
+		})
+	}
+	assert.Zero(t, countRows(t, dbPath, "requests"), "a stalled gateway request stores nothing")
 
 	t.Run("long polls outlive the limits", func(t *testing.T) {
 		client := plainClient(t)
