@@ -51,12 +51,8 @@ func benchServeFront(args []string, h http.Handler, stderr io.Writer) (bench.Ser
 	if err != nil {
 		return nil, err
 	}
-	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
-	front, err := newFrontend(log, cfg.Listen, cfg.DB)
+	front, _, err := bindFront(cfg, stderr)
 	if err != nil {
-		return nil, err
-	}
-	if err := front.listen(cfg.Addr); err != nil {
 		return nil, err
 	}
 	return &frontServer{front: front, failed: front.serve(h)}, nil

@@ -38,12 +38,8 @@ type relay struct {
 // certificate or a busy port fails here, before the store is opened or
 // made, and nothing is served until the store is open.
 func startRelay(ctx context.Context, cfg config, clk clockwork.Clock, stdout, stderr io.Writer) (*relay, error) {
-	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
-	front, err := newFrontend(log, cfg.Listen, cfg.DB)
+	front, log, err := bindFront(cfg, stderr)
 	if err != nil {
-		return nil, err
-	}
-	if err := front.listen(cfg.Addr); err != nil {
 		return nil, err
 	}
 	opts := cfg.storeOptions()
@@ -66,6 +62,20 @@ func startRelay(ctx context.Context, cfg config, clk clockwork.Clock, stdout, st
 	r.janitor.Go(func() { runJanitor(jctx, log, st, cfg.JanitorEvery) })
 	r.failed = front.serve(srv)
 	return r, nil
+}
+
+// bindFront is the first step of every start-up: the logger on stderr, the
+// certificates loaded or prepared, and the listeners bound.
+func bindFront(cfg config, stderr io.Writer) (*frontend, *slog.Logger, error) {
+	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	front, err := newFrontend(log, cfg.Listen, cfg.DB)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := front.listen(cfg.Addr); err != nil {
+		return nil, nil, err
+	}
+	return front, log, nil
 }
 
 // url is the relay's base URL: http://HOST:PORT or https://HOST:PORT.
