@@ -9,7 +9,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -336,4 +339,36 @@ func TestLongPollTryPanics(t *testing.T) {
 	})
 	assert.Zero(t, lp.open.Load(), "the poll is no longer counted")
 	assert.Zero(t, lp.hub.size(), "nor subscribed")
+}
+
+// TestOneWaitingLoop: only poller.wait subscribes to the hub and arms a
+// timer for a call, on the injected clock; the real-time timers left are
+// the store's own (the writer's batching, the checkpointer) and the
+// janitor's interval, none of them a deadline a client sees.
+func TestOneWaitingLoop(t *testing.T) {
+	t.Parallel()
+	allowed := map[string]map[string]bool{
+		"hub.subscribe(":   {"longpoll.go": true},
+		"clock.NewTimer(":  {"longpoll.go": true},
+		"clock.AfterFunc(": {"hub.go": true},
+		"time.NewTimer(":   {"writer.go": true},
+		"time.NewTicker(":  {"writer.go": true, "purge.go": true},
+		"time.After(":      {},
+		"time.AfterFunc(":  {},
+		"clock.NewTicker(": {},
+	}
+	files, err := filepath.Glob("*.go")
+	require.NoError(t, err)
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		require.NoError(t, err)
+		for call, where := range allowed {
+			if strings.Contains(string(src), call) {
+				assert.True(t, where[f], "%s calls %s: waits belong in poller.wait", f, call)
+			}
+		}
+	}
 }
