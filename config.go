@@ -154,6 +154,7 @@ func parseServeConfig(args []string) (config, error) {
 	var cfg config
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	addServeFlags(fs, &cfg)
+	deferErrors(fs)
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -202,13 +203,39 @@ func flagsFromEnv(fs *pflag.FlagSet, getenv func(string) string) []string {
 		if v == "" {
 			return
 		}
-		if err := fs.Set(f.Name, v); err != nil {
-			problems = append(problems, fmt.Sprintf("--%s (%s=%q): %s", f.Name, envName(f.Name), v, accepts(f, err)))
-			return
-		}
 		_ = fs.SetAnnotation(f.Name, fromEnv, []string{"true"})
+		if err := fs.Set(f.Name, v); err != nil {
+			problems = append(problems, fmt.Sprintf("--%s %q (from %s): %s", f.Name, v, envName(f.Name), accepts(f, err)))
+		}
 	})
 	return problems
+}
+
+// deferredValue wraps a flag's value so that a value the flag cannot read
+// is kept as a problem for the command's check, with the others, instead
+// of stopping the parse at the first one. The flag keeps its previous value.
+type deferredValue struct {
+	pflag.Value
+	raw string // as given, on the command line or in the variable
+	err error  // what the flag's own Set said of raw; nil: it took it
+}
+
+func (d *deferredValue) Set(v string) error {
+	prev := d.Value.String()
+	d.raw = v
+	if d.err = d.Value.Set(v); d.err != nil {
+		_ = d.Value.Set(prev) // a failed Set may have left anything behind
+	}
+	return nil
+}
+
+// deferErrors makes every flag of fs (but help) a deferredValue.
+func deferErrors(fs *pflag.FlagSet) {
+	fs.VisitAll(func(f *pflag.Flag) {
+		if _, done := f.Value.(*deferredValue); !done && f.Name != "help" {
+			f.Value = &deferredValue{Value: f.Value}
+		}
+	})
 }
 
 // accepts says what a flag takes, for an error about a value it refused.
@@ -223,8 +250,9 @@ func accepts(f *pflag.Flag, err error) string {
 	case "bool":
 		return "want true or false"
 	}
-	if inner := errors.Unwrap(err); inner != nil {
-		return inner.Error() // the flag's own type says what it wants
+	var bad *pflag.InvalidValueError
+	if errors.As(err, &bad) {
+		return errors.Unwrap(err).Error() // the flag's own type says what it wants
 	}
 	return err.Error()
 }
@@ -240,27 +268,18 @@ func flagError(_ *cobra.Command, err error) error {
 	return err
 }
 
-// Commands whose RunE checks its settings (serve, purge, inspect) get the
-// problems of their variables with the others, through envProblems; any
-// other command fails on them before it runs.
-const (
-	checksSettings = "c2cvia_checks_settings"
-	envProblems    = "c2cvia_env_problems"
-)
+// checksSettings marks a command whose RunE checks its settings (serve,
+// purge, inspect): run makes its flags deferredValues, so that a value a
+// flag cannot read, given on the command line or in its variable, is
+// reported by that check with every other problem.
+const checksSettings = "c2cvia_checks_settings"
 
 // applyEnv is the root command's PersistentPreRunE: every flag not given
-// on the command line reads its C2CVIA_* variable.
+// on the command line reads its C2CVIA_* variable. A variable its flag
+// cannot read stops a command that does not check its own settings.
 func applyEnv(getenv func(string) string) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, _ []string) error {
-		problems := flagsFromEnv(cmd.Flags(), getenv)
-		if len(problems) == 0 {
-			return nil
-		}
-		if cmd.Annotations[checksSettings] != "" {
-			cmd.Annotations[envProblems] = strings.Join(problems, "\n")
-			return nil
-		}
-		return (&settingErrors{errs: problems}).err()
+		return (&settingErrors{errs: flagsFromEnv(cmd.Flags(), getenv)}).err()
 	}
 }
 
@@ -271,13 +290,22 @@ func checkSettings(cmd *cobra.Command) *cobra.Command {
 	return cmd
 }
 
-// newSettingErrors starts the check of cmd's settings with the problems its
-// variables had.
-func newSettingErrors(cmd *cobra.Command) *settingErrors {
-	s := &settingErrors{fs: cmd.Flags()}
-	if p := cmd.Annotations[envProblems]; p != "" {
-		s.errs = strings.Split(p, "\n")
+// newSettingErrors starts the check of cmd's settings with the values its
+// flags could not read, given on the command line or in their variables.
+func newSettingErrors(cmd *cobra.Command) *settingErrors { return settingsOf(cmd.Flags()) }
+
+// settingsOf starts the check of fs with the values its deferred flags
+// could not read.
+func settingsOf(fs *pflag.FlagSet) *settingErrors {
+	s := &settingErrors{fs: fs}
+	if fs == nil {
+		return s
 	}
+	fs.VisitAll(func(f *pflag.Flag) {
+		if d, ok := f.Value.(*deferredValue); ok && d.err != nil {
+			s.badFlag(f.Name, accepts(f, d.err))
+		}
+	})
 	return s
 }
 
@@ -316,7 +344,11 @@ func (s *settingErrors) badFlag(name, accepts string) {
 func (s *settingErrors) describe(name string) string {
 	out := "--" + name
 	if f := s.lookup(name); f != nil {
-		out += " " + strconv.Quote(f.Value.String())
+		value := f.Value.String()
+		if d, ok := f.Value.(*deferredValue); ok && f.Changed {
+			value = d.raw // as typed: 500us, not 500µs
+		}
+		out += " " + strconv.Quote(value)
 		if f.Annotations[fromEnv] != nil {
 			out += " (from " + envName(name) + ")"
 		}
@@ -388,11 +420,11 @@ func (c config) checkStore(s *settingErrors) {
 // check refuses every setting serve cannot run with. fs is the flag set the
 // config was parsed from, to name the flags and their variables; nil for a
 // config built in code.
-func (c config) check(fs *pflag.FlagSet) error { return c.checkWith(&settingErrors{fs: fs}) }
+func (c config) check(fs *pflag.FlagSet) error { return c.checkWith(settingsOf(fs)) }
 
 // checkWith adds what is wrong with c to s, and returns them all.
 func (c config) checkWith(s *settingErrors) error {
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+	if !validAddr(c.Addr) {
 		s.badFlag("addr", "must be host:port or :port, such as :8080 or 127.0.0.1:8080")
 	}
 	c.checkStore(s)
@@ -458,11 +490,22 @@ func (c listenConfig) check(s *settingErrors) {
 			s.badFlag("acme-directory", "must be the http(s) URL of an ACME directory")
 		}
 		if c.ACMEHTTPAddr != "" {
-			if _, _, err := net.SplitHostPort(c.ACMEHTTPAddr); err != nil {
+			if !validAddr(c.ACMEHTTPAddr) {
 				s.badFlag("acme-http-addr", "must be host:port or :port, such as :80, or empty for none")
 			}
 		}
 	}
+}
+
+// validAddr reports whether addr is host:port with a port net.Listen takes:
+// 0-65535, or a service name such as http.
+func validAddr(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	_, err = net.LookupPort("tcp", port)
+	return err == nil
 }
 
 // acmeDomains checks and normalises --acme-domain: DNS names with a dot,

@@ -46,7 +46,7 @@ func TestConfigRefusesBadSettings(t *testing.T) {
 		args []string
 		want []string // each must be in the error
 	}{
-		{"zero token TTL", []string{"--token-ttl", "0"}, []string{`--token-ttl "0s": must be more than 0`}},
+		{"zero token TTL", []string{"--token-ttl", "0"}, []string{`--token-ttl "0": must be more than 0`}},
 		{"negative request TTL", []string{"--req-ttl", "-1s"}, []string{`--req-ttl "-1s": must be more than 0`}},
 		{"origin without scheme", []string{"--cors-origin", "example.com"}, []string{"--cors-origin", `"example.com" is not an origin`, "https://"}},
 		{"origin with a path", []string{"--cors-origin", "https://app.example/x"}, []string{"--cors-origin", "not an origin"}},
@@ -54,7 +54,7 @@ func TestConfigRefusesBadSettings(t *testing.T) {
 		{"origin list of nothing", []string{"--cors-origin", " , "}, []string{"--cors-origin", "names no origin"}},
 		{"star in a list", []string{"--cors-origin", "https://a.example,*"}, []string{"--cors-origin"}},
 		{"lease over max lease", []string{"--lease", "1m", "--max-lease", "30s"},
-			[]string{`--lease "1m0s" and --max-lease "30s": --max-lease must be at least --lease`}},
+			[]string{`--lease "1m" and --max-lease "30s": --max-lease must be at least --lease`}},
 		{"unknown log level", []string{"--log-level", "verbose"}, []string{`--log-level "verbose": must be one of debug, info, warn, error`}},
 		{"unknown log format", []string{"--log-format", "xml"}, []string{"--log-format", "text, json"}},
 		{"unknown sync", []string{"--sync", "off"}, []string{"--sync", "normal, full"}},
@@ -69,7 +69,7 @@ func TestConfigRefusesBadSettings(t *testing.T) {
 		{"address", []string{"--addr", "8080"}, []string{"--addr", ":8080"}},
 		{"empty store", []string{"--db", ""}, []string{"--db", "must name a file"}},
 		{"acme directory", []string{"--acme-domain", "relay.example.com", "--acme-directory", "ftp://ca.example"}, []string{"--acme-directory"}},
-		{"below the store's millisecond", []string{"--lease", "500us"}, []string{`--lease "500µs": must be at least 1ms`}},
+		{"below the store's millisecond", []string{"--lease", "500us"}, []string{`--lease "500us": must be at least 1ms`}},
 		{"janitor back to back", []string{"--janitor-every", "500ms"}, []string{`--janitor-every "500ms": must be at least 1s`}},
 		{"duration without unit", []string{"--token-ttl", "5"}, []string{`--token-ttl "5": want a duration such as 30s, 5m or 24h`}},
 		{"count that is no number", []string{"--max-queue", "lots"}, []string{`--max-queue "lots": want a whole number`}},
@@ -136,13 +136,36 @@ func TestConfigEnvProblemsWithTheRest(t *testing.T) {
 	msg := serveError(t, map[string]string{"C2CVIA_TOKEN_TTL": "5", "C2CVIA_MAX_BODY": "0", "C2CVIA_LOG_LEVEL": "verbose"},
 		"--cors-origin", "example.com")
 	for _, want := range []string{
-		`--token-ttl (C2CVIA_TOKEN_TTL="5"): want a duration such as 30s, 5m or 24h`,
-		`--max-body (C2CVIA_MAX_BODY="0"): want a positive size`,
+		`--token-ttl "5" (from C2CVIA_TOKEN_TTL): want a duration such as 30s, 5m or 24h`,
+		`--max-body "0" (from C2CVIA_MAX_BODY): want a positive size`,
 		`--log-level "verbose" (from C2CVIA_LOG_LEVEL): must be one of debug, info, warn, error`,
 		`--cors-origin "example.com": "example.com" is not an origin`,
 	} {
 		assert.Contains(t, msg, want)
 	}
+	assert.Equal(t, 1, strings.Count(msg, "--token-ttl"), "a value the flag cannot read is reported once: %s", msg)
+}
+
+// TestConfigCommandLineProblemsTogether: a value a flag cannot read, on the
+// command line, does not hide the other problems; each is named as typed.
+func TestConfigCommandLineProblemsTogether(t *testing.T) {
+	t.Parallel()
+	msg := serveError(t, map[string]string{"C2CVIA_LOG_LEVEL": "verbose"},
+		"--token-ttl", "5", "--lease", "abc", "--max-lease", "0", "--cors-origin", "example.com", "--addr", ":99999")
+	for _, want := range []string{
+		`--token-ttl "5": want a duration such as 30s, 5m or 24h`,
+		`--lease "abc": want a duration`,
+		`--max-lease "0": must be more than 0`,
+		`--cors-origin "example.com"`,
+		`--addr ":99999": must be host:port`,
+		`--log-level "verbose" (from C2CVIA_LOG_LEVEL)`,
+	} {
+		assert.Contains(t, msg, want)
+	}
+	assert.Equal(t, 6, strings.Count(msg, "\n  --"), msg)
+	msg = serveError(t, nil, "--metrics", "maybe")
+	assert.Contains(t, msg, "a true/false flag takes its value with =, as in --metrics=false")
+	assert.Contains(t, serveError(t, nil, "--metrics=maybe"), `--metrics "maybe": want true or false`)
 }
 
 // TestConfigAcceptsNeighbours: settings next to the refused ones start.
@@ -170,7 +193,7 @@ func TestConfigOtherCommands(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"purge", "--db", r.DBPath, "--res-ttl", "0"}, `--res-ttl "0s": must be more than 0`},
+		{[]string{"purge", "--db", r.DBPath, "--res-ttl", "0"}, `--res-ttl "0": must be more than 0`},
 		{[]string{"purge", "--db", r.DBPath, "--max-attempts", "-2"}, `--max-attempts "-2"`},
 		{[]string{"purge", "--db", r.DBPath, "--net", "no spaces"}, `--net "no spaces": must be a net name`},
 		{[]string{"inspect", "--db", r.DBPath, "--limit", "0"}, `--limit "0": must be a whole number of requests, 1 or more`},

@@ -48,6 +48,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	documentEnv(benchCmd.Flags())
 	root.AddCommand(newServeCmd(stdout, stderr), newInspectCmd(stdout), newPurgeCmd(stdout),
 		benchCmd, newVersionCmd(stdout))
+	for _, cmd := range root.Commands() {
+		if cmd.Annotations[checksSettings] != "" {
+			deferErrors(cmd.Flags()) // bad values are reported with the rest, by the command's check
+		}
+	}
 	return root.ExecuteContext(ctx)
 }
 
@@ -56,7 +61,7 @@ func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
 	cmd := checkSettings(&cobra.Command{
 		Use:   "serve",
 		Short: "Run the relay",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := cfg.checkWith(newSettingErrors(cmd)); err != nil {
 				return err
@@ -69,6 +74,16 @@ func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
 	fs.Lookup("db").Usage += " (created if missing)"
 	documentEnv(fs)
 	return cmd
+}
+
+// noArgs refuses arguments, saying how a bool flag takes its value: with
+// "=", since "--metrics false" reads as --metrics and an argument "false".
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("%s takes no arguments, not %q; a true/false flag takes its value with =, as in --metrics=false",
+			cmd.Name(), args)
+	}
+	return nil
 }
 
 func newVersionCmd(stdout io.Writer) *cobra.Command {

@@ -30,7 +30,7 @@ func newPurgeCmd(stdout io.Writer) *cobra.Command {
 requests past --res-ttl, peer messages past their retention, and expired login
 tokens with their subscriptions. --all removes every request and message (queued
 ones too), --net limits it to one net, --dry-run only counts.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s := newSettingErrors(cmd)
 			cfg.checkStore(s)
