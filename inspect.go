@@ -238,7 +238,7 @@ func (s *store) summary(ctx context.Context) ([]*netSummary, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = eachRow(ctx, s.r, `SELECT net, count(*) FROM tokens WHERE expires_at > ? GROUP BY net`, []any{now}, func(rows *sql.Rows) error {
+	err = eachRow(ctx, s.r, `SELECT net, count(*) FROM tokens WHERE expires_at > ? AND net <> '' GROUP BY net`, []any{now}, func(rows *sql.Rows) error {
 		var name string
 		var n int
 		if err := rows.Scan(&name, &n); err != nil {

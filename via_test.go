@@ -488,6 +488,18 @@ func TestViaInspect(t *testing.T) {
 	out, err = runCLI(t, nil, "inspect", "--db", r.DBPath, "demo")
 	require.NoError(t, err)
 	assert.Regexp(t, `(?m)\bvia\b`, out)
+
+	// A store-and-forward request's result token is in no net: the summary
+	// lists no net without a name.
+	moveClockTo(r, realNowMS()) // inspect reads the real clock
+	req := mustRequest(t, http.MethodGet, r.URL+"/via/demo/later")
+	req.Header.Set("Prefer", "respond-async")
+	require.Equal(t, http.StatusAccepted, r.do(req).Status)
+	require.Equal(t, 1, r.count(`tokens WHERE net = ''`), "the result token is stored")
+	out, err = runCLI(t, nil, "inspect", "--db", r.DBPath, "--json")
+	require.NoError(t, err)
+	assert.NotContains(t, out, `"net": ""`)
+	assert.Contains(t, out, `"net": "demo"`)
 }
 
 func mustRequest(t *testing.T, method, url string) *http.Request {
