@@ -19,7 +19,7 @@ import (
 var relayURL = "http://localhost:8080"
 
 // An existing web app, here an http.ServeMux, becomes the SimServer of the
-// net "demo". It needs no open port: it calls the relay, which holds its
+// net "shop". It needs no open port: it calls the relay, which holds its
 // requests. A SimClient of the net calls it with a plain *http.Client, and
 // any HTTP client through the relay's gateway, /via/NET/PATH.
 func ExampleServe() {
@@ -45,11 +45,11 @@ func ExampleServe() {
 	key := "a-secret-of-16-chars-or-more" // the first to serve a net with a key claims it
 	served := make(chan error, 1)
 	go func() {
-		err := client.Serve(ctx, relayURL, "demo", key, mux, client.WithConcurrency(8))
+		err := client.Serve(ctx, relayURL, "shop", key, mux, client.WithConcurrency(8))
 		served <- err
 	}()
 
-	s, err := client.Login(ctx, relayURL, "demo")
+	s, err := client.Login(ctx, relayURL, "shop")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func ExampleServe() {
 	resp.Body.Close()
 	fmt.Print(resp.Status, " ", string(body))
 
-	resp, err = http.Get(relayURL + "/via/demo/hello")
+	resp, err = http.Get(relayURL + "/via/shop/hello")
 	if err != nil {
 		log.Fatal(err)
 	}
