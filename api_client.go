@@ -46,7 +46,7 @@ func handlePushReq(st *store, h *hub) func(http.ResponseWriter, *http.Request, *
 		if err != nil {
 			return err
 		}
-		rid, err := st.pushRequest(r.Context(), t, simReq)
+		rid, err := st.pushRequest(r.Context(), t, simReq, senderAddr(r))
 		if err != nil {
 			return err
 		}

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-func handlePullReqSmart(st *store, lp *poller, cfg config) apiFunc {
+func handlePullReqSmart(st *store, lp *poller, cfg config, pf *preflights) apiFunc {
 	type response struct {
 		Requests []leasedRequest `json:"requests"`
 	}
@@ -29,10 +29,15 @@ func handlePullReqSmart(st *store, lp *poller, cfg config) apiFunc {
 		if err != nil {
 			return err
 		}
+		preflight, err := p.boolean("preflight", false)
+		if err != nil {
+			return err
+		}
 		ctx := r.Context()
 		if err := st.authorizeServer(ctx, net, key); err != nil {
 			return err
 		}
+		pf.set(net, preflight)
 		st.touchNet(net)
 		defer st.touchNet(net)
 

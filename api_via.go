@@ -1,23 +1,25 @@
 // The /via/ gateway: any plain HTTP client (curl, a browser, a webhook
-// sender) reaches a net's SimServer. The request becomes a stored sim_req,
-// the connection is held until the SimServer answers, and the sim_res comes
-// back as a real HTTP response.
+// sender) reaches a net's SimServer as if it were a web server behind a
+// reverse proxy. The request becomes a stored sim_req (internal/simhttp
+// maps it, byte for byte), the connection is held until the SimServer
+// answers, and the sim_res comes back as the HTTP response a web server
+// would have sent (docs/API.md, "Gateway").
 
 package main
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"mime"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
+
+	"github.com/c2cvia/c2cvia/internal/simhttp"
 )
 
 // viaPeer is the `from` of gateway requests; their result tokens have the
@@ -28,26 +30,17 @@ const viaPeer = "via"
 // origin, so a page served by one net must not script the others.
 const sandboxCSP = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 
-// hopByHop are the headers that belong to one connection, not to the request
-// or response (RFC 9110 7.6.1); they never cross the gateway.
-var hopByHop = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Te": true, "Trailer": true,
-	"Transfer-Encoding": true, "Upgrade": true,
-}
-
-func isHopByHop(name string, conn []string) bool {
-	name = http.CanonicalHeaderKey(name)
-	if hopByHop[name] || strings.HasPrefix(name, "Proxy-") {
-		return true
-	}
-	for _, v := range conn { // headers that the Connection header names
-		for _, f := range strings.Split(v, ",") {
-			if http.CanonicalHeaderKey(strings.TrimSpace(f)) == name {
-				return true
-			}
-		}
-	}
-	return false
+// originWide are the response headers whose effect reaches the whole
+// origin, not the one response: in path mode, where every net shares the
+// relay's origin, a net must not set them (cookies, storage wiping, reporting,
+// service-worker scope, transport policy, client hints).
+var originWide = map[string]bool{
+	"Set-Cookie": true, "Set-Cookie2": true, "Clear-Site-Data": true,
+	"Nel": true, "Report-To": true, "Reporting-Endpoints": true,
+	"Service-Worker-Allowed": true, "Strict-Transport-Security": true,
+	"Alt-Svc": true, "Accept-Ch": true, "Critical-Ch": true,
+	"Origin-Agent-Cluster": true, "Public-Key-Pins": true,
+	"Public-Key-Pins-Report-Only": true, "Expect-Ct": true,
 }
 
 // viaMode tells how a gateway request named its net.
@@ -58,12 +51,136 @@ const (
 	viaHost                // NET.via.example.com/path: the net's own origin
 )
 
+// viaTarget is what a gateway request names, read from the request target
+// exactly as sent: net/http's mux would clean "//" and dot segments and
+// answer with a redirect, so withViaTarget reads it before the mux.
+type viaTarget struct {
+	net    string
+	target string // path and query after /via/NET (path mode) or all of it (host mode); "" for /via/NET
+	mode   viaMode
+}
+
+// prefix is what a path-mode SimServer's paths stand under on the relay.
+func (t viaTarget) prefix() string {
+	if t.mode == viaHost {
+		return ""
+	}
+	return "/via/" + t.net
+}
+
+type viaTargetKey struct{}
+
+// withViaTarget finds the gateway requests, by path (/via/NET/...) or by
+// host (NET<suffix> with --via-host), and keeps their target as sent. The
+// mux then sees a clean /via/NET/ or /via/NET, so the gateway is one route.
+func withViaTarget(suffix string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t, ok := parseViaTarget(r, suffix)
+		if !ok {
+			next.ServeHTTP(w, r)
+			return
+		}
+		r = r.WithContext(context.WithValue(r.Context(), viaTargetKey{}, t))
+		u := *r.URL
+		u.Path, u.RawPath, u.RawQuery = "/via/"+t.net+"/", "", ""
+		if t.target == "" {
+			u.Path = "/via/" + t.net
+		}
+		r.URL = &u
+		next.ServeHTTP(w, r)
+	})
+}
+
+// parseViaTarget reads a gateway request's net and target. In path mode
+// the net is the first segment after /via/, unescaped (/via/%64emo is net
+// demo). In host mode host names are case-insensitive, so the net is the
+// host's first labels in lower case.
+func parseViaTarget(r *http.Request, suffix string) (viaTarget, bool) {
+	raw := r.RequestURI
+	if !strings.HasPrefix(raw, "/") { // absolute-form or "*": as net/http parsed it
+		raw = r.URL.EscapedPath()
+		if r.URL.RawQuery != "" || r.URL.ForceQuery {
+			raw += "?" + r.URL.RawQuery
+		}
+	}
+	if net, ok := hostNet(r.Host, suffix); ok {
+		return viaTarget{net: net, target: raw, mode: viaHost}, true
+	}
+	rest, ok := strings.CutPrefix(raw, "/via/")
+	if !ok {
+		return viaTarget{}, false
+	}
+	end := strings.IndexAny(rest, "/?")
+	if end < 0 {
+		end = len(rest)
+	}
+	net, err := url.PathUnescape(rest[:end])
+	if err != nil || !validName(net) {
+		return viaTarget{}, false
+	}
+	target := rest[end:]
+	if !strings.HasPrefix(target, "/") {
+		target = "" // /via/NET or /via/NET?q: the root, redirected to /via/NET/
+	}
+	return viaTarget{net: net, target: target, mode: viaPath}, true
+}
+
+// hostNet returns the net that a host-mode Host names, if any: with suffix
+// ".via.example.com", "Demo.via.example.com:8443" names "demo".
+func hostNet(host, suffix string) (string, bool) {
+	if suffix == "" {
+		return "", false
+	}
+	host, _ = splitHostPort(host)
+	host = strings.TrimSuffix(host, ".")
+	if len(host) <= len(suffix) || !strings.EqualFold(host[len(host)-len(suffix):], suffix) {
+		return "", false
+	}
+	net := strings.ToLower(host[:len(host)-len(suffix)])
+	return net, validName(net)
+}
+
+// splitHostPort splits host:port, leaving a bare host (or [v6]) alone.
+func splitHostPort(hostport string) (host, port string) {
+	i := strings.LastIndexByte(hostport, ':')
+	if i < 0 || strings.HasSuffix(hostport, "]") {
+		return hostport, ""
+	}
+	return hostport[:i], hostport[i+1:]
+}
+
+// isGateway reports whether r goes to the gateway (either mode).
+func isGateway(r *http.Request) bool {
+	_, ok := r.Context().Value(viaTargetKey{}).(viaTarget)
+	return ok
+}
+
 // gateway serves /via/ requests.
 type gateway struct {
-	st      *store
-	lp      *poller
-	cfg     config
-	answers *answerBox
+	st         *store
+	lp         *poller
+	cfg        config
+	answers    *answerBox
+	preflights *preflights
+	cors       corsPolicy
+}
+
+// preflights records the nets whose SimServer asked to see browser CORS
+// preflights (pullreqsmart with preflight=true); the relay answers the
+// others' itself. The latest poll of a net decides.
+type preflights struct{ nets sync.Map } // net -> bool
+
+func (p *preflights) set(net string, forward bool) {
+	if forward {
+		p.nets.Store(net, true)
+	} else {
+		p.nets.Delete(net)
+	}
+}
+
+func (p *preflights) forward(net string) bool {
+	_, ok := p.nets.Load(net)
+	return ok
 }
 
 // answerBox hands a SimServer's answer from pushres to the gateway request
@@ -102,89 +219,33 @@ func (b *answerBox) deliver(rid string, simRes []byte) {
 	}
 }
 
-// handleVia serves `ANY /via/{net}/{path...}`.
+// handleVia serves `ANY /via/{net}/{path...}` and its host-mode twin.
 func (g *gateway) handleVia(w http.ResponseWriter, r *http.Request) error {
-	net := r.PathValue("net")
-	if !validName(net) {
+	t, ok := r.Context().Value(viaTargetKey{}).(viaTarget)
+	if !ok {
 		return errInvalidNet
 	}
-	// The escaped path keeps %2F and friends as the client sent them.
-	prefix := "/via/" + net
-	endpoint := strings.TrimPrefix(r.URL.EscapedPath(), prefix)
-	if !strings.HasPrefix(endpoint, "/") {
-		endpoint = "/" + strings.TrimPrefix(r.URL.Path, prefix)
+	g.cors.allowOrigin(w, r)
+	if isPreflight(r) && !g.preflights.forward(t.net) {
+		g.cors.preflight(w, r)
+		return nil
 	}
-	mode := viaPath
-	if r.Context().Value(viaHostMode{}) != nil {
-		mode = viaHost
-	}
-	return g.forward(w, r, net, endpoint, mode)
+	return g.forward(w, r, t)
 }
 
 // handleViaRoot sends /via/NET to /via/NET/, where relative links resolve.
 func handleViaRoot(w http.ResponseWriter, r *http.Request) error {
-	if !validName(r.PathValue("net")) {
+	t, ok := r.Context().Value(viaTargetKey{}).(viaTarget)
+	if !ok {
 		return errInvalidNet
 	}
-	target := r.URL.EscapedPath() + "/"
-	if r.URL.RawQuery != "" {
-		target += "?" + r.URL.RawQuery
+	target := "/via/" + t.net + "/"
+	if _, q, ok := strings.Cut(r.RequestURI, "?"); ok {
+		target += "?" + q
 	}
 	http.Redirect(w, r, target, http.StatusPermanentRedirect)
 	return nil
 }
-
-// hostNet returns the net that a host-mode Host names, if any: with suffix
-// ".via.example.com", "demo.via.example.com:8443" names "demo".
-func hostNet(host, suffix string) (string, bool) {
-	if suffix == "" {
-		return "", false
-	}
-	host, _ = splitHostPort(host)
-	if len(host) <= len(suffix) || !strings.EqualFold(host[len(host)-len(suffix):], suffix) {
-		return "", false
-	}
-	net := host[:len(host)-len(suffix)]
-	return net, validName(net)
-}
-
-// splitHostPort splits host:port, leaving a bare host (or [v6]) alone.
-func splitHostPort(hostport string) (host, port string) {
-	i := strings.LastIndexByte(hostport, ':')
-	if i < 0 || strings.HasSuffix(hostport, "]") {
-		return hostport, ""
-	}
-	return hostport[:i], hostport[i+1:]
-}
-
-// viaHostMode marks a request that named its net by host (host mode).
-type viaHostMode struct{}
-
-// withViaHost serves hosts NET<suffix> as the gateway in host mode: the
-// request is rewritten to /via/NET/path, so it takes the one /via/ route.
-func withViaHost(suffix string, next http.Handler) http.Handler {
-	if suffix == "" {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		net, ok := hostNet(r.Host, suffix)
-		if !ok {
-			next.ServeHTTP(w, r)
-			return
-		}
-		r = r.WithContext(context.WithValue(r.Context(), viaHostMode{}, true))
-		u := *r.URL
-		u.Path = "/via/" + net + u.Path
-		if u.RawPath != "" {
-			u.RawPath = "/via/" + net + u.RawPath
-		}
-		r.URL = &u
-		next.ServeHTTP(w, r)
-	})
-}
-
-// isGateway reports whether r goes to the gateway (either mode).
-func isGateway(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/via/") }
 
 // preference is what a client asked for with Prefer (RFC 7240).
 type preference struct {
@@ -212,11 +273,11 @@ func parsePrefer(h http.Header) preference {
 	return p
 }
 
-// forward stores the request as a sim_req for net and answers with the
+// forward stores the request as a sim_req for t's net and answers with the
 // SimServer's sim_res: at once when it comes within the wait, else 504, or
 // 202 with a Location to fetch it later when the client asked (Prefer).
-func (g *gateway) forward(w http.ResponseWriter, r *http.Request, net, endpoint string, mode viaMode) error {
-	simReq, err := gatewayRequest(w, r, endpoint, g.cfg.MaxBody)
+func (g *gateway) forward(w http.ResponseWriter, r *http.Request, t viaTarget) error {
+	simReq, err := g.simRequest(w, r, t)
 	if err != nil {
 		return err
 	}
@@ -238,11 +299,11 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, net, endpoint 
 	rid := newRID()
 	answer, done := g.answers.expect(rid)
 	defer done()
-	owner, secret, expiresAt, err := g.st.pushDetached(ctx, net, rid, viaPeer, simReq, storeAndForward)
+	owner, secret, expiresAt, err := g.st.pushDetached(ctx, t.net, rid, viaPeer, senderAddr(r), simReq, storeAndForward)
 	if err != nil {
 		return err
 	}
-	g.lp.hub.notify(netSignal(net))
+	g.lp.hub.notify(netSignal(t.net))
 
 	// The request was just stored as queued: until a wake-up (an answer, or
 	// its last lease handed out) or its TTL, nothing is read from the store.
@@ -274,7 +335,7 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, net, endpoint 
 	}
 	switch req.status {
 	case statusAnswered:
-		return writeSimRes(w, req.simRes, mode)
+		return g.writeAnswer(w, r, t, req.simRes)
 	case statusExpired:
 		return errExpired
 	case statusFailed:
@@ -285,10 +346,14 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, net, endpoint 
 	}
 	if !storeAndForward {
 		return newAPIError(http.StatusGatewayTimeout, "gateway_timeout", fmt.Sprintf(
-			"no SimServer of net %q answered within %s", net, wait))
+			"no SimServer of net %q answered within %s", t.net, wait))
 	}
-	w.Header().Set("Location", g.resultURL(r, mode, rid, secret))
-	w.Header().Set("Preference-Applied", "respond-async")
+	w.Header().Set("Location", g.resultURL(r, t, rid, secret))
+	if pref.async {
+		w.Header().Set("Preference-Applied", "respond-async")
+	} else {
+		w.Header().Set("Preference-Applied", "wait="+strconv.Itoa(int(pref.wait/time.Second)))
+	}
 	writeJSON(w, http.StatusAccepted, struct {
 		RID    string `json:"rid"`
 		Status string `json:"status"`
@@ -296,13 +361,13 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, net, endpoint 
 	return nil
 }
 
-// resultURL is the capability URL that fetches a stored-and-forwarded
-// answer through pullsmart. In host mode the net's host serves only the
+// resultURL is the capability URL of a stored-and-forwarded request
+// (GET /api/v1/client/result). In host mode the net's host serves only the
 // net, so the URL names the suffix host (via.example.com), which must reach
 // the relay too.
-func (g *gateway) resultURL(r *http.Request, mode viaMode, rid, secret string) string {
-	u := url.URL{Path: "/api/v1/client/pullsmart", RawQuery: url.Values{"rid": {rid}, "token": {secret}}.Encode()}
-	if mode == viaHost {
+func (g *gateway) resultURL(r *http.Request, t viaTarget, rid, secret string) string {
+	u := url.URL{Path: "/api/v1/client/result", RawQuery: url.Values{"rid": {rid}, "token": {secret}}.Encode()}
+	if t.mode == viaHost {
 		u.Scheme = "http"
 		if r.TLS != nil {
 			u.Scheme = "https"
@@ -315,190 +380,149 @@ func (g *gateway) resultURL(r *http.Request, mode viaMode, rid, secret string) s
 	return u.String()
 }
 
-// gatewayRequest maps a plain HTTP request to a stored sim_req.
-func gatewayRequest(w http.ResponseWriter, r *http.Request, endpoint string, maxBody int64) ([]byte, error) {
-	body, err := readBody(w, r, maxBody)
+// simRequest maps a plain HTTP request to the stored sim_req: the exact
+// target, headers and body (simhttp), plus what a reverse proxy adds:
+// X-Forwarded-For (appended), -Host, -Proto, and in path mode -Prefix.
+// X-Forwarded-Host and -Proto from a trusted proxy (--trust-proxy) are
+// kept; from anyone else they are replaced.
+func (g *gateway) simRequest(w http.ResponseWriter, r *http.Request, t viaTarget) ([]byte, error) {
+	body, err := readBody(w, r, g.cfg.MaxBody)
 	if err != nil {
 		return nil, err
 	}
-	obj := map[string]any{
-		"simEndpoint":    endpoint,
-		"simMethod":      r.Method,
-		"simHeaders":     gatewayHeaders(r),
-		"simQueryParams": valuesObject(r.URL.Query()),
-		"simRouteParams": map[string]any{},
-		"simBody":        nil,
+	h := r.Header.Clone()
+	peer, _ := splitHostPort(r.RemoteAddr)
+	peer = strings.Trim(peer, "[]")
+	if prior := h.Values("X-Forwarded-For"); len(prior) > 0 {
+		peer = strings.Join(prior, ", ") + ", " + peer
 	}
-	if len(body) > 0 {
-		obj["simBody"], obj["simBodyEncoding"] = gatewayBody(r.Header.Get("Content-Type"), body)
-		if obj["simBodyEncoding"] == "" {
-			delete(obj, "simBodyEncoding")
+	h.Set("X-Forwarded-For", peer)
+	fromProxy := g.fromTrustedProxy(r)
+	if h.Get("X-Forwarded-Host") == "" || !fromProxy {
+		h.Set("X-Forwarded-Host", r.Host)
+	}
+	if h.Get("X-Forwarded-Proto") == "" || !fromProxy {
+		proto := "http"
+		if r.TLS != nil {
+			proto = "https"
 		}
+		h.Set("X-Forwarded-Proto", proto)
 	}
-	return encodeJSON(obj)
+	if t.mode == viaPath {
+		h.Set("X-Forwarded-Prefix", t.prefix())
+	} else {
+		h.Del("X-Forwarded-Prefix")
+	}
+	return encodeJSON(simhttp.FromRequest(r.Method, t.target, r.Host, h, body))
 }
 
-// gatewayHeaders keeps the end-to-end headers: one value as a string,
-// repeated ones as an array. Like a reverse proxy, the gateway appends the
-// client's address to X-Forwarded-For, so the SimServer knows who asked.
-func gatewayHeaders(r *http.Request) map[string]any {
-	out := make(map[string]any, len(r.Header)+1)
-	conn := r.Header.Values("Connection")
-	for name, vals := range r.Header {
-		if isHopByHop(name, conn) {
-			continue
-		}
-		if len(vals) == 1 {
-			out[name] = vals[0]
-		} else {
-			out[name] = vals
-		}
-	}
-	if host, _ := splitHostPort(r.RemoteAddr); host != "" {
-		host = strings.Trim(host, "[]")
-		if prior := r.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-			host = strings.Join(prior, ", ") + ", " + host
-		}
-		out["X-Forwarded-For"] = host
-	}
-	return out
+// fromTrustedProxy reports whether r's connection comes from a proxy named
+// by --trust-proxy.
+func (g *gateway) fromTrustedProxy(r *http.Request) bool {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && isTrusted(peer.Addr().Unmap(), g.cfg.TrustProxy)
 }
 
-// valuesObject turns a query or form into an object: a value is a string,
-// or an array of strings when the name repeats.
-func valuesObject(v url.Values) map[string]any {
-	out := make(map[string]any, len(v))
-	for k, vals := range v {
-		if len(vals) == 1 {
-			out[k] = vals[0]
-		} else {
-			out[k] = vals
-		}
-	}
-	return out
-}
-
-// gatewayBody turns a request body into simBody: parsed JSON for JSON, an
-// object for a form, a string for text, else base64 (then the encoding is
-// "base64").
-func gatewayBody(contentType string, body []byte) (simBody any, encoding string) {
-	mt, _, _ := mime.ParseMediaType(contentType)
-	switch {
-	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
-		if json.Valid(body) {
-			return json.RawMessage(body), ""
-		}
-	case mt == "application/x-www-form-urlencoded":
-		if form, err := url.ParseQuery(string(body)); err == nil {
-			return valuesObject(form), ""
-		}
-	}
-	if isText(mt) && utf8.Valid(body) {
-		return string(body), ""
-	}
-	return base64.StdEncoding.EncodeToString(body), "base64"
-}
-
-// isText reports whether a media type is text: text/*, JSON, XML, forms
-// and scripts. Anything else (images, octet streams, unknown) is binary.
-func isText(mt string) bool {
-	switch {
-	case strings.HasPrefix(mt, "text/"), strings.HasSuffix(mt, "+json"), strings.HasSuffix(mt, "+xml"):
-		return true
-	}
-	switch mt {
-	case "application/json", "application/xml", "application/javascript",
-		"application/x-www-form-urlencoded", "application/graphql":
-		return true
-	}
-	return false
-}
-
-// writeSimRes writes a stored sim_res as the HTTP response.
-func writeSimRes(w http.ResponseWriter, simRes []byte, mode viaMode) error {
-	var res struct {
-		Status   int                        `json:"simStatus"`
-		Headers  map[string]json.RawMessage `json:"simHeaders"`
-		Body     json.RawMessage            `json:"simBody"`
-		Encoding string                     `json:"simBodyEncoding"`
-	}
+// writeAnswer writes a stored sim_res as the HTTP response to r, as the
+// web server behind a reverse proxy would have: simhttp applies RFC 9110's
+// body rules. In path mode, where all nets share the relay's origin, the
+// origin-wide headers are dropped, the sandbox CSP is added, and a
+// root-relative Location is put under /via/NET. The SimServer's headers
+// replace the relay's, except Vary, which gains Origin whenever
+// Access-Control-Allow-Origin names an origin.
+func (g *gateway) writeAnswer(w http.ResponseWriter, r *http.Request, t viaTarget, simRes []byte) error {
+	var res simhttp.Response
 	if err := json.Unmarshal(simRes, &res); err != nil {
 		return err
 	}
-	if res.Status < 200 {
+	if res.Status != 0 && res.Status < 200 {
 		return newAPIError(http.StatusBadGateway, "bad_gateway", fmt.Sprintf(
 			"the SimServer answered %d, which is not a final HTTP status", res.Status))
 	}
-
-	var body []byte
-	var s string
-	switch {
-	case res.Encoding == "base64":
-		_ = json.Unmarshal(res.Body, &s)
-		body, _ = base64.StdEncoding.DecodeString(s) // checked on pushres
-	case len(res.Body) == 0 || string(res.Body) == "null":
-	case json.Unmarshal(res.Body, &s) == nil:
-		body = []byte(s)
-	default:
-		body = res.Body
-		if _, ok := headerValue(res.Headers, "Content-Type"); !ok {
-			w.Header().Set("Content-Type", "application/json")
-		}
+	status, h, body, err := res.HTTPResponse(r.Method)
+	if err != nil {
+		return newAPIError(http.StatusBadGateway, "bad_gateway", "the SimServer's answer cannot be written: "+err.Error())
 	}
-
-	h := w.Header()
-	var conn []string
-	if v, ok := headerValue(res.Headers, "Connection"); ok {
-		conn = v
-	}
-	set := map[string]bool{}
-	for name, raw := range res.Headers {
-		name = http.CanonicalHeaderKey(name)
-		if isHopByHop(name, conn) || name == "Content-Length" {
+	out := w.Header()
+	vary := out.Values("Vary")
+	for name, vals := range h {
+		if t.mode == viaPath && originWide[name] {
 			continue
 		}
-		if mode == viaPath && name == "Set-Cookie" {
-			continue
+		switch name {
+		case "Vary":
+			vary = vals
+		case "Location":
+			vals = []string{underPrefix(vals[0], t)}
 		}
-		if !set[name] { // the SimServer's value replaces the relay's (CORS)
-			h.Del(name)
-			set[name] = true
-		}
-		vals, _ := headerStrings(raw)
-		for _, v := range vals {
-			h.Add(name, v)
-		}
+		out[name] = vals
 	}
-	if mode == viaPath {
-		h.Add("Content-Security-Policy", sandboxCSP)
+	if o := out.Get("Access-Control-Allow-Origin"); o != "" && o != "*" && !varies(vary, "Origin") {
+		vary = append(vary, "Origin")
 	}
-	if res.Status != http.StatusNoContent && res.Status != http.StatusNotModified {
-		h.Set("Content-Length", strconv.Itoa(len(body)))
+	if len(vary) > 0 {
+		out["Vary"] = vary
 	}
-	w.WriteHeader(res.Status)
+	if t.mode == viaPath {
+		out.Add("Content-Security-Policy", sandboxCSP)
+	}
+	w.WriteHeader(status)
 	_, _ = w.Write(body)
 	return nil
 }
 
-// headerValue finds a header in simHeaders whatever its case.
-func headerValue(headers map[string]json.RawMessage, name string) ([]string, bool) {
-	for k, raw := range headers {
-		if strings.EqualFold(k, name) {
-			return headerStrings(raw)
-		}
+// underPrefix puts a root-relative Location (/login) under the net's path
+// prefix, as a reverse proxy that mounts an app under a path does; a
+// Location that already starts with the prefix, or names a host, is left.
+func underPrefix(loc string, t viaTarget) string {
+	p := t.prefix()
+	if p == "" || !strings.HasPrefix(loc, "/") || strings.HasPrefix(loc, "//") ||
+		loc == p || strings.HasPrefix(loc, p+"/") || strings.HasPrefix(loc, p+"?") {
+		return loc
 	}
-	return nil, false
+	return p + loc
 }
 
-// headerStrings reads a simHeaders value: a string or an array of strings.
-func headerStrings(raw json.RawMessage) ([]string, bool) {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return []string{s}, true
+// varies reports whether the Vary values name field (or "*").
+func varies(vary []string, field string) bool {
+	for _, v := range vary {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f == "*" || strings.EqualFold(f, field) {
+				return true
+			}
+		}
 	}
-	var list []string
-	if json.Unmarshal(raw, &list) == nil {
-		return list, true
+	return false
+}
+
+// handleResult serves the capability URL of a stored-and-forwarded gateway
+// request: 202 while it is pending, then the SimServer's response itself,
+// written as the gateway writes it (on the relay's origin, so with path
+// mode's rules); 410 once expired or failed.
+func handleResult(st *store, g *gateway) func(http.ResponseWriter, *http.Request, *params, token) error {
+	return func(w http.ResponseWriter, r *http.Request, p *params, t token) error {
+		rid, err := p.requiredStr("rid")
+		if err != nil {
+			return err
+		}
+		req, err := st.requestForOwner(r.Context(), t, rid)
+		if err != nil {
+			return err
+		}
+		switch req.status {
+		case statusAnswered:
+			st.markPulled(req)
+			return g.writeAnswer(w, r, viaTarget{net: req.net, mode: viaPath}, req.simRes)
+		case statusExpired:
+			return errExpired
+		case statusFailed:
+			return errFailed
+		}
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusAccepted, struct {
+			RID    string `json:"rid"`
+			Status string `json:"status"`
+		}{rid, req.status})
+		return nil
 	}
-	return nil, false
 }

@@ -43,7 +43,7 @@ func BenchmarkStore(b *testing.B) {
 			var rids []string
 			b.Run("insert", func(b *testing.B) {
 				for b.Loop() {
-					rid, err := st.pushRequest(ctx, tok, benchSimReq)
+					rid, err := st.pushRequest(ctx, tok, benchSimReq, "")
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -55,7 +55,7 @@ func BenchmarkStore(b *testing.B) {
 					got, err := st.lease(ctx, "bench", 1, time.Minute)
 					if err != nil || len(got) == 0 {
 						b.StopTimer()
-						if _, err := st.pushRequest(ctx, tok, benchSimReq); err != nil {
+						if _, err := st.pushRequest(ctx, tok, benchSimReq, ""); err != nil {
 							b.Fatal(err)
 						}
 						b.StartTimer()
@@ -67,7 +67,7 @@ func BenchmarkStore(b *testing.B) {
 				for b.Loop() {
 					if i == len(rids) {
 						b.StopTimer()
-						rid, _ := st.pushRequest(ctx, tok, benchSimReq)
+						rid, _ := st.pushRequest(ctx, tok, benchSimReq, "")
 						rids = append(rids, rid)
 						b.StartTimer()
 					}

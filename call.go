@@ -7,12 +7,14 @@ package main
 import (
 	"context"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 )
 
 type call struct {
 	start  time.Time
+	remote string // the sender's "IP:port" (remoteAddr)
 	lim    *limits
 	parked atomic.Int64 // ns spent parked in long polls, waiting for something to happen
 	token  []byte       // hash of the token the call was charged to, once authenticated
@@ -23,7 +25,7 @@ type callInContext struct{}
 // withCall starts the call record for every request.
 func withCall(lim *limits, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := &call{start: time.Now(), lim: lim}
+		c := &call{start: time.Now(), lim: lim, remote: remoteAddr(r, lim.trusted)}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callInContext{}, c)))
 	})
 }
@@ -32,6 +34,28 @@ func withCall(lim *limits, next http.Handler) http.Handler {
 func callFrom(ctx context.Context) *call {
 	c, _ := ctx.Value(callInContext{}).(*call)
 	return c
+}
+
+// remoteAddr is the address r comes from, as "IP:port": the connection's
+// peer, or behind a trusted proxy (--trust-proxy) the client address it
+// forwards (clientAddr), with port 0 as the proxy does not tell it.
+func remoteAddr(r *http.Request, trusted []netip.Prefix) string {
+	addr, ok := clientAddr(r, trusted)
+	if !ok {
+		return r.RemoteAddr
+	}
+	if peer, err := netip.ParseAddrPort(r.RemoteAddr); err == nil && peer.Addr().Unmap() == addr {
+		return netip.AddrPortFrom(addr, peer.Port()).String()
+	}
+	return netip.AddrPortFrom(addr, 0).String()
+}
+
+// senderAddr is the "IP:port" the call r comes from (remoteAddr).
+func senderAddr(r *http.Request) string {
+	if c := callFrom(r.Context()); c != nil {
+		return c.remote
+	}
+	return r.RemoteAddr
 }
 
 // chargeToken charges r to the SimClient t: the per-token rate limit, and

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -225,7 +226,10 @@ func TestClientServeAndHTTPClient(t *testing.T) {
 			assert.Equal(t, "one", e.XTest)
 			assert.Equal(t, []string{"a", "b"}, e.XMulti)
 			assert.Equal(t, []string{c.from}, e.From, "the relay's from, the spoofed one dropped")
-			assert.Equal(t, c.from, e.Remote)
+			remote, port, err := net.SplitHostPort(e.Remote)
+			assert.NoError(t, err, "RemoteAddr is the caller's IP:port, as net/http gives it: %q", e.Remote)
+			assert.Equal(t, "127.0.0.1", remote)
+			assert.NotEqual(t, "0", port)
 			assert.NotEqual(t, "forged", e.RID)
 			assert.NotEmpty(t, e.RID)
 			assert.True(t, strings.HasPrefix(e.Request, "/echo/a%2Fb/c?"), e.Request)
@@ -235,7 +239,8 @@ func TestClientServeAndHTTPClient(t *testing.T) {
 			assert.Equal(t, http.MethodPut, e.Method)
 			assert.Equal(t, bigJSON, e.Body)
 			assert.Equal(t, "application/json", e.Type)
-			assert.Contains(t, storedSimReq(t, r, e.RID), `"simBody":`+bigJSON, "JSON travels as JSON, not as a string")
+			stored, _ := encodeJSON(bigJSON)
+			assert.Contains(t, storedSimReq(t, r, e.RID), `"simBody":`+string(stored), "JSON travels as its exact text")
 			resp, got := call(http.MethodPost, "/json", "application/json", []byte(bigJSON), nil)
 			assert.Equal(t, http.StatusOK, resp.StatusCode)
 			assert.Equal(t, bigJSON, string(got))

@@ -30,6 +30,9 @@ var schemaV1 string
 //go:embed schema_v2.sql
 var schemaV2 string
 
+//go:embed schema_v3.sql
+var schemaV3 string
+
 // The store's errors: what it refuses, in its own terms. The HTTP edge
 // (errors.go) gives each its status and code; the store knows neither.
 var (
@@ -50,7 +53,7 @@ var (
 
 // migrations are the schema steps; step i brings user_version from i to i+1.
 // A shipped step never changes: add a new one.
-var migrations = []string{schemaV1, schemaV2}
+var migrations = []string{schemaV1, schemaV2, schemaV3}
 
 // storeOptions are the lifetimes and limits the store enforces. The
 // lifetimes come from the relay's flags (config.storeOptions); the store has

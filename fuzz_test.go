@@ -7,14 +7,19 @@ package main
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/c2cvia/c2cvia/internal/simhttp"
+	"golang.org/x/net/http/httpguts"
 )
 
 // FuzzDecodeParams: any query, body and content type decodes or fails with
@@ -92,27 +97,34 @@ func FuzzSimJSON(f *testing.F) {
 }
 
 // FuzzViaMapping: whatever a plain HTTP client sends through the gateway
-// maps to a sim_req that pushreq itself would accept, and the body can be
-// recovered from it exactly.
+// maps to a sim_req that pushreq itself would accept, is valid UTF-8 JSON,
+// and gives back the exact target, header bytes and body bytes.
 func FuzzViaMapping(f *testing.F) {
 	f.Add("POST", "/items/7", "a=1&a=2", "application/json", []byte(`{"k":[1,2]}`), "X-Trace", "abc")
-	f.Add("PUT", "/a%2Fb/", "", "application/x-www-form-urlencoded", []byte("x=1&x=2&y="), "Connection", "X-Trace")
-	f.Add("GET", "/", "q", "text/plain; charset=utf-8", []byte("héllo"), "Accept", "*/*")
+	f.Add("PUT", "/a%2Fb//./c", "", "application/x-www-form-urlencoded", []byte("x=1&x=2&y="), "Connection", "X-Trace")
+	f.Add("GET", "/", "q;r=%zz", "text/plain; charset=utf-8", []byte("héllo"), "Accept", "caf\xe9")
 	f.Add("POST", "/img", "", "image/png", []byte{0x89, 'P', 'N', 'G', 0, 0xff}, "Proxy-Authorization", "x")
+	g := &gateway{cfg: config{MaxBody: 1 << 16}}
 	f.Fuzz(func(t *testing.T, method, path, query, contentType string, body []byte, hName, hValue string) {
-		if !validMethod(method) {
+		if !validMethod(method) || strings.ContainsAny(path+query, "?# \t\r\n") || !httpguts.ValidHeaderFieldValue(hValue) {
 			return
+		}
+		target := "/" + strings.TrimPrefix(path, "/")
+		if query != "" {
+			target += "?" + query
 		}
 		req := httptest.NewRequest(http.MethodGet, "/via/demo/", bytes.NewReader(body))
 		req.Method = method
-		req.URL.RawQuery = query
 		req.Header.Set("Content-Type", contentType)
-		if hName != "" && !strings.ContainsAny(hName, " :\r\n") {
+		if httpguts.ValidHeaderFieldName(hName) {
 			req.Header.Set(hName, hValue)
 		}
-		out, err := gatewayRequest(httptest.NewRecorder(), req, "/"+strings.TrimPrefix(path, "/"), 1<<16)
+		out, err := g.simRequest(httptest.NewRecorder(), req, viaTarget{net: "demo", target: target})
 		if err != nil {
 			t.Fatalf("mapping failed: %v", err)
+		}
+		if !utf8.Valid(out) {
+			t.Fatalf("mapped to invalid UTF-8: %q", out)
 		}
 		var obj map[string]json.RawMessage
 		if err := json.Unmarshal(out, &obj); err != nil {
@@ -121,42 +133,34 @@ func FuzzViaMapping(f *testing.F) {
 		if _, err := normalizeSimReq(obj); err != nil {
 			t.Fatalf("pushreq would refuse the mapped sim_req %s: %v", out, err)
 		}
-		var sim struct {
-			Method   string          `json:"simMethod"`
-			Body     json.RawMessage `json:"simBody"`
-			Encoding string          `json:"simBodyEncoding"`
-			Headers  map[string]any  `json:"simHeaders"`
-		}
+		var sim simhttp.Request
 		if err := json.Unmarshal(out, &sim); err != nil {
 			t.Fatal(err)
 		}
-		if sim.Method != method {
-			t.Fatalf("method %q became %q", method, sim.Method)
+		back, err := sim.HTTPRequest()
+		if err != nil {
+			if _, perr := url.ParseRequestURI(target); perr != nil {
+				return // net/http would have refused this target too
+			}
+			t.Fatalf("the handler's request cannot be rebuilt from %s: %v", out, err)
 		}
-		for name := range sim.Headers {
-			if isHopByHop(name, req.Header.Values("Connection")) {
-				t.Fatalf("hop-by-hop header %q passed", name)
+		if back.Method != method || back.RequestURI != simhttp.EscapeInvalid(target) {
+			t.Fatalf("%s %s came back as %s %s", method, target, back.Method, back.RequestURI)
+		}
+		for name, vals := range req.Header {
+			if simhttp.IsHopByHop(name, req.Header.Values("Connection")) {
+				if back.Header.Get(name) != "" && name != "X-Forwarded-For" {
+					t.Fatalf("hop-by-hop header %q passed", name)
+				}
+				continue
+			}
+			if !slices.Equal(back.Header[name], vals) {
+				t.Fatalf("header %s: %q came back as %q", name, vals, back.Header[name])
 			}
 		}
-		var s string
-		switch {
-		case len(body) == 0:
-			if string(sim.Body) != "null" {
-				t.Fatalf("no body became %s", sim.Body)
-			}
-		case sim.Encoding == "base64":
-			if json.Unmarshal(sim.Body, &s) != nil {
-				t.Fatal("base64 body is not a string")
-			}
-			if got, err := base64.StdEncoding.DecodeString(s); err != nil || !bytes.Equal(got, body) {
-				t.Fatalf("base64 body does not decode to the request body")
-			}
-		case json.Unmarshal(sim.Body, &s) == nil && utf8.Valid(body) && string(body) == s:
-			// text, kept as a string
-		default:
-			if !json.Valid(sim.Body) {
-				t.Fatalf("body became invalid JSON %s", sim.Body)
-			}
+		got, _ := io.ReadAll(back.Body)
+		if !bytes.Equal(got, body) {
+			t.Fatalf("body %q came back as %q", body, got)
 		}
 	})
 }

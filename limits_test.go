@@ -150,7 +150,7 @@ func TestQueueFull(t *testing.T) {
 	require.NoError(t, err)
 	t2, err := st2.lookupToken(context.Background(), tok)
 	require.NoError(t, err)
-	_, err = st2.pushRequest(context.Background(), t2, []byte(`{"simEndpoint":"/x"}`))
+	_, err = st2.pushRequest(context.Background(), t2, []byte(`{"simEndpoint":"/x"}`), "")
 	assert.ErrorIs(t, err, errQueueFull)
 	require.NoError(t, st2.Close())
 

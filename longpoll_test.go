@@ -272,7 +272,7 @@ func TestLongPollLeaseTakenWhileWaiting(t *testing.T) {
 	// second SimServer lease it briefly.
 	_, owner, err := r.store.createToken(context.Background(), "demo")
 	require.NoError(t, err)
-	rid, err := r.store.pushRequest(context.Background(), owner, []byte(`{"simEndpoint":"/x"}`))
+	rid, err := r.store.pushRequest(context.Background(), owner, []byte(`{"simEndpoint":"/x"}`), "")
 	require.NoError(t, err)
 	require.Len(t, r.pullReqs("demo", testKey, url.Values{"lease": {"0.2"}}), 1)
 	r.clock.Advance(time.Second) // the store's clock: that lease is over

@@ -251,6 +251,7 @@ type leased struct {
 	RID            string          `json:"rid"`
 	SimReq         json.RawMessage `json:"sim_req"`
 	From           string          `json:"from"`
+	RemoteAddr     string          `json:"remote_addr"`
 	Attempt        int             `json:"attempt"`
 	LeaseExpiresAt string          `json:"lease_expires_at"`
 }

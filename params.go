@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // params holds one call's parameters. A value from the query string or a form
@@ -59,6 +60,9 @@ func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64) (*param
 	}
 	switch mediaType {
 	case "application/json":
+		if !utf8.Valid(body) { // RFC 8259 8.1: and the relay only ever emits UTF-8
+			return nil, badRequest("invalid_body", "the JSON body is not valid UTF-8")
+		}
 		var fields map[string]json.RawMessage
 		if err := json.Unmarshal(body, &fields); err != nil {
 			var typeErr *json.UnmarshalTypeError
@@ -93,6 +97,9 @@ func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64) (*param
 // is 408 body_timeout, and one that cannot be read otherwise is 400
 // unreadable_body. Every endpoint that reads a body reads it here.
 func readBody(w http.ResponseWriter, r *http.Request, maxBody int64) ([]byte, error) {
+	if r.ContentLength > maxBody {
+		return nil, errTooLarge // at once: no 100 Continue for a body refused anyway
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err == nil {
 		return body, nil
@@ -197,6 +204,29 @@ func (p *params) intIn(name string, lo, hi, def int) (int, error) {
 		return 0, badRequest("invalid_param", "%s must be a whole number from %d to %d", name, lo, hi)
 	}
 	return int(f), nil
+}
+
+// boolean returns a true/false parameter: a JSON boolean, or the text
+// true, false, 1 or 0; def when absent.
+func (p *params) boolean(name string, def bool) (bool, error) {
+	if raw, found := p.json[name]; found {
+		var b bool
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return false, badRequest("invalid_param", "%s must be true or false", name)
+		}
+		return b, nil
+	}
+	text, ok := p.text[name]
+	if !ok {
+		return def, nil
+	}
+	switch text {
+	case "true", "1":
+		return true, nil
+	case "false", "0":
+		return false, nil
+	}
+	return false, badRequest("invalid_param", "%s must be true or false", name)
 }
 
 // cursor returns a message cursor (a message id, 0 or more) given as a JSON

@@ -17,13 +17,13 @@ import (
 // and, where the status rule needs it, ?3 or ?5 --max-attempts.
 func requestStatements(q *statements, w, r *sql.DB) []statement {
 	return []statement{
-		{&q.insertRequest, w, `INSERT INTO requests (rid, net, token_hash, from_peer, status, sim_req, created_at, expires_at)
-			VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)`},
-		{&q.leaseQueued, w, `SELECT seq, rid, sim_req, from_peer, attempt, created_at, expires_at, token_hash FROM requests
+		{&q.insertRequest, w, `INSERT INTO requests (rid, net, token_hash, from_peer, remote_addr, status, sim_req, created_at, expires_at)
+			VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)`},
+		{&q.leaseQueued, w, `SELECT seq, rid, sim_req, from_peer, remote_addr, attempt, created_at, expires_at, token_hash FROM requests
 			WHERE net = ?1 AND status = 'queued' AND ` + statusSQL("?2", "?3") + ` = 'queued' ORDER BY seq LIMIT ?4`},
 		// A delivered request whose lease ran out, and which is still
 		// delivered by the rule (not failed or expired), is handed out again.
-		{&q.leaseExpired, w, `SELECT seq, rid, sim_req, from_peer, attempt, created_at, expires_at, token_hash FROM requests
+		{&q.leaseExpired, w, `SELECT seq, rid, sim_req, from_peer, remote_addr, attempt, created_at, expires_at, token_hash FROM requests
 			WHERE net = ?1 AND status = 'delivered' AND lease_expires_at <= ?2
 			  AND ` + statusSQL("?2", "?3") + ` = 'delivered'
 			ORDER BY seq LIMIT ?4`},
@@ -37,7 +37,7 @@ func requestStatements(q *statements, w, r *sql.DB) []statement {
 		{&q.takeUnpulled, w, `UPDATE requests SET pulled = 1 WHERE seq = (
 			SELECT seq FROM requests WHERE token_hash = ? AND status = 'answered' AND pulled = 0
 			ORDER BY done_at, seq LIMIT 1) RETURNING rid, sim_res`},
-		{&q.requestForNet, w, `SELECT seq, status, attempt, expires_at, lease_expires_at, sim_res, pulled
+		{&q.requestForNet, w, `SELECT seq, net, status, attempt, expires_at, lease_expires_at, sim_res, pulled
 			FROM requests WHERE rid = ? AND net = ?`},
 
 		{&q.readyState, r, `SELECT
@@ -45,19 +45,20 @@ func requestStatements(q *statements, w, r *sql.DB) []statement {
 			EXISTS (SELECT 1 FROM requests WHERE net = ?1 AND status = 'delivered' AND lease_expires_at <= ?2
 			        AND ` + statusSQL("?2", "?3") + ` = 'delivered'),
 			(SELECT min(lease_expires_at) FROM requests WHERE net = ?1 AND status = 'delivered' AND lease_expires_at > ?2)`},
-		{&q.requestForOwner, r, `SELECT seq, status, attempt, expires_at, lease_expires_at, sim_res, pulled
+		{&q.requestForOwner, r, `SELECT seq, net, status, attempt, expires_at, lease_expires_at, sim_res, pulled
 			FROM requests WHERE rid = ? AND token_hash = ?`},
 		{&q.hasUnpulled, r, `SELECT EXISTS (SELECT 1 FROM requests WHERE token_hash = ? AND status = 'answered' AND pulled = 0)`},
 	}
 }
 
-// pushRequest queues a validated sim_req from t and returns its rid.
-func (s *store) pushRequest(ctx context.Context, t token, simReq []byte) (string, error) {
+// pushRequest queues a validated sim_req from t, sent from remoteAddr
+// ("IP:port"), and returns its rid.
+func (s *store) pushRequest(ctx context.Context, t token, simReq []byte, remoteAddr string) (string, error) {
 	rid := newRID()
 	now := s.nowMS()
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx,
-			rid, t.Net, t.Hash, t.PeerID, string(simReq), now, now+s.opts.ReqTTL.Milliseconds()); err != nil {
+			rid, t.Net, t.Hash, t.PeerID, remoteAddr, string(simReq), now, now+s.opts.ReqTTL.Milliseconds()); err != nil {
 			return err
 		}
 		return s.counts.admitRequest(t.Net, s.opts.MaxQueue)
@@ -66,12 +67,12 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte) (string
 }
 
 // pushDetached queues request rid of net that no login sent (the
-// gateway's), from the sender named from. It belongs to a fresh result
+// gateway's), from the sender named from at remoteAddr. It belongs to a fresh result
 // token in no net: no peer call sees it, and it reads this one request
 // only. The token is stored when keep is set, readable by its secret until
 // the request's retention ends; otherwise nobody holds it and the secret
 // is "". expiresAt is when the request expires unanswered.
-func (s *store) pushDetached(ctx context.Context, net, rid, from string, simReq []byte, keep bool) (owner token, secret string, expiresAt int64, err error) {
+func (s *store) pushDetached(ctx context.Context, net, rid, from, remoteAddr string, simReq []byte, keep bool) (owner token, secret string, expiresAt int64, err error) {
 	secret = newToken()
 	now := s.nowMS()
 	expiresAt = now + s.opts.ReqTTL.Milliseconds()
@@ -83,7 +84,7 @@ func (s *store) pushDetached(ctx context.Context, net, rid, from string, simReq 
 				return err
 			}
 		}
-		if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx, rid, net, owner.Hash, from, string(simReq), now, expiresAt); err != nil {
+		if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx, rid, net, owner.Hash, from, remoteAddr, string(simReq), now, expiresAt); err != nil {
 			return err
 		}
 		// The queue quota refuses last, so that its savepoint undoes the
@@ -107,6 +108,7 @@ type leasedRequest struct {
 	RID            string          `json:"rid"`
 	SimReq         json.RawMessage `json:"sim_req"`
 	From           string          `json:"from"`
+	RemoteAddr     string          `json:"remote_addr,omitempty"` // the sender's "IP:port"
 	Attempt        int             `json:"attempt"`
 	LeaseExpiresAt string          `json:"lease_expires_at"`
 	seq            int64
@@ -149,7 +151,7 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 			for rows.Next() {
 				var l leasedRequest
 				var simReq string
-				if err := rows.Scan(&l.seq, &l.RID, &simReq, &l.From, &l.Attempt, &l.created, &l.expiresAt, &l.owner); err != nil {
+				if err := rows.Scan(&l.seq, &l.RID, &simReq, &l.From, &l.RemoteAddr, &l.Attempt, &l.created, &l.expiresAt, &l.owner); err != nil {
 					return err
 				}
 				l.SimReq = json.RawMessage(simReq)
@@ -209,6 +211,7 @@ func sortBySeq(l []leasedRequest) {
 // requestState is a request as its owner or its net's SimServer sees it.
 type requestState struct {
 	seq       int64
+	net       string
 	status    string // by the status rule: expired and failed hold from the moment they are due
 	changesAt int64  // ms: when status changes by itself; 0 never (statusAt)
 	attempt   int
@@ -221,7 +224,7 @@ func (s *store) scanState(row *sql.Row) (requestState, error) {
 	var r requestTimes
 	var lease sql.NullInt64
 	var simRes sql.NullString
-	err := row.Scan(&st.seq, &r.stored, &r.attempt, &r.expiresAt, &lease, &simRes, &st.pulled)
+	err := row.Scan(&st.seq, &st.net, &r.stored, &r.attempt, &r.expiresAt, &lease, &simRes, &st.pulled)
 	if errors.Is(err, sql.ErrNoRows) {
 		return st, errNotFound
 	}

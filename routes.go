@@ -9,7 +9,12 @@ import (
 
 func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *poller, met *metrics) {
 	api := apiAdapter(log, cfg.MaxBody)
-	answers := newAnswerBox() // pushres hands answers to waiting /via/ requests
+	// pushreq and pushres carry a body of up to --max-body after base64,
+	// as the gateway stores the largest request it accepts.
+	sims := apiAdapter(log, simEnvelope(cfg.MaxBody))
+	answers := newAnswerBox()   // pushres hands answers to waiting /via/ requests
+	preflights := &preflights{} // pullreqsmart records which SimServers want CORS preflights
+	gw := &gateway{st: st, lp: lp, cfg: cfg, answers: answers, preflights: preflights, cors: newCORSPolicy(cfg.CORSOrigin)}
 
 	mux.Handle("GET /healthz", handleHealthz(st))
 	if cfg.Metrics {
@@ -19,22 +24,24 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	// Client API: SimClients, authenticated by the token from login.
 	mux.Handle("GET /api/v1/client/login", api(handleLogin(st)))
 	mux.Handle("POST /api/v1/client/login", api(handleLogin(st)))
-	mux.Handle("POST /api/v1/client/pushreq", api(withSender(st, handlePushReq(st, lp.hub))))
+	mux.Handle("POST /api/v1/client/pushreq", sims(withSender(st, handlePushReq(st, lp.hub))))
 	mux.Handle("GET /api/v1/client/check", api(withToken(st, handleCheck(st))))
 	mux.Handle("POST /api/v1/client/check", api(withToken(st, handleCheck(st))))
 	mux.Handle("GET /api/v1/client/pullres", api(withToken(st, handlePullRes(st, lp, false))))
 	mux.Handle("POST /api/v1/client/pullres", api(withToken(st, handlePullRes(st, lp, false))))
 	mux.Handle("GET /api/v1/client/pullsmart", api(withToken(st, handlePullRes(st, lp, true))))
 	mux.Handle("POST /api/v1/client/pullsmart", api(withToken(st, handlePullRes(st, lp, true))))
+	// The capability URL of a store-and-forward /via/ request: its HTTP answer.
+	mux.Handle("GET /api/v1/client/result", api(withToken(st, handleResult(st, gw)), "GET"))
 
 	// Server API: the SimServer of a net, authenticated by the net's key.
-	mux.Handle("GET /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, cfg)))
-	mux.Handle("POST /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, cfg)))
-	mux.Handle("POST /api/v1/server/pushres", api(handlePushRes(st, lp.hub, answers)))
+	mux.Handle("GET /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, cfg, preflights)))
+	mux.Handle("POST /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, cfg, preflights)))
+	mux.Handle("POST /api/v1/server/pushres", sims(handlePushRes(st, lp.hub, answers)))
 	mux.Handle("POST /api/v1/server/extend", api(handleExtend(st, cfg)))
 
 	// Gateway: any plain HTTP client reaches the net's SimServer, every method.
-	gw := &gateway{st: st, lp: lp, cfg: cfg, answers: answers}
+	// withViaTarget (server.go) keeps the target as sent, also in host mode.
 	mux.Handle("/via/{net}/{path...}", errorAdapter(log, gw.handleVia))
 	mux.Handle("/via/{net}", errorAdapter(log, handleViaRoot))
 

@@ -29,8 +29,8 @@ func newServer(log *slog.Logger, st *store, cfg config) *server {
 	addRoutes(mux, log, cfg, st, lp, met)
 	var h http.Handler = jsonMuxErrors(mux)
 	h = lim.limitIP(h)
-	h = withCORS(cfg.CORSOrigin, h)
-	h = withViaHost(cfg.ViaHost, h)
+	h = withCORS(newCORSPolicy(cfg.CORSOrigin), h)
+	h = withViaTarget(cfg.ViaHost, h)
 	h = withRecover(log, h)
 	h = met.instrument(mux, h)
 	h = withCall(lim, h)
@@ -195,48 +195,72 @@ func (m *muxErrorWriter) Write(b []byte) (int, error) {
 // corsMethods and corsHeaders are what browsers may send cross-origin.
 const (
 	corsMethods = "GET, POST, OPTIONS"
-	corsHeaders = "Authorization, Content-Type"
+	corsHeaders = "Authorization, Content-Type, Last-Event-ID"
 )
 
-// withCORS lets browser participants of any allowed origin call the relay:
-// origin is "*" or a comma-separated list of origins. Every OPTIONS request
-// to the API is a preflight answered here with 204. On the gateway, a
-// preflight is answered here for whatever method and headers it asks, and
-// any other OPTIONS goes to the SimServer like every method.
-func withCORS(origin string, next http.Handler) http.Handler {
-	var allowed []string
+// corsPolicy is --cors-origin: the origins whose pages may call the relay.
+type corsPolicy struct {
+	any     bool     // "*"
+	allowed []string // else these origins
+}
+
+// newCORSPolicy reads origin: "*" or a comma-separated list of origins.
+func newCORSPolicy(origin string) corsPolicy {
+	var p corsPolicy
 	for _, o := range strings.Split(origin, ",") {
 		if o = strings.TrimSpace(o); o != "" {
-			allowed = append(allowed, o)
+			p.allowed = append(p.allowed, o)
 		}
 	}
-	any := len(allowed) == 0 || slices.Contains(allowed, "*")
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		if any {
-			h.Set("Access-Control-Allow-Origin", "*")
-		} else {
-			h.Add("Vary", "Origin")
-			if o := r.Header.Get("Origin"); slices.Contains(allowed, o) {
-				h.Set("Access-Control-Allow-Origin", o)
-			}
+	p.any = len(p.allowed) == 0 || slices.Contains(p.allowed, "*")
+	return p
+}
+
+// allowOrigin sets Access-Control-Allow-Origin for r's Origin: "*", or
+// the origin when it is allowed, with Vary: Origin whenever it is not "*".
+func (p corsPolicy) allowOrigin(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	if p.any {
+		h.Set("Access-Control-Allow-Origin", "*")
+	} else {
+		h.Add("Vary", "Origin")
+		if o := r.Header.Get("Origin"); slices.Contains(p.allowed, o) {
+			h.Set("Access-Control-Allow-Origin", o)
 		}
-		h.Set("Access-Control-Expose-Headers", "Retry-After, Location, Allow")
-		if r.Method == http.MethodOptions && isGateway(r) {
-			method := r.Header.Get("Access-Control-Request-Method")
-			if method == "" {
-				next.ServeHTTP(w, r)
-				return
-			}
-			h.Set("Access-Control-Allow-Methods", method)
-			if hdrs := r.Header.Get("Access-Control-Request-Headers"); hdrs != "" {
-				h.Set("Access-Control-Allow-Headers", hdrs)
-			}
-			h.Set("Access-Control-Max-Age", "86400")
-			w.WriteHeader(http.StatusNoContent)
+	}
+	h.Set("Access-Control-Expose-Headers", "Retry-After, Location, Allow")
+}
+
+// preflight answers a gateway preflight for whatever method and headers it
+// asks: the SimServer decides the rest by its answers.
+func (p corsPolicy) preflight(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Methods", r.Header.Get("Access-Control-Request-Method"))
+	if hdrs := r.Header.Get("Access-Control-Request-Headers"); hdrs != "" {
+		h.Set("Access-Control-Allow-Headers", hdrs)
+	}
+	h.Set("Access-Control-Max-Age", "86400")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// isPreflight reports whether r is a browser's CORS preflight.
+func isPreflight(r *http.Request) bool {
+	return r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+}
+
+// withCORS lets browser participants of any allowed origin call the API:
+// every OPTIONS request to it is a preflight answered here with 204. The
+// gateway keeps its own CORS (gateway.handleVia): there a preflight may go
+// to the SimServer, and any other OPTIONS does, like every method.
+func withCORS(p corsPolicy, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isGateway(r) {
+			next.ServeHTTP(w, r)
 			return
 		}
+		p.allowOrigin(w, r)
 		if r.Method == http.MethodOptions {
+			h := w.Header()
 			h.Set("Access-Control-Allow-Methods", corsMethods)
 			h.Set("Access-Control-Allow-Headers", corsHeaders)
 			h.Set("Access-Control-Max-Age", "86400") // a day: fewer preflights

@@ -8,14 +8,18 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"net/http"
 	"strconv"
+	"strings"
+
+	"github.com/c2cvia/c2cvia/internal/simhttp"
 )
 
 // simReqFields and simResFields are the fields that may stand at top level
 // of a pushreq or pushres instead of inside sim_req or sim_res.
 var (
-	simReqFields = []string{"simEndpoint", "simMethod", "simHeaders", "simBody", "simQueryParams", "simRouteParams", "simBodyEncoding"}
-	simResFields = []string{"simStatus", "simHeaders", "simBody", "simBodyEncoding"}
+	simReqFields = []string{"simEndpoint", "simMethod", "simQuery", "simHeaders", "simHeadersEncoding", "simBody", "simQueryParams", "simRouteParams", "simBodyEncoding"}
+	simResFields = []string{"simStatus", "simHeaders", "simHeadersEncoding", "simBody", "simBodyEncoding"}
 )
 
 // simObject gathers a sim_req or sim_res from params: the named object
@@ -52,6 +56,13 @@ func simObject(p *params, name string, fields []string) (map[string]json.RawMess
 	return obj, nil
 }
 
+// simEnvelope is the body limit of pushreq and pushres: a sim_req or
+// sim_res whose body is maxBody bytes in base64, with 64 KiB for the rest
+// (headers, endpoint, query).
+func simEnvelope(maxBody int64) int64 {
+	return int64(base64.StdEncoding.EncodedLen(int(maxBody))) + 64<<10
+}
+
 // normalizeSimReq validates a sim_req and returns it as stored: simEndpoint
 // required, simMethod defaulting to POST, objects defaulting to {} and
 // simBody to null.
@@ -70,6 +81,12 @@ func normalizeSimReq(obj map[string]json.RawMessage) ([]byte, error) {
 		}
 	} else {
 		obj["simMethod"] = json.RawMessage(`"POST"`)
+	}
+	if raw, ok := obj["simQuery"]; ok {
+		var q string
+		if json.Unmarshal(raw, &q) != nil || strings.ContainsAny(q, "# \t\r\n") {
+			return nil, bad("simQuery must be a string: the raw query without \"?\", such as \"a=1&b=2\"")
+		}
 	}
 	if err := checkHeaders(obj, bad); err != nil {
 		return nil, err
@@ -128,17 +145,44 @@ func defaultObject(obj map[string]json.RawMessage, field string, bad func(string
 
 // checkHeaders requires simHeaders to map names to strings or arrays of
 // strings: they become real HTTP headers on the way out of the gateway.
+// simHeadersEncoding, when given, marks headers "latin1": their values are
+// bytes written one code point per byte, so none may pass U+00FF.
 func checkHeaders(obj map[string]json.RawMessage, bad func(string, ...any) error) error {
 	if err := defaultObject(obj, "simHeaders", bad); err != nil {
 		return err
 	}
 	var m map[string]json.RawMessage
 	_ = json.Unmarshal(obj["simHeaders"], &m)
+	values := map[string][]string{}
 	for name, v := range m {
 		var s string
 		var list []string
-		if json.Unmarshal(v, &s) != nil && json.Unmarshal(v, &list) != nil {
+		switch {
+		case json.Unmarshal(v, &s) == nil:
+			list = []string{s}
+		case json.Unmarshal(v, &list) != nil:
 			return bad("simHeaders[%q] must be a string or an array of strings", name)
+		}
+		values[http.CanonicalHeaderKey(name)] = append(values[http.CanonicalHeaderKey(name)], list...)
+	}
+	raw, ok := obj["simHeadersEncoding"]
+	if !ok {
+		return nil
+	}
+	var enc map[string]string
+	if json.Unmarshal(raw, &enc) != nil {
+		return bad(`simHeadersEncoding must be an object such as {"X-Name": "latin1"}`)
+	}
+	for name, e := range enc {
+		if e != "latin1" {
+			return bad(`simHeadersEncoding[%q] must be "latin1"`, name)
+		}
+		for _, v := range values[http.CanonicalHeaderKey(name)] {
+			for _, r := range v {
+				if r > 0xFF {
+					return bad("simHeaders[%q] is marked latin1 but has a character above U+00FF", name)
+				}
+			}
 		}
 	}
 	return nil
@@ -168,18 +212,7 @@ func checkBody(obj map[string]json.RawMessage, bad func(string, ...any) error) e
 }
 
 // validMethod reports whether m is an HTTP method token (RFC 9110), 1-32 chars.
-func validMethod(m string) bool {
-	if len(m) == 0 || len(m) > 32 {
-		return false
-	}
-	for i := 0; i < len(m); i++ {
-		c := m[i]
-		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
+func validMethod(m string) bool { return simhttp.ValidMethod(m) }
 
 // encodeSim writes obj compactly without HTML escaping. Values are raw JSON
 // and pass through untouched, numbers included.

@@ -203,7 +203,7 @@ func TestCheckpointer(t *testing.T) {
 	_, tok, err := st.createToken(context.Background(), "demo")
 	require.NoError(t, err)
 	for i := 0; i < 200; i++ { // a few hundred pages into the WAL
-		_, err := st.pushRequest(context.Background(), tok, []byte(`{"simEndpoint":"/`+strings.Repeat("x", 500)+`"}`))
+		_, err := st.pushRequest(context.Background(), tok, []byte(`{"simEndpoint":"/`+strings.Repeat("x", 500)+`"}`), "")
 		require.NoError(t, err)
 	}
 	// The counter moves after the checkpoint returns, so wait for both.
@@ -290,7 +290,7 @@ func TestMigrateFromV1(t *testing.T) {
 	require.NoError(t, err)
 	defer st.Close()
 	require.NoError(t, st.r.QueryRow(`PRAGMA user_version`).Scan(&version))
-	assert.Equal(t, 2, version)
+	assert.Equal(t, len(migrations), version)
 	old, err := st.lookupToken(ctx, secret)
 	require.NoError(t, err)
 	assert.Zero(t, old.MsgFloor)
@@ -327,7 +327,7 @@ func TestWriteLaterSharesTheNextCommit(t *testing.T) {
 		t.Fatal("a lone fire-and-forget write was committed at once")
 	case <-time.After(50 * time.Millisecond):
 	}
-	rid, err := st.pushRequest(context.Background(), tok, benchSimReq)
+	rid, err := st.pushRequest(context.Background(), tok, benchSimReq, "")
 	require.NoError(t, err)
 	<-marked
 	assert.Equal(t, commits+1, st.commits.Load(), "one commit for both")
@@ -420,7 +420,7 @@ func TestCheckpointerBoundsWAL(t *testing.T) {
 				if n%150 == 0 {
 					nextCheckpoint()
 				}
-				if _, err := st.pushRequest(ctx, tok, body); err != nil && ctx.Err() == nil {
+				if _, err := st.pushRequest(ctx, tok, body, ""); err != nil && ctx.Err() == nil {
 					t.Error(err)
 					return
 				}

@@ -182,14 +182,15 @@ func TestViaBodies(t *testing.T) {
 		return sim
 	}
 
-	t.Run("request JSON is a parsed value", func(t *testing.T) {
-		sim := echoed("application/json; charset=utf-8", []byte(`{"a":[1,2,{"b":null}],"s":"é"}`))
-		assert.Equal(t, map[string]any{"a": []any{1.0, 2.0, map[string]any{"b": nil}}, "s": "é"}, sim["simBody"])
+	t.Run("request JSON is its exact text", func(t *testing.T) {
+		body := "{\n  \"a\": [1, 2, {\"b\": null}],\n  \"n\": 1.50,\n  \"s\": \"é\"\n}\n"
+		sim := echoed("application/json; charset=utf-8", []byte(body))
+		assert.Equal(t, body, sim["simBody"], "not parsed, not compacted")
 		assert.NotContains(t, sim, "simBodyEncoding")
 	})
-	t.Run("request form is an object", func(t *testing.T) {
-		sim := echoed("application/x-www-form-urlencoded", []byte("name=Ada&tag=a&tag=b"))
-		assert.Equal(t, map[string]any{"name": "Ada", "tag": []any{"a", "b"}}, sim["simBody"])
+	t.Run("request form is its exact text", func(t *testing.T) {
+		sim := echoed("application/x-www-form-urlencoded", []byte("z=1&a=2&z=3&tag=a+b"))
+		assert.Equal(t, "z=1&a=2&z=3&tag=a+b", sim["simBody"], "not parsed, not reordered")
 	})
 	t.Run("request text is a string", func(t *testing.T) {
 		sim := echoed("text/csv", []byte("a,b\n1,2\n"))
@@ -301,23 +302,35 @@ func TestViaPreferAsync(t *testing.T) {
 	rid := rep.str("rid")
 	loc, err := url.Parse(rep.Header.Get("Location"))
 	require.NoError(t, err)
-	assert.Equal(t, "/api/v1/client/pullsmart", loc.Path)
+	assert.Equal(t, "/api/v1/client/result", loc.Path)
 	assert.Equal(t, rid, loc.Query().Get("rid"))
 	capability := loc.Query().Get("token")
 	require.NotEmpty(t, capability)
 
-	// Before the answer, the Location says it is pending.
-	pending := r.get(loc.Path, url.Values{"rid": {rid}, "token": {capability}, "wait": {"0"}})
+	// Before the answer, a plain GET of the Location says it is pending.
+	pending := doRequest(t, mustRequest(t, http.MethodGet, r.URL+loc.String()))
 	assert.Equal(t, http.StatusAccepted, pending.Status)
+	assert.Equal(t, "queued", pending.str("status"))
+	assert.NotEmpty(t, pending.Header.Get("Retry-After"))
 
-	// The SimServer answers; the Location now gives the sim_res.
+	// The SimServer answers; the Location now gives the HTTP response
+	// itself, as the gateway writes it on the relay's origin.
 	got := r.pullReqs("demo", testKey, nil)
 	require.Len(t, got, 1)
 	assert.Equal(t, "via", got[0].From)
-	require.Equal(t, http.StatusOK, r.answer("demo", testKey, rid, map[string]any{"simStatus": 200, "simBody": "done"}).Status)
-	rep = doRequest(t, mustRequest(t, http.MethodGet, r.URL+loc.String()))
+	require.Equal(t, http.StatusOK, r.answer("demo", testKey, rid, map[string]any{"simStatus": 201, "simBody": "done",
+		"simHeaders": map[string]any{"Content-Type": "text/plain", "Location": "/jobs/1", "Set-Cookie": "s=1"}}).Status)
+	resp, body := viaDo(t, mustRequest(t, http.MethodGet, r.URL+loc.String()))
+	assert.Equal(t, http.StatusCreated, resp.StatusCode)
+	assert.Equal(t, "done", string(body))
+	assert.Equal(t, "text/plain", resp.Header.Get("Content-Type"))
+	assert.Equal(t, "/via/demo/jobs/1", resp.Header.Get("Location"), "under the net's prefix")
+	assert.Empty(t, resp.Header.Values("Set-Cookie"), "the relay's origin")
+	assert.Equal(t, sandboxCSP, resp.Header.Get("Content-Security-Policy"))
+	// The same answer stays readable as JSON with that token.
+	rep = r.get("/api/v1/client/pullsmart", url.Values{"rid": {rid}, "token": {capability}})
 	require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
-	assert.JSONEq(t, `{"simStatus":200,"simHeaders":{},"simBody":"done"}`, string(mustJSON(t, rep.JSON["sim_res"])))
+	assert.Equal(t, "done", rep.JSON["sim_res"].(map[string]any)["simBody"])
 
 	// The capability reads its one request and does nothing else.
 	assert.Equal(t, http.StatusForbidden, r.postJSON("/api/v1/client/pushreq", capability,
@@ -332,6 +345,7 @@ func TestViaPreferAsync(t *testing.T) {
 		rep := r.afterWait(time.Second, func() reply { return r.do(req) })
 		assert.Equal(t, http.StatusAccepted, rep.Status, "not 504: the client asked to come back")
 		assert.NotEmpty(t, rep.Header.Get("Location"))
+		assert.Equal(t, "wait=1", rep.Header.Get("Preference-Applied"))
 	})
 	t.Run("wait=N with an answer in time", func(t *testing.T) {
 		r.simServer("quick", func(map[string]any) map[string]any { return map[string]any{"simBody": "now"} })
@@ -376,7 +390,7 @@ func TestViaOrigins(t *testing.T) {
 	req.Header.Set("Prefer", "respond-async")
 	rep := r.do(req)
 	assert.Equal(t, http.StatusAccepted, rep.Status, "on a net's host even /api/ goes to the SimServer")
-	assert.True(t, strings.HasPrefix(rep.Header.Get("Location"), "http://via.example.com:8443/api/v1/client/pullsmart?"),
+	assert.True(t, strings.HasPrefix(rep.Header.Get("Location"), "http://via.example.com:8443/api/v1/client/result?"),
 		"the result URL names the relay's host: %s", rep.Header.Get("Location"))
 
 	req = mustRequest(t, http.MethodGet, r.URL+"/api/v1/client/login?net=demo")

@@ -68,6 +68,7 @@ type options struct {
 	wait        time.Duration
 	httpClient  *http.Client
 	onError     func(error)
+	preflights  bool
 }
 
 // defaultHTTPClient talks to the relay unless WithHTTPClient says
@@ -134,6 +135,14 @@ func WithHTTPClient(c *http.Client) Option {
 			o.httpClient = c
 		}
 	}
+}
+
+// WithPreflights makes Serve's handler answer the browser CORS preflights
+// (OPTIONS with Access-Control-Request-Method) sent to its net through the
+// relay's /via/ gateway, as CORS middleware in the handler expects; by
+// default the relay answers them itself, allowing what they ask.
+func WithPreflights() Option {
+	return func(o *options) { o.preflights = true }
 }
 
 // WithErrorLog sets where the errors that do not end a call go: a

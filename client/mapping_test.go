@@ -8,174 +8,15 @@ package client
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"testing"
 
+	"github.com/c2cvia/c2cvia/internal/simhttp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-func TestEncodeRequestBody(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name, contentType string
-		body              []byte
-		want              any // a json.RawMessage, a string or nil
-		encoding          string
-	}{
-		{"empty is null", "text/plain", nil, nil, ""},
-		{"JSON as JSON, every digit kept", "application/json", []byte(`{"n":12345678901234567890}`), json.RawMessage(`{"n":12345678901234567890}`), ""},
-		{"JSON with parameters", "application/json; charset=utf-8", []byte(`[1,2]`), json.RawMessage(`[1,2]`), ""},
-		{"a +json type is JSON", "application/problem+json", []byte(`{"title":"x"}`), json.RawMessage(`{"title":"x"}`), ""},
-		{"invalid JSON as base64, byte for byte", "application/json", []byte(`{oops`), "e29vcHM=", "base64"},
-		{"text as a string", "text/plain; charset=utf-8", []byte("héllo"), "héllo", ""},
-		{"media type in capitals", "TEXT/PLAIN", []byte("hi"), "hi", ""},
-		{"malformed parameters still read the type", "text/plain; charset", []byte("hi"), "hi", ""},
-		{"form as a string", "application/x-www-form-urlencoded", []byte("a=1&a=2&b=x+y"), "a=1&a=2&b=x+y", ""},
-		{"XML as a string", "application/xml", []byte("<a/>"), "<a/>", ""},
-		{"JavaScript as a string", "application/javascript", []byte("f()"), "f()", ""},
-		{"no type: UTF-8 as a string", "", []byte("plain words"), "plain words", ""},
-		{"no type: other bytes as base64", "", []byte{0xff, 0xfe}, "//4=", "base64"},
-		{"text that is not UTF-8 as base64", "text/plain", []byte{0xff}, "/w==", "base64"},
-		{"binary as base64", "application/octet-stream", []byte("abc"), "YWJj", "base64"},
-		{"an image as base64", "image/png", []byte{0x89, 'P', 'N', 'G'}, "iVBORw==", "base64"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			got, encoding := encodeRequestBody(tc.contentType, tc.body)
-			assert.Equal(t, tc.want, got)
-			assert.Equal(t, tc.encoding, encoding)
-		})
-	}
-}
-
-func TestEncodeResponseBody(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name, contentType string
-		body              []byte
-		want              any // a string or nil
-		encoding          string
-	}{
-		{"empty is null", "text/plain", nil, nil, ""},
-		{"JSON as a string, so no digit is lost", "application/json", []byte(`{"n":12345678901234567890}`), `{"n":12345678901234567890}`, ""},
-		{"a +json type as a string", "application/problem+json", []byte(`{}`), `{}`, ""},
-		{"HTML as a string", "text/html; charset=utf-8", []byte("<p>hi</p>"), "<p>hi</p>", ""},
-		{"XML as a string", "application/xml", []byte("<a/>"), "<a/>", ""},
-		{"a +xml type as a string", "image/svg+xml", []byte("<svg/>"), "<svg/>", ""},
-		{"JavaScript as a string", "text/javascript", []byte("f()"), "f()", ""},
-		{"application/javascript as a string", "application/javascript", []byte("f()"), "f()", ""},
-		{"form as a string", "application/x-www-form-urlencoded", []byte("a=1"), "a=1", ""},
-		{"text that is not UTF-8 as base64", "text/plain", []byte{0xff}, "/w==", "base64"},
-		{"binary as base64", "application/octet-stream", []byte("abc"), "YWJj", "base64"},
-		{"no type as base64", "", []byte("abc"), "YWJj", "base64"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			got, encoding := encodeResponseBody(tc.contentType, tc.body)
-			assert.Equal(t, tc.want, got)
-			assert.Equal(t, tc.encoding, encoding)
-		})
-	}
-}
-
-func TestDecodeBody(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name        string
-		body        string // simBody as JSON text; "" for none
-		encoding    string
-		contentType string // the message's Content-Type before
-		form        bool   // a request for a Serve handler
-		want        string
-		wantType    string // Content-Type after
-		wantErr     bool
-	}{
-		{name: "missing is empty", want: ""},
-		{name: "null is empty", body: `null`, want: ""},
-		{name: "a string is its text", body: `"héllo"`, want: "héllo"},
-		{name: "a string keeps its type", body: `"<p>"`, contentType: "text/html", want: "<p>", wantType: "text/html"},
-		{name: "base64 is decoded", body: `"AAH+/w=="`, encoding: "base64", want: "\x00\x01\xfe\xff"},
-		{name: "bad base64 is an error", body: `"!!"`, encoding: "base64", wantErr: true},
-		{name: "base64 that is no string is an error", body: `42`, encoding: "base64", wantErr: true},
-		{name: "an object is its JSON text, typed JSON", body: ` {"n":12345678901234567890} `, want: `{"n":12345678901234567890}`, wantType: "application/json"},
-		{name: "a number is its JSON text", body: `42`, want: `42`, wantType: "application/json"},
-		{name: "JSON keeps a type it has", body: `{"a":1}`, contentType: "application/vnd.x+json", want: `{"a":1}`, wantType: "application/vnd.x+json"},
-		{name: "a form object for a handler is a form", body: `{"a":["1","2"],"b":"x y","n":5}`, contentType: "application/x-www-form-urlencoded",
-			form: true, want: "a=1&a=2&b=x+y&n=5", wantType: "application/x-www-form-urlencoded"},
-		{name: "a form object in a response stays JSON", body: `{"a":"1"}`, contentType: "application/x-www-form-urlencoded",
-			want: `{"a":"1"}`, wantType: "application/x-www-form-urlencoded"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			m := &simMessage{Body: json.RawMessage(tc.body), Encoding: tc.encoding}
-			h := http.Header{}
-			if tc.contentType != "" {
-				h.Set("Content-Type", tc.contentType)
-			}
-			got, err := decodeBody(m, h, tc.form)
-			if tc.wantErr {
-				assert.Error(t, err)
-				return
-			}
-			require.NoError(t, err)
-			assert.Equal(t, tc.want, string(got))
-			assert.Equal(t, tc.wantType, h.Get("Content-Type"))
-		})
-	}
-}
-
-func TestSimHeaders(t *testing.T) {
-	t.Parallel()
-	h := http.Header{
-		"X-One":             {"a"},
-		"X-Two":             {"a", "b"},
-		"X-None":            {},
-		"Connection":        {"keep-alive, X-One"},
-		"Keep-Alive":        {"timeout=5"},
-		"Te":                {"trailers"},
-		"Trailer":           {"X-Sum"},
-		"Transfer-Encoding": {"chunked"},
-		"Upgrade":           {"h2c"},
-		"Proxy-Connection":  {"keep-alive"},
-		"Content-Length":    {"5"},
-		"connection":        {"set without canonicalisation"},
-		"content-length":    {"5"},
-	}
-	assert.Equal(t, map[string]any{"X-One": "a", "X-Two": []string{"a", "b"}}, simHeaders(h))
-}
-
-func TestHTTPHeader(t *testing.T) {
-	t.Parallel()
-	var m map[string]json.RawMessage
-	require.NoError(t, json.Unmarshal([]byte(`{"x-a":"1","X-B":["2","3"],"X-Num":5,"X-Nums":[1],"X-Obj":{}}`), &m))
-	assert.Equal(t, http.Header{"X-A": {"1"}, "X-B": {"2", "3"}}, httpHeader(m))
-}
-
-func TestStringList(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		raw      string
-		anyValue bool
-		want     []string
-	}{
-		{`"a"`, false, []string{"a"}},
-		{`["a","b"]`, false, []string{"a", "b"}},
-		{`5`, false, nil},
-		{`5`, true, []string{"5"}},
-		{`true`, true, []string{"true"}},
-		{`{"a":1}`, true, []string{`{"a":1}`}},
-		{`{"a":1}`, false, nil},
-	} {
-		t.Run(fmt.Sprintf("%s anyValue=%v", tc.raw, tc.anyValue), func(t *testing.T) {
-			t.Parallel()
-			assert.Equal(t, tc.want, stringList(json.RawMessage(tc.raw), tc.anyValue))
-		})
-	}
-}
 
 // TestServerRequest: a sim_req as the relay hands it out becomes the
 // *http.Request a Serve handler gets.
@@ -200,23 +41,28 @@ func TestServerRequest(t *testing.T) {
 				"C2cvia-From":"mallory","C2cvia-Rid":"forged"},"simBody":"hello"}`,
 			method: "PUT", path: "/items/a%2Fb", query: url.Values{"q": {"1", "2"}, "n": {"5"}, "s": {"x&y"}},
 			uri:    "/items/a%2Fb?n=5&q=1&q=2&s=x%26y",
-			header: http.Header{"X-A": {"1"}, "X-M": {"a", "b"}, "Content-Type": {"text/plain"}}, body: "hello",
+			header: http.Header{"X-A": {"1"}, "X-M": {"a", "b"}, "Content-Type": {"text/plain"}, "Content-Length": {"5"}}, body: "hello",
+		},
+		{
+			name:   "the raw query, as sent",
+			simReq: `{"simEndpoint":"/api//items","simMethod":"GET","simQuery":"b=2&a=1&a=0&q=%20x+y","simQueryParams":{"ignored":"yes"}}`,
+			method: "GET", path: "/api//items", query: url.Values{"b": {"2"}, "a": {"1", "0"}, "q": {" x y"}},
+			uri: "/api//items?b=2&a=1&a=0&q=%20x+y", header: http.Header{},
 		},
 		{name: "no method is POST", simReq: `{"simEndpoint":"/p"}`, method: "POST", path: "/p", query: url.Values{}, uri: "/p", header: http.Header{}},
 		{name: "an endpoint without a slash gets one", simReq: `{"simEndpoint":"p","simMethod":"GET"}`,
 			method: "GET", path: "/p", query: url.Values{}, uri: "/p", header: http.Header{}},
-		{name: "a malformed escape is taken as written", simReq: `{"simEndpoint":"/a%zz","simMethod":"GET"}`,
-			method: "GET", path: "/a%25zz", query: url.Values{}, uri: "/a%25zz", header: http.Header{}},
-		{name: "GET has no body", simReq: `{"simEndpoint":"/g","simMethod":"GET","simBody":"ignored"}`,
-			method: "GET", path: "/g", query: url.Values{}, uri: "/g", header: http.Header{}},
+		{name: "a target net/http would refuse is an error, as its 400", simReq: `{"simEndpoint":"/a%zz","simMethod":"GET"}`, wantErr: true},
+		{name: "a GET keeps the body it was sent with", simReq: `{"simEndpoint":"/g","simMethod":"GET","simBody":"kept"}`,
+			method: "GET", path: "/g", query: url.Values{}, uri: "/g", header: http.Header{"Content-Length": {"4"}}, body: "kept"},
 		{name: "a JSON body is typed JSON", simReq: `{"simEndpoint":"/j","simBody":{"n":12345678901234567890}}`,
 			method: "POST", path: "/j", query: url.Values{}, uri: "/j",
-			header: http.Header{"Content-Type": {"application/json"}}, body: `{"n":12345678901234567890}`},
+			header: http.Header{"Content-Type": {"application/json"}, "Content-Length": {"26"}}, body: `{"n":12345678901234567890}`},
 		{name: "a form object is a form", simReq: `{"simEndpoint":"/f","simHeaders":{"Content-Type":"application/x-www-form-urlencoded"},"simBody":{"a":["1","2"]}}`,
 			method: "POST", path: "/f", query: url.Values{}, uri: "/f",
-			header: http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}, body: "a=1&a=2"},
+			header: http.Header{"Content-Type": {"application/x-www-form-urlencoded"}, "Content-Length": {"7"}}, body: "a=1&a=2"},
 		{name: "base64 is bytes", simReq: `{"simEndpoint":"/b","simBody":"AAH+/w==","simBodyEncoding":"base64"}`,
-			method: "POST", path: "/b", query: url.Values{}, uri: "/b", header: http.Header{}, body: "\x00\x01\xfe\xff"},
+			method: "POST", path: "/b", query: url.Values{}, uri: "/b", header: http.Header{"Content-Length": {"4"}}, body: "\x00\x01\xfe\xff"},
 		{name: "bad base64 is an error", simReq: `{"simEndpoint":"/b","simBody":"!!","simBodyEncoding":"base64"}`, wantErr: true},
 		{name: "a method net/http refuses is an error", simReq: `{"simEndpoint":"/m","simMethod":"BAD METHOD"}`, wantErr: true},
 		{name: "no JSON object is an error", simReq: `[1]`, wantErr: true},
@@ -225,7 +71,7 @@ func TestServerRequest(t *testing.T) {
 			t.Parallel()
 			type key struct{}
 			ctx := context.WithValue(context.Background(), key{}, "the handler's")
-			req, err := s.request(ctx, leased{RID: "rid-1", SimReq: json.RawMessage(tc.simReq), From: "peer-1"})
+			req, err := s.request(ctx, leased{RID: "rid-1", SimReq: json.RawMessage(tc.simReq), From: "peer-1", Remote: "203.0.113.7:5"})
 			if tc.wantErr {
 				assert.Error(t, err)
 				return
@@ -240,7 +86,7 @@ func TestServerRequest(t *testing.T) {
 			want.Set("C2cvia-From", "peer-1")
 			want.Set("C2cvia-Rid", "rid-1")
 			assert.Equal(t, want, req.Header)
-			assert.Equal(t, "peer-1", req.RemoteAddr)
+			assert.Equal(t, "203.0.113.7:5", req.RemoteAddr, "the caller's address")
 			assert.Equal(t, "the handler's", req.Context().Value(key{}))
 			body, err := io.ReadAll(req.Body)
 			require.NoError(t, err)
@@ -285,14 +131,18 @@ func TestRecorder(t *testing.T) {
 				panic("Write after 204 did not fail with http.ErrBodyNotAllowed")
 			}
 		}, `{"simStatus":204,"simHeaders":{},"simBody":null}`},
-		{"hop-by-hop headers and Content-Length stay behind; repeats are arrays", func(w http.ResponseWriter, r *http.Request) {
+		{"hop-by-hop headers stay behind; a declared length and repeats travel", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Connection", "close")
 			w.Header().Set("Content-Length", "2")
 			w.Header().Add("Set-Cookie", "a=1")
 			w.Header().Add("Set-Cookie", "b=2")
 			w.Header().Set("Content-Type", "text/plain")
 			_, _ = io.WriteString(w, "ok")
-		}, `{"simStatus":200,"simHeaders":{"Content-Type":"text/plain","Set-Cookie":["a=1","b=2"]},"simBody":"ok"}`},
+		}, `{"simStatus":200,"simHeaders":{"Content-Type":"text/plain","Content-Length":"2","Set-Cookie":["a=1","b=2"]},"simBody":"ok"}`},
+		{"HEAD: the length http.FileServer declares, no body", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "5242880")
+			w.WriteHeader(http.StatusOK)
+		}, `{"simStatus":200,"simHeaders":{"Content-Length":"5242880"},"simBody":null}`},
 		{"bytes as base64", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/octet-stream")
 			_, _ = w.Write([]byte{0xff, 0xfe, 0x01, 0x00})
@@ -373,7 +223,7 @@ func TestResponse(t *testing.T) {
 			t.Parallel()
 			req, err := http.NewRequest(tc.method, "http://c2cvia/x", nil)
 			require.NoError(t, err)
-			var m simMessage
+			var m simhttp.Response
 			require.NoError(t, json.Unmarshal([]byte(tc.simRes), &m))
 			resp, err := response(req, &m)
 			switch {

@@ -13,9 +13,10 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/c2cvia/c2cvia/internal/simhttp"
 )
 
 const (
@@ -32,14 +33,22 @@ const (
 
 // Serve makes h the SimServer of net on the relay at relayURL, with key as
 // the net's key (the first server call with a key claims an unclaimed net).
+// An answer too large for the relay (over its --max-body after base64)
+// reaches the caller at once as a 502 with the code response_too_large;
+// the handler does not run again for it.
+//
 // It runs until ctx is done and then returns ctx.Err(), after the handlers
 // still running have answered: they get a context that ctx does not
 // cancel, for a grace period of 5 s.
 //
-// Each request reaches h as an *http.Request with the method, escaped
-// path, query, headers and body the caller sent; the header C2cvia-From
-// (and r.RemoteAddr) is the caller's peer_id, "via" for the relay's
-// gateway, and C2cvia-Rid the request's rid. A handler that panics answers
+// Each request reaches h as a web server behind a reverse proxy would have
+// handed it over: the method, the target exactly as sent (r.RequestURI and
+// r.URL; a path such as /a//b is not cleaned), r.Host, the headers and the
+// exact body bytes, with what the relay's gateway adds (X-Forwarded-For,
+// -Host, -Proto, and -Prefix, the path the net stands under in the
+// relay's path mode); r.RemoteAddr is the caller's "IP:port". The header
+// C2cvia-From is the caller's peer_id, "via" for the gateway, and
+// C2cvia-Rid the request's rid. A handler that panics answers
 // 500 "internal server error"; the panic goes to the error log (a panic
 // with http.ErrAbortHandler answers the same, unreported, as net/http keeps
 // it quiet).
@@ -68,6 +77,7 @@ type leased struct {
 	RID    string          `json:"rid"`
 	SimReq json.RawMessage `json:"sim_req"`
 	From   string          `json:"from"`
+	Remote string          `json:"remote_addr"`
 }
 
 func (s *server) run(ctx context.Context) error {
@@ -146,6 +156,9 @@ func (s *server) poll(ctx context.Context, n int) ([]leased, time.Duration, erro
 		Requests []leased `json:"requests"`
 	}
 	body := map[string]any{"net": s.net, "wait": seconds(s.o.wait), "max": n, "lease": seconds(s.o.lease)}
+	if s.o.preflights {
+		body["preflight"] = true
+	}
 	_, retryAfter, err := s.call(ctx, "/api/v1/server/pullreqsmart", s.key, body, &out)
 	if len(out.Requests) > n { // never more than asked: each needs a slot
 		out.Requests = out.Requests[:n]
@@ -196,7 +209,7 @@ func (s *server) keepLease(ctx context.Context, rid string) (stop func()) {
 }
 
 // serveOne runs the handler on l and returns the sim_res to post.
-func (s *server) serveOne(ctx context.Context, l leased) (res outgoing) {
+func (s *server) serveOne(ctx context.Context, l leased) (res simhttp.Response) {
 	req, err := s.request(ctx, l)
 	if err != nil {
 		s.o.onError(fmt.Errorf("c2cvia: request %s: %w", l.RID, err))
@@ -215,68 +228,37 @@ func (s *server) serveOne(ctx context.Context, l leased) (res outgoing) {
 	return rec.simRes()
 }
 
-// request maps a leased sim_req to the *http.Request the handler gets.
+// request maps a leased sim_req to the *http.Request the handler gets
+// (simhttp): as a web server would have, with the caller's address.
 func (s *server) request(ctx context.Context, l leased) (*http.Request, error) {
-	var m simMessage
+	var m simhttp.Request
 	if err := json.Unmarshal(l.SimReq, &m); err != nil {
 		return nil, fmt.Errorf("sim_req is not a JSON object: %w", err)
 	}
-	u, err := url.Parse(s.base)
+	req, err := m.HTTPRequest()
 	if err != nil {
 		return nil, err
 	}
-	endpoint := m.Endpoint
-	if !strings.HasPrefix(endpoint, "/") {
-		endpoint = "/" + endpoint
-	}
-	// The endpoint is an escaped path: /a%2Fb stays one segment.
-	if u.Path, err = url.PathUnescape(endpoint); err != nil {
-		u.Path = endpoint
-	} else {
-		u.RawPath = endpoint
-	}
-	q := url.Values{}
-	for k, raw := range m.Query {
-		for _, v := range stringList(raw, true) {
-			q.Add(k, v)
+	if req.Host == "" { // a SimClient's own sim_req may name none
+		if u, err := url.Parse(s.base); err == nil {
+			req.Host = u.Host
 		}
 	}
-	u.RawQuery = q.Encode()
-
-	method := m.Method
-	if method == "" {
-		method = http.MethodPost
-	}
-	header := httpHeader(m.Headers)
-	header.Del(headerFrom) // only the relay's word counts: no spoofing
-	header.Del(headerRID)
-	header.Del("Content-Length")
-	body, err := decodeBody(&m, header, true)
-	if err != nil {
-		return nil, err
-	}
-	if method == http.MethodGet || method == http.MethodHead {
-		body = nil
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	if len(body) == 0 {
-		req.Body, req.GetBody, req.ContentLength = http.NoBody, nil, 0
-	}
-	req.URL = u // as built: keeps RawPath
-	req.RequestURI = u.RequestURI()
-	req.Header = header
+	req = req.WithContext(ctx)
+	req.Header.Del(headerFrom) // only the relay's word counts: no spoofing
+	req.Header.Del(headerRID)
 	req.Header.Set(headerFrom, l.From)
 	req.Header.Set(headerRID, l.RID)
-	req.RemoteAddr = l.From
+	req.RemoteAddr = l.Remote
+	if req.RemoteAddr == "" { // a relay that does not tell
+		req.RemoteAddr = l.From
+	}
 	return req, nil
 }
 
 // answer posts res for rid, retrying what may pass for up to answerRetry.
 // A refusal (409 already answered or lease lost, 404, 410) is reported.
-func (s *server) answer(ctx context.Context, rid string, res outgoing) {
+func (s *server) answer(ctx context.Context, rid string, res simhttp.Response) {
 	body := map[string]any{"net": s.net, "rid": rid, "sim_res": res}
 	var bo backoff
 	deadline := time.Now().Add(answerRetry)
@@ -284,6 +266,16 @@ func (s *server) answer(ctx context.Context, rid string, res outgoing) {
 		_, retryAfter, err := s.call(ctx, "/api/v1/server/pushres", s.key, body, nil)
 		if err == nil {
 			return
+		}
+		var e *Error
+		if errors.As(err, &e) && e.Status == http.StatusRequestEntityTooLarge && res.Status != http.StatusBadGateway {
+			// Too large for the relay: the caller hears so now, and the
+			// request is answered, so it is not handed out again.
+			s.o.onError(fmt.Errorf("c2cvia: answering %s: %w", rid, err))
+			res = jsonError(http.StatusBadGateway, "response_too_large",
+				"the SimServer's answer is larger than the relay accepts (--max-body)")
+			body["sim_res"] = res
+			continue
 		}
 		if !transient(ctx, err) || time.Now().After(deadline) {
 			s.o.onError(fmt.Errorf("c2cvia: answering %s: %w", rid, err))
@@ -297,8 +289,14 @@ func (s *server) answer(ctx context.Context, rid string, res outgoing) {
 }
 
 // plainResponse is a text/plain sim_res.
-func plainResponse(status int, text string) outgoing {
-	return outgoing{Status: status, Headers: map[string]any{"Content-Type": "text/plain; charset=utf-8"}, Body: text}
+func plainResponse(status int, text string) simhttp.Response {
+	return simhttp.FromResponse(status, http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, []byte(text))
+}
+
+// jsonError is a sim_res in the relay's error shape.
+func jsonError(status int, code, message string) simhttp.Response {
+	body, _ := json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": message}})
+	return simhttp.FromResponse(status, http.Header{"Content-Type": {"application/json"}}, body)
 }
 
 // recorder is the http.ResponseWriter a handler writes to: it keeps the
@@ -331,7 +329,7 @@ func (w *recorder) Write(b []byte) (int, error) {
 	if !w.written {
 		w.WriteHeader(http.StatusOK)
 	}
-	if bodyless(w.status) {
+	if simhttp.Bodyless("", w.status) {
 		return 0, http.ErrBodyNotAllowed
 	}
 	return w.body.Write(b)
@@ -340,7 +338,7 @@ func (w *recorder) Write(b []byte) (int, error) {
 // Flush does nothing: the answer goes out whole when the handler returns.
 func (w *recorder) Flush() {}
 
-func (w *recorder) simRes() outgoing {
+func (w *recorder) simRes() simhttp.Response {
 	if !w.written {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -348,7 +346,5 @@ func (w *recorder) simRes() outgoing {
 	if _, ok := w.sent["Content-Type"]; !ok && len(body) > 0 {
 		w.sent.Set("Content-Type", http.DetectContentType(body))
 	}
-	res := outgoing{Status: w.status, Headers: simHeaders(w.sent)}
-	res.Body, res.Encoding = encodeResponseBody(w.sent.Get("Content-Type"), body)
-	return res
+	return simhttp.FromResponse(w.status, w.sent, body)
 }

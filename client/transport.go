@@ -11,6 +11,8 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+
+	"github.com/c2cvia/c2cvia/internal/simhttp"
 )
 
 // maxPollFailures is how many network or 5xx failures in a row a waiting
@@ -39,27 +41,39 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return response(req, res)
 }
 
-// push stores req as a sim_req and returns its rid.
+// push stores req as a sim_req and returns its rid. Host and
+// Content-Length travel as net/http's transport would send them: the
+// request's host, and the body's length (0 for an empty POST, PUT or PATCH).
 func (t *transport) push(ctx context.Context, req *http.Request, body []byte) (string, error) {
 	method := req.Method
 	if method == "" {
 		method = http.MethodGet // as net/http reads ""
 	}
-	endpoint := req.URL.EscapedPath()
-	if endpoint == "" {
-		endpoint = "/"
+	target := req.URL.EscapedPath()
+	if target == "" {
+		target = "/"
 	}
-	query := map[string]any{}
-	for k, vals := range req.URL.Query() {
-		if len(vals) == 1 {
-			query[k] = vals[0]
-		} else {
-			query[k] = vals
+	if req.URL.RawQuery != "" || req.URL.ForceQuery {
+		target += "?" + req.URL.RawQuery
+	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	h := req.Header.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	h.Del("Content-Length")
+	switch method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+	default:
+		if len(body) > 0 {
+			h.Set("Content-Length", strconv.Itoa(len(body)))
 		}
 	}
-	sim := outgoing{Endpoint: endpoint, Method: method, Headers: simHeaders(req.Header), Query: query,
-		Route: map[string]any{}}
-	sim.Body, sim.Encoding = encodeRequestBody(req.Header.Get("Content-Type"), body)
+	sim := simhttp.FromRequest(method, target, host, h, body)
 	var out struct {
 		RID string `json:"rid"`
 	}
@@ -68,7 +82,7 @@ func (t *transport) push(ctx context.Context, req *http.Request, body []byte) (s
 }
 
 // wait long-polls pullsmart until rid is answered, failed or expired.
-func (t *transport) wait(ctx context.Context, rid string) (*simMessage, error) {
+func (t *transport) wait(ctx context.Context, rid string) (*simhttp.Response, error) {
 	var bo backoff
 	failures := 0
 	for {
@@ -79,7 +93,7 @@ func (t *transport) wait(ctx context.Context, rid string) (*simMessage, error) {
 		status, retryAfter, err := t.s.call(ctx, "/api/v1/client/pullsmart", t.s.Token, body, &out)
 		switch {
 		case err == nil && status == http.StatusOK:
-			var m simMessage
+			var m simhttp.Response
 			if err := json.Unmarshal(out.SimRes, &m); err != nil {
 				return nil, fmt.Errorf("c2cvia: the answer to %s is not a sim_res: %w", rid, err)
 			}
@@ -100,45 +114,35 @@ func (t *transport) wait(ctx context.Context, rid string) (*simMessage, error) {
 	}
 }
 
-// response maps a sim_res to the *http.Response for req.
-func response(req *http.Request, m *simMessage) (*http.Response, error) {
-	status := m.Status
-	if status == 0 {
-		status = http.StatusOK
-	}
-	if status < 200 || status > 999 {
+// response maps a sim_res to the *http.Response for req, following RFC
+// 9110's body rules as the gateway does (simhttp).
+func response(req *http.Request, m *simhttp.Response) (*http.Response, error) {
+	if m.Status != 0 && (m.Status < 200 || m.Status > 999) {
 		return nil, &Error{Status: http.StatusBadGateway, Code: "bad_gateway",
-			Message: fmt.Sprintf("the SimServer answered %d, which is not a final HTTP status", status)}
+			Message: fmt.Sprintf("the SimServer answered %d, which is not a final HTTP status", m.Status)}
 	}
-	header := httpHeader(m.Headers)
-	header.Del("Content-Length")
-	body, err := decodeBody(m, header, false)
+	status, header, body, err := m.HTTPResponse(req.Method)
 	if err != nil {
-		return nil, fmt.Errorf("c2cvia: the answer's body: %w", err)
-	}
-	if bodyless(status) {
-		body = nil
-	}
-	length := int64(len(body))
-	if req.Method == http.MethodHead { // the length of what GET would get
-		body = nil
+		return nil, fmt.Errorf("c2cvia: the answer: %w", err)
 	}
 	resp := &http.Response{
-		Status:     statusLine(status),
-		StatusCode: status,
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     header,
-		Body:       http.NoBody,
-		Request:    req,
+		Status:        statusLine(status),
+		StatusCode:    status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        header,
+		Body:          http.NoBody,
+		ContentLength: -1,
+		Request:       req,
+	}
+	if n, err := strconv.ParseInt(header.Get("Content-Length"), 10, 64); err == nil {
+		resp.ContentLength = n
+	} else if req.Method != http.MethodHead && simhttp.Bodyless(req.Method, status) {
+		resp.ContentLength = 0
 	}
 	if len(body) > 0 {
 		resp.Body = io.NopCloser(bytes.NewReader(body))
-	}
-	resp.ContentLength = length
-	if !bodyless(status) {
-		header.Set("Content-Length", strconv.FormatInt(length, 10))
 	}
 	return resp, nil
 }

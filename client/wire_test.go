@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -91,60 +92,65 @@ func TestHTTPClientSimReq(t *testing.T) {
 			name: "method, escaped path, repeated query keys, headers", method: "GET",
 			url:    "http://c2cvia/items/a%2Fb?x=1&x=2&y=z%26w",
 			header: http.Header{"X-Test": {"one"}, "X-Multi": {"a", "b"}},
-			simReq: `{"simMethod":"GET","simEndpoint":"/items/a%2Fb","simQueryParams":{"x":["1","2"],"y":"z&w"},
-				"simRouteParams":{},"simHeaders":{"X-Test":"one","X-Multi":["a","b"]},"simBody":null}`,
+			simReq: `{"simMethod":"GET","simEndpoint":"/items/a%2Fb","simQuery":"x=1&x=2&y=z%26w","simQueryParams":{"x":["1","2"],"y":"z&w"},
+				"simRouteParams":{},"simHeaders":{"Host":"c2cvia","X-Test":"one","X-Multi":["a","b"]},"simBody":null}`,
 		},
 		{
-			name: "hop-by-hop headers and Content-Length stay behind", method: "GET", url: "http://c2cvia/h",
+			name: "hop-by-hop headers stay behind; Content-Length is the body's", method: "GET", url: "http://c2cvia/h",
 			header: http.Header{"Connection": {"keep-alive"}, "Keep-Alive": {"timeout=5"}, "Te": {"trailers"},
 				"Trailer": {"X-Sum"}, "Upgrade": {"h2c"}, "Proxy-Connection": {"keep-alive"}, "Content-Length": {"3"},
 				"X-Kept": {"yes"}},
-			simReq: `{"simMethod":"GET","simEndpoint":"/h","simQueryParams":{},"simRouteParams":{},"simHeaders":{"X-Kept":"yes"},"simBody":null}`,
+			simReq: `{"simMethod":"GET","simEndpoint":"/h","simQuery":"","simQueryParams":{},"simRouteParams":{},"simHeaders":{"Host":"c2cvia","X-Kept":"yes"},"simBody":null}`,
 		},
 		{
-			name: "only the path and query of the URL count", method: "DELETE", url: "https://elsewhere.example:9999/p?q=1",
-			simReq: `{"simMethod":"DELETE","simEndpoint":"/p","simQueryParams":{"q":"1"},"simRouteParams":{},"simHeaders":{},"simBody":null}`,
+			name: "the URL's host is the Host", method: "DELETE", url: "https://elsewhere.example:9999/p?q=1",
+			simReq: `{"simMethod":"DELETE","simEndpoint":"/p","simQuery":"q=1","simQueryParams":{"q":"1"},"simRouteParams":{},"simHeaders":{"Host":"elsewhere.example:9999"},"simBody":null}`,
 		},
 		{
 			name: "no path is /", method: "GET", url: "http://c2cvia",
-			simReq: `{"simMethod":"GET","simEndpoint":"/","simQueryParams":{},"simRouteParams":{},"simHeaders":{},"simBody":null}`,
+			simReq: `{"simMethod":"GET","simEndpoint":"/","simQuery":"","simQueryParams":{},"simRouteParams":{},"simHeaders":{"Host":"c2cvia"},"simBody":null}`,
 		},
 		{
-			name: "JSON as JSON, every digit kept", method: "POST", url: "http://c2cvia/items",
+			name: "JSON as its exact text, every digit and space kept", method: "POST", url: "http://c2cvia/items",
 			header: http.Header{"Content-Type": {"application/json"}},
-			body:   []byte(`{"n":12345678901234567890,"s":"<a&b>"}`),
-			simReq: `{"simMethod":"POST","simEndpoint":"/items","simQueryParams":{},"simRouteParams":{},
-				"simHeaders":{"Content-Type":"application/json"},"simBody":{"n":12345678901234567890,"s":"<a&b>"}}`,
-			verbatim: `"simBody":{"n":12345678901234567890,"s":"<a&b>"}`,
+			body:   []byte(`{"n": 12345678901234567890, "s":"<a&b>"}`),
+			simReq: `{"simMethod":"POST","simEndpoint":"/items","simQuery":"","simQueryParams":{},"simRouteParams":{},
+				"simHeaders":{"Host":"c2cvia","Content-Length":"40","Content-Type":"application/json"},"simBody":"{\"n\": 12345678901234567890, \"s\":\"<a&b>\"}"}`,
+			verbatim: `"simBody":"{\"n\": 12345678901234567890, \"s\":\"<a&b>\"}"`,
 		},
 		{
 			name: "text as a string", method: "PUT", url: "http://c2cvia/t",
 			header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, body: []byte("héllo wörld"),
-			simReq: `{"simMethod":"PUT","simEndpoint":"/t","simQueryParams":{},"simRouteParams":{},
-				"simHeaders":{"Content-Type":"text/plain; charset=utf-8"},"simBody":"héllo wörld"}`,
+			simReq: `{"simMethod":"PUT","simEndpoint":"/t","simQuery":"","simQueryParams":{},"simRouteParams":{},
+				"simHeaders":{"Host":"c2cvia","Content-Length":"13","Content-Type":"text/plain; charset=utf-8"},"simBody":"héllo wörld"}`,
 		},
 		{
 			name: "a form as a string", method: "POST", url: "http://c2cvia/f",
 			header: http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}, body: []byte("a=1&a=2&b=x+y"),
-			simReq: `{"simMethod":"POST","simEndpoint":"/f","simQueryParams":{},"simRouteParams":{},
-				"simHeaders":{"Content-Type":"application/x-www-form-urlencoded"},"simBody":"a=1&a=2&b=x+y"}`,
+			simReq: `{"simMethod":"POST","simEndpoint":"/f","simQuery":"","simQueryParams":{},"simRouteParams":{},
+				"simHeaders":{"Host":"c2cvia","Content-Length":"13","Content-Type":"application/x-www-form-urlencoded"},"simBody":"a=1&a=2&b=x+y"}`,
 		},
 		{
 			name: "bytes as base64", method: "POST", url: "http://c2cvia/b",
 			header: http.Header{"Content-Type": {"application/octet-stream"}}, body: []byte{0x00, 0x01, 0xfe, 0xff},
-			simReq: `{"simMethod":"POST","simEndpoint":"/b","simQueryParams":{},"simRouteParams":{},
-				"simHeaders":{"Content-Type":"application/octet-stream"},"simBody":"AAH+/w==","simBodyEncoding":"base64"}`,
+			simReq: `{"simMethod":"POST","simEndpoint":"/b","simQuery":"","simQueryParams":{},"simRouteParams":{},
+				"simHeaders":{"Host":"c2cvia","Content-Length":"4","Content-Type":"application/octet-stream"},"simBody":"AAH+/w==","simBodyEncoding":"base64"}`,
 		},
 		{
 			name: "no type: bytes that are not UTF-8 as base64", method: "POST", url: "http://c2cvia/b", body: []byte{0xff},
-			simReq: `{"simMethod":"POST","simEndpoint":"/b","simQueryParams":{},"simRouteParams":{},"simHeaders":{},
+			simReq: `{"simMethod":"POST","simEndpoint":"/b","simQuery":"","simQueryParams":{},"simRouteParams":{},"simHeaders":{"Host":"c2cvia","Content-Length":"1"},
 				"simBody":"/w==","simBodyEncoding":"base64"}`,
 		},
 		{
-			name: "JSON that is not valid as base64, byte for byte", method: "PATCH", url: "http://c2cvia/j",
+			name: "JSON that is not valid is its text too", method: "PATCH", url: "http://c2cvia/j",
 			header: http.Header{"Content-Type": {"application/json"}}, body: []byte(`{oops`),
-			simReq: `{"simMethod":"PATCH","simEndpoint":"/j","simQueryParams":{},"simRouteParams":{},
-				"simHeaders":{"Content-Type":"application/json"},"simBody":"e29vcHM=","simBodyEncoding":"base64"}`,
+			simReq: `{"simMethod":"PATCH","simEndpoint":"/j","simQuery":"","simQueryParams":{},"simRouteParams":{},
+				"simHeaders":{"Host":"c2cvia","Content-Length":"5","Content-Type":"application/json"},"simBody":"{oops"}`,
+		},
+		{
+			name: "an empty POST says Content-Length: 0, as net/http sends it", method: "POST", url: "http://c2cvia/e",
+			simReq: `{"simMethod":"POST","simEndpoint":"/e","simQuery":"","simQueryParams":{},"simRouteParams":{},
+				"simHeaders":{"Host":"c2cvia","Content-Length":"0"},"simBody":null}`,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -244,7 +250,10 @@ func TestServeMapping(t *testing.T) {
 				assert.Equal(t, url.Values{"x": {"1", "2"}, "n": {"5"}}, h.query)
 				assert.Equal(t, "/items/a%2Fb?n=5&x=1&x=2", h.uri)
 				assert.Equal(t, http.Header{"X-Test": {"one"}, "X-Multi": {"a", "b"}, "C2cvia-From": {peerID}, "C2cvia-Rid": {rid}}, h.header)
-				assert.Equal(t, peerID, h.remote)
+				host, port, err := net.SplitHostPort(h.remote)
+				assert.NoError(t, err, "RemoteAddr is the SimClient's IP:port: %q", h.remote)
+				assert.Equal(t, "127.0.0.1", host)
+				assert.NotEqual(t, "0", port)
 				assert.Empty(t, h.body)
 			},
 			handler: func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "hello") },
@@ -292,17 +301,17 @@ func TestServeMapping(t *testing.T) {
 			simRes: `{"simStatus":200,"simHeaders":{"Content-Type":"application/octet-stream"},"simBody":"//4BAA==","simBodyEncoding":"base64"}`,
 		},
 		{
-			name:   "GET drops a body; an endpoint gets its leading slash",
-			simReq: `{"simEndpoint":"plain","simMethod":"GET","simBody":"ignored"}`,
+			name:   "a GET keeps a body it was sent with; an endpoint gets its leading slash",
+			simReq: `{"simEndpoint":"plain","simMethod":"GET","simBody":"kept"}`,
 			check: func(t *testing.T, h handled, _, _ string) {
 				assert.Equal(t, "/plain", h.path)
-				assert.Empty(t, h.body)
+				assert.Equal(t, "kept", h.body)
 			},
 			handler: func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "<!DOCTYPE html><p>hi") },
 			simRes:  `{"simStatus":200,"simHeaders":{"Content-Type":"text/html; charset=utf-8"},"simBody":"<!DOCTYPE html><p>hi"}`,
 		},
 		{
-			name:   "hop-by-hop headers and Content-Length stay behind; repeated headers are arrays",
+			name:   "hop-by-hop headers stay behind; a declared length and repeated headers travel",
 			simReq: `{"simEndpoint":"/h","simMethod":"GET","simHeaders":{"Connection":"close","Te":"trailers","X-Kept":"yes"}}`,
 			check: func(t *testing.T, h handled, _, _ string) {
 				assert.Equal(t, "yes", h.header.Get("X-Kept"))
@@ -315,7 +324,7 @@ func TestServeMapping(t *testing.T) {
 				w.Header().Set("Content-Type", "text/plain")
 				_, _ = io.WriteString(w, "ok")
 			},
-			simRes: `{"simStatus":200,"simHeaders":{"Content-Type":"text/plain","Set-Cookie":["a=1","b=2"]},"simBody":"ok"}`,
+			simRes: `{"simStatus":200,"simHeaders":{"Content-Type":"text/plain","Content-Length":"2","Set-Cookie":["a=1","b=2"]},"simBody":"ok"}`,
 		},
 		{
 			name:   "a panic answers 500 and goes to the error log",
@@ -340,7 +349,7 @@ func TestServeMapping(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			net := testNet(t)
+			netName := testNet(t)
 			seen := make(chan handled, 1)
 			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				body, _ := io.ReadAll(r.Body)
@@ -353,8 +362,8 @@ func TestServeMapping(t *testing.T) {
 				tc.handler(w, r)
 			})
 			errs := newErrorLog()
-			srv := serve(t, relayURL, net, testKey, h, errs.option())
-			token, peerID := rawLogin(t, net)
+			srv := serve(t, relayURL, netName, testKey, h, errs.option())
+			token, peerID := rawLogin(t, netName)
 			rid := rawPush(t, token, tc.simReq)
 			select {
 			case got := <-seen:

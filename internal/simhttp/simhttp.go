@@ -416,6 +416,9 @@ func (r *Request) HTTPRequest() (*http.Request, error) {
 	if method == "" {
 		method = http.MethodPost
 	}
+	if !ValidMethod(method) {
+		return nil, fmt.Errorf("the method %q is not an HTTP method", method)
+	}
 	target := r.Target()
 	u, err := url.ParseRequestURI(target)
 	if err != nil {
@@ -458,6 +461,21 @@ func (r *Request) HTTPRequest() (*http.Request, error) {
 type readCloser struct{ *bytes.Reader }
 
 func (readCloser) Close() error { return nil }
+
+// ValidMethod reports whether m is an HTTP method: a token (RFC 9110 9.1,
+// 5.6.2) of 1-32 characters.
+func ValidMethod(m string) bool {
+	if len(m) == 0 || len(m) > 32 {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		c := m[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
 
 // FromResponse is the sim_res of a handler's response: status, headers
 // (Content-Length only when the handler set it) and the exact body.
