@@ -203,7 +203,7 @@ async function answer(handler, item, simReq, relayURL, report) {
   }
   try {
     /** @type {HandlerInfo} */
-    const info = { remoteAddr: item.remote_addr, from: item.from, rid: item.rid, target };
+    const info = { remoteAddr: item.remote_addr ?? undefined, from: item.from, rid: item.rid, target };
     const res = await handler(request, info);
     if (!(res instanceof Response)) throw new TypeError("the fetch handler did not return a Response");
     return toSimRes(await responseMessage(res));
@@ -952,7 +952,11 @@ function handlerRequest(sim, relay, extra = []) {
   }
   for (const [name, value] of extra) headers.set(name, value);
   const url = callerURL(headerValue(m.headers, "X-Forwarded-Proto"), headerValue(m.headers, "Host"), relay) + m.target;
-  const body = m.method === "GET" || m.method === "HEAD" ? null : m.body; // a Request refuses a GET body
+  let body = m.body;
+  if (/^(GET|HEAD)$/i.test(m.method)) {
+    body = null; // a Request refuses a body here, so it cannot say how long one is either
+    headers.delete("Content-Length");
+  }
   // The body goes in as bytes: a string body would add a Content-Type.
   return { request: new Request(url, { method: m.method, headers, body }), target: m.target };
 }

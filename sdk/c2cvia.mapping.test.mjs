@@ -200,3 +200,15 @@ test("the handler's URL: X-Forwarded-Proto and Host, else the relay's", () => {
   assert.equal(url({ Host: "evil.example/x" }), "http://relay.test:8080/p?a=1");
   assert.equal(url({}), "http://relay.test:8080/p?a=1");
 });
+
+test("a SimClient's GET with a body: the Request has neither body nor Content-Length", async () => {
+  const { request } = m.handlerRequest({ simEndpoint: "/g", simMethod: "GET", simBody: "x", simHeaders: { "Content-Length": "1" } }, relay);
+  assert.equal(request.method, "GET");
+  assert.equal(request.body, null);
+  assert.equal(request.headers.get("content-length"), null);
+});
+
+test("a sim_req that no Request can carry throws, for serve to answer 400", () => {
+  assert.throws(() => m.handlerRequest({ simEndpoint: "/c", simMethod: "CONNECT" }, relay), TypeError);
+  assert.throws(() => m.handlerRequest({ simEndpoint: "/b", simBody: "%%%", simBodyEncoding: "base64" }, relay), /base64/);
+});
