@@ -6,7 +6,8 @@
 //   const s = await login({ relay, net });  await s.fetch("/hello"); // reach it
 //
 // The wire contract is the relay's docs/API.md; this file maps standard
-// Request/Response objects to sim_req/sim_res and back.
+// Request/Response objects to sim_req/sim_res and back by the rules of the
+// Go package internal/simhttp ("HTTP ⇄ sim mapping" below).
 
 /**
  * A failure answered by the relay: `status` is the HTTP status, `code` the
@@ -34,18 +35,29 @@ export class RelayError extends Error {
 // Serving: a fetch handler becomes the SimServer of a net.
 
 /**
- * @typedef {(request: Request) => Response | Promise<Response>} FetchHandler
+ * @typedef {object} HandlerInfo
+ * @property {string | undefined} remoteAddr the caller's address as the relay saw it ("203.0.113.7:51234"); undefined from a relay that does not tell
+ * @property {string} from the caller's peer_id, `via` for /via/ gateway requests
+ * @property {string} rid the request's id
+ * @property {string} target the path and query exactly as the caller sent them (request.url is parsed, which removes dot segments)
+ * @typedef {(request: Request, info: HandlerInfo) => Response | Promise<Response>} FetchHandler
  * @typedef {{ close(): Promise<void>, closed: Promise<void> }} Server
  */
 
 /**
  * Serves the requests of net with a standard fetch handler (the shape of
- * Deno.serve, Cloudflare Workers and Hono's app.fetch). The handler sees the
- * caller's peer_id (`via` for /via/ gateway requests) in the request header
- * `C2cvia-From` and the request id in `C2cvia-Rid`.
+ * Deno.serve, Cloudflare Workers and Hono's app.fetch). The request is the
+ * one the caller sent: its URL names the host and scheme the caller asked
+ * for (Host and X-Forwarded-Proto, else the relay's), its headers and body
+ * are as sent. The handler also sees the caller's peer_id (`via` for /via/
+ * gateway requests) in the request header `C2cvia-From` and the request id
+ * in `C2cvia-Rid`, and all of it in its second argument, info.
  *
  * A handler that throws answers 500 `internal server error`; the error goes
- * to onError. Network errors, 5xx and 429 are retried with backoff; a 4xx on
+ * to onError. A request that maps to no Request (a CONNECT, a broken
+ * simBody) answers 400. An answer larger than the relay takes answers 502
+ * `response_too_large`, so the caller hears at once and the handler does not
+ * run again. Network errors, 5xx and 429 are retried with backoff; a 4xx on
  * the poll (bad net, wrong key) stops serving and rejects `closed`.
  *
  * @param {object} options
@@ -56,14 +68,15 @@ export class RelayError extends Error {
  * @param {number} [options.concurrency] handlers running at most at once; 4
  * @param {number} [options.lease] seconds a request is ours before the relay hands it out again; 30, extended every lease/2 while the handler runs
  * @param {number} [options.wait] long-poll seconds; 25, under common proxy idle timeouts
+ * @param {boolean} [options.preflight] forward the browser CORS preflights (OPTIONS) of the net's gateway to the handler instead of letting the relay answer them; false
  * @param {(err: unknown) => void} [options.onError] handler errors and answers the relay refused; console.error by default
  * @returns {Server}
  */
-export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease = 30, wait = 25, onError }) {
+export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease = 30, wait = 25, preflight = false, onError }) {
   const base = relayBase(relay);
-  const origin = new URL(base).origin;
+  const relayURL = new URL(base);
   const report = onError ?? ((err) => console.error("c2cvia:", err));
-  if (typeof handler !== "function") throw new TypeError("serve: fetch must be a function (request) => Response");
+  if (typeof handler !== "function") throw new TypeError("serve: fetch must be a function (request, info) => Response");
   concurrency = Math.max(1, Math.min(100, Math.floor(concurrency))); // pullreqsmart takes max 1-100
 
   const stop = new AbortController();
@@ -74,8 +87,8 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
   // Polls stop on close(); extends and answers (signal null) go through.
   const server = (path, body, sig) => relayCall(base, path, body, key, sig ?? undefined);
 
-  /** Runs one leased request: handler, extends while it runs, then pushres. */
-  async function handle(item, rawBody) {
+  /** Runs one leased request (its sim_req as raw JSON text): handler, extends while it runs, then pushres. */
+  async function handle(item, simReq) {
     const extendEvery = Math.max(10, (lease * 1000) / 2);
     const timer = setInterval(() => {
       server("/api/v1/server/extend", { net, rid: item.rid, lease }, null).catch((err) => {
@@ -84,7 +97,7 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
     }, extendEvery);
     let simRes;
     try {
-      simRes = await answer(handler, () => toRequest(origin, item, rawBody), report);
+      simRes = await answer(handler, item, simReq, relayURL, report);
     } finally {
       clearInterval(timer);
     }
@@ -95,6 +108,15 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
         await server("/api/v1/server/pushres", { net, rid: item.rid, sim_res: simRes }, null);
         return;
       } catch (err) {
+        if (err instanceof RelayError && err.status === 413 && simRes !== tooLarge) {
+          // Over the relay's limit (base64 of --max-body plus 64 KiB): the
+          // caller hears 502 now rather than the handler running again
+          // when the lease runs out.
+          report(err);
+          simRes = tooLarge;
+          attempt = -1;
+          continue;
+        }
         if (!transient(err) || attempt >= 4) {
           report(err); // 409 already answered / lease lost, 404 gone: not fatal
           return;
@@ -113,7 +135,10 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
       }
       let reply;
       try {
-        reply = await server("/api/v1/server/pullreqsmart", { net, wait, max: concurrency - running.size, lease }, stop.signal);
+        /** @type {Record<string, unknown>} */
+        const poll = { net, wait, max: concurrency - running.size, lease };
+        if (preflight) poll.preflight = true;
+        reply = await server("/api/v1/server/pullreqsmart", poll, stop.signal);
       } catch (err) {
         if (stop.signal.aborted) break;
         if (!transient(err)) throw err; // 400 bad net, 401 no key, 403 wrong key: fatal
@@ -121,10 +146,11 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
         continue;
       }
       failures = 0;
+      // The sim_req goes on as raw text, so a JSON body keeps every digit.
       const raws = rawElements(rawField(reply.text, "requests") ?? "[]");
       reply.json.requests.forEach((item, i) => {
-        const raw = rawField(rawField(raws[i] ?? "{}", "sim_req") ?? "{}", "simBody");
-        const p = handle(item, raw)
+        const simReq = rawField(raws[i] ?? "{}", "sim_req") ?? "{}";
+        const p = handle(item, simReq)
           .catch(report)
           .finally(() => {
             running.delete(p);
@@ -158,61 +184,33 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
   };
 }
 
-/** Calls the handler and maps its Response (or failure) to a sim_res. */
-async function answer(handler, request, report) {
+/** The answer posted instead of one the relay refused as too large (413), in the relay's error shape. */
+const tooLarge = Object.freeze({
+  simStatus: 502,
+  simHeaders: { "Content-Type": "application/json" },
+  simBody: JSON.stringify({ error: { code: "response_too_large", message: "the SimServer's answer is larger than the relay accepts" } }),
+});
+
+/** Calls the handler for a leased request and maps its Response (or failure) to a sim_res. */
+async function answer(handler, item, simReq, relayURL, report) {
+  let request, target;
   try {
-    const res = await handler(request());
-    if (!(res instanceof Response)) throw new TypeError("the fetch handler did not return a Response");
-    return await toSimRes(res);
+    // set replaces any value the caller sent: only the relay says who asked.
+    ({ request, target } = handlerRequest(simReq, relayURL, [["C2cvia-From", item.from], ["C2cvia-Rid", item.rid]]));
   } catch (err) {
     report(err);
-    return { simStatus: 500, simHeaders: { "content-type": "text/plain" }, simBody: "internal server error" };
+    return { simStatus: 400, simHeaders: { "Content-Type": "text/plain" }, simBody: "bad request" };
   }
-}
-
-/** Maps a leased sim_req to a standard Request. rawBody keeps a JSON body's digits. */
-function toRequest(origin, item, rawBody) {
-  const sim = item.sim_req;
-  let endpoint = sim.simEndpoint;
-  if (!endpoint.startsWith("/")) endpoint = "/" + endpoint;
-  const url = new URL(origin + endpoint); // the escaped path stays escaped
-  url.search = "";
-  for (const [name, value] of Object.entries(sim.simQueryParams ?? {})) {
-    for (const v of [value].flat()) url.searchParams.append(name, String(v));
+  try {
+    /** @type {HandlerInfo} */
+    const info = { remoteAddr: item.remote_addr ?? undefined, from: item.from, rid: item.rid, target };
+    const res = await handler(request, info);
+    if (!(res instanceof Response)) throw new TypeError("the fetch handler did not return a Response");
+    return toSimRes(await responseMessage(res));
+  } catch (err) {
+    report(err);
+    return { simStatus: 500, simHeaders: { "Content-Type": "text/plain" }, simBody: "internal server error" };
   }
-  const method = (sim.simMethod ?? "POST").toUpperCase();
-  const headers = headersFrom(sim.simHeaders, ["content-length", "host"]);
-  // set replaces any value the caller sent: only the relay says who asked.
-  headers.set("C2cvia-From", item.from);
-  headers.set("C2cvia-Rid", item.rid);
-  let body = null;
-  if (method !== "GET" && method !== "HEAD") {
-    body = decodeBody(sim.simBody, sim.simBodyEncoding, rawBody, headers, true);
-  }
-  return new Request(url, { method, headers, body });
-}
-
-/** Maps a handler's Response to a sim_res. */
-async function toSimRes(res) {
-  /** @type {Record<string, string | string[]>} */
-  const simHeaders = {};
-  res.headers.forEach((value, name) => {
-    if (name !== "set-cookie" && name !== "content-length" && !hopByHop(name)) simHeaders[name] = value;
-  });
-  const cookies = res.headers.getSetCookie?.() ?? [];
-  if (cookies.length) simHeaders["set-cookie"] = cookies.length === 1 ? cookies[0] : cookies;
-  const bytes = new Uint8Array(await res.arrayBuffer());
-  /** @type {{simStatus: number, simHeaders: object, simBody: string | null, simBodyEncoding?: string}} */
-  const sim = { simStatus: res.status, simHeaders, simBody: null };
-  if (bytes.length === 0) return sim;
-  const text = textLike(res.headers.get("content-type")) ? utf8(bytes) : undefined;
-  if (text !== undefined) {
-    sim.simBody = text; // JSON too: as text, so no digit is lost
-  } else {
-    sim.simBody = toBase64(bytes);
-    sim.simBodyEncoding = "base64";
-  }
-  return sim;
 }
 
 // ---------------------------------------------------------------------------
@@ -235,7 +233,8 @@ async function toSimRes(res) {
  * @property {string} net
  * @property {Date} expiresAt
  * @property {(input: RequestInfo | URL, init?: RequestInit) => Promise<Response>} fetch
- *   standard fetch through the relay to the net's SimServer; only the path and query of the URL are used
+ *   standard fetch through the relay to the net's SimServer: the URL's path and query (a string's exactly as
+ *   written) and its host, as the Host header; a relative URL names the relay's host
  * @property {(peerId: string, data: unknown) => Promise<{id: number}>} send
  * @property {(topic: string) => Promise<{topic: string, subscribed: boolean}>} subscribe
  * @property {(topic: string) => Promise<{topic: string, subscribed: boolean}>} unsubscribe
@@ -279,42 +278,12 @@ export async function login({ relay, net }) {
 /** session.fetch: pushreq, then pullsmart until the answer comes. */
 async function clientFetch(base, call, input, init = {}) {
   const url = input instanceof Request ? new URL(input.url) : new URL(String(input), base + "/");
+  // A string keeps its path as given: the URL parser would remove dot segments.
+  const target = input instanceof Request || input instanceof URL ? undefined : rawTarget(String(input));
   const req = new Request(input instanceof Request ? input : url, init);
   const sig = init.signal ?? (input instanceof Request ? input.signal : undefined);
-  /** @type {Record<string, string | string[]>} */
-  const query = {};
-  for (const name of new Set(url.searchParams.keys())) {
-    const all = url.searchParams.getAll(name);
-    query[name] = all.length === 1 ? all[0] : all;
-  }
-  /** @type {Record<string, string>} */
-  const headers = {};
-  req.headers.forEach((value, name) => (headers[name] = value));
-  const sim = {
-    simEndpoint: url.pathname,
-    simMethod: req.method,
-    simHeaders: headers,
-    simQueryParams: query,
-    simRouteParams: {},
-  };
-  // JSON goes in as its own text, spliced into the body, so numbers keep
-  // every digit; other bodies are a string or base64.
-  let simBody = "null";
-  const bytes = req.body ? new Uint8Array(await req.arrayBuffer()) : new Uint8Array(0);
-  if (bytes.length > 0) {
-    const type = mediaType(req.headers.get("content-type"));
-    const text = utf8(bytes);
-    if (text !== undefined && isJSONType(type) && parses(text)) {
-      simBody = text;
-    } else if (text !== undefined && (type === "" || textLike(type))) {
-      simBody = JSON.stringify(text);
-    } else {
-      simBody = JSON.stringify(toBase64(bytes));
-      sim.simBodyEncoding = "base64";
-    }
-  }
-  const body = '{"sim_req":' + JSON.stringify(sim).slice(0, -1) + ',"simBody":' + simBody + "}}";
-  const { json } = await call("/api/v1/client/pushreq", new RawJSON(body), sig);
+  const sim = toSimReq(await requestMessage(req, target));
+  const { json } = await call("/api/v1/client/pushreq", { sim_req: sim }, sig);
   const rid = json.rid;
 
   for (let failures = 0; ; ) {
@@ -328,23 +297,9 @@ async function clientFetch(base, call, input, init = {}) {
       continue;
     }
     failures = 0;
-    if (reply.status === 200) {
-      const raw = rawField(rawField(reply.text, "sim_res") ?? "{}", "simBody");
-      return toResponse(reply.json.sim_res, raw);
-    }
+    // The sim_res goes on as raw text, so a JSON body keeps every digit.
+    if (reply.status === 200) return callerResponse(rawField(reply.text, "sim_res") ?? "{}", req.method);
   }
-}
-
-/** Maps a sim_res to a standard Response, as the /via/ gateway writes it. */
-function toResponse(sim, rawBody) {
-  const status = sim.simStatus ?? 200;
-  if (status < 200) {
-    throw new RelayError(502, "bad_gateway", `the SimServer answered ${status}, which is not a final HTTP status`);
-  }
-  const headers = headersFrom(sim.simHeaders, ["content-length"]);
-  let body = decodeBody(sim.simBody, sim.simBodyEncoding, rawBody, headers, false);
-  if (status === 204 || status === 205 || status === 304) body = null;
-  return new Response(body, { status, headers });
 }
 
 /**
@@ -481,13 +436,6 @@ function toMessage(m) {
 // ---------------------------------------------------------------------------
 // Talking to the relay.
 
-/** A request body that is JSON text already. */
-class RawJSON {
-  constructor(text) {
-    this.text = text;
-  }
-}
-
 /**
  * POSTs a JSON body to the relay with a Bearer secret and returns the
  * reply; any status of 300 or more rejects with a RelayError.
@@ -500,7 +448,7 @@ async function relayCall(base, path, body, secret, sig) {
   const res = await globalThis.fetch(base + path, {
     method: "POST",
     headers,
-    body: body instanceof RawJSON ? body.text : JSON.stringify(body),
+    body: JSON.stringify(body),
     signal: sig,
   });
   const text = await res.text();
@@ -586,77 +534,545 @@ function anySignal(...signals) {
 }
 
 // ---------------------------------------------------------------------------
-// Bodies and headers.
+// HTTP ⇄ sim mapping: the rules of the Go package internal/simhttp (docs/API.md,
+// "Gateway"), which the golden cases in testdata/mapping hold both to.
+//
+// An HTTP message here is {method?, target?, status?, headers, body}: headers
+// a list of [name, value] pairs in order, each value a ByteString (one code
+// point per byte, as Headers hold them), and body the exact bytes or null.
+// The core functions map such messages; thin adapters turn Request and
+// Response objects into them and back, since a Headers object joins repeated
+// values and a Request parses its URL.
 
-/** Headers from simHeaders (a value is a string or an array), skipping drop and hop-by-hop ones. */
-function headersFrom(simHeaders, drop) {
-  const headers = new Headers();
-  for (const [name, value] of Object.entries(simHeaders ?? {})) {
-    const lower = name.toLowerCase();
-    if (drop.includes(lower) || hopByHop(lower)) continue;
-    for (const v of [value].flat()) {
-      try {
-        headers.append(name, String(v));
-      } catch {
-        // a name or value the platform refuses: leave it out
-      }
-    }
+/**
+ * @typedef {[name: string, value: string][]} HeaderList
+ * @typedef {object} HTTPMessage
+ * @property {string} [method] a request's
+ * @property {string} [target] a request's path and query, exactly as sent
+ * @property {number} [status] a response's
+ * @property {HeaderList} headers
+ * @property {Uint8Array | null} body the exact bytes; null for none
+ * @typedef {Record<string, string | string[]>} SimValues
+ * @typedef {object} SimRequest
+ * @property {string} simMethod
+ * @property {string} simEndpoint the path exactly as sent
+ * @property {string} simQuery the raw query, without "?"
+ * @property {SimValues} simQueryParams
+ * @property {object} simRouteParams
+ * @property {SimValues} simHeaders
+ * @property {Record<string, "latin1">} [simHeadersEncoding]
+ * @property {string | null} simBody
+ * @property {"base64"} [simBodyEncoding]
+ * @typedef {object} SimResponse
+ * @property {number} simStatus
+ * @property {SimValues} simHeaders
+ * @property {Record<string, "latin1">} [simHeadersEncoding]
+ * @property {string | null} simBody
+ * @property {"base64"} [simBodyEncoding]
+ */
+
+/** The headers of one connection, never forwarded (RFC 9110 7.6.1). */
+const HOP_BY_HOP = new Set(["Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"]);
+
+/**
+ * A header name in Go's canonical form (http.CanonicalHeaderKey): the first
+ * letter and each after "-" upper case, the rest lower case. A name with a
+ * character outside the token set is left as it is.
+ */
+function canonicalName(name) {
+  if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]*$/.test(name)) return name;
+  return name.toLowerCase().replace(/(^|-)([a-z])/g, (_, dash, c) => dash + c.toUpperCase());
+}
+
+/** The canonical names that the Connection values in headers list. */
+function connectionNames(headers) {
+  const named = new Set();
+  for (const [name, value] of headers) {
+    if (canonicalName(name) !== "Connection") continue;
+    for (const f of value.split(",")) named.add(canonicalName(f.trim()));
   }
-  return headers;
+  return named;
+}
+
+/** The end-to-end pairs of headers: hop-by-hop ones and those Connection names dropped, names canonical. */
+function endToEnd(headers) {
+  const named = connectionNames(headers);
+  /** @type {HeaderList} */
+  const out = [];
+  for (const [name, value] of headers) {
+    const key = canonicalName(name);
+    if (!HOP_BY_HOP.has(key) && !named.has(key)) out.push([key, value]);
+  }
+  return out;
+}
+
+/** The header value of name in headers (the first), or undefined. */
+function headerValue(headers, name) {
+  return headers.find(([n]) => canonicalName(n) === name)?.[1];
 }
 
 /**
- * A simBody as a body: base64 -> bytes, a string -> its text, null -> none,
- * any other JSON value -> its JSON text (raw, when known, to keep digits)
- * with Content-Type application/json unless one is set. With forms, an
- * object under application/x-www-form-urlencoded becomes a form again.
+ * simHeaders and simHeadersEncoding of header pairs: a name whose values
+ * are not all UTF-8 bytes travels one code point per byte, marked latin1.
+ * @returns {{simHeaders: SimValues, simHeadersEncoding?: Record<string, "latin1">}}
  */
-function decodeBody(simBody, encoding, raw, headers, forms) {
-  if (encoding === "base64" && typeof simBody === "string") return fromBase64(simBody);
-  if (simBody === null || simBody === undefined) return null;
-  if (typeof simBody === "string") return simBody;
-  const type = mediaType(headers.get("content-type"));
-  if (forms && type === "application/x-www-form-urlencoded" && typeof simBody === "object" && !Array.isArray(simBody)) {
-    const form = new URLSearchParams();
-    for (const [k, v] of Object.entries(simBody)) for (const x of [v].flat()) form.append(k, String(x));
-    return form.toString();
+function headersToSim(headers) {
+  /** @type {Map<string, string[]>} */
+  const byName = new Map();
+  for (const [name, value] of endToEnd(headers)) {
+    if (!byName.has(name)) byName.set(name, []);
+    byName.get(name).push(value);
   }
-  if (!headers.has("content-type")) headers.set("content-type", "application/json");
-  return raw ?? JSON.stringify(simBody);
+  /** @type {SimValues} */
+  const simHeaders = {};
+  /** @type {Record<string, "latin1">} */
+  const encoding = {};
+  for (const [name, values] of byName) {
+    const texts = values.map(byteStringText);
+    const latin1 = texts.includes(undefined);
+    if (latin1) encoding[name] = "latin1";
+    const out = latin1 ? values : /** @type {string[]} */ (texts);
+    simHeaders[name] = out.length === 1 ? out[0] : out;
+  }
+  return Object.keys(encoding).length ? { simHeaders, simHeadersEncoding: encoding } : { simHeaders };
 }
 
-const HOP_BY_HOP = ["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"];
-
-function hopByHop(lowerName) {
-  return HOP_BY_HOP.includes(lowerName) || lowerName.startsWith("proxy-");
+/**
+ * Header pairs of simHeaders (raw JSON text) and simHeadersEncoding: a
+ * latin1 value is its bytes already; any other is encoded as UTF-8.
+ * Hop-by-hop headers are left out. Throws on an encoding other than latin1
+ * or a latin1 value with a character above U+00FF.
+ * @returns {HeaderList}
+ */
+function headersFromSim(rawHeaders, encoding) {
+  const latin1 = new Set();
+  for (const [name, e] of Object.entries(encoding ?? {})) {
+    if (e !== "latin1") throw new TypeError(`simHeadersEncoding[${JSON.stringify(name)}] must be "latin1"`);
+    latin1.add(canonicalName(name));
+  }
+  /** @type {HeaderList} */
+  const pairs = [];
+  for (const [name, values] of rawValues(rawHeaders)) {
+    const key = canonicalName(name);
+    for (const v of values) {
+      if (latin1.has(key) && /[^\x00-\xff]/.test(v)) {
+        throw new TypeError(`simHeaders[${JSON.stringify(name)}] is marked latin1 but has a character above U+00FF`);
+      }
+      pairs.push([key, latin1.has(key) ? v : byteString(utf8Encoder.encode(v))]);
+    }
+  }
+  return endToEnd(pairs);
 }
+
+/** The UTF-8 text of a ByteString's bytes, or undefined when they are not UTF-8. A string that is no ByteString is text already. */
+function byteStringText(value) {
+  if (/[^\x00-\xff]/.test(value)) return value;
+  if (!/[\x80-\xff]/.test(value)) return value;
+  return utf8(Uint8Array.from(value, (c) => c.charCodeAt(0)));
+}
+
+/** The ByteString of bytes: one code point per byte. */
+function byteString(bytes) {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return s;
+}
+
+/**
+ * simBody and simBodyEncoding of the exact bytes: null for none, a string
+ * when they are UTF-8, else base64.
+ * @param {Uint8Array | null} bytes
+ * @returns {{simBody: string | null, simBodyEncoding?: "base64"}}
+ */
+function bodyToSim(bytes) {
+  if (!bytes || bytes.length === 0) return { simBody: null };
+  const text = utf8(bytes);
+  if (text !== undefined) return { simBody: text };
+  return { simBody: toBase64(bytes), simBodyEncoding: "base64" };
+}
+
+/**
+ * The bytes of a simBody given as raw JSON text: base64 decoded, a string
+ * as its UTF-8, null (or none) as null. Any other JSON value is its compact
+ * text, every digit kept, and isJSON is true; an object under a form
+ * Content-Type (in headers) is written as a form instead.
+ * @returns {{bytes: Uint8Array | null, isJSON: boolean}}
+ */
+function bodyFromSim(raw, encoding, headers) {
+  raw = raw?.trim();
+  if (encoding === "base64") {
+    const s = raw?.startsWith('"') ? JSON.parse(raw) : undefined;
+    if (typeof s !== "string") throw new TypeError("simBody must be a base64 string when simBodyEncoding is base64");
+    if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(s)) throw new TypeError("simBody is not valid base64");
+    return { bytes: fromBase64(s), isJSON: false };
+  }
+  if (encoding !== undefined && encoding !== null && encoding !== "") {
+    throw new TypeError(`simBodyEncoding must be "base64", not ${JSON.stringify(encoding)}`);
+  }
+  if (!raw || raw === "null") return { bytes: null, isJSON: false };
+  if (raw[0] === '"') return { bytes: utf8Encoder.encode(JSON.parse(raw)), isJSON: false };
+  if (raw[0] === "{" && mediaType(headerValue(headers, "Content-Type")) === "application/x-www-form-urlencoded") {
+    return { bytes: utf8Encoder.encode(formEncode(rawValues(raw))), isJSON: false };
+  }
+  return { bytes: utf8Encoder.encode(compactJSON(raw)), isJSON: true };
+}
+
+/**
+ * simHeaders or simQueryParams, given as raw JSON text, as name -> values
+ * (Go's simhttp.Values): a value is a string, an array, or another scalar
+ * that counts as its JSON text; null is no value.
+ * @returns {Map<string, string[]>}
+ */
+function rawValues(raw) {
+  /** @type {Map<string, string[]>} */
+  const out = new Map();
+  for (const [name, value] of rawEntries(raw ?? "{}")) {
+    if (value === "null") {
+      out.delete(name);
+    } else if (value[0] === "[") {
+      out.set(name, rawElements(value).map(scalarText));
+    } else {
+      out.set(name, [scalarText(value)]);
+    }
+  }
+  return out;
+}
+
+function scalarText(raw) {
+  return raw[0] === '"' ? JSON.parse(raw) : raw;
+}
+
+/** The object form of name -> values: one value is a string, more an array. */
+function valuesObject(values) {
+  /** @type {SimValues} */
+  const out = {};
+  for (const [name, list] of values) out[name] = list.length === 1 ? list[0] : list;
+  return out;
+}
+
+/**
+ * A raw query decoded as URLSearchParams does (only "&" separates, "+" is
+ * a space, a "%" that starts no escape stays).
+ * @returns {Map<string, string[]>}
+ */
+function parseQuery(query) {
+  const out = new Map();
+  // A leading "?" is part of the query here: URLSearchParams drops one.
+  for (const [name, value] of new URLSearchParams("?" + query)) {
+    if (!out.has(name)) out.set(name, []);
+    out.get(name).push(value);
+  }
+  return out;
+}
+
+/**
+ * name -> values encoded as Go's url.Values.Encode: names sorted, a space
+ * as "+", every byte but A-Za-z0-9-_.~ escaped.
+ */
+function formEncode(values) {
+  const esc = (s) => encodeURIComponent(s).replace(/[!'()*]/g, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase()).replace(/%20/g, "+");
+  const parts = [];
+  for (const name of [...values.keys()].sort(byCodeUnits)) {
+    for (const v of values.get(name)) parts.push(esc(name) + "=" + esc(v));
+  }
+  return parts.join("&");
+}
+
+/** Orders strings as Go's sort.Strings does (by bytes, which UTF-16 order matches outside the astral planes). */
+function byCodeUnits(a, b) {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** JSON text without the spaces between tokens; strings and numbers as written. */
+function compactJSON(raw) {
+  let out = "";
+  for (let i = 0; i < raw.length; ) {
+    const c = raw[i];
+    if (c === '"') {
+      const end = valueEnd(raw, i);
+      out += raw.slice(i, end);
+      i = end;
+    } else {
+      if (!" \n\r\t".includes(c)) out += c;
+      i++;
+    }
+  }
+  return out;
+}
+
+/** Whether a response with this status to this method has no body (RFC 9110 6.4.1, 9.3.2, 15.3.6). */
+function bodyless(method, status) {
+  return method === "HEAD" || status < 200 || status === 204 || status === 205 || status === 304;
+}
+
+/**
+ * The sim_req of an HTTP request (Go's simhttp.FromRequest): the target's
+ * path and query exactly as sent, end-to-end headers (Host among them),
+ * the exact body.
+ * @param {HTTPMessage} message
+ * @returns {SimRequest}
+ */
+function toSimReq({ method = "GET", target = "/", headers, body }) {
+  const q = target.indexOf("?");
+  const query = q < 0 ? "" : target.slice(q + 1);
+  return {
+    simMethod: method,
+    simEndpoint: q < 0 ? target : target.slice(0, q),
+    simQuery: query,
+    simQueryParams: valuesObject(parseQuery(query)),
+    simRouteParams: {},
+    ...headersToSim(headers),
+    ...bodyToSim(body),
+  };
+}
+
+/**
+ * The HTTP request a web server would have handed its handler for a
+ * sim_req (Go's simhttp.Request.HTTPRequest): method (POST by default),
+ * target (simEndpoint and simQuery, or simQueryParams in name order when a
+ * SimClient gave no simQuery), the end-to-end headers with Host among them,
+ * and the exact body with its Content-Length. A JSON simBody that is no
+ * string gets Content-Type application/json unless one is set.
+ * @param {string | object} sim the sim_req, best as its raw JSON text (numbers keep every digit)
+ * @returns {Required<Pick<HTTPMessage, "method" | "target" | "headers" | "body">>}
+ */
+function fromSimReq(sim) {
+  const text = typeof sim === "string" ? sim : JSON.stringify(sim);
+  const obj = JSON.parse(text);
+  let endpoint = typeof obj.simEndpoint === "string" ? obj.simEndpoint : "";
+  if (!endpoint.startsWith("/")) endpoint = "/" + endpoint;
+  let query = "";
+  if (typeof obj.simQuery === "string") query = obj.simQuery;
+  else query = formEncode(rawValues(rawField(text, "simQueryParams")));
+  const headers = headersFromSim(rawField(text, "simHeaders"), obj.simHeadersEncoding);
+  const { bytes, isJSON } = bodyFromSim(rawField(text, "simBody"), obj.simBodyEncoding, headers);
+  if (isJSON && headerValue(headers, "Content-Type") === undefined) headers.push(["Content-Type", "application/json"]);
+  const declared = headerValue(headers, "Content-Length") !== undefined;
+  const out = headers.filter(([name]) => name !== "Content-Length");
+  if (bytes?.length || declared) out.push(["Content-Length", String(bytes?.length ?? 0)]);
+  return {
+    method: typeof obj.simMethod === "string" && obj.simMethod !== "" ? obj.simMethod : "POST",
+    target: query === "" ? endpoint : endpoint + "?" + query,
+    headers: out,
+    body: bytes?.length ? bytes : null,
+  };
+}
+
+/**
+ * The sim_res of a handler's response (Go's simhttp.FromResponse): status,
+ * end-to-end headers (Content-Length only when the handler set it), the
+ * exact body.
+ * @param {HTTPMessage} message
+ * @returns {SimResponse}
+ */
+function toSimRes({ status = 200, headers, body }) {
+  return { simStatus: status, ...headersToSim(headers), ...bodyToSim(body) };
+}
+
+/**
+ * What a caller gets for a sim_res in answer to method (Go's
+ * simhttp.Response.HTTPResponse), following RFC 9110: no body for HEAD,
+ * 1xx, 204, 205 and 304; Content-Length the body's length, except for HEAD
+ * and 304, where the declared one is kept; none for 1xx and 204, 0 for 205.
+ * A JSON simBody that is no string gets Content-Type application/json
+ * unless one is set.
+ * @param {string | object} sim the sim_res, best as its raw JSON text
+ * @param {string} method the request's
+ * @returns {Required<Pick<HTTPMessage, "status" | "headers" | "body">>}
+ */
+function fromSimRes(sim, method) {
+  const text = typeof sim === "string" ? sim : JSON.stringify(sim);
+  const obj = JSON.parse(text);
+  const status = typeof obj.simStatus === "number" && obj.simStatus !== 0 ? obj.simStatus : 200;
+  const headers = headersFromSim(rawField(text, "simHeaders"), obj.simHeadersEncoding);
+  const { bytes, isJSON } = bodyFromSim(rawField(text, "simBody"), obj.simBodyEncoding, headers);
+  if (isJSON && headerValue(headers, "Content-Type") === undefined) headers.push(["Content-Type", "application/json"]);
+  const declared = headerValue(headers, "Content-Length");
+  const out = headers.filter(([name]) => name !== "Content-Length");
+  const length = bytes?.length ?? 0;
+  if (status < 200 || status === 204) {
+    // no Content-Length
+  } else if (status === 205) {
+    out.push(["Content-Length", "0"]);
+  } else if (method === "HEAD" || status === 304) {
+    if (declared !== undefined && /^\d+$/.test(declared) && BigInt(declared) < 2n ** 63n) out.push(["Content-Length", String(BigInt(declared))]);
+    else if (method === "HEAD" && status !== 304 && length > 0) out.push(["Content-Length", String(length)]);
+  } else {
+    out.push(["Content-Length", String(length)]);
+  }
+  return { status, headers: out, body: bodyless(method, status) || !length ? null : bytes };
+}
+
+// The adapters: standard Request and Response objects.
+
+/**
+ * The HTTP message of a Request that a SimClient sends (session.fetch):
+ * its headers as the platform holds them (a Headers object joins repeated
+ * values with ", "), Host the URL's host, the exact body, and
+ * Content-Length as the platform would send it: the body's length, "0" for
+ * an empty POST, PUT or PATCH, else none.
+ * @param {Request} request
+ * @param {string} [target] the path and query as given, before the URL parser cleaned them; by default the URL's
+ * @returns {Promise<HTTPMessage>}
+ */
+async function requestMessage(request, target) {
+  const url = new URL(request.url);
+  const body = request.body ? new Uint8Array(await request.arrayBuffer()) : null;
+  /** @type {HeaderList} */
+  const headers = [["Host", url.host]];
+  request.headers.forEach((value, name) => {
+    if (name !== "host" && name !== "content-length") headers.push([name, value]);
+  });
+  if (body?.length) headers.push(["Content-Length", String(body.length)]);
+  else if (["POST", "PUT", "PATCH"].includes(request.method.toUpperCase())) headers.push(["Content-Length", "0"]);
+  return { method: request.method, target: target ?? url.pathname + url.search, headers, body: body?.length ? body : null };
+}
+
+/**
+ * The Request a handler gets for a sim_req: its URL is the one the caller
+ * asked for, `${X-Forwarded-Proto or the relay's scheme}://${Host or the
+ * relay's host}${target}`, with the headers and body as sent. Where the
+ * platform refuses a header (a browser's Request drops Host and
+ * Content-Length) it is left out. Throws when the sim_req maps to no
+ * Request (a method such as CONNECT, a broken simBody).
+ * @param {string | object} sim the sim_req, best as raw JSON text
+ * @param {URL} relay the relay's URL, for a request that names no host
+ * @param {HeaderList} [extra] headers set last, replacing the caller's
+ * @returns {{request: Request, target: string}}
+ */
+function handlerRequest(sim, relay, extra = []) {
+  const m = fromSimReq(sim);
+  const headers = new Headers();
+  for (const [name, value] of m.headers) {
+    try {
+      headers.append(name, value);
+    } catch {
+      // a name or value the platform refuses (a control character): left out
+    }
+  }
+  for (const [name, value] of extra) headers.set(name, value);
+  const url = callerURL(headerValue(m.headers, "X-Forwarded-Proto"), headerValue(m.headers, "Host"), relay) + m.target;
+  let body = m.body;
+  if (/^(GET|HEAD)$/i.test(m.method)) {
+    body = null; // a Request refuses a body here, so it cannot say how long one is either
+    headers.delete("Content-Length");
+  }
+  // The body goes in as bytes: a string body would add a Content-Type.
+  return { request: new Request(url, { method: m.method, headers, body }), target: m.target };
+}
+
+/** The scheme and host the caller asked for, the relay's where they are missing or no valid URL. */
+function callerURL(proto, host, relay) {
+  let scheme = (proto ?? "").split(",")[0].trim().toLowerCase();
+  if (scheme !== "http" && scheme !== "https") scheme = relay.protocol.slice(0, -1);
+  if (host !== undefined && host !== "" && !/[/?#@\\\s]/.test(host)) {
+    try {
+      const u = new URL(`${scheme}://${host}/`);
+      if (u.host) return `${scheme}://${u.host}`;
+    } catch {
+      // not a host: the relay's
+    }
+  }
+  return `${scheme}://${relay.host}`;
+}
+
+/**
+ * The HTTP message of a handler's Response: status, headers as set
+ * (repeated Set-Cookie apart, other repeated values joined by the
+ * platform), the exact body.
+ * @param {Response} response
+ * @returns {Promise<HTTPMessage>}
+ */
+async function responseMessage(response) {
+  /** @type {HeaderList} */
+  const headers = [];
+  response.headers.forEach((value, name) => {
+    if (name !== "set-cookie") headers.push([name, value]);
+  });
+  const cookies = response.headers.getSetCookie?.() ?? [response.headers.get("set-cookie")].filter((c) => c !== null);
+  for (const c of cookies) headers.push(["set-cookie", c]);
+  const body = new Uint8Array(await response.arrayBuffer());
+  return { status: response.status, headers, body: body.length ? body : null };
+}
+
+/**
+ * The Response a caller of session.fetch gets for a sim_res, as the /via/
+ * gateway writes it. A header the platform refuses is left out (a browser's
+ * Response drops Set-Cookie). A 1xx answer, which no Response can hold,
+ * rejects with a RelayError 502.
+ * @param {string | object} sim the sim_res, best as raw JSON text
+ * @param {string} method the request's
+ * @returns {Response}
+ */
+function callerResponse(sim, method) {
+  let m;
+  try {
+    m = fromSimRes(sim, method);
+  } catch (err) {
+    throw new RelayError(502, "bad_gateway", `the SimServer's answer maps to no response: ${err instanceof Error ? err.message : err}`);
+  }
+  if (m.status < 200 || m.status > 599) {
+    throw new RelayError(502, "bad_gateway", `the SimServer answered ${m.status}, which is not a final HTTP status`);
+  }
+  const headers = new Headers();
+  for (const [name, value] of m.headers) {
+    try {
+      headers.append(name, value);
+    } catch {
+      // a name or value the platform refuses: left out
+    }
+  }
+  return new Response(m.body, { status: m.status, headers });
+}
+
+/**
+ * The path and query of a URL string exactly as given, escaped as the URL
+ * parser would but not cleaned (no dot segments removed, "//" kept); the
+ * fragment never travels. Undefined for a relative reference that is no
+ * absolute path, which the URL parser resolves.
+ */
+function rawTarget(input) {
+  const s = input.split("#")[0];
+  const origin = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?\\]*/.exec(s);
+  let rest;
+  if (origin) rest = s.slice(origin[0].length);
+  else if (s.startsWith("/") && !s.startsWith("//")) rest = s;
+  else return undefined;
+  if (rest.includes("\\")) return undefined; // a special URL reads "\" as "/": leave it to the parser
+  if (!rest.startsWith("/")) rest = "/" + rest;
+  const q = rest.indexOf("?");
+  const path = q < 0 ? rest : rest.slice(0, q);
+  const query = q < 0 ? undefined : rest.slice(q + 1);
+  // The URL standard's path and (special) query percent-encode sets.
+  const escaped = path.replace(/[^\x21\x23-\x3b\x3d\x3f-\x5f\x61-\x7a\x7c\x7e]+/g, percentEncode);
+  return query === undefined ? escaped : escaped + "?" + query.replace(/[^\x21\x23-\x26\x28-\x3b\x3d\x3f-\x7e]+/g, percentEncode);
+}
+
+function percentEncode(s) {
+  return Array.from(utf8Encoder.encode(s), (b) => "%" + b.toString(16).toUpperCase().padStart(2, "0")).join("");
+}
+
+/**
+ * The mapping functions, exported for the SDK's own tests. Not API: names
+ * and shapes change without notice.
+ * @internal
+ */
+export const __mapping = Object.freeze({
+  toSimReq, fromSimReq, toSimRes, fromSimRes,
+  requestMessage, handlerRequest, responseMessage, callerResponse,
+  rawTarget, rawField, canonicalName, endToEnd,
+});
+
+// ---------------------------------------------------------------------------
+// Bytes and text.
 
 /** The media type of a Content-Type, lower case, without parameters. */
 function mediaType(contentType) {
   return (contentType ?? "").split(";")[0].trim().toLowerCase();
 }
 
-function isJSONType(type) {
-  return type === "application/json" || type.endsWith("+json");
-}
-
-/** Text-like media types travel as strings (when valid UTF-8); others as base64. */
-function textLike(contentType) {
-  const t = mediaType(contentType);
-  if (t.startsWith("text/") || isJSONType(t) || t.endsWith("+xml")) return true;
-  return ["application/xml", "application/javascript", "application/x-www-form-urlencoded"].includes(t);
-}
-
-function parses(text) {
-  try {
-    JSON.parse(text);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const utf8Encoder = new TextEncoder();
 
 /** The text of bytes, or undefined when they are not valid UTF-8. */
 function utf8(bytes) {
@@ -668,11 +1084,7 @@ function utf8(bytes) {
 }
 
 function toBase64(bytes) {
-  let bin = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    bin += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(bin);
+  return btoa(byteString(bytes));
 }
 
 function fromBase64(text) {
@@ -689,20 +1101,28 @@ function fromBase64(text) {
 
 /** The raw text of key's value in the JSON object text, or undefined. */
 function rawField(text, key) {
-  let i = skipSpace(text, 0);
-  if (text[i] !== "{") return undefined;
   let found;
+  for (const [name, value] of rawEntries(text)) if (name === key) found = value; // the last one wins, as in JSON.parse
+  return found;
+}
+
+/** The names and raw value texts of the JSON object text, in order; none when it is no object. */
+function rawEntries(text) {
+  /** @type {[string, string][]} */
+  const out = [];
+  let i = skipSpace(text, 0);
+  if (text[i] !== "{") return out;
   i = skipSpace(text, i + 1);
-  while (text[i] !== "}") {
+  while (i < text.length && text[i] !== "}") {
     const keyEnd = valueEnd(text, i);
     const name = JSON.parse(text.slice(i, keyEnd));
     const start = skipSpace(text, skipSpace(text, keyEnd) + 1); // past ':'
     const end = valueEnd(text, start);
-    if (name === key) found = text.slice(start, end); // the last one wins, as in JSON.parse
+    out.push([name, text.slice(start, end)]);
     i = skipSpace(text, end);
     if (text[i] === ",") i = skipSpace(text, i + 1);
   }
-  return found;
+  return out;
 }
 
 /** The raw texts of the elements of the JSON array text. */
