@@ -206,17 +206,20 @@ func TestReadmeGoClient(t *testing.T) {
 	require.NoError(t, err)
 	_, section, ok := strings.Cut(string(readme), "## Go client")
 	require.True(t, ok, "README has the section")
-	snippet := regexp.MustCompile("(?s)```go\n(.*?)```").FindStringSubmatch(section)
-	require.NotNil(t, snippet, "the section has a go block")
+	section, _, _ = strings.Cut(section, "\n## ")
+	snippets := regexp.MustCompile("(?s)```go\n(.*?)```").FindAllStringSubmatch(section, -1)
+	require.Len(t, snippets, 2, "the section has two go blocks: the walkthrough and the webhook")
 	examples, err := os.ReadFile("client/example_test.go")
 	require.NoError(t, err)
 	lines := map[string]bool{}
 	for _, l := range strings.Split(string(examples), "\n") {
 		lines[strings.TrimSpace(l)] = true
 	}
-	for _, l := range strings.Split(snippet[1], "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			assert.True(t, lines[l], "README line not in client/example_test.go: %s", l)
+	for _, snippet := range snippets {
+		for _, l := range strings.Split(snippet[1], "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				assert.True(t, lines[l], "README line not in client/example_test.go: %s", l)
+			}
 		}
 	}
 }

@@ -73,6 +73,9 @@ func TestCORSPreflight(t *testing.T) {
 			}
 			assert.Contains(t, headers, "authorization")
 			assert.Contains(t, headers, "content-type")
+			if !strings.HasPrefix(path, "/via/") { // an event stream resumes with Last-Event-ID
+				assert.Contains(t, headers, "last-event-id")
+			}
 			assert.Equal(t, before, storeRows(t, r), "a preflight runs no handler: no login from ?net=alpha")
 		})
 	}

@@ -2,6 +2,9 @@ package client_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -76,6 +79,50 @@ func ExampleServe() {
 	// Output:
 	// 201 Created {"name":"lamp"}
 	// 200 OK hello, via
+}
+
+// A webhook receiver behind the relay: the sender signs the exact bytes
+// it posts, and the handler gets those bytes (JSON is not parsed or
+// re-encoded on the way), so the signature verifies. r.Host, r.RequestURI
+// and r.RemoteAddr are the caller's, as behind a reverse proxy.
+func ExampleServe_webhook() {
+	secret := []byte("whsec_example")
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /hooks/github", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mac := hmac.New(sha256.New, secret)
+		mac.Write(body)
+		want := "sha256=" + hex.EncodeToString(mac.Sum(nil))
+		if !hmac.Equal([]byte(r.Header.Get("X-Hub-Signature-256")), []byte(want)) {
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		fmt.Fprintf(w, "verified %d bytes for %s\n", len(body), r.Host)
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- client.Serve(ctx, relayURL, "hooks", "a-secret-of-16-chars-or-more", mux) }()
+
+	// The sender: any HTTP client, here signing a pretty-printed body.
+	payload := "{\n  \"action\": \"opened\",\n  \"number\": 12345678901234567890\n}\n"
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(payload))
+	req, _ := http.NewRequest(http.MethodPost, relayURL+"/via/hooks/hooks/github", strings.NewReader(payload))
+	req.Host = "hooks.example.com"
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		log.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Print(resp.Status, " ", string(body))
+
+	stop()
+	<-served
+	// Output:
+	// 200 OK verified 59 bytes for hooks.example.com
 }
 
 // A SimClient logs in to a net. Its Session holds a token, the secret that
