@@ -219,12 +219,4 @@ func validMethod(m string) bool { return simhttp.ValidMethod(m) }
 func encodeSim(obj map[string]json.RawMessage) ([]byte, error) { return encodeJSON(obj) }
 
 // encodeJSON marshals v compactly without HTML escaping ("<" stays "<").
-func encodeJSON(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), nil
-}
+func encodeJSON(v any) ([]byte, error) { return simhttp.Marshal(v) }

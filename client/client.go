@@ -43,6 +43,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/c2cvia/c2cvia/internal/simhttp"
 )
 
 // Error is a failure the relay reported: its HTTP status and the code and
@@ -231,15 +233,7 @@ func replyError(status int, body []byte) *Error {
 
 // marshal encodes v as compact JSON without HTML escaping, so a
 // json.RawMessage inside goes out as written, numbers digit for digit.
-func marshal(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), nil
-}
+func marshal(v any) ([]byte, error) { return simhttp.Marshal(v) }
 
 // transient reports whether err may go away by itself: a network error,
 // or a relay status of 5xx, 429 or 408. A cancelled context is not.

@@ -89,7 +89,7 @@ func readGolden(t *testing.T) map[string]goldenCase {
 // sameJSON compares two JSON texts by meaning.
 func sameJSON(t *testing.T, want json.RawMessage, got any) {
 	t.Helper()
-	gotText, err := marshal(got)
+	gotText, err := Marshal(got)
 	require.NoError(t, err)
 	var w, g any
 	require.NoError(t, json.Unmarshal(want, &w))

@@ -76,7 +76,7 @@ func (v Values) MarshalJSON() ([]byte, error) {
 			out[k] = vals
 		}
 	}
-	return marshal(out)
+	return Marshal(out)
 }
 
 // UnmarshalJSON reads an object whose values are strings, arrays of
@@ -234,10 +234,10 @@ func EncodeBody(b []byte) (body json.RawMessage, encoding string) {
 		return json.RawMessage("null"), ""
 	}
 	if utf8.Valid(b) {
-		out, _ := marshal(string(b))
+		out, _ := Marshal(string(b))
 		return out, ""
 	}
-	out, _ := marshal(base64.StdEncoding.EncodeToString(b))
+	out, _ := Marshal(base64.StdEncoding.EncodeToString(b))
 	return out, "base64"
 }
 
@@ -535,8 +535,10 @@ func (res *Response) HTTPResponse(method string) (status int, h http.Header, bod
 	return status, h, body, nil
 }
 
-// marshal is json.Marshal without HTML escaping ("<" stays "<").
-func marshal(v any) ([]byte, error) {
+// Marshal is json.Marshal as the relay writes sim forms: compact, without
+// HTML escaping ("<" stays "<"), a json.RawMessage inside as written, so
+// numbers keep every digit.
+func Marshal(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
