@@ -41,7 +41,17 @@ var originWide = map[string]bool{
 	"Alt-Svc": true, "Accept-Ch": true, "Critical-Ch": true,
 	"Origin-Agent-Cluster": true, "Public-Key-Pins": true,
 	"Public-Key-Pins-Report-Only": true, "Expect-Ct": true,
+	"Set-Login": true, "Activate-Storage-Access": true, "Observe-Browsing-Topics": true,
+	// Credentialed CORS would lend the shared origin's credentials to
+	// whichever origin the net names.
+	"Access-Control-Allow-Credentials": true,
 }
+
+// forwardedByProxies are the headers a reverse proxy writes about the
+// client; from anyone but a trusted proxy they are dropped (X-Forwarded-For
+// is appended to, -Host and -Proto replaced), so a client cannot pose as
+// another.
+var forwardedByProxies = []string{"Forwarded", "X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Server", "X-Forwarded-Ssl"}
 
 // viaMode tells how a gateway request named its net.
 type viaMode int
@@ -94,7 +104,7 @@ func withViaTarget(suffix string, next http.Handler) http.Handler {
 // parseViaTarget reads a gateway request's net and target. In path mode
 // the net is the first segment after /via/, unescaped (/via/%64emo is net
 // demo). In host mode host names are case-insensitive, so the net is the
-// host's first labels in lower case.
+// host's first label in lower case.
 func parseViaTarget(r *http.Request, suffix string) (viaTarget, bool) {
 	raw := r.RequestURI
 	if !strings.HasPrefix(raw, "/") { // absolute-form or "*": as net/http parsed it
@@ -126,7 +136,9 @@ func parseViaTarget(r *http.Request, suffix string) (viaTarget, bool) {
 }
 
 // hostNet returns the net that a host-mode Host names, if any: with suffix
-// ".via.example.com", "Demo.via.example.com:8443" names "demo".
+// ".via.example.com", "Demo.via.example.com:8443" names "demo". The net is
+// one DNS label: net "x.demo" would be served under net demo's host, and a
+// site may set cookies for its parent domain, so dotted nets have no host.
 func hostNet(host, suffix string) (string, bool) {
 	if suffix == "" {
 		return "", false
@@ -137,7 +149,7 @@ func hostNet(host, suffix string) (string, bool) {
 		return "", false
 	}
 	net := strings.ToLower(host[:len(host)-len(suffix)])
-	return net, validName(net)
+	return net, validName(net) && !strings.Contains(net, ".")
 }
 
 // splitHostPort splits host:port, leaving a bare host (or [v6]) alone.
@@ -398,6 +410,11 @@ func (g *gateway) simRequest(w http.ResponseWriter, r *http.Request, t viaTarget
 	}
 	h.Set("X-Forwarded-For", peer)
 	fromProxy := g.fromTrustedProxy(r)
+	if !fromProxy {
+		for _, name := range forwardedByProxies {
+			h.Del(name)
+		}
+	}
 	if h.Get("X-Forwarded-Host") == "" || !fromProxy {
 		h.Set("X-Forwarded-Host", r.Host)
 	}
@@ -425,9 +442,13 @@ func (g *gateway) fromTrustedProxy(r *http.Request) bool {
 
 // writeAnswer writes a stored sim_res as the HTTP response to r, as the
 // web server behind a reverse proxy would have: simhttp applies RFC 9110's
-// body rules. In path mode, where all nets share the relay's origin, the
+// body rules, and an answer without Content-Type is sent without one (not
+// sniffed). In path mode, where all nets share the relay's origin, the
 // origin-wide headers are dropped, the sandbox CSP is added, and a
-// root-relative Location is put under /via/NET. The SimServer's headers
+// root-relative Location or Refresh URL is put under /via/NET. In host mode
+// what reaches past the net's own host is dropped: a cookie for another
+// domain, and Clear-Site-Data's "cookies" (cookies are shared by every host
+// under the suffix unless it is a public suffix). The SimServer's headers
 // replace the relay's, except Vary, which gains Origin whenever
 // Access-Control-Allow-Origin names an origin.
 func (g *gateway) writeAnswer(w http.ResponseWriter, r *http.Request, t viaTarget, simRes []byte) error {
@@ -453,9 +474,22 @@ func (g *gateway) writeAnswer(w http.ResponseWriter, r *http.Request, t viaTarge
 		case "Vary":
 			vary = vals
 		case "Location":
-			vals = []string{underPrefix(vals[0], t)}
+			vals = []string{underPrefix(strings.TrimSpace(vals[0]), t)}
+		case "Refresh":
+			vals = []string{refreshUnderPrefix(vals[0], t)}
+		case "Set-Cookie":
+			if vals = ownCookies(vals, r.Host, t); len(vals) == 0 {
+				continue
+			}
+		case "Clear-Site-Data":
+			if vals = ownSiteData(vals, t); len(vals) == 0 {
+				continue
+			}
 		}
 		out[name] = vals
+	}
+	if _, ok := h["Content-Type"]; !ok {
+		out["Content-Type"] = nil // as sent: net/http would sniff one
 	}
 	if o := out.Get("Access-Control-Allow-Origin"); o != "" && o != "*" && !varies(vary, "Origin") {
 		vary = append(vary, "Origin")
@@ -481,6 +515,69 @@ func underPrefix(loc string, t viaTarget) string {
 		return loc
 	}
 	return p + loc
+}
+
+// refreshUnderPrefix puts the URL of a Refresh header ("5; url=/next")
+// under the net's prefix, as underPrefix does for Location.
+func refreshUnderPrefix(v string, t viaTarget) string {
+	delay, rest, ok := strings.Cut(v, ";")
+	if !ok {
+		return v
+	}
+	rest = strings.TrimSpace(rest)
+	if len(rest) < 4 || !strings.EqualFold(rest[:3], "url") {
+		return v
+	}
+	u := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(rest[3:]), "="))
+	u = strings.Trim(u, `"'`)
+	return delay + "; url=" + underPrefix(u, t)
+}
+
+// ownCookies keeps, in host mode, the cookies that stay on the net's own
+// host: one with a Domain attribute naming any other domain (its parent,
+// and so every net) is dropped.
+func ownCookies(cookies []string, host string, t viaTarget) []string {
+	if t.mode != viaHost {
+		return cookies
+	}
+	host, _ = splitHostPort(host)
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	var kept []string
+	for _, c := range cookies {
+		own := true
+		for _, attr := range strings.Split(c, ";")[1:] {
+			name, value, _ := strings.Cut(strings.TrimSpace(attr), "=")
+			if strings.EqualFold(strings.TrimSpace(name), "domain") {
+				d := strings.TrimSuffix(strings.TrimPrefix(strings.ToLower(strings.TrimSpace(value)), "."), ".")
+				own = own && d == host
+			}
+		}
+		if own {
+			kept = append(kept, c)
+		}
+	}
+	return kept
+}
+
+// ownSiteData drops, in host mode, the Clear-Site-Data types that reach
+// past the net's origin: "cookies" (the whole registrable domain) and "*".
+func ownSiteData(vals []string, t viaTarget) []string {
+	if t.mode != viaHost {
+		return vals
+	}
+	var kept []string
+	for _, v := range vals {
+		for _, typ := range strings.Split(v, ",") {
+			typ = strings.TrimSpace(typ)
+			if typ != "" && typ != `"cookies"` && typ != `"*"` {
+				kept = append(kept, typ)
+			}
+		}
+	}
+	if len(kept) == 0 {
+		return nil
+	}
+	return []string{strings.Join(kept, ", ")}
 }
 
 // varies reports whether the Vary values name field (or "*").

@@ -163,6 +163,29 @@ func TestServedApps(t *testing.T) {
 	})
 }
 
+// TestServedAppInvalidAnswer: an answer the relay cannot write (a status
+// past 599, a NUL in a header) reaches the caller at once as a 502, and the
+// handler runs once.
+func TestServedAppInvalidAnswer(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	var runs atomic.Int32
+	serveClient(t, r.URL, "odd", testKey, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runs.Add(1)
+		if r.URL.Path == "/header" {
+			w.Header().Set("X-Bad", "a\x00b")
+			return
+		}
+		w.WriteHeader(999) // net/http writes it; the relay takes 100-599
+	}))
+	for i, path := range []string{"/status", "/header"} {
+		resp, body := viaDo(t, mustRequest(t, http.MethodGet, r.URL+"/via/odd"+path))
+		assert.Equal(t, http.StatusBadGateway, resp.StatusCode, path)
+		assert.Contains(t, string(body), `"invalid_response"`, path)
+		assert.Equal(t, int32(i+1), runs.Load(), "%s: the handler ran once", path)
+	}
+}
+
 // TestThreeEntriesStoreTheSame: one HTTP request sent through the /via/
 // gateway, the Go client's HTTPClient and the JavaScript SDK's
 // session.fetch is stored as the same sim_req, but for what the gateway

@@ -143,8 +143,10 @@ func defaultObject(obj map[string]json.RawMessage, field string, bad func(string
 	return nil
 }
 
-// checkHeaders requires simHeaders to map names to strings or arrays of
-// strings: they become real HTTP headers on the way out of the gateway.
+// checkHeaders requires simHeaders to map names (tokens) to strings or
+// arrays of strings without control characters (but tab): they become real
+// HTTP headers on the way out of the gateway, where a NUL would be written
+// raw, and in a handler's request, which net/http would refuse.
 // simHeadersEncoding, when given, marks headers "latin1": their values are
 // bytes written one code point per byte, so none may pass U+00FF.
 func checkHeaders(obj map[string]json.RawMessage, bad func(string, ...any) error) error {
@@ -162,6 +164,14 @@ func checkHeaders(obj map[string]json.RawMessage, bad func(string, ...any) error
 			list = []string{s}
 		case json.Unmarshal(v, &list) != nil:
 			return bad("simHeaders[%q] must be a string or an array of strings", name)
+		}
+		if !simhttp.IsToken(name) { // RFC 9110 5.1
+			return bad("simHeaders[%q] is not a header name", name)
+		}
+		for _, v := range list {
+			if strings.ContainsFunc(v, func(r rune) bool { return r != '\t' && (r < 0x20 || r == 0x7f) }) {
+				return bad("simHeaders[%q] holds a control character (NUL, CR, LF and the like)", name)
+			}
 		}
 		values[http.CanonicalHeaderKey(name)] = append(values[http.CanonicalHeaderKey(name)], list...)
 	}

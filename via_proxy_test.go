@@ -151,6 +151,19 @@ func TestViaExactBytes(t *testing.T) {
 		})
 	}
 
+	t.Run("headers a web server would refuse are refused", func(t *testing.T) {
+		tok, _ := r.login("hooks")
+		before := r.count("requests")
+		for _, headers := range []map[string]any{
+			{"X-Inj": "a\r\nX-Admin: 1"}, {"X-Nul": "a\x00b"}, {"Bad Name": "x"}, {"X-List": []string{"ok", "b\nad"}},
+		} {
+			rep := r.postJSON("/api/v1/client/pushreq", tok, map[string]any{"simEndpoint": "/x", "simHeaders": headers})
+			assertErrorShape(t, rep, http.StatusBadRequest, "invalid_sim_req")
+			rep = r.answer("hooks", testKey, "no-such-rid", map[string]any{"simHeaders": headers})
+			assertErrorShape(t, rep, http.StatusBadRequest, "invalid_sim_res")
+		}
+		assert.Equal(t, before, r.count("requests"), "nothing written")
+	})
 	t.Run("pushreq refuses JSON that is not UTF-8", func(t *testing.T) {
 		tok, _ := r.login("hooks")
 		before := r.count("requests")
@@ -210,9 +223,13 @@ func TestViaForwardedHeaders(t *testing.T) {
 	r := newTestRelay(t, func(c *config) { c.ViaHost = ".via.example" })
 	t.Run("path mode", func(t *testing.T) {
 		reply := viaAsync(t, r.URL, "GET", "GET /via/hooks/x HTTP/1.1\r\nHost: hooks.example.com\r\n"+
-			"X-Forwarded-For: 198.51.100.1\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\n\r\n")
+			"X-Forwarded-For: 198.51.100.1\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\n"+
+			"Forwarded: for=10.0.0.1\r\nX-Real-IP: 10.0.0.1\r\nX-Forwarded-Port: 443\r\n\r\n")
 		l, sim := r.leaseOne("hooks", nil)
 		h := sim["simHeaders"].(map[string]any)
+		for _, name := range []string{"Forwarded", "X-Real-Ip", "X-Forwarded-Port"} {
+			assert.NotContains(t, h, name, "only a trusted proxy speaks of the client")
+		}
 		assert.Equal(t, "hooks.example.com", h["Host"])
 		assert.Equal(t, "hooks.example.com", h["X-Forwarded-Host"], "a client's own X-Forwarded-Host is replaced")
 		assert.Equal(t, "http", h["X-Forwarded-Proto"])
@@ -252,9 +269,11 @@ func TestViaTrustedProxyForwarding(t *testing.T) {
 		require.NoError(t, prefixList{&c.TrustProxy}.Set("127.0.0.1"))
 	})
 	reply := viaAsync(t, r.URL, "GET", "GET /via/hooks/x HTTP/1.1\r\nHost: relay.internal\r\n"+
-		"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Host: hooks.example.com\r\nX-Forwarded-Proto: https\r\n\r\n")
+		"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Host: hooks.example.com\r\nX-Forwarded-Proto: https\r\n"+
+		"X-Real-IP: 203.0.113.9\r\n\r\n")
 	l, sim := r.leaseOne("hooks", nil)
 	h := sim["simHeaders"].(map[string]any)
+	assert.Equal(t, "203.0.113.9", h["X-Real-Ip"], "a trusted proxy's word stands")
 	assert.Equal(t, "hooks.example.com", h["X-Forwarded-Host"])
 	assert.Equal(t, "https", h["X-Forwarded-Proto"])
 	assert.Equal(t, "203.0.113.9:0", l.RemoteAddr, "the client behind the proxy; its port is not known")
@@ -284,6 +303,14 @@ func TestViaResponseRules(t *testing.T) {
 		"/info":     {"simStatus": 103},
 		"/cors":     {"simHeaders": map[string]any{"Access-Control-Allow-Origin": "https://app.example", "Vary": "Accept-Encoding"}},
 		"/cors-any": {"simHeaders": map[string]any{"Access-Control-Allow-Origin": "*"}},
+		"/untyped":  {"simBody": "<html><script>alert(1)</script>", "simHeaders": map[string]any{"X-Content-Type-Options": "nosniff"}},
+		"/refresh":  {"simHeaders": map[string]any{"Refresh": "0; url=/next"}},
+		"/spaced":   {"simStatus": 302, "simHeaders": map[string]any{"Location": " /x"}},
+		"/more-wide": {"simHeaders": map[string]any{"Set-Login": "logged-in", "Access-Control-Allow-Origin": "https://evil.example",
+			"Access-Control-Allow-Credentials": "true", "Activate-Storage-Access": "load"}},
+		"/cookies": {"simHeaders": map[string]any{
+			"Set-Cookie":      []string{"a=1; Path=/", "b=2; Domain=via.example; Path=/", "c=3; domain=.OWN.via.example"},
+			"Clear-Site-Data": `"cache", "cookies", "storage"`}},
 	}
 	for _, net := range []string{"site", "own"} {
 		r.simServer(net, func(sim map[string]any) map[string]any {
@@ -350,6 +377,27 @@ func TestViaResponseRules(t *testing.T) {
 	assert.Equal(t, []string{"Accept-Encoding", "Origin"}, resp.Header.Values("Vary"), "Origin added, not replacing")
 	resp, _ = get("GET", "/cors-any")
 	assert.Empty(t, resp.Header.Values("Vary"))
+
+	resp, body = get("GET", "/untyped")
+	assert.Equal(t, "<html><script>alert(1)</script>", body)
+	assert.Empty(t, resp.Header.Values("Content-Type"), "sent as answered: no type sniffed")
+	assert.Empty(t, getOwn("/untyped").Header.Values("Content-Type"))
+	resp, _ = get("GET", "/refresh")
+	assert.Equal(t, "0; url=/via/site/next", resp.Header.Get("Refresh"))
+	resp, _ = get("GET", "/spaced")
+	assert.Equal(t, "/via/site/x", resp.Header.Get("Location"), "a browser ignores the space")
+	resp, _ = get("GET", "/more-wide")
+	for _, name := range []string{"Set-Login", "Access-Control-Allow-Credentials", "Activate-Storage-Access"} {
+		assert.Empty(t, resp.Header.Values(name), "path mode drops %s", name)
+	}
+
+	// Host mode: the net's own origin, but not its parent domain's.
+	own = getOwn("/cookies")
+	assert.Equal(t, []string{"a=1; Path=/", "c=3; domain=.OWN.via.example"}, own.Header.Values("Set-Cookie"),
+		"a cookie for via.example would reach every net")
+	assert.Equal(t, `"cache", "storage"`, own.Header.Get("Clear-Site-Data"), `"cookies" clears every net's`)
+	resp, raw := rawVia(t, r.URL, "GET", "GET /cookies HTTP/1.1\r\nHost: x.own.via.example\r\n\r\n")
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "a dotted net has no host under another net's: %s", raw)
 }
 
 // TestViaPreflights: the relay answers browser preflights unless the net's

@@ -34,8 +34,10 @@ const (
 // Serve makes h the SimServer of net on the relay at relayURL, with key as
 // the net's key (the first server call with a key claims an unclaimed net).
 // An answer too large for the relay (over its --max-body after base64)
-// reaches the caller at once as a 502 with the code response_too_large;
-// the handler does not run again for it.
+// reaches the caller at once as a 502 with the code response_too_large,
+// one the relay cannot write (a status past 599, a header value with a
+// control character) as a 502 invalid_response; the handler does not run
+// again for it.
 //
 // It runs until ctx is done and then returns ctx.Err(), after the handlers
 // still running have answered: they get a context that ctx does not
@@ -260,6 +262,7 @@ func (s *server) request(ctx context.Context, l leased) (*http.Request, error) {
 // A refusal (409 already answered or lease lost, 404, 410) is reported.
 func (s *server) answer(ctx context.Context, rid string, res simhttp.Response) {
 	body := map[string]any{"net": s.net, "rid": rid, "sim_res": res}
+	fallback := false // res is the 502 that stands in for a refused answer
 	var bo backoff
 	deadline := time.Now().Add(answerRetry)
 	for {
@@ -268,13 +271,18 @@ func (s *server) answer(ctx context.Context, rid string, res simhttp.Response) {
 			return
 		}
 		var e *Error
-		if errors.As(err, &e) && e.Status == http.StatusRequestEntityTooLarge && res.Status != http.StatusBadGateway {
-			// Too large for the relay: the caller hears so now, and the
-			// request is answered, so it is not handed out again.
+		if errors.As(err, &e) && !fallback && (e.Status == http.StatusRequestEntityTooLarge || e.Code == "invalid_sim_res") {
+			// Too large for the relay, or not an answer it can write (a
+			// status past 599, a header it refuses): the caller hears so
+			// now, and the request is answered, so it is not handed out
+			// again.
 			s.o.onError(fmt.Errorf("c2cvia: answering %s: %w", rid, err))
-			res = jsonError(http.StatusBadGateway, "response_too_large",
-				"the SimServer's answer is larger than the relay accepts (--max-body)")
-			body["sim_res"] = res
+			res = jsonError(http.StatusBadGateway, "invalid_response", "the SimServer's answer is not a valid HTTP response")
+			if e.Status == http.StatusRequestEntityTooLarge {
+				res = jsonError(http.StatusBadGateway, "response_too_large",
+					"the SimServer's answer is larger than the relay accepts (--max-body)")
+			}
+			body["sim_res"], fallback = res, true
 			continue
 		}
 		if !transient(ctx, err) || time.Now().After(deadline) {

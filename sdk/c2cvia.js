@@ -108,12 +108,14 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
         await server("/api/v1/server/pushres", { net, rid: item.rid, sim_res: simRes }, null);
         return;
       } catch (err) {
-        if (err instanceof RelayError && err.status === 413 && simRes !== tooLarge) {
-          // Over the relay's limit (base64 of --max-body plus 64 KiB): the
-          // caller hears 502 now rather than the handler running again
+        const refused = err instanceof RelayError && (err.status === 413 || err.code === "invalid_sim_res");
+        if (refused && simRes !== tooLarge && simRes !== invalidAnswer) {
+          // Over the relay's limit (base64 of --max-body plus 64 KiB), or an
+          // answer it cannot write (a status past 599, a header it refuses):
+          // the caller hears 502 now rather than the handler running again
           // when the lease runs out.
           report(err);
-          simRes = tooLarge;
+          simRes = err.status === 413 ? tooLarge : invalidAnswer;
           attempt = -1;
           continue;
         }
@@ -183,6 +185,13 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
     },
   };
 }
+
+/** The answer posted instead of one the relay refused as invalid (400 invalid_sim_res), in the relay's error shape. */
+const invalidAnswer = Object.freeze({
+  simStatus: 502,
+  simHeaders: { "Content-Type": "application/json" },
+  simBody: JSON.stringify({ error: { code: "invalid_response", message: "the SimServer's answer is not a valid HTTP response" } }),
+});
 
 /** The answer posted instead of one the relay refused as too large (413), in the relay's error shape. */
 const tooLarge = Object.freeze({

@@ -462,14 +462,18 @@ type readCloser struct{ *bytes.Reader }
 
 func (readCloser) Close() error { return nil }
 
-// ValidMethod reports whether m is an HTTP method: a token (RFC 9110 9.1,
-// 5.6.2) of 1-32 characters.
-func ValidMethod(m string) bool {
-	if len(m) == 0 || len(m) > 32 {
+// ValidMethod reports whether m is an HTTP method: a token (RFC 9110 9.1)
+// of at most 32 characters.
+func ValidMethod(m string) bool { return len(m) <= 32 && IsToken(m) }
+
+// IsToken reports whether s is a token (RFC 9110 5.6.2), as methods and
+// header names are.
+func IsToken(s string) bool {
+	if s == "" {
 		return false
 	}
-	for i := 0; i < len(m); i++ {
-		c := m[i]
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
 			return false
 		}
