@@ -54,6 +54,10 @@ type config struct {
 	RateIPBurst      int
 	RateToken        float64 // calls per second per token; 0: no limit
 	RateTokenBurst   int
+	RateServer       float64 // calls per second of a net's SimServer (its key); 0: no limit
+	RateServerBurst  int
+	RateVia          float64 // gateway requests per second to a served net; 0: no limit
+	RateViaBurst     int
 	MaxQueue         int // queued requests per net; 0: no limit
 	MaxPollsPerToken int // 0: no limit
 	MaxPeers         int // logins per net; 0: no limit
@@ -129,10 +133,14 @@ func addListenFlags(fs *pflag.FlagSet, c *listenConfig) {
 // addOpsFlags are serve's flags for the metrics and the limits.
 func addOpsFlags(fs *pflag.FlagSet, c *config) {
 	fs.BoolVar(&c.Metrics, "metrics", true, "serve Prometheus metrics at GET /metrics")
-	fs.Float64Var(&c.RateIP, "rate-ip", 100, "calls per second per client address (0: no limit)")
+	fs.Float64Var(&c.RateIP, "rate-ip", 100, "calls per second per client address that no token or key pays for: logins, new nets, gateway requests to a net nobody serves, refused credentials (0: no limit)")
 	fs.IntVar(&c.RateIPBurst, "rate-ip-burst", 200, "calls a client address may make at once above --rate-ip")
-	fs.Float64Var(&c.RateToken, "rate-token", 50, "calls per second per token (0: no limit)")
-	fs.IntVar(&c.RateTokenBurst, "rate-token-burst", 100, "calls a token may make at once above --rate-token")
+	fs.Float64Var(&c.RateToken, "rate-token", 2000, "calls per second per token (0: no limit)")
+	fs.IntVar(&c.RateTokenBurst, "rate-token-burst", 4000, "calls a token may make at once above --rate-token")
+	fs.Float64Var(&c.RateServer, "rate-server", 5000, "calls per second of a net's SimServer, authenticated by its key, whatever its address (0: no limit)")
+	fs.IntVar(&c.RateServerBurst, "rate-server-burst", 10000, "calls a net's SimServer may make at once above --rate-server")
+	fs.Float64Var(&c.RateVia, "rate-via", 5000, "gateway (/via/) requests per second to a net whose SimServer is polling, whatever their address (0: no limit)")
+	fs.IntVar(&c.RateViaBurst, "rate-via-burst", 10000, "gateway requests a served net may get at once above --rate-via")
 	fs.IntVar(&c.MaxQueue, "max-queue", 10_000, "queued requests per net; a pushreq over it is 429 queue_full (0: no limit)")
 	fs.IntVar(&c.MaxPollsPerToken, "max-polls-per-token", 8, "long polls a token may have open at once (0: no limit)")
 	fs.IntVar(&c.MaxPeers, "max-peers", 10_000, "logins per net; a login over it is 429 net_full (0: no limit)")
@@ -451,7 +459,7 @@ func (c config) checkWith(s *settingErrors) error {
 	for _, r := range []struct {
 		name string
 		v    float64
-	}{{"rate-ip", c.RateIP}, {"rate-token", c.RateToken}} {
+	}{{"rate-ip", c.RateIP}, {"rate-token", c.RateToken}, {"rate-server", c.RateServer}, {"rate-via", c.RateVia}} {
 		if r.v < 0 || r.v != r.v {
 			s.badFlag(r.name, "must be calls per second, or 0 for no limit")
 		}
@@ -461,6 +469,12 @@ func (c config) checkWith(s *settingErrors) error {
 	}
 	if c.RateToken > 0 {
 		s.atLeast("rate-token-burst", c.RateTokenBurst, 1, "calls")
+	}
+	if c.RateServer > 0 {
+		s.atLeast("rate-server-burst", c.RateServerBurst, 1, "calls")
+	}
+	if c.RateVia > 0 {
+		s.atLeast("rate-via-burst", c.RateViaBurst, 1, "calls")
 	}
 	s.limit("max-queue", c.MaxQueue, "requests")
 	s.limit("max-polls-per-token", c.MaxPollsPerToken, "long polls")

@@ -149,11 +149,20 @@ func (s *store) claimIn(ctx context.Context, tx *sql.Tx, k serverKey) error {
 }
 
 // authorizeServer checks a SimServer's key for net and, if the net is
-// unclaimed, claims it now. Only the key's hash is stored.
+// unclaimed, claims it now.
 func (s *store) authorizeServer(ctx context.Context, net, key string) error {
 	k, err := s.checkServerKey(ctx, net, key)
-	if err != nil || !k.claim {
+	if err != nil {
 		return err
+	}
+	return s.claimNet(ctx, k)
+}
+
+// claimNet claims k's net now, if k needs it (checkServerKey). Only the
+// key's hash is stored.
+func (s *store) claimNet(ctx context.Context, k serverKey) error {
+	if !k.claim {
+		return nil
 	}
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error { return s.claimIn(ctx, tx, k) })
 }
@@ -170,6 +179,18 @@ func (s *store) touchNet(net string) {
 		return err
 	})
 }
+
+// served reports whether a SimServer of net has polled within d, as this
+// relay saw it (touchNet, in memory).
+func (s *store) served(net string, d time.Duration) bool {
+	v, ok := s.lastPoll.Load(net)
+	return ok && s.nowMS()-v.(int64) <= d.Milliseconds()
+}
+
+// servedWithin is how recently a net's SimServer must have polled for the
+// net to count as served: twice --max-wait, since a poll is written down
+// when it starts and when it ends, at most once a second.
+func servedWithin(maxWait time.Duration) time.Duration { return 2*maxWait + time.Second }
 
 // forgetExpiredTokens drops expired tokens from the in-memory caches.
 func (s *store) forgetExpiredTokens() {

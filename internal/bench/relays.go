@@ -58,7 +58,7 @@ func (b *bench) relayArgs(db string) []string {
 		// per-token rate limits would measure the limiter, not the relay.
 		// The idle scenario logs 10,000+ peers into one net, past
 		// --max-peers.
-		"--rate-ip", "0", "--rate-token", "0", "--max-peers", "0",
+		"--rate-ip", "0", "--rate-token", "0", "--rate-server", "0", "--rate-via", "0", "--max-peers", "0",
 		// Warnings and errors only: the relay's info lines would
 		// interleave with the progress bar.
 		"--log-level", "warn"}
