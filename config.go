@@ -76,7 +76,10 @@ type listenConfig struct {
 	ReadHeaderTimeout time.Duration
 	ReadBodyTimeout   time.Duration
 	IdleTimeout       time.Duration
+	WriteTimeout      time.Duration // each write of a reply
 	MaxHeaderBytes    int64
+	MaxConnsPerIP     int            // connections open per client address; 0: no cap
+	trusted           []netip.Prefix // --trust-proxy: their connections are not capped
 }
 
 // storeOptions are the lifetimes and limits the store enforces.
@@ -128,6 +131,8 @@ func addListenFlags(fs *pflag.FlagSet, c *listenConfig) {
 	fs.DurationVar(&c.ReadBodyTimeout, "read-body-timeout", 30*time.Second, "time a client has to send a request body (not counting a long poll's wait)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
 	fs.Var(newByteSize(&c.MaxHeaderBytes, 64<<10), "max-header-bytes", "largest request header (bytes, or with KiB); over it: 431")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", 10*time.Second, "time each write of a reply (each event of a stream) has to reach a client; then its connection is closed")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 128, "connections one client address may have open; more are closed at once (0: no cap; trusted proxies are not capped)")
 }
 
 // addOpsFlags are serve's flags for the metrics and the limits.
@@ -489,6 +494,8 @@ func (c listenConfig) check(s *settingErrors) {
 	s.positive("read-header-timeout", c.ReadHeaderTimeout)
 	s.positive("read-body-timeout", c.ReadBodyTimeout)
 	s.positive("idle-timeout", c.IdleTimeout)
+	s.positive("write-timeout", c.WriteTimeout)
+	s.limit("max-conns-per-ip", c.MaxConnsPerIP, "connections")
 	switch {
 	case len(c.ACMEDomains) > 0 && (c.TLSCert != "" || c.TLSKey != ""):
 		s.bad("--acme-domain gets its certificates from the CA: give it or --tls-cert/--tls-key, not both")

@@ -134,7 +134,8 @@ func (s *store) readyState(ctx context.Context, net string) (ready bool, nextLea
 }
 
 // lease hands out up to max requests of net, oldest first: queued ones and
-// ones whose lease ran out. Each is delivered for lease.
+// ones whose lease ran out, at most maxPageBytes of sim_req but at least
+// one. Each is delivered for lease.
 func (s *store) lease(ctx context.Context, net string, max int, lease time.Duration) ([]leasedRequest, error) {
 	var out []leasedRequest
 	var now int64
@@ -146,6 +147,7 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 				return err
 			}
 			defer rows.Close()
+			bytes := 0
 			for rows.Next() {
 				var l leasedRequest
 				var simReq string
@@ -154,6 +156,9 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 				}
 				l.SimReq = json.RawMessage(simReq)
 				out = append(out, l)
+				if bytes += len(simReq); bytes > maxPageBytes {
+					break // enough for one page; trimmed below
+				}
 			}
 			return rows.Err()
 		}
@@ -166,6 +171,13 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 		sortBySeq(out)
 		if len(out) > max {
 			out = out[:max]
+		}
+		bytes := 0
+		for i := range out {
+			if bytes += len(out[i].SimReq); i > 0 && bytes > maxPageBytes {
+				out = out[:i] // the rest stays queued for the next poll
+				break
+			}
 		}
 		until := now + lease.Milliseconds()
 		mark := tx.StmtContext(ctx, s.q.markDelivered)
