@@ -58,9 +58,11 @@ type config struct {
 	RateServerBurst  int
 	RateVia          float64 // gateway requests per second to a served net; 0: no limit
 	RateViaBurst     int
-	MaxQueue         int // queued requests per net; 0: no limit
-	MaxPollsPerToken int // 0: no limit
-	MaxPeers         int // logins per net; 0: no limit
+	MaxQueue         int   // queued requests per net; 0: no limit
+	MaxPollsPerToken int   // 0: no limit
+	MaxPeers         int   // logins per net; 0: no limit
+	MaxStore         int64 // bytes the store may use; 0: no limit
+	MaxNetStore      int64 // payload bytes per net; 0: no limit
 	TrustProxy       []netip.Prefix
 }
 
@@ -85,7 +87,8 @@ type listenConfig struct {
 // storeOptions are the lifetimes and limits the store enforces.
 func (c config) storeOptions() storeOptions {
 	return storeOptions{ReqTTL: c.ReqTTL, ResTTL: c.ResTTL, TokenTTL: c.TokenTTL, MsgTTL: c.MsgTTL,
-		MaxAttempts: c.MaxAttempts, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers}
+		MaxAttempts: c.MaxAttempts, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers,
+		MaxStore: c.MaxStore, MaxNetStore: c.MaxNetStore}
 }
 
 // addStoreFlags are the flags serve and purge share: the file and lifetimes.
@@ -149,6 +152,8 @@ func addOpsFlags(fs *pflag.FlagSet, c *config) {
 	fs.IntVar(&c.MaxQueue, "max-queue", 10_000, "queued requests per net; a pushreq over it is 429 queue_full (0: no limit)")
 	fs.IntVar(&c.MaxPollsPerToken, "max-polls-per-token", 8, "long polls a token may have open at once (0: no limit)")
 	fs.IntVar(&c.MaxPeers, "max-peers", 10_000, "logins per net; a login over it is 429 net_full (0: no limit)")
+	fs.Var(newByteLimit(&c.MaxStore, 2<<30), "max-store", "bytes the store's file may use; a write past it is 507 store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
+	fs.Var(newByteLimit(&c.MaxNetStore, 256<<20), "max-net-store", "bytes of requests, answers and messages one net may store; a write past it is 507 net_store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
 	fs.Var(prefixList{&c.TrustProxy}, "trust-proxy", "addresses or CIDR blocks of reverse proxies whose X-Forwarded-For gives the client address, or none")
 }
 
@@ -587,10 +592,17 @@ func newLogger(w interface{ Write([]byte) (int, error) }, format, level string) 
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// byteSize is a flag of bytes: 1048576, 1024KiB or 1MiB.
-type byteSize struct{ p *int64 }
+// byteSize is a flag of bytes: 1048576, 1024KiB or 1MiB; with zero, 0 too
+// (no limit).
+type byteSize struct {
+	p    *int64
+	zero bool
+}
 
-func newByteSize(p *int64, def int64) *byteSize { *p = def; return &byteSize{p} }
+func newByteSize(p *int64, def int64) *byteSize { *p = def; return &byteSize{p: p} }
+
+// newByteLimit is a byteSize where 0 means no limit.
+func newByteLimit(p *int64, def int64) *byteSize { *p = def; return &byteSize{p: p, zero: true} }
 
 func (b *byteSize) Type() string   { return "bytes" }
 func (b *byteSize) String() string { return strconv.FormatInt(*b.p, 10) }
@@ -606,7 +618,14 @@ func (b *byteSize) Set(s string) error {
 		}
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
+	if b.zero && err == nil && n == 0 {
+		*b.p = 0
+		return nil
+	}
 	if err != nil || n <= 0 || n > (1<<62)/mult {
+		if b.zero {
+			return fmt.Errorf("want a size such as 1048576 or 1GiB, or 0 for no limit")
+		}
 		return fmt.Errorf("want a positive size such as 1048576 or 1MiB")
 	}
 	*b.p = n * mult

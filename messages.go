@@ -83,6 +83,9 @@ func peerStatements(q *statements, w, r *sql.DB) []statement {
 func (s *store) sendMessage(ctx context.Context, t token, m message, data []byte) (id int64, receivers int, err error) {
 	m.Net, m.From = t.Net, t.PeerID
 	err = s.writeThen(ctx, func(ctx context.Context, tx *sql.Tx) (func(), error) {
+		if err := s.admitBytes(ctx, tx, t.Net, len(data)); err != nil {
+			return nil, err
+		}
 		now := s.nowMS()
 		m.SentAt, m.ExpiresAt = now, now+s.opts.MsgTTL.Milliseconds()
 		switch m.Kind {

@@ -56,6 +56,9 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte) (string
 	rid := newRID()
 	now := s.nowMS()
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.admitBytes(ctx, tx, t.Net, len(simReq)); err != nil {
+			return err
+		}
 		if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx,
 			rid, t.Net, t.Hash, t.PeerID, string(simReq), now, now+s.opts.ReqTTL.Milliseconds()); err != nil {
 			return err
@@ -78,6 +81,9 @@ func (s *store) pushDetached(ctx context.Context, net, rid, from string, simReq 
 	// A login's peer_id never holds a colon: this one cannot clash with one.
 	owner = token{Hash: secretHash(secret), PeerID: from + ":" + rid, ExpiresAt: expiresAt + s.opts.ResTTL.Milliseconds()}
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.admitBytes(ctx, tx, net, len(simReq)); err != nil {
+			return err
+		}
 		if keep {
 			if _, err := tx.StmtContext(ctx, s.q.insertToken).ExecContext(ctx, owner.Hash, owner.PeerID, "", now, owner.ExpiresAt); err != nil {
 				return err
@@ -306,6 +312,12 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 	var now int64
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.claimIn(ctx, tx, k); err != nil {
+			return err
+		}
+		// An answer drains its net's queue: only the store's budget refuses
+		// it, so a net's answers may take it past --max-net-store, at most
+		// to twice its requests.
+		if err := s.admitBytes(ctx, tx, "", len(simRes)); err != nil {
 			return err
 		}
 		now = s.nowMS()

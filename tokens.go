@@ -47,6 +47,9 @@ func (s *store) createToken(ctx context.Context, net string) (secret string, t t
 	now := s.nowMS()
 	t = token{Hash: secretHash(secret), PeerID: newPeerID(), Net: net, ExpiresAt: now + s.opts.TokenTTL.Milliseconds()}
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.admitBytes(ctx, tx, "", loginBytes); err != nil {
+			return err
+		}
 		// Inside the writer, the highest message id is exact.
 		if err := tx.StmtContext(ctx, s.q.insertToken).QueryRowContext(ctx, t.Hash, t.PeerID, t.Net, now, t.ExpiresAt).Scan(&t.MsgFloor); err != nil {
 			return err
@@ -60,6 +63,10 @@ func (s *store) createToken(ctx context.Context, net string) (secret string, t t
 	s.noteSeen(t, now) // login wrote last_seen_at
 	return secret, t, nil
 }
+
+// loginBytes is what a login costs the storage budget: its row and index
+// entries take about half of it.
+const loginBytes = 1 << 10
 
 // lookupToken returns the SimClient a secret token belongs to.
 func (s *store) lookupToken(ctx context.Context, secret string) (token, error) {
