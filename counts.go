@@ -122,6 +122,13 @@ func (c *storeCounts) admitToken(net string, max int) error {
 	return nil
 }
 
+// logins returns the logins of net stored.
+func (c *storeCounts) logins(net string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tokens[net]
+}
+
 // statusTotals returns the requests by stored status.
 func (c *storeCounts) statusTotals() map[string]int64 {
 	c.mu.Lock()

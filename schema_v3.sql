@@ -1,4 +1,11 @@
--- c2cvia store, schema step 3: the bytes each net stores, for the storage
+-- c2cvia store, schema step 3: the idlest login of a net, and the bytes
+-- each net stores.
+
+-- A net at --max-peers gives the slot of its login idle the longest to a
+-- new one: found by one index step, however many logins it has.
+CREATE INDEX tokens_seen ON tokens (net, last_seen_at);
+
+-- The bytes each net stores, for the storage
 -- budget (--max-net-store). Triggers keep it exact in every transaction
 -- that writes requests or messages, whoever writes (the relay, a purge), so
 -- the budget is checked with one primary-key read and nothing is counted
