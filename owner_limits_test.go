@@ -7,9 +7,11 @@
 package main
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -116,4 +118,43 @@ func TestBenchAgainstDefaultsGetsNo429(t *testing.T) {
 		assert.Zero(t, m[series("c2cvia_limit_refusals_total", "limit", limit)], limit)
 	}
 	require.NoError(t, stop())
+}
+
+// TestViaCannotStarveSimClients: anonymous gateway requests that fill
+// --max-queue (Prefer: respond-async, so they stay queued) leave the net's
+// logged-in SimClients their own queue; each queue frees as its requests
+// are handed out, and the counts come back from the file at open.
+func TestViaCannotStarveSimClients(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t, func(c *config) { c.MaxQueue = 3 })
+	via := func(i int) reply {
+		req, err := http.NewRequest(http.MethodGet, r.URL+"/via/shop/junk"+strconv.Itoa(i), nil)
+		require.NoError(t, err)
+		req.Header.Set("Prefer", "respond-async")
+		return r.do(req)
+	}
+	for i := range 3 {
+		require.Equal(t, http.StatusAccepted, via(i).Status)
+	}
+	assertLimited(t, via(3), "queue_full", "1")
+
+	tok, _ := r.login("shop")
+	for range 3 {
+		r.push(tok, map[string]any{"simEndpoint": "/order"})
+	}
+	assertLimited(t, r.postJSON("/api/v1/client/pushreq", tok, map[string]any{"simEndpoint": "/order"}), "queue_full", "1")
+
+	got := r.pullReqs("shop", testKey, url.Values{"max": {"1"}}) // the oldest: a gateway request
+	require.Len(t, got, 1)
+	assert.Equal(t, viaPeer, got[0].From)
+	assertLimited(t, r.postJSON("/api/v1/client/pushreq", tok, map[string]any{"simEndpoint": "/order"}), "queue_full", "1")
+	require.Equal(t, http.StatusAccepted, via(4).Status, "its own queue has room again")
+
+	st2, err := openStore(context.Background(), r.DBPath, testStoreOptions(r.clock, func(o *storeOptions) { o.MaxQueue = 3 }))
+	require.NoError(t, err)
+	defer st2.Close()
+	assert.Equal(t, map[string]int{"shop": 3, "shop via": 3}, st2.counts.queued)
+	r.store.counts.mu.Lock()
+	assert.Equal(t, map[string]int{"shop": 3, "shop via": 3}, r.store.counts.queued)
+	r.store.counts.mu.Unlock()
 }

@@ -30,7 +30,7 @@ func requestStatements(q *statements, w, r *sql.DB) []statement {
 		{&q.markDelivered, w, `UPDATE requests SET status = 'delivered', attempt = attempt + 1, lease_expires_at = ? WHERE seq = ?`},
 		{&q.answer, w, `UPDATE requests SET status = 'answered', sim_res = ?1, done_at = ?2, lease_expires_at = NULL
 			WHERE rid = ?3 AND net = ?4 AND ` + statusSQL("?2", "?5") + ` IN ('queued', 'delivered')
-			RETURNING token_hash, attempt`},
+			RETURNING token_hash, attempt, from_peer`},
 		{&q.extend, w, `UPDATE requests SET lease_expires_at = ?1
 			WHERE rid = ?3 AND net = ?4 AND lease_expires_at > ?2 AND ` + statusSQL("?2", "?5") + ` = 'delivered'`},
 		{&q.markPulled, w, `UPDATE requests SET pulled = 1 WHERE seq = ?`},
@@ -94,7 +94,7 @@ func (s *store) pushDetached(ctx context.Context, net, rid, from string, simReq 
 		}
 		// The queue quota refuses last, so that its savepoint undoes the
 		// inserts; the token is counted only once the request is in.
-		if err := s.counts.admitRequest(net, s.opts.MaxQueue); err != nil {
+		if err := s.counts.admitRequest(queueOf(net, from), s.opts.MaxQueue); err != nil {
 			return err
 		}
 		if keep {
@@ -192,10 +192,10 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 				return err
 			}
 		}
-		fromQueue := 0
+		fromQueue := map[string]int{} // queue (queueOf) -> requests handed out of it
 		for i := range out {
 			if out[i].Attempt == 0 { // stored as queued: only leases ever deliver
-				fromQueue++
+				fromQueue[queueOf(net, out[i].From)]++
 			}
 			out[i].Attempt++
 			out[i].LeaseExpiresAt = formatMS(until)
@@ -203,7 +203,9 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 				expiresAt: out[i].expiresAt, leaseExp: until}, until, s.opts.MaxAttempts)
 			out[i].lastLease = atEnd == statusFailed
 		}
-		s.counts.move(net, statusQueued, statusDelivered, fromQueue)
+		for queue, n := range fromQueue {
+			s.counts.move(queue, statusQueued, statusDelivered, n)
+		}
 		return nil
 	})
 	if h := s.hooks.Load(); h != nil && err == nil {
@@ -322,7 +324,8 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 		}
 		now = s.nowMS()
 		var attempt int
-		err := tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), now, rid, net, s.opts.MaxAttempts).Scan(&owner, &attempt)
+		var from string
+		err := tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), now, rid, net, s.opts.MaxAttempts).Scan(&owner, &attempt, &from)
 		if errors.Is(err, sql.ErrNoRows) {
 			if err := s.refusal(ctx, tx, net, rid); err != nil {
 				return err
@@ -332,7 +335,7 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 		if err != nil {
 			return err
 		}
-		s.counts.move(net, wasStatus(attempt), statusAnswered, 1)
+		s.counts.move(queueOf(net, from), wasStatus(attempt), statusAnswered, 1)
 		return nil
 	})
 	if h := s.hooks.Load(); h != nil && err == nil {
