@@ -385,7 +385,7 @@ func gatewayBody(contentType string, body []byte) (simBody any, encoding string)
 	mt, _, _ := mime.ParseMediaType(contentType)
 	switch {
 	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
-		if json.Valid(body) {
+		if json.Valid(body) && jsonDepthOK(body, maxJSONDepth) { // else stored as text
 			return json.RawMessage(body), ""
 		}
 	case mt == "application/x-www-form-urlencoded":

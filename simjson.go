@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"strconv"
+	"strings"
 )
 
 // simReqFields and simResFields are the fields that may stand at top level
@@ -62,6 +63,8 @@ func normalizeSimReq(obj map[string]json.RawMessage) ([]byte, error) {
 		return nil, bad("simEndpoint is required")
 	} else if json.Unmarshal(raw, &endpoint) != nil || endpoint == "" {
 		return nil, bad("simEndpoint must be a non-empty string such as \"/items/7\"")
+	} else if strings.ContainsRune(endpoint, 0) {
+		return nil, bad("simEndpoint must hold no NUL")
 	}
 	if raw, ok := obj["simMethod"]; ok {
 		var m string
@@ -127,7 +130,8 @@ func defaultObject(obj map[string]json.RawMessage, field string, bad func(string
 }
 
 // checkHeaders requires simHeaders to map names to strings or arrays of
-// strings: they become real HTTP headers on the way out of the gateway.
+// strings without control characters (but tab): they become real HTTP
+// headers on the way out of the gateway, where a NUL would be written raw.
 func checkHeaders(obj map[string]json.RawMessage, bad func(string, ...any) error) error {
 	if err := defaultObject(obj, "simHeaders", bad); err != nil {
 		return err
@@ -137,12 +141,20 @@ func checkHeaders(obj map[string]json.RawMessage, bad func(string, ...any) error
 	for name, v := range m {
 		var s string
 		var list []string
-		if json.Unmarshal(v, &s) != nil && json.Unmarshal(v, &list) != nil {
+		if json.Unmarshal(v, &s) == nil {
+			list = []string{s}
+		} else if json.Unmarshal(v, &list) != nil {
 			return bad("simHeaders[%q] must be a string or an array of strings", name)
+		}
+		for _, v := range list {
+			if strings.ContainsFunc(v, func(r rune) bool { return r != '\t' && (r < 0x20 || r == 0x7f) }) {
+				return bad("simHeaders[%q] holds a control character (NUL, CR, LF and the like)", name)
+			}
 		}
 	}
 	return nil
 }
+
 
 // checkBody defaults simBody to null and checks simBodyEncoding: only
 // "base64", and then simBody must be a base64 string.
