@@ -155,7 +155,6 @@ func checkHeaders(obj map[string]json.RawMessage, bad func(string, ...any) error
 	return nil
 }
 
-
 // checkBody defaults simBody to null and checks simBodyEncoding: only
 // "base64", and then simBody must be a base64 string.
 func checkBody(obj map[string]json.RawMessage, bad func(string, ...any) error) error {
