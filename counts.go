@@ -94,13 +94,17 @@ func (c *storeCounts) apply(d countsDelta) {
 	}
 }
 
+// detachedFrom is the sender of the requests no login sent (pushDetached):
+// the gateway's, whose handlers call it viaPeer. Their `from_peer` in SQL.
+const detachedFrom = "via"
+
 // queueOf names the queue a request of net from the sender from counts in
-// for --max-queue: the gateway's requests (from viaPeer) have a queue of
+// for --max-queue: the detached requests (the gateway's) have a queue of
 // their own beside the one of the net's SimClients, so anonymous gateway
 // traffic cannot fill the queue its logged-in SimClients use. A net name
 // holds no space.
 func queueOf(net, from string) string {
-	if from == viaPeer {
+	if from == detachedFrom {
 		return net + " via"
 	}
 	return net
@@ -175,7 +179,7 @@ func (s *store) count(ctx context.Context, q queryer) error {
 		err := rows.Scan(&net, &via, &n)
 		from := ""
 		if via {
-			from = viaPeer
+			from = detachedFrom
 		}
 		queued[queueOf(net, from)] = n
 		byStatus[statusQueued] += int64(n)

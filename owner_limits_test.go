@@ -157,4 +157,5 @@ func TestViaCannotStarveSimClients(t *testing.T) {
 	r.store.counts.mu.Lock()
 	assert.Equal(t, map[string]int{"shop": 3, "shop via": 3}, r.store.counts.queued)
 	r.store.counts.mu.Unlock()
+	assert.Equal(t, viaPeer, detachedFrom, "the store's name for the gateway's sender")
 }

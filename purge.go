@@ -205,7 +205,7 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 			rep.Requests[net][status] += n
 			from := ""
 			if via {
-				from = viaPeer
+				from = detachedFrom
 			}
 			counts.move(queueOf(net, from), status, "", n)
 		}
