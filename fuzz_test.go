@@ -103,6 +103,13 @@ func FuzzViaMapping(f *testing.F) {
 		if !validMethod(method) {
 			return
 		}
+		// net/http refuses header values with control characters (but tab)
+		// before a handler runs, and the gateway's endpoint is an escaped
+		// path, which holds none: the relay never maps such input.
+		ctl := func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }
+		if strings.ContainsFunc(contentType+hValue, ctl) || strings.ContainsFunc(path, ctl) {
+			return
+		}
 		req := httptest.NewRequest(http.MethodGet, "/via/demo/", bytes.NewReader(body))
 		req.Method = method
 		req.URL.RawQuery = query
