@@ -158,28 +158,39 @@ func handlePeerPull(st *store, lp *poller) tokenFunc {
 }
 
 // writeMessages answers {"messages":[...],"next":N} from the messages'
-// encoded forms, so a message fanned out to many readers is encoded once.
+// encoded forms, so a message fanned out to many readers is encoded once,
+// and written as it is, not copied into one buffer: a reply that waits for
+// a slow client holds only what its page already holds.
 func writeMessages(w http.ResponseWriter, page []*message, next int64) {
-	n := 64
-	for _, m := range page {
-		n += len(m.wire) + 1
-	}
-	buf := make([]byte, 0, n)
-	buf = append(buf, `{"messages":[`...)
+	tail := strconv.AppendInt([]byte(`],"next":`), next, 10)
+	tail = append(tail, "}\n"...)
+	n := len(`{"messages":[`) + len(tail)
 	for i, m := range page {
+		n += len(m.wire)
 		if i > 0 {
-			buf = append(buf, ',')
+			n++
 		}
-		buf = append(buf, m.wire...)
 	}
-	buf = append(buf, `],"next":`...)
-	buf = strconv.AppendInt(buf, next, 10)
-	buf = append(buf, "}\n"...)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.Itoa(n))
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(buf) // the client may be gone; nothing to do about it
+	// The client may be gone; nothing to do about it but stop.
+	if _, err := w.Write([]byte(`{"messages":[`)); err != nil {
+		return
+	}
+	for i, m := range page {
+		if i > 0 {
+			if _, err := w.Write([]byte{','}); err != nil {
+				return
+			}
+		}
+		if _, err := w.Write(m.wire); err != nil {
+			return
+		}
+	}
+	_, _ = w.Write(tail)
 }
 
 // handleStream serves the messages as Server-Sent Events: one event per

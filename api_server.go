@@ -13,7 +13,7 @@ func handlePullReqSmart(st *store, lp *poller, cfg config, pf *preflights) apiFu
 		Requests []leasedRequest `json:"requests"`
 	}
 	return func(w http.ResponseWriter, r *http.Request, p *params) error {
-		net, key, err := serverAuth(p)
+		net, key, err := serverAuth(r, p)
 		if err != nil {
 			return err
 		}
@@ -34,7 +34,7 @@ func handlePullReqSmart(st *store, lp *poller, cfg config, pf *preflights) apiFu
 			return err
 		}
 		ctx := r.Context()
-		if err := st.authorizeServer(ctx, net, key); err != nil {
+		if err := authorizeServer(r, st, net, key); err != nil {
 			return err
 		}
 		pf.set(net, preflight)
@@ -70,6 +70,27 @@ func handlePullReqSmart(st *store, lp *poller, cfg config, pf *preflights) apiFu
 	}
 }
 
+// checkServerKey checks a SimServer's key for net (store.checkServerKey)
+// and charges the call: to the net (--rate-server) when the key is right,
+// to the client address when it is not.
+func checkServerKey(r *http.Request, st *store, net, key string) (serverKey, error) {
+	k, err := st.checkServerKey(r.Context(), net, key)
+	if err != nil {
+		return k, chargeAddress(r, err)
+	}
+	return k, chargeServer(r, k)
+}
+
+// authorizeServer is checkServerKey for a call that writes nothing else:
+// it claims an unclaimed net at once.
+func authorizeServer(r *http.Request, st *store, net, key string) error {
+	k, err := checkServerKey(r, st, net, key)
+	if err != nil {
+		return err
+	}
+	return st.claimNet(r.Context(), k)
+}
+
 // leaseParam reads `lease` in seconds: default --lease, at most --max-lease,
 // more than zero.
 func leaseParam(p *params, cfg config) (time.Duration, error) {
@@ -89,7 +110,7 @@ func handlePushRes(st *store, h *hub, answers *answerBox) apiFunc {
 		Status string `json:"status"`
 	}
 	return func(w http.ResponseWriter, r *http.Request, p *params) error {
-		net, key, err := serverAuth(p)
+		net, key, err := serverAuth(r, p)
 		if err != nil {
 			return err
 		}
@@ -105,7 +126,7 @@ func handlePushRes(st *store, h *hub, answers *answerBox) apiFunc {
 		if err != nil {
 			return err
 		}
-		k, err := st.checkServerKey(r.Context(), net, key)
+		k, err := checkServerKey(r, st, net, key)
 		if err != nil {
 			return err
 		}
@@ -126,7 +147,7 @@ func handleExtend(st *store, cfg config) apiFunc {
 		LeaseExpiresAt string `json:"lease_expires_at"`
 	}
 	return func(w http.ResponseWriter, r *http.Request, p *params) error {
-		net, key, err := serverAuth(p)
+		net, key, err := serverAuth(r, p)
 		if err != nil {
 			return err
 		}
@@ -138,7 +159,7 @@ func handleExtend(st *store, cfg config) apiFunc {
 		if err != nil {
 			return err
 		}
-		k, err := st.checkServerKey(r.Context(), net, key)
+		k, err := checkServerKey(r, st, net, key)
 		if err != nil {
 			return err
 		}

@@ -237,7 +237,6 @@ func (g *gateway) handleVia(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return errInvalidNet
 	}
-	g.cors.allowOrigin(w, r)
 	if isPreflight(r) && !g.preflights.forward(t.net) {
 		g.cors.preflight(w, r)
 		return nil

@@ -331,7 +331,8 @@ func TestBenchStartsServesRelay(t *testing.T) {
 	for i, r := range relays {
 		want := def
 		want.Addr, want.DB, want.Sync, want.LogLevel = "127.0.0.1:0", r.cfg.DB, "full", "warn"
-		want.RateIP, want.RateToken, want.MaxPeers = 0, 0, 0
+		want.RateIP, want.RateToken, want.RateServer, want.RateVia, want.MaxPeers = 0, 0, 0, 0, 0
+		want.Listen.MaxConnsPerIP = 0
 		assert.Equal(t, want, r.cfg, "relay %d", i)
 	}
 	assert.Equal(t, "relay.db", filepath.Base(relays[0].cfg.DB))

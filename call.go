@@ -18,6 +18,9 @@ type call struct {
 	lim    *limits
 	parked atomic.Int64 // ns spent parked in long polls, waiting for something to happen
 	token  []byte       // hash of the token the call was charged to, once authenticated
+	// charged: a handler has charged the call to a rate limit (limitIP
+	// charges the address for a call that reached none).
+	charged bool
 }
 
 type callInContext struct{}
@@ -66,8 +69,67 @@ func chargeToken(r *http.Request, t token) error {
 	if c == nil {
 		return nil
 	}
-	c.token = t.Hash
+	c.token, c.charged = t.Hash, true
 	return c.lim.allowToken(t.Hash)
+}
+
+// chargeServer charges r to net's SimServer (--rate-server): its key was
+// right. A call that claims a net is also charged to its address, since
+// anyone may claim a new net.
+func chargeServer(r *http.Request, k serverKey) error {
+	c := callFrom(r.Context())
+	if c == nil {
+		return nil
+	}
+	if k.claim {
+		if err := c.lim.allowAddress(r); err != nil {
+			return err
+		}
+	}
+	c.charged = true
+	return c.lim.allowServer(k.net)
+}
+
+// chargeVia charges a gateway request for net: to the net (--rate-via)
+// when its SimServer is polling, for that is its owner's traffic; else to
+// the client address, like any anonymous call.
+func chargeVia(r *http.Request, net string) error {
+	c := callFrom(r.Context())
+	if c == nil {
+		return nil
+	}
+	c.charged = true
+	if c.lim.served != nil && c.lim.served(net) {
+		return c.lim.allowVia(net)
+	}
+	return c.lim.allowAddress(r)
+}
+
+// chargingVia charges a gateway request (chargeVia) before fn serves it.
+func chargingVia(fn func(http.ResponseWriter, *http.Request) error) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if net := r.PathValue("net"); validName(net) {
+			if err := chargeVia(r, net); err != nil {
+				return err
+			}
+		}
+		return fn(w, r)
+	}
+}
+
+// chargeAddress charges r to its client address after its credential was
+// refused with failed: the call answers failed, or 429 once the address is
+// over --rate-ip.
+func chargeAddress(r *http.Request, failed error) error {
+	c := callFrom(r.Context())
+	if c == nil {
+		return failed
+	}
+	c.charged = true
+	if err := c.lim.allowAddress(r); err != nil {
+		return err
+	}
+	return failed
 }
 
 // overhead is the time the call has spent in the relay, less the time it

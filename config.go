@@ -54,9 +54,15 @@ type config struct {
 	RateIPBurst      int
 	RateToken        float64 // calls per second per token; 0: no limit
 	RateTokenBurst   int
-	MaxQueue         int // queued requests per net; 0: no limit
-	MaxPollsPerToken int // 0: no limit
-	MaxPeers         int // logins per net; 0: no limit
+	RateServer       float64 // calls per second of a net's SimServer (its key); 0: no limit
+	RateServerBurst  int
+	RateVia          float64 // gateway requests per second to a served net; 0: no limit
+	RateViaBurst     int
+	MaxQueue         int   // queued requests per net; 0: no limit
+	MaxPollsPerToken int   // 0: no limit
+	MaxPeers         int   // logins per net; 0: no limit
+	MaxStore         int64 // bytes the store may use; 0: no limit
+	MaxNetStore      int64 // payload bytes per net; 0: no limit
 	TrustProxy       []netip.Prefix
 }
 
@@ -72,13 +78,17 @@ type listenConfig struct {
 	ReadHeaderTimeout time.Duration
 	ReadBodyTimeout   time.Duration
 	IdleTimeout       time.Duration
+	WriteTimeout      time.Duration // each write of a reply
 	MaxHeaderBytes    int64
+	MaxConnsPerIP     int            // connections open per client address; 0: no cap
+	trusted           []netip.Prefix // --trust-proxy: their connections are not capped
 }
 
 // storeOptions are the lifetimes and limits the store enforces.
 func (c config) storeOptions() storeOptions {
 	return storeOptions{ReqTTL: c.ReqTTL, ResTTL: c.ResTTL, TokenTTL: c.TokenTTL, MsgTTL: c.MsgTTL,
-		MaxAttempts: c.MaxAttempts, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers}
+		MaxAttempts: c.MaxAttempts, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers,
+		MaxStore: c.MaxStore, MaxNetStore: c.MaxNetStore}
 }
 
 // addStoreFlags are the flags serve and purge share: the file and lifetimes.
@@ -124,18 +134,26 @@ func addListenFlags(fs *pflag.FlagSet, c *listenConfig) {
 	fs.DurationVar(&c.ReadBodyTimeout, "read-body-timeout", 30*time.Second, "time a client has to send a request body (not counting a long poll's wait)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
 	fs.Var(newByteSize(&c.MaxHeaderBytes, 64<<10), "max-header-bytes", "largest request header (bytes, or with KiB); over it: 431")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", 10*time.Second, "time each write of a reply (each event of a stream) has to reach a client; then its connection is closed")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 128, "connections one client address may have open; more are closed at once (0: no cap; trusted proxies are not capped)")
 }
 
 // addOpsFlags are serve's flags for the metrics and the limits.
 func addOpsFlags(fs *pflag.FlagSet, c *config) {
 	fs.BoolVar(&c.Metrics, "metrics", true, "serve Prometheus metrics at GET /metrics")
-	fs.Float64Var(&c.RateIP, "rate-ip", 100, "calls per second per client address (0: no limit)")
+	fs.Float64Var(&c.RateIP, "rate-ip", 100, "calls per second per client address that no token or key pays for: logins, new nets, gateway requests to a net nobody serves, refused credentials (0: no limit)")
 	fs.IntVar(&c.RateIPBurst, "rate-ip-burst", 200, "calls a client address may make at once above --rate-ip")
-	fs.Float64Var(&c.RateToken, "rate-token", 50, "calls per second per token (0: no limit)")
-	fs.IntVar(&c.RateTokenBurst, "rate-token-burst", 100, "calls a token may make at once above --rate-token")
+	fs.Float64Var(&c.RateToken, "rate-token", 2000, "calls per second per token (0: no limit)")
+	fs.IntVar(&c.RateTokenBurst, "rate-token-burst", 4000, "calls a token may make at once above --rate-token")
+	fs.Float64Var(&c.RateServer, "rate-server", 5000, "calls per second of a net's SimServer, authenticated by its key, whatever its address (0: no limit)")
+	fs.IntVar(&c.RateServerBurst, "rate-server-burst", 10000, "calls a net's SimServer may make at once above --rate-server")
+	fs.Float64Var(&c.RateVia, "rate-via", 5000, "gateway (/via/) requests per second to a net whose SimServer is polling, whatever their address (0: no limit)")
+	fs.IntVar(&c.RateViaBurst, "rate-via-burst", 10000, "gateway requests a served net may get at once above --rate-via")
 	fs.IntVar(&c.MaxQueue, "max-queue", 10_000, "queued requests per net; a pushreq over it is 429 queue_full (0: no limit)")
 	fs.IntVar(&c.MaxPollsPerToken, "max-polls-per-token", 8, "long polls a token may have open at once (0: no limit)")
-	fs.IntVar(&c.MaxPeers, "max-peers", 10_000, "logins per net; a login over it is 429 net_full (0: no limit)")
+	fs.IntVar(&c.MaxPeers, "max-peers", 10_000, "logins per net; a login over it takes the slot of a login idle for 5 minutes, else it is 429 net_full (0: no limit)")
+	fs.Var(newByteLimit(&c.MaxStore, 2<<30), "max-store", "bytes the store's file may use; a write past it is 507 store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
+	fs.Var(newByteLimit(&c.MaxNetStore, 256<<20), "max-net-store", "bytes of requests, answers and messages one net may store; a write past it is 507 net_store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
 	fs.Var(prefixList{&c.TrustProxy}, "trust-proxy", "addresses or CIDR blocks of reverse proxies whose X-Forwarded-For gives the client address, or none")
 }
 
@@ -451,7 +469,7 @@ func (c config) checkWith(s *settingErrors) error {
 	for _, r := range []struct {
 		name string
 		v    float64
-	}{{"rate-ip", c.RateIP}, {"rate-token", c.RateToken}} {
+	}{{"rate-ip", c.RateIP}, {"rate-token", c.RateToken}, {"rate-server", c.RateServer}, {"rate-via", c.RateVia}} {
 		if r.v < 0 || r.v != r.v {
 			s.badFlag(r.name, "must be calls per second, or 0 for no limit")
 		}
@@ -461,6 +479,12 @@ func (c config) checkWith(s *settingErrors) error {
 	}
 	if c.RateToken > 0 {
 		s.atLeast("rate-token-burst", c.RateTokenBurst, 1, "calls")
+	}
+	if c.RateServer > 0 {
+		s.atLeast("rate-server-burst", c.RateServerBurst, 1, "calls")
+	}
+	if c.RateVia > 0 {
+		s.atLeast("rate-via-burst", c.RateViaBurst, 1, "calls")
 	}
 	s.limit("max-queue", c.MaxQueue, "requests")
 	s.limit("max-polls-per-token", c.MaxPollsPerToken, "long polls")
@@ -475,6 +499,8 @@ func (c listenConfig) check(s *settingErrors) {
 	s.positive("read-header-timeout", c.ReadHeaderTimeout)
 	s.positive("read-body-timeout", c.ReadBodyTimeout)
 	s.positive("idle-timeout", c.IdleTimeout)
+	s.positive("write-timeout", c.WriteTimeout)
+	s.limit("max-conns-per-ip", c.MaxConnsPerIP, "connections")
 	switch {
 	case len(c.ACMEDomains) > 0 && (c.TLSCert != "" || c.TLSKey != ""):
 		s.bad("--acme-domain gets its certificates from the CA: give it or --tls-cert/--tls-key, not both")
@@ -566,10 +592,17 @@ func newLogger(w interface{ Write([]byte) (int, error) }, format, level string) 
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// byteSize is a flag of bytes: 1048576, 1024KiB or 1MiB.
-type byteSize struct{ p *int64 }
+// byteSize is a flag of bytes: 1048576, 1024KiB or 1MiB; with zero, 0 too
+// (no limit).
+type byteSize struct {
+	p    *int64
+	zero bool
+}
 
-func newByteSize(p *int64, def int64) *byteSize { *p = def; return &byteSize{p} }
+func newByteSize(p *int64, def int64) *byteSize { *p = def; return &byteSize{p: p} }
+
+// newByteLimit is a byteSize where 0 means no limit.
+func newByteLimit(p *int64, def int64) *byteSize { *p = def; return &byteSize{p: p, zero: true} }
 
 func (b *byteSize) Type() string   { return "bytes" }
 func (b *byteSize) String() string { return strconv.FormatInt(*b.p, 10) }
@@ -585,7 +618,14 @@ func (b *byteSize) Set(s string) error {
 		}
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
+	if b.zero && err == nil && n == 0 {
+		*b.p = 0
+		return nil
+	}
 	if err != nil || n <= 0 || n > (1<<62)/mult {
+		if b.zero {
+			return fmt.Errorf("want a size such as 1048576 or 1GiB, or 0 for no limit")
+		}
 		return fmt.Errorf("want a positive size such as 1048576 or 1MiB")
 	}
 	*b.p = n * mult

@@ -24,7 +24,7 @@ import (
 type storeCounts struct {
 	mu       sync.Mutex
 	byStatus map[string]int64 // status -> requests
-	queued   map[string]int   // net -> requests stored as queued
+	queued   map[string]int   // queue (queueOf) -> requests stored as queued
 	tokens   map[string]int   // net -> logins stored
 
 	dataVersion int64        // the writer's PRAGMA data_version when last counted
@@ -94,17 +94,33 @@ func (c *storeCounts) apply(d countsDelta) {
 	}
 }
 
-// admitRequest counts a request just inserted into net, or refuses it with
-// errQueueFull when net already has max queued (0: no limit); the write's
-// savepoint then undoes the insert.
-func (c *storeCounts) admitRequest(net string, max int) error {
+// detachedFrom is the sender of the requests no login sent (pushDetached):
+// the gateway's, whose handlers call it viaPeer. Their `from_peer` in SQL.
+const detachedFrom = "via"
+
+// queueOf names the queue a request of net from the sender from counts in
+// for --max-queue: the detached requests (the gateway's) have a queue of
+// their own beside the one of the net's SimClients, so anonymous gateway
+// traffic cannot fill the queue its logged-in SimClients use. A net name
+// holds no space.
+func queueOf(net, from string) string {
+	if from == detachedFrom {
+		return net + " via"
+	}
+	return net
+}
+
+// admitRequest counts a request just inserted into queue (queueOf), or
+// refuses it with errQueueFull when the queue already has max (0: no
+// limit); the write's savepoint then undoes the insert.
+func (c *storeCounts) admitRequest(queue string, max int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if max > 0 && c.queued[net] >= max {
+	if max > 0 && c.queued[queue] >= max {
 		c.queueFull.Add(1)
 		return errQueueFull
 	}
-	c.queued[net]++
+	c.queued[queue]++
 	c.byStatus[statusQueued]++
 	return nil
 }
@@ -120,6 +136,13 @@ func (c *storeCounts) admitToken(net string, max int) error {
 	}
 	c.tokens[net]++
 	return nil
+}
+
+// logins returns the logins of net stored.
+func (c *storeCounts) logins(net string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tokens[net]
 }
 
 // statusTotals returns the requests by stored status.
@@ -149,11 +172,16 @@ func (s *store) count(ctx context.Context, q queryer) error {
 	tokens := map[string]int{}
 	var version int64
 	each := func(query string, fn func(rows *sql.Rows) error) error { return eachRow(ctx, q, query, nil, fn) }
-	err := each(`SELECT net, count(*) FROM requests WHERE status = 'queued' GROUP BY net`, func(rows *sql.Rows) error {
+	err := each(`SELECT net, from_peer = 'via', count(*) FROM requests WHERE status = 'queued' GROUP BY 1, 2`, func(rows *sql.Rows) error {
 		var net string
+		var via bool
 		var n int
-		err := rows.Scan(&net, &n)
-		queued[net] = n
+		err := rows.Scan(&net, &via, &n)
+		from := ""
+		if via {
+			from = detachedFrom
+		}
+		queued[queueOf(net, from)] = n
 		byStatus[statusQueued] += int64(n)
 		return err
 	})

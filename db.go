@@ -33,6 +33,9 @@ var schemaV2 string
 //go:embed schema_v3.sql
 var schemaV3 string
 
+//go:embed schema_v4.sql
+var schemaV4 string
+
 // The store's errors: what it refuses, in its own terms. The HTTP edge
 // (errors.go) gives each its status and code; the store knows neither.
 var (
@@ -49,11 +52,13 @@ var (
 	errQueueFull    = errors.New("the net's queue is full")
 	errNetFull      = errors.New("the net has as many logins as allowed")
 	errStoreClosed  = errors.New("the store is closed")
+	errStoreFull    = errors.New("the store is at its storage budget")
+	errNetStoreFull = errors.New("the net is at its storage budget")
 )
 
 // migrations are the schema steps; step i brings user_version from i to i+1.
 // A shipped step never changes: add a new one.
-var migrations = []string{schemaV1, schemaV2, schemaV3}
+var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4}
 
 // storeOptions are the lifetimes and limits the store enforces. The
 // lifetimes come from the relay's flags (config.storeOptions); the store has
@@ -66,6 +71,8 @@ type storeOptions struct {
 	MaxAttempts int             // deliveries before a request is failed
 	MaxQueue    int             // queued requests per net; 0: no limit
 	MaxPeers    int             // logins per net; 0: no limit
+	MaxStore    int64           // bytes the store's file may use (its pages in use); 0: no limit
+	MaxNetStore int64           // payload bytes one net may store (net_usage); 0: no limit
 	Sync        string          // "normal" or "full": PRAGMA synchronous
 	Clock       clockwork.Clock // every time the store reads; nil: the real clock
 
@@ -149,6 +156,9 @@ type store struct {
 	walFull     atomic.Bool  // the checkpointer saw the WAL past WALLimit
 	queueReads  atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
 	msgReads    atomic.Int64 // reads of peer messages from SQL, not from the cache
+
+	used    atomic.Int64 // bytes of the file's pages in use, as the checkpointer last measured them
+	pending atomic.Int64 // payload bytes written since that measure
 
 	counts storeCounts                // what the store holds, for quotas and metrics
 	hooks  atomic.Pointer[storeHooks] // observers, for the metrics; nil: none
@@ -235,6 +245,11 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	s.msgs = newMsgCache(lastID)
+	if err := s.measure(ctx); err != nil {
+		s.q.close()
+		s.closeDBs()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
 	s.background.Go(s.writer)
 	s.background.Go(s.checkpointer)
 	return s, nil
@@ -374,7 +389,8 @@ type statements struct {
 	insertToken, claimNet, touchNet,
 	insertRequest, leaseQueued, leaseExpired, markDelivered,
 	answer, extend, markPulled, takeUnpulled, requestForNet, claimedKey,
-	touchToken, peerInNet, netPeers, topicReceivers, insertMessage,
+	touchToken, peerInNet, netPeers, topicReceivers, insertMessage, netUsage,
+	idlestLogin, dropLogin, dropSubscriptions,
 	openSubscription, subscribe, unsubscribe, dropEmptySubscription *sql.Stmt // writer
 
 	tokenByHash, netKey, readyState, requestForOwner, hasUnpulled,
@@ -402,7 +418,7 @@ func (q *statements) prepare(ctx context.Context, w, r *sql.DB) error {
 
 // list is every statement: each concern's file holds its own.
 func (q *statements) list(w, r *sql.DB) []statement {
-	return slices.Concat(tokenStatements(q, w, r), requestStatements(q, w, r), peerStatements(q, w, r))
+	return slices.Concat(tokenStatements(q, w, r), requestStatements(q, w, r), peerStatements(q, w, r), budgetStatements(q, w))
 }
 
 func (q *statements) close() {

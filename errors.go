@@ -21,7 +21,7 @@ type apiError struct {
 	Status     int
 	Code       string
 	Message    string
-	RetryAfter time.Duration // 429 only
+	RetryAfter time.Duration // 429 and 507 only
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
@@ -67,6 +67,10 @@ var storeErrors = []struct {
 		Message: "this net has as many requests waiting for its SimServer as the relay allows; retry later", RetryAfter: time.Second}},
 	{errNetFull, &apiError{Status: http.StatusTooManyRequests, Code: "net_full",
 		Message: "this net has as many logins as the relay allows; retry when some expire", RetryAfter: time.Minute}},
+	{errStoreFull, &apiError{Status: http.StatusInsufficientStorage, Code: "store_full",
+		Message: "the relay's store is at its storage budget; retry once expired entries are removed", RetryAfter: time.Minute}},
+	{errNetStoreFull, &apiError{Status: http.StatusInsufficientStorage, Code: "net_store_full",
+		Message: "this net stores as much as the relay allows; retry once its SimServer answers or entries expire", RetryAfter: time.Minute}},
 	{errStoreClosed, newAPIError(http.StatusServiceUnavailable, "shutting_down", "the relay is shutting down; try again shortly")},
 }
 
@@ -114,7 +118,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		e = errInternal
 	}
-	if e.Status == http.StatusTooManyRequests && e.RetryAfter > 0 {
+	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
 	type body struct {

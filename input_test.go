@@ -311,7 +311,7 @@ func TestBadInput(t *testing.T) {
 		client("login net with a space", login, url.Values{"net": {"a b"}}, http.StatusBadRequest, "invalid_net"),
 		client("login net with a slash", login, url.Values{"net": {"a/b"}}, http.StatusBadRequest, "invalid_net"),
 		client("login net not ASCII", login, url.Values{"net": {"ü"}}, http.StatusBadRequest, "invalid_net"),
-		client("login net with a NUL", login, url.Values{"net": {"a\x00"}}, http.StatusBadRequest, "invalid_net"),
+		client("login net with a NUL", login, url.Values{"net": {"a\x00"}}, http.StatusBadRequest, "invalid_param"),
 		{name: "login JSON net a number", method: post, path: login, contentType: jsonType, body: `{"net": 5}`,
 			status: http.StatusBadRequest, code: "invalid_param"},
 		{name: "login JSON net 65 chars", method: post, path: login, contentType: jsonType, body: toJSON(t, map[string]string{"net": long}),

@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 )
@@ -149,7 +151,8 @@ func printRequestList(w io.Writer, net string, list []requestInfo) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "RID\tSTATUS\tATTEMPT\tFROM\tMETHOD\tENDPOINT\tCREATED")
 	for _, r := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.RID, r.Status, r.Attempt, r.From, r.Method, r.Endpoint, r.CreatedAt)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", printable(r.RID), r.Status, r.Attempt, printable(r.From),
+			printable(r.Method), printable(r.Endpoint), r.CreatedAt)
 	}
 	tw.Flush()
 }
@@ -161,7 +164,7 @@ func printRequestDetail(w io.Writer, r requestInfo) {
 		{"from", r.From}, {"created", r.CreatedAt}, {"lease until", r.LeaseExpiresAt}, {"done", r.DoneAt},
 	} {
 		if kv[1] != "" {
-			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], printable(kv[1]))
 		}
 	}
 	tw.Flush()
@@ -176,9 +179,46 @@ func printRequestDetail(w io.Writer, r requestInfo) {
 func indentJSON(raw json.RawMessage) string {
 	var b bytes.Buffer
 	if err := json.Indent(&b, raw, "  ", "  "); err != nil {
-		return "  " + string(raw)
+		return "  " + printableLines(string(raw))
 	}
-	return "  " + b.String()
+	return "  " + printableLines(b.String())
+}
+
+// printableLines is printable for each line of s: its newlines stay.
+func printableLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = printable(l)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// printable escapes what a terminal would act on rather than show: C0 and
+// C1 control characters and DEL become \xNN (newlines and tabs too, which
+// would break the table), and so do bytes that are not UTF-8. A
+// sender's text cannot then retitle or clear the operator's terminal, or
+// fake a row of the table. Stored JSON holds such characters escaped
+// already; this is for what is printed outside JSON and for stores written
+// before input was checked.
+func printable(s string) string {
+	clean := func(r rune) bool { return r >= 0x20 && (r < 0x7f || r >= 0xa0) && r != utf8.RuneError }
+	if !strings.ContainsFunc(s, func(r rune) bool { return !clean(r) }) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case !clean(r) && r != utf8.RuneError:
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // netSummary is one net in `inspect`.

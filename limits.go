@@ -1,7 +1,15 @@
-// Rate limits: calls per second per client address and per token (token
-// buckets), long polls open per token, the client address behind a trusted
-// proxy; and the flags of the limits and the metrics. The per-net quotas
-// (--max-queue, --max-peers) are counted by the store, in counts.go.
+// Rate limits: calls per second per client address, per token and per net
+// (token buckets), long polls open per token, the client address behind a
+// trusted proxy. The per-net quotas (--max-queue, --max-peers) are counted
+// by the store, in counts.go.
+//
+// Who pays for a call: a SimServer's call with its net's key is charged to
+// the net (--rate-server), a SimClient's call with a valid token to the
+// token (--rate-token), a gateway request to a net whose SimServer is
+// polling to that net (--rate-via); everything else (logins, claims of a
+// new net, gateway requests to a net nobody serves, calls with a missing or
+// wrong credential, unknown routes) to the client address (--rate-ip). So a
+// SimServer is never throttled by the callers it shares an address with.
 
 package main
 
@@ -18,15 +26,20 @@ import (
 
 // limits are the server's per-address and per-token limits.
 type limits struct {
-	now      func() time.Time // the store's clock: tests move it to refill buckets
-	ip, tok  *bucketLimiter   // nil: no limit
-	trusted  []netip.Prefix   // --trust-proxy
-	maxPolls int              // per token; 0: no limit
+	now         func() time.Time // the store's clock: tests move it to refill buckets
+	ip, tok     *bucketLimiter   // nil: no limit
+	server, via *bucketLimiter   // per net; nil: no limit
+	trusted     []netip.Prefix   // --trust-proxy
+	maxPolls    int              // per token; 0: no limit
+
+	// served reports whether net has a SimServer polling: its gateway
+	// requests are then its owner's traffic (--rate-via). nil: never.
+	served func(net string) bool
 
 	mu    sync.Mutex
 	polls map[string]int // token hash -> long polls open
 
-	ipLimited, tokenLimited, pollsRefused atomic.Int64 // refusals, for the metrics
+	ipLimited, tokenLimited, serverLimited, viaLimited, pollsRefused atomic.Int64 // refusals, for the metrics
 }
 
 func newLimits(cfg config, now func() time.Time) *limits {
@@ -34,6 +47,8 @@ func newLimits(cfg config, now func() time.Time) *limits {
 		now:      now,
 		ip:       newBucketLimiter(cfg.RateIP, cfg.RateIPBurst, maxBuckets),
 		tok:      newBucketLimiter(cfg.RateToken, cfg.RateTokenBurst, maxBuckets),
+		server:   newBucketLimiter(cfg.RateServer, cfg.RateServerBurst, maxBuckets),
+		via:      newBucketLimiter(cfg.RateVia, cfg.RateViaBurst, maxBuckets),
 		trusted:  cfg.TrustProxy,
 		maxPolls: cfg.MaxPollsPerToken,
 		polls:    map[string]int{},
@@ -44,15 +59,28 @@ func newLimits(cfg config, now func() time.Time) *limits {
 // /metrics are not limited: a monitor must always get through. It runs
 // inside withCORS, so a browser can read the 429, and CORS preflights are
 // answered before it, so they cost nothing.
+//
+// A call that may carry a credential (a token, a net's key) or go to a
+// served net (the gateway) passes here unchecked: its handler charges it
+// once it knows to whom (chargeToken, chargeServer, chargeVia,
+// chargeAddress). If the handler charged nobody (it failed before that),
+// the call is charged to the address when it ends, so it still counts.
 func (l *limits) limitIP(next http.Handler) http.Handler {
 	if l.ip == nil {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" && r.URL.Path != "/metrics" {
-			if wait := l.ip.reserve(clientBucket(r, l.trusted), l.now()); wait > 0 {
-				l.ipLimited.Add(1)
-				writeError(w, r, nil, errRateLimited(wait))
+		switch {
+		case r.URL.Path == "/healthz" || r.URL.Path == "/metrics":
+		case chargedByHandler(r.URL.Path):
+			next.ServeHTTP(w, r)
+			if c := callFrom(r.Context()); c != nil && !c.charged {
+				l.ip.reserve(clientBucket(r, l.trusted), l.now())
+			}
+			return
+		default:
+			if err := l.allowAddress(r); err != nil {
+				writeError(w, r, nil, err)
 				return
 			}
 		}
@@ -60,13 +88,54 @@ func (l *limits) limitIP(next http.Handler) http.Handler {
 	})
 }
 
-// allowToken charges one call to the token with hash h under --rate-token.
-func (l *limits) allowToken(h []byte) error {
-	if l.tok == nil {
+// chargedByHandler reports whether calls to path are charged by their
+// handler: every token or key route, and the gateway. Logins are not.
+func chargedByHandler(path string) bool {
+	switch {
+	case path == "/api/v1/client/login":
+		return false
+	case strings.HasPrefix(path, "/api/v1/client/"), strings.HasPrefix(path, "/api/v1/server/"),
+		strings.HasPrefix(path, "/api/v1/peer/"), strings.HasPrefix(path, "/via/"):
+		return true
+	}
+	return false
+}
+
+// allowAddress charges one call to r's client address under --rate-ip.
+func (l *limits) allowAddress(r *http.Request) error {
+	if l.ip == nil {
 		return nil
 	}
-	if wait := l.tok.reserve(string(h), l.now()); wait > 0 {
-		l.tokenLimited.Add(1)
+	if wait := l.ip.reserve(clientBucket(r, l.trusted), l.now()); wait > 0 {
+		l.ipLimited.Add(1)
+		return errRateLimited(wait)
+	}
+	return nil
+}
+
+// allowToken charges one call to the token with hash h under --rate-token.
+func (l *limits) allowToken(h []byte) error {
+	return allow(l.tok, string(h), l.now(), &l.tokenLimited)
+}
+
+// allowServer charges one call of net's SimServer under --rate-server.
+func (l *limits) allowServer(net string) error {
+	return allow(l.server, net, l.now(), &l.serverLimited)
+}
+
+// allowVia charges one gateway request to net under --rate-via.
+func (l *limits) allowVia(net string) error {
+	return allow(l.via, net, l.now(), &l.viaLimited)
+}
+
+// allow takes one call from the bucket who of k (nil: no limit), counting
+// a refusal in refused.
+func allow(k *bucketLimiter, who string, now time.Time, refused *atomic.Int64) error {
+	if k == nil {
+		return nil
+	}
+	if wait := k.reserve(who, now); wait > 0 {
+		refused.Add(1)
 		return errRateLimited(wait)
 	}
 	return nil

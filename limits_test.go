@@ -233,10 +233,11 @@ func TestNetFull(t *testing.T) {
 	assert.Equal(t, before, storeRows(t, r), "a refused login writes nothing")
 	r.login("beta") // a quota per net
 
-	r.clock.Advance(24*time.Hour + time.Second) // the logins expired
-	assertLimited(t, r.get("/api/v1/client/login", url.Values{"net": {"alpha"}}), "net_full", "60")
-	purgeNow(t, r) // and are removed
+	r.clock.Advance(24*time.Hour + time.Second) // the logins expired, idle: a new one takes a slot
 	r.login("alpha")
+	purgeNow(t, r) // the other is removed
+	r.login("alpha")
+	assertLimited(t, r.get("/api/v1/client/login", url.Values{"net": {"alpha"}}), "net_full", "60")
 	assert.Equal(t, 3.0, refusals(r, "peers"))
 
 	// The flag reaches the store through serve.
@@ -474,4 +475,39 @@ func TestOpsFlagsChecked(t *testing.T) {
 	for range 3 {
 		other.login("alpha")
 	}
+}
+
+// TestIdleLoginsGiveUpTheirSlot: a net filled to --max-peers by logins
+// that then make no call (10,000 of them in 100 s from one address used to
+// lock the net for the tokens' 24 h) takes new logins again once they have
+// been idle for loginIdle: each new login takes the slot of the login idle
+// the longest, which is then unknown. Logins in use keep theirs.
+func TestIdleLoginsGiveUpTheirSlot(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t, func(c *config) { c.MaxPeers = 3 })
+	var toks []string
+	for range 3 {
+		tok, _ := r.login("alpha")
+		toks = append(toks, tok)
+		r.advance(time.Millisecond) // seen in this order
+	}
+	r.postJSON("/api/v1/peer/subscribe", toks[0], map[string]any{"topic": "news"})
+	assertLimited(t, r.get("/api/v1/client/login", url.Values{"net": {"alpha"}}), "net_full", "60")
+
+	r.advance(loginIdle - time.Second)
+	assertLimited(t, r.get("/api/v1/client/login", url.Values{"net": {"alpha"}}), "net_full", "60")
+	r.advance(time.Second)
+	// toks[1] is in use; toks[0] and toks[2] have been idle since login.
+	require.Equal(t, http.StatusOK, r.get("/api/v1/peer/peers", url.Values{"token": {toks[1]}}).Status)
+	r.advance(time.Millisecond)
+	fresh, _ := r.login("alpha")
+	assert.Equal(t, "unknown_token", r.get("/api/v1/peer/peers", url.Values{"token": {toks[0]}}).errorCode(),
+		"the login idle the longest gave up its slot")
+	assert.Zero(t, r.count("subscriptions"), "with its subscriptions")
+	assert.Equal(t, http.StatusOK, r.get("/api/v1/peer/peers", url.Values{"token": {toks[1]}}).Status)
+	r.login("alpha") // takes toks[2]'s
+	assert.Equal(t, "unknown_token", r.get("/api/v1/peer/peers", url.Values{"token": {toks[2]}}).errorCode())
+	assertLimited(t, r.get("/api/v1/client/login", url.Values{"net": {"alpha"}}), "net_full", "60")
+	assert.Equal(t, http.StatusOK, r.get("/api/v1/peer/peers", url.Values{"token": {fresh}}).Status)
+	assert.Equal(t, 3, r.count("tokens WHERE net = 'alpha'"))
 }

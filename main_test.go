@@ -79,8 +79,9 @@ type testRelay struct {
 func testConfig(dbPath string) config {
 	cfg := defaultConfig()
 	cfg.Addr, cfg.DB = "127.0.0.1:0", dbPath
-	cfg.RateIP, cfg.RateToken = 0, 0
+	cfg.RateIP, cfg.RateToken, cfg.RateServer, cfg.RateVia = 0, 0, 0, 0
 	cfg.JanitorEvery = time.Hour
+	cfg.Listen.MaxConnsPerIP = 0 // every test calls from 127.0.0.1, some with hundreds of connections
 	return cfg
 }
 

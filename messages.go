@@ -23,6 +23,15 @@ import (
 // --max-wait, 60 s by default) of a peer that is only listening.
 const peerRecent = 5 * time.Minute
 
+// maxPageBytes bounds what one reply of a page carries: the messages of a
+// pullsmart page or a stream's write, the requests of a pullreqsmart. A
+// page stops before the item that would take it past 256 KiB, but always
+// holds at least one, so a reply is at most 256 KiB or one item (up to
+// --max-msg or --max-body). 256 KiB is four messages of the largest default
+// size, far more than a reader that keeps up needs, and bounds what a
+// client that does not read pins for --write-timeout.
+const maxPageBytes = 256 << 10
+
 // lastMessageIDSQL is the highest message id ever given (AUTOINCREMENT
 // keeps it in sqlite_sequence, also once those messages are deleted). Read
 // inside the writer, it is exact: every write goes through the writer.
@@ -74,6 +83,9 @@ func peerStatements(q *statements, w, r *sql.DB) []statement {
 func (s *store) sendMessage(ctx context.Context, t token, m message, data []byte) (id int64, receivers int, err error) {
 	m.Net, m.From = t.Net, t.PeerID
 	err = s.writeThen(ctx, func(ctx context.Context, tx *sql.Tx) (func(), error) {
+		if err := s.admitBytes(ctx, tx, t.Net, len(data)); err != nil {
+			return nil, err
+		}
 		now := s.nowMS()
 		m.SentAt, m.ExpiresAt = now, now+s.opts.MsgTTL.Milliseconds()
 		switch m.Kind {
@@ -172,7 +184,7 @@ func (s *store) unsubscribe(ctx context.Context, t token, topic string) error {
 }
 
 // readMessages returns up to limit messages t may read after the cursor
-// since, oldest first, and the cursor to read on from (see msgCache.read).
+// since, oldest first, at most maxPageBytes of them but at least one, and the cursor to read on from (see msgCache.read).
 // The cache answers when since is within what it holds; SQL otherwise.
 func (s *store) readMessages(ctx context.Context, t token, since int64, limit int) ([]*message, int64, error) {
 	now := s.nowMS()
@@ -189,6 +201,7 @@ func (s *store) readMessages(ctx context.Context, t token, since int64, limit in
 	}
 	defer rows.Close()
 	var page []*message
+	bytes := 0
 	for rows.Next() {
 		m := &message{Net: t.Net}
 		var topic sql.NullString
@@ -198,6 +211,9 @@ func (s *store) readMessages(ctx context.Context, t token, since int64, limit in
 		}
 		m.Topic = topic.String
 		m.wire = encodeMessage(m, []byte(data))
+		if bytes += len(m.wire); len(page) > 0 && bytes > maxPageBytes {
+			break // the rest comes with the next page
+		}
 		page = append(page, m)
 	}
 	if err := rows.Err(); err != nil {

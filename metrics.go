@@ -239,9 +239,9 @@ var (
 	descPolls = prometheus.NewDesc("c2cvia_long_polls_open",
 		"Long polls in progress, by kind.", []string{"kind"}, nil)
 	descRefusals = prometheus.NewDesc("c2cvia_limit_refusals_total",
-		"Calls refused with 429, by limit: rate_ip, rate_token, polls_per_token, queue, peers.", []string{"limit"}, nil)
+		"Calls refused with 429, by limit: rate_ip, rate_token, rate_server, rate_via, polls_per_token, queue, peers.", []string{"limit"}, nil)
 	descLimiterBuckets = prometheus.NewDesc("c2cvia_rate_limiter_buckets",
-		"Token buckets held, by limiter (ip, token).", []string{"limiter"}, nil)
+		"Token buckets held, by limiter (ip, token, server, via).", []string{"limiter"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -261,6 +261,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for limit, n := range map[string]int64{
 		"rate_ip":         c.lim.ipLimited.Load(),
 		"rate_token":      c.lim.tokenLimited.Load(),
+		"rate_server":     c.lim.serverLimited.Load(),
+		"rate_via":        c.lim.viaLimited.Load(),
 		"polls_per_token": c.lim.pollsRefused.Load(),
 		"queue":           c.st.counts.queueFull.Load(),
 		"peers":           c.st.counts.netFull.Load(),
@@ -269,4 +271,6 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descLimiterBuckets, prometheus.GaugeValue, float64(c.lim.ip.size()), "ip")
 	ch <- prometheus.MustNewConstMetric(descLimiterBuckets, prometheus.GaugeValue, float64(c.lim.tok.size()), "token")
+	ch <- prometheus.MustNewConstMetric(descLimiterBuckets, prometheus.GaugeValue, float64(c.lim.server.size()), "server")
+	ch <- prometheus.MustNewConstMetric(descLimiterBuckets, prometheus.GaugeValue, float64(c.lim.via.size()), "via")
 }

@@ -114,7 +114,8 @@ func (c *msgCache) append(m *message) {
 }
 
 // read returns up to limit messages of t's net after since that t may read
-// and that have not expired, oldest first. ok is false when since is below
+// and that have not expired, oldest first, at most maxPageBytes of them
+// but at least one. ok is false when since is below
 // what the cache holds for the net: then SQL must answer. Otherwise next is
 // the id of the last message returned, or, with none, the highest id looked
 // past (at least since), so the reader never scans it again.
@@ -131,8 +132,12 @@ func (c *msgCache) read(t token, since int64, limit int, now int64) (page []*mes
 	}
 	if e != nil {
 		i := sort.Search(len(e.msgs), func(i int) bool { return e.msgs[i].ID > since })
+		bytes := 0
 		for _, m := range e.msgs[i:] {
 			if m.ExpiresAt > now && m.visibleTo(t) {
+				if bytes += len(m.wire); len(page) > 0 && bytes > maxPageBytes {
+					break
+				}
 				page = append(page, m)
 				if len(page) == limit {
 					break

@@ -44,6 +44,9 @@ func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64) (*param
 	for k, vs := range r.URL.Query() {
 		p.text[k] = vs[0]
 	}
+	if err := checkText(p.text); err != nil {
+		return nil, err
+	}
 	if r.Method != http.MethodPost && r.Method != http.MethodPut && r.Method != http.MethodPatch {
 		return p, nil
 	}
@@ -58,10 +61,13 @@ func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64) (*param
 	if err != nil {
 		return nil, errMediaType
 	}
+	if !utf8.Valid(body) { // RFC 8259 8.1 for JSON; and the relay only ever emits UTF-8
+		return nil, badRequest("invalid_body", "the body is not valid UTF-8 text")
+	}
 	switch mediaType {
 	case "application/json":
-		if !utf8.Valid(body) { // RFC 8259 8.1: and the relay only ever emits UTF-8
-			return nil, badRequest("invalid_body", "the JSON body is not valid UTF-8")
+		if !jsonDepthOK(body, maxJSONDepth) {
+			return nil, errTooDeep
 		}
 		var fields map[string]json.RawMessage
 		if err := json.Unmarshal(body, &fields); err != nil {
@@ -85,6 +91,9 @@ func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64) (*param
 		}
 		for k, vs := range form {
 			p.text[k] = vs[0]
+		}
+		if err := checkText(p.text); err != nil {
+			return nil, err
 		}
 	default:
 		return nil, errMediaType
@@ -112,6 +121,52 @@ func readBody(w http.ResponseWriter, r *http.Request, maxBody int64) ([]byte, er
 		return nil, errBodyTimeout
 	}
 	return nil, badRequest("unreadable_body", "the body could not be read: %v", err)
+}
+
+// maxJSONDepth is how deeply JSON a client sends may nest: 100 levels of
+// arrays and objects, far past any real document, and under SQLite's 1,000,
+// past which its JSON functions (inspect's) call the text malformed.
+const maxJSONDepth = 100
+
+var errTooDeep = badRequest("invalid_body", "the JSON nests deeper than 100 arrays and objects")
+
+// jsonDepthOK reports whether JSON text b nests at most max arrays and
+// objects deep. b need not be valid: the decoder judges that.
+func jsonDepthOK(b []byte, max int) bool {
+	depth, inString, escaped := 0, false, false
+	for _, c := range b {
+		switch {
+		case escaped:
+			escaped = false
+		case inString:
+			switch c {
+			case '\\':
+				escaped = true
+			case '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			if depth++; depth > max {
+				return false
+			}
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return true
+}
+
+// checkText refuses text parameters (query, form) that are not valid UTF-8
+// or hold a NUL: they would be stored, and printed, as they came.
+func checkText(text map[string]string) error {
+	for k, v := range text {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) || strings.ContainsRune(k+v, 0) {
+			return badRequest("invalid_param", "parameters must be UTF-8 text without NUL")
+		}
+	}
+	return nil
 }
 
 // has reports whether the parameter was given at all.
@@ -166,6 +221,9 @@ func (p *params) rawJSON(name string) (json.RawMessage, bool, error) {
 	if jsonTextFields[name] {
 		if !json.Valid([]byte(text)) {
 			return nil, false, badRequest("malformed_json", "%s is not valid JSON text", name)
+		}
+		if !jsonDepthOK([]byte(text), maxJSONDepth) {
+			return nil, false, errTooDeep
 		}
 		return json.RawMessage(text), true, nil
 	}

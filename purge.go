@@ -172,12 +172,12 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		counts.move("", statusDelivered, statusFailed, int(failed))
 		err = eachRow(ctx, tx, `UPDATE requests SET status = 'expired', done_at = expires_at, lease_expires_at = NULL
 			WHERE status IN ('queued', 'delivered') AND expires_at <= ?1 AND `+statusSQL("?1", "?2")+` = 'expired'`+netCond+`
-			RETURNING net, attempt`, with(now, s.opts.MaxAttempts),
+			RETURNING net, attempt, from_peer`, with(now, s.opts.MaxAttempts),
 			func(rows *sql.Rows) error {
-				var net string
+				var net, from string
 				var attempt int
-				err := rows.Scan(&net, &attempt)
-				counts.move(net, wasStatus(attempt), statusExpired, 1)
+				err := rows.Scan(&net, &attempt, &from)
+				counts.move(queueOf(net, from), wasStatus(attempt), statusExpired, 1)
 				return err
 			})
 		if err != nil {
@@ -187,22 +187,27 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		if o.All {
 			cond, condArgs = `1`+netCond, args
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT net, status, count(*) FROM requests WHERE `+cond+` GROUP BY net, status`, condArgs...)
+		rows, err := tx.QueryContext(ctx, `SELECT net, status, from_peer = 'via', count(*) FROM requests WHERE `+cond+` GROUP BY 1, 2, 3`, condArgs...)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
 			var net, status string
+			var via bool
 			var n int
-			if err := rows.Scan(&net, &status, &n); err != nil {
+			if err := rows.Scan(&net, &status, &via, &n); err != nil {
 				return err
 			}
 			if rep.Requests[net] == nil {
 				rep.Requests[net] = map[string]int{}
 			}
-			rep.Requests[net][status] = n
-			counts.move(net, status, "", n)
+			rep.Requests[net][status] += n
+			from := ""
+			if via {
+				from = detachedFrom
+			}
+			counts.move(queueOf(net, from), status, "", n)
 		}
 		if err := rows.Err(); err != nil {
 			return err

@@ -30,7 +30,7 @@ func requestStatements(q *statements, w, r *sql.DB) []statement {
 		{&q.markDelivered, w, `UPDATE requests SET status = 'delivered', attempt = attempt + 1, lease_expires_at = ? WHERE seq = ?`},
 		{&q.answer, w, `UPDATE requests SET status = 'answered', sim_res = ?1, done_at = ?2, lease_expires_at = NULL
 			WHERE rid = ?3 AND net = ?4 AND ` + statusSQL("?2", "?5") + ` IN ('queued', 'delivered')
-			RETURNING token_hash, attempt`},
+			RETURNING token_hash, attempt, from_peer`},
 		{&q.extend, w, `UPDATE requests SET lease_expires_at = ?1
 			WHERE rid = ?3 AND net = ?4 AND lease_expires_at > ?2 AND ` + statusSQL("?2", "?5") + ` = 'delivered'`},
 		{&q.markPulled, w, `UPDATE requests SET pulled = 1 WHERE seq = ?`},
@@ -57,6 +57,9 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte, remoteA
 	rid := newRID()
 	now := s.nowMS()
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.admitBytes(ctx, tx, t.Net, len(simReq)); err != nil {
+			return err
+		}
 		if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx,
 			rid, t.Net, t.Hash, t.PeerID, remoteAddr, string(simReq), now, now+s.opts.ReqTTL.Milliseconds()); err != nil {
 			return err
@@ -79,6 +82,9 @@ func (s *store) pushDetached(ctx context.Context, net, rid, from, remoteAddr str
 	// A login's peer_id never holds a colon: this one cannot clash with one.
 	owner = token{Hash: secretHash(secret), PeerID: from + ":" + rid, ExpiresAt: expiresAt + s.opts.ResTTL.Milliseconds()}
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.admitBytes(ctx, tx, net, len(simReq)); err != nil {
+			return err
+		}
 		if keep {
 			if _, err := tx.StmtContext(ctx, s.q.insertToken).ExecContext(ctx, owner.Hash, owner.PeerID, "", now, owner.ExpiresAt); err != nil {
 				return err
@@ -89,7 +95,7 @@ func (s *store) pushDetached(ctx context.Context, net, rid, from, remoteAddr str
 		}
 		// The queue quota refuses last, so that its savepoint undoes the
 		// inserts; the token is counted only once the request is in.
-		if err := s.counts.admitRequest(net, s.opts.MaxQueue); err != nil {
+		if err := s.counts.admitRequest(queueOf(net, from), s.opts.MaxQueue); err != nil {
 			return err
 		}
 		if keep {
@@ -136,7 +142,8 @@ func (s *store) readyState(ctx context.Context, net string) (ready bool, nextLea
 }
 
 // lease hands out up to max requests of net, oldest first: queued ones and
-// ones whose lease ran out. Each is delivered for lease.
+// ones whose lease ran out, at most maxPageBytes of sim_req but at least
+// one. Each is delivered for lease.
 func (s *store) lease(ctx context.Context, net string, max int, lease time.Duration) ([]leasedRequest, error) {
 	var out []leasedRequest
 	var now int64
@@ -148,6 +155,7 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 				return err
 			}
 			defer rows.Close()
+			bytes := 0
 			for rows.Next() {
 				var l leasedRequest
 				var simReq string
@@ -156,6 +164,9 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 				}
 				l.SimReq = json.RawMessage(simReq)
 				out = append(out, l)
+				if bytes += len(simReq); bytes > maxPageBytes {
+					break // enough for one page; trimmed below
+				}
 			}
 			return rows.Err()
 		}
@@ -169,6 +180,13 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 		if len(out) > max {
 			out = out[:max]
 		}
+		bytes := 0
+		for i := range out {
+			if bytes += len(out[i].SimReq); i > 0 && bytes > maxPageBytes {
+				out = out[:i] // the rest stays queued for the next poll
+				break
+			}
+		}
 		until := now + lease.Milliseconds()
 		mark := tx.StmtContext(ctx, s.q.markDelivered)
 		for i := range out {
@@ -176,10 +194,10 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 				return err
 			}
 		}
-		fromQueue := 0
+		fromQueue := map[string]int{} // queue (queueOf) -> requests handed out of it
 		for i := range out {
 			if out[i].Attempt == 0 { // stored as queued: only leases ever deliver
-				fromQueue++
+				fromQueue[queueOf(net, out[i].From)]++
 			}
 			out[i].Attempt++
 			out[i].LeaseExpiresAt = formatMS(until)
@@ -187,7 +205,9 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 				expiresAt: out[i].expiresAt, leaseExp: until}, until, s.opts.MaxAttempts)
 			out[i].lastLease = atEnd == statusFailed
 		}
-		s.counts.move(net, statusQueued, statusDelivered, fromQueue)
+		for queue, n := range fromQueue {
+			s.counts.move(queue, statusQueued, statusDelivered, n)
+		}
 		return nil
 	})
 	if h := s.hooks.Load(); h != nil && err == nil {
@@ -299,9 +319,16 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 		if err := s.claimIn(ctx, tx, k); err != nil {
 			return err
 		}
+		// An answer drains its net's queue: only the store's budget refuses
+		// it, so a net's answers may take it past --max-net-store, at most
+		// to twice its requests.
+		if err := s.admitBytes(ctx, tx, "", len(simRes)); err != nil {
+			return err
+		}
 		now = s.nowMS()
 		var attempt int
-		err := tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), now, rid, net, s.opts.MaxAttempts).Scan(&owner, &attempt)
+		var from string
+		err := tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), now, rid, net, s.opts.MaxAttempts).Scan(&owner, &attempt, &from)
 		if errors.Is(err, sql.ErrNoRows) {
 			if err := s.refusal(ctx, tx, net, rid); err != nil {
 				return err
@@ -311,7 +338,7 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 		if err != nil {
 			return err
 		}
-		s.counts.move(net, wasStatus(attempt), statusAnswered, 1)
+		s.counts.move(queueOf(net, from), wasStatus(attempt), statusAnswered, 1)
 		return nil
 	})
 	if h := s.hooks.Load(); h != nil && err == nil {

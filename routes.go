@@ -42,7 +42,7 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 
 	// Gateway: any plain HTTP client reaches the net's SimServer, every method.
 	// withViaTarget (server.go) keeps the target as sent, also in host mode.
-	mux.Handle("/via/{net}/{path...}", errorAdapter(log, gw.handleVia))
+	mux.Handle("/via/{net}/{path...}", errorAdapter(log, chargingVia(gw.handleVia)))
 	mux.Handle("/via/{net}", errorAdapter(log, handleViaRoot))
 
 	// Peer messaging: unicast, multicast and broadcast between the logins

@@ -68,7 +68,9 @@ func startRelay(ctx context.Context, cfg config, clk clockwork.Clock, stdout, st
 // certificates loaded or prepared, and the listeners bound.
 func bindFront(cfg config, stderr io.Writer) (*frontend, *slog.Logger, error) {
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
-	front, err := newFrontend(log, cfg.Listen, cfg.DB)
+	lc := cfg.Listen
+	lc.trusted = cfg.TrustProxy
+	front, err := newFrontend(log, lc, cfg.DB)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -24,6 +24,7 @@ type server struct {
 func newServer(log *slog.Logger, st *store, cfg config) *server {
 	lp := newPoller(newHub(st.clock), cfg.MaxWait, st.clock)
 	lim := newLimits(cfg, st.now)
+	lim.served = func(net string) bool { return st.served(net, servedWithin(cfg.MaxWait)) }
 	met := newMetrics(st, lp, lim)
 	mux := http.NewServeMux()
 	addRoutes(mux, log, cfg, st, lp, met)
@@ -97,11 +98,11 @@ func withToken(st *store, fn tokenFunc) apiFunc {
 			return err
 		}
 		if secret == "" {
-			return errMissingToken
+			return chargeAddress(r, errMissingToken)
 		}
 		t, err := st.lookupToken(r.Context(), secret)
 		if err != nil {
-			return err
+			return chargeAddress(r, err)
 		}
 		if err := chargeToken(r, t); err != nil {
 			return err
@@ -128,7 +129,8 @@ func withSender(st *store, fn tokenFunc) apiFunc {
 // serverAuth reads a SimServer's net and key. Handlers check the key
 // against the store only after the rest of their input is valid, and a first
 // key claims its net only in the write of a call that succeeds.
-func serverAuth(p *params) (net, key string, err error) {
+// A call without a key is charged to its address (chargeAddress).
+func serverAuth(r *http.Request, p *params) (net, key string, err error) {
 	if net, err = p.netParam(); err != nil {
 		return "", "", err
 	}
@@ -136,7 +138,7 @@ func serverAuth(p *params) (net, key string, err error) {
 		return "", "", err
 	}
 	if key == "" {
-		return "", "", errMissingKey
+		return "", "", chargeAddress(r, errMissingKey)
 	}
 	return net, key, nil
 }
@@ -248,17 +250,18 @@ func isPreflight(r *http.Request) bool {
 	return r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
 }
 
-// withCORS lets browser participants of any allowed origin call the API:
-// every OPTIONS request to it is a preflight answered here with 204. The
-// gateway keeps its own CORS (gateway.handleVia): there a preflight may go
-// to the SimServer, and any other OPTIONS does, like every method.
+// withCORS lets browser participants of any allowed origin call the relay:
+// every reply allows the origin, and every OPTIONS request to the API is a
+// preflight answered here with 204. The gateway answers its own preflights
+// (gateway.handleVia): there one may go to the SimServer, and any other
+// OPTIONS does, like every method.
 func withCORS(p corsPolicy, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.allowOrigin(w, r)
 		if isGateway(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		p.allowOrigin(w, r)
 		if r.Method == http.MethodOptions {
 			h := w.Header()
 			h.Set("Access-Control-Allow-Methods", corsMethods)

@@ -73,6 +73,8 @@ func normalizeSimReq(obj map[string]json.RawMessage) ([]byte, error) {
 		return nil, bad("simEndpoint is required")
 	} else if json.Unmarshal(raw, &endpoint) != nil || endpoint == "" {
 		return nil, bad("simEndpoint must be a non-empty string such as \"/items/7\"")
+	} else if strings.ContainsRune(endpoint, 0) {
+		return nil, bad("simEndpoint must hold no NUL")
 	}
 	if raw, ok := obj["simMethod"]; ok {
 		var m string

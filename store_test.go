@@ -255,8 +255,8 @@ func TestReplyAfterCommit(t *testing.T) {
 	}
 }
 
-// TestMigrateFromV1: a store made by schema version 1 opens as version 2
-// with its logins and requests intact; its logins take part in peer
+// TestMigrateFromV1: a store made by schema version 1 opens at the newest
+// version with its logins and requests intact and counted (net_usage); its logins take part in peer
 // messaging at once.
 func TestMigrateFromV1(t *testing.T) {
 	t.Parallel()
@@ -291,6 +291,9 @@ func TestMigrateFromV1(t *testing.T) {
 	defer st.Close()
 	require.NoError(t, st.r.QueryRow(`PRAGMA user_version`).Scan(&version))
 	assert.Equal(t, len(migrations), version)
+	var usage int64
+	require.NoError(t, st.r.QueryRow(`SELECT bytes FROM net_usage WHERE net = 'demo'`).Scan(&usage))
+	assert.Equal(t, int64(len("{}")), usage, "step 3 counts the payload already stored")
 	old, err := st.lookupToken(ctx, secret)
 	require.NoError(t, err)
 	assert.Zero(t, old.MsgFloor)

@@ -109,7 +109,7 @@ func (f *frontend) listen(addr string) error {
 	if err != nil {
 		return err
 	}
-	f.mainLn = ln
+	f.mainLn = capConnsPerAddr(ln, f.cfg.MaxConnsPerIP, f.cfg.trusted)
 	if f.acme == nil || f.cfg.ACMEHTTPAddr == "" {
 		return nil
 	}
@@ -160,7 +160,7 @@ func (f *frontend) mode() string {
 // serve runs h on the bound listeners; the channel gets the first one's
 // failure.
 func (f *frontend) serve(h http.Handler) <-chan error {
-	f.main = f.httpServer(withReadBodyTimeout(f.cfg.ReadBodyTimeout, h))
+	f.main = f.httpServer(withWriteTimeout(f.cfg.WriteTimeout, withFramingGuard(withReadBodyTimeout(f.cfg.ReadBodyTimeout, h))))
 	f.main.TLSConfig = f.tls
 	errc := make(chan error, 2)
 	go func() {

@@ -22,6 +22,10 @@ func tokenStatements(q *statements, w, r *sql.DB) []statement {
 		{&q.claimNet, w, `INSERT INTO nets (name, key_hash, claimed_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING`},
 		{&q.claimedKey, w, `SELECT key_hash FROM nets WHERE name = ?`},
 		{&q.touchNet, w, `UPDATE nets SET last_poll_at = ? WHERE name = ?`},
+		{&q.idlestLogin, w, `SELECT token_hash, peer_id FROM tokens WHERE net = ?1 AND last_seen_at < ?2
+			ORDER BY last_seen_at LIMIT 1`},
+		{&q.dropLogin, w, `DELETE FROM tokens WHERE token_hash = ?`},
+		{&q.dropSubscriptions, w, `DELETE FROM subscriptions WHERE peer_id = ?`},
 
 		{&q.tokenByHash, r, `SELECT peer_id, net, expires_at, msg_floor FROM tokens WHERE token_hash = ?`},
 		{&q.netKey, r, `SELECT key_hash FROM nets WHERE name = ?`},
@@ -41,25 +45,63 @@ type token struct {
 // reads the one request it owns.
 func (t token) readOnly() bool { return t.Net == "" }
 
-// createToken logs a SimClient into net and returns its secret token.
+// loginIdle is how long a login must have made no call for a new login to
+// take its slot in a net at --max-peers: peerRecent (5 minutes), when it
+// also leaves the peers list. A client that listens is seen at least every
+// --max-wait (its long poll) or 15 s (its stream's keep-alive).
+const loginIdle = peerRecent
+
+// createToken logs a SimClient into net and returns its secret token. A
+// net at --max-peers gives the new login the slot of its login idle the
+// longest, if one has made no call for loginIdle: that login is deleted
+// (its next call is 401 unknown_token, and it logs in again), with its
+// subscriptions. With none idle, the login is errNetFull.
 func (s *store) createToken(ctx context.Context, net string) (secret string, t token, err error) {
 	secret = newToken()
 	now := s.nowMS()
 	t = token{Hash: secretHash(secret), PeerID: newPeerID(), Net: net, ExpiresAt: now + s.opts.TokenTTL.Milliseconds()}
+	var evicted []byte
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		evicted = nil
+		if err := s.admitBytes(ctx, tx, "", loginBytes); err != nil {
+			return err
+		}
 		// Inside the writer, the highest message id is exact.
 		if err := tx.StmtContext(ctx, s.q.insertToken).QueryRowContext(ctx, t.Hash, t.PeerID, t.Net, now, t.ExpiresAt).Scan(&t.MsgFloor); err != nil {
 			return err
 		}
-		return s.counts.admitToken(t.Net, s.opts.MaxPeers)
+		if max := s.opts.MaxPeers; max > 0 && s.counts.logins(t.Net) >= max {
+			var peer string
+			err := tx.StmtContext(ctx, s.q.idlestLogin).QueryRowContext(ctx, t.Net, now-loginIdle.Milliseconds()).Scan(&evicted, &peer)
+			if errors.Is(err, sql.ErrNoRows) {
+				s.counts.netFull.Add(1)
+				return errNetFull
+			}
+			if err != nil {
+				return err
+			}
+			if _, err := tx.StmtContext(ctx, s.q.dropLogin).ExecContext(ctx, evicted); err != nil {
+				return err
+			}
+			_, err = tx.StmtContext(ctx, s.q.dropSubscriptions).ExecContext(ctx, peer)
+			return err // one login out, one in: the count stays
+		}
+		return s.counts.admitToken(t.Net, 0)
 	})
 	if err != nil {
 		return "", token{}, err
+	}
+	if evicted != nil {
+		s.forgetToken(evicted)
 	}
 	s.cacheToken(t)
 	s.noteSeen(t, now) // login wrote last_seen_at
 	return secret, t, nil
 }
+
+// loginBytes is what a login costs the storage budget: its row and index
+// entries take about half of it.
+const loginBytes = 1 << 10
 
 // lookupToken returns the SimClient a secret token belongs to.
 func (s *store) lookupToken(ctx context.Context, secret string) (token, error) {
@@ -149,11 +191,20 @@ func (s *store) claimIn(ctx context.Context, tx *sql.Tx, k serverKey) error {
 }
 
 // authorizeServer checks a SimServer's key for net and, if the net is
-// unclaimed, claims it now. Only the key's hash is stored.
+// unclaimed, claims it now.
 func (s *store) authorizeServer(ctx context.Context, net, key string) error {
 	k, err := s.checkServerKey(ctx, net, key)
-	if err != nil || !k.claim {
+	if err != nil {
 		return err
+	}
+	return s.claimNet(ctx, k)
+}
+
+// claimNet claims k's net now, if k needs it (checkServerKey). Only the
+// key's hash is stored.
+func (s *store) claimNet(ctx context.Context, k serverKey) error {
+	if !k.claim {
+		return nil
 	}
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error { return s.claimIn(ctx, tx, k) })
 }
@@ -169,6 +220,28 @@ func (s *store) touchNet(net string) {
 		_, err := tx.StmtContext(ctx, s.q.touchNet).ExecContext(ctx, now, net)
 		return err
 	})
+}
+
+// served reports whether a SimServer of net has polled within d, as this
+// relay saw it (touchNet, in memory).
+func (s *store) served(net string, d time.Duration) bool {
+	v, ok := s.lastPoll.Load(net)
+	return ok && s.nowMS()-v.(int64) <= d.Milliseconds()
+}
+
+// servedWithin is how recently a net's SimServer must have polled for the
+// net to count as served: twice --max-wait, since a poll is written down
+// when it starts and when it ends, at most once a second.
+func servedWithin(maxWait time.Duration) time.Duration { return 2*maxWait + time.Second }
+
+// forgetToken drops a deleted login from the in-memory caches.
+func (s *store) forgetToken(hash []byte) {
+	if _, loaded := s.tokens.LoadAndDelete(string(hash)); loaded {
+		s.nTokens.Add(-1)
+	}
+	if _, loaded := s.seen.LoadAndDelete(string(hash)); loaded {
+		s.nSeen.Add(-1)
+	}
 }
 
 // forgetExpiredTokens drops expired tokens from the in-memory caches.

@@ -558,8 +558,8 @@ func TestViaShutdown(t *testing.T) {
 	assert.Equal(t, 1, r.count(`requests WHERE from_peer = 'via' AND status = 'queued'`))
 }
 
-// TestViaQueueFull: gateway requests count against --max-queue like
-// pushreq; a refused one is 429 with Retry-After and writes nothing.
+// TestViaQueueFull: gateway requests count against --max-queue, in a
+// queue of their own (TestViaCannotStarveSimClients); a refused one is 429 with Retry-After and writes nothing.
 func TestViaQueueFull(t *testing.T) {
 	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MaxQueue = 1 })

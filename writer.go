@@ -46,6 +46,7 @@ func (s *store) checkpointer() {
 		if c == done {
 			continue
 		}
+		_ = s.measure(context.Background()) // a failed measure keeps counting from the last one
 		var busy, frames, copied int
 		if err := s.ckpt.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &copied); err != nil {
 			continue

@@ -57,15 +57,16 @@ func (b *bench) relayArgs(db string) []string {
 		// Every bench client calls from 127.0.0.1: per-address and
 		// per-token rate limits would measure the limiter, not the relay.
 		// The idle scenario logs 10,000+ peers into one net, past
-		// --max-peers.
-		"--rate-ip", "0", "--rate-token", "0", "--max-peers", "0",
+		// --max-peers, and holds their polls open from one address, past
+		// --max-conns-per-ip.
+		"--rate-ip", "0", "--rate-token", "0", "--rate-server", "0", "--rate-via", "0", "--max-peers", "0", "--max-conns-per-ip", "0",
 		// Warnings and errors only: the relay's info lines would
 		// interleave with the progress bar.
 		"--log-level", "warn"}
 }
 
 // directArgs are serve's flags for a direct baseline's front.
-var directArgs = []string{"--addr", "127.0.0.1:0", "--log-level", "warn"}
+var directArgs = []string{"--addr", "127.0.0.1:0", "--log-level", "warn", "--max-conns-per-ip", "0"}
 
 // waitReady starts a relay on db and times how long it takes to answer
 // /healthz with 200 from nothing: open the store, listen, serve. It gives

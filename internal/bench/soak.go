@@ -69,7 +69,7 @@ type soakRelay struct {
 // start runs the relay and waits until it answers /healthz.
 func (r *soakRelay) start(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, r.opts.Exe, "serve", "--addr", "127.0.0.1:0", "--db", r.opts.DB,
-		"--rate-ip", "0", "--rate-token", "0", "--max-queue", "0", "--lease", "2s", "--log-level", "error")
+		"--rate-ip", "0", "--rate-token", "0", "--rate-server", "0", "--rate-via", "0", "--max-conns-per-ip", "0", "--max-queue", "0", "--lease", "2s", "--log-level", "error")
 	cmd.Env = r.opts.Env
 	out, err := cmd.StdoutPipe()
 	if err != nil {

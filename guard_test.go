@@ -1,0 +1,247 @@
+// Clients that hold the relay's connections or memory: pages bounded in
+// bytes, a deadline on every write, a cap on connections per address, and
+// no keep-alive after an ambiguously framed request. Memory and descriptors
+// are measured on a relay process.
+
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestPagesBoundedInBytes: a peer page, from the cache or from SQL, and a
+// SimServer's page of requests stop before maxPageBytes, with at least one
+// item, and the rest comes next.
+func TestPagesBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	big := strings.Repeat("x", 60<<10) // 4 of them fit in a page, not 5
+	for _, tc := range []struct {
+		name  string
+		cache int // messages the cache holds per net
+	}{{"cache", msgCacheMessages}, {"sql", 2}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newTestRelay(t)
+			setCacheLimit(r.store.msgs, tc.cache)
+			from, to := r.peerLogin("alpha"), r.peerLogin("alpha")
+			for range 10 {
+				r.fanOut(from, "", big)
+			}
+			var sizes []int
+			since := int64(0)
+			for since < 10 {
+				rep := r.get("/api/v1/peer/pullsmart", url.Values{"token": {to.tok}, "wait": {"0"}, "since": {strconv.FormatInt(since, 10)}})
+				assert.LessOrEqual(t, len(rep.Body), maxPageBytes+1024, "a page over the bound")
+				page := decodePage(t, rep)
+				require.NotEmpty(t, page.Messages)
+				sizes = append(sizes, len(page.Messages))
+				since = page.Next
+			}
+			assert.Equal(t, []int{4, 4, 2}, sizes)
+		})
+	}
+
+	t.Run("requests", func(t *testing.T) {
+		t.Parallel()
+		r := newTestRelay(t)
+		tok, _ := r.login("alpha")
+		huge := strings.Repeat("y", 900<<10)
+		r.push(tok, map[string]any{"simEndpoint": "/huge", "simBody": huge})
+		for range 5 {
+			r.push(tok, map[string]any{"simEndpoint": "/big", "simBody": big})
+		}
+		var sizes []int
+		for range 3 {
+			rep, got := r.pullReqsReply("alpha", testKey, url.Values{"max": {"100"}})
+			require.Equal(t, http.StatusOK, rep.Status)
+			assert.LessOrEqual(t, len(rep.Body), max(maxPageBytes, len(huge))+4096)
+			sizes = append(sizes, len(got))
+		}
+		assert.Equal(t, []int{1, 4, 1}, sizes, "the huge one alone, then four, then the last")
+	})
+}
+
+// TestClientsThatNeverReadPinLittle: one token, 100 broadcasts of 64 KiB,
+// then 150 connections asking for every one of them at once (max=100,
+// wait=0) and never reading. Each reply is at most maxPageBytes and its
+// writes get --write-timeout, so every handler ends and the relay's peak
+// memory grows by a fraction of what 150 whole pages (about 1 GB) took.
+func TestClientsThatNeverReadPinLittle(t *testing.T) {
+	t.Parallel()
+	p := startRelayProcess(t, filepath.Join(t.TempDir(), "relay.db"), "--write-timeout", "1s",
+		"--max-conns-per-ip", "0", "--rate-ip", "0", "--rate-token", "0")
+	r := &testRelay{t: t, URL: p.URL}
+	from, to := r.peerLogin("alpha"), r.peerLogin("alpha")
+	data := strings.Repeat("z", 65_000)
+	for range 100 {
+		r.fanOut(from, "", data)
+	}
+	before := peakRSS(t, p.cmd.Process.Pid)
+	route := series(httpRequests, "route", "GET /api/v1/peer/pullsmart", "code", "200")
+	served, _ := scrapeText(t, p.URL)
+
+	const conns = 150
+	addr := strings.TrimPrefix(p.URL, "http://")
+	for range conns {
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		_, err = fmt.Fprintf(c, "GET /api/v1/peer/pullsmart?since=0&max=100&wait=0&token=%s HTTP/1.1\r\nHost: relay\r\n\r\n", to.tok)
+		require.NoError(t, err)
+	}
+	// Every handler ends: it wrote its page into the socket, or its write
+	// ran out of time. Without a write deadline they wait for ever.
+	waitFor(t, 60*time.Second, func() bool {
+		m, _ := scrapeText(t, p.URL)
+		return m[route]-served[route] >= conns
+	}, "every pullsmart of the clients that never read to end")
+	after := peakRSS(t, p.cmd.Process.Pid)
+	t.Logf("peak RSS %d MiB before, %d MiB after %d clients that never read", before>>20, after>>20, conns)
+	// 150 pages of 100 messages were about 1 GB; bounded pages, at most
+	// 150 x 256 KiB and their reads, stay far under this ceiling (race
+	// builds double the heap's footprint).
+	ceiling := int64(300 << 20)
+	if raceEnabled {
+		ceiling *= 2
+	}
+	assert.Less(t, after-before, ceiling, "peak RSS grew by %d MiB", (after-before)>>20)
+	assert.Equal(t, http.StatusOK, r.get("/healthz", nil).Status)
+}
+
+// peakRSS reads a process's peak resident memory (VmHWM) in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Skipf("no /proc here: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			require.NoError(t, err, line)
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmHWM in /proc/%d/status", pid)
+	return 0
+}
+
+// TestSlowlorisCappedPerAddress: one address holding far more half-sent
+// requests than the relay has descriptors (its open-file limit lowered to
+// 256) gets --max-conns-per-ip of them; the others are closed at once, so
+// /healthz from another address still answers. Without the cap the relay
+// runs out of descriptors and /healthz cannot connect.
+func TestSlowlorisCappedPerAddress(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skip("needs sh to lower the relay's open-file limit")
+	}
+	dbPath := filepath.Join(t.TempDir(), "relay.db")
+	// The test binary as the relay, under sh's ulimit.
+	cmd := exec.Command("sh", "-c", `ulimit -n 256 && exec "$0" "$@"`, os.Args[0],
+		"serve", "--addr", "127.0.0.1:0", "--db", dbPath, "--max-conns-per-ip", "64")
+	cmd.Env = append(os.Environ(), "C2CVIA_TEST_AS_RELAY=1")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	urls := make(chan string, 1)
+	go scanListening(stdout, urls)
+	var base string
+	select {
+	case base = <-urls:
+	case <-time.After(30 * time.Second):
+		t.Fatal("relay did not start within 30s")
+	}
+	addr := strings.TrimPrefix(base, "http://")
+
+	// 127.0.0.1 opens 400 connections, each with half a request.
+	var held []net.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	for range 400 {
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		held = append(held, c)
+		_, err = io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: relay\r\n")
+		require.NoError(t, err)
+	}
+	// The relay closes what is over the cap: those reads end at once,
+	// while the 64 within it stay open.
+	ends := make(chan bool, len(held))
+	for _, c := range held {
+		go func() {
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			_, err := c.Read(make([]byte, 1))
+			ends <- err != nil && !isTimeout(err)
+		}()
+	}
+	closed := 0
+	for range held {
+		if <-ends {
+			closed++
+		}
+	}
+	assert.GreaterOrEqual(t, closed, 400-64, "connections over the cap are closed")
+
+	// Another address (127.0.0.2 reaches loopback too) is served.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 10 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	require.NoError(t, err, "a second address cannot connect")
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n")
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err, "/healthz from another address")
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	resp.Body.Close()
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// TestAmbiguousFramingCloses: a request with both Content-Length and
+// Transfer-Encoding is answered, then its connection is closed: a request
+// pipelined behind it is never read.
+func TestAmbiguousFramingCloses(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	c, err := net.Dial("tcp", strings.TrimPrefix(r.URL, "http://"))
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	body := `{"net":"alpha"}`
+	_, err = fmt.Fprintf(c, "POST /api/v1/client/login HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"+
+		"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"+
+		"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n", len(body), body)
+	require.NoError(t, err)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.True(t, resp.Close, "the answer says the connection closes")
+	_, err = http.ReadResponse(br, nil)
+	assert.Error(t, err, "the pipelined request was answered")
+}

@@ -1,0 +1,109 @@
+// Malformed input that used to be accepted: JSON nested too deep, text that
+// is not UTF-8, NUL in a header value, and terminal escapes that inspect
+// used to print raw.
+
+package main
+
+import (
+	"bytes"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestMalformedInputRefused: each input is 400 with the error shape and
+// writes nothing, wherever the client puts it.
+func TestMalformedInputRefused(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	tok, _ := r.login("alpha")
+	r.pullReqs("alpha", testKey, nil)
+	deep := strings.Repeat("[", 2000) + strings.Repeat("]", 2000)
+	raw := func(path, contentType, body string) reply {
+		req, err := http.NewRequest(http.MethodPost, r.URL+path, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", contentType)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		return r.do(req)
+	}
+	for _, tc := range []struct {
+		name string
+		rep  func() reply
+		code string
+	}{
+		{"simBody 2,000 levels deep", func() reply {
+			return raw("/api/v1/client/pushreq", "application/json", `{"sim_req":{"simEndpoint":"/x","simBody":`+deep+`}}`)
+		}, "invalid_body"},
+		{"sim_req 2,000 levels deep in a form", func() reply {
+			return raw("/api/v1/client/pushreq", "application/x-www-form-urlencoded",
+				url.Values{"sim_req": {`{"simEndpoint":"/x","simBody":` + deep + `}`}}.Encode())
+		}, "invalid_body"},
+		{"peer data 2,000 levels deep", func() reply {
+			return raw("/api/v1/peer/broadcast", "application/json", `{"data":`+deep+`}`)
+		}, "invalid_body"},
+		{"simEndpoint not UTF-8", func() reply {
+			return raw("/api/v1/client/pushreq", "application/json", "{\"sim_req\":{\"simEndpoint\":\"/x\xff\xfe\"}}")
+		}, "invalid_body"},
+		{"a form value not UTF-8", func() reply {
+			return raw("/api/v1/client/pushreq", "application/x-www-form-urlencoded", "simEndpoint=%2Fx%FF")
+		}, "invalid_param"},
+		{"simEndpoint with a NUL", func() reply {
+			return raw("/api/v1/client/pushreq", "application/json", `{"sim_req":{"simEndpoint":"/x\u0000y"}}`)
+		}, "invalid_sim_req"},
+		{"a NUL in a simHeaders value", func() reply {
+			return raw("/api/v1/client/pushreq", "application/json", `{"sim_req":{"simEndpoint":"/x","simHeaders":{"X-A":"a\u0000b"}}}`)
+		}, "invalid_sim_req"},
+		{"a CR LF in a sim_res header", func() reply {
+			return r.postJSON("/api/v1/server/pushres", testKey, map[string]any{"net": "alpha", "rid": "x",
+				"sim_res": map[string]any{"simHeaders": map[string]any{"X-A": []string{"ok", "a\r\nSet-Cookie: x=1"}}}})
+		}, "invalid_sim_res"},
+		{"a NUL in a sim_res header", func() reply {
+			return r.postJSON("/api/v1/server/pushres", testKey, map[string]any{"net": "alpha", "rid": "x",
+				"sim_res": map[string]any{"simHeaders": map[string]any{"X-A": "a\x00b"}}})
+		}, "invalid_sim_res"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := storeRows(t, r)
+			assertErrorShape(t, tc.rep(), http.StatusBadRequest, tc.code)
+			assert.Equal(t, before, storeRows(t, r), "a refused call writes nothing")
+		})
+	}
+	// 100 levels, the body's own two objects included, is allowed.
+	ok := strings.Repeat("[", 98) + strings.Repeat("]", 98)
+	assert.Equal(t, http.StatusCreated, raw("/api/v1/client/pushreq", "application/json", `{"sim_req":{"simEndpoint":"/x","simBody":`+ok+`}}`).Status)
+}
+
+// TestInspectEscapesControlCharacters: a simEndpoint holding terminal
+// escapes, and a gateway body nested too deep to be JSON for SQLite, are
+// stored, and inspect prints them with the escapes made visible: one table
+// row per request, nothing a terminal acts on.
+func TestInspectEscapesControlCharacters(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	tok, _ := r.login("alpha")
+	evil := "/x\x1b]0;pwned\x07\x1b[2J\r\nfake-rid  queued  0  peer  GET  /\t\u009b"
+	rid := r.push(tok, map[string]any{"simEndpoint": evil})
+	req, err := http.NewRequest(http.MethodPost, r.URL+"/via/alpha/deep", strings.NewReader(strings.Repeat("[", 2000)+strings.Repeat("]", 2000)))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Prefer", "respond-async")
+	require.Equal(t, http.StatusAccepted, r.do(req).Status)
+
+	for _, args := range [][]string{{"alpha"}, {"--rid", rid}, {}} {
+		out, err := runCLI(t, nil, append([]string{"inspect", "--db", r.DBPath}, args...)...)
+		require.NoError(t, err, "inspect %v", args)
+		assert.False(t, strings.ContainsAny(out, "\x1b\x07\r\t\u009b"), "inspect %v printed a control character: %q", args, out)
+		if len(args) == 1 {
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			assert.Len(t, lines, 3, "a header and a row per request: %q", out)
+			assert.Contains(t, out, `\x1b]0;pwned\x07`)
+		}
+	}
+	out, err := runCLI(t, nil, "inspect", "--db", r.DBPath, "--rid", rid)
+	require.NoError(t, err)
+	assert.True(t, bytes.Contains([]byte(out), []byte(`\u001b`)), "the stored JSON keeps its escapes: %s", out)
+}
