@@ -34,6 +34,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -66,17 +67,76 @@ type Response struct {
 // number a SimClient put in simQueryParams) counts as its JSON text.
 type Values map[string][]string
 
-// MarshalJSON writes one value as a string and several as an array.
+// MarshalJSON writes one value as a string and several as an array,
+// names in order.
 func (v Values) MarshalJSON() ([]byte, error) {
-	out := make(map[string]any, len(v))
+	names := make([]string, 0, len(v))
+	size := 2
 	for k, vals := range v {
-		if len(vals) == 1 {
-			out[k] = vals[0]
-		} else {
-			out[k] = vals
+		names = append(names, k)
+		size += len(k) + 4
+		for _, s := range vals {
+			size += len(s) + 3
 		}
 	}
-	return Marshal(out)
+	sort.Strings(names)
+	b := make([]byte, 0, size+size/8)
+	b = append(b, '{')
+	for i, k := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, k)
+		b = append(b, ':')
+		vals := v[k]
+		if len(vals) == 1 {
+			b = appendString(b, vals[0])
+			continue
+		}
+		b = append(b, '[')
+		for j, s := range vals {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, s)
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}'), nil
+}
+
+// appendString appends s as a JSON string, escaping only what JSON
+// requires (RFC 8259 7); invalid UTF-8 becomes U+FFFD, as encoding/json
+// writes it.
+func appendString(b []byte, s string) []byte {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // UnmarshalJSON reads an object whose values are strings, arrays of
@@ -88,16 +148,19 @@ func (v *Values) UnmarshalJSON(b []byte) error {
 	}
 	out := make(Values, len(raw))
 	for k, r := range raw {
-		var s string
-		var list []json.RawMessage
+		r = bytes.TrimSpace(r)
 		switch {
-		case json.Unmarshal(r, &s) == nil:
-			out[k] = []string{s}
-		case json.Unmarshal(r, &list) == nil:
+		case len(r) > 0 && r[0] == '"':
+			out[k] = []string{scalarText(r)}
+		case len(r) > 0 && r[0] == '[':
+			var list []json.RawMessage
+			if err := json.Unmarshal(r, &list); err != nil {
+				return err
+			}
 			for _, e := range list {
 				out[k] = append(out[k], scalarText(e))
 			}
-		case string(bytes.TrimSpace(r)) != "null":
+		case string(r) != "null":
 			out[k] = []string{scalarText(r)}
 		}
 	}
@@ -105,12 +168,18 @@ func (v *Values) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// scalarText is a JSON string's text, or any other value's JSON text. A
+// string without escapes is read without a decoder.
 func scalarText(r json.RawMessage) string {
+	r = bytes.TrimSpace(r)
+	if len(r) >= 2 && r[0] == '"' && bytes.IndexByte(r, '\\') < 0 {
+		return string(r[1 : len(r)-1])
+	}
 	var s string
 	if json.Unmarshal(r, &s) == nil {
 		return s
 	}
-	return string(bytes.TrimSpace(r))
+	return string(r)
 }
 
 // hopByHop are the headers of one connection, never forwarded: RFC 9110
