@@ -30,6 +30,9 @@ var schemaV1 string
 //go:embed schema_v2.sql
 var schemaV2 string
 
+//go:embed schema_v3.sql
+var schemaV3 string
+
 // The store's errors: what it refuses, in its own terms. The HTTP edge
 // (errors.go) gives each its status and code; the store knows neither.
 var (
@@ -50,7 +53,7 @@ var (
 
 // migrations are the schema steps; step i brings user_version from i to i+1.
 // A shipped step never changes: add a new one.
-var migrations = []string{schemaV1, schemaV2}
+var migrations = []string{schemaV1, schemaV2, schemaV3}
 
 // storeOptions are the lifetimes and limits the store enforces. The
 // lifetimes come from the relay's flags (config.storeOptions); the store has
@@ -67,8 +70,18 @@ type storeOptions struct {
 	Clock       clockwork.Clock // every time the store reads; nil: the real clock
 
 	// MustExist refuses a missing file or one that is not a store, rather
-	// than making it one (purge, inspect).
+	// than making it one (purge, inspect). Such a store applies the
+	// lifetimes its relay recorded (settings), not those given here.
 	MustExist bool
+
+	// Owner is the relay that serves the store (serve): it records its
+	// lifetimes in it for purge and inspect, and turns a store made before
+	// incremental vacuum into one that gives free pages back.
+	Owner bool
+
+	// LifetimesFrom says where the lifetimes above came from, once the
+	// store is open: lifetimesRecorded or lifetimesDefaults.
+	LifetimesFrom string
 
 	// CheckpointEvery is how often the WAL is copied into the database
 	// file, when anything was written: 1 s keeps the WAL small (a second of
@@ -167,13 +180,16 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	// p99.9 here); the checkpointer does it on its own connection instead.
 	pragmas := "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(" + opts.Sync + ")"
 	if opts.MustExist {
-		// Check on a plain connection: the writer's pragmas would turn
-		// any file into a WAL database before its version is read.
-		probe, err := openStoreReadOnly(ctx, path, opts)
-		if err != nil {
-			return nil, err
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("no store at %s: %w", path, err)
 		}
-		probe.Close()
+	} else if err := createStoreFile(path); err != nil {
+		return nil, err
+	}
+	// Check on a plain connection: the writer's pragmas would turn any
+	// file into a WAL database before its version is read.
+	if _, _, err := probeStore(ctx, path, opts.MustExist); err != nil {
+		return nil, err
 	}
 	w, err := sql.Open("sqlite", path+pragmas+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
 	if err != nil {
@@ -183,6 +199,10 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	if err := migrate(ctx, w, path); err != nil {
+		w.Close()
+		return nil, err
+	}
+	if err := settle(ctx, w, path, &opts); err != nil {
 		w.Close()
 		return nil, err
 	}
@@ -242,7 +262,9 @@ func (s *store) closeDBs() error {
 }
 
 // openStoreReadOnly opens an existing store for reading only (inspect). It
-// never creates a file and refuses one that is not a c2cvia store.
+// never creates a file and refuses one that is not a c2cvia store. It needs
+// no write access: without a relay on the store, one that may not write
+// beside it reads it as immutable.
 func openStoreReadOnly(ctx context.Context, path string, opts storeOptions) (*store, error) {
 	if opts.Clock == nil {
 		opts.Clock = clockwork.NewRealClock()
@@ -250,37 +272,38 @@ func openStoreReadOnly(ctx context.Context, path string, opts storeOptions) (*st
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("no store at %s: %w", path, err)
 	}
-	r, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
+	version, mode, err := probeStore(ctx, path, true)
 	if err != nil {
 		return nil, err
 	}
-	version, err := schemaVersion(ctx, r, path, true)
+	r, err := sql.Open("sqlite", "file:"+path+"?"+mode+"&_pragma=busy_timeout(5000)&_pragma=query_only(1)")
 	if err != nil {
-		r.Close()
 		return nil, err
+	}
+	if err := loadLifetimes(ctx, r, version, &opts); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("read store %s: %w", path, err)
 	}
 	return &store{opts: opts, clock: opts.Clock, r: r, version: version}, nil
 }
 
-// schemaVersion reads the store's schema version and refuses one newer than
-// this build knows, or, when mustExist, a file that is no store yet (0).
-func schemaVersion(ctx context.Context, db *sql.DB, path string, mustExist bool) (int, error) {
+// migrate brings the schema to the newest version, one step per
+// transaction. A new store gives its free pages back to the file system
+// (auto_vacuum INCREMENTAL, set before its first table; the janitor
+// reclaims them).
+func migrate(ctx context.Context, db *sql.DB, path string) error {
 	var version int
 	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
-		return 0, fmt.Errorf("read store %s: %w", path, err)
+		return fmt.Errorf("read store %s: %w", path, err)
 	}
-	if version > len(migrations) || mustExist && version == 0 {
-		return 0, fmt.Errorf("%s is not a c2cvia store this version can read (schema version %d, known up to %d)",
+	if version > len(migrations) {
+		return fmt.Errorf("%s is not a c2cvia store this version can read (schema version %d, known up to %d)",
 			path, version, len(migrations))
 	}
-	return version, nil
-}
-
-// migrate brings the schema to the newest version, one step per transaction.
-func migrate(ctx context.Context, db *sql.DB, path string) error {
-	version, err := schemaVersion(ctx, db, path, false)
-	if err != nil {
-		return err
+	if version == 0 {
+		if _, err := db.ExecContext(ctx, `PRAGMA auto_vacuum = INCREMENTAL`); err != nil {
+			return fmt.Errorf("open store %s: %w", path, err)
+		}
 	}
 	for ; version < len(migrations); version++ {
 		tx, err := db.BeginTx(ctx, nil)
@@ -300,6 +323,100 @@ func migrate(ctx context.Context, db *sql.DB, path string) error {
 		}
 	}
 	return nil
+}
+
+// Lifetimes the serving relay records in the store (settings), in ms but
+// max_attempts.
+var lifetimeSettings = []struct {
+	name string
+	ms   func(*storeOptions) *time.Duration // nil: max_attempts
+}{
+	{"req_ttl_ms", func(o *storeOptions) *time.Duration { return &o.ReqTTL }},
+	{"res_ttl_ms", func(o *storeOptions) *time.Duration { return &o.ResTTL }},
+	{"token_ttl_ms", func(o *storeOptions) *time.Duration { return &o.TokenTTL }},
+	{"msg_ttl_ms", func(o *storeOptions) *time.Duration { return &o.MsgTTL }},
+	{"max_attempts", nil},
+}
+
+// settle finishes opening a writable store once it is migrated. The relay
+// that serves it (Owner) records its lifetimes, and turns on incremental
+// vacuum in a store made before it (one VACUUM, which rewrites the file:
+// seconds for hundreds of MB, once). Anyone else (purge) takes the
+// lifetimes the relay recorded, so it removes and marks what the relay
+// would.
+func settle(ctx context.Context, db *sql.DB, path string, opts *storeOptions) error {
+	if !opts.Owner {
+		if err := loadLifetimes(ctx, db, len(migrations), opts); err != nil {
+			return fmt.Errorf("open store %s: %w", path, err)
+		}
+		return nil
+	}
+	var autoVacuum int
+	if err := db.QueryRowContext(ctx, `PRAGMA auto_vacuum`).Scan(&autoVacuum); err != nil {
+		return fmt.Errorf("open store %s: %w", path, err)
+	}
+	if autoVacuum != 2 { // 2: INCREMENTAL
+		if _, err := db.ExecContext(ctx, `PRAGMA auto_vacuum = INCREMENTAL`); err != nil {
+			return fmt.Errorf("open store %s: %w", path, err)
+		}
+		if _, err := db.ExecContext(ctx, `VACUUM`); err != nil {
+			return fmt.Errorf("open store %s: turn on incremental vacuum: %w", path, err)
+		}
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, ls := range lifetimeSettings {
+		v := int64(opts.MaxAttempts)
+		if ls.ms != nil {
+			v = ls.ms(opts).Milliseconds()
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO settings (name, value) VALUES (?, ?)
+			ON CONFLICT (name) DO UPDATE SET value = excluded.value`, ls.name, v); err != nil {
+			return fmt.Errorf("open store %s: record the lifetimes: %w", path, err)
+		}
+	}
+	opts.LifetimesFrom = lifetimesRecorded
+	return tx.Commit()
+}
+
+// LifetimesFrom values: where a store's lifetimes come from.
+const (
+	lifetimesRecorded = "store"    // the serving relay's, as it recorded them
+	lifetimesDefaults = "defaults" // no relay of this version recorded any: serve's defaults
+)
+
+// loadLifetimes sets opts' lifetimes to those recorded in the store, if a
+// relay recorded them; else it leaves them and marks them as defaults.
+func loadLifetimes(ctx context.Context, db *sql.DB, version int, opts *storeOptions) error {
+	opts.LifetimesFrom = lifetimesDefaults
+	if version < 3 {
+		return nil
+	}
+	found := 0
+	err := eachRow(ctx, db, `SELECT name, value FROM settings`, nil, func(rows *sql.Rows) error {
+		var name string
+		var v int64
+		if err := rows.Scan(&name, &v); err != nil {
+			return err
+		}
+		for _, ls := range lifetimeSettings {
+			switch {
+			case ls.name != name || v < 1:
+			case ls.ms == nil:
+				opts.MaxAttempts, found = int(v), found+1
+			default:
+				*ls.ms(opts), found = time.Duration(v)*time.Millisecond, found+1
+			}
+		}
+		return nil
+	})
+	if found == len(lifetimeSettings) {
+		opts.LifetimesFrom = lifetimesRecorded
+	}
+	return err
 }
 
 // Close stops the writer after the writes already queued, then closes the
