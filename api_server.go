@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-func handlePullReqSmart(st *store, lp *poller, cfg config) apiFunc {
+func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config) apiFunc {
 	type response struct {
 		Requests []leasedRequest `json:"requests"`
 	}
@@ -35,6 +35,7 @@ func handlePullReqSmart(st *store, lp *poller, cfg config) apiFunc {
 		}
 		st.touchNet(net)
 		defer st.touchNet(net)
+		defer pres.polling(net)()
 
 		got := []leasedRequest{}
 		_, err = lp.poll(ctx, pollServer, netSignal(net), wait, func() (bool, time.Time, error) {

@@ -16,6 +16,7 @@ type call struct {
 	lim    *limits
 	parked atomic.Int64 // ns spent parked in long polls, waiting for something to happen
 	token  []byte       // hash of the token the call was charged to, once authenticated
+	net    string       // the net the call concerns, once known: for the access log
 }
 
 type callInContext struct{}

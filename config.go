@@ -46,6 +46,7 @@ type config struct {
 	JanitorEvery time.Duration
 	LogFormat    string
 	LogLevel     string
+	AccessLog    bool         // a log line per call
 	Listen       listenConfig // TLS, ACME and connection limits (tls.go)
 
 	// Operations: metrics.go and limits.go.
@@ -109,6 +110,7 @@ func addServeFlags(fs *pflag.FlagSet, c *config) {
 	fs.DurationVar(&c.JanitorEvery, "janitor-every", 15*time.Second, "how often expired entries are removed")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&c.AccessLog, "access-log", true, "log each call at info: method, route, status, ms, bytes, net, client (never a token or key)")
 	addOpsFlags(fs, c)
 }
 

@@ -160,8 +160,11 @@ type store struct {
 	queueReads  atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
 	msgReads    atomic.Int64 // reads of peer messages from SQL, not from the cache
 
-	counts storeCounts                // what the store holds, for quotas and metrics
-	hooks  atomic.Pointer[storeHooks] // observers, for the metrics; nil: none
+	counts storeCounts                 // what the store holds, for quotas and metrics
+	hooks  atomic.Pointer[storeHooks]  // observers, for the metrics; nil: none
+	events atomic.Pointer[storeEvents] // observers, for the log; nil: none
+
+	claimed []string // nets claimed in the batch being written; the writer's alone
 }
 
 // openStore opens (creating and migrating as needed) the store at path and
@@ -480,6 +483,11 @@ type storeHooks struct {
 	committed func(took time.Duration, writes int)     // a group commit
 	handedOut func(rid string, createdMS, nowMS int64) // a request's first hand-out
 	answered  func(rid string, nowMS int64)            // a request answered
+}
+
+// storeEvents tell the relay's log what the store did, after the commit.
+type storeEvents struct {
+	claimed func(net string) // a first key claimed net
 }
 
 // statements are prepared once per store. Writer statements run inside the

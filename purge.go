@@ -346,8 +346,8 @@ func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, n
 	return err
 }
 
-// runJanitor purges every interval until ctx ends.
-func runJanitor(ctx context.Context, log *slog.Logger, st *store, every time.Duration) {
+// runJanitor purges every interval, and runs sweep, until ctx ends.
+func runJanitor(ctx context.Context, log *slog.Logger, st *store, every time.Duration, sweep func()) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -355,6 +355,7 @@ func runJanitor(ctx context.Context, log *slog.Logger, st *store, every time.Dur
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			sweep() // SimServers gone (oplog.go)
 			if err := st.syncCounts(ctx); err != nil && ctx.Err() == nil {
 				log.Error("janitor: count the store", "err", err)
 			}

@@ -7,7 +7,7 @@ import (
 	"net/http"
 )
 
-func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *poller, met *metrics) {
+func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *poller, met *metrics, pres *presence) {
 	api := apiAdapter(log, cfg.MaxBody)
 	answers := newAnswerBox() // pushres hands answers to waiting /via/ requests
 
@@ -28,8 +28,8 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	mux.Handle("POST /api/v1/client/pullsmart", api(withToken(st, handlePullRes(st, lp, true))))
 
 	// Server API: the SimServer of a net, authenticated by the net's key.
-	mux.Handle("GET /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, cfg)))
-	mux.Handle("POST /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, cfg)))
+	mux.Handle("GET /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, pres, cfg)))
+	mux.Handle("POST /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, pres, cfg)))
 	mux.Handle("POST /api/v1/server/pushres", api(handlePushRes(st, lp.hub, answers)))
 	mux.Handle("POST /api/v1/server/extend", api(handleExtend(st, cfg)))
 

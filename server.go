@@ -15,9 +15,10 @@ import (
 // server is the relay's http.Handler.
 type server struct {
 	http.Handler
-	poller  *poller
-	limits  *limits
-	metrics *metrics
+	poller   *poller
+	presence *presence
+	limits   *limits
+	metrics  *metrics
 }
 
 // newServer builds the relay's handler. It does not listen.
@@ -25,16 +26,21 @@ func newServer(log *slog.Logger, st *store, cfg config) *server {
 	lp := newPoller(newHub(st.clock), cfg.MaxWait, st.clock)
 	lim := newLimits(cfg, st.now)
 	met := newMetrics(st, lp, lim)
+	pres := newPresence(log, st.clock)
+	st.events.Store(&storeEvents{claimed: func(net string) { log.Info("net claimed", "net", net) }})
 	mux := http.NewServeMux()
-	addRoutes(mux, log, cfg, st, lp, met)
+	addRoutes(mux, log, cfg, st, lp, met, pres)
 	var h http.Handler = jsonMuxErrors(mux)
 	h = lim.limitIP(h)
 	h = withCORS(cfg.CORSOrigin, h)
 	h = withViaHost(cfg.ViaHost, h)
 	h = withRecover(log, h)
 	h = met.instrument(mux, h)
+	if cfg.AccessLog {
+		h = withAccessLog(log, mux, cfg.TrustProxy, cfg.ViaHost, h)
+	}
 	h = withCall(lim, h)
-	return &server{Handler: h, poller: lp, limits: lim, metrics: met}
+	return &server{Handler: h, poller: lp, presence: pres, limits: lim, metrics: met}
 }
 
 // shutdown answers the open long polls; http.Server.Shutdown alone would
@@ -103,6 +109,7 @@ func withToken(st *store, fn tokenFunc) apiFunc {
 		if err != nil {
 			return err
 		}
+		noteNet(r.Context(), t.Net)
 		if err := chargeToken(r, t); err != nil {
 			return err
 		}

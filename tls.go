@@ -135,7 +135,7 @@ func (f *frontend) httpServer(h http.Handler) *http.Server {
 		ReadHeaderTimeout: f.cfg.ReadHeaderTimeout, // also bounds the TLS handshake
 		IdleTimeout:       f.cfg.IdleTimeout,
 		MaxHeaderBytes:    int(f.cfg.MaxHeaderBytes),
-		ErrorLog:          slog.NewLogLogger(f.log.Handler(), slog.LevelWarn),
+		ErrorLog:          httpErrorLog(f.log),
 	}
 }
 

@@ -201,14 +201,18 @@ func (s *store) commit(batch []*writeOp) {
 		return
 	}
 	defer tx.Rollback()
+	defer func() { s.claimed = s.claimed[:0] }()
 	single := len(batch) == 1
 	for i, op := range batch {
 		if err := op.ctx.Err(); err != nil {
 			errs[i] = err // the caller is gone: do not write for it
 			continue
 		}
+		claims := len(s.claimed)
 		if single {
-			errs[i] = op.fn(ctx, tx)
+			if errs[i] = op.fn(ctx, tx); errs[i] != nil {
+				s.claimed = s.claimed[:claims]
+			}
 			continue
 		}
 		if _, err := tx.StmtContext(ctx, s.sp.save).ExecContext(ctx); err != nil {
@@ -217,6 +221,7 @@ func (s *store) commit(batch []*writeOp) {
 		}
 		if errs[i] = op.fn(ctx, tx); errs[i] != nil {
 			_, _ = tx.StmtContext(ctx, s.sp.rollback).ExecContext(ctx)
+			s.claimed = s.claimed[:claims]
 		}
 		_, _ = tx.StmtContext(ctx, s.sp.release).ExecContext(ctx)
 	}
@@ -241,6 +246,11 @@ func (s *store) commit(batch []*writeOp) {
 		}
 		if h := s.hooks.Load(); h != nil {
 			h.committed(time.Since(start), len(batch))
+		}
+		if ev := s.events.Load(); ev != nil {
+			for _, net := range s.claimed {
+				ev.claimed(net)
+			}
 		}
 	}
 	finish()
