@@ -22,6 +22,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	_ "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 //go:embed schema.sql
@@ -49,7 +50,38 @@ var (
 	errQueueFull    = errors.New("the net's queue is full")
 	errNetFull      = errors.New("the net has as many logins as allowed")
 	errStoreClosed  = errors.New("the store is closed")
+
+	// What the file system or another process refuses a write (storeFault).
+	errStoreFull       = errors.New("the disk that holds the store is full")
+	errStoreBusy       = errors.New("another process holds the store's write lock")
+	errStoreUnwritable = errors.New("the store cannot be written")
 )
+
+// storeFault gives a write's failure in SQLite's own terms the store's
+// error for it: SQLITE_FULL is errStoreFull, BUSY and LOCKED (a purge
+// holding the lock past busy_timeout) errStoreBusy, IOERR, READONLY and
+// CANTOPEN errStoreUnwritable. Anything else passes unchanged.
+func storeFault(err error) error {
+	var coded interface{ Code() int }
+	if err == nil || !errors.As(err, &coded) {
+		return err
+	}
+	switch coded.Code() & 0xff { // the primary code of an extended one
+	case sqlite3.SQLITE_FULL:
+		return fmt.Errorf("%w: %v", errStoreFull, err)
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+		return fmt.Errorf("%w: %v", errStoreBusy, err)
+	case sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN:
+		return fmt.Errorf("%w: %v", errStoreUnwritable, err)
+	}
+	return err
+}
+
+// isWriteFault reports a failure of the store's file, not of the write:
+// what /healthz reports.
+func isWriteFault(err error) bool {
+	return errors.Is(err, errStoreFull) || errors.Is(err, errStoreUnwritable)
+}
 
 // migrations are the schema steps; step i brings user_version from i to i+1.
 // A shipped step never changes: add a new one.
@@ -165,6 +197,13 @@ type store struct {
 	events atomic.Pointer[storeEvents] // observers, for the log; nil: none
 
 	claimed []string // nets claimed in the batch being written; the writer's alone
+
+	// fault is the last commit's failure of the file (isWriteFault), nil
+	// once a commit succeeds: what /healthz reports.
+	fault atomic.Pointer[error]
+	// commitFault, when set, fails every commit with what it returns: the
+	// tests' full disk.
+	commitFault atomic.Pointer[func() error]
 }
 
 // openStore opens (creating and migrating as needed) the store at path and

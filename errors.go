@@ -68,6 +68,12 @@ var storeErrors = []struct {
 	{errNetFull, &apiError{Status: http.StatusTooManyRequests, Code: "net_full",
 		Message: "this net has as many logins as the relay allows; retry when some expire", RetryAfter: time.Minute}},
 	{errStoreClosed, newAPIError(http.StatusServiceUnavailable, "shutting_down", "the relay is shutting down; try again shortly")},
+	{errStoreFull, newAPIError(http.StatusInsufficientStorage, "storage_full",
+		"the relay's disk is full: nothing was written; try again later")},
+	{errStoreBusy, &apiError{Status: http.StatusServiceUnavailable, Code: "store_busy",
+		Message: "the relay's store is held by another process (a purge); nothing was written; retry after Retry-After seconds", RetryAfter: time.Second}},
+	{errStoreUnwritable, newAPIError(http.StatusServiceUnavailable, "store_unavailable",
+		"the relay cannot write its store; nothing was written; try again later")},
 }
 
 // asAPIError is what a client sees of err: an *apiError as it is, a store
@@ -113,8 +119,10 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	if e == nil {
 		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		e = errInternal
+	} else if log != nil && (isWriteFault(err) || errors.Is(err, errStoreBusy)) {
+		log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)
 	}
-	if e.Status == http.StatusTooManyRequests && e.RetryAfter > 0 {
+	if (e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable) && e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
 	type body struct {

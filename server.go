@@ -148,11 +148,29 @@ func serverAuth(p *params) (net, key string, err error) {
 	return net, key, nil
 }
 
+// handleHealthz answers {"status":"ok"} while the store can be read and
+// written, else 503 {"status":"unavailable","reason":"..."}. After a write
+// failed for want of disk or a writable file, it tries a write of its own
+// (the next commit clears the fault too), so a relay that an idle load
+// balancer took out of rotation comes back once the disk has room.
 func handleHealthz(st *store) http.Handler {
+	unavailable := func(w http.ResponseWriter, reason string) {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": reason})
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := st.r.PingContext(r.Context()); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+			unavailable(w, "the store cannot be read")
 			return
+		}
+		if st.writeFault() != nil {
+			if err := st.probeWrite(r.Context()); isWriteFault(err) {
+				reason := errStoreUnwritable.Error()
+				if errors.Is(err, errStoreFull) {
+					reason = errStoreFull.Error()
+				}
+				unavailable(w, reason)
+				return
+			}
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
