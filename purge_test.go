@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -470,4 +471,60 @@ func storedStatus(t *testing.T, r *testRelay, rid string) string {
 	var status string
 	require.NoError(t, r.store.r.QueryRow(`SELECT status FROM requests WHERE rid = ?`, rid).Scan(&status))
 	return status
+}
+
+// TestStoreShrinks: what purge removes goes back to the file system. The
+// janitor gives the free pages back (incremental vacuum) and the next
+// checkpoint cuts the file; a store made before incremental vacuum is
+// converted when a relay starts on it.
+func TestStoreShrinks(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t, func(c *config) { c.JanitorEvery = time.Second })
+	var autoVacuum int
+	require.NoError(t, r.store.r.QueryRow(`PRAGMA auto_vacuum`).Scan(&autoVacuum))
+	assert.Equal(t, 2, autoVacuum, "a new store is INCREMENTAL")
+
+	tok, _ := r.login("big")
+	body := strings.Repeat("x", 8000)
+	for range 400 { // 3.2 MB of bodies, two pages each
+		r.push(tok, map[string]any{"simEndpoint": "/big", "simBody": body})
+	}
+	fileSize := func() int64 {
+		t.Helper()
+		_, err := r.store.ckpt.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+		require.NoError(t, err)
+		fi, err := os.Stat(r.DBPath)
+		require.NoError(t, err)
+		return fi.Size()
+	}
+	full := fileSize()
+	require.Greater(t, full, int64(3<<20))
+	_, err := runCLI(t, nil, "purge", "--db", r.DBPath, "--all")
+	require.NoError(t, err)
+	var free int
+	require.NoError(t, r.store.r.QueryRow(`PRAGMA freelist_count`).Scan(&free))
+	require.Greater(t, free, 700, "purge frees the pages; the janitor gives them back")
+	waitFor(t, 30*time.Second, func() bool {
+		require.NoError(t, r.store.r.QueryRow(`PRAGMA freelist_count`).Scan(&free))
+		return free == 0
+	}, "the janitor to give every free page back")
+	assert.Less(t, fileSize(), full/8, "the file is cut at the checkpoint")
+
+	t.Run("older store", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "old.db")
+		st, err := openStore(context.Background(), path, testStoreOptions(nil))
+		require.NoError(t, err)
+		require.NoError(t, st.Close())
+		db, err := sql.Open("sqlite", path)
+		require.NoError(t, err)
+		_, err = db.Exec(`PRAGMA auto_vacuum = NONE; VACUUM`)
+		require.NoError(t, err)
+		require.NoError(t, db.QueryRow(`PRAGMA auto_vacuum`).Scan(&autoVacuum))
+		require.NoError(t, db.Close())
+		require.Equal(t, 0, autoVacuum)
+
+		old := newTestRelay(t, func(c *config) { c.DB = path })
+		require.NoError(t, old.store.r.QueryRow(`PRAGMA auto_vacuum`).Scan(&autoVacuum))
+		assert.Equal(t, 2, autoVacuum, "serve converts it")
+	})
 }
