@@ -32,6 +32,7 @@ type config struct {
 	TokenTTL    time.Duration // a login
 	MsgTTL      time.Duration // a peer message
 	MaxAttempts int           // deliveries before a request is failed
+	ClaimTTL    time.Duration // a net unused this long loses its claim; 0: never
 	Sync        string        // SQLite synchronous: normal or full
 
 	// Calls.
@@ -79,7 +80,7 @@ type listenConfig struct {
 // storeOptions are the lifetimes and limits the store enforces.
 func (c config) storeOptions() storeOptions {
 	return storeOptions{ReqTTL: c.ReqTTL, ResTTL: c.ResTTL, TokenTTL: c.TokenTTL, MsgTTL: c.MsgTTL,
-		MaxAttempts: c.MaxAttempts, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers}
+		MaxAttempts: c.MaxAttempts, ClaimTTL: c.ClaimTTL, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers}
 }
 
 // addStoreFlags are the flags serve and purge share: the file and lifetimes.
@@ -97,6 +98,7 @@ func addServeFlags(fs *pflag.FlagSet, c *config) {
 	addListenFlags(fs, &c.Listen)
 	addStoreFlags(fs, c)
 	fs.DurationVar(&c.TokenTTL, "token-ttl", 24*time.Hour, "how long a login token stays valid")
+	fs.DurationVar(&c.ClaimTTL, "claim-ttl", claimTTLDefault, "a net whose SimServer has not polled for this long, with no request pending, loses its claim (0: never)")
 	fs.DurationVar(&c.MaxWait, "max-wait", 60*time.Second, "longest long poll; a larger wait is clamped to it")
 	fs.DurationVar(&c.DefaultLease, "lease", 30*time.Second, "lease on a delivered request when pullreqsmart names none")
 	fs.DurationVar(&c.MaxLease, "max-lease", 10*time.Minute, "longest lease a SimServer may ask for")
@@ -431,6 +433,9 @@ func (c config) checkWith(s *settingErrors) error {
 	}
 	c.checkStore(s)
 	s.positive("token-ttl", c.TokenTTL)
+	if c.ClaimTTL < 0 || c.ClaimTTL > 0 && c.ClaimTTL < time.Second {
+		s.badFlag("claim-ttl", "must be 0 (claims never lapse) or at least 1s, a duration such as 720h")
+	}
 	s.positive("msg-ttl", c.MsgTTL)
 	s.positive("max-wait", c.MaxWait)
 	s.positive("lease", c.DefaultLease)

@@ -49,6 +49,7 @@ var (
 	errUnknownPeer  = errors.New("no such peer in the net")
 	errQueueFull    = errors.New("the net's queue is full")
 	errNetFull      = errors.New("the net has as many logins as allowed")
+	errNotClaimed   = errors.New("the net is not claimed")
 	errStoreClosed  = errors.New("the store is closed")
 
 	// What the file system or another process refuses a write (storeFault).
@@ -96,6 +97,7 @@ type storeOptions struct {
 	TokenTTL    time.Duration   // login token lifetime
 	MsgTTL      time.Duration   // peer message retention
 	MaxAttempts int             // deliveries before a request is failed
+	ClaimTTL    time.Duration   // a net unused this long loses its claim; 0: never
 	MaxQueue    int             // queued requests per net; 0: no limit
 	MaxPeers    int             // logins per net; 0: no limit
 	Sync        string          // "normal" or "full": PRAGMA synchronous
@@ -378,6 +380,7 @@ var lifetimeSettings = []struct {
 	{"token_ttl_ms", func(o *storeOptions) *time.Duration { return &o.TokenTTL }},
 	{"msg_ttl_ms", func(o *storeOptions) *time.Duration { return &o.MsgTTL }},
 	{"max_attempts", nil},
+	{"claim_ttl_ms", func(o *storeOptions) *time.Duration { return &o.ClaimTTL }}, // 0: never
 }
 
 // settle finishes opening a writable store once it is migrated. The relay
@@ -446,7 +449,7 @@ func loadLifetimes(ctx context.Context, db *sql.DB, version int, opts *storeOpti
 		}
 		for _, ls := range lifetimeSettings {
 			switch {
-			case ls.name != name || v < 1:
+			case ls.name != name || v < 0 || v == 0 && ls.name != "claim_ttl_ms":
 			case ls.ms == nil:
 				opts.MaxAttempts, found = int(v), found+1
 			default:

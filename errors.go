@@ -63,6 +63,7 @@ var storeErrors = []struct {
 	{errWrongKey, newAPIError(http.StatusForbidden, "wrong_key", "this net is claimed by another key")},
 	{errKeyTooShort, badRequest("weak_key", "a key must be at least 16 characters")},
 	{errUnknownPeer, newAPIError(http.StatusNotFound, "unknown_peer", "no such peer in this net")},
+	{errNotClaimed, newAPIError(http.StatusNotFound, "not_claimed", "no key has claimed this net")},
 	{errQueueFull, &apiError{Status: http.StatusTooManyRequests, Code: "queue_full",
 		Message: "this net has as many requests waiting for its SimServer as the relay allows; retry later", RetryAfter: time.Second}},
 	{errNetFull, &apiError{Status: http.StatusTooManyRequests, Code: "net_full",

@@ -64,7 +64,7 @@ reports what it would change.`,
 					messages = map[string]int{}
 				}
 				return printJSON(stdout, map[string]any{"dry_run": o.DryRun, "marked": rep.Marked, "requests": rep.Requests,
-					"messages": messages, "tokens": rep.Tokens, "lifetimes": lt})
+					"messages": messages, "tokens": rep.Tokens, "released": nonNil(rep.Released), "lifetimes": lt})
 			}
 			if lt.From == lifetimesDefaults {
 				fmt.Fprintf(stdout, "no relay of this version has recorded its lifetimes in %s: using serve's defaults (res-ttl %s, max-attempts %d)\n",
@@ -93,13 +93,14 @@ type storeLifetimes struct {
 	TokenTTL    string `json:"token_ttl"`
 	MsgTTL      string `json:"msg_ttl"`
 	MaxAttempts int    `json:"max_attempts"`
+	ClaimTTL    string `json:"claim_ttl"` // 0s: claims never lapse
 	From        string `json:"from"`
 }
 
 func (s *store) lifetimes() storeLifetimes {
 	o := s.opts
 	return storeLifetimes{ReqTTL: o.ReqTTL.String(), ResTTL: o.ResTTL.String(), TokenTTL: o.TokenTTL.String(),
-		MsgTTL: o.MsgTTL.String(), MaxAttempts: o.MaxAttempts, From: o.LifetimesFrom}
+		MsgTTL: o.MsgTTL.String(), MaxAttempts: o.MaxAttempts, ClaimTTL: o.ClaimTTL.String(), From: o.LifetimesFrom}
 }
 
 func printPurge(w io.Writer, rep purgeReport, dryRun bool) {
@@ -113,6 +114,13 @@ func printPurge(w io.Writer, rep purgeReport, dryRun bool) {
 	}
 	fmt.Fprintf(w, "%s %d requests and %d expired tokens\n", verb, rep.requests(), rep.Tokens)
 	printByNet(w, rep.Requests)
+	if len(rep.Released) > 0 {
+		release := "released"
+		if dryRun {
+			release = "would release"
+		}
+		fmt.Fprintf(w, "%s %d unused nets: %s\n", release, len(rep.Released), strings.Join(rep.Released, ", "))
+	}
 	if len(rep.Messages) == 0 {
 		return
 	}
@@ -159,6 +167,7 @@ type purgeReport struct {
 	Requests map[string]map[string]int `json:"requests"` // net -> status -> count removed
 	Messages map[string]int            `json:"messages"` // net -> count; nil when none
 	Tokens   int                       `json:"tokens"`   // expired logins
+	Released []string                  `json:"released"` // nets whose claim lapsed (--claim-ttl)
 }
 
 func (r purgeReport) requests() int { return sum(r.Requests) }
@@ -183,7 +192,7 @@ func (r purgeReport) messages() int {
 	return n
 }
 
-func (r purgeReport) total() int { return r.requests() + r.messages() + r.Tokens }
+func (r purgeReport) total() int { return r.requests() + r.messages() + r.Tokens + len(r.Released) }
 
 // mark counts n requests of net marked status.
 func (r *purgeReport) mark(net, status string, n int) {
@@ -282,6 +291,9 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		if err != nil {
 			return err
 		}
+		if rep.Released, err = s.lapseClaims(ctx, tx, now, netCond, args); err != nil {
+			return err
+		}
 		if o.DryRun {
 			return errDryRun // roll back: nothing of the above stays
 		}
@@ -292,6 +304,9 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		err = nil
 	}
 	if err == nil && !o.DryRun {
+		for _, net := range rep.Released {
+			s.forgetClaim(net)
+		}
 		s.forgetExpiredTokens()
 		if s.msgs != nil {
 			s.msgs.dropExpired(s.nowMS())
@@ -391,6 +406,9 @@ func runJanitor(ctx context.Context, log *slog.Logger, st *store, every time.Dur
 			}
 			if n := rep.total(); n > 0 {
 				log.Info("janitor removed expired entries", "removed", n, "tokens", rep.Tokens)
+			}
+			for _, net := range rep.Released {
+				log.Info("net released: unused for --claim-ttl", "net", net)
 			}
 			if _, err := st.shrink(ctx, shrinkPages); err != nil && ctx.Err() == nil {
 				log.Error("janitor: give free pages back", "err", err)

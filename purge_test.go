@@ -211,7 +211,7 @@ func TestPurgeCLI(t *testing.T) {
 		assert.Equal(t, before, storeRows(t, r), "a dry run changes nothing")
 		assert.Equal(t, 8, r.count("requests"))
 		assert.Equal(t, 4, r.count("tokens"))
-		assert.JSONEq(t, `{"dry_run": true, "tokens": 2, "messages": {},
+		assert.JSONEq(t, `{"dry_run": true, "tokens": 2, "messages": {}, "released": [],
 			"marked": {"alpha": {"expired": 2, "failed": 1}, "beta": {"expired": 1}},
 			"requests": {"alpha": {"answered": 1, "expired": 1, "failed": 1}, "beta": {"expired": 1}}}`,
 			withoutLifetimes(t, purge("--dry-run", "--json")))
@@ -229,7 +229,7 @@ func TestPurgeCLI(t *testing.T) {
 	})
 
 	t.Run("expired", func(t *testing.T) {
-		assert.JSONEq(t, `{"dry_run": false, "tokens": 1, "messages": {},
+		assert.JSONEq(t, `{"dry_run": false, "tokens": 1, "messages": {}, "released": [],
 			"marked": {"alpha": {"expired": 2, "failed": 1}},
 			"requests": {"alpha": {"answered": 1, "expired": 1, "failed": 1}}}`, withoutLifetimes(t, purge("--json")))
 		assert.Equal(t, 4, r.count("requests"))
@@ -351,7 +351,7 @@ func TestInspectAndPurgeMessages(t *testing.T) {
 	}
 	assert.Equal(t, "would remove 0 requests and 0 expired tokens\nwould remove 1 peer messages\n  alpha: 1\n", purge("--dry-run"))
 	assert.Equal(t, 5, r.count("messages"))
-	assert.JSONEq(t, `{"dry_run": false, "marked": {}, "requests": {}, "messages": {"alpha": 1}, "tokens": 0}`, withoutLifetimes(t, purge("--json")))
+	assert.JSONEq(t, `{"dry_run": false, "marked": {}, "requests": {}, "messages": {"alpha": 1}, "tokens": 0, "released": []}`, withoutLifetimes(t, purge("--json")))
 	assert.Equal(t, 4, r.count("messages"))
 	assert.Equal(t, "removed 0 requests and 0 expired tokens\nremoved 1 peer messages\n  beta: 1\n", purge("--all", "--net", "beta"))
 	assert.Equal(t, "removed 0 requests and 0 expired tokens\n", purge(), "nothing more is due")
@@ -415,7 +415,7 @@ func TestPurgeFollowsRelay(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal([]byte(purge("--dry-run", "--json")), &out))
 	assert.Equal(t, storeLifetimes{ReqTTL: "5m0s", ResTTL: "1h0m0s", TokenTTL: "24h0m0s", MsgTTL: "1h0m0s", MaxAttempts: 10,
-		From: lifetimesRecorded}, out.Lifetimes)
+		ClaimTTL: "720h0m0s", From: lifetimesRecorded}, out.Lifetimes)
 	// Past its --req-ttl the request is expired, not failed: the dry run
 	// says so, and removes nothing within the hour.
 	assert.Equal(t, map[string]map[string]int{"follow": {statusExpired: 1}}, out.Marked)

@@ -32,6 +32,7 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	mux.Handle("POST /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, pres, cfg)))
 	mux.Handle("POST /api/v1/server/pushres", api(handlePushRes(st, lp.hub, answers)))
 	mux.Handle("POST /api/v1/server/extend", api(handleExtend(st, cfg)))
+	mux.Handle("POST /api/v1/server/release", api(handleRelease(st)))
 
 	// Gateway: any plain HTTP client reaches the net's SimServer, every method.
 	gw := &gateway{st: st, lp: lp, cfg: cfg, answers: answers}
