@@ -50,6 +50,7 @@ var (
 	errQueueFull    = errors.New("the net's queue is full")
 	errNetFull      = errors.New("the net has as many logins as allowed")
 	errNotClaimed   = errors.New("the net is not claimed")
+	errCursorAhead  = errors.New("the cursor is past the newest message of this store")
 	errStoreClosed  = errors.New("the store is closed")
 
 	// What the file system or another process refuses a write (storeFault).

@@ -64,6 +64,8 @@ var storeErrors = []struct {
 	{errKeyTooShort, badRequest("weak_key", "a key must be at least 16 characters")},
 	{errUnknownPeer, newAPIError(http.StatusNotFound, "unknown_peer", "no such peer in this net")},
 	{errNotClaimed, newAPIError(http.StatusNotFound, "not_claimed", "no key has claimed this net")},
+	{errCursorAhead, newAPIError(http.StatusConflict, "cursor_ahead",
+		"the cursor is past the newest message the relay has (its store was restored or replaced): read again without since or Last-Event-ID")},
 	{errQueueFull, &apiError{Status: http.StatusTooManyRequests, Code: "queue_full",
 		Message: "this net has as many requests waiting for its SimServer as the relay allows; retry later", RetryAfter: time.Second}},
 	{errNetFull, &apiError{Status: http.StatusTooManyRequests, Code: "net_full",
