@@ -261,3 +261,33 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestBackupWhileServing: `c2cvia backup` copies a store the relay is
+// serving and writing, to a new 0600 file, and a relay started on that
+// copy has everything acknowledged before it.
+func TestBackupWhileServing(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db, dest := filepath.Join(dir, "relay.db"), filepath.Join(dir, "backup.db")
+	env := map[string]string{"C2CVIA_ADDR": "127.0.0.1:0"}
+	base, stop := startRun(t, env, "serve", "--db", db)
+	rel := &testRelay{t: t, URL: base}
+	tok, _ := rel.login("saved")
+	rid := rel.push(tok, map[string]any{"simEndpoint": "/saved"})
+
+	out, err := runCLI(t, nil, "backup", "--db", db, dest)
+	require.NoError(t, err)
+	assert.Regexp(t, `^backed up .*relay\.db to .*backup\.db \(\d+ bytes\)\n$`, out)
+	fi, err := os.Stat(dest)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	rel.push(tok, map[string]any{"simEndpoint": "/after the backup"})
+	_, err = runCLI(t, nil, "backup", "--db", db, dest)
+	assert.ErrorContains(t, err, "exists: backup writes a new file only")
+	require.NoError(t, stop())
+
+	base, _ = startRun(t, env, "serve", "--db", dest)
+	rel = &testRelay{t: t, URL: base}
+	assert.Equal(t, "queued", ridStatus(t, rel, tok, rid))
+	assert.Equal(t, 1, countRows(t, dest, "requests"), "as of the backup")
+}
