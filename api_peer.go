@@ -131,6 +131,9 @@ func handlePeerPull(st *store, lp *poller) tokenFunc {
 		if err != nil {
 			return err
 		}
+		if err := st.checkCursor(since); err != nil {
+			return err
+		}
 		wait, err := p.seconds("wait", defaultWait, lp.maxWait)
 		if err != nil {
 			return err
@@ -209,6 +212,9 @@ func handleStream(log *slog.Logger, st *store, lp *poller) tokenFunc {
 			if since, err = parseCursor("Last-Event-ID", id); err != nil {
 				return err
 			}
+		}
+		if err := st.checkCursor(since); err != nil {
+			return err // before the stream starts: a 409 the SDKs read, and start over
 		}
 		c := callFrom(r.Context())
 		leave, err := lp.enter(c, pollStream)

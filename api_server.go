@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-func handlePullReqSmart(st *store, lp *poller, cfg config, pf *preflights) apiFunc {
+func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config, pf *preflights) apiFunc {
 	type response struct {
 		Requests []leasedRequest `json:"requests"`
 	}
@@ -40,6 +40,7 @@ func handlePullReqSmart(st *store, lp *poller, cfg config, pf *preflights) apiFu
 		pf.set(net, preflight)
 		st.touchNet(net)
 		defer st.touchNet(net)
+		defer pres.polling(net)()
 
 		got := []leasedRequest{}
 		_, err = lp.poll(ctx, pollServer, netSignal(net), wait, func() (bool, time.Time, error) {

@@ -234,6 +234,12 @@ func TestBenchAgainstURL(t *testing.T) {
 	// the idle polls are gone.
 	assert.Positive(t, r.count("requests WHERE status = 'answered' AND net = 'shared'"))
 	waitFor(t, 10*time.Second, func() bool { return r.srv.poller.open.Load() == 0 }, "the idle polls to end")
+	// The nets the bench named itself (each row's calibration) are
+	// released; the one given with --net stays claimed.
+	flushStoreWrites(t, r)
+	assert.Positive(t, r.count("requests WHERE net LIKE 'bench-%'"), "the bench ran in nets of its own")
+	assert.Zero(t, r.count("nets WHERE name LIKE 'bench-%'"), "no bench-* claim stays behind")
+	assert.Equal(t, 1, r.count("nets WHERE name = 'shared'"))
 }
 
 func TestBenchBadFlags(t *testing.T) {

@@ -21,6 +21,7 @@ type call struct {
 	// charged: a handler has charged the call to a rate limit (limitIP
 	// charges the address for a call that reached none).
 	charged bool
+	net     string // the net the call concerns, once known: for the access log
 }
 
 type callInContext struct{}

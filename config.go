@@ -32,6 +32,7 @@ type config struct {
 	TokenTTL    time.Duration // a login
 	MsgTTL      time.Duration // a peer message
 	MaxAttempts int           // deliveries before a request is failed
+	ClaimTTL    time.Duration // a net unused this long loses its claim; 0: never
 	Sync        string        // SQLite synchronous: normal or full
 
 	// Calls.
@@ -46,6 +47,7 @@ type config struct {
 	JanitorEvery time.Duration
 	LogFormat    string
 	LogLevel     string
+	AccessLog    bool         // a log line per call
 	Listen       listenConfig // TLS, ACME and connection limits (tls.go)
 
 	// Operations: metrics.go and limits.go.
@@ -87,7 +89,7 @@ type listenConfig struct {
 // storeOptions are the lifetimes and limits the store enforces.
 func (c config) storeOptions() storeOptions {
 	return storeOptions{ReqTTL: c.ReqTTL, ResTTL: c.ResTTL, TokenTTL: c.TokenTTL, MsgTTL: c.MsgTTL,
-		MaxAttempts: c.MaxAttempts, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers,
+		MaxAttempts: c.MaxAttempts, ClaimTTL: c.ClaimTTL, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers,
 		MaxStore: c.MaxStore, MaxNetStore: c.MaxNetStore}
 }
 
@@ -106,6 +108,7 @@ func addServeFlags(fs *pflag.FlagSet, c *config) {
 	addListenFlags(fs, &c.Listen)
 	addStoreFlags(fs, c)
 	fs.DurationVar(&c.TokenTTL, "token-ttl", 24*time.Hour, "how long a login token stays valid")
+	fs.DurationVar(&c.ClaimTTL, "claim-ttl", claimTTLDefault, "a net whose SimServer has not polled for this long, with no request pending, loses its claim (0: never)")
 	fs.DurationVar(&c.MaxWait, "max-wait", 60*time.Second, "longest long poll; a larger wait is clamped to it")
 	fs.DurationVar(&c.DefaultLease, "lease", 30*time.Second, "lease on a delivered request when pullreqsmart names none")
 	fs.DurationVar(&c.MaxLease, "max-lease", 10*time.Minute, "longest lease a SimServer may ask for")
@@ -119,6 +122,7 @@ func addServeFlags(fs *pflag.FlagSet, c *config) {
 	fs.DurationVar(&c.JanitorEvery, "janitor-every", 15*time.Second, "how often expired entries are removed")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&c.AccessLog, "access-log", true, "log each call at info: method, route, status, ms, bytes, net, client (never a token or key)")
 	addOpsFlags(fs, c)
 }
 
@@ -447,6 +451,9 @@ func (c config) checkWith(s *settingErrors) error {
 	}
 	c.checkStore(s)
 	s.positive("token-ttl", c.TokenTTL)
+	if c.ClaimTTL < 0 || c.ClaimTTL > 0 && c.ClaimTTL < time.Second {
+		s.badFlag("claim-ttl", "must be 0 (claims never lapse) or at least 1s, a duration such as 720h")
+	}
 	s.positive("msg-ttl", c.MsgTTL)
 	s.positive("max-wait", c.MaxWait)
 	s.positive("lease", c.DefaultLease)

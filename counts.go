@@ -240,6 +240,11 @@ func (s *store) syncCounts(ctx context.Context) error {
 		if same && !s.counts.stale.Load() {
 			return nil
 		}
+		if !same {
+			// Another process wrote (purge, `c2cvia net`): a claim may
+			// have been released or re-keyed.
+			s.netKeys.Clear()
+		}
 		s.counts.recounts.Add(1)
 		return s.count(ctx, tx)
 	})

@@ -22,6 +22,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	_ "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 //go:embed schema.sql
@@ -35,6 +36,9 @@ var schemaV3 string
 
 //go:embed schema_v4.sql
 var schemaV4 string
+
+//go:embed schema_v5.sql
+var schemaV5 string
 
 // The store's errors: what it refuses, in its own terms. The HTTP edge
 // (errors.go) gives each its status and code; the store knows neither.
@@ -51,14 +55,47 @@ var (
 	errUnknownPeer  = errors.New("no such peer in the net")
 	errQueueFull    = errors.New("the net's queue is full")
 	errNetFull      = errors.New("the net has as many logins as allowed")
+	errNotClaimed   = errors.New("the net is not claimed")
+	errCursorAhead  = errors.New("the cursor is past the newest message of this store")
 	errStoreClosed  = errors.New("the store is closed")
 	errStoreFull    = errors.New("the store is at its storage budget")
 	errNetStoreFull = errors.New("the net is at its storage budget")
+
+	// What the file system or another process refuses a write (storeFault).
+	errDiskFull        = errors.New("the disk that holds the store is full")
+	errStoreBusy       = errors.New("another process holds the store's write lock")
+	errStoreUnwritable = errors.New("the store cannot be written")
 )
+
+// storeFault gives a write's failure in SQLite's own terms the store's
+// error for it: SQLITE_FULL is errDiskFull, BUSY and LOCKED (a purge
+// holding the lock past busy_timeout) errStoreBusy, IOERR, READONLY and
+// CANTOPEN errStoreUnwritable. Anything else passes unchanged.
+func storeFault(err error) error {
+	var coded interface{ Code() int }
+	if err == nil || !errors.As(err, &coded) {
+		return err
+	}
+	switch coded.Code() & 0xff { // the primary code of an extended one
+	case sqlite3.SQLITE_FULL:
+		return fmt.Errorf("%w: %v", errDiskFull, err)
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+		return fmt.Errorf("%w: %v", errStoreBusy, err)
+	case sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN:
+		return fmt.Errorf("%w: %v", errStoreUnwritable, err)
+	}
+	return err
+}
+
+// isWriteFault reports a failure of the store's file, not of the write:
+// what /healthz reports.
+func isWriteFault(err error) bool {
+	return errors.Is(err, errDiskFull) || errors.Is(err, errStoreUnwritable)
+}
 
 // migrations are the schema steps; step i brings user_version from i to i+1.
 // A shipped step never changes: add a new one.
-var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4}
+var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5}
 
 // storeOptions are the lifetimes and limits the store enforces. The
 // lifetimes come from the relay's flags (config.storeOptions); the store has
@@ -69,6 +106,7 @@ type storeOptions struct {
 	TokenTTL    time.Duration   // login token lifetime
 	MsgTTL      time.Duration   // peer message retention
 	MaxAttempts int             // deliveries before a request is failed
+	ClaimTTL    time.Duration   // a net unused this long loses its claim; 0: never
 	MaxQueue    int             // queued requests per net; 0: no limit
 	MaxPeers    int             // logins per net; 0: no limit
 	MaxStore    int64           // bytes the store's file may use (its pages in use); 0: no limit
@@ -77,8 +115,18 @@ type storeOptions struct {
 	Clock       clockwork.Clock // every time the store reads; nil: the real clock
 
 	// MustExist refuses a missing file or one that is not a store, rather
-	// than making it one (purge, inspect).
+	// than making it one (purge, inspect). Such a store applies the
+	// lifetimes its relay recorded (settings), not those given here.
 	MustExist bool
+
+	// Owner is the relay that serves the store (serve): it records its
+	// lifetimes in it for purge and inspect, and turns a store made before
+	// incremental vacuum into one that gives free pages back.
+	Owner bool
+
+	// LifetimesFrom says where the lifetimes above came from, once the
+	// store is open: lifetimesRecorded or lifetimesDefaults.
+	LifetimesFrom string
 
 	// CheckpointEvery is how often the WAL is copied into the database
 	// file, when anything was written: 1 s keeps the WAL small (a second of
@@ -160,8 +208,18 @@ type store struct {
 	used    atomic.Int64 // bytes of the file's pages in use, as the checkpointer last measured them
 	pending atomic.Int64 // payload bytes written since that measure
 
-	counts storeCounts                // what the store holds, for quotas and metrics
-	hooks  atomic.Pointer[storeHooks] // observers, for the metrics; nil: none
+	counts storeCounts                 // what the store holds, for quotas and metrics
+	hooks  atomic.Pointer[storeHooks]  // observers, for the metrics; nil: none
+	events atomic.Pointer[storeEvents] // observers, for the log; nil: none
+
+	claimed []string // nets claimed in the batch being written; the writer's alone
+
+	// fault is the last commit's failure of the file (isWriteFault), nil
+	// once a commit succeeds: what /healthz reports.
+	fault atomic.Pointer[error]
+	// commitFault, when set, fails every commit with what it returns: the
+	// tests' full disk.
+	commitFault atomic.Pointer[func() error]
 }
 
 // openStore opens (creating and migrating as needed) the store at path and
@@ -180,13 +238,16 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	// p99.9 here); the checkpointer does it on its own connection instead.
 	pragmas := "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(" + opts.Sync + ")"
 	if opts.MustExist {
-		// Check on a plain connection: the writer's pragmas would turn
-		// any file into a WAL database before its version is read.
-		probe, err := openStoreReadOnly(ctx, path, opts)
-		if err != nil {
-			return nil, err
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("no store at %s: %w", path, err)
 		}
-		probe.Close()
+	} else if err := createStoreFile(path); err != nil {
+		return nil, err
+	}
+	// Check on a plain connection: the writer's pragmas would turn any
+	// file into a WAL database before its version is read.
+	if _, _, err := probeStore(ctx, path, opts.MustExist); err != nil {
+		return nil, err
 	}
 	w, err := sql.Open("sqlite", path+pragmas+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
 	if err != nil {
@@ -196,6 +257,10 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	if err := migrate(ctx, w, path); err != nil {
+		w.Close()
+		return nil, err
+	}
+	if err := settle(ctx, w, path, &opts); err != nil {
 		w.Close()
 		return nil, err
 	}
@@ -260,7 +325,9 @@ func (s *store) closeDBs() error {
 }
 
 // openStoreReadOnly opens an existing store for reading only (inspect). It
-// never creates a file and refuses one that is not a c2cvia store.
+// never creates a file and refuses one that is not a c2cvia store. It needs
+// no write access: without a relay on the store, one that may not write
+// beside it reads it as immutable.
 func openStoreReadOnly(ctx context.Context, path string, opts storeOptions) (*store, error) {
 	if opts.Clock == nil {
 		opts.Clock = clockwork.NewRealClock()
@@ -268,37 +335,38 @@ func openStoreReadOnly(ctx context.Context, path string, opts storeOptions) (*st
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("no store at %s: %w", path, err)
 	}
-	r, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
+	version, mode, err := probeStore(ctx, path, true)
 	if err != nil {
 		return nil, err
 	}
-	version, err := schemaVersion(ctx, r, path, true)
+	r, err := sql.Open("sqlite", "file:"+path+"?"+mode+"&_pragma=busy_timeout(5000)&_pragma=query_only(1)")
 	if err != nil {
-		r.Close()
 		return nil, err
+	}
+	if err := loadLifetimes(ctx, r, version, &opts); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("read store %s: %w", path, err)
 	}
 	return &store{opts: opts, clock: opts.Clock, r: r, version: version}, nil
 }
 
-// schemaVersion reads the store's schema version and refuses one newer than
-// this build knows, or, when mustExist, a file that is no store yet (0).
-func schemaVersion(ctx context.Context, db *sql.DB, path string, mustExist bool) (int, error) {
+// migrate brings the schema to the newest version, one step per
+// transaction. A new store gives its free pages back to the file system
+// (auto_vacuum INCREMENTAL, set before its first table; the janitor
+// reclaims them).
+func migrate(ctx context.Context, db *sql.DB, path string) error {
 	var version int
 	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
-		return 0, fmt.Errorf("read store %s: %w", path, err)
+		return fmt.Errorf("read store %s: %w", path, err)
 	}
-	if version > len(migrations) || mustExist && version == 0 {
-		return 0, fmt.Errorf("%s is not a c2cvia store this version can read (schema version %d, known up to %d)",
+	if version > len(migrations) {
+		return fmt.Errorf("%s is not a c2cvia store this version can read (schema version %d, known up to %d)",
 			path, version, len(migrations))
 	}
-	return version, nil
-}
-
-// migrate brings the schema to the newest version, one step per transaction.
-func migrate(ctx context.Context, db *sql.DB, path string) error {
-	version, err := schemaVersion(ctx, db, path, false)
-	if err != nil {
-		return err
+	if version == 0 {
+		if _, err := db.ExecContext(ctx, `PRAGMA auto_vacuum = INCREMENTAL`); err != nil {
+			return fmt.Errorf("open store %s: %w", path, err)
+		}
 	}
 	for ; version < len(migrations); version++ {
 		tx, err := db.BeginTx(ctx, nil)
@@ -318,6 +386,101 @@ func migrate(ctx context.Context, db *sql.DB, path string) error {
 		}
 	}
 	return nil
+}
+
+// Lifetimes the serving relay records in the store (settings), in ms but
+// max_attempts.
+var lifetimeSettings = []struct {
+	name string
+	ms   func(*storeOptions) *time.Duration // nil: max_attempts
+}{
+	{"req_ttl_ms", func(o *storeOptions) *time.Duration { return &o.ReqTTL }},
+	{"res_ttl_ms", func(o *storeOptions) *time.Duration { return &o.ResTTL }},
+	{"token_ttl_ms", func(o *storeOptions) *time.Duration { return &o.TokenTTL }},
+	{"msg_ttl_ms", func(o *storeOptions) *time.Duration { return &o.MsgTTL }},
+	{"max_attempts", nil},
+	{"claim_ttl_ms", func(o *storeOptions) *time.Duration { return &o.ClaimTTL }}, // 0: never
+}
+
+// settle finishes opening a writable store once it is migrated. The relay
+// that serves it (Owner) records its lifetimes, and turns on incremental
+// vacuum in a store made before it (one VACUUM, which rewrites the file:
+// seconds for hundreds of MB, once). Anyone else (purge) takes the
+// lifetimes the relay recorded, so it removes and marks what the relay
+// would.
+func settle(ctx context.Context, db *sql.DB, path string, opts *storeOptions) error {
+	if !opts.Owner {
+		if err := loadLifetimes(ctx, db, len(migrations), opts); err != nil {
+			return fmt.Errorf("open store %s: %w", path, err)
+		}
+		return nil
+	}
+	var autoVacuum int
+	if err := db.QueryRowContext(ctx, `PRAGMA auto_vacuum`).Scan(&autoVacuum); err != nil {
+		return fmt.Errorf("open store %s: %w", path, err)
+	}
+	if autoVacuum != 2 { // 2: INCREMENTAL
+		if _, err := db.ExecContext(ctx, `PRAGMA auto_vacuum = INCREMENTAL`); err != nil {
+			return fmt.Errorf("open store %s: %w", path, err)
+		}
+		if _, err := db.ExecContext(ctx, `VACUUM`); err != nil {
+			return fmt.Errorf("open store %s: turn on incremental vacuum: %w", path, err)
+		}
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, ls := range lifetimeSettings {
+		v := int64(opts.MaxAttempts)
+		if ls.ms != nil {
+			v = ls.ms(opts).Milliseconds()
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO settings (name, value) VALUES (?, ?)
+			ON CONFLICT (name) DO UPDATE SET value = excluded.value`, ls.name, v); err != nil {
+			return fmt.Errorf("open store %s: record the lifetimes: %w", path, err)
+		}
+	}
+	opts.LifetimesFrom = lifetimesRecorded
+	return tx.Commit()
+}
+
+// LifetimesFrom values: where a store's lifetimes come from.
+const (
+	lifetimesRecorded = "store"    // the serving relay's, as it recorded them
+	lifetimesDefaults = "defaults" // no relay of this version recorded any: serve's defaults
+)
+
+// loadLifetimes sets opts' lifetimes to those recorded in the store, if a
+// relay recorded them; else it leaves them and marks them as defaults.
+func loadLifetimes(ctx context.Context, db *sql.DB, version int, opts *storeOptions) error {
+	opts.LifetimesFrom = lifetimesDefaults
+	if version < 3 {
+		return nil
+	}
+	found := 0
+	err := eachRow(ctx, db, `SELECT name, value FROM settings`, nil, func(rows *sql.Rows) error {
+		var name string
+		var v int64
+		if err := rows.Scan(&name, &v); err != nil {
+			return err
+		}
+		for _, ls := range lifetimeSettings {
+			switch {
+			case ls.name != name || v < 0 || v == 0 && ls.name != "claim_ttl_ms":
+			case ls.ms == nil:
+				opts.MaxAttempts, found = int(v), found+1
+			default:
+				*ls.ms(opts), found = time.Duration(v)*time.Millisecond, found+1
+			}
+		}
+		return nil
+	})
+	if found == len(lifetimeSettings) {
+		opts.LifetimesFrom = lifetimesRecorded
+	}
+	return err
 }
 
 // Close stops the writer after the writes already queued, then closes the
@@ -381,6 +544,11 @@ type storeHooks struct {
 	committed func(took time.Duration, writes int)     // a group commit
 	handedOut func(rid string, createdMS, nowMS int64) // a request's first hand-out
 	answered  func(rid string, nowMS int64)            // a request answered
+}
+
+// storeEvents tell the relay's log what the store did, after the commit.
+type storeEvents struct {
+	claimed func(net string) // a first key claimed net
 }
 
 // statements are prepared once per store. Writer statements run inside the

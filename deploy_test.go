@@ -71,6 +71,14 @@ func commandFlags(t *testing.T, name string) *pflag.FlagSet {
 		cmd = newInspectCmd(io.Discard)
 	case "purge":
 		cmd = newPurgeCmd(io.Discard)
+	case "backup":
+		cmd = newBackupCmd(io.Discard)
+	case "net":
+		cmd = newNetCmd(nil, io.Discard)
+		cmd.Flags().AddFlagSet(cmd.PersistentFlags())
+		for _, sub := range cmd.Commands() {
+			cmd.Flags().AddFlagSet(sub.Flags())
+		}
 	default:
 		t.Fatalf("no command %q", name)
 	}

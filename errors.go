@@ -63,6 +63,9 @@ var storeErrors = []struct {
 	{errWrongKey, newAPIError(http.StatusForbidden, "wrong_key", "this net is claimed by another key")},
 	{errKeyTooShort, badRequest("weak_key", "a key must be at least 16 characters")},
 	{errUnknownPeer, newAPIError(http.StatusNotFound, "unknown_peer", "no such peer in this net")},
+	{errNotClaimed, newAPIError(http.StatusNotFound, "not_claimed", "no key has claimed this net")},
+	{errCursorAhead, newAPIError(http.StatusConflict, "cursor_ahead",
+		"the cursor is past the newest message the relay has (its store was restored or replaced): read again without since or Last-Event-ID")},
 	{errQueueFull, &apiError{Status: http.StatusTooManyRequests, Code: "queue_full",
 		Message: "this net has as many requests waiting for its SimServer as the relay allows; retry later", RetryAfter: time.Second}},
 	{errNetFull, &apiError{Status: http.StatusTooManyRequests, Code: "net_full",
@@ -72,6 +75,12 @@ var storeErrors = []struct {
 	{errNetStoreFull, &apiError{Status: http.StatusInsufficientStorage, Code: "net_store_full",
 		Message: "this net stores as much as the relay allows; retry once its SimServer answers or entries expire", RetryAfter: time.Minute}},
 	{errStoreClosed, newAPIError(http.StatusServiceUnavailable, "shutting_down", "the relay is shutting down; try again shortly")},
+	{errDiskFull, newAPIError(http.StatusInsufficientStorage, "disk_full",
+		"the relay's disk is full: nothing was written; try again later")},
+	{errStoreBusy, &apiError{Status: http.StatusServiceUnavailable, Code: "store_busy",
+		Message: "the relay's store is held by another process (a purge); nothing was written; retry after Retry-After seconds", RetryAfter: time.Second}},
+	{errStoreUnwritable, newAPIError(http.StatusServiceUnavailable, "store_unavailable",
+		"the relay cannot write its store; nothing was written; try again later")},
 }
 
 // asAPIError is what a client sees of err: an *apiError as it is, a store
@@ -117,6 +126,8 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	if e == nil {
 		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		e = errInternal
+	} else if log != nil && (isWriteFault(err) || errors.Is(err, errStoreBusy)) {
+		log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)
 	}
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))

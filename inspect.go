@@ -21,11 +21,10 @@ import (
 
 func newInspectCmd(stdout io.Writer) *cobra.Command {
 	var (
-		db          string
-		rid         string
-		asJSON      bool
-		limit       int
-		maxAttempts int
+		db     string
+		rid    string
+		asJSON bool
+		limit  int
 	)
 	cmd := checkSettings(&cobra.Command{
 		Use:   "inspect [NET]",
@@ -41,14 +40,16 @@ requests. With --rid: one request with its stored sim_req and sim_res.`,
 				s.badFlag("db", "must name a file")
 			}
 			s.atLeast("limit", limit, 1, "requests")
-			s.atLeast("max-attempts", maxAttempts, 1, "deliveries")
 			if len(args) == 1 && !validName(args[0]) {
 				s.bad("NET %q: must be a net name, 1-64 characters of A-Z a-z 0-9 . _ -", args[0])
 			}
 			if err := s.err(); err != nil {
 				return err
 			}
-			st, err := openStoreReadOnly(cmd.Context(), db, storeOptions{MaxAttempts: maxAttempts})
+			// A request handed out too often shows as failed before the
+			// janitor marks it: by the serving relay's --max-attempts, as
+			// it recorded it (serve's default for a store it has not).
+			st, err := openStoreReadOnly(cmd.Context(), db, defaultConfig().storeOptions())
 			if err != nil {
 				return err
 			}
@@ -93,7 +94,6 @@ requests. With --rid: one request with its stored sim_req and sim_res.`,
 	fs.StringVar(&rid, "rid", "", "show this request with its sim_req and sim_res")
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	fs.IntVar(&limit, "limit", 50, "requests to list for NET, newest first")
-	fs.IntVar(&maxAttempts, "max-attempts", 5, "the relay's --max-attempts, to tell failed requests before the janitor marks them")
 	documentEnv(fs)
 	return cmd
 }

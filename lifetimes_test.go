@@ -115,7 +115,7 @@ func TestJanitor(t *testing.T) {
 	r.clock.Advance(time.Hour + time.Minute) // request expired and retained past; token and message expired
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { runJanitor(ctx, discardLogger(), r.store, 10*time.Millisecond); close(done) }()
+	go func() { runJanitor(ctx, discardLogger(), r.store, 10*time.Millisecond, func() {}); close(done) }()
 	waitFor(t, 10*time.Second, func() bool {
 		return r.count("requests") == 0 && r.count("tokens") == 0 && r.count("messages") == 0 && r.count("subscriptions") == 0
 	}, "the janitor to purge")

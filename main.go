@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	root.SetErr(stderr)
 	benchCmd := bench.NewCommand(benchRelays(), stdout, stderr)
 	documentEnv(benchCmd.Flags())
-	root.AddCommand(newServeCmd(stdout, stderr), newInspectCmd(stdout), newPurgeCmd(stdout),
+	root.AddCommand(newServeCmd(stdout, stderr), newInspectCmd(stdout), newPurgeCmd(stdout), newNetCmd(os.Stdin, stdout), newBackupCmd(stdout),
 		benchCmd, newVersionCmd(stdout))
 	for _, cmd := range root.Commands() {
 		if cmd.Annotations[checksSettings] != "" {

@@ -99,6 +99,12 @@ func testStoreOptions(clock clockwork.Clock, change ...func(*storeOptions)) stor
 // newTestRelay starts a relay with a fake clock; change adjusts its config.
 func newTestRelay(t testing.TB, change ...func(*config)) *testRelay {
 	t.Helper()
+	return newTestRelayLog(t, io.Discard, change...)
+}
+
+// newTestRelayLog is newTestRelay logging to stderr.
+func newTestRelayLog(t testing.TB, stderr io.Writer, change ...func(*config)) *testRelay {
+	t.Helper()
 	dbPath := filepath.Join(t.TempDir(), "relay.db")
 	cfg := testConfig(dbPath)
 	for _, c := range change {
@@ -106,7 +112,7 @@ func newTestRelay(t testing.TB, change ...func(*config)) *testRelay {
 	}
 	require.NoError(t, cfg.check(nil))
 	clock := clockwork.NewFakeClockAt(testEpoch)
-	rel, err := startRelay(context.Background(), cfg, clock, io.Discard, io.Discard)
+	rel, err := startRelay(context.Background(), cfg, clock, io.Discard, stderr)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, rel.stop()) })
 	return &testRelay{t: t, URL: rel.url(), DBPath: dbPath, store: rel.store, srv: rel.srv, clock: clock, cfg: cfg}

@@ -32,6 +32,17 @@ const peerRecent = 5 * time.Minute
 // client that does not read pins for --write-timeout.
 const maxPageBytes = 256 << 10
 
+// checkCursor refuses a reader's cursor past the highest message id this
+// store has given: the store was restored from a backup or replaced, and
+// reading on from the cursor would hide the messages that get the ids
+// between (errCursorAhead: the reader starts over, without a cursor).
+func (s *store) checkCursor(since int64) error {
+	if since > s.msgs.lastID() {
+		return errCursorAhead
+	}
+	return nil
+}
+
 // lastMessageIDSQL is the highest message id ever given (AUTOINCREMENT
 // keeps it in sqlite_sequence, also once those messages are deleted). Read
 // inside the writer, it is exact: every write goes through the writer.

@@ -21,6 +21,7 @@ import (
 // params holds one call's parameters. A value from the query string or a form
 // body is text; a value from a JSON body is raw JSON.
 type params struct {
+	call *call // the call record, if any: netParam notes the net in it
 	text map[string]string
 	json map[string]json.RawMessage
 	auth string // the Authorization: Bearer credential, if any
@@ -37,7 +38,7 @@ var jsonTextFields = map[string]bool{
 // decodeParams reads r's query and body under a maxBody limit. It never
 // writes anything; every failure is an *apiError.
 func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64) (*params, error) {
-	p := &params{text: map[string]string{}, json: map[string]json.RawMessage{}}
+	p := &params{call: callFrom(r.Context()), text: map[string]string{}, json: map[string]json.RawMessage{}}
 	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
 		p.auth = strings.TrimSpace(a[7:])
 	}
@@ -361,6 +362,9 @@ func (p *params) netParam() (string, error) {
 	}
 	if !validName(net) {
 		return "", errInvalidNet
+	}
+	if p.call != nil {
+		p.call.net = net
 	}
 	return net, nil
 }

@@ -27,13 +27,13 @@ func TestPeerMessageTTL(t *testing.T) {
 
 	r.clock.Advance(5*time.Minute - time.Millisecond)
 	assert.Equal(t, []int64{old, newer}, msgIDs(r.readAll(b)), "both within their retention")
-	assert.Equal(t, purgeReport{Requests: map[string]map[string]int{}}, purgeNow(t, r), "nothing is due")
+	assert.Equal(t, purgeReport{Marked: map[string]map[string]int{}, Requests: map[string]map[string]int{}}, purgeNow(t, r), "nothing is due")
 
 	r.clock.Advance(time.Millisecond)
 	assert.Equal(t, []int64{newer}, msgIDs(r.readAll(b)), "old expired")
 	page := r.pullMsgs(b, url.Values{"since": {"0"}})
 	assert.Equal(t, []int64{newer}, page.ids(), "a cursor older than the retention starts at the oldest kept")
-	assert.Equal(t, purgeReport{Requests: map[string]map[string]int{}, Messages: map[string]int{"alpha": 1}}, purgeNow(t, r))
+	assert.Equal(t, purgeReport{Marked: map[string]map[string]int{}, Requests: map[string]map[string]int{}, Messages: map[string]int{"alpha": 1}}, purgeNow(t, r))
 	assert.Equal(t, 1, r.count("messages"))
 
 	r.clock.Advance(5 * time.Minute)

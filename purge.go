@@ -19,30 +19,36 @@ import (
 
 func newPurgeCmd(stdout io.Writer) *cobra.Command {
 	var (
-		cfg    = defaultConfig() // the relay's lifetimes that purge has no flag for
+		db     string
 		o      purgeOptions
 		asJSON bool
 	)
 	cmd := checkSettings(&cobra.Command{
 		Use:   "purge",
 		Short: "Remove expired requests, messages and tokens from a store now",
-		Long: `Removes what the relay's janitor removes: answered, expired and failed
-requests past --res-ttl, peer messages past their retention, and expired login
-tokens with their subscriptions. --all removes every request and message (queued
-ones too), --net limits it to one net, --dry-run only counts.`,
+		Long: `Does what the relay's janitor does, with the lifetimes the relay serving the
+store recorded in it (--res-ttl, --max-attempts; serve's defaults for a store
+no relay of this version has served): marks requests past their TTL expired
+and those handed out too often failed, then removes answered, expired and
+failed requests past --res-ttl, peer messages past their retention, and
+expired login tokens with their subscriptions. --all removes every request
+and message (queued ones too), --net limits it to one net, --dry-run only
+reports what it would change.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s := newSettingErrors(cmd)
-			cfg.checkStore(s)
+			if db == "" {
+				s.badFlag("db", "must name a file")
+			}
 			if o.Net != "" && !validName(o.Net) {
 				s.badFlag("net", "must be a net name: 1-64 characters of A-Z a-z 0-9 . _ -")
 			}
 			if err := s.err(); err != nil {
 				return err
 			}
-			opts := cfg.storeOptions()
-			opts.MustExist = true // never make a store out of a wrong path
-			st, err := openStore(cmd.Context(), cfg.DB, opts)
+			opts := defaultConfig().storeOptions() // until the store says otherwise
+			opts.MustExist = true                  // never make a store out of a wrong path
+			st, err := openStore(cmd.Context(), db, opts)
 			if err != nil {
 				return err
 			}
@@ -51,61 +57,99 @@ ones too), --net limits it to one net, --dry-run only counts.`,
 			if err != nil {
 				return err
 			}
+			lt := st.lifetimes()
 			if asJSON {
 				messages := rep.Messages
 				if messages == nil {
 					messages = map[string]int{}
 				}
-				return printJSON(stdout, map[string]any{"dry_run": o.DryRun, "requests": rep.Requests,
-					"messages": messages, "tokens": rep.Tokens})
+				return printJSON(stdout, map[string]any{"dry_run": o.DryRun, "marked": rep.Marked, "requests": rep.Requests,
+					"messages": messages, "tokens": rep.Tokens, "released": nonNil(rep.Released), "lifetimes": lt})
+			}
+			if lt.From == lifetimesDefaults {
+				fmt.Fprintf(stdout, "no relay of this version has recorded its lifetimes in %s: using serve's defaults (res-ttl %s, max-attempts %d)\n",
+					db, lt.ResTTL, lt.MaxAttempts)
 			}
 			printPurge(stdout, rep, o.DryRun)
 			return nil
 		},
 	})
 	fs := cmd.Flags()
-	addStoreFlags(fs, &cfg)
-	fs.Lookup("db").Usage += " (must exist: purge never makes one)"
+	fs.StringVar(&db, "db", "c2cvia.db", "SQLite file of the store (must exist: purge never makes one)")
 	fs.StringVar(&o.Net, "net", "", "only this net")
 	fs.BoolVar(&o.All, "all", false, "remove every request, not only expired ones")
-	fs.BoolVar(&o.DryRun, "dry-run", false, "count what would be removed; remove nothing")
+	fs.BoolVar(&o.DryRun, "dry-run", false, "report what would be marked and removed; change nothing")
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	neverFromEnv(fs, "all")
 	documentEnv(fs)
 	return cmd
 }
 
+// storeLifetimes are the lifetimes a store applies, for purge and inspect
+// to show: From is lifetimesRecorded or lifetimesDefaults.
+type storeLifetimes struct {
+	ReqTTL      string `json:"req_ttl"`
+	ResTTL      string `json:"res_ttl"`
+	TokenTTL    string `json:"token_ttl"`
+	MsgTTL      string `json:"msg_ttl"`
+	MaxAttempts int    `json:"max_attempts"`
+	ClaimTTL    string `json:"claim_ttl"` // 0s: claims never lapse
+	From        string `json:"from"`
+}
+
+func (s *store) lifetimes() storeLifetimes {
+	o := s.opts
+	return storeLifetimes{ReqTTL: o.ReqTTL.String(), ResTTL: o.ResTTL.String(), TokenTTL: o.TokenTTL.String(),
+		MsgTTL: o.MsgTTL.String(), MaxAttempts: o.MaxAttempts, ClaimTTL: o.ClaimTTL.String(), From: o.LifetimesFrom}
+}
+
 func printPurge(w io.Writer, rep purgeReport, dryRun bool) {
-	verb := "removed"
+	verb, markVerb := "removed", "marked"
 	if dryRun {
-		verb = "would remove"
+		verb, markVerb = "would remove", "would mark"
+	}
+	if n := rep.marked(); n > 0 {
+		fmt.Fprintf(w, "%s %d requests expired or failed\n", markVerb, n)
+		printByNet(w, rep.Marked)
 	}
 	fmt.Fprintf(w, "%s %d requests and %d expired tokens\n", verb, rep.requests(), rep.Tokens)
-	nets := make([]string, 0, len(rep.Requests))
-	for n := range rep.Requests {
-		nets = append(nets, n)
-	}
-	sort.Strings(nets)
-	for _, n := range nets {
-		var parts []string
-		for _, s := range statusOrder {
-			if c := rep.Requests[n][s]; c > 0 {
-				parts = append(parts, fmt.Sprintf("%d %s", c, s))
-			}
+	printByNet(w, rep.Requests)
+	if len(rep.Released) > 0 {
+		release := "released"
+		if dryRun {
+			release = "would release"
 		}
-		fmt.Fprintf(w, "  %s: %s\n", n, strings.Join(parts, ", "))
+		fmt.Fprintf(w, "%s %d unused nets: %s\n", release, len(rep.Released), strings.Join(rep.Released, ", "))
 	}
 	if len(rep.Messages) == 0 {
 		return
 	}
 	fmt.Fprintf(w, "%s %d peer messages\n", verb, rep.messages())
-	nets = nets[:0]
+	nets := make([]string, 0, len(rep.Messages))
 	for n := range rep.Messages {
 		nets = append(nets, n)
 	}
 	sort.Strings(nets)
 	for _, n := range nets {
 		fmt.Fprintf(w, "  %s: %d\n", n, rep.Messages[n])
+	}
+}
+
+// printByNet prints counts by net and status, one line per net.
+func printByNet(w io.Writer, byNet map[string]map[string]int) {
+	nets := make([]string, 0, len(byNet))
+	for n := range byNet {
+		nets = append(nets, n)
+	}
+	sort.Strings(nets)
+	for _, n := range nets {
+		var parts []string
+		for _, s := range statusOrder {
+			if c := byNet[n][s]; c > 0 {
+				parts = append(parts, fmt.Sprintf("%d %s", c, s))
+			}
+		}
+		fmt.Fprintf(w, "  %s: %s\n", n, strings.Join(parts, ", "))
 	}
 }
 
@@ -117,16 +161,22 @@ type purgeOptions struct {
 	DryRun bool
 }
 
-// purgeReport counts what purge removed (or would remove).
+// purgeReport counts what purge changed (or would change).
 type purgeReport struct {
-	Requests map[string]map[string]int `json:"requests"` // net -> status -> count
+	Marked   map[string]map[string]int `json:"marked"`   // net -> expired or failed -> requests marked so
+	Requests map[string]map[string]int `json:"requests"` // net -> status -> count removed
 	Messages map[string]int            `json:"messages"` // net -> count; nil when none
 	Tokens   int                       `json:"tokens"`   // expired logins
+	Released []string                  `json:"released"` // nets whose claim lapsed (--claim-ttl)
 }
 
-func (r purgeReport) requests() int {
+func (r purgeReport) requests() int { return sum(r.Requests) }
+
+func (r purgeReport) marked() int { return sum(r.Marked) }
+
+func sum(byNet map[string]map[string]int) int {
 	n := 0
-	for _, byStatus := range r.Requests {
+	for _, byStatus := range byNet {
 		for _, c := range byStatus {
 			n += c
 		}
@@ -142,7 +192,18 @@ func (r purgeReport) messages() int {
 	return n
 }
 
-func (r purgeReport) total() int { return r.requests() + r.messages() + r.Tokens }
+func (r purgeReport) total() int { return r.requests() + r.messages() + r.Tokens + len(r.Released) }
+
+// mark counts n requests of net marked status.
+func (r *purgeReport) mark(net, status string, n int) {
+	if n == 0 {
+		return
+	}
+	if r.Marked[net] == nil {
+		r.Marked[net] = map[string]int{}
+	}
+	r.Marked[net][status] += n
+}
 
 var errDryRun = errors.New("dry run")
 
@@ -150,9 +211,9 @@ var errDryRun = errors.New("dry run")
 // deletes what purgeOptions select, in one transaction. A dry run counts the
 // same and rolls back.
 func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) {
-	rep := purgeReport{Requests: map[string]map[string]int{}}
+	rep := purgeReport{Marked: map[string]map[string]int{}, Requests: map[string]map[string]int{}}
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		rep = purgeReport{Requests: map[string]map[string]int{}}
+		rep = purgeReport{Marked: map[string]map[string]int{}, Requests: map[string]map[string]int{}}
 		now := s.nowMS()
 		netCond, args := "", []any{}
 		if o.Net != "" {
@@ -162,14 +223,19 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		counts := newCountsDelta() // applied at the end, unless a dry run
 		// The status rule decides; the conditions before it let SQLite
 		// use the partial indexes on the stored status.
-		res, err := tx.ExecContext(ctx, `UPDATE requests SET status = 'failed', done_at = lease_expires_at, lease_expires_at = NULL
-			WHERE status = 'delivered' AND lease_expires_at <= ?1 AND `+statusSQL("?1", "?2")+` = 'failed'`+netCond,
-			with(now, s.opts.MaxAttempts)...)
+		err := eachRow(ctx, tx, `UPDATE requests SET status = 'failed', done_at = lease_expires_at, lease_expires_at = NULL
+			WHERE status = 'delivered' AND lease_expires_at <= ?1 AND `+statusSQL("?1", "?2")+` = 'failed'`+netCond+`
+			RETURNING net`, with(now, s.opts.MaxAttempts),
+			func(rows *sql.Rows) error {
+				var net string
+				err := rows.Scan(&net)
+				counts.move("", statusDelivered, statusFailed, 1)
+				rep.mark(net, statusFailed, 1)
+				return err
+			})
 		if err != nil {
 			return err
 		}
-		failed, _ := res.RowsAffected()
-		counts.move("", statusDelivered, statusFailed, int(failed))
 		err = eachRow(ctx, tx, `UPDATE requests SET status = 'expired', done_at = expires_at, lease_expires_at = NULL
 			WHERE status IN ('queued', 'delivered') AND expires_at <= ?1 AND `+statusSQL("?1", "?2")+` = 'expired'`+netCond+`
 			RETURNING net, attempt, from_peer`, with(now, s.opts.MaxAttempts),
@@ -178,6 +244,7 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 				var attempt int
 				err := rows.Scan(&net, &attempt, &from)
 				counts.move(queueOf(net, from), wasStatus(attempt), statusExpired, 1)
+				rep.mark(net, statusExpired, 1)
 				return err
 			})
 		if err != nil {
@@ -229,6 +296,9 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		if err != nil {
 			return err
 		}
+		if rep.Released, err = s.lapseClaims(ctx, tx, now, netCond, args); err != nil {
+			return err
+		}
 		if o.DryRun {
 			return errDryRun // roll back: nothing of the above stays
 		}
@@ -239,6 +309,9 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		err = nil
 	}
 	if err == nil && !o.DryRun {
+		for _, net := range rep.Released {
+			s.forgetClaim(net)
+		}
 		s.forgetExpiredTokens()
 		if s.msgs != nil {
 			s.msgs.dropExpired(s.nowMS())
@@ -293,8 +366,31 @@ func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, n
 	return err
 }
 
-// runJanitor purges every interval until ctx ends.
-func runJanitor(ctx context.Context, log *slog.Logger, st *store, every time.Duration) {
+// shrinkPages bounds one janitor run's incremental vacuum: 4096 pages,
+// 16 MiB of 4 KiB pages, moved in one write of a few tens of ms, so a store
+// that lost 200 MB is back to size within a few minutes at the default
+// --janitor-every of 15 s without holding up other writes for long.
+const shrinkPages = 4096
+
+// shrink gives up to max free pages back to the file system (PRAGMA
+// incremental_vacuum: the store is made with auto_vacuum INCREMENTAL, and
+// serve converts an older one at start). The file gets shorter at the next
+// checkpoint. It returns the pages freed.
+func (s *store) shrink(ctx context.Context, max int) (int, error) {
+	var free int
+	if err := s.r.QueryRowContext(ctx, `PRAGMA freelist_count`).Scan(&free); err != nil || free == 0 {
+		return 0, err
+	}
+	n := min(free, max)
+	return n, s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA incremental_vacuum(%d)`, n))
+		return err
+	})
+}
+
+// runJanitor purges every interval, gives free pages back and runs sweep,
+// until ctx ends.
+func runJanitor(ctx context.Context, log *slog.Logger, st *store, every time.Duration, sweep func()) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -302,6 +398,7 @@ func runJanitor(ctx context.Context, log *slog.Logger, st *store, every time.Dur
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			sweep() // SimServers gone (oplog.go)
 			if err := st.syncCounts(ctx); err != nil && ctx.Err() == nil {
 				log.Error("janitor: count the store", "err", err)
 			}
@@ -314,6 +411,12 @@ func runJanitor(ctx context.Context, log *slog.Logger, st *store, every time.Dur
 			}
 			if n := rep.total(); n > 0 {
 				log.Info("janitor removed expired entries", "removed", n, "tokens", rep.Tokens)
+			}
+			for _, net := range rep.Released {
+				log.Info("net released: unused for --claim-ttl", "net", net)
+			}
+			if _, err := st.shrink(ctx, shrinkPages); err != nil && ctx.Err() == nil {
+				log.Error("janitor: give free pages back", "err", err)
 			}
 		}
 	}

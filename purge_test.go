@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -96,13 +98,15 @@ func TestPurgeLifetimes(t *testing.T) {
 		require.NoError(t, err)
 		return rep
 	}
-	none := purgeReport{Requests: map[string]map[string]int{}}
+	none := purgeReport{Marked: map[string]map[string]int{}, Requests: map[string]map[string]int{}}
 	pull := func(tok, rid string) reply {
 		return r.get("/api/v1/client/pullres", url.Values{"token": {tok}, "rid": {rid}})
 	}
 
-	// Before any retention ends nothing goes, though all three are done.
-	assert.Equal(t, none, purgeAt(t0.Add(resTTL-time.Millisecond), purgeOptions{}))
+	// Before any retention ends nothing goes, though all three are done;
+	// the two past their TTL or attempts are marked so, and reported.
+	assert.Equal(t, purgeReport{Marked: map[string]map[string]int{"beta": {statusExpired: 1}, "gamma": {statusFailed: 1}},
+		Requests: map[string]map[string]int{}}, purgeAt(t0.Add(resTTL-time.Millisecond), purgeOptions{}))
 	assert.Equal(t, 3, r.count("requests"))
 	assert.Equal(t, statusAnswered, ridStatus(t, r, tokA, answered))
 	assert.Equal(t, statusExpired, ridStatus(t, r, tokB, queued))
@@ -110,7 +114,7 @@ func TestPurgeLifetimes(t *testing.T) {
 	assert.Equal(t, http.StatusOK, pull(tokA, answered).Status, "readable until its retention ends")
 
 	// The answered response: a dry run counts it and keeps it.
-	want := purgeReport{Requests: map[string]map[string]int{"alpha": {statusAnswered: 1}}}
+	want := purgeReport{Marked: map[string]map[string]int{}, Requests: map[string]map[string]int{"alpha": {statusAnswered: 1}}}
 	assert.Equal(t, want, purgeAt(t0.Add(resTTL), purgeOptions{DryRun: true}))
 	assert.Equal(t, 3, r.count("requests"))
 	assert.Equal(t, http.StatusOK, pull(tokA, answered).Status)
@@ -124,7 +128,7 @@ func TestPurgeLifetimes(t *testing.T) {
 	if rep := pull(tokC, failed); assert.Equal(t, http.StatusGone, rep.Status) {
 		assert.Equal(t, "failed", rep.errorCode())
 	}
-	assert.Equal(t, purgeReport{Requests: map[string]map[string]int{"gamma": {statusFailed: 1}}},
+	assert.Equal(t, purgeReport{Marked: map[string]map[string]int{}, Requests: map[string]map[string]int{"gamma": {statusFailed: 1}}},
 		purgeAt(leaseEnd.Add(resTTL), purgeOptions{}))
 	assert.Equal(t, "gone", ridStatus(t, r, tokC, failed))
 
@@ -134,7 +138,7 @@ func TestPurgeLifetimes(t *testing.T) {
 	if rep := pull(tokB, queued); assert.Equal(t, http.StatusGone, rep.Status) {
 		assert.Equal(t, "expired", rep.errorCode())
 	}
-	assert.Equal(t, purgeReport{Requests: map[string]map[string]int{"beta": {statusExpired: 1}}},
+	assert.Equal(t, purgeReport{Marked: map[string]map[string]int{}, Requests: map[string]map[string]int{"beta": {statusExpired: 1}}},
 		purgeAt(t0.Add(reqTTL+resTTL), purgeOptions{}))
 	assert.Equal(t, "gone", ridStatus(t, r, tokB, queued))
 	assert.Zero(t, r.count("requests"))
@@ -142,7 +146,7 @@ func TestPurgeLifetimes(t *testing.T) {
 	// Tokens go when they expire; the relay then no longer knows them.
 	assert.Equal(t, none, purgeAt(t0.Add(tokenTTL-time.Millisecond), purgeOptions{}))
 	assert.Equal(t, 3, r.count("tokens"))
-	assert.Equal(t, purgeReport{Requests: map[string]map[string]int{}, Tokens: 3},
+	assert.Equal(t, purgeReport{Marked: map[string]map[string]int{}, Requests: map[string]map[string]int{}, Tokens: 3},
 		purgeAt(t0.Add(tokenTTL), purgeOptions{}))
 	assert.Zero(t, r.count("tokens"))
 	rep := r.postJSON("/api/v1/client/pushreq", tokA, map[string]any{"simEndpoint": "/late"})
@@ -198,20 +202,25 @@ func TestPurgeCLI(t *testing.T) {
 
 	t.Run("dry run", func(t *testing.T) {
 		before := storeRows(t, r)
-		assert.Equal(t, "would remove 4 requests and 2 expired tokens\n"+
+		assert.Equal(t, "would mark 4 requests expired or failed\n"+
+			"  alpha: 2 expired, 1 failed\n"+
+			"  beta: 1 expired\n"+
+			"would remove 4 requests and 2 expired tokens\n"+
 			"  alpha: 1 answered, 1 expired, 1 failed\n"+
 			"  beta: 1 expired\n", purge("--dry-run"))
 		assert.Equal(t, before, storeRows(t, r), "a dry run changes nothing")
 		assert.Equal(t, 8, r.count("requests"))
 		assert.Equal(t, 4, r.count("tokens"))
-
-		// A longer --res-ttl keeps the old answers; expired tokens still go.
-		assert.JSONEq(t, `{"dry_run": true, "requests": {}, "messages": {}, "tokens": 2}`, purge("--dry-run", "--json", "--res-ttl", "4h"))
+		assert.JSONEq(t, `{"dry_run": true, "tokens": 2, "messages": {}, "released": [],
+			"marked": {"alpha": {"expired": 2, "failed": 1}, "beta": {"expired": 1}},
+			"requests": {"alpha": {"answered": 1, "expired": 1, "failed": 1}, "beta": {"expired": 1}}}`,
+			withoutLifetimes(t, purge("--dry-run", "--json")))
 		assert.Equal(t, before, storeRows(t, r))
 	})
 
 	t.Run("one net", func(t *testing.T) {
-		assert.Equal(t, "removed 1 requests and 1 expired tokens\n  beta: 1 expired\n", purge("--net", "beta"))
+		assert.Equal(t, "marked 1 requests expired or failed\n  beta: 1 expired\n"+
+			"removed 1 requests and 1 expired tokens\n  beta: 1 expired\n", purge("--net", "beta"))
 		assert.Equal(t, 7, r.count("requests"))
 		assert.Equal(t, 3, r.count("tokens"))
 		assert.Equal(t, "gone", ridStatus(t, r, tokB, betaExpired))
@@ -220,8 +229,9 @@ func TestPurgeCLI(t *testing.T) {
 	})
 
 	t.Run("expired", func(t *testing.T) {
-		assert.JSONEq(t, `{"dry_run": false, "tokens": 1, "messages": {},
-			"requests": {"alpha": {"answered": 1, "expired": 1, "failed": 1}}}`, purge("--json"))
+		assert.JSONEq(t, `{"dry_run": false, "tokens": 1, "messages": {}, "released": [],
+			"marked": {"alpha": {"expired": 2, "failed": 1}},
+			"requests": {"alpha": {"answered": 1, "expired": 1, "failed": 1}}}`, withoutLifetimes(t, purge("--json")))
 		assert.Equal(t, 4, r.count("requests"))
 		assert.Equal(t, 2, r.count("tokens"))
 		for _, rid := range []string{oldAnswered, oldExpired, failed} {
@@ -341,10 +351,180 @@ func TestInspectAndPurgeMessages(t *testing.T) {
 	}
 	assert.Equal(t, "would remove 0 requests and 0 expired tokens\nwould remove 1 peer messages\n  alpha: 1\n", purge("--dry-run"))
 	assert.Equal(t, 5, r.count("messages"))
-	assert.JSONEq(t, `{"dry_run": false, "requests": {}, "messages": {"alpha": 1}, "tokens": 0}`, purge("--json"))
+	assert.JSONEq(t, `{"dry_run": false, "marked": {}, "requests": {}, "messages": {"alpha": 1}, "tokens": 0, "released": []}`, withoutLifetimes(t, purge("--json")))
 	assert.Equal(t, 4, r.count("messages"))
 	assert.Equal(t, "removed 0 requests and 0 expired tokens\nremoved 1 peer messages\n  beta: 1\n", purge("--all", "--net", "beta"))
 	assert.Equal(t, "removed 0 requests and 0 expired tokens\n", purge(), "nothing more is due")
 	assert.Equal(t, 3, r.count("messages"))
 	assert.Len(t, r.readAll(b), 1, "alpha's kept messages are still read")
+}
+
+// withoutLifetimes is purge's JSON output without its "lifetimes", which
+// TestPurgeFollowsRelay checks.
+func withoutLifetimes(t *testing.T, out string) string {
+	t.Helper()
+	var v map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &v), out)
+	require.Contains(t, v, "lifetimes")
+	delete(v, "lifetimes")
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return string(b)
+}
+
+// TestPurgeFollowsRelay: a relay started with --max-attempts 10 and
+// --res-ttl 1h in its environment (as the systemd unit's settings file
+// gives them) records them in the store, and a plain `c2cvia purge` or
+// `inspect`, run without that environment, applies them: a request handed
+// out 5 times is not failed, an answer 15 minutes old is not removed, and
+// the dry run reports the marks it would make.
+func TestPurgeFollowsRelay(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"C2CVIA_MAX_ATTEMPTS": "10", "C2CVIA_RES_TTL": "1h"}
+	var fromEnv config
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	addServeFlags(fs, &fromEnv)
+	require.Empty(t, flagsFromEnv(fs, func(k string) string { return env[k] }))
+	r := newTestRelay(t, func(c *config) { c.MaxAttempts, c.ResTTL = fromEnv.MaxAttempts, fromEnv.ResTTL })
+	require.Equal(t, 10, r.cfg.MaxAttempts)
+	require.Equal(t, time.Hour, r.cfg.ResTTL)
+	moveClockTo(r, realNowMS().Add(-20*time.Minute))
+	tok, _ := r.login("follow")
+	leasedFive := r.push(tok, map[string]any{"simEndpoint": "/five"})
+	for range 5 {
+		leaseOne(t, r, "follow", leasedFive, url.Values{"lease": {"1"}})
+		r.clock.Advance(2 * time.Second)
+	}
+	tokA, _ := r.login("follow-a")
+	answered := r.push(tokA, map[string]any{"simEndpoint": "/answered"})
+	leaseOne(t, r, "follow-a", answered, nil)
+	require.Equal(t, http.StatusOK, r.answer("follow-a", testKey, answered, map[string]any{"simBody": 1}).Status)
+	moveClockTo(r, realNowMS().Add(-time.Second)) // the answer is 20 minutes old, the request 20 minutes queued (--req-ttl 5m)
+	flushStoreWrites(t, r)
+
+	purge := func(args ...string) string {
+		t.Helper()
+		out, err := runCLI(t, nil, append([]string{"purge", "--db", r.DBPath}, args...)...)
+		require.NoError(t, err, args)
+		return out
+	}
+	var out struct {
+		Lifetimes storeLifetimes            `json:"lifetimes"`
+		Marked    map[string]map[string]int `json:"marked"`
+		Requests  map[string]map[string]int `json:"requests"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(purge("--dry-run", "--json")), &out))
+	assert.Equal(t, storeLifetimes{ReqTTL: "5m0s", ResTTL: "1h0m0s", TokenTTL: "24h0m0s", MsgTTL: "1h0m0s", MaxAttempts: 10,
+		ClaimTTL: "720h0m0s", From: lifetimesRecorded}, out.Lifetimes)
+	// Past its --req-ttl the request is expired, not failed: the dry run
+	// says so, and removes nothing within the hour.
+	assert.Equal(t, map[string]map[string]int{"follow": {statusExpired: 1}}, out.Marked)
+	assert.Empty(t, out.Requests)
+	assert.Equal(t, statusDelivered, storedStatus(t, r, leasedFive), "a dry run marks nothing")
+
+	assert.Equal(t, "marked 1 requests expired or failed\n  follow: 1 expired\nremoved 0 requests and 0 expired tokens\n", purge())
+	assert.Equal(t, statusExpired, storedStatus(t, r, leasedFive))
+	rep := r.get("/api/v1/client/pullres", url.Values{"token": {tokA}, "rid": {answered}})
+	assert.Equal(t, http.StatusOK, rep.Status, "an answer the relay keeps for --res-ttl 1h: %s", rep.Body)
+
+	// inspect reads the relay's --max-attempts too: 5 of 10 is not failed.
+	ins, err := runCLI(t, nil, "inspect", "--db", r.DBPath, "--rid", leasedFive, "--json")
+	require.NoError(t, err)
+	assert.Contains(t, ins, `"status": "expired"`)
+
+	// A store no relay of this version recorded lifetimes in: serve's
+	// defaults, and purge says so.
+	_, err = r.store.w.Exec(`DELETE FROM settings`)
+	require.NoError(t, err)
+	assert.Contains(t, purge("--dry-run"), "no relay of this version has recorded its lifetimes in "+r.DBPath+": using serve's defaults (res-ttl 10m0s, max-attempts 5)")
+}
+
+// TestPurgeFollowsRelayAttempts: the request a relay with --max-attempts 10
+// handed out 5 times, within its TTL, stays deliverable after a purge.
+func TestPurgeFollowsRelayAttempts(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t, func(c *config) { c.MaxAttempts, c.ReqTTL = 10, time.Hour })
+	moveClockTo(r, realNowMS().Add(-time.Minute))
+	tok, _ := r.login("attempts")
+	rid := r.push(tok, map[string]any{"simEndpoint": "/five"})
+	for range 5 {
+		leaseOne(t, r, "attempts", rid, url.Values{"lease": {"1"}})
+		r.clock.Advance(2 * time.Second)
+	}
+	moveClockTo(r, realNowMS().Add(-time.Second))
+	flushStoreWrites(t, r)
+	out, err := runCLI(t, nil, "purge", "--db", r.DBPath, "--dry-run")
+	require.NoError(t, err)
+	assert.Equal(t, "would remove 0 requests and 0 expired tokens\n", out)
+	out, err = runCLI(t, nil, "purge", "--db", r.DBPath)
+	require.NoError(t, err)
+	assert.Equal(t, "removed 0 requests and 0 expired tokens\n", out)
+	assert.Equal(t, statusDelivered, storedStatus(t, r, rid))
+	got := leaseOne(t, r, "attempts", rid, nil)
+	assert.Equal(t, 6, got.Attempt, "handed out again after the purge")
+}
+
+// storedStatus is the status column of rid, as the store holds it.
+func storedStatus(t *testing.T, r *testRelay, rid string) string {
+	t.Helper()
+	flushStoreWrites(t, r)
+	var status string
+	require.NoError(t, r.store.r.QueryRow(`SELECT status FROM requests WHERE rid = ?`, rid).Scan(&status))
+	return status
+}
+
+// TestStoreShrinks: what purge removes goes back to the file system. The
+// janitor gives the free pages back (incremental vacuum) and the next
+// checkpoint cuts the file; a store made before incremental vacuum is
+// converted when a relay starts on it.
+func TestStoreShrinks(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t, func(c *config) { c.JanitorEvery = time.Second })
+	var autoVacuum int
+	require.NoError(t, r.store.r.QueryRow(`PRAGMA auto_vacuum`).Scan(&autoVacuum))
+	assert.Equal(t, 2, autoVacuum, "a new store is INCREMENTAL")
+
+	tok, _ := r.login("big")
+	body := strings.Repeat("x", 8000)
+	for range 400 { // 3.2 MB of bodies, two pages each
+		r.push(tok, map[string]any{"simEndpoint": "/big", "simBody": body})
+	}
+	fileSize := func() int64 {
+		t.Helper()
+		_, err := r.store.ckpt.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+		require.NoError(t, err)
+		fi, err := os.Stat(r.DBPath)
+		require.NoError(t, err)
+		return fi.Size()
+	}
+	full := fileSize()
+	require.Greater(t, full, int64(3<<20))
+	_, err := runCLI(t, nil, "purge", "--db", r.DBPath, "--all")
+	require.NoError(t, err)
+	var free int
+	require.NoError(t, r.store.r.QueryRow(`PRAGMA freelist_count`).Scan(&free))
+	require.Greater(t, free, 700, "purge frees the pages; the janitor gives them back")
+	waitFor(t, 30*time.Second, func() bool {
+		require.NoError(t, r.store.r.QueryRow(`PRAGMA freelist_count`).Scan(&free))
+		return free == 0
+	}, "the janitor to give every free page back")
+	assert.Less(t, fileSize(), full/8, "the file is cut at the checkpoint")
+
+	t.Run("older store", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "old.db")
+		st, err := openStore(context.Background(), path, testStoreOptions(nil))
+		require.NoError(t, err)
+		require.NoError(t, st.Close())
+		db, err := sql.Open("sqlite", path)
+		require.NoError(t, err)
+		_, err = db.Exec(`PRAGMA auto_vacuum = NONE; VACUUM`)
+		require.NoError(t, err)
+		require.NoError(t, db.QueryRow(`PRAGMA auto_vacuum`).Scan(&autoVacuum))
+		require.NoError(t, db.Close())
+		require.Equal(t, 0, autoVacuum)
+
+		old := newTestRelay(t, func(c *config) { c.DB = path })
+		require.NoError(t, old.store.r.QueryRow(`PRAGMA auto_vacuum`).Scan(&autoVacuum))
+		assert.Equal(t, 2, autoVacuum, "serve converts it")
+	})
 }

@@ -7,7 +7,7 @@ import (
 	"net/http"
 )
 
-func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *poller, met *metrics) {
+func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *poller, met *metrics, pres *presence) {
 	api := apiAdapter(log, cfg.MaxBody)
 	// pushreq and pushres carry a body of up to --max-body after base64,
 	// as the gateway stores the largest request it accepts.
@@ -35,10 +35,11 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	mux.Handle("GET /api/v1/client/result", api(withToken(st, handleResult(st, gw)), "GET"))
 
 	// Server API: the SimServer of a net, authenticated by the net's key.
-	mux.Handle("GET /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, cfg, preflights)))
-	mux.Handle("POST /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, cfg, preflights)))
+	mux.Handle("GET /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, pres, cfg, preflights)))
+	mux.Handle("POST /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, pres, cfg, preflights)))
 	mux.Handle("POST /api/v1/server/pushres", sims(handlePushRes(st, lp.hub, answers)))
 	mux.Handle("POST /api/v1/server/extend", api(handleExtend(st, cfg)))
+	mux.Handle("POST /api/v1/server/release", api(handleRelease(st)))
 
 	// Gateway: any plain HTTP client reaches the net's SimServer, every method.
 	// withViaTarget (server.go) keeps the target as sent, also in host mode.

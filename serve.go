@@ -25,6 +25,7 @@ type relay struct {
 	front  *frontend
 	failed <-chan error // a listener that stopped serving
 
+	unlock      func() error // releases the store's lock, after the store is closed
 	stopJanitor context.CancelFunc
 	janitor     sync.WaitGroup
 	once        sync.Once
@@ -42,24 +43,38 @@ func startRelay(ctx context.Context, cfg config, clk clockwork.Clock, stdout, st
 	if err != nil {
 		return nil, err
 	}
-	opts := cfg.storeOptions()
-	opts.Clock = clk
-	st, err := openStore(ctx, cfg.DB, opts)
+	unlock, err := lockStore(cfg.DB)
 	if err != nil {
 		front.close()
 		return nil, err
+	}
+	opts := cfg.storeOptions()
+	opts.Clock, opts.Owner = clk, true
+	st, err := openStore(ctx, cfg.DB, opts)
+	if err != nil {
+		unlock()
+		front.close()
+		return nil, err
+	}
+	if mode, open := openToOthers(cfg.DB); open {
+		log.Warn("the store can be read by other users, and it holds forwarded Authorization and Cookie headers: chmod 600 it",
+			"db", cfg.DB, "mode", fmt.Sprintf("%04o", mode))
 	}
 	srv := newServer(log, st, cfg)
 	if front.challenge != nil {
 		fmt.Fprintf(stdout, "c2cvia answering ACME challenges and redirecting to HTTPS on http://%s\n", front.challengeLn.Addr())
 	}
-	fmt.Fprintf(stdout, "c2cvia listening on %s (store %s)\n", front.url(), cfg.DB)
+	where := ""
+	if front.everyInterface() {
+		where = "every interface; "
+	}
+	fmt.Fprintf(stdout, "c2cvia listening on %s (%sstore %s)\n", front.url(), where, cfg.DB)
 	log.Info("listening", "addr", front.mainLn.Addr().String(), "mode", front.mode(), "db", cfg.DB)
 
-	r := &relay{cfg: cfg, log: log, store: st, srv: srv, front: front}
+	r := &relay{cfg: cfg, log: log, store: st, srv: srv, front: front, unlock: unlock}
 	jctx, stopJanitor := context.WithCancel(context.Background())
 	r.stopJanitor = stopJanitor
-	r.janitor.Go(func() { runJanitor(jctx, log, st, cfg.JanitorEvery) })
+	r.janitor.Go(func() { runJanitor(jctx, log, st, cfg.JanitorEvery, srv.presence.sweep) })
 	r.failed = front.serve(srv)
 	return r, nil
 }
@@ -98,8 +113,13 @@ func (r *relay) stop() error {
 		}
 		r.stopJanitor()
 		r.janitor.Wait()
-		if err := r.store.Close(); err != nil {
+		err := r.store.Close()
+		if err != nil {
 			r.stopErr = fmt.Errorf("close store: %w", err)
+		}
+		// Only now: another relay may open the store once it is closed.
+		r.stopErr = errors.Join(r.stopErr, r.unlock())
+		if r.stopErr != nil {
 			return
 		}
 		r.log.Info("stopped")

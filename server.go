@@ -15,9 +15,10 @@ import (
 // server is the relay's http.Handler.
 type server struct {
 	http.Handler
-	poller  *poller
-	limits  *limits
-	metrics *metrics
+	poller   *poller
+	presence *presence
+	limits   *limits
+	metrics  *metrics
 }
 
 // newServer builds the relay's handler. It does not listen.
@@ -26,16 +27,21 @@ func newServer(log *slog.Logger, st *store, cfg config) *server {
 	lim := newLimits(cfg, st.now)
 	lim.served = func(net string) bool { return st.served(net, servedWithin(cfg.MaxWait)) }
 	met := newMetrics(st, lp, lim)
+	pres := newPresence(log, st.clock)
+	st.events.Store(&storeEvents{claimed: func(net string) { log.Info("net claimed", "net", net) }})
 	mux := http.NewServeMux()
-	addRoutes(mux, log, cfg, st, lp, met)
+	addRoutes(mux, log, cfg, st, lp, met, pres)
 	var h http.Handler = jsonMuxErrors(mux)
 	h = lim.limitIP(h)
 	h = withCORS(newCORSPolicy(cfg.CORSOrigin), h)
 	h = withViaTarget(cfg.ViaHost, h)
 	h = withRecover(log, h)
 	h = met.instrument(mux, h)
+	if cfg.AccessLog {
+		h = withAccessLog(log, mux, cfg.TrustProxy, cfg.ViaHost, h)
+	}
 	h = withCall(lim, h)
-	return &server{Handler: h, poller: lp, limits: lim, metrics: met}
+	return &server{Handler: h, poller: lp, presence: pres, limits: lim, metrics: met}
 }
 
 // shutdown answers the open long polls; http.Server.Shutdown alone would
@@ -104,6 +110,7 @@ func withToken(st *store, fn tokenFunc) apiFunc {
 		if err != nil {
 			return chargeAddress(r, err)
 		}
+		noteNet(r.Context(), t.Net)
 		if err := chargeToken(r, t); err != nil {
 			return err
 		}
@@ -143,11 +150,29 @@ func serverAuth(r *http.Request, p *params) (net, key string, err error) {
 	return net, key, nil
 }
 
+// handleHealthz answers {"status":"ok"} while the store can be read and
+// written, else 503 {"status":"unavailable","reason":"..."}. After a write
+// failed for want of disk or a writable file, it tries a write of its own
+// (the next commit clears the fault too), so a relay that an idle load
+// balancer took out of rotation comes back once the disk has room.
 func handleHealthz(st *store) http.Handler {
+	unavailable := func(w http.ResponseWriter, reason string) {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": reason})
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := st.r.PingContext(r.Context()); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+			unavailable(w, "the store cannot be read")
 			return
+		}
+		if st.writeFault() != nil {
+			if err := st.probeWrite(r.Context()); isWriteFault(err) {
+				reason := errStoreUnwritable.Error()
+				if errors.Is(err, errDiskFull) {
+					reason = errDiskFull.Error()
+				}
+				unavailable(w, reason)
+				return
+			}
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

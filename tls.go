@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/acme"
@@ -107,7 +108,7 @@ func privateDir(dir string) error {
 func (f *frontend) listen(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return err
+		return listenError("addr", addr, err)
 	}
 	f.mainLn = capConnsPerAddr(ln, f.cfg.MaxConnsPerIP, f.cfg.trusted)
 	if f.acme == nil || f.cfg.ACMEHTTPAddr == "" {
@@ -116,7 +117,7 @@ func (f *frontend) listen(addr string) error {
 	cln, err := net.Listen("tcp", f.cfg.ACMEHTTPAddr)
 	if err != nil {
 		ln.Close()
-		return fmt.Errorf("--acme-http-addr: %w", err)
+		return listenError("acme-http-addr", f.cfg.ACMEHTTPAddr, err)
 	}
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	f.challengeLn, f.challenge = cln, f.httpServer(f.acme.HTTPHandler(redirectToHTTPS(f.domains, port)))
@@ -134,16 +135,43 @@ func (f *frontend) httpServer(h http.Handler) *http.Server {
 		ReadHeaderTimeout: f.cfg.ReadHeaderTimeout, // also bounds the TLS handshake
 		IdleTimeout:       f.cfg.IdleTimeout,
 		MaxHeaderBytes:    int(f.cfg.MaxHeaderBytes),
-		ErrorLog:          slog.NewLogLogger(f.log.Handler(), slog.LevelWarn),
+		ErrorLog:          httpErrorLog(f.log),
 	}
 }
 
-// url is the main listener's base URL.
+// url is the main listener's base URL, one a browser opens: bound to
+// every interface (:8080, 0.0.0.0, [::]), it names localhost.
 func (f *frontend) url() string {
+	scheme := "http://"
 	if f.tls != nil {
-		return "https://" + f.mainLn.Addr().String()
+		scheme = "https://"
 	}
-	return "http://" + f.mainLn.Addr().String()
+	addr := f.mainLn.Addr().String()
+	if host, port, err := net.SplitHostPort(addr); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			addr = net.JoinHostPort("localhost", port)
+		}
+	}
+	return scheme + addr
+}
+
+// everyInterface reports whether the main listener is bound to every
+// interface, for the listening line.
+func (f *frontend) everyInterface() bool {
+	host, _, err := net.SplitHostPort(f.mainLn.Addr().String())
+	ip := net.ParseIP(host)
+	return err == nil && ip != nil && ip.IsUnspecified()
+}
+
+// listenError says what to do about a port that cannot be bound.
+func listenError(flag, addr string, err error) error {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("--%s %s: the address is in use by another program (another relay?): stop it or give another --%s", flag, addr, flag)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("--%s %s: not allowed to listen there (ports below 1024 need CAP_NET_BIND_SERVICE, as the systemd unit gives): %w", flag, addr, err)
+	}
+	return fmt.Errorf("--%s %s: %w", flag, addr, err)
 }
 
 // mode names how the main listener serves, for the log.

@@ -177,8 +177,12 @@ func (s *store) claimIn(ctx context.Context, tx *sql.Tx, k serverKey) error {
 	if !k.claim {
 		return nil
 	}
-	if _, err := tx.StmtContext(ctx, s.q.claimNet).ExecContext(ctx, k.net, k.hash, s.nowMS()); err != nil {
+	res, err := tx.StmtContext(ctx, s.q.claimNet).ExecContext(ctx, k.net, k.hash, s.nowMS())
+	if err != nil {
 		return err
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		s.claimed = append(s.claimed, k.net) // logged once committed (writer.commit)
 	}
 	var stored []byte
 	if err := tx.StmtContext(ctx, s.q.claimedKey).QueryRowContext(ctx, k.net).Scan(&stored); err != nil {

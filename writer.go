@@ -63,6 +63,23 @@ func (s *store) checkpointer() {
 	}
 }
 
+// writeFault is the last commit's failure of the store's file, or nil.
+func (s *store) writeFault() error {
+	if p := s.fault.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// probeWrite commits a write that changes nothing but still reaches the
+// file (a WAL frame): whether the store can be written now.
+func (s *store) probeWrite(ctx context.Context) error {
+	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE settings SET value = value WHERE name = 'max_attempts'`)
+		return err
+	})
+}
+
 // write runs fn in the writer's transaction and waits for the commit.
 func (s *store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
@@ -188,6 +205,10 @@ func (s *store) commit(batch []*writeOp) {
 	errs := make([]error, len(batch))
 	finish := func() {
 		for i, op := range batch {
+			errs[i] = storeFault(errs[i])
+			if isWriteFault(errs[i]) {
+				s.fault.Store(&errs[i])
+			}
 			if op.done != nil {
 				op.done <- errs[i]
 			}
@@ -202,14 +223,18 @@ func (s *store) commit(batch []*writeOp) {
 		return
 	}
 	defer tx.Rollback()
+	defer func() { s.claimed = s.claimed[:0] }()
 	single := len(batch) == 1
 	for i, op := range batch {
 		if err := op.ctx.Err(); err != nil {
 			errs[i] = err // the caller is gone: do not write for it
 			continue
 		}
+		claims := len(s.claimed)
 		if single {
-			errs[i] = op.fn(ctx, tx)
+			if errs[i] = op.fn(ctx, tx); errs[i] != nil {
+				s.claimed = s.claimed[:claims]
+			}
 			continue
 		}
 		if _, err := tx.StmtContext(ctx, s.sp.save).ExecContext(ctx); err != nil {
@@ -218,6 +243,7 @@ func (s *store) commit(batch []*writeOp) {
 		}
 		if errs[i] = op.fn(ctx, tx); errs[i] != nil {
 			_, _ = tx.StmtContext(ctx, s.sp.rollback).ExecContext(ctx)
+			s.claimed = s.claimed[:claims]
 		}
 		_, _ = tx.StmtContext(ctx, s.sp.release).ExecContext(ctx)
 	}
@@ -225,7 +251,14 @@ func (s *store) commit(batch []*writeOp) {
 		finish() // deferred rollback undoes it
 		return
 	}
-	if err := tx.Commit(); err != nil {
+	err = nil
+	if f := s.commitFault.Load(); f != nil {
+		err = (*f)()
+	}
+	if err == nil {
+		err = tx.Commit()
+	}
+	if err != nil {
 		for i := range errs {
 			if errs[i] == nil {
 				errs[i] = err
@@ -233,6 +266,7 @@ func (s *store) commit(batch []*writeOp) {
 		}
 		s.counts.stale.Store(true) // the writes counted what did not happen
 	} else {
+		s.fault.Store(nil)
 		s.commits.Add(1)
 		s.writes.Add(int64(len(batch)))
 		for i, op := range batch {
@@ -242,6 +276,11 @@ func (s *store) commit(batch []*writeOp) {
 		}
 		if h := s.hooks.Load(); h != nil {
 			h.committed(time.Since(start), len(batch))
+		}
+		if ev := s.events.Load(); ev != nil {
+			for _, net := range s.claimed {
+				ev.claimed(net)
+			}
 		}
 	}
 	finish()

@@ -6,6 +6,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"iter"
 	"net/http"
@@ -158,6 +159,16 @@ func (s *Session) messages(ctx context.Context, start func() int64) iter.Seq2[Me
 				return
 			}
 			if err != nil {
+				var e *Error
+				if errors.As(err, &e) && e.Code == "cursor_ahead" && since > 0 {
+					// The relay's store was restored or replaced: start
+					// over from the oldest message it keeps (some may
+					// come again: at-least-once).
+					s.o.onError(fmt.Errorf("c2cvia: reading messages: %w; starting over", err))
+					since = 0
+					s.resetCursor()
+					continue
+				}
 				if !transient(ctx, err) {
 					yield(Message{}, err)
 					return
@@ -183,6 +194,14 @@ func (s *Session) messages(ctx context.Context, start func() int64) iter.Seq2[Me
 			since = max(since, page.Next)
 		}
 	}
+}
+
+// resetCursor forgets the messages delivered, after the relay refused the
+// cursor as ahead of its store.
+func (s *Session) resetCursor() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cursor = 0
 }
 
 // delivered records id as delivered, for the next Messages. The cursor

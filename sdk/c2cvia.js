@@ -362,6 +362,12 @@ class MessageIterator {
         failures = 0;
       } catch (err) {
         if (this.signal.aborted) continue; // ends as done
+        if (err instanceof RelayError && err.code === "cursor_ahead" && this.since !== undefined) {
+          // The relay's store was restored or replaced: start over from
+          // the oldest message it keeps (some may come again).
+          this.since = undefined;
+          continue;
+        }
         if (!transient(err)) {
           this.error = err;
           continue;

@@ -257,3 +257,17 @@ test("session.close() ends open iterators and aborts pending fetches", async (t)
   await within(it2.return(), 2000, "return()");
   assert.deepEqual(await within(waiting, 2000, "the waiting next()"), { value: undefined, done: true });
 });
+
+test("messages() starts over when the relay's store is behind its cursor (a restored backup)", async (t) => {
+  const net = newNet();
+  const ada = await login({ relay: RELAY, net });
+  const bob = await login({ relay: RELAY, net });
+  t.after(() => ada.close());
+  t.after(() => bob.close());
+  const sent = await ada.send(bob.peerId, "one");
+  await ada.send(bob.peerId, "two");
+  const it = bob.messages({ since: sent.id + 1_000_000 });
+  assert.equal((await within(it.next(), 10_000, "the oldest message")).value.data, "one");
+  assert.equal((await it.next()).value.data, "two");
+  await it.return();
+});

@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"text/tabwriter"
+	"time"
 )
 
 // bench is one run of `c2cvia bench`.
@@ -41,6 +42,9 @@ type bench struct {
 	key      string
 	state    map[string]any // what a scenario keeps across its rows (the backlog's file)
 	cleanup  []func()       // run at the end, last first
+
+	mu   sync.Mutex
+	nets []string // the nets the bench named itself, released at the end (--url)
 }
 
 // result is one row: a scenario at one client count.
@@ -198,6 +202,7 @@ func (b *bench) close() {
 	for _, fn := range slices.Backward(b.cleanup) {
 		fn()
 	}
+	b.releaseNets()
 	if b.relay != nil {
 		if err := b.relay.Stop(); err != nil {
 			fmt.Fprintf(b.stderr, "c2cvia bench: stop the in-process relay: %v\n", err)
@@ -216,7 +221,40 @@ func (b *bench) net() string {
 	if b.opts.Net != "" {
 		return b.opts.Net
 	}
-	return "bench-" + randomName(6)
+	return b.ownNet()
+}
+
+// ownNet is a fresh net of the bench's own, released at the end.
+func (b *bench) ownNet() string {
+	net := "bench-" + randomName(6)
+	b.mu.Lock()
+	b.nets = append(b.nets, net)
+	b.mu.Unlock()
+	return net
+}
+
+// releaseNets gives up the claims of the nets the bench named itself on a
+// relay at --url, so that no bench-* claim stays behind (an in-process
+// relay's store is removed whole). A net no SimServer of the bench
+// claimed answers 404, which is fine.
+func (b *bench) releaseNets() {
+	if b.opts.URL == "" || len(b.nets) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	t := newTarget("relay", b.base, 1)
+	defer t.close()
+	released := 0
+	for _, net := range b.nets {
+		body, _ := json.Marshal(map[string]string{"net": net, "key": b.key})
+		if _, err := t.call(ctx, http.MethodPost, "/api/v1/server/release", "", body, http.StatusOK); err == nil {
+			released++
+		}
+	}
+	if released < len(b.nets) && ctx.Err() != nil {
+		fmt.Fprintf(b.stderr, "c2cvia bench: released %d of the bench's nets on %s before the time ran out\n", released, b.base)
+	}
 }
 
 // randomName is n random bytes as unpadded base64url (4/3 n characters,

@@ -78,7 +78,7 @@ func exchange(ctx context.Context, b *bench, clients int) (*result, error) {
 	// One exchange alone, recorded: direct answers with these replies. It
 	// runs in a fresh net of its own, where nothing else is queued (--net
 	// may hold requests from an earlier row or from others).
-	own := exchangeCalls{net: "bench-" + randomName(6), key: b.key, max: b.opts.Max}
+	own := exchangeCalls{net: b.ownNet(), key: b.key, max: b.opts.Max}
 	calTokens, err := b.logins(ctx, relay, own.net, 1)
 	if err != nil {
 		return nil, err

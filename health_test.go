@@ -1,0 +1,122 @@
+// A store that cannot be written: a full disk, a file the relay may not
+// write, another process holding the write lock. Writes answer 507 or 503
+// with a code and write nothing; /healthz says why.
+
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// sqliteCode is an error with SQLite's result code, as the driver's are.
+type sqliteCode int
+
+func (c sqliteCode) Error() string { return fmt.Sprintf("sqlite result code %d", int(c)) }
+func (c sqliteCode) Code() int     { return int(c) }
+
+// failCommits makes every commit of r's store fail with err until the
+// returned func is called.
+func failCommits(r *testRelay, err error) (restore func()) {
+	f := func() error { return err }
+	r.store.commitFault.Store(&f)
+	return func() { r.store.commitFault.Store(nil) }
+}
+
+// TestDiskFull: with the disk full every write is 507 disk_full and
+// /healthz is 503 with the reason; once there is room again, /healthz finds
+// out by itself and writes work.
+func TestDiskFull(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	tok, _ := r.login("full")
+	requests := r.count("requests")
+
+	restore := failCommits(r, sqliteCode(sqlite3.SQLITE_FULL))
+	rep := r.postJSON("/api/v1/client/pushreq", tok, map[string]any{"sim_req": map[string]any{"simEndpoint": "/x"}})
+	assert.Equal(t, http.StatusInsufficientStorage, rep.Status, string(rep.Body))
+	assert.Equal(t, "disk_full", rep.errorCode())
+	rep = r.get("/api/v1/client/login", map[string][]string{"net": {"full"}})
+	assert.Equal(t, http.StatusInsufficientStorage, rep.Status, string(rep.Body))
+	assert.Equal(t, requests, r.count("requests"), "nothing written")
+
+	rep = r.get("/healthz", nil)
+	assert.Equal(t, http.StatusServiceUnavailable, rep.Status)
+	assert.JSONEq(t, `{"status":"unavailable","reason":"the disk that holds the store is full"}`, string(rep.Body))
+
+	restore()
+	rep = r.get("/healthz", nil)
+	assert.Equal(t, http.StatusOK, rep.Status, "no write since: /healthz tries one")
+	assert.JSONEq(t, `{"status":"ok"}`, string(rep.Body))
+	r.push(tok, map[string]any{"simEndpoint": "/x"})
+}
+
+// TestStoreUnwritable: an I/O error or a read-only file is 503
+// store_unavailable, and /healthz says the store cannot be written.
+func TestStoreUnwritable(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	tok, _ := r.login("ro")
+	restore := failCommits(r, sqliteCode(sqlite3.SQLITE_READONLY))
+	defer restore()
+	rep := r.postJSON("/api/v1/client/pushreq", tok, map[string]any{"sim_req": map[string]any{"simEndpoint": "/x"}})
+	assert.Equal(t, http.StatusServiceUnavailable, rep.Status, string(rep.Body))
+	assert.Equal(t, "store_unavailable", rep.errorCode())
+	rep = r.get("/healthz", nil)
+	assert.Equal(t, http.StatusServiceUnavailable, rep.Status)
+	assert.JSONEq(t, `{"status":"unavailable","reason":"the store cannot be written"}`, string(rep.Body))
+}
+
+// TestSQLiteFull: SQLite's own SQLITE_FULL (the file at its largest, as
+// PRAGMA max_page_count makes it) is 507 disk_full, not 500.
+func TestSQLiteFull(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	tok, _ := r.login("pages")
+	var pages int
+	require.NoError(t, r.store.w.QueryRow(`PRAGMA page_count`).Scan(&pages))
+	_, err := r.store.w.Exec(fmt.Sprintf(`PRAGMA max_page_count = %d`, pages))
+	require.NoError(t, err)
+	body := strings.Repeat("x", 8000) // two pages a request: past the last free page at once
+	var rep reply
+	for range 50 {
+		rep = r.postJSON("/api/v1/client/pushreq", tok, map[string]any{"sim_req": map[string]any{"simEndpoint": "/x", "simBody": body}})
+		if rep.Status != http.StatusCreated {
+			break
+		}
+	}
+	assert.Equal(t, http.StatusInsufficientStorage, rep.Status, string(rep.Body))
+	assert.Equal(t, "disk_full", rep.errorCode())
+}
+
+// TestStoreBusy: while another process holds the store's write lock past
+// busy_timeout (5 s), a write is 503 store_busy with Retry-After, not 500.
+func TestStoreBusy(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	tok, _ := r.login("busy")
+	other, err := sql.Open("sqlite", r.DBPath+"?_pragma=busy_timeout(5000)")
+	require.NoError(t, err)
+	defer other.Close()
+	conn, err := other.Conn(context.Background())
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.ExecContext(context.Background(), `BEGIN IMMEDIATE`)
+	require.NoError(t, err)
+	rep := r.postJSON("/api/v1/client/pushreq", tok, map[string]any{"sim_req": map[string]any{"simEndpoint": "/x"}})
+	assert.Equal(t, http.StatusServiceUnavailable, rep.Status, string(rep.Body))
+	assert.Equal(t, "store_busy", rep.errorCode())
+	assert.Equal(t, "1", rep.Header.Get("Retry-After"))
+	_, err = conn.ExecContext(context.Background(), `ROLLBACK`)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, r.get("/healthz", nil).Status, "a busy store is no fault of the file")
+	r.push(tok, map[string]any{"simEndpoint": "/x"})
+}

@@ -1,0 +1,134 @@
+// Peer cursors after the store is restored from a backup: a reader whose
+// cursor is past the restored messages is told to start over, by pullsmart
+// and by the event stream, and the Go client does so by itself.
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/c2cvia/c2cvia/client"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestPeerCursorAfterRestore: back up a serving store online (VACUUM
+// INTO), send more, stop, restore the backup, start again. A cursor past
+// the backup's newest message is 409 cursor_ahead, on pullsmart and on a
+// stream resuming with Last-Event-ID, even once new messages arrive; read
+// without a cursor, every kept message comes again, new ones too.
+func TestPeerCursorAfterRestore(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db, backup := filepath.Join(dir, "relay.db"), filepath.Join(dir, "backup.db")
+	env := map[string]string{"C2CVIA_ADDR": "127.0.0.1:0"}
+	base, stop := startRun(t, env, "serve", "--db", db)
+	rel := &testRelay{t: t, URL: base}
+	ada, _ := rel.login("restore")
+	bob, _ := rel.login("restore")
+	broadcast := func(data string) {
+		t.Helper()
+		rep := rel.postJSON("/api/v1/peer/broadcast", ada, map[string]any{"data": data})
+		require.Equal(t, http.StatusCreated, rep.Status, string(rep.Body))
+	}
+	for i := range 3 {
+		broadcast(fmt.Sprint("before ", i))
+	}
+	online, err := sql.Open("sqlite", db)
+	require.NoError(t, err)
+	_, err = online.Exec(`VACUUM INTO ?`, backup)
+	require.NoError(t, err)
+	require.NoError(t, online.Close())
+	for i := range 3 {
+		broadcast(fmt.Sprint("after ", i))
+	}
+	rep := rel.postJSON("/api/v1/peer/pullsmart", bob, map[string]any{"wait": 0})
+	require.Equal(t, http.StatusOK, rep.Status)
+	next := rep.JSON["next"]
+	require.Equal(t, json.Number("6"), next)
+	require.NoError(t, stop())
+
+	require.NoError(t, os.Rename(backup, db))
+	base, _ = startRun(t, env, "serve", "--db", db)
+	rel = &testRelay{t: t, URL: base}
+	for _, tc := range []struct {
+		name  string
+		since any
+	}{{"no new message yet", nil}, {"new messages since", "new"}} {
+		if tc.since != nil {
+			broadcast("new 1")
+			broadcast("new 2")
+		}
+		rep = rel.postJSON("/api/v1/peer/pullsmart", bob, map[string]any{"since": 6, "wait": 0})
+		assert.Equal(t, http.StatusConflict, rep.Status, "%s: %s", tc.name, rep.Body)
+		assert.Equal(t, "cursor_ahead", rep.errorCode(), tc.name)
+
+		req, err := http.NewRequest(http.MethodGet, base+"/api/v1/peer/stream?token="+bob, nil)
+		require.NoError(t, err)
+		req.Header.Set("Last-Event-ID", "6")
+		rep = rel.do(req)
+		assert.Equal(t, http.StatusConflict, rep.Status, "%s: the stream", tc.name)
+		assert.Equal(t, "cursor_ahead", rep.errorCode(), tc.name)
+	}
+	// Ids 4 and 5 were given again, to the new messages: a reader that
+	// read on from 6 would never have seen them.
+	rep = rel.postJSON("/api/v1/peer/pullsmart", bob, map[string]any{"since": 3, "wait": 0})
+	require.Equal(t, http.StatusOK, rep.Status)
+	assert.Contains(t, string(rep.Body), `"id":4`)
+	rep = rel.postJSON("/api/v1/peer/pullsmart", bob, map[string]any{"wait": 0})
+	require.Equal(t, http.StatusOK, rep.Status)
+	assert.Equal(t, json.Number("5"), rep.JSON["next"], "from the start: the 3 restored and the 2 new")
+
+	// The stream without a cursor starts at the oldest kept message.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/peer/stream?token="+bob, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	sc := bufio.NewScanner(resp.Body)
+	require.True(t, sc.Scan())
+	assert.Equal(t, "id: 1", sc.Text())
+}
+
+// TestClientStartsOverOnCursorAhead: the Go client, given a cursor the
+// relay's store is behind (as after a restore), starts over from the
+// oldest kept message by itself.
+func TestClientStartsOverOnCursorAhead(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	ctx := context.Background()
+	ada := clientLogin(t, r.URL, "ahead")
+	var errs []error
+	bob, err := client.Login(ctx, r.URL, "ahead", client.WithErrorLog(func(err error) { errs = append(errs, err) }))
+	require.NoError(t, err)
+	first, err := ada.Send(ctx, bob.PeerID, "one")
+	require.NoError(t, err)
+	_, err = ada.Send(ctx, bob.PeerID, "two")
+	require.NoError(t, err)
+	var got []string
+	for m, err := range bob.MessagesSince(ctx, first+1000) {
+		require.NoError(t, err)
+		got = append(got, string(m.Data))
+		if len(got) == 2 {
+			break
+		}
+	}
+	assert.Equal(t, []string{`"one"`, `"two"`}, got)
+	if assert.Len(t, errs, 1) {
+		assert.Contains(t, errs[0].Error(), "cursor_ahead")
+		assert.True(t, strings.HasSuffix(errs[0].Error(), "starting over"), errs[0].Error())
+	}
+}
