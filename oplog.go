@@ -23,7 +23,7 @@ import (
 // the relay, long-poll waits included), bytes (of the response body), net
 // (when the call named one, through its parameters, its token or /via/)
 // and client (the address --trust-proxy resolves).
-func withAccessLog(log *slog.Logger, mux *http.ServeMux, trusted []netip.Prefix, viaHost string, next http.Handler) http.Handler {
+func withAccessLog(log *slog.Logger, mux *http.ServeMux, trusted []netip.Prefix, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		cw := &countingWriter{statusWriter: statusWriter{ResponseWriter: w}}
@@ -44,7 +44,7 @@ func withAccessLog(log *slog.Logger, mux *http.ServeMux, trusted []netip.Prefix,
 			net = c.net
 		}
 		if net == "" {
-			net = gatewayNet(r, viaHost)
+			net = gatewayNet(r)
 		}
 		client := r.RemoteAddr
 		if a, ok := clientAddr(r, trusted); ok {
@@ -57,9 +57,9 @@ func withAccessLog(log *slog.Logger, mux *http.ServeMux, trusted []netip.Prefix,
 	})
 }
 
-// gatewayNet is the net a /via/ call goes to, or "" (parseViaTarget).
-func gatewayNet(r *http.Request, viaHost string) string {
-	if t, ok := parseViaTarget(r, viaHost); ok {
+// gatewayNet is the net a /via/ call goes to (withViaTarget found it), or "".
+func gatewayNet(r *http.Request) string {
+	if t, ok := r.Context().Value(viaTargetKey{}).(viaTarget); ok {
 		return t.net
 	}
 	return ""

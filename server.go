@@ -34,12 +34,12 @@ func newServer(log *slog.Logger, st *store, cfg config) *server {
 	var h http.Handler = jsonMuxErrors(mux)
 	h = lim.limitIP(h)
 	h = withCORS(newCORSPolicy(cfg.CORSOrigin), h)
-	h = withViaTarget(cfg.ViaHost, h)
 	h = withRecover(log, h)
 	h = met.instrument(mux, h)
 	if cfg.AccessLog {
-		h = withAccessLog(log, mux, cfg.TrustProxy, cfg.ViaHost, h)
+		h = withAccessLog(log, mux, cfg.TrustProxy, h)
 	}
+	h = withViaTarget(cfg.ViaHost, h) // before the mux sees a gateway path: metrics and the log name its route
 	h = withCall(lim, h)
 	return &server{Handler: h, poller: lp, presence: pres, limits: lim, metrics: met}
 }

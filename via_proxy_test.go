@@ -251,6 +251,8 @@ func TestViaForwardedHeaders(t *testing.T) {
 		assert.NotContains(t, h, "X-Forwarded-Prefix", "the net has its own origin")
 		r.answer("shop", testKey, l.RID, map[string]any{"simStatus": 204})
 		<-reply
+		// The metrics name the gateway's route in host mode too.
+		assert.Positive(t, r.scrape()[series(httpRequests, "route", "/via/{net}/{path...}", "code", "204")])
 	})
 	t.Run("pushreq records the sender too", func(t *testing.T) {
 		tok, _ := r.login("peers")
