@@ -73,6 +73,7 @@ type storeOptions struct {
 	MaxPeers    int             // logins per net; 0: no limit
 	MaxStore    int64           // bytes the store's file may use (its pages in use); 0: no limit
 	MaxNetStore int64           // payload bytes one net may store (net_usage); 0: no limit
+	MsgCache    int64           // bytes of recent peer messages kept in memory, all nets together; 0: 64 MiB
 	Sync        string          // "normal" or "full": PRAGMA synchronous
 	Clock       clockwork.Clock // every time the store reads; nil: the real clock
 
@@ -244,7 +245,7 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 		s.closeDBs()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s.msgs = newMsgCache(lastID)
+	s.msgs = newMsgCache(lastID, int(s.opts.MsgCache))
 	if err := s.measure(ctx); err != nil {
 		s.q.close()
 		s.closeDBs()

@@ -208,3 +208,64 @@ func TestPeerConcurrentSenders(t *testing.T) {
 	assert.True(t, slices.IsSorted(got), "in id order")
 	assert.Equal(t, sent, got, "every message once")
 }
+
+// TestPeerCacheBoundedAcrossNets: many nets sending at once keep the cache
+// within --msg-cache, as its own byte count says and /metrics reports; the
+// nets used least recently are forgotten, a net read after every round
+// stays cached, and every reader still gets every message in order.
+func TestPeerCacheBoundedAcrossNets(t *testing.T) {
+	t.Parallel()
+	const bound = 64 << 10
+	r := newTestRelay(t, func(c *config) { c.MsgCache = bound })
+	const nets, rounds = 40, 6
+	senders, readers := make([]peer, nets), make([]peer, nets)
+	for i := range nets {
+		net := fmt.Sprintf("n%02d", i)
+		senders[i], readers[i] = r.peerLogin(net), r.peerLogin(net)
+	}
+	// The hot net gets two messages first in each round, and its reader
+	// reads one after every 20 sends: by when it was appended to, the net
+	// would be forgotten before its reader is done; read, it stays.
+	const hot = 0
+	sent := make([][]int64, nets)
+	var hotNext int64
+	hotSQL := int64(0)
+	peak := 0
+	for round := range rounds {
+		for i := range nets {
+			n := 1
+			if i == hot {
+				n = 2
+			}
+			for range n {
+				// About 1.9 KiB a message as the cache counts it: two fit
+				// a net's 16th of the bound, and a round of 41 messages is
+				// more than the bound holds.
+				sent[i] = append(sent[i], r.sendTo(senders[i], readers[i].id, fmt.Sprintf("%d %s", round, strings.Repeat("x", 1600))))
+				peak = max(peak, r.store.msgs.size())
+			}
+			if i%20 == 19 {
+				reads := r.store.msgReads.Load()
+				page := r.pullMsgs(readers[hot], url.Values{"since": {strconv.FormatInt(hotNext, 10)}, "max": {"1"}})
+				require.Len(t, page.Messages, 1)
+				hotNext = page.Next
+				if round > 0 {
+					hotSQL += r.store.msgReads.Load() - reads
+				}
+			}
+		}
+	}
+	assert.LessOrEqual(t, peak, bound, "the cache's bytes after any message")
+	assert.Greater(t, peak, bound/2, "the cache was used, not bypassed")
+	assert.Positive(t, r.store.msgs.evictions.Load(), "nets forgotten")
+	assert.Zero(t, hotSQL, "the net read after each round stays cached")
+	metrics := r.get("/metrics", nil)
+	assert.Contains(t, string(metrics.Body), fmt.Sprintf("c2cvia_msg_cache_bytes %d\n", r.store.msgs.size()))
+
+	reads := r.store.msgReads.Load()
+	for i := range nets {
+		assert.Equal(t, sent[i], msgIDs(r.readAll(readers[i])), "net %d", i)
+	}
+	assert.Len(t, sent[hot], 2*rounds)
+	assert.Greater(t, r.store.msgReads.Load(), reads, "forgotten nets are read from the store")
+}
