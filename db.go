@@ -150,13 +150,14 @@ type store struct {
 	nSeen    atomic.Int64 // entries in seen
 	msgs     *msgCache    // the recent peer messages of each net
 
-	commits     atomic.Int64 // transactions committed by the writer
-	writes      atomic.Int64 // write operations in them
-	checkpoints atomic.Int64 // WAL checkpoints run
-	walResets   atomic.Int64 // TRUNCATE checkpoints that emptied a WAL past WALLimit
-	walFull     atomic.Bool  // the checkpointer saw the WAL past WALLimit
-	queueReads  atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
-	msgReads    atomic.Int64 // reads of peer messages from SQL, not from the cache
+	commits       atomic.Int64 // transactions committed by the writer
+	writes        atomic.Int64 // write operations in them
+	checkpoints   atomic.Int64 // WAL checkpoints run
+	walResets     atomic.Int64 // TRUNCATE checkpoints that emptied a WAL past WALLimit
+	walFull       atomic.Bool  // the checkpointer saw the WAL past WALLimit
+	queueReads    atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
+	msgReads      atomic.Int64 // reads of peer messages from SQL, not from the cache
+	receiverReads atomic.Int64 // reads of a cached multicast's receivers (loadReceivers)
 
 	used    atomic.Int64 // bytes of the file's pages in use, as the checkpointer last measured them
 	pending atomic.Int64 // payload bytes written since that measure
@@ -390,12 +391,12 @@ type statements struct {
 	insertToken, claimNet, touchNet,
 	insertRequest, leaseQueued, leaseExpired, markDelivered,
 	answer, extend, markPulled, takeUnpulled, requestForNet, claimedKey,
-	touchToken, peerInNet, netPeers, topicReceivers, insertMessage, netUsage,
+	touchToken, peerInNet, netPeers, subscribedNow, insertMessage, netUsage,
 	idlestLogin, dropLogin, dropSubscriptions,
 	openSubscription, subscribe, unsubscribe, dropEmptySubscription *sql.Stmt // writer
 
 	tokenByHash, netKey, readyState, requestForOwner, hasUnpulled,
-	lastMessageID, readMessages, recentPeers *sql.Stmt // readers
+	lastMessageID, readMessages, topicReceivers, recentPeers *sql.Stmt // readers
 }
 
 // statement is one prepared statement: where it goes, on which database

@@ -40,10 +40,21 @@ type message struct {
 	From      string
 	To        string   // unicast
 	Topic     string   // multicast
-	Receivers []string // multicast: the subscribers when it was published, sorted
+	Receivers []string // multicast in the cache: who may read it, sorted, once recv is done
 	SentAt    int64
 	ExpiresAt int64
-	wire      []byte // the object a reader gets, encoded once for every reader
+	wire      []byte         // the object a reader gets, encoded once for every reader
+	recv      *receiversLoad // multicast in the cache: reading Receivers
+	charged   int            // bytes the cache counts for it; 0: not (or no longer) cached
+}
+
+// receiversLoad reads a cached multicast's receivers once, after its
+// commit and outside the writer, for the first reader that needs them;
+// the readers that need them meanwhile wait for it.
+type receiversLoad struct {
+	started atomic.Bool
+	done    chan struct{} // closed once ok and Receivers are set
+	ok      bool          // Receivers was read; false: the read failed, its readers read SQL
 }
 
 const (
@@ -62,6 +73,9 @@ func (m *message) visibleTo(t token) bool {
 	case kindBroadcast:
 		return m.From != t.PeerID && m.ID > t.MsgFloor
 	case kindMulticast:
+		if m.From == t.PeerID {
+			return false
+		}
 		_, ok := slices.BinarySearch(m.Receivers, t.PeerID)
 		return ok
 	}
@@ -125,17 +139,42 @@ func (c *msgCache) append(m *message) {
 	} else {
 		c.lru.MoveToFront(e.elem)
 	}
+	m.charged = m.size()
 	e.msgs = append(e.msgs, m)
-	e.bytes += m.size()
-	c.bytes += m.size()
+	e.bytes += m.charged
+	c.bytes += m.charged
 	c.last = max(c.last, m.ID)
-	n, b := 0, e.bytes // trim the oldest; the floor rises past them
+	c.fit(e)
+}
+
+// fit trims e to its own bound, the oldest first (the floor rises past
+// them), then the cache to its total.
+func (c *msgCache) fit(e *netMsgs) {
+	n, b := 0, e.bytes
 	for len(e.msgs)-n > c.maxMsgs || b > c.maxBytes && n < len(e.msgs) {
-		b -= e.msgs[n].size()
+		b -= e.msgs[n].charged
 		n++
 	}
 	c.trim(e, n)
 	c.evict(e)
+}
+
+// setReceivers records the receivers of the cached multicast m (ok: they
+// were read) and charges them to the cache.
+func (c *msgCache) setReceivers(m *message, receivers []string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m.Receivers, m.recv.ok = receivers, ok
+	close(m.recv.done)
+	if m.charged == 0 {
+		return // forgotten meanwhile
+	}
+	e := c.nets[m.Net]
+	extra := m.size() - m.charged
+	m.charged += extra
+	e.bytes += extra
+	c.bytes += extra
+	c.fit(e)
 }
 
 // trim forgets e's n oldest messages; e's floor rises past them.
@@ -144,8 +183,9 @@ func (c *msgCache) trim(e *netMsgs, n int) {
 		return
 	}
 	for i := range n {
-		e.bytes -= e.msgs[i].size()
-		c.bytes -= e.msgs[i].size()
+		e.bytes -= e.msgs[i].charged
+		c.bytes -= e.msgs[i].charged
+		e.msgs[i].charged = 0
 		e.floor = e.msgs[i].ID
 		e.msgs[i] = nil
 	}
@@ -164,7 +204,7 @@ func (c *msgCache) evict(keep *netMsgs) {
 		if c.lru.Len() == 1 {
 			n := 0
 			for b := c.bytes; b > c.maxTotal && n < len(e.msgs); n++ {
-				b -= e.msgs[n].size()
+				b -= e.msgs[n].charged
 			}
 			c.trim(e, n)
 			return
@@ -184,6 +224,9 @@ func (c *msgCache) forget(e *netMsgs) {
 	if len(e.msgs) > 0 {
 		e.floor = e.msgs[len(e.msgs)-1].ID
 	}
+	for _, m := range e.msgs {
+		m.charged = 0
+	}
 	c.base = max(c.base, e.floor)
 	c.bytes -= e.bytes
 	c.lru.Remove(e.elem)
@@ -202,8 +245,10 @@ func (c *msgCache) size() int {
 // but at least one. ok is false when since is below
 // what the cache holds for the net: then SQL must answer. Otherwise next is
 // the id of the last message returned, or, with none, the highest id looked
-// past (at least since), so the reader never scans it again.
-func (c *msgCache) read(t token, since int64, limit int, now int64) (page []*message, next int64, ok bool) {
+// past (at least since), so the reader never scans it again. need, when
+// set, is a multicast whose receivers must be read first (loadReceivers),
+// and then the read asked again.
+func (c *msgCache) read(t token, since int64, limit int, now int64) (page []*message, next int64, ok bool, need *message) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	e := c.nets[t.Net]
@@ -212,14 +257,27 @@ func (c *msgCache) read(t token, since int64, limit int, now int64) (page []*mes
 		floor = e.floor
 	}
 	if since < floor {
-		return nil, 0, false
+		return nil, 0, false, nil
 	}
 	if e != nil {
 		e.used.Store(true)
 		i := sort.Search(len(e.msgs), func(i int) bool { return e.msgs[i].ID > since })
 		bytes := 0
 		for _, m := range e.msgs[i:] {
-			if m.ExpiresAt > now && m.visibleTo(t) {
+			if m.ExpiresAt <= now {
+				continue
+			}
+			if m.recv != nil && m.From != t.PeerID {
+				select {
+				case <-m.recv.done:
+					if !m.recv.ok {
+						return nil, 0, false, nil
+					}
+				default:
+					return nil, 0, false, m
+				}
+			}
+			if m.visibleTo(t) {
 				if bytes += len(m.wire); len(page) > 0 && bytes > maxPageBytes {
 					break
 				}
@@ -231,9 +289,9 @@ func (c *msgCache) read(t token, since int64, limit int, now int64) (page []*mes
 		}
 	}
 	if len(page) > 0 {
-		return page, page[len(page)-1].ID, true
+		return page, page[len(page)-1].ID, true, nil
 	}
-	return nil, max(since, c.last), true
+	return nil, max(since, c.last), true, nil
 }
 
 // lastID is the highest id appended so far: every message up to it is

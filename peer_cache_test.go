@@ -269,3 +269,62 @@ func TestPeerCacheBoundedAcrossNets(t *testing.T) {
 	assert.Len(t, sent[hot], 2*rounds)
 	assert.Greater(t, r.store.msgReads.Load(), reads, "forgotten nets are read from the store")
 }
+
+// TestPublishCountsItsReceivers: a publish's write counts the topic's
+// subscribers and reads none of them, whatever the topic's size: the
+// cached message leaves the writer without its receivers, and the first
+// reader reads them once, outside the writer, for every other reader.
+func TestPublishCountsItsReceivers(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	sender := r.peerLogin("big")
+	r.subscribe(sender, "t", true) // a sender never receives its own
+	const subs = 120
+	all := make([]peer, subs)
+	for i := range all {
+		all[i] = r.peerLogin("big")
+		r.subscribe(all[i], "t", true)
+	}
+	gone := all[0]
+	r.subscribe(gone, "t", false)
+	r.subscribe(all[1], "t", true) // again: no second count
+
+	id, n := r.fanOut(sender, "t", "to the topic")
+	assert.Equal(t, subs-1, n)
+	last := func() *message {
+		c := r.store.msgs
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		e := c.nets["big"]
+		require.NotNil(t, e)
+		return e.msgs[len(e.msgs)-1]
+	}
+	m := last()
+	require.Equal(t, id, m.ID)
+	select {
+	case <-m.recv.done:
+		t.Fatal("the publish's write read the receivers")
+	default:
+	}
+
+	reads, msgReads := r.store.receiverReads.Load(), r.store.msgReads.Load()
+	for _, p := range all[1:] {
+		assert.Equal(t, []int64{id}, r.pullMsgs(p, nil).ids())
+	}
+	assert.Empty(t, r.pullMsgs(gone, nil).ids())
+	assert.Empty(t, r.pullMsgs(sender, nil).ids())
+	assert.Equal(t, reads+1, r.store.receiverReads.Load(), "the receivers read once")
+	assert.Equal(t, msgReads, r.store.msgReads.Load(), "every reader from memory")
+
+	// The count is the store's: the same counted again from the file, and
+	// it follows the logins that expire.
+	r.store.counts.stale.Store(true)
+	require.NoError(t, r.store.syncCounts(context.Background()))
+	require.Equal(t, int64(1), r.store.counts.recounts.Load())
+	_, n = r.fanOut(sender, "t", "again")
+	assert.Equal(t, subs-1, n)
+	r.advance(r.cfg.TokenTTL)
+	_, err := r.store.purge(context.Background(), purgeOptions{})
+	require.NoError(t, err)
+	assert.Zero(t, r.store.counts.subscribers("big", "t"))
+}

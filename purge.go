@@ -253,7 +253,7 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 			return err
 		}
 		full(deleted)
-		if err := s.purgeMessages(ctx, tx, o, now, limit, &rep); err != nil {
+		if err := s.purgeMessages(ctx, tx, o, now, limit, &rep, counts); err != nil {
 			return err
 		}
 		// The logins purgeMessages took the subscriptions of: the same
@@ -295,7 +295,7 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 // of the logins that purge deletes, and subscription intervals that no kept
 // message falls in, each at most limit rows (-1: all). It runs before the
 // tokens are deleted.
-func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, now int64, limit int, rep *purgeReport) error {
+func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, now int64, limit int, rep *purgeReport, counts countsDelta) error {
 	netCond, args := "", []any{}
 	if o.Net != "" {
 		netCond, args = " AND net = ?", []any{o.Net}
@@ -322,8 +322,17 @@ func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, n
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `DELETE FROM subscriptions WHERE peer_id IN (
-		SELECT peer_id FROM tokens WHERE token_hash IN (`+expiredTokensSQL(netCond, lim)+`))`, append([]any{now}, args...)...)
+	err = eachRow(ctx, tx, `DELETE FROM subscriptions WHERE peer_id IN (
+		SELECT peer_id FROM tokens WHERE token_hash IN (`+expiredTokensSQL(netCond, lim)+`))
+		RETURNING net, topic, until_id IS NULL`, append([]any{now}, args...), func(rows *sql.Rows) error {
+		var net, topic string
+		var open bool
+		err := rows.Scan(&net, &topic, &open)
+		if open {
+			counts.topics[topicKey(net, topic)]--
+		}
+		return err
+	})
 	if err != nil {
 		return err
 	}
