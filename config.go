@@ -41,6 +41,7 @@ type config struct {
 	MaxLease     time.Duration
 	MaxBody      int64
 	MaxMsg       int64
+	MsgCache     int64 // bytes of recent peer messages in memory, all nets together
 	CORSOrigin   string
 	ViaTimeout   time.Duration
 	ViaHost      string
@@ -90,7 +91,7 @@ type listenConfig struct {
 func (c config) storeOptions() storeOptions {
 	return storeOptions{ReqTTL: c.ReqTTL, ResTTL: c.ResTTL, TokenTTL: c.TokenTTL, MsgTTL: c.MsgTTL,
 		MaxAttempts: c.MaxAttempts, ClaimTTL: c.ClaimTTL, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers,
-		MaxStore: c.MaxStore, MaxNetStore: c.MaxNetStore}
+		MaxStore: c.MaxStore, MaxNetStore: c.MaxNetStore, MsgCache: c.MsgCache}
 }
 
 // addStoreFlags are the flags serve and purge share: the file and lifetimes.
@@ -115,6 +116,7 @@ func addServeFlags(fs *pflag.FlagSet, c *config) {
 	fs.Var(newByteSize(&c.MaxBody, 1<<20), "max-body", "largest request body (bytes, or with KiB/MiB)")
 	fs.DurationVar(&c.MsgTTL, "msg-ttl", time.Hour, "how long a peer message is kept for its receivers")
 	fs.Var(newByteSize(&c.MaxMsg, 64<<10), "max-msg", "largest peer message data, as JSON text (bytes, or with KiB/MiB)")
+	fs.Var(newByteSize(&c.MsgCache, msgCacheTotal), "msg-cache", "bytes of recent peer messages kept in memory, all nets together; past it the nets used least recently are read from the store (bytes, or with KiB/MiB/GiB)")
 	fs.StringVar(&c.CORSOrigin, "cors-origin", "*", "Access-Control-Allow-Origin: * or a comma-separated list of origins")
 	fs.DurationVar(&c.ViaTimeout, "via-timeout", 30*time.Second, "how long a /via/ request waits for the SimServer before 504")
 	fs.StringVar(&c.ViaHost, "via-host", "", "host suffix such as .via.example.com: NET.via.example.com serves net NET on its own origin")

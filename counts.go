@@ -26,6 +26,7 @@ type storeCounts struct {
 	byStatus map[string]int64 // status -> requests
 	queued   map[string]int   // queue (queueOf) -> requests stored as queued
 	tokens   map[string]int   // net -> logins stored
+	topics   map[string]int   // topicKey -> open subscriptions stored
 
 	dataVersion int64        // the writer's PRAGMA data_version when last counted
 	stale       atomic.Bool  // a commit failed: count again
@@ -69,10 +70,34 @@ type countsDelta struct {
 	byStatus map[string]int64
 	queued   map[string]int
 	tokens   map[string]int
+	topics   map[string]int
 }
 
 func newCountsDelta() countsDelta {
-	return countsDelta{byStatus: map[string]int64{}, queued: map[string]int{}, tokens: map[string]int{}}
+	return countsDelta{byStatus: map[string]int64{}, queued: map[string]int{}, tokens: map[string]int{}, topics: map[string]int{}}
+}
+
+// topicKey names a topic of a net in storeCounts.topics.
+func topicKey(net, topic string) string { return net + "\x00" + topic }
+
+// subscribed records n subscriptions to topic of net opened (n < 0: closed
+// or deleted).
+func (c *storeCounts) subscribed(net, topic string, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := topicKey(net, topic)
+	if c.topics[k] += n; c.topics[k] <= 0 {
+		delete(c.topics, k)
+	}
+}
+
+// subscribers returns the open subscriptions to topic of net stored: a
+// publish's receivers, counted without reading them. A login that has
+// expired counts until the janitor deletes it.
+func (c *storeCounts) subscribers(net, topic string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.topics[topicKey(net, topic)]
 }
 
 func (d countsDelta) move(net, from, to string, n int) {
@@ -85,7 +110,7 @@ func (c *storeCounts) apply(d countsDelta) {
 	for status, n := range d.byStatus {
 		c.byStatus[status] += n
 	}
-	for _, pair := range []struct{ m, d map[string]int }{{c.queued, d.queued}, {c.tokens, d.tokens}} {
+	for _, pair := range []struct{ m, d map[string]int }{{c.queued, d.queued}, {c.tokens, d.tokens}, {c.topics, d.topics}} {
 		for k, n := range pair.d {
 			if pair.m[k] += n; pair.m[k] <= 0 {
 				delete(pair.m, k)
@@ -170,6 +195,7 @@ func (s *store) count(ctx context.Context, q queryer) error {
 	byStatus := map[string]int64{}
 	queued := map[string]int{}
 	tokens := map[string]int{}
+	topics := map[string]int{}
 	var version int64
 	each := func(query string, fn func(rows *sql.Rows) error) error { return eachRow(ctx, q, query, nil, fn) }
 	err := each(`SELECT net, from_peer = 'via', count(*) FROM requests WHERE status = 'queued' GROUP BY 1, 2`, func(rows *sql.Rows) error {
@@ -213,6 +239,15 @@ func (s *store) count(ctx context.Context, q queryer) error {
 		})
 	}
 	if err == nil {
+		err = each(`SELECT net, topic, count(*) FROM subscriptions WHERE until_id IS NULL GROUP BY net, topic`, func(rows *sql.Rows) error {
+			var net, topic string
+			var n int
+			err := rows.Scan(&net, &topic, &n)
+			topics[topicKey(net, topic)] = n
+			return err
+		})
+	}
+	if err == nil {
 		err = each(`PRAGMA data_version`, func(rows *sql.Rows) error { return rows.Scan(&version) })
 	}
 	if err != nil {
@@ -221,7 +256,7 @@ func (s *store) count(ctx context.Context, q queryer) error {
 	c := &s.counts
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.byStatus, c.queued, c.tokens, c.dataVersion = byStatus, queued, tokens, version
+	c.byStatus, c.queued, c.tokens, c.topics, c.dataVersion = byStatus, queued, tokens, topics, version
 	c.stale.Store(false)
 	return nil
 }

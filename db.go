@@ -111,6 +111,7 @@ type storeOptions struct {
 	MaxPeers    int             // logins per net; 0: no limit
 	MaxStore    int64           // bytes the store's file may use (its pages in use); 0: no limit
 	MaxNetStore int64           // payload bytes one net may store (net_usage); 0: no limit
+	MsgCache    int64           // bytes of recent peer messages kept in memory, all nets together; 0: 64 MiB
 	Sync        string          // "normal" or "full": PRAGMA synchronous
 	Clock       clockwork.Clock // every time the store reads; nil: the real clock
 
@@ -197,13 +198,14 @@ type store struct {
 	nSeen    atomic.Int64 // entries in seen
 	msgs     *msgCache    // the recent peer messages of each net
 
-	commits     atomic.Int64 // transactions committed by the writer
-	writes      atomic.Int64 // write operations in them
-	checkpoints atomic.Int64 // WAL checkpoints run
-	walResets   atomic.Int64 // TRUNCATE checkpoints that emptied a WAL past WALLimit
-	walFull     atomic.Bool  // the checkpointer saw the WAL past WALLimit
-	queueReads  atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
-	msgReads    atomic.Int64 // reads of peer messages from SQL, not from the cache
+	commits       atomic.Int64 // transactions committed by the writer
+	writes        atomic.Int64 // write operations in them
+	checkpoints   atomic.Int64 // WAL checkpoints run
+	walResets     atomic.Int64 // TRUNCATE checkpoints that emptied a WAL past WALLimit
+	walFull       atomic.Bool  // the checkpointer saw the WAL past WALLimit
+	queueReads    atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
+	msgReads      atomic.Int64 // reads of peer messages from SQL, not from the cache
+	receiverReads atomic.Int64 // reads of a cached multicast's receivers (loadReceivers)
 
 	used    atomic.Int64 // bytes of the file's pages in use, as the checkpointer last measured them
 	pending atomic.Int64 // payload bytes written since that measure
@@ -309,7 +311,7 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 		s.closeDBs()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s.msgs = newMsgCache(lastID)
+	s.msgs = newMsgCache(lastID, int(s.opts.MsgCache))
 	if err := s.measure(ctx); err != nil {
 		s.q.close()
 		s.closeDBs()
@@ -557,12 +559,12 @@ type statements struct {
 	insertToken, claimNet, touchNet,
 	insertRequest, leaseQueued, leaseExpired, markDelivered,
 	answer, extend, markPulled, takeUnpulled, requestForNet, claimedKey,
-	touchToken, peerInNet, netPeers, topicReceivers, insertMessage, netUsage,
+	touchToken, peerInNet, netPeers, subscribedNow, insertMessage, netUsage,
 	idlestLogin, dropLogin, dropSubscriptions,
 	openSubscription, subscribe, unsubscribe, dropEmptySubscription *sql.Stmt // writer
 
 	tokenByHash, netKey, readyState, requestForOwner, hasUnpulled,
-	lastMessageID, readMessages, recentPeers *sql.Stmt // readers
+	lastMessageID, readMessages, topicReceivers, recentPeers *sql.Stmt // readers
 }
 
 // statement is one prepared statement: where it goes, on which database

@@ -14,7 +14,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"time"
 )
 
@@ -52,9 +51,8 @@ func peerStatements(q *statements, w, r *sql.DB) []statement {
 	return []statement{
 		{&q.peerInNet, w, `SELECT EXISTS (SELECT 1 FROM tokens WHERE peer_id = ?1 AND net = ?2 AND expires_at > ?3)`},
 		{&q.netPeers, w, `SELECT count(*) FROM tokens WHERE net = ?1 AND expires_at > ?2`},
-		{&q.topicReceivers, w, `SELECT s.peer_id FROM subscriptions s JOIN tokens t ON t.peer_id = s.peer_id
-			WHERE s.net = ?1 AND s.topic = ?2 AND s.until_id IS NULL AND s.peer_id <> ?3 AND t.expires_at > ?4
-			ORDER BY s.peer_id`},
+		{&q.subscribedNow, w, `SELECT EXISTS (SELECT 1 FROM subscriptions
+			WHERE net = ?1 AND topic = ?2 AND peer_id = ?3 AND until_id IS NULL)`},
 		{&q.insertMessage, w, `INSERT INTO messages (net, kind, from_peer, to_peer, topic, data, sent_at, expires_at, receivers)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`},
 		{&q.subscribe, w, `INSERT INTO subscriptions (net, topic, peer_id, from_id)
@@ -81,6 +79,12 @@ func peerStatements(q *statements, w, r *sql.DB) []statement {
 			  AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.net = ?1 AND s.topic = m.topic AND s.peer_id = ?2
 			              AND s.from_id < m.id AND (s.until_id IS NULL OR m.id <= s.until_id))
 			ORDER BY id LIMIT ?6`},
+		// The receivers of multicast ?3 on topic ?2 of net ?1 sent by ?4:
+		// every other peer whose interval holds it. The same whenever it
+		// is read after the publish: later intervals open above ?3.
+		{&q.topicReceivers, r, `SELECT peer_id FROM subscriptions
+			WHERE net = ?1 AND topic = ?2 AND from_id < ?3 AND (until_id IS NULL OR ?3 <= until_id) AND peer_id <> ?4
+			ORDER BY peer_id`},
 		{&q.recentPeers, r, `SELECT peer_id, last_seen_at FROM tokens
 			WHERE net = ?1 AND expires_at > ?2 AND last_seen_at >= ?3
 			ORDER BY last_seen_at DESC, peer_id`},
@@ -117,23 +121,18 @@ func (s *store) sendMessage(ctx context.Context, t token, m message, data []byte
 				receivers-- // the sender
 			}
 		case kindMulticast:
-			rows, err := tx.StmtContext(ctx, s.q.topicReceivers).QueryContext(ctx, t.Net, m.Topic, t.PeerID, now)
-			if err != nil {
+			// Counted, not read: the same work however many subscribe.
+			// Who they are is read later, outside the writer, by the
+			// first reader that needs it (loadReceivers).
+			var self bool
+			if err := tx.StmtContext(ctx, s.q.subscribedNow).QueryRowContext(ctx, t.Net, m.Topic, t.PeerID).Scan(&self); err != nil {
 				return nil, err
 			}
-			m.Receivers = m.Receivers[:0]
-			for rows.Next() {
-				var p string
-				if err := rows.Scan(&p); err != nil {
-					rows.Close()
-					return nil, err
-				}
-				m.Receivers = append(m.Receivers, p) // sorted by the query, bytewise as Go sorts
+			receivers = s.counts.subscribers(t.Net, m.Topic)
+			if self {
+				receivers--
 			}
-			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-				return nil, err
-			}
-			receivers = len(m.Receivers)
+			m.recv = &receiversLoad{done: make(chan struct{})}
 		}
 		err := tx.StmtContext(ctx, s.q.insertMessage).QueryRowContext(ctx, m.Net, m.Kind, m.From,
 			nullIfEmpty(m.To), nullIfEmpty(m.Topic), string(data), m.SentAt, m.ExpiresAt, receivers).Scan(&m.ID)
@@ -145,6 +144,33 @@ func (s *store) sendMessage(ctx context.Context, t token, m message, data []byte
 		return func() { s.msgs.append(&cached) }, nil
 	})
 	return m.ID, receivers, err
+}
+
+// loadReceivers reads who may read the cached multicast m, once: the first
+// reader that needs them reads them on its own connection, outside the
+// writer, and the others wait for it. false: the read failed or ctx ended
+// first, and the caller reads SQL.
+func (s *store) loadReceivers(ctx context.Context, m *message) bool {
+	if !m.recv.started.CompareAndSwap(false, true) {
+		select {
+		case <-m.recv.done:
+			return m.recv.ok
+		case <-ctx.Done():
+			return false
+		}
+	}
+	s.receiverReads.Add(1)
+	var receivers []string
+	// Not the caller's ctx: its reader going away must not fail the read
+	// for the others waiting.
+	err := eachStmtRow(context.WithoutCancel(ctx), s.q.topicReceivers, []any{m.Net, m.Topic, m.ID, m.From}, func(rows *sql.Rows) error {
+		var p string
+		err := rows.Scan(&p)
+		receivers = append(receivers, p) // sorted by the query, bytewise as Go sorts
+		return err
+	})
+	s.msgs.setReceivers(m, receivers, err == nil)
+	return err == nil
 }
 
 func nullIfEmpty(s string) any {
@@ -177,7 +203,14 @@ func encodeMessage(m *message, data []byte) []byte {
 // id: multicasts after it reach t. Subscribing again changes nothing.
 func (s *store) subscribe(ctx context.Context, t token, topic string) error {
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.StmtContext(ctx, s.q.subscribe).ExecContext(ctx, t.Net, topic, t.PeerID)
+		res, err := tx.StmtContext(ctx, s.q.subscribe).ExecContext(ctx, t.Net, topic, t.PeerID)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err == nil {
+			s.counts.subscribed(t.Net, topic, int(n))
+		}
 		return err
 	})
 }
@@ -186,11 +219,19 @@ func (s *store) subscribe(ctx context.Context, t token, topic string) error {
 // message id; without one it changes nothing.
 func (s *store) unsubscribe(ctx context.Context, t token, topic string) error {
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if _, err := tx.StmtContext(ctx, s.q.unsubscribe).ExecContext(ctx, t.Net, topic, t.PeerID); err != nil {
+		res, err := tx.StmtContext(ctx, s.q.unsubscribe).ExecContext(ctx, t.Net, topic, t.PeerID)
+		if err != nil {
 			return err
 		}
-		_, err := tx.StmtContext(ctx, s.q.dropEmptySubscription).ExecContext(ctx, t.Net, topic, t.PeerID)
-		return err
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if _, err := tx.StmtContext(ctx, s.q.dropEmptySubscription).ExecContext(ctx, t.Net, topic, t.PeerID); err != nil {
+			return err
+		}
+		s.counts.subscribed(t.Net, topic, -int(n))
+		return nil
 	})
 }
 
@@ -199,8 +240,17 @@ func (s *store) unsubscribe(ctx context.Context, t token, topic string) error {
 // The cache answers when since is within what it holds; SQL otherwise.
 func (s *store) readMessages(ctx context.Context, t token, since int64, limit int) ([]*message, int64, error) {
 	now := s.nowMS()
-	if page, next, ok := s.msgs.read(t, since, limit, now); ok {
-		return page, next, nil
+	for {
+		page, next, ok, need := s.msgs.read(t, since, limit, now)
+		if need == nil {
+			if ok {
+				return page, next, nil
+			}
+			break
+		}
+		if !s.loadReceivers(ctx, need) {
+			break // SQL answers
+		}
 	}
 	s.msgReads.Add(1)
 	// Every message up to last is committed before the query starts, so

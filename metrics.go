@@ -242,6 +242,10 @@ var (
 		"Calls refused with 429, by limit: rate_ip, rate_token, rate_server, rate_via, polls_per_token, queue, peers.", []string{"limit"}, nil)
 	descLimiterBuckets = prometheus.NewDesc("c2cvia_rate_limiter_buckets",
 		"Token buckets held, by limiter (ip, token, server, via).", []string{"limiter"}, nil)
+	descMsgCacheBytes = prometheus.NewDesc("c2cvia_msg_cache_bytes",
+		"Bytes of recent peer messages held in memory, all nets together; at most --msg-cache.", nil, nil)
+	descMsgCacheEvictions = prometheus.NewDesc("c2cvia_msg_cache_evictions_total",
+		"Nets whose recent peer messages were forgotten to keep the cache within --msg-cache.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -249,6 +253,8 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descPolls
 	ch <- descRefusals
 	ch <- descLimiterBuckets
+	ch <- descMsgCacheBytes
+	ch <- descMsgCacheEvictions
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -273,4 +279,6 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descLimiterBuckets, prometheus.GaugeValue, float64(c.lim.tok.size()), "token")
 	ch <- prometheus.MustNewConstMetric(descLimiterBuckets, prometheus.GaugeValue, float64(c.lim.server.size()), "server")
 	ch <- prometheus.MustNewConstMetric(descLimiterBuckets, prometheus.GaugeValue, float64(c.lim.via.size()), "via")
+	ch <- prometheus.MustNewConstMetric(descMsgCacheBytes, prometheus.GaugeValue, float64(c.st.msgs.size()))
+	ch <- prometheus.MustNewConstMetric(descMsgCacheEvictions, prometheus.CounterValue, float64(c.st.msgs.evictions.Load()))
 }

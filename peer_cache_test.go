@@ -208,3 +208,123 @@ func TestPeerConcurrentSenders(t *testing.T) {
 	assert.True(t, slices.IsSorted(got), "in id order")
 	assert.Equal(t, sent, got, "every message once")
 }
+
+// TestPeerCacheBoundedAcrossNets: many nets sending at once keep the cache
+// within --msg-cache, as its own byte count says and /metrics reports; the
+// nets used least recently are forgotten, a net read after every round
+// stays cached, and every reader still gets every message in order.
+func TestPeerCacheBoundedAcrossNets(t *testing.T) {
+	t.Parallel()
+	const bound = 64 << 10
+	r := newTestRelay(t, func(c *config) { c.MsgCache = bound })
+	const nets, rounds = 40, 6
+	senders, readers := make([]peer, nets), make([]peer, nets)
+	for i := range nets {
+		net := fmt.Sprintf("n%02d", i)
+		senders[i], readers[i] = r.peerLogin(net), r.peerLogin(net)
+	}
+	// The hot net gets two messages first in each round, and its reader
+	// reads one after every 20 sends: by when it was appended to, the net
+	// would be forgotten before its reader is done; read, it stays.
+	const hot = 0
+	sent := make([][]int64, nets)
+	var hotNext int64
+	hotSQL := int64(0)
+	peak := 0
+	for round := range rounds {
+		for i := range nets {
+			n := 1
+			if i == hot {
+				n = 2
+			}
+			for range n {
+				// About 1.9 KiB a message as the cache counts it: two fit
+				// a net's 16th of the bound, and a round of 41 messages is
+				// more than the bound holds.
+				sent[i] = append(sent[i], r.sendTo(senders[i], readers[i].id, fmt.Sprintf("%d %s", round, strings.Repeat("x", 1600))))
+				peak = max(peak, r.store.msgs.size())
+			}
+			if i%20 == 19 {
+				reads := r.store.msgReads.Load()
+				page := r.pullMsgs(readers[hot], url.Values{"since": {strconv.FormatInt(hotNext, 10)}, "max": {"1"}})
+				require.Len(t, page.Messages, 1)
+				hotNext = page.Next
+				if round > 0 {
+					hotSQL += r.store.msgReads.Load() - reads
+				}
+			}
+		}
+	}
+	assert.LessOrEqual(t, peak, bound, "the cache's bytes after any message")
+	assert.Greater(t, peak, bound/2, "the cache was used, not bypassed")
+	assert.Positive(t, r.store.msgs.evictions.Load(), "nets forgotten")
+	assert.Zero(t, hotSQL, "the net read after each round stays cached")
+	metrics := r.get("/metrics", nil)
+	assert.Contains(t, string(metrics.Body), fmt.Sprintf("c2cvia_msg_cache_bytes %d\n", r.store.msgs.size()))
+
+	reads := r.store.msgReads.Load()
+	for i := range nets {
+		assert.Equal(t, sent[i], msgIDs(r.readAll(readers[i])), "net %d", i)
+	}
+	assert.Len(t, sent[hot], 2*rounds)
+	assert.Greater(t, r.store.msgReads.Load(), reads, "forgotten nets are read from the store")
+}
+
+// TestPublishCountsItsReceivers: a publish's write counts the topic's
+// subscribers and reads none of them, whatever the topic's size: the
+// cached message leaves the writer without its receivers, and the first
+// reader reads them once, outside the writer, for every other reader.
+func TestPublishCountsItsReceivers(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	sender := r.peerLogin("big")
+	r.subscribe(sender, "t", true) // a sender never receives its own
+	const subs = 120
+	all := make([]peer, subs)
+	for i := range all {
+		all[i] = r.peerLogin("big")
+		r.subscribe(all[i], "t", true)
+	}
+	gone := all[0]
+	r.subscribe(gone, "t", false)
+	r.subscribe(all[1], "t", true) // again: no second count
+
+	id, n := r.fanOut(sender, "t", "to the topic")
+	assert.Equal(t, subs-1, n)
+	last := func() *message {
+		c := r.store.msgs
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		e := c.nets["big"]
+		require.NotNil(t, e)
+		return e.msgs[len(e.msgs)-1]
+	}
+	m := last()
+	require.Equal(t, id, m.ID)
+	select {
+	case <-m.recv.done:
+		t.Fatal("the publish's write read the receivers")
+	default:
+	}
+
+	reads, msgReads := r.store.receiverReads.Load(), r.store.msgReads.Load()
+	for _, p := range all[1:] {
+		assert.Equal(t, []int64{id}, r.pullMsgs(p, nil).ids())
+	}
+	assert.Empty(t, r.pullMsgs(gone, nil).ids())
+	assert.Empty(t, r.pullMsgs(sender, nil).ids())
+	assert.Equal(t, reads+1, r.store.receiverReads.Load(), "the receivers read once")
+	assert.Equal(t, msgReads, r.store.msgReads.Load(), "every reader from memory")
+
+	// The count is the store's: the same counted again from the file, and
+	// it follows the logins that expire.
+	r.store.counts.stale.Store(true)
+	require.NoError(t, r.store.syncCounts(context.Background()))
+	require.Equal(t, int64(1), r.store.counts.recounts.Load())
+	_, n = r.fanOut(sender, "t", "again")
+	assert.Equal(t, subs-1, n)
+	r.advance(r.cfg.TokenTTL)
+	_, err := r.store.purge(context.Background(), purgeOptions{})
+	require.NoError(t, err)
+	assert.Zero(t, r.store.counts.subscribers("big", "t"))
+}

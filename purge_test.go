@@ -528,3 +528,45 @@ func TestStoreShrinks(t *testing.T) {
 		assert.Equal(t, 2, autoVacuum, "serve converts it")
 	})
 }
+
+// TestJanitorWritesInBatches: the janitor expires and then deletes 2,500
+// requests as writes of at most a batch each, and a write queued between
+// two of them commits while most of the requests are still due.
+func TestJanitorWritesInBatches(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	ctx := context.Background()
+	const n, batch = 2500, 500
+	_, tok, err := r.store.createToken(ctx, "alpha")
+	require.NoError(t, err)
+	now := r.store.nowMS()
+	require.NoError(t, r.store.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+			INSERT INTO requests (rid, net, token_hash, from_peer, status, sim_req, created_at, expires_at)
+			SELECT lower(hex(randomblob(16))), 'alpha', ?, ?, 'queued', '{}', ?, ? FROM n`,
+			n, tok.Hash, tok.PeerID, now, now+r.cfg.ReqTTL.Milliseconds())
+		return err
+	}))
+	expired := func() int { return r.count("requests WHERE status = 'expired'") }
+
+	r.advance(r.cfg.ReqTTL)
+	var seen []int // expired requests when the write between two batches committed
+	total, err := r.store.purgeBatches(ctx, batch, func(purgeReport) {
+		r.login("beta") // a write of another net, between two of the janitor's
+		seen = append(seen, expired())
+	})
+	require.NoError(t, err)
+	assert.Equal(t, []int{500, 1000, 1500, 2000, 2500, 2500}, seen,
+		"each write expires at most a batch; the last finds none left")
+	assert.Zero(t, total.requests())
+	assert.Equal(t, n, expired())
+
+	r.advance(r.cfg.ResTTL)
+	var removed []int
+	total, err = r.store.purgeBatches(ctx, batch, func(rep purgeReport) { removed = append(removed, rep.requests()) })
+	require.NoError(t, err)
+	assert.Equal(t, []int{500, 500, 500, 500, 500, 0}, removed)
+	assert.Equal(t, n, total.requests())
+	assert.Zero(t, r.count("requests"))
+	assert.Equal(t, 6, r.count("tokens WHERE net = 'beta'"), "the logins between the batches")
+}

@@ -25,7 +25,7 @@ func tokenStatements(q *statements, w, r *sql.DB) []statement {
 		{&q.idlestLogin, w, `SELECT token_hash, peer_id FROM tokens WHERE net = ?1 AND last_seen_at < ?2
 			ORDER BY last_seen_at LIMIT 1`},
 		{&q.dropLogin, w, `DELETE FROM tokens WHERE token_hash = ?`},
-		{&q.dropSubscriptions, w, `DELETE FROM subscriptions WHERE peer_id = ?`},
+		{&q.dropSubscriptions, w, `DELETE FROM subscriptions WHERE peer_id = ? RETURNING net, topic, until_id IS NULL`},
 
 		{&q.tokenByHash, r, `SELECT peer_id, net, expires_at, msg_floor FROM tokens WHERE token_hash = ?`},
 		{&q.netKey, r, `SELECT key_hash FROM nets WHERE name = ?`},
@@ -83,8 +83,20 @@ func (s *store) createToken(ctx context.Context, net string) (secret string, t t
 			if _, err := tx.StmtContext(ctx, s.q.dropLogin).ExecContext(ctx, evicted); err != nil {
 				return err
 			}
-			_, err = tx.StmtContext(ctx, s.q.dropSubscriptions).ExecContext(ctx, peer)
-			return err // one login out, one in: the count stays
+			closed := newCountsDelta()
+			err = eachStmtRow(ctx, tx.StmtContext(ctx, s.q.dropSubscriptions), []any{peer}, func(rows *sql.Rows) error {
+				var net, topic string
+				var open bool
+				err := rows.Scan(&net, &topic, &open)
+				if open {
+					closed.topics[topicKey(net, topic)]--
+				}
+				return err
+			})
+			if err == nil {
+				s.counts.apply(closed) // one login out, one in: the logins stay
+			}
+			return err
 		}
 		return s.counts.admitToken(t.Net, 0)
 	})
