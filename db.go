@@ -248,8 +248,15 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	}
 	// Check on a plain connection: the writer's pragmas would turn any
 	// file into a WAL database before its version is read.
-	if _, _, err := probeStore(ctx, path, opts.MustExist); err != nil {
+	version, _, err := probeStore(ctx, path, opts.MustExist)
+	if err != nil {
 		return nil, err
+	}
+	if opts.MustExist && version < len(migrations) {
+		// Only serve upgrades a store: a newer purge or net command run
+		// beside an older relay would leave it a schema it cannot read.
+		return nil, fmt.Errorf("the store %s is at schema step %d and this c2cvia knows step %d: "+
+			"start this version's c2cvia serve once to upgrade it, or use the c2cvia that serves it", path, version, len(migrations))
 	}
 	w, err := sql.Open("sqlite", path+pragmas+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
 	if err != nil {
@@ -444,9 +451,27 @@ func settle(ctx context.Context, db *sql.DB, path string, opts *storeOptions) er
 			return fmt.Errorf("open store %s: record the lifetimes: %w", path, err)
 		}
 	}
+	// The message ids of this run start past a gap (msgIDGap). No row yet:
+	// no id was ever given, so no reader holds a cursor.
+	if _, err := tx.ExecContext(ctx, `UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'messages'`, msgIDGap); err != nil {
+		return fmt.Errorf("open store %s: %w", path, err)
+	}
 	opts.LifetimesFrom = lifetimesRecorded
 	return tx.Commit()
 }
+
+// settingsStep is the schema step that adds the settings table.
+const settingsStep = 5
+
+// msgIDGap is how far message ids jump at each start of the relay that
+// serves a store: a store restored from a backup would otherwise give
+// again the ids its lost messages had, and a reader whose cursor is among
+// them would skip the new messages that get them. After the jump a cursor
+// from the lost messages is behind every new id (so the reader misses
+// nothing new) unless more than 2^20 messages were lost; one past the
+// store's highest id is refused (409 cursor_ahead: start over). 2^20 a
+// start leaves ids below 2^53, exact in JavaScript, for 2^33 starts.
+const msgIDGap = 1 << 20
 
 // LifetimesFrom values: where a store's lifetimes come from.
 const (
@@ -458,7 +483,7 @@ const (
 // relay recorded them; else it leaves them and marks them as defaults.
 func loadLifetimes(ctx context.Context, db *sql.DB, version int, opts *storeOptions) error {
 	opts.LifetimesFrom = lifetimesDefaults
-	if version < 3 {
+	if version < settingsStep {
 		return nil
 	}
 	found := 0

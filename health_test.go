@@ -9,6 +9,7 @@ import (
 	"database/sql"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -119,4 +120,28 @@ func TestStoreBusy(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusOK, r.get("/healthz", nil).Status, "a busy store is no fault of the file")
 	r.push(tok, map[string]any{"simEndpoint": "/x"})
+}
+
+// TestHealthzDiskFree: a disk with less than 16 MiB free makes /healthz
+// 503 with the reason, though a write may still find room in the WAL's own
+// pages; with room, or when the space cannot be read, it is 200.
+func TestHealthzDiskFree(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	for _, c := range []struct {
+		free   int64
+		known  bool
+		status int
+	}{{1 << 20, true, http.StatusServiceUnavailable}, {minDiskFree, true, http.StatusOK}, {0, false, http.StatusOK}} {
+		h := handleHealthz(r.store, func() (int64, bool) { return c.free, c.known })
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+		assert.Equal(t, c.status, rec.Code, "%d bytes free (known %v): %s", c.free, c.known, rec.Body)
+		if c.status != http.StatusOK {
+			assert.Contains(t, rec.Body.String(), "the disk that holds the store is full (1024 KiB free)")
+		}
+	}
+	free, ok := diskFree(t.TempDir())
+	assert.True(t, ok, "the free space of a real folder can be read here")
+	assert.Positive(t, free)
 }

@@ -256,7 +256,7 @@ func newNetCmd(stdin io.Reader, stdout io.Writer) *cobra.Command {
 			} else if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "new key for %s\n", args[0])
+			fmt.Fprintf(stdout, "new key for %s; a running relay takes it at its next janitor run (--janitor-every), and until then the old key still works\n", args[0])
 			return nil
 		},
 	}

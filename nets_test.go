@@ -74,7 +74,7 @@ func TestNetCommands(t *testing.T) {
 	assert.Contains(t, out, "must be at least 16 characters")
 	out, err = rekey("kept", newKey+"\n")
 	require.NoError(t, err, out)
-	assert.Equal(t, "new key for kept\n", out)
+	assert.Equal(t, "new key for kept; a running relay takes it at its next janitor run (--janitor-every), and until then the old key still works\n", out)
 	out, err = rekey("nobody", newKey+"\n")
 	assert.Error(t, err)
 	assert.Contains(t, out, "net nobody is not claimed")

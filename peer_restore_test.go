@@ -23,10 +23,12 @@ import (
 )
 
 // TestPeerCursorAfterRestore: back up a serving store online (VACUUM
-// INTO), send more, stop, restore the backup, start again. A cursor past
-// the backup's newest message is 409 cursor_ahead, on pullsmart and on a
-// stream resuming with Last-Event-ID, even once new messages arrive; read
-// without a cursor, every kept message comes again, new ones too.
+// INTO), send more, stop, restore the backup, start again. The restarted
+// relay's message ids start past a gap (msgIDGap), so a reader's cursor
+// from the lost messages is behind every new one: it reads the new
+// messages and misses none, on pullsmart and on a stream resuming with
+// Last-Event-ID. A cursor past the newest id the store has given is 409
+// cursor_ahead; read without a cursor, every kept message comes again.
 func TestPeerCursorAfterRestore(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -36,10 +38,13 @@ func TestPeerCursorAfterRestore(t *testing.T) {
 	rel := &testRelay{t: t, URL: base}
 	ada, _ := rel.login("restore")
 	bob, _ := rel.login("restore")
-	broadcast := func(data string) {
+	broadcast := func(data string) int64 {
 		t.Helper()
 		rep := rel.postJSON("/api/v1/peer/broadcast", ada, map[string]any{"data": data})
 		require.Equal(t, http.StatusCreated, rep.Status, string(rep.Body))
+		id, err := rep.JSON["id"].(json.Number).Int64()
+		require.NoError(t, err, string(rep.Body))
+		return id
 	}
 	for i := range 3 {
 		broadcast(fmt.Sprint("before ", i))
@@ -54,53 +59,57 @@ func TestPeerCursorAfterRestore(t *testing.T) {
 	}
 	rep := rel.postJSON("/api/v1/peer/pullsmart", bob, map[string]any{"wait": 0})
 	require.Equal(t, http.StatusOK, rep.Status)
-	next := rep.JSON["next"]
-	require.Equal(t, json.Number("6"), next)
+	cursor, err := rep.JSON["next"].(json.Number).Int64()
+	require.NoError(t, err)
 	require.NoError(t, stop())
 
 	require.NoError(t, os.Rename(backup, db))
 	base, _ = startRun(t, env, "serve", "--db", db)
 	rel = &testRelay{t: t, URL: base}
-	for _, tc := range []struct {
-		name  string
-		since any
-	}{{"no new message yet", nil}, {"new messages since", "new"}} {
-		if tc.since != nil {
-			broadcast("new 1")
-			broadcast("new 2")
-		}
-		rep = rel.postJSON("/api/v1/peer/pullsmart", bob, map[string]any{"since": 6, "wait": 0})
-		assert.Equal(t, http.StatusConflict, rep.Status, "%s: %s", tc.name, rep.Body)
-		assert.Equal(t, "cursor_ahead", rep.errorCode(), tc.name)
+	rep = rel.postJSON("/api/v1/peer/pullsmart", bob, map[string]any{"since": cursor, "wait": 0})
+	require.Equal(t, http.StatusOK, rep.Status, "a cursor within the gap is not ahead: %s", rep.Body)
+	assert.Empty(t, rep.JSON["messages"])
 
-		req, err := http.NewRequest(http.MethodGet, base+"/api/v1/peer/stream?token="+bob, nil)
-		require.NoError(t, err)
-		req.Header.Set("Last-Event-ID", "6")
-		rep = rel.do(req)
-		assert.Equal(t, http.StatusConflict, rep.Status, "%s: the stream", tc.name)
-		assert.Equal(t, "cursor_ahead", rep.errorCode(), tc.name)
-	}
-	// Ids 4 and 5 were given again, to the new messages: a reader that
-	// read on from 6 would never have seen them.
-	rep = rel.postJSON("/api/v1/peer/pullsmart", bob, map[string]any{"since": 3, "wait": 0})
+	first, second := broadcast("new 1"), broadcast("new 2")
+	assert.Greater(t, first, cursor+msgIDGap-10, "the new ids start past the gap")
+	rep = rel.postJSON("/api/v1/peer/pullsmart", bob, map[string]any{"since": cursor, "wait": 0})
 	require.Equal(t, http.StatusOK, rep.Status)
-	assert.Contains(t, string(rep.Body), `"id":4`)
-	rep = rel.postJSON("/api/v1/peer/pullsmart", bob, map[string]any{"wait": 0})
-	require.Equal(t, http.StatusOK, rep.Status)
-	assert.Equal(t, json.Number("5"), rep.JSON["next"], "from the start: the 3 restored and the 2 new")
+	assert.Contains(t, string(rep.Body), `"new 1"`, "the reader misses no new message")
+	assert.Contains(t, string(rep.Body), `"new 2"`)
 
-	// The stream without a cursor starts at the oldest kept message.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/peer/stream?token="+bob, nil)
-	require.NoError(t, err)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
+	stream := func(lastEventID string) *http.Response {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/peer/stream?token="+bob, nil)
+		require.NoError(t, err)
+		if lastEventID != "" {
+			req.Header.Set("Last-Event-ID", lastEventID)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	resp := stream(fmt.Sprint(cursor))
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	sc := bufio.NewScanner(resp.Body)
 	require.True(t, sc.Scan())
-	assert.Equal(t, "id: 1", sc.Text())
+	assert.Equal(t, fmt.Sprint("id: ", first), sc.Text(), "the stream resumes with the new messages")
+
+	// A cursor past every id this store gave: start over.
+	rep = rel.postJSON("/api/v1/peer/pullsmart", bob, map[string]any{"since": second + 1, "wait": 0})
+	assert.Equal(t, http.StatusConflict, rep.Status, string(rep.Body))
+	assert.Equal(t, "cursor_ahead", rep.errorCode())
+	resp = stream(fmt.Sprint(second + 1))
+	assert.Equal(t, http.StatusConflict, resp.StatusCode, "the stream")
+
+	rep = rel.postJSON("/api/v1/peer/pullsmart", bob, map[string]any{"wait": 0})
+	require.Equal(t, http.StatusOK, rep.Status)
+	assert.Len(t, rep.JSON["messages"], 5, "from the start: the 3 restored and the 2 new")
+	resp = stream("")
+	sc = bufio.NewScanner(resp.Body)
+	require.True(t, sc.Scan())
+	assert.Equal(t, "id: 1", sc.Text(), "the stream without a cursor starts at the oldest kept message")
 }
 
 // TestClientStartsOverOnCursorAhead: the Go client, given a cursor the

@@ -5,6 +5,7 @@ package main
 import (
 	"log/slog"
 	"net/http"
+	"path/filepath"
 )
 
 func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *poller, met *metrics, pres *presence) {
@@ -16,7 +17,7 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	preflights := &preflights{} // pullreqsmart records which SimServers want CORS preflights
 	gw := &gateway{st: st, lp: lp, cfg: cfg, answers: answers, preflights: preflights, cors: newCORSPolicy(cfg.CORSOrigin)}
 
-	mux.Handle("GET /healthz", handleHealthz(st))
+	mux.Handle("GET /healthz", handleHealthz(st, func() (int64, bool) { return diskFree(filepath.Dir(cfg.DB)) }))
 	if cfg.Metrics {
 		mux.Handle("GET /metrics", met.handler(log))
 	}

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -155,13 +156,27 @@ func serverAuth(r *http.Request, p *params) (net, key string, err error) {
 // failed for want of disk or a writable file, it tries a write of its own
 // (the next commit clears the fault too), so a relay that an idle load
 // balancer took out of rotation comes back once the disk has room.
-func handleHealthz(st *store) http.Handler {
+// minDiskFree is the free space below which /healthz reports the store's
+// disk as full: a commit may still find room in the WAL's own pages (so
+// a probe write succeeds) while the next that grows a file fails.
+const minDiskFree = 16 << 20
+
+// handleHealthz answers 200 {"status":"ok"}, or 503 {"status":
+// "unavailable","reason":...} when the store cannot be read, when its last
+// commit failed for the file's sake and a write still fails, or when the
+// disk that holds it has less than 16 MiB free (free measures it; ok false:
+// unknown).
+func handleHealthz(st *store, free func() (bytes int64, ok bool)) http.Handler {
 	unavailable := func(w http.ResponseWriter, reason string) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": reason})
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := st.r.PingContext(r.Context()); err != nil {
 			unavailable(w, "the store cannot be read")
+			return
+		}
+		if n, ok := free(); ok && n < minDiskFree {
+			unavailable(w, fmt.Sprintf("the disk that holds the store is full (%d KiB free)", n>>10))
 			return
 		}
 		if st.writeFault() != nil {

@@ -275,10 +275,17 @@ func TestMigrateFromV1(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 
-	// inspect reads it as it is, without migrating it.
+	// inspect reads it as it is, without migrating it; purge and net
+	// refuse it: only serve upgrades a store, so an older relay serving it
+	// keeps a schema it can read.
 	out, err := runCLI(t, nil, "inspect", "--db", path, "--json")
 	require.NoError(t, err)
 	assert.Contains(t, out, `"messages": 0`)
+	for _, args := range [][]string{{"purge", "--dry-run"}, {"purge"}, {"net", "release", "demo"}} {
+		_, err = runCLI(t, nil, append(args, "--db", path)...)
+		require.Error(t, err, args)
+		assert.Contains(t, err.Error(), "start this version's c2cvia serve once to upgrade it", args)
+	}
 	db, err = sql.Open("sqlite", path)
 	require.NoError(t, err)
 	var version int

@@ -21,7 +21,7 @@ import (
 )
 
 // storeAppID is the store's PRAGMA application_id ("c2cv"), written by
-// schema step 3: it tells a c2cvia store from another program's SQLite file.
+// schema step 5: it tells a c2cvia store from another program's SQLite file.
 const storeAppID = 0x63326376
 
 // lockSuffix names the lock file beside the store: FILE-lock. It stays
