@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -25,27 +24,6 @@ import (
 // viaPeer is the `from` of gateway requests; their result tokens have the
 // peer_id "via:RID". Real peer_ids are 16 random characters, never these.
 const viaPeer = "via"
-
-// sandboxCSP is added to every path-mode reply: all nets share the relay's
-// origin, so a page served by one net must not script the others.
-const sandboxCSP = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
-
-// originWide are the response headers whose effect reaches the whole
-// origin, not the one response: in path mode, where every net shares the
-// relay's origin, a net must not set them (cookies, storage wiping, reporting,
-// service-worker scope, transport policy, client hints).
-var originWide = map[string]bool{
-	"Set-Cookie": true, "Set-Cookie2": true, "Clear-Site-Data": true,
-	"Nel": true, "Report-To": true, "Reporting-Endpoints": true,
-	"Service-Worker-Allowed": true, "Strict-Transport-Security": true,
-	"Alt-Svc": true, "Accept-Ch": true, "Critical-Ch": true,
-	"Origin-Agent-Cluster": true, "Public-Key-Pins": true,
-	"Public-Key-Pins-Report-Only": true, "Expect-Ct": true,
-	"Set-Login": true, "Activate-Storage-Access": true, "Observe-Browsing-Topics": true,
-	// Credentialed CORS would lend the shared origin's credentials to
-	// whichever origin the net names.
-	"Access-Control-Allow-Credentials": true,
-}
 
 // forwardedByProxies are the headers a reverse proxy writes about the
 // client; from anyone but a trusted proxy they are dropped (X-Forwarded-For
@@ -437,158 +415,6 @@ func (g *gateway) simRequest(w http.ResponseWriter, r *http.Request, t viaTarget
 func (g *gateway) fromTrustedProxy(r *http.Request) bool {
 	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	return err == nil && isTrusted(peer.Addr().Unmap(), g.cfg.TrustProxy)
-}
-
-// writeAnswer writes a stored sim_res as the HTTP response to r, as the
-// web server behind a reverse proxy would have: simhttp applies RFC 9110's
-// body rules, and an answer without Content-Type is sent without one (not
-// sniffed). In path mode, where all nets share the relay's origin, the
-// origin-wide headers are dropped, the sandbox CSP is added, and a
-// root-relative Location or Refresh URL is put under /via/NET. In host mode
-// what reaches past the net's own host is dropped: a cookie for another
-// domain, and Clear-Site-Data's "cookies" (cookies are shared by every host
-// under the suffix unless it is a public suffix). The SimServer's headers
-// replace the relay's, except Vary, which gains Origin whenever
-// Access-Control-Allow-Origin names an origin.
-func (g *gateway) writeAnswer(w http.ResponseWriter, r *http.Request, t viaTarget, simRes []byte) error {
-	var res simhttp.Response
-	if err := json.Unmarshal(simRes, &res); err != nil {
-		return err
-	}
-	if res.Status != 0 && res.Status < 200 {
-		return newAPIError(http.StatusBadGateway, "bad_gateway", fmt.Sprintf(
-			"the SimServer answered %d, which is not a final HTTP status", res.Status))
-	}
-	status, h, body, err := res.HTTPResponse(r.Method)
-	if err != nil {
-		return newAPIError(http.StatusBadGateway, "bad_gateway", "the SimServer's answer cannot be written: "+err.Error())
-	}
-	out := w.Header()
-	vary := out.Values("Vary")
-	for name, vals := range h {
-		if t.mode == viaPath && originWide[name] {
-			continue
-		}
-		switch name {
-		case "Vary":
-			vary = vals
-		case "Location":
-			vals = []string{underPrefix(strings.TrimSpace(vals[0]), t)}
-		case "Refresh":
-			vals = []string{refreshUnderPrefix(vals[0], t)}
-		case "Set-Cookie":
-			if vals = ownCookies(vals, r.Host, t); len(vals) == 0 {
-				continue
-			}
-		case "Clear-Site-Data":
-			if vals = ownSiteData(vals, t); len(vals) == 0 {
-				continue
-			}
-		}
-		out[name] = vals
-	}
-	if _, ok := h["Content-Type"]; !ok {
-		out["Content-Type"] = nil // as sent: net/http would sniff one
-	}
-	if o := out.Get("Access-Control-Allow-Origin"); o != "" && o != "*" && !varies(vary, "Origin") {
-		vary = append(vary, "Origin")
-	}
-	if len(vary) > 0 {
-		out["Vary"] = vary
-	}
-	if t.mode == viaPath {
-		out.Add("Content-Security-Policy", sandboxCSP)
-	}
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
-	return nil
-}
-
-// underPrefix puts a root-relative Location (/login) under the net's path
-// prefix, as a reverse proxy that mounts an app under a path does; a
-// Location that already starts with the prefix, or names a host, is left.
-func underPrefix(loc string, t viaTarget) string {
-	p := t.prefix()
-	if p == "" || !strings.HasPrefix(loc, "/") || strings.HasPrefix(loc, "//") ||
-		loc == p || strings.HasPrefix(loc, p+"/") || strings.HasPrefix(loc, p+"?") {
-		return loc
-	}
-	return p + loc
-}
-
-// refreshUnderPrefix puts the URL of a Refresh header ("5; url=/next")
-// under the net's prefix, as underPrefix does for Location.
-func refreshUnderPrefix(v string, t viaTarget) string {
-	delay, rest, ok := strings.Cut(v, ";")
-	if !ok {
-		return v
-	}
-	rest = strings.TrimSpace(rest)
-	if len(rest) < 4 || !strings.EqualFold(rest[:3], "url") {
-		return v
-	}
-	u := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(rest[3:]), "="))
-	u = strings.Trim(u, `"'`)
-	return delay + "; url=" + underPrefix(u, t)
-}
-
-// ownCookies keeps, in host mode, the cookies that stay on the net's own
-// host: one with a Domain attribute naming any other domain (its parent,
-// and so every net) is dropped.
-func ownCookies(cookies []string, host string, t viaTarget) []string {
-	if t.mode != viaHost {
-		return cookies
-	}
-	host, _ = splitHostPort(host)
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	var kept []string
-	for _, c := range cookies {
-		own := true
-		for _, attr := range strings.Split(c, ";")[1:] {
-			name, value, _ := strings.Cut(strings.TrimSpace(attr), "=")
-			if strings.EqualFold(strings.TrimSpace(name), "domain") {
-				d := strings.TrimSuffix(strings.TrimPrefix(strings.ToLower(strings.TrimSpace(value)), "."), ".")
-				own = own && d == host
-			}
-		}
-		if own {
-			kept = append(kept, c)
-		}
-	}
-	return kept
-}
-
-// ownSiteData drops, in host mode, the Clear-Site-Data types that reach
-// past the net's origin: "cookies" (the whole registrable domain) and "*".
-func ownSiteData(vals []string, t viaTarget) []string {
-	if t.mode != viaHost {
-		return vals
-	}
-	var kept []string
-	for _, v := range vals {
-		for _, typ := range strings.Split(v, ",") {
-			typ = strings.TrimSpace(typ)
-			if typ != "" && typ != `"cookies"` && typ != `"*"` {
-				kept = append(kept, typ)
-			}
-		}
-	}
-	if len(kept) == 0 {
-		return nil
-	}
-	return []string{strings.Join(kept, ", ")}
-}
-
-// varies reports whether the Vary values name field (or "*").
-func varies(vary []string, field string) bool {
-	for _, v := range vary {
-		for _, f := range strings.Split(v, ",") {
-			if f = strings.TrimSpace(f); f == "*" || strings.EqualFold(f, field) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // handleResult serves the capability URL of a stored-and-forwarded gateway
