@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -106,4 +107,41 @@ func TestInspectEscapesControlCharacters(t *testing.T) {
 	out, err := runCLI(t, nil, "inspect", "--db", r.DBPath, "--rid", rid)
 	require.NoError(t, err)
 	assert.True(t, bytes.Contains([]byte(out), []byte(`\u001b`)), "the stored JSON keeps its escapes: %s", out)
+}
+
+// TestObjectsOfManyNames: simHeaders, simQueryParams and simRouteParams,
+// and a call's JSON body, hold at most maxMembers names; one more is 400
+// before it is decoded name by name, and nothing is written.
+func TestObjectsOfManyNames(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	tok, _ := r.login("names")
+	object := func(n int) map[string]any {
+		m := make(map[string]any, n)
+		for i := range n {
+			m[fmt.Sprintf("X-%d", i)] = "v"
+		}
+		return m
+	}
+	for _, field := range []string{"simHeaders", "simQueryParams", "simRouteParams"} {
+		rep := r.postJSON("/api/v1/client/pushreq", tok, map[string]any{"simEndpoint": "/x", field: object(maxMembers)})
+		assert.Equal(t, http.StatusCreated, rep.Status, "%s of %d names: %s", field, maxMembers, rep.Body)
+		before := r.count("requests")
+		rep = r.postJSON("/api/v1/client/pushreq", tok, map[string]any{"simEndpoint": "/x", field: object(maxMembers + 1)})
+		assertErrorShape(t, rep, http.StatusBadRequest, "invalid_sim_req")
+		assert.Contains(t, string(rep.Body), fmt.Sprintf("%d names", maxMembers+1))
+		assert.Equal(t, before, r.count("requests"), "nothing written")
+		rep = r.answer("names", testKey, "no-rid", map[string]any{"simHeaders": object(maxMembers + 1)})
+		if field == "simHeaders" {
+			assertErrorShape(t, rep, http.StatusBadRequest, "invalid_sim_res")
+		}
+	}
+	body := object(maxMembers + 1)
+	body["net"] = "names"
+	rep := r.postJSON("/api/v1/client/login", "", body)
+	assertErrorShape(t, rep, http.StatusBadRequest, "invalid_body")
+
+	// Names inside a string or a deeper object do not count.
+	assert.Equal(t, 2, objectMembers([]byte(`{"a":"x:y","b":{"c":1,"d":[{"e":2}]}}`)))
+	assert.Equal(t, 1, objectMembers([]byte(`{"a\":b":1}`)))
 }

@@ -70,6 +70,9 @@ func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64) (*param
 		if !jsonDepthOK(body, maxJSONDepth) {
 			return nil, errTooDeep
 		}
+		if n := objectMembers(body); n > maxMembers {
+			return nil, badRequest("invalid_body", "the JSON body has %d names; a call takes at most %d", n, maxMembers)
+		}
 		var fields map[string]json.RawMessage
 		if err := json.Unmarshal(body, &fields); err != nil {
 			var typeErr *json.UnmarshalTypeError
@@ -158,6 +161,42 @@ func jsonDepthOK(b []byte, max int) bool {
 	}
 	return true
 }
+
+// objectMembers counts the members of the JSON object b at its own level
+// (its names), without decoding it: a check that costs no memory before a
+// decode that would cost some per name.
+func objectMembers(b []byte) int {
+	n, depth, inString, escaped := 0, 0, false, false
+	for _, c := range b {
+		switch {
+		case escaped:
+			escaped = false
+		case inString:
+			switch c {
+			case '\\':
+				escaped = true
+			case '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+		case c == ']' || c == '}':
+			depth--
+		case c == ':' && depth == 1:
+			n++
+		}
+	}
+	return n
+}
+
+// maxMembers bounds the names of an object the relay decodes name by name:
+// a call's JSON body, and simHeaders, simQueryParams and simRouteParams. A
+// thousand is far above what a request carries (a browser sends about 20
+// headers), and an object of 80,000 short names in 1 MiB would cost the
+// relay some 20 MB to decode.
+const maxMembers = 1000
 
 // checkText refuses text parameters (query, form) that are not valid UTF-8
 // or hold a NUL: they would be stored, and printed, as they came.

@@ -138,6 +138,9 @@ func defaultObject(obj map[string]json.RawMessage, field string, bad func(string
 		obj[field] = json.RawMessage(`{}`)
 		return nil
 	}
+	if n := objectMembers(raw); n > maxMembers {
+		return bad("%s has %d names; at most %d", field, n, maxMembers)
+	}
 	var m map[string]json.RawMessage
 	if json.Unmarshal(raw, &m) != nil {
 		return bad("%s must be a JSON object", field)
