@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"net/url"
@@ -67,10 +68,11 @@ func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64) (*param
 	}
 	switch mediaType {
 	case "application/json":
-		if !jsonDepthOK(body, maxJSONDepth) {
+		n, ok := jsonShape(body, maxJSONDepth)
+		if !ok {
 			return nil, errTooDeep
 		}
-		if n := objectMembers(body); n > maxMembers {
+		if n > maxMembers {
 			return nil, badRequest("invalid_body", "the JSON body has %d names; a call takes at most %d", n, maxMembers)
 		}
 		var fields map[string]json.RawMessage
@@ -134,9 +136,11 @@ const maxJSONDepth = 100
 
 var errTooDeep = badRequest("invalid_body", "the JSON nests deeper than 100 arrays and objects")
 
-// jsonDepthOK reports whether JSON text b nests at most max arrays and
-// objects deep. b need not be valid: the decoder judges that.
-func jsonDepthOK(b []byte, max int) bool {
+// jsonShape reads, in one pass and without decoding, how deeply JSON text
+// b nests arrays and objects and how many names its outermost object has
+// (0 when b is not an object). It stops counting past maxDepth: then ok is
+// false. b need not be valid: the decoder judges that.
+func jsonShape(b []byte, maxDepth int) (members int, ok bool) {
 	depth, inString, escaped := 0, false, false
 	for _, c := range b {
 		switch {
@@ -152,42 +156,30 @@ func jsonDepthOK(b []byte, max int) bool {
 		case c == '"':
 			inString = true
 		case c == '[' || c == '{':
-			if depth++; depth > max {
-				return false
+			if depth++; depth > maxDepth {
+				return members, false
 			}
 		case c == ']' || c == '}':
 			depth--
+		case c == ':' && depth == 1:
+			members++
 		}
 	}
-	return true
+	return members, true
+}
+
+// jsonDepthOK reports whether JSON text b nests at most max arrays and
+// objects deep.
+func jsonDepthOK(b []byte, max int) bool {
+	_, ok := jsonShape(b, max)
+	return ok
 }
 
 // objectMembers counts the members of the JSON object b at its own level
 // (its names), without decoding it: a check that costs no memory before a
 // decode that would cost some per name.
 func objectMembers(b []byte) int {
-	n, depth, inString, escaped := 0, 0, false, false
-	for _, c := range b {
-		switch {
-		case escaped:
-			escaped = false
-		case inString:
-			switch c {
-			case '\\':
-				escaped = true
-			case '"':
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		case c == '[' || c == '{':
-			depth++
-		case c == ']' || c == '}':
-			depth--
-		case c == ':' && depth == 1:
-			n++
-		}
-	}
+	n, _ := jsonShape(b, math.MaxInt)
 	return n
 }
 
