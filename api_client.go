@@ -63,17 +63,24 @@ func handleCheck(st *store) func(http.ResponseWriter, *http.Request, *params, to
 		Attempt int    `json:"attempt"`
 	}
 	return func(w http.ResponseWriter, r *http.Request, p *params, t token) error {
-		rid, err := p.requiredStr("rid")
-		if err != nil {
-			return err
-		}
-		req, err := st.requestForOwner(r.Context(), t, rid)
+		rid, req, err := ownRequest(r, st, p, t)
 		if err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusOK, response{rid, req.status, req.attempt})
 		return nil
 	}
+}
+
+// ownRequest reads the request that the rid parameter names, as its owner
+// t sees it: 404 for a rid of another token's, as for one that never was.
+func ownRequest(r *http.Request, st *store, p *params, t token) (string, requestState, error) {
+	rid, err := p.requiredStr("rid")
+	if err != nil {
+		return "", requestState{}, err
+	}
+	req, err := st.requestForOwner(r.Context(), t, rid)
+	return rid, req, err
 }
 
 // handlePullRes serves pullres (smart false: answer now) and pullsmart

@@ -423,11 +423,7 @@ func (g *gateway) fromTrustedProxy(r *http.Request) bool {
 // mode's rules); 410 once expired or failed.
 func handleResult(st *store, g *gateway) func(http.ResponseWriter, *http.Request, *params, token) error {
 	return func(w http.ResponseWriter, r *http.Request, p *params, t token) error {
-		rid, err := p.requiredStr("rid")
-		if err != nil {
-			return err
-		}
-		req, err := st.requestForOwner(r.Context(), t, rid)
+		rid, req, err := ownRequest(r, st, p, t)
 		if err != nil {
 			return err
 		}
