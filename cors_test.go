@@ -152,6 +152,15 @@ func TestCORSOriginList(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a gateway answer's own Vary gains Origin", func(t *testing.T) {
+		r.simServer("vary", func(map[string]any) map[string]any {
+			return map[string]any{"simBody": "ok", "simHeaders": map[string]any{"Vary": "Accept-Encoding"}}
+		})
+		rep := call(http.MethodGet, "/via/vary/x", "https://a.example")
+		require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
+		assert.Equal(t, "https://a.example", rep.Header.Get("Access-Control-Allow-Origin"))
+		assert.Equal(t, []string{"Accept-Encoding", "Origin"}, rep.Header.Values("Vary"), "added to the SimServer's, not replacing it")
+	})
 	for _, origin := range []string{"https://c.example", "https://a.example.evil", "null", ""} {
 		t.Run("refused "+origin, func(t *testing.T) {
 			for name, rep := range map[string]reply{
