@@ -86,10 +86,7 @@ func withViaTarget(suffix string, next http.Handler) http.Handler {
 func parseViaTarget(r *http.Request, suffix string) (viaTarget, bool) {
 	raw := r.RequestURI
 	if !strings.HasPrefix(raw, "/") { // absolute-form or "*": as net/http parsed it
-		raw = r.URL.EscapedPath()
-		if r.URL.RawQuery != "" || r.URL.ForceQuery {
-			raw += "?" + r.URL.RawQuery
-		}
+		raw = simhttp.TargetOf(r.URL)
 	}
 	if net, ok := hostNet(r.Host, suffix); ok {
 		return viaTarget{net: net, target: raw, mode: viaHost}, true

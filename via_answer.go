@@ -7,7 +7,7 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -51,12 +51,10 @@ func (g *gateway) writeAnswer(w http.ResponseWriter, r *http.Request, t viaTarge
 	if err := json.Unmarshal(simRes, &res); err != nil {
 		return err
 	}
-	if res.Status != 0 && res.Status < 200 {
-		return newAPIError(http.StatusBadGateway, "bad_gateway", fmt.Sprintf(
-			"the SimServer answered %d, which is not a final HTTP status", res.Status))
-	}
 	status, h, body, err := res.HTTPResponse(r.Method)
-	if err != nil {
+	if nf := (*simhttp.NotFinalError)(nil); errors.As(err, &nf) {
+		return newAPIError(http.StatusBadGateway, "bad_gateway", nf.Error())
+	} else if err != nil {
 		return newAPIError(http.StatusBadGateway, "bad_gateway", "the SimServer's answer cannot be written: "+err.Error())
 	}
 	out := w.Header()

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -49,13 +50,7 @@ func (t *transport) push(ctx context.Context, req *http.Request, body []byte) (s
 	if method == "" {
 		method = http.MethodGet // as net/http reads ""
 	}
-	target := req.URL.EscapedPath()
-	if target == "" {
-		target = "/"
-	}
-	if req.URL.RawQuery != "" || req.URL.ForceQuery {
-		target += "?" + req.URL.RawQuery
-	}
+	target := simhttp.TargetOf(req.URL)
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
@@ -117,12 +112,10 @@ func (t *transport) wait(ctx context.Context, rid string) (*simhttp.Response, er
 // response maps a sim_res to the *http.Response for req, following RFC
 // 9110's body rules as the gateway does (simhttp).
 func response(req *http.Request, m *simhttp.Response) (*http.Response, error) {
-	if m.Status != 0 && (m.Status < 200 || m.Status > 999) {
-		return nil, &Error{Status: http.StatusBadGateway, Code: "bad_gateway",
-			Message: fmt.Sprintf("the SimServer answered %d, which is not a final HTTP status", m.Status)}
-	}
 	status, header, body, err := m.HTTPResponse(req.Method)
-	if err != nil {
+	if nf := (*simhttp.NotFinalError)(nil); errors.As(err, &nf) {
+		return nil, &Error{Status: http.StatusBadGateway, Code: "bad_gateway", Message: nf.Error()}
+	} else if err != nil {
 		return nil, fmt.Errorf("c2cvia: the answer: %w", err)
 	}
 	resp := &http.Response{

@@ -377,6 +377,27 @@ func FromResponse(status int, h http.Header, body []byte) Response {
 	return res
 }
 
+// NotFinalError is HTTPResponse's error for a sim_res whose status is no
+// final HTTP status (a 1xx, or past 999): nothing a caller can be given.
+type NotFinalError struct{ Status int }
+
+func (e *NotFinalError) Error() string {
+	return fmt.Sprintf("the SimServer answered %d, which is not a final HTTP status", e.Status)
+}
+
+// TargetOf is the request target (RFC 9112 3.2) of u: its escaped path
+// ("/" when it has none) and its raw query, as net/http sends them.
+func TargetOf(u *url.URL) string {
+	target := u.EscapedPath()
+	if target == "" {
+		target = "/"
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		target += "?" + u.RawQuery
+	}
+	return target
+}
+
 // Bodyless reports whether a response with this status to this method has
 // no body (RFC 9110 6.4.1, 9.3.2, 15.3.6).
 func Bodyless(method string, status int) bool {
@@ -386,7 +407,7 @@ func Bodyless(method string, status int) bool {
 
 // HTTPResponse is what a caller gets for res in answer to method: the
 // status, the end-to-end headers, and the body to write, following RFC
-// 9110's rules. Content-Length is the body's length; for HEAD and 304 the
+// 9110's rules; a *NotFinalError for a status under 200 or past 999. Content-Length is the body's length; for HEAD and 304 the
 // length the handler declared is kept (or none); 1xx and 204 have none,
 // and 205 has 0. A JSON simBody other than a string gets Content-Type
 // application/json unless the headers name a type.
@@ -394,6 +415,9 @@ func (res *Response) HTTPResponse(method string) (status int, h http.Header, bod
 	status = res.Status
 	if status == 0 {
 		status = http.StatusOK
+	}
+	if status < 200 || status > 999 {
+		return 0, nil, nil, &NotFinalError{Status: status}
 	}
 	if h, err = ToHeader(res.Headers, res.HeadersEncoding); err != nil {
 		return 0, nil, nil, err
