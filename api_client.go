@@ -147,15 +147,13 @@ func handlePullRes(st *store, lp *poller, smart bool) func(http.ResponseWriter, 
 		if err != nil {
 			return err
 		}
-		switch req.status {
-		case statusAnswered:
+		if err := req.gone(); err != nil {
+			return err
+		}
+		if req.status == statusAnswered {
 			st.markPulled(req)
 			writeJSON(w, http.StatusOK, answered{rid, req.simRes})
-		case statusExpired:
-			return errExpired
-		case statusFailed:
-			return errFailed
-		default:
+		} else {
 			writeJSON(w, http.StatusAccepted, pending{rid, req.status})
 		}
 		return nil

@@ -319,13 +319,11 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, t viaTarget) e
 	if err != nil {
 		return err
 	}
-	switch req.status {
-	case statusAnswered:
+	if req.status == statusAnswered {
 		return g.writeAnswer(w, r, t, req.simRes)
-	case statusExpired:
-		return errExpired
-	case statusFailed:
-		return errFailed
+	}
+	if err := req.gone(); err != nil {
+		return err
 	}
 	if !storeAndForward && g.lp.stopping() {
 		return errStoreClosed // the request is stored; the SimServer gets it after the restart
@@ -424,14 +422,12 @@ func handleResult(st *store, g *gateway) func(http.ResponseWriter, *http.Request
 		if err != nil {
 			return err
 		}
-		switch req.status {
-		case statusAnswered:
+		if req.status == statusAnswered {
 			st.markPulled(req)
 			return g.writeAnswer(w, r, viaTarget{net: req.net, mode: viaPath}, req.simRes)
-		case statusExpired:
-			return errExpired
-		case statusFailed:
-			return errFailed
+		}
+		if err := req.gone(); err != nil {
+			return err
 		}
 		w.Header().Set("Retry-After", "1")
 		writeJSON(w, http.StatusAccepted, struct {

@@ -239,6 +239,18 @@ type requestState struct {
 	pulled    bool
 }
 
+// gone is the error of a request that will never be answered: errExpired
+// or errFailed; nil while it may still be, or once it is.
+func (st requestState) gone() error {
+	switch st.status {
+	case statusExpired:
+		return errExpired
+	case statusFailed:
+		return errFailed
+	}
+	return nil
+}
+
 func (s *store) scanState(row *sql.Row) (requestState, error) {
 	var st requestState
 	var r requestTimes
