@@ -14,7 +14,9 @@ import (
 
 type call struct {
 	start  time.Time
-	remote string // the sender's "IP:port" (remoteAddr)
+	remote   string     // the sender's "IP:port" (remoteAddr)
+	client   netip.Addr // the client's address (clientAddr), read once per call
+	clientOK bool
 	lim    *limits
 	parked atomic.Int64 // ns spent parked in long polls, waiting for something to happen
 	token  []byte       // hash of the token the call was charged to, once authenticated
@@ -29,7 +31,9 @@ type callInContext struct{}
 // withCall starts the call record for every request.
 func withCall(lim *limits, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := &call{start: time.Now(), lim: lim, remote: remoteAddr(r, lim.trusted)}
+		c := &call{start: time.Now(), lim: lim}
+		c.client, c.clientOK = clientAddr(r, lim.trusted)
+		c.remote = remoteAddr(r, c.client, c.clientOK)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callInContext{}, c)))
 	})
 }
@@ -41,10 +45,9 @@ func callFrom(ctx context.Context) *call {
 }
 
 // remoteAddr is the address r comes from, as "IP:port": the connection's
-// peer, or behind a trusted proxy (--trust-proxy) the client address it
-// forwards (clientAddr), with port 0 as the proxy does not tell it.
-func remoteAddr(r *http.Request, trusted []netip.Prefix) string {
-	addr, ok := clientAddr(r, trusted)
+// peer, or behind a trusted proxy (--trust-proxy) the client address addr
+// it forwards (clientAddr), with port 0 as the proxy does not tell it.
+func remoteAddr(r *http.Request, addr netip.Addr, ok bool) string {
 	if !ok {
 		return r.RemoteAddr
 	}
@@ -52,6 +55,15 @@ func remoteAddr(r *http.Request, trusted []netip.Prefix) string {
 		return netip.AddrPortFrom(addr, peer.Port()).String()
 	}
 	return netip.AddrPortFrom(addr, 0).String()
+}
+
+// callClient is the client address of r (clientAddr), as its call record
+// read it once, or read now outside a relay call.
+func callClient(r *http.Request, trusted []netip.Prefix) (netip.Addr, bool) {
+	if c := callFrom(r.Context()); c != nil {
+		return c.client, c.clientOK
+	}
+	return clientAddr(r, trusted)
 }
 
 // senderAddr is the "IP:port" the call r comes from (remoteAddr).

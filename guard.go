@@ -78,11 +78,7 @@ func connAddr(c net.Conn) (netip.Addr, bool) {
 	if err != nil {
 		return netip.Addr{}, false
 	}
-	a := ap.Addr().Unmap()
-	if a.Is6() {
-		a = netip.PrefixFrom(a, 64).Masked().Addr()
-	}
-	return a, true
+	return addrKey(ap.Addr().Unmap()), true
 }
 
 // cappedConn gives its address's slot back when it is closed, once.

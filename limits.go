@@ -257,14 +257,20 @@ func (k *bucketLimiter) size() int {
 // address (clientAddr), an IPv6 address by its /64, the block one host
 // usually holds.
 func clientBucket(r *http.Request, trusted []netip.Prefix) string {
-	a, ok := clientAddr(r, trusted)
+	a, ok := callClient(r, trusted)
 	if !ok {
 		return r.RemoteAddr
 	}
+	return addrKey(a).String()
+}
+
+// addrKey is the key of one client's address in per-address limits: an
+// IPv4 address itself, an IPv6 address by its /64 (one site's, RFC 6177).
+func addrKey(a netip.Addr) netip.Addr {
 	if a.Is6() {
-		return netip.PrefixFrom(a, 64).Masked().String()
+		return netip.PrefixFrom(a, 64).Masked().Addr()
 	}
-	return a.String()
+	return a
 }
 
 // clientAddr is the address a call comes from. Without trusted proxies, or

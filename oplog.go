@@ -47,7 +47,7 @@ func withAccessLog(log *slog.Logger, mux *http.ServeMux, trusted []netip.Prefix,
 			net = gatewayNet(r)
 		}
 		client := r.RemoteAddr
-		if a, ok := clientAddr(r, trusted); ok {
+		if a, ok := callClient(r, trusted); ok {
 			client = a.String()
 		}
 		log.LogAttrs(r.Context(), slog.LevelInfo, "call",
