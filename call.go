@@ -13,13 +13,13 @@ import (
 )
 
 type call struct {
-	start  time.Time
+	start    time.Time
 	remote   string     // the sender's "IP:port" (remoteAddr)
 	client   netip.Addr // the client's address (clientAddr), read once per call
 	clientOK bool
-	lim    *limits
-	parked atomic.Int64 // ns spent parked in long polls, waiting for something to happen
-	token  []byte       // hash of the token the call was charged to, once authenticated
+	lim      *limits
+	parked   atomic.Int64 // ns spent parked in long polls, waiting for something to happen
+	token    []byte       // hash of the token the call was charged to, once authenticated
 	// charged: a handler has charged the call to a rate limit (limitIP
 	// charges the address for a call that reached none).
 	charged bool
