@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/c2cvia/c2cvia/internal/simhttp"
+	"golang.org/x/net/http/httpguts"
 )
 
 // simReqFields and simResFields are the fields that may stand at top level
@@ -174,7 +175,7 @@ func checkHeaders(obj map[string]json.RawMessage, bad func(string, ...any) error
 			return bad("simHeaders[%q] is not a header name", name)
 		}
 		for _, v := range list {
-			if strings.ContainsFunc(v, func(r rune) bool { return r != '\t' && (r < 0x20 || r == 0x7f) }) {
+			if !httpguts.ValidHeaderFieldValue(v) { // no control character but tab (RFC 9110 5.5)
 				return bad("simHeaders[%q] holds a control character (NUL, CR, LF and the like)", name)
 			}
 		}
