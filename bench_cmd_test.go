@@ -26,24 +26,12 @@ import (
 	"go.uber.org/goleak"
 )
 
-// lockedWriter serialises writes to w: the bench's progress bar and its
-// relay's log share stderr, and so do a relay process's (main_test.go).
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
 // runBenchCLI runs the program with args and returns stdout and stderr.
 func runBenchCLI(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
-	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), args, func(string) string { return "" }, &stdout, &lockedWriter{w: &stderr})
+	var stdout bytes.Buffer
+	var stderr syncBuffer // the bench's progress bar and its relay's log share it
+	err := run(context.Background(), args, func(string) string { return "" }, &stdout, &stderr)
 	return stdout.String(), stderr.String(), err
 }
 
@@ -320,8 +308,9 @@ func TestBenchStartsServesRelay(t *testing.T) {
 		frontStatus = append(frontStatus, status)
 		return s, nil
 	}
-	var stdout, stderr bytes.Buffer
-	cmd := bench.NewCommand(harness, &stdout, &lockedWriter{w: &stderr})
+	var stdout bytes.Buffer
+	var stderr syncBuffer
+	cmd := bench.NewCommand(harness, &stdout, &stderr)
 	cmd.SetArgs([]string{"--tmp-dir", t.TempDir(), "--scenario", "exchange,backlog", "--sync", "full",
 		"--duration", "300ms", "--clients", "1", "--backlog", "100"})
 	require.NoError(t, cmd.ExecuteContext(context.Background()), stderr.String())

@@ -51,6 +51,24 @@ func tryCall(ctx context.Context, c *http.Client, method, u, bearer string, body
 	return readReply(resp)
 }
 
+// killUnderTraffic waits until enough is closed, kills the relay while the
+// traffic still runs, then ends the traffic (cancel) and waits for it (wg).
+// If enough is not closed within 30s, it ends the traffic and fails the test
+// with progress() and the relay's log.
+func killUnderTraffic(t *testing.T, p *relayProcess, enough <-chan struct{}, cancel func(), wg *sync.WaitGroup, progress func() string) {
+	t.Helper()
+	select {
+	case <-enough:
+	case <-time.After(30 * time.Second):
+		cancel()
+		wg.Wait()
+		t.Fatalf("traffic did not get going within 30s: %s\n%s", progress(), p.stderr)
+	}
+	p.kill(t)
+	cancel()
+	wg.Wait()
+}
+
 // pollResult is how a long poll started by startLongPoll ended.
 type pollResult struct {
 	rep reply
@@ -279,17 +297,10 @@ func TestCrashLosesNothing(t *testing.T) {
 		}
 	})
 
-	select {
-	case <-enough:
-	case <-time.After(30 * time.Second):
-		cancel()
-		wg.Wait()
-		t.Fatalf("traffic did not get going within 30s: %d pushed, %d answered, %d left; unexpected %q\n%s",
-			len(acked), len(answered), len(left), unexpected, p.stderr)
-	}
-	p.kill(t) // traffic is still running
-	cancel()
-	wg.Wait() // every acknowledgement is recorded now
+	killUnderTraffic(t, p, enough, cancel, &wg, func() string {
+		return fmt.Sprintf("%d pushed, %d answered, %d left; unexpected %q", len(acked), len(answered), len(left), unexpected)
+	})
+	// Every acknowledgement is recorded now.
 	require.Empty(t, unexpected, "replies from the relay before the kill")
 	t.Logf("killed with %d pushes, %d answers, %d left unanswered acknowledged", len(acked), len(answered), len(left))
 
@@ -415,16 +426,9 @@ func TestCrashKeepsPeerMessages(t *testing.T) {
 			mu.Unlock()
 		}
 	})
-	select {
-	case <-enough:
-	case <-time.After(30 * time.Second):
-		cancel()
-		wg.Wait()
-		t.Fatalf("traffic did not get going within 30s: %d acknowledged; %q\n%s", len(acked), failures, p.stderr)
-	}
-	p.kill(t) // the sender is still sending
-	cancel()
-	wg.Wait()
+	killUnderTraffic(t, p, enough, cancel, &wg, func() string {
+		return fmt.Sprintf("%d acknowledged; %q", len(acked), failures)
+	})
 	require.Empty(t, failures)
 
 	p2 := startRelayProcess(t, dbPath)

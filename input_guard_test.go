@@ -25,11 +25,7 @@ func TestMalformedInputRefused(t *testing.T) {
 	r.pullReqs("alpha", testKey, nil)
 	deep := strings.Repeat("[", 2000) + strings.Repeat("]", 2000)
 	raw := func(path, contentType, body string) reply {
-		req, err := http.NewRequest(http.MethodPost, r.URL+path, strings.NewReader(body))
-		require.NoError(t, err)
-		req.Header.Set("Content-Type", contentType)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		return r.do(req)
+		return badCall{method: http.MethodPost, path: path, contentType: contentType, bearer: tok, body: body}.send(t, r.URL)
 	}
 	for _, tc := range []struct {
 		name string

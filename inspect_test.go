@@ -292,22 +292,14 @@ func TestInspectRID(t *testing.T) {
 		"simRouteParams": {"id": "7"}}`
 	const simRes = `{"simStatus": 201, "simHeaders": {"Content-Type": "text/plain; charset=utf-8"}, "simBody": "done ✓ 12345678901234567890"}`
 
-	req, err := http.NewRequest(http.MethodPost, r.URL+"/api/v1/client/pushreq",
-		strings.NewReader(`{"sim_req": `+simReq+`}`))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	rep := r.do(req)
+	rep := badCall{method: http.MethodPost, path: "/api/v1/client/pushreq", contentType: "application/json", bearer: tok,
+		body: `{"sim_req": ` + simReq + `}`}.send(t, r.URL)
 	require.Equal(t, http.StatusCreated, rep.Status, string(rep.Body))
 	rid := rep.str("rid")
 
 	leaseOne(t, r, "alpha", rid, nil)
-	req, err = http.NewRequest(http.MethodPost, r.URL+"/api/v1/server/pushres",
-		strings.NewReader(`{"net": "alpha", "rid": "`+rid+`", "sim_res": `+simRes+`}`))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+testKey)
-	rep = r.do(req)
+	rep = badCall{method: http.MethodPost, path: "/api/v1/server/pushres", contentType: "application/json", bearer: testKey,
+		body: `{"net": "alpha", "rid": "` + rid + `", "sim_res": ` + simRes + `}`}.send(t, r.URL)
 	require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
 
 	pending := r.push(tok, map[string]any{"simEndpoint": "/pending"})
@@ -322,12 +314,18 @@ func TestInspectRID(t *testing.T) {
 		SimReq   json.RawMessage `json:"sim_req"`
 		SimRes   json.RawMessage `json:"sim_res"`
 	}
-
-	t.Run("answered json", func(t *testing.T) {
-		out, err := runCLI(t, nil, "inspect", "--db", r.DBPath, "--rid", rid, "--json")
+	// inspectJSON is `inspect --rid id --json`, decoded.
+	inspectJSON := func(t *testing.T, id string) detail {
+		t.Helper()
+		out, err := runCLI(t, nil, "inspect", "--db", r.DBPath, "--rid", id, "--json")
 		require.NoError(t, err)
 		var d detail
 		require.NoError(t, json.Unmarshal([]byte(out), &d), out)
+		return d
+	}
+
+	t.Run("answered json", func(t *testing.T) {
+		d := inspectJSON(t, rid)
 		assert.Equal(t, rid, d.RID)
 		assert.Equal(t, "alpha", d.Net)
 		assert.Equal(t, statusAnswered, d.Status)
@@ -341,10 +339,7 @@ func TestInspectRID(t *testing.T) {
 	})
 
 	t.Run("pending json", func(t *testing.T) {
-		out, err := runCLI(t, nil, "inspect", "--db", r.DBPath, "--rid", pending, "--json")
-		require.NoError(t, err)
-		var d detail
-		require.NoError(t, json.Unmarshal([]byte(out), &d), out)
+		d := inspectJSON(t, pending)
 		assert.Equal(t, statusQueued, d.Status)
 		// What was sent, with the defaults filled in.
 		assert.JSONEq(t, `{"simEndpoint": "/pending", "simMethod": "POST", "simHeaders": {},

@@ -321,11 +321,29 @@ func waitFor(t testing.TB, within time.Duration, cond func() bool, msg string) {
 	}
 }
 
+// syncBuffer is a bytes.Buffer that a writer and a reader share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // relayProcess is the relay as a child process (the test binary re-run).
 type relayProcess struct {
 	cmd    *exec.Cmd
 	URL    string
-	stderr *bytes.Buffer
+	stderr *syncBuffer // read while the child still writes
 	exited chan error
 }
 
@@ -337,9 +355,9 @@ func startRelayProcess(t *testing.T, dbPath string, args ...string) *relayProces
 	cmd.Env = append(os.Environ(), "C2CVIA_TEST_AS_RELAY=1")
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	p := &relayProcess{cmd: cmd, stderr: &bytes.Buffer{}, exited: make(chan error, 1)}
+	p := &relayProcess{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan error, 1)}
 	gone := make(chan struct{}) // closed once the child has been waited for
-	cmd.Stderr = &lockedWriter{w: p.stderr}
+	cmd.Stderr = p.stderr
 	require.NoError(t, cmd.Start())
 	urls := make(chan string, 1)
 	go func() {

@@ -19,15 +19,18 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// failures a call may meet, and whether Serve, Messages and a waiting
-// request retry it.
-var failures = []struct {
+// failure is a reply a call may meet, and whether it is retried.
+type failure struct {
 	name      string
 	reply     reply
 	transient bool
 	status    int    // of the *Error reported; 0: a network error
 	code      string // of the *Error reported
-}{
+}
+
+// failures a call may meet, and whether Serve, Messages and a waiting
+// request retry it.
+var failures = []failure{
 	{"a proxy's 503", reply{status: 503, body: "relay down for maintenance"}, true, 503, "http_503"},
 	{"a proxy's 502 page", reply{status: 502, header: map[string]string{"Content-Type": "text/html"}, body: "<html>Bad Gateway</html>"}, true, 502, "http_502"},
 	{"the relay's 500", relayReply(500, "internal"), true, 500, "internal"},
@@ -56,36 +59,47 @@ func checkReported(t *testing.T, err error, status int, code string) {
 	assert.Equal(t, code, e.Code)
 }
 
+// eachFailure runs check for each of cases in a parallel subtest, with a
+// net of its own and a front that fails the first call to path with it.
+func eachFailure(t *testing.T, cases []failure, path string, check func(t *testing.T, tc failure, net string, f *front)) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			net := testNet(t)
+			f := newFront(t)
+			f.failNext(path, 1, tc.reply)
+			check(t, tc, net, f)
+		})
+	}
+}
+
+// served is a handler that answers "served".
+var served = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "served") })
+
 // TestServeRetries: Serve's poll for requests meets each failure. It
 // retries what may pass, reporting the failure to its error log, and then
 // serves; anything else ends Serve with that *Error at once.
 func TestServeRetries(t *testing.T) {
 	t.Parallel()
-	for _, tc := range failures {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			net := testNet(t)
-			f := newFront(t)
-			f.failNext(pathPullReqSmart, 1, tc.reply)
-			errs := newErrorLog()
-			hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "served") })
-			srv := serve(t, f.URL, net, testKey, hello, errs.option())
-			if !tc.transient {
-				checkReported(t, srv.ended(t), tc.status, tc.code)
-				assert.Equal(t, 1, f.count(pathPullReqSmart), "not retried")
-				errs.empty(t)
-				return
-			}
-			checkReported(t, errs.next(t), tc.status, tc.code)
-			token, _ := rawLogin(t, net)
-			rid := rawPush(t, token, `{"simEndpoint":"/","simMethod":"GET"}`)
-			assert.JSONEq(t, `{"simStatus":200,"simHeaders":{"Content-Type":"text/plain; charset=utf-8"},"simBody":"served"}`,
-				string(rawResult(t, token, rid)))
-			assert.True(t, srv.running())
-			assert.ErrorIs(t, srv.stop(), context.Canceled)
-			assert.GreaterOrEqual(t, f.count(pathPullReqSmart), 2)
-		})
-	}
+	eachFailure(t, failures, pathPullReqSmart, func(t *testing.T, tc failure, net string, f *front) {
+		errs := newErrorLog()
+		srv := serve(t, f.URL, net, testKey, served, errs.option())
+		if !tc.transient {
+			checkReported(t, srv.ended(t), tc.status, tc.code)
+			assert.Equal(t, 1, f.count(pathPullReqSmart), "not retried")
+			errs.empty(t)
+			return
+		}
+		checkReported(t, errs.next(t), tc.status, tc.code)
+		token, _ := rawLogin(t, net)
+		rid := rawPush(t, token, `{"simEndpoint":"/","simMethod":"GET"}`)
+		assert.JSONEq(t, `{"simStatus":200,"simHeaders":{"Content-Type":"text/plain; charset=utf-8"},"simBody":"served"}`,
+			string(rawResult(t, token, rid)))
+		assert.True(t, srv.running())
+		assert.ErrorIs(t, srv.stop(), context.Canceled)
+		assert.GreaterOrEqual(t, f.count(pathPullReqSmart), 2)
+	})
 }
 
 // TestHTTPClientRetries: a request's long poll for its answer meets each
@@ -93,43 +107,37 @@ func TestServeRetries(t *testing.T) {
 // anything else at once.
 func TestHTTPClientRetries(t *testing.T) {
 	t.Parallel()
-	for _, tc := range failures {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			net := testNet(t)
-			f := newFront(t)
-			f.failNext(pathPullSmart, 1, tc.reply)
-			s := login(t, f.URL, net)
-			done := make(chan error, 1)
-			go func() {
-				resp, err := s.HTTPClient().Get("http://c2cvia/x")
-				if err == nil {
-					defer resp.Body.Close()
-					b, _ := io.ReadAll(resp.Body)
-					if string(b) != "answered" {
-						err = errors.New("the answer was " + string(b))
-					}
+	eachFailure(t, failures, pathPullSmart, func(t *testing.T, tc failure, net string, f *front) {
+		s := login(t, f.URL, net)
+		done := make(chan error, 1)
+		go func() {
+			resp, err := s.HTTPClient().Get("http://c2cvia/x")
+			if err == nil {
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				if string(b) != "answered" {
+					err = errors.New("the answer was " + string(b))
 				}
-				done <- err
-			}()
+			}
+			done <- err
+		}()
+		if tc.transient {
+			l := rawPull(t, net)
+			rawAnswer(t, net, l.RID, `{"simBody":"answered"}`)
+		}
+		select {
+		case err := <-done:
 			if tc.transient {
-				l := rawPull(t, net)
-				rawAnswer(t, net, l.RID, `{"simBody":"answered"}`)
+				assert.NoError(t, err)
+				assert.Equal(t, 2, f.count(pathPullSmart), "a failure, then the answer")
+			} else {
+				checkReported(t, err, tc.status, tc.code)
+				assert.Equal(t, 1, f.count(pathPullSmart), "not retried")
 			}
-			select {
-			case err := <-done:
-				if tc.transient {
-					assert.NoError(t, err)
-					assert.Equal(t, 2, f.count(pathPullSmart), "a failure, then the answer")
-				} else {
-					checkReported(t, err, tc.status, tc.code)
-					assert.Equal(t, 1, f.count(pathPullSmart), "not retried")
-				}
-			case <-time.After(within):
-				t.Fatal("the request did not end")
-			}
-		})
-	}
+		case <-time.After(within):
+			t.Fatal("the request did not end")
+		}
+	})
 	t.Run("five failures in a row end the request", func(t *testing.T) {
 		t.Parallel()
 		f := newFront(t)
@@ -153,38 +161,27 @@ func TestHTTPClientRetries(t *testing.T) {
 // and given up.
 func TestServeAnswerRetries(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name      string
-		reply     reply
-		transient bool
-	}{
-		{"503", reply{status: 503, body: "down"}, true},
-		{"a dropped connection", reply{drop: true}, true},
-		{"409 already answered", relayReply(409, "already_answered"), false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			net := testNet(t)
-			f := newFront(t)
-			f.failNext(pathPushRes, 1, tc.reply)
-			errs := newErrorLog()
-			hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "served") })
-			serve(t, f.URL, net, testKey, hello, errs.option())
-			token, _ := rawLogin(t, net)
-			rid := rawPush(t, token, `{"simEndpoint":"/"}`)
-			if tc.transient {
-				assert.Contains(t, string(rawResult(t, token, rid)), `"simBody":"served"`)
-				assert.Equal(t, 2, f.count(pathPushRes))
-				errs.empty(t)
-				return
-			}
-			e := relayError(t, errs.next(t))
-			assert.Equal(t, 409, e.Status)
-			assert.Equal(t, 1, f.count(pathPushRes), "not retried")
-			status, _ := ridState(t, token, rid)
-			assert.Equal(t, "delivered", status, "the answer was not posted")
-		})
-	}
+	eachFailure(t, []failure{
+		{name: "503", reply: reply{status: 503, body: "down"}, transient: true},
+		{name: "a dropped connection", reply: reply{drop: true}, transient: true},
+		{name: "409 already answered", reply: relayReply(409, "already_answered")},
+	}, pathPushRes, func(t *testing.T, tc failure, net string, f *front) {
+		errs := newErrorLog()
+		serve(t, f.URL, net, testKey, served, errs.option())
+		token, _ := rawLogin(t, net)
+		rid := rawPush(t, token, `{"simEndpoint":"/"}`)
+		if tc.transient {
+			assert.Contains(t, string(rawResult(t, token, rid)), `"simBody":"served"`)
+			assert.Equal(t, 2, f.count(pathPushRes))
+			errs.empty(t)
+			return
+		}
+		e := relayError(t, errs.next(t))
+		assert.Equal(t, 409, e.Status)
+		assert.Equal(t, 1, f.count(pathPushRes), "not retried")
+		status, _ := ridState(t, token, rid)
+		assert.Equal(t, "delivered", status, "the answer was not posted")
+	})
 }
 
 // TestMessagesRetries: Messages' long poll meets each failure; it
@@ -192,41 +189,35 @@ func TestServeAnswerRetries(t *testing.T) {
 // else it yields as its error and ends.
 func TestMessagesRetries(t *testing.T) {
 	t.Parallel()
-	for _, tc := range failures {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			net := testNet(t)
-			f := newFront(t)
-			f.failNext(pathPeerPull, 1, tc.reply)
-			errs := newErrorLog()
-			bob := login(t, f.URL, net, errs.option())
-			ada := login(t, relayURL, net)
-			_, err := ada.Send(context.Background(), bob.PeerID, "hello")
-			require.NoError(t, err)
+	eachFailure(t, failures, pathPeerPull, func(t *testing.T, tc failure, net string, f *front) {
+		errs := newErrorLog()
+		bob := login(t, f.URL, net, errs.option())
+		ada := login(t, relayURL, net)
+		_, err := ada.Send(context.Background(), bob.PeerID, "hello")
+		require.NoError(t, err)
 
-			ctx, cancel := context.WithTimeout(context.Background(), within)
-			defer cancel()
-			var got []json.RawMessage
-			var ended []error
-			for m, err := range bob.Messages(ctx) {
-				if err != nil {
-					ended = append(ended, err)
-					continue
-				}
-				got = append(got, m.Data)
-				break
+		ctx, cancel := context.WithTimeout(context.Background(), within)
+		defer cancel()
+		var got []json.RawMessage
+		var ended []error
+		for m, err := range bob.Messages(ctx) {
+			if err != nil {
+				ended = append(ended, err)
+				continue
 			}
-			if !tc.transient {
-				require.Len(t, ended, 1, "one error, then the end")
-				checkReported(t, ended[0], tc.status, tc.code)
-				assert.Empty(t, got)
-				assert.Equal(t, 1, f.count(pathPeerPull), "not retried")
-				return
-			}
-			assert.Empty(t, ended)
-			require.Len(t, got, 1)
-			assert.Equal(t, `"hello"`, string(got[0]))
-			checkReported(t, errs.next(t), tc.status, tc.code)
-		})
-	}
+			got = append(got, m.Data)
+			break
+		}
+		if !tc.transient {
+			require.Len(t, ended, 1, "one error, then the end")
+			checkReported(t, ended[0], tc.status, tc.code)
+			assert.Empty(t, got)
+			assert.Equal(t, 1, f.count(pathPeerPull), "not retried")
+			return
+		}
+		assert.Empty(t, ended)
+		require.Len(t, got, 1)
+		assert.Equal(t, `"hello"`, string(got[0]))
+		checkReported(t, errs.next(t), tc.status, tc.code)
+	})
 }
