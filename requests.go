@@ -57,16 +57,22 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte, remoteA
 	rid := newRID()
 	now := s.nowMS()
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if err := s.admitBytes(ctx, tx, t.Net, len(simReq)); err != nil {
-			return err
-		}
-		if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx,
-			rid, t.Net, t.Hash, t.PeerID, remoteAddr, string(simReq), now, now+s.opts.ReqTTL.Milliseconds()); err != nil {
-			return err
-		}
-		return s.counts.admitRequest(t.Net, s.opts.MaxQueue)
+		return s.insertQueued(ctx, tx, t.Net, rid, t.Hash, t.PeerID, remoteAddr, simReq, now, now+s.opts.ReqTTL.Milliseconds())
 	})
 	return rid, err
+}
+
+// insertQueued stores a queued request in the writer's transaction, under
+// its net's byte budget and its queue's quota (queueOf). The quota refuses
+// last, so that the write's savepoint undoes the insert.
+func (s *store) insertQueued(ctx context.Context, tx *sql.Tx, net, rid string, owner []byte, from, remoteAddr string, simReq []byte, now, expiresAt int64) error {
+	if err := s.admitBytes(ctx, tx, net, len(simReq)); err != nil {
+		return err
+	}
+	if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx, rid, net, owner, from, remoteAddr, string(simReq), now, expiresAt); err != nil {
+		return err
+	}
+	return s.counts.admitRequest(queueOf(net, from), s.opts.MaxQueue)
 }
 
 // pushDetached queues request rid of net that no login sent (the
@@ -82,20 +88,13 @@ func (s *store) pushDetached(ctx context.Context, net, rid, from, remoteAddr str
 	// A login's peer_id never holds a colon: this one cannot clash with one.
 	owner = token{Hash: secretHash(secret), PeerID: from + ":" + rid, ExpiresAt: expiresAt + s.opts.ResTTL.Milliseconds()}
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if err := s.admitBytes(ctx, tx, net, len(simReq)); err != nil {
-			return err
-		}
 		if keep {
 			if _, err := tx.StmtContext(ctx, s.q.insertToken).ExecContext(ctx, owner.Hash, owner.PeerID, "", now, owner.ExpiresAt); err != nil {
 				return err
 			}
 		}
-		if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx, rid, net, owner.Hash, from, remoteAddr, string(simReq), now, expiresAt); err != nil {
-			return err
-		}
-		// The queue quota refuses last, so that its savepoint undoes the
-		// inserts; the token is counted only once the request is in.
-		if err := s.counts.admitRequest(queueOf(net, from), s.opts.MaxQueue); err != nil {
+		// The token is counted only once the request is in.
+		if err := s.insertQueued(ctx, tx, net, rid, owner.Hash, from, remoteAddr, simReq, now, expiresAt); err != nil {
 			return err
 		}
 		if keep {
