@@ -155,8 +155,11 @@ func assertStoreHolds(t *testing.T, dbPath, tok, rid, want, net, key string) {
 	require.NoError(t, err, "the request is lost")
 	assert.Equal(t, want, req.status)
 	if net != "" {
-		assert.NoError(t, st.authorizeServer(ctx, net, key), "the net's key is lost")
-		assert.ErrorIs(t, st.authorizeServer(ctx, net, "another-key-0123456789"), errWrongKey)
+		k, err := st.checkServerKey(ctx, net, key)
+		assert.NoError(t, err, "the net's key is lost")
+		assert.False(t, k.claim, "the net's claim is lost")
+		_, err = st.checkServerKey(ctx, net, "another-key-0123456789")
+		assert.ErrorIs(t, err, errWrongKey)
 	}
 }
 

@@ -206,16 +206,6 @@ func (s *store) claimIn(ctx context.Context, tx *sql.Tx, k serverKey) error {
 	return nil
 }
 
-// authorizeServer checks a SimServer's key for net and, if the net is
-// unclaimed, claims it now.
-func (s *store) authorizeServer(ctx context.Context, net, key string) error {
-	k, err := s.checkServerKey(ctx, net, key)
-	if err != nil {
-		return err
-	}
-	return s.claimNet(ctx, k)
-}
-
 // claimNet claims k's net now, if k needs it (checkServerKey). Only the
 // key's hash is stored.
 func (s *store) claimNet(ctx context.Context, k serverKey) error {
