@@ -121,8 +121,8 @@ func chargeVia(r *http.Request, net string) error {
 // chargingVia charges a gateway request (chargeVia) before fn serves it.
 func chargingVia(fn func(http.ResponseWriter, *http.Request) error) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		if net := r.PathValue("net"); validName(net) {
-			if err := chargeVia(r, net); err != nil {
+		if t, ok := r.Context().Value(viaTargetKey{}).(viaTarget); ok { // withViaTarget checked the net
+			if err := chargeVia(r, t.net); err != nil {
 				return err
 			}
 		}
