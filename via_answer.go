@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/c2cvia/c2cvia/internal/simhttp"
@@ -40,7 +41,8 @@ var originWide = map[string]bool{
 // body rules, and an answer without Content-Type is sent without one (not
 // sniffed). In path mode, where all nets share the relay's origin, the
 // origin-wide headers are dropped, the sandbox CSP is added, and a
-// root-relative Location or Refresh URL is put under /via/NET. In host mode
+// root-relative Location or Refresh URL, or one naming the relay's own
+// origin, is put under /via/NET. In host mode
 // what reaches past the net's own host is dropped: a cookie for another
 // domain, and Clear-Site-Data's "cookies" (cookies are shared by every host
 // under the suffix unless it is a public suffix). The SimServer's headers
@@ -67,9 +69,9 @@ func (g *gateway) writeAnswer(w http.ResponseWriter, r *http.Request, t viaTarge
 		case "Vary":
 			vary = vals
 		case "Location":
-			vals = []string{underPrefix(strings.TrimSpace(vals[0]), t)}
+			vals = []string{underPrefix(strings.TrimSpace(vals[0]), r.Host, t)}
 		case "Refresh":
-			vals = []string{refreshUnderPrefix(vals[0], t)}
+			vals = []string{refreshUnderPrefix(vals[0], r.Host, t)}
 		case "Set-Cookie":
 			if vals = ownCookies(vals, r.Host, t); len(vals) == 0 {
 				continue
@@ -99,11 +101,28 @@ func (g *gateway) writeAnswer(w http.ResponseWriter, r *http.Request, t viaTarge
 }
 
 // underPrefix puts a root-relative Location (/login) under the net's path
-// prefix, as a reverse proxy that mounts an app under a path does; a
-// Location that already starts with the prefix, or names a host, is left.
-func underPrefix(loc string, t viaTarget) string {
+// prefix, as a reverse proxy that mounts an app under a path does; so too
+// an absolute one that names the relay's own origin (host, as the caller
+// asked for it), which a handler builds from its request's URL. A Location
+// that already starts with the prefix, or names another host, is left.
+func underPrefix(loc, host string, t viaTarget) string {
 	p := t.prefix()
-	if p == "" || !strings.HasPrefix(loc, "/") || strings.HasPrefix(loc, "//") ||
+	if p == "" {
+		return loc
+	}
+	if u, err := url.Parse(loc); err == nil && u.IsAbs() && u.User == nil && u.Host != "" && strings.EqualFold(u.Host, host) &&
+		(u.Scheme == "http" || u.Scheme == "https") {
+		origin := loc[:len(u.Scheme)+len("://")+len(u.Host)]
+		rest := loc[len(origin):]
+		if rest == "" {
+			rest = "/"
+		}
+		if strings.HasPrefix(rest, "/") {
+			return origin + underPrefix(rest, "", t)
+		}
+		return loc
+	}
+	if !strings.HasPrefix(loc, "/") || strings.HasPrefix(loc, "//") ||
 		loc == p || strings.HasPrefix(loc, p+"/") || strings.HasPrefix(loc, p+"?") {
 		return loc
 	}
@@ -112,7 +131,7 @@ func underPrefix(loc string, t viaTarget) string {
 
 // refreshUnderPrefix puts the URL of a Refresh header ("5; url=/next")
 // under the net's prefix, as underPrefix does for Location.
-func refreshUnderPrefix(v string, t viaTarget) string {
+func refreshUnderPrefix(v, host string, t viaTarget) string {
 	delay, rest, ok := strings.Cut(v, ";")
 	if !ok {
 		return v
@@ -123,7 +142,7 @@ func refreshUnderPrefix(v string, t viaTarget) string {
 	}
 	u := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(rest[3:]), "="))
 	u = strings.Trim(u, `"'`)
-	return delay + "; url=" + underPrefix(u, t)
+	return delay + "; url=" + underPrefix(u, host, t)
 }
 
 // ownCookies keeps, in host mode, the cookies that stay on the net's own

@@ -294,6 +294,11 @@ func TestViaResponseRules(t *testing.T) {
 		"/abs":   {"simStatus": 302, "simHeaders": map[string]any{"Location": "https://elsewhere.example/x"}},
 		"/known": {"simStatus": 302, "simHeaders": map[string]any{"Location": "/via/site/dashboard"}},
 		"/proto": {"simStatus": 302, "simHeaders": map[string]any{"Location": "//cdn.example/x"}},
+		// Absolute, built from the request's own URL (a fetch handler's req.url).
+		"/self":       {"simStatus": 302, "simHeaders": map[string]any{"Location": "http://h/next?a=1"}},
+		"/self-root":  {"simStatus": 302, "simHeaders": map[string]any{"Location": "https://H"}},
+		"/self-known": {"simStatus": 302, "simHeaders": map[string]any{"Location": "http://h/via/site/x"}},
+		"/self-port":  {"simStatus": 302, "simHeaders": map[string]any{"Location": "http://h:81/x"}},
 		"/origin-wide": {"simBody": "page", "simHeaders": map[string]any{
 			"Clear-Site-Data": `"storage"`, "NEL": `{"report_to":"x"}`, "Report-To": `{}`,
 			"Reporting-Endpoints": `a="https://x"`, "Service-Worker-Allowed": "/", "Set-Cookie": "a=1",
@@ -344,6 +349,13 @@ func TestViaResponseRules(t *testing.T) {
 	assert.Equal(t, "/via/site/dashboard", resp.Header.Get("Location"), "already under the prefix")
 	resp, _ = get("GET", "/proto")
 	assert.Equal(t, "//cdn.example/x", resp.Header.Get("Location"))
+	for path, want := range map[string]string{"/self": "http://h/via/site/next?a=1", "/self-root": "https://H/via/site/",
+		"/self-known": "http://h/via/site/x", "/self-port": "http://h:81/x"} {
+		resp, _ = get("GET", path)
+		assert.Equal(t, want, resp.Header.Get("Location"), "%s: the relay's own origin goes under the prefix, another stays", path)
+	}
+	resp, _ = rawVia(t, r.URL, "GET", "GET /self HTTP/1.1\r\nHost: own.via.example\r\n\r\n")
+	assert.Equal(t, "http://h/next?a=1", resp.Header.Get("Location"), "host mode: as the net answered")
 
 	resp, body = get("GET", "/origin-wide")
 	assert.Equal(t, "page", body)
