@@ -66,6 +66,10 @@ func TestServedApps(t *testing.T) {
 	mux.HandleFunc("GET /login", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/dashboard", http.StatusFound)
 	})
+	mux.HandleFunc("GET /dashboard", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "dash "+r.Host) })
+	mux.HandleFunc("GET /away", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "https://example.org/x", http.StatusMovedPermanently)
+	})
 	mux.HandleFunc("GET /whoami", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]string{
@@ -127,6 +131,19 @@ func TestServedApps(t *testing.T) {
 		resp.Body.Close()
 		assert.Equal(t, http.StatusFound, resp.StatusCode)
 		assert.Equal(t, "/via/app/dashboard", resp.Header.Get("Location"))
+	})
+
+	t.Run("the HTTPClient follows redirects within its host only", func(t *testing.T) {
+		resp, err := sess.HTTPClient().Get("http://app/login")
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, "dash app", string(body), "followed, as net/http does")
+		resp, err = sess.HTTPClient().Get("http://app/away")
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusMovedPermanently, resp.StatusCode, "another host is no SimServer's: not followed")
+		assert.Equal(t, "https://example.org/x", resp.Header.Get("Location"))
 	})
 
 	t.Run("the handler sees the host, target and caller", func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"iter"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -53,12 +54,27 @@ func Login(ctx context.Context, relayURL, net string, opts ...Option) (*Session,
 }
 
 // HTTPClient returns a client that sends every request to the net's
-// SimServer through the relay. Only the path and query of a URL count:
-// "http://c2cvia/items/7" reaches the SimServer's /items/7. A request ends
-// when its context does; a request no SimServer answered within the
-// relay's time to live fails with an *Error with the code "expired".
+// SimServer through the relay. A URL's path and query are the target and
+// its host the Host: "http://c2cvia/items/7" reaches the SimServer's
+// /items/7 with Host c2cvia. Redirects within that host are followed as
+// net/http follows them; one to another host is not (the SimServer is no
+// other host): the client returns the redirect itself. A request ends when
+// its context does; a request no SimServer answered within the relay's
+// time to live fails with an *Error with the code "expired".
 func (s *Session) HTTPClient() *http.Client {
-	return &http.Client{Transport: &transport{s: s}}
+	return &http.Client{Transport: &transport{s: s}, CheckRedirect: sameHostRedirects}
+}
+
+// sameHostRedirects follows up to 10 redirects, as net/http does, within
+// the first request's host.
+func sameHostRedirects(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if !strings.EqualFold(req.URL.Host, via[0].URL.Host) {
+		return http.ErrUseLastResponse
+	}
+	return nil
 }
 
 // Send sends data (any value that marshals to JSON) to the peer peerID of
