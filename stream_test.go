@@ -535,6 +535,12 @@ func TestStreamRetention(t *testing.T) {
 		return n
 	}
 	assert.Greater(t, usage(), int64(5010), "the parts count in the net's budget")
+	// inspect, on the relay's clock: the stream's state and its bytes.
+	detail, err := r.store.requestDetail(ctx, rid)
+	require.NoError(t, err)
+	var out bytes.Buffer
+	printRequestDetail(&out, detail)
+	assert.Contains(t, out.String(), "open, 5010 body bytes in parts", "inspect tells a stream from a whole answer")
 
 	// Silence past --res-ttl since the last part, the lease kept by extend.
 	for idle := time.Duration(0); idle < r.cfg.ResTTL+time.Minute; idle += 25 * time.Second {
@@ -542,7 +548,7 @@ func TestStreamRetention(t *testing.T) {
 		rep := r.postJSON("/api/v1/server/extend", testKey, map[string]any{"net": "keep", "rid": rid, "lease": 30})
 		require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
 	}
-	_, err := r.store.purgeBatches(ctx, janitorBatch, nil)
+	_, err = r.store.purgeBatches(ctx, janitorBatch, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "open", r.get("/api/v1/client/check", url.Values{"token": {tok}, "rid": {rid}}).str("stream"))
 
