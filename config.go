@@ -36,20 +36,21 @@ type config struct {
 	Sync        string        // SQLite synchronous: normal or full
 
 	// Calls.
-	MaxWait      time.Duration
-	DefaultLease time.Duration
-	MaxLease     time.Duration
-	MaxBody      int64
-	MaxMsg       int64
-	MsgCache     int64 // bytes of recent peer messages in memory, all nets together
-	CORSOrigin   string
-	ViaTimeout   time.Duration
-	ViaHost      string
-	JanitorEvery time.Duration
-	LogFormat    string
-	LogLevel     string
-	AccessLog    bool         // a log line per call
-	Listen       listenConfig // TLS, ACME and connection limits (tls.go)
+	MaxWait         time.Duration
+	DefaultLease    time.Duration
+	MaxLease        time.Duration
+	MaxBody         int64
+	MaxMsg          int64
+	MsgCache        int64 // bytes of recent peer messages in memory, all nets together
+	CORSOrigin      string
+	ViaTimeout      time.Duration
+	ViaHost         string
+	JanitorEvery    time.Duration
+	LogFormat       string
+	LogLevel        string
+	AccessLog       bool         // a log line per call
+	AccessLogErrors int          // lines a second per client address for calls answered with an error; 0: every one
+	Listen          listenConfig // TLS, ACME and connection limits (tls.go)
 
 	// Operations: metrics.go and limits.go.
 	Metrics          bool
@@ -125,6 +126,7 @@ func addServeFlags(fs *pflag.FlagSet, c *config) {
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&c.AccessLog, "access-log", true, "log each call at info: method, route, status, ms, bytes, net, client (never a token or key)")
+	fs.IntVar(&c.AccessLogErrors, "access-log-errors", 10, "access log lines a second per client address for calls answered with an error (4xx, 5xx but 500), and 20 times that in all; the rest are counted and summarized once a minute (0: log every one)")
 	addOpsFlags(fs, c)
 }
 
@@ -495,6 +497,7 @@ func (c config) checkWith(s *settingErrors) error {
 	if c.RateVia > 0 {
 		s.atLeast("rate-via-burst", c.RateViaBurst, 1, "calls")
 	}
+	s.limit("access-log-errors", c.AccessLogErrors, "lines a second")
 	s.limit("max-queue", c.MaxQueue, "requests")
 	s.limit("max-polls-per-token", c.MaxPollsPerToken, "long polls")
 	s.limit("max-peers", c.MaxPeers, "logins")

@@ -74,7 +74,7 @@ func startRelay(ctx context.Context, cfg config, clk clockwork.Clock, stdout, st
 	r := &relay{cfg: cfg, log: log, store: st, srv: srv, front: front, unlock: unlock}
 	jctx, stopJanitor := context.WithCancel(context.Background())
 	r.stopJanitor = stopJanitor
-	r.janitor.Go(func() { runJanitor(jctx, log, st, cfg.JanitorEvery, srv.presence.sweep) })
+	r.janitor.Go(func() { runJanitor(jctx, log, st, cfg.JanitorEvery, srv.sweep) })
 	r.failed = front.serve(srv)
 	return r, nil
 }

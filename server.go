@@ -20,6 +20,7 @@ type server struct {
 	presence *presence
 	limits   *limits
 	metrics  *metrics
+	logQuota *logQuota // --access-log-errors; nil: no quota
 }
 
 // newServer builds the relay's handler. It does not listen.
@@ -37,17 +38,26 @@ func newServer(log *slog.Logger, st *store, cfg config) *server {
 	h = withCORS(newCORSPolicy(cfg.CORSOrigin), h)
 	h = withRecover(log, h)
 	h = met.instrument(mux, h)
+	var quota *logQuota
 	if cfg.AccessLog {
-		h = withAccessLog(log, mux, cfg.TrustProxy, h)
+		quota = newLogQuota(log, st.clock, cfg.AccessLogErrors)
+		h = withAccessLog(log, mux, cfg.TrustProxy, quota, h)
 	}
 	h = withViaTarget(cfg.ViaHost, h) // before the mux sees a gateway path: metrics and the log name its route
 	h = withCall(lim, h)
-	return &server{Handler: h, poller: lp, presence: pres, limits: lim, metrics: met}
+	return &server{Handler: h, poller: lp, presence: pres, limits: lim, metrics: met, logQuota: quota}
 }
 
 // shutdown answers the open long polls; http.Server.Shutdown alone would
 // wait for them to time out.
 func (s *server) shutdown() { s.poller.shutdown() }
+
+// sweep is the janitor's round of the server's own bookkeeping: the
+// SimServers gone, and the access log lines suppressed.
+func (s *server) sweep() {
+	s.presence.sweep()
+	s.logQuota.summarize()
+}
 
 // apiFunc is a handler that returns its failure for the adapter to write.
 type apiFunc func(w http.ResponseWriter, r *http.Request, p *params) error
