@@ -85,6 +85,8 @@ type listenConfig struct {
 	WriteTimeout      time.Duration // each write of a reply
 	MaxHeaderBytes    int64
 	MaxConnsPerIP     int            // connections open per client address; 0: no cap
+	MaxConnsPer48     int            // connections open per IPv6 /48; 0: no cap
+	MaxConns          int            // connections open in all; 0: defaultMaxConns
 	trusted           []netip.Prefix // --trust-proxy: their connections are not capped
 }
 
@@ -144,6 +146,8 @@ func addListenFlags(fs *pflag.FlagSet, c *listenConfig) {
 	fs.Var(newByteSize(&c.MaxHeaderBytes, 64<<10), "max-header-bytes", "largest request header (bytes, or with KiB); over it: 431")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", 10*time.Second, "time each write of a reply (each event of a stream) has to reach a client; then its connection is closed")
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 128, "connections one client address may have open; more are closed at once (0: no cap; trusted proxies are not capped)")
+	fs.IntVar(&c.MaxConnsPer48, "max-conns-per-48", 1024, "connections the addresses of one IPv6 /48 may have open together; more are closed at once (0: no cap; trusted proxies are not capped)")
+	fs.IntVar(&c.MaxConns, "max-conns", 0, "connections the relay holds open in all; more are closed at once, but 127.0.0.1 and ::1 may open 16 more (0: the open-file limit less a tenth, at least 128)")
 }
 
 // addOpsFlags are serve's flags for the metrics and the limits.
@@ -513,6 +517,14 @@ func (c listenConfig) check(s *settingErrors) {
 	s.positive("idle-timeout", c.IdleTimeout)
 	s.positive("write-timeout", c.WriteTimeout)
 	s.limit("max-conns-per-ip", c.MaxConnsPerIP, "connections")
+	s.limit("max-conns-per-48", c.MaxConnsPer48, "connections")
+	if c.MaxConns < 0 {
+		s.badFlag("max-conns", "must be a whole number of connections, or 0 for a cap under the open-file limit")
+	}
+	if c.MaxConnsPer48 > 0 && c.MaxConnsPerIP > c.MaxConnsPer48 {
+		s.bad("%s and %s: a /48 holds many addresses, so --max-conns-per-48 must be at least --max-conns-per-ip (or 0)",
+			s.describe("max-conns-per-ip"), s.describe("max-conns-per-48"))
+	}
 	switch {
 	case len(c.ACMEDomains) > 0 && (c.TLSCert != "" || c.TLSKey != ""):
 		s.bad("--acme-domain gets its certificates from the CA: give it or --tls-cert/--tls-key, not both")
