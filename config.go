@@ -40,6 +40,7 @@ type config struct {
 	DefaultLease    time.Duration
 	MaxLease        time.Duration
 	MaxBody         int64
+	MaxInflight     int64 // bytes of request bodies calls in progress may hold, relay-wide; 0: no limit
 	MaxMsg          int64
 	MsgCache        int64 // bytes of recent peer messages in memory, all nets together
 	CORSOrigin      string
@@ -117,6 +118,7 @@ func addServeFlags(fs *pflag.FlagSet, c *config) {
 	fs.DurationVar(&c.DefaultLease, "lease", 30*time.Second, "lease on a delivered request when pullreqsmart names none")
 	fs.DurationVar(&c.MaxLease, "max-lease", 10*time.Minute, "longest lease a SimServer may ask for")
 	fs.Var(newByteSize(&c.MaxBody, 1<<20), "max-body", "largest request body (bytes, or with KiB/MiB)")
+	fs.Var(newByteLimit(&c.MaxInflight, 256<<20), "max-inflight-body", "bytes of request bodies the relay reads and holds at once, all calls together (one address: a sixteenth); a call that finds no room within 1s is 503 server_busy (bytes, or with KiB/MiB/GiB; 0: no limit)")
 	fs.DurationVar(&c.MsgTTL, "msg-ttl", time.Hour, "how long a peer message is kept for its receivers")
 	fs.Var(newByteSize(&c.MaxMsg, 64<<10), "max-msg", "largest peer message data, as JSON text (bytes, or with KiB/MiB)")
 	fs.Var(newByteSize(&c.MsgCache, msgCacheTotal), "msg-cache", "bytes of recent peer messages kept in memory, all nets together; past it the nets used least recently are read from the store (bytes, or with KiB/MiB/GiB)")
@@ -500,6 +502,10 @@ func (c config) checkWith(s *settingErrors) error {
 	}
 	if c.RateVia > 0 {
 		s.atLeast("rate-via-burst", c.RateViaBurst, 1, "calls")
+	}
+	if c.MaxInflight > 0 && c.MaxInflight < simEnvelope(c.MaxBody) {
+		s.bad("%s: must hold at least the largest body, %d bytes (--max-body after base64, plus 64 KiB), or be 0 for no limit",
+			s.describe("max-inflight-body"), simEnvelope(c.MaxBody))
 	}
 	s.limit("access-log-errors", c.AccessLogErrors, "lines a second")
 	s.limit("max-queue", c.MaxQueue, "requests")

@@ -65,6 +65,8 @@ func TestConfigRefusesBadSettings(t *testing.T) {
 		{"negative connections", []string{"--max-conns", "-1"}, []string{`--max-conns "-1"`, "0 for a cap under the open-file limit"}},
 		{"a /48 below one address", []string{"--max-conns-per-ip", "256", "--max-conns-per-48", "128"},
 			[]string{`--max-conns-per-ip "256" and --max-conns-per-48 "128"`, "at least --max-conns-per-ip"}},
+		{"bodies below one body", []string{"--max-inflight-body", "1MiB"},
+			[]string{`--max-inflight-body "1MiB": must hold at least the largest body, 1463640 bytes`}},
 		{"negative rate", []string{"--rate-ip", "-1"}, []string{"--rate-ip", "or 0 for no limit"}},
 		{"rate without burst", []string{"--rate-token", "5", "--rate-token-burst", "0"}, []string{"--rate-token-burst"}},
 		{"via host without dot", []string{"--via-host", "via.example.com"}, []string{"--via-host", ".via.example.com"}},

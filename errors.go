@@ -21,7 +21,7 @@ type apiError struct {
 	Status     int
 	Code       string
 	Message    string
-	RetryAfter time.Duration // 429 and 507 only
+	RetryAfter time.Duration // 429, 503 and 507 only
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
@@ -44,6 +44,9 @@ var (
 	errMalformedJSON = badRequest("malformed_json", "the body is not valid JSON")
 	errTooManyPolls  = &apiError{Status: http.StatusTooManyRequests, Code: "too_many_polls",
 		Message: "this token has as many long polls open as the relay allows; end one first", RetryAfter: time.Second}
+	// errServerBusy: the call's body found no room in --max-inflight-body.
+	errServerBusy = &apiError{Status: http.StatusServiceUnavailable, Code: "server_busy",
+		Message: "the relay is reading as many request bodies as it allows; nothing was written; retry after Retry-After seconds", RetryAfter: time.Second}
 )
 
 // storeErrors is the one table from the store's errors to what a client

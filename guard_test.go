@@ -7,6 +7,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -463,4 +464,119 @@ func TestConnCaps(t *testing.T) {
 		assert.Positive(t, n)
 		assert.LessOrEqual(t, n, openFileLimit()-128)
 	})
+}
+
+// sendHalfBody sends a pushreq with a Content-Length of size and all of its
+// body but the last byte on c, writing in the background (a refused call's
+// body is never read), and returns the status of the answer, or 0 when
+// none comes within wait.
+func sendHalfBody(c net.Conn, tok string, size int, wait time.Duration) <-chan int {
+	status := make(chan int, 1)
+	go func() {
+		_, _ = fmt.Fprintf(c, "POST /api/v1/client/pushreq HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer %s\r\n"+
+			"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n", tok, size)
+		_, _ = c.Write(bytes.Repeat([]byte{' '}, size-1))
+	}()
+	go func() {
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			status <- 0
+			return
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "1" {
+			status <- -1
+			return
+		}
+		status <- resp.StatusCode
+	}()
+	return status
+}
+
+// TestBodiesHeldRelayWide: 200 connections from 20 addresses each send
+// all but the last byte of a body of about 1 MiB (600 of them took the relay from
+// 20 MiB to 711 MiB). With --max-inflight-body 16MiB the relay holds at
+// most 16 MiB of them, one per address (a sixteenth, but at least the
+// largest body); the others get 503 server_busy with Retry-After, and the
+// relay's peak memory grows by a fraction of what the bodies sent. A call
+// with a small body still gets through.
+func TestBodiesHeldRelayWide(t *testing.T) {
+	t.Parallel()
+	p := startRelayProcess(t, filepath.Join(t.TempDir(), "relay.db"), "--max-inflight-body", "16MiB",
+		"--max-conns-per-ip", "0", "--rate-ip", "0", "--rate-token", "0", "--read-body-timeout", "60s")
+	r := &testRelay{t: t, URL: p.URL}
+	tok, _ := r.login("alpha")
+	addr := strings.TrimPrefix(p.URL, "http://")
+	before := peakRSS(t, p.cmd.Process.Pid)
+
+	var answers []<-chan int
+	for i := range 20 {
+		for range 10 {
+			c := dialFrom(t, fmt.Sprintf("127.0.1.%d", 1+i), addr)
+			answers = append(answers, sendHalfBody(c, tok, 1<<20-4<<10, 5*time.Second))
+		}
+	}
+	codes := map[int]int{}
+	for _, a := range answers {
+		codes[<-a]++
+	}
+	after := peakRSS(t, p.cmd.Process.Pid)
+	t.Logf("answers (0: none, the body still held): %v; peak RSS %d MiB before, %d MiB after", codes, before>>20, after>>20)
+	assert.LessOrEqual(t, codes[0], 16, "at most 16 MiB of bodies held")
+	assert.Equal(t, len(answers), codes[0]+codes[http.StatusServiceUnavailable], "the others are 503 with Retry-After: 1")
+	ceiling := int64(80 << 20) // 200 MiB of bodies were sent
+	if raceEnabled {
+		ceiling *= 2
+	}
+	assert.Less(t, after-before, ceiling, "peak RSS grew by %d MiB", (after-before)>>20)
+	rep := r.postJSON("/api/v1/client/pushreq", tok, map[string]any{"sim_req": map[string]any{"simEndpoint": "/small"}})
+	assert.Equal(t, http.StatusCreated, rep.Status, "a small body fits beside them: %s", rep.Body)
+}
+
+// TestBodyBudgetServerBusy: a call whose body finds no room in
+// --max-inflight-body within its wait is 503 server_busy with Retry-After
+// and the JSON error shape, and writes nothing; one from the address that
+// holds its share is refused at once. Calls without a body pass, and the
+// room comes back when the held body's call ends.
+func TestBodyBudgetServerBusy(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t, func(c *config) {
+		c.MaxInflight = simEnvelope(c.MaxBody) // the least allowed: one largest body
+		c.TrustProxy = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+	r.srv.bodies.wait = 50 * time.Millisecond
+	tok, _ := r.login("alpha")
+	before := storeRows(t, r)
+
+	holder := dialFrom(t, "127.0.0.1", strings.TrimPrefix(r.URL, "http://"))
+	held := sendHalfBody(holder, tok, int(simEnvelope(r.cfg.MaxBody)), time.Minute)
+	waitFor(t, 10*time.Second, func() bool { return r.srv.bodies.held() == simEnvelope(r.cfg.MaxBody) }, "the body held")
+
+	push := func(xff string) reply {
+		b := `{"sim_req":{"simEndpoint":"/x"}}`
+		req, err := http.NewRequest(http.MethodPost, r.URL+"/api/v1/client/pushreq", strings.NewReader(b))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		return r.do(req)
+	}
+	for _, from := range []string{"", "192.0.2.9"} { // the holder's address, another
+		rep := push(from)
+		assertErrorShape(t, rep, http.StatusServiceUnavailable, "server_busy")
+		assert.Equal(t, "1", rep.Header.Get("Retry-After"))
+	}
+	assert.Equal(t, http.StatusOK, r.get("/healthz", nil).Status)
+	assert.Equal(t, "not_found", r.get("/api/v1/client/check", url.Values{"token": {tok}, "rid": {"x"}}).errorCode(),
+		"a call without a body holds nothing")
+	assert.Equal(t, before, storeRows(t, r), "a refused call writes nothing")
+	assert.Equal(t, 2.0, refusals(r, "inflight_body"))
+
+	holder.Close()
+	assert.Equal(t, 0, <-held)
+	waitFor(t, 10*time.Second, func() bool { return r.srv.bodies.held() == 0 }, "the held body given back")
+	assert.Equal(t, http.StatusCreated, push("192.0.2.9").Status)
 }

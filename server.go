@@ -20,7 +20,8 @@ type server struct {
 	presence *presence
 	limits   *limits
 	metrics  *metrics
-	logQuota *logQuota // --access-log-errors; nil: no quota
+	bodies   *bodyBudget // --max-inflight-body; nil: no limit
+	logQuota *logQuota   // --access-log-errors; nil: no quota
 }
 
 // newServer builds the relay's handler. It does not listen.
@@ -28,7 +29,8 @@ func newServer(log *slog.Logger, st *store, cfg config) *server {
 	lp := newPoller(newHub(st.clock), cfg.MaxWait, st.clock)
 	lim := newLimits(cfg, st.now)
 	lim.served = func(net string) bool { return st.served(net, servedWithin(cfg.MaxWait)) }
-	met := newMetrics(st, lp, lim)
+	bodies := newBodyBudget(cfg.MaxInflight, simEnvelope(cfg.MaxBody))
+	met := newMetrics(st, lp, lim, bodies)
 	pres := newPresence(log, st.clock)
 	st.events.Store(&storeEvents{claimed: func(net string) { log.Info("net claimed", "net", net) }})
 	mux := http.NewServeMux()
@@ -44,8 +46,9 @@ func newServer(log *slog.Logger, st *store, cfg config) *server {
 		h = withAccessLog(log, mux, cfg.TrustProxy, quota, h)
 	}
 	h = withViaTarget(cfg.ViaHost, h) // before the mux sees a gateway path: metrics and the log name its route
+	h = withBodyBudget(bodies, h)
 	h = withCall(lim, h)
-	return &server{Handler: h, poller: lp, presence: pres, limits: lim, metrics: met, logQuota: quota}
+	return &server{Handler: h, poller: lp, presence: pres, limits: lim, metrics: met, bodies: bodies, logQuota: quota}
 }
 
 // shutdown answers the open long polls; http.Server.Shutdown alone would
@@ -77,7 +80,8 @@ func apiAdapter(log *slog.Logger, maxBody int64) func(fn apiFunc, allow ...strin
 				w.Header().Set("Allow", allowed)
 				return errMethod
 			}
-			p, err := decodeParams(w, r, maxBody)
+			p, release, err := decodeParams(w, r, maxBody)
+			defer release() // the body's bytes count until the call ends
 			if err != nil {
 				return err
 			}
