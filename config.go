@@ -66,6 +66,7 @@ type config struct {
 	MaxQueue         int   // queued requests per net; 0: no limit
 	MaxPollsPerToken int   // 0: no limit
 	MaxPeers         int   // logins per net; 0: no limit
+	MaxSubs          int   // subscriptions per login; 0: no limit
 	MaxStore         int64 // bytes the store may use; 0: no limit
 	MaxNetStore      int64 // payload bytes per net; 0: no limit
 	TrustProxy       []netip.Prefix
@@ -94,7 +95,7 @@ type listenConfig struct {
 // storeOptions are the lifetimes and limits the store enforces.
 func (c config) storeOptions() storeOptions {
 	return storeOptions{ReqTTL: c.ReqTTL, ResTTL: c.ResTTL, TokenTTL: c.TokenTTL, MsgTTL: c.MsgTTL,
-		MaxAttempts: c.MaxAttempts, ClaimTTL: c.ClaimTTL, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers,
+		MaxAttempts: c.MaxAttempts, ClaimTTL: c.ClaimTTL, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers, MaxSubs: c.MaxSubs,
 		MaxStore: c.MaxStore, MaxNetStore: c.MaxNetStore, MsgCache: c.MsgCache}
 }
 
@@ -166,6 +167,7 @@ func addOpsFlags(fs *pflag.FlagSet, c *config) {
 	fs.IntVar(&c.MaxQueue, "max-queue", 10_000, "queued requests per net; a pushreq over it is 429 queue_full (0: no limit)")
 	fs.IntVar(&c.MaxPollsPerToken, "max-polls-per-token", 8, "long polls a token may have open at once (0: no limit)")
 	fs.IntVar(&c.MaxPeers, "max-peers", 10_000, "logins per net; a login over it takes the slot of a login idle for 5 minutes, else it is 429 net_full (0: no limit)")
+	fs.IntVar(&c.MaxSubs, "max-subs", 1000, "topic subscriptions per login (a closed one counts until its messages expire); one more is 429 too_many_subscriptions (0: no limit)")
 	fs.Var(newByteLimit(&c.MaxStore, 2<<30), "max-store", "bytes the store's file may use; a write past it is 507 store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
 	fs.Var(newByteLimit(&c.MaxNetStore, 256<<20), "max-net-store", "bytes of requests, answers and messages one net may store; a write past it is 507 net_store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
 	fs.Var(prefixList{&c.TrustProxy}, "trust-proxy", "addresses or CIDR blocks of reverse proxies whose X-Forwarded-For gives the client address, or none")
@@ -511,6 +513,7 @@ func (c config) checkWith(s *settingErrors) error {
 	s.limit("max-queue", c.MaxQueue, "requests")
 	s.limit("max-polls-per-token", c.MaxPollsPerToken, "long polls")
 	s.limit("max-peers", c.MaxPeers, "logins")
+	s.limit("max-subs", c.MaxSubs, "subscriptions")
 	c.Listen.check(s)
 	return s.err()
 }

@@ -62,6 +62,7 @@ func TestConfigRefusesBadSettings(t *testing.T) {
 		{"negative queue", []string{"--max-queue", "-1"}, []string{`--max-queue "-1": must be a whole number of requests, or 0 for no limit`}},
 		{"negative polls", []string{"--max-polls-per-token", "-1"}, []string{"--max-polls-per-token"}},
 		{"negative peers", []string{"--max-peers", "-1"}, []string{"--max-peers"}},
+		{"negative subscriptions", []string{"--max-subs", "-1"}, []string{`--max-subs "-1": must be a whole number of subscriptions, or 0 for no limit`}},
 		{"negative connections", []string{"--max-conns", "-1"}, []string{`--max-conns "-1"`, "0 for a cap under the open-file limit"}},
 		{"a /48 below one address", []string{"--max-conns-per-ip", "256", "--max-conns-per-48", "128"},
 			[]string{`--max-conns-per-ip "256" and --max-conns-per-48 "128"`, "at least --max-conns-per-ip"}},

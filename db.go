@@ -55,6 +55,7 @@ var (
 	errUnknownPeer  = errors.New("no such peer in the net")
 	errQueueFull    = errors.New("the net's queue is full")
 	errNetFull      = errors.New("the net has as many logins as allowed")
+	errTooManySubs  = errors.New("the login has as many subscriptions as allowed")
 	errNotClaimed   = errors.New("the net is not claimed")
 	errCursorAhead  = errors.New("the cursor is past the newest message of this store")
 	errStoreClosed  = errors.New("the store is closed")
@@ -109,6 +110,7 @@ type storeOptions struct {
 	ClaimTTL    time.Duration   // a net unused this long loses its claim; 0: never
 	MaxQueue    int             // queued requests per net; 0: no limit
 	MaxPeers    int             // logins per net; 0: no limit
+	MaxSubs     int             // subscription rows per login; 0: no limit
 	MaxStore    int64           // bytes the store's file may use (its pages in use); 0: no limit
 	MaxNetStore int64           // payload bytes one net may store (net_usage); 0: no limit
 	MsgCache    int64           // bytes of recent peer messages kept in memory, all nets together; 0: 64 MiB
@@ -206,6 +208,7 @@ type store struct {
 	queueReads    atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
 	msgReads      atomic.Int64 // reads of peer messages from SQL, not from the cache
 	receiverReads atomic.Int64 // reads of a cached multicast's receivers (loadReceivers)
+	subsRefused   atomic.Int64 // subscribes refused at --max-subs, for the metrics
 
 	used    atomic.Int64 // bytes of the file's pages in use, as the checkpointer last measured them
 	pending atomic.Int64 // payload bytes written since that measure
@@ -586,7 +589,7 @@ type statements struct {
 	answer, extend, markPulled, takeUnpulled, requestForNet, claimedKey,
 	touchToken, peerInNet, netPeers, subscribedNow, insertMessage, netUsage,
 	idlestLogin, dropLogin, dropSubscriptions,
-	openSubscription, subscribe, unsubscribe, dropEmptySubscription *sql.Stmt // writer
+	openSubscription, subscribe, unsubscribe, dropEmptySubscription, peerSubscriptions *sql.Stmt // writer
 
 	tokenByHash, netKey, readyState, requestForOwner, hasUnpulled,
 	lastMessageID, readMessages, topicReceivers, recentPeers *sql.Stmt // readers

@@ -73,6 +73,8 @@ var storeErrors = []struct {
 		Message: "this net has as many requests waiting for its SimServer as the relay allows; retry later", RetryAfter: time.Second}},
 	{errNetFull, &apiError{Status: http.StatusTooManyRequests, Code: "net_full",
 		Message: "this net has as many logins as the relay allows; retry when some expire", RetryAfter: time.Minute}},
+	{errTooManySubs, &apiError{Status: http.StatusTooManyRequests, Code: "too_many_subscriptions",
+		Message: "this login holds as many subscriptions as the relay allows (--max-subs; a closed one counts until its messages expire): unsubscribe from some, or retry later", RetryAfter: time.Minute}},
 	{errStoreFull, &apiError{Status: http.StatusInsufficientStorage, Code: "store_full",
 		Message: "the relay's store is at its storage budget; retry once expired entries are removed", RetryAfter: time.Minute}},
 	{errNetStoreFull, &apiError{Status: http.StatusInsufficientStorage, Code: "net_store_full",

@@ -240,7 +240,7 @@ var (
 	descPolls = prometheus.NewDesc("c2cvia_long_polls_open",
 		"Long polls in progress, by kind.", []string{"kind"}, nil)
 	descRefusals = prometheus.NewDesc("c2cvia_limit_refusals_total",
-		"Calls refused with 429, by limit: rate_ip, rate_token, rate_server, rate_via, polls_per_token, queue, peers; and with 503 server_busy: inflight_body.", []string{"limit"}, nil)
+		"Calls refused with 429, by limit: rate_ip, rate_token, rate_server, rate_via, polls_per_token, queue, peers, subscriptions; and with 503 server_busy: inflight_body.", []string{"limit"}, nil)
 	descLimiterBuckets = prometheus.NewDesc("c2cvia_rate_limiter_buckets",
 		"Token buckets held, by limiter (ip, token, server, via).", []string{"limiter"}, nil)
 	descMsgCacheBytes = prometheus.NewDesc("c2cvia_msg_cache_bytes",
@@ -273,6 +273,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		"polls_per_token": c.lim.pollsRefused.Load(),
 		"queue":           c.st.counts.queueFull.Load(),
 		"peers":           c.st.counts.netFull.Load(),
+		"subscriptions":   c.st.subsRefused.Load(),
 		"inflight_body":   c.bodies.refusals(),
 	} {
 		ch <- prometheus.MustNewConstMetric(descRefusals, prometheus.CounterValue, float64(n), limit)
