@@ -40,6 +40,13 @@ var schemaV4 string
 //go:embed schema_v5.sql
 var schemaV5 string
 
+// Schema steps 6 and 7 are reserved: until they are written they change
+// nothing.
+const schemaV6, schemaV7 = `SELECT 1`, `SELECT 1`
+
+//go:embed schema_v8.sql
+var schemaV8 string
+
 // The store's errors: what it refuses, in its own terms. The HTTP edge
 // (errors.go) gives each its status and code; the store knows neither.
 var (
@@ -96,7 +103,7 @@ func isWriteFault(err error) bool {
 
 // migrations are the schema steps; step i brings user_version from i to i+1.
 // A shipped step never changes: add a new one.
-var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5}
+var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7, schemaV8}
 
 // storeOptions are the lifetimes and limits the store enforces. The
 // lifetimes come from the relay's flags (config.storeOptions); the store has
@@ -199,6 +206,7 @@ type store struct {
 	seen     sync.Map     // string(token hash) -> *lastSeen, up to maxCachedTokens
 	nSeen    atomic.Int64 // entries in seen
 	msgs     *msgCache    // the recent peer messages of each net
+	busiest  sync.Map     // net -> busiestSeen: the address that filled it, while its logins do not change
 
 	commits       atomic.Int64 // transactions committed by the writer
 	writes        atomic.Int64 // write operations in them
@@ -209,6 +217,7 @@ type store struct {
 	msgReads      atomic.Int64 // reads of peer messages from SQL, not from the cache
 	receiverReads atomic.Int64 // reads of a cached multicast's receivers (loadReceivers)
 	subsRefused   atomic.Int64 // subscribes refused at --max-subs, for the metrics
+	loginsShared  atomic.Int64 // logins that took the slot of an address holding more (createToken)
 
 	used    atomic.Int64 // bytes of the file's pages in use, as the checkpointer last measured them
 	pending atomic.Int64 // payload bytes written since that measure
@@ -584,11 +593,11 @@ type storeEvents struct {
 // statements are prepared once per store. Writer statements run inside the
 // writer's transaction through tx.StmtContext, reusing the prepared form.
 type statements struct {
-	insertToken, claimNet, touchNet,
+	insertToken, insertLogin, claimNet, touchNet,
 	insertRequest, leaseQueued, leaseExpired, markDelivered,
 	answer, extend, markPulled, takeUnpulled, requestForNet, claimedKey,
 	touchToken, peerInNet, netPeers, subscribedNow, insertMessage, netUsage,
-	idlestLogin, dropLogin, dropSubscriptions,
+	idlestLogin, busiestAddr, idlestOfAddr, dropLogin, dropSubscriptions,
 	openSubscription, subscribe, unsubscribe, dropEmptySubscription, peerSubscriptions *sql.Stmt // writer
 
 	tokenByHash, netKey, readyState, requestForOwner, hasUnpulled,

@@ -341,6 +341,7 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 				var net string
 				err := rows.Scan(&net)
 				counts.tokens[net]--
+				s.busiest.Delete(net) // its logins changed
 				tokens++
 				return err
 			})
