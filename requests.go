@@ -376,8 +376,10 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 }
 
 // extend renews the lease on rid of k's net to now+lease, if it is still
-// held: a delivered request's, or an open stream's.
-func (s *store) extend(ctx context.Context, k serverKey, rid string, lease time.Duration) (until int64, err error) {
+// held: a delivered request's, or an open stream's. For a stream it
+// returns the owner's token hash, whose waits must look again: the moment
+// the stream is aborted moved.
+func (s *store) extend(ctx context.Context, k serverKey, rid string, lease time.Duration) (until int64, streamOwner []byte, err error) {
 	net := k.net
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.claimIn(ctx, tx, k); err != nil {
@@ -389,21 +391,20 @@ func (s *store) extend(ctx context.Context, k serverKey, rid string, lease time.
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			// An open stream holds a lease too.
-			if res, err = tx.StmtContext(ctx, s.q.extendStream).ExecContext(ctx, until, now, rid, net); err != nil {
-				return err
-			}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return nil
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			if err := s.refusal(ctx, tx, net, rid); err != nil {
-				return err
-			}
-			return errLeaseLost
+		// An open stream holds a lease too.
+		err = tx.StmtContext(ctx, s.q.extendStream).QueryRowContext(ctx, until, now, rid, net).Scan(&streamOwner)
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
 		}
-		return nil
+		if err := s.refusal(ctx, tx, net, rid); err != nil {
+			return err
+		}
+		return errLeaseLost
 	})
-	return until, err
+	return until, streamOwner, err
 }
 
 // refusal explains why a SimServer's write to rid did not apply: not found
