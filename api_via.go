@@ -320,6 +320,12 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, t viaTarget) e
 		return err
 	}
 	if req.status == statusAnswered {
+		if !storeAndForward {
+			// No token reads it: once its answer, in hand, is written, nobody
+			// can. Queued before the answer goes out, so the caller's next
+			// request finds its budget back.
+			g.st.dropAnswered(rid)
+		}
 		return g.writeAnswer(w, r, t, req.simRes)
 	}
 	if err := req.gone(); err != nil {

@@ -15,6 +15,8 @@ import (
 func budgetStatements(q *statements, w *sql.DB) []statement {
 	return []statement{
 		{&q.netUsage, w, `SELECT bytes FROM net_usage WHERE net = ?`},
+		{&q.dropAnswered, w, `DELETE FROM requests WHERE rid = ? AND status = 'answered'
+			RETURNING net, from_peer, remote_addr, octet_length(sim_req)`},
 	}
 }
 
@@ -288,4 +290,28 @@ func (s *store) senderRefusal(r requestRow) error {
 		}
 	}
 	return nil
+}
+
+// dropAnswered deletes the answered request rid whose answer the one
+// caller who could read it has in hand: a synchronous gateway request,
+// whose owner token was never stored (pushDetached without keep), so that
+// nobody can read it again. It stops taking budget at once rather than
+// after --res-ttl. Not waited for: a later write sees it (writeLater), and
+// a crash before it leaves the request to the janitor.
+func (s *store) dropAnswered(rid string) {
+	s.writeLater(func(ctx context.Context, tx *sql.Tx) error {
+		var r requestRow
+		err := tx.StmtContext(ctx, s.q.dropAnswered).QueryRowContext(ctx, rid).Scan(&r.net, &r.from, &r.remote, &r.bytes)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // purged already
+		}
+		if err != nil {
+			return err
+		}
+		s.counts.mu.Lock()
+		defer s.counts.mu.Unlock()
+		moveRequests(s.counts.byStatus, s.counts.queued, queueOf(r.net, r.from), statusAnswered, "", 1)
+		s.counts.usage.add(r, -1)
+		return nil
+	})
 }

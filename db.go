@@ -601,7 +601,7 @@ type statements struct {
 	insertToken, claimNet, touchNet,
 	insertRequest, leaseQueued, leaseExpired, markDelivered,
 	answer, extend, markPulled, takeUnpulled, requestForNet, claimedKey,
-	touchToken, peerInNet, netPeers, subscribedNow, insertMessage, netUsage,
+	touchToken, peerInNet, netPeers, subscribedNow, insertMessage, netUsage, dropAnswered,
 	idlestLogin, dropLogin, dropSubscriptions,
 	openSubscription, subscribe, unsubscribe, dropEmptySubscription *sql.Stmt // writer
 

@@ -1,7 +1,8 @@
 // The budgets of who sends: one client address cannot fill the store,
 // a net nobody serves holds little, a net's gateway holds half its budget
 // and one address a share of that gateway (bytes, queue and --rate-via),
-// while the net's SimServer and logged-in SimClients go on.
+// while the net's SimServer and logged-in SimClients go on; a synchronous
+// gateway request stops taking budget once answered.
 
 package main
 
@@ -147,6 +148,37 @@ func TestUnservedNetBudget(t *testing.T) {
 	r.serve("shop")
 	r.push(tok, map[string]any{"simEndpoint": "/x"})
 	assertUsageFromFile(t, r, "served again")
+}
+
+// TestSyncGatewayRequestsLeaveTheBudget: a synchronous gateway request (no
+// Prefer) has no result token, so once its answer is written nobody can
+// read it again: it is deleted, and a net's synchronous traffic never
+// fills its budget, while one that got 504 stays stored.
+func TestSyncGatewayRequestsLeaveTheBudget(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t, func(c *config) {
+		c.MaxNetStore, c.ViaTimeout = 100<<10, 5*time.Second
+		c.ViaAddrShare = 0 // the net's budget alone
+	})
+	r.simServer("shop", func(sim map[string]any) map[string]any { return map[string]any{"simBody": "ok"} })
+	body := strings.Repeat("s", 30<<10)
+	for i := range 10 { // ten times the net's budget in all
+		rep := r.viaFrom("", "shop", body, "")
+		require.Equal(t, http.StatusOK, rep.Status, "request %d: %s", i, rep.Body)
+	}
+	waitFor(t, 10*time.Second, func() bool { return r.count(`requests WHERE net = 'shop'`) == 0 }, "the answered requests to be deleted")
+	assertUsageExact(t, r)
+	assertCountsExact(t, r, "answered and deleted")
+	assertUsageFromFile(t, r, "answered and deleted")
+
+	// An async one keeps its answer for its result URL; a 504 stays stored.
+	require.Equal(t, http.StatusAccepted, r.viaFrom("", "shop", body, "respond-async").Status)
+	waitFor(t, 10*time.Second, func() bool { return r.count(`requests WHERE net = 'shop' AND status = 'answered'`) == 1 }, "the async answer")
+	rep := r.afterWait(5*time.Second, func() reply { return r.viaFrom("", "quiet", body, "") })
+	assert.Equal(t, http.StatusGatewayTimeout, rep.Status)
+	flushStoreWrites(t, r)
+	assert.Equal(t, 1, r.count(`requests WHERE net = 'shop'`), "the async request stays")
+	assert.Equal(t, 1, r.count(`requests WHERE net = 'quiet' AND status = 'queued'`), "the 504 stays stored")
 }
 
 // TestGatewayShares: a net's gateway requests take half its byte budget,
