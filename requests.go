@@ -63,16 +63,21 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte, remoteA
 }
 
 // insertQueued stores a queued request in the writer's transaction, under
-// its net's byte budget and its queue's quota (queueOf). The quota refuses
-// last, so that the write's savepoint undoes the insert.
+// its net's byte budget, the budgets of its sender (admitSender) and its
+// queue's quota (queueOf). The quota refuses last, so that the write's
+// savepoint undoes the insert.
 func (s *store) insertQueued(ctx context.Context, tx *sql.Tx, net, rid string, owner []byte, from, remoteAddr string, simReq []byte, now, expiresAt int64) error {
 	if err := s.admitBytes(ctx, tx, net, len(simReq)); err != nil {
+		return err
+	}
+	r := requestRow{net: net, from: from, remote: remoteAddr, queued: true, bytes: int64(len(simReq))}
+	if err := s.admitSender(r); err != nil {
 		return err
 	}
 	if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx, rid, net, owner, from, remoteAddr, string(simReq), now, expiresAt); err != nil {
 		return err
 	}
-	return s.counts.admitRequest(queueOf(net, from), s.opts.MaxQueue)
+	return s.counts.admitRequest(r, s.opts.MaxQueue, int(s.viaShare(int64(s.opts.MaxQueue))))
 }
 
 // pushDetached queues request rid of net that no login sent (the
@@ -197,6 +202,7 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 		for i := range out {
 			if out[i].Attempt == 0 { // stored as queued: only leases ever deliver
 				fromQueue[queueOf(net, out[i].From)]++
+				s.counts.unqueued(requestRow{net: net, from: out[i].From, remote: out[i].RemoteAddr})
 			}
 			out[i].Attempt++
 			out[i].LeaseExpiresAt = formatMS(until)
@@ -367,6 +373,7 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 			return err
 		}
 		s.counts.move(queueOf(net, from), wasStatus(attempt), statusAnswered, 1)
+		s.counts.answeredQueued(from, attempt)
 		return nil
 	})
 	if h := s.hooks.Load(); h != nil && err == nil {
