@@ -335,7 +335,7 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, t viaTarget) e
 	}
 	if req.status == statusAnswered {
 		if req.stream != "" {
-			if err := g.writeStream(w, r, t, owner, rid, req.simRes); err != nil {
+			if err := g.writeStream(w, r, t, owner, rid, req.simRes, true); err != nil {
 				return err
 			}
 			if !storeAndForward {
@@ -454,7 +454,9 @@ func handleResult(st *store, g *gateway) func(http.ResponseWriter, *http.Request
 		if req.status == statusAnswered {
 			st.markPulled(req)
 			if req.stream != "" {
-				return g.writeStream(w, r, viaTarget{net: req.net, mode: viaPath}, t, rid, req.simRes)
+				// Its request was handed over to the store with the 202: a reader
+				// that hangs up withdraws nothing.
+				return g.writeStream(w, r, viaTarget{net: req.net, mode: viaPath}, t, rid, req.simRes, false)
 			}
 			return g.writeAnswer(w, r, viaTarget{net: req.net, mode: viaPath}, req.simRes)
 		}
@@ -476,8 +478,9 @@ func handleResult(st *store, g *gateway) func(http.ResponseWriter, *http.Request
 // happen and a large answer passes in bounded memory. A stream that ends
 // aborted or cancelled ends the caller's body early: the connection is
 // closed without the body's end, as a reverse proxy does when its
-// upstream dies. A caller that goes away withdraws the request.
-func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarget, owner token, rid string, head []byte) error {
+// upstream dies. A caller that goes away withdraws the request when
+// withdrawOnLeave is set (the synchronous caller, its one reader).
+func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarget, owner token, rid string, head []byte, withdrawOnLeave bool) error {
 	body, err := g.writeHead(w, r, t, head, true)
 	if err != nil {
 		return err
@@ -502,7 +505,9 @@ func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarge
 		})
 		switch {
 		case ctx.Err() != nil:
-			g.withdraw(ctx, owner, rid)
+			if withdrawOnLeave {
+				g.withdraw(ctx, owner, rid)
+			}
 			panic(http.ErrAbortHandler)
 		case err != nil || g.lp.stopping():
 			panic(http.ErrAbortHandler) // the head is out: only an early end tells the caller
@@ -520,7 +525,7 @@ func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarge
 				}
 			}
 			if err != nil {
-				if ctx.Err() != nil {
+				if ctx.Err() != nil && withdrawOnLeave {
 					g.withdraw(ctx, owner, rid)
 				}
 				panic(http.ErrAbortHandler)
