@@ -176,11 +176,18 @@ func (c relay) call(ctx context.Context, path, bearer string, body, out any) (st
 	if err != nil {
 		return 0, 0, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(b))
+	return c.post(ctx, path, "application/json", b, bearer, out)
+}
+
+// post POSTs body of type contentType to target (a path, with a query
+// string if any) and decodes the reply as call does.
+func (c relay) post(ctx context.Context, target, contentType string, body []byte, bearer string, out any) (status int, retryAfter time.Duration, err error) {
+	path, _, _ := strings.Cut(target, "?")
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+target, bytes.NewReader(body))
 	if err != nil {
 		return 0, 0, err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
