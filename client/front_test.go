@@ -28,6 +28,9 @@ const (
 	pathPullReqSmart = "/api/v1/server/pullreqsmart"
 	pathPushRes      = "/api/v1/server/pushres"
 	pathExtend       = "/api/v1/server/extend"
+	pathPushPart     = "/api/v1/server/pushpart"
+	pathWatch        = "/api/v1/server/watch"
+	pathCancel       = "/api/v1/client/cancel"
 	pathPeerPull     = "/api/v1/peer/pullsmart"
 )
 
@@ -55,6 +58,7 @@ type front struct {
 	calls    map[string]int
 	open     map[string]int
 	bodies   map[string][]json.RawMessage
+	queries  map[string][]url.Values
 	fails    map[string][]reply
 	changed  chan struct{} // closed and replaced whenever a call starts or ends
 	proxy    *httputil.ReverseProxy
@@ -66,7 +70,8 @@ func newFront(t testing.TB) *front {
 	target, err := url.Parse(relayURL)
 	require.NoError(t, err)
 	f := &front{calls: map[string]int{}, open: map[string]int{}, bodies: map[string][]json.RawMessage{},
-		fails: map[string][]reply{}, changed: make(chan struct{})}
+		queries: map[string][]url.Values{},
+		fails:   map[string][]reply{}, changed: make(chan struct{})}
 	f.upstream = http.DefaultTransport.(*http.Transport).Clone()
 	f.proxy = httputil.NewSingleHostReverseProxy(target)
 	f.proxy.Transport = f.upstream
@@ -99,6 +104,7 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.calls[path]++
 	f.open[path]++
 	f.bodies[path] = append(f.bodies[path], body)
+	f.queries[path] = append(f.queries[path], r.URL.Query())
 	fail, failing := reply{}, len(f.fails[path]) > 0
 	if failing {
 		fail, f.fails[path] = f.fails[path][0], f.fails[path][1:]
@@ -151,6 +157,15 @@ func (f *front) body(t testing.TB, path string, i int) map[string]any {
 	var m map[string]any
 	require.NoError(t, json.Unmarshal(raw, &m), "%s", raw)
 	return m
+}
+
+// call is the query and raw body of the i-th call to path.
+func (f *front) call(t testing.TB, path string, i int) (url.Values, []byte) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	require.Greater(t, len(f.bodies[path]), i, "calls to %s", path)
+	return f.queries[path][i], f.bodies[path][i]
 }
 
 // await waits until cond holds for the calls so far and those still open,

@@ -211,12 +211,13 @@ func (s *server) handle(hctx context.Context, l leased) {
 	}
 	unwatch := s.watch.add(l.RID, cancel)
 	stop := s.keepLease(ctx, l.RID, cancel)
-	defer stop()
+	defer stop() // the lease is kept while the answer's last part is posted
 	panicked := s.serveOne(w, req)
 	unwatch() // from here on only the answer's own calls end the request
 	switch {
 	case w.failed() != nil: // withdrawn, refused, or past the grace period
 	case panicked && w.head:
+		stop() // no renewal after the abort's short lease
 		w.abort()
 	case panicked:
 		*w = responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}}

@@ -275,10 +275,10 @@ func (w *responseWriter) postPart(n int, last bool) error {
 }
 
 // abort ends a stream that cannot be completed (its handler panicked):
-// an empty part renews its lease for only a second, after which the relay
-// marks it aborted and its callers see the body end early, as a reverse
-// proxy's callers do when its upstream dies mid-answer.
+// its lease is cut to a millisecond (extend), so that the relay marks it
+// aborted and its callers see the body end early, as a reverse proxy's
+// callers do when its upstream dies mid-answer.
 func (w *responseWriter) abort() {
-	q := url.Values{"net": {w.s.net}, "rid": {w.rid}, "offset": {strconv.FormatInt(w.offset, 10)}, "lease": {"1"}}
-	_, _, _ = w.s.relay.post(w.ctx, "/api/v1/server/pushpart?"+q.Encode(), "application/octet-stream", nil, w.s.key, nil)
+	body := map[string]any{"net": w.s.net, "rid": w.rid, "lease": 0.001}
+	_, _, _ = w.s.call(w.ctx, "/api/v1/server/extend", w.s.key, body, nil)
 }
