@@ -32,11 +32,6 @@ const (
 
 // Serve makes h the SimServer of net on the relay at relayURL, with key as
 // the net's key (the first server call with a key claims an unclaimed net).
-// An answer too large for the relay (over its --max-body after base64)
-// reaches the caller at once as a 502 with the code response_too_large,
-// one the relay cannot write (a status past 599, a header value with a
-// control character) as a 502 invalid_response; the handler does not run
-// again for it.
 //
 // It runs until ctx is done and then returns ctx.Err(), after the handlers
 // still running have answered: they get a context that ctx does not
@@ -54,9 +49,33 @@ const (
 // with http.ErrAbortHandler answers the same, unreported, as net/http keeps
 // it quiet).
 //
+// The answer goes out whole when the handler returns, unless the handler
+// flushes (http.Flusher, or http.ResponseController's Flush) or its body
+// grows past 512 KiB: then the status and headers go out with what was
+// written, and the rest in parts, at each flush, every 512 KiB, and when
+// the handler returns. Such a streamed answer (server-sent events, a
+// download of any size: the relay's --max-body bounds a part, not the
+// answer) reaches a /via/ caller and an HTTPClient as it is written, and
+// its handler no longer counts against WithConcurrency. A handler that
+// panics after its first part cannot answer 500 any more: its stream is
+// aborted, and its callers see the body end early. An answer the relay
+// cannot write (a status past 599, a header value with a control
+// character) reaches the caller at once as a 502 invalid_response (one
+// whose headers alone are too large, as a 502 response_too_large); the
+// handler does not run again for it.
+//
+// r.Context() ends when the request is withdrawn: its caller went away (a
+// /via/ caller that hung up, an HTTPClient request cancelled or whose body
+// was closed early), or it expired. Serve learns of that within about a
+// second (it keeps a watch open at the relay for the handlers that run
+// longer than 250 ms), or from the relay's 410 when it posts a part or
+// renews the lease. context.Cause(r.Context()) is then an *Error with
+// status 410, and Write and Flush return it.
+//
 // Network errors and relay errors that may pass (5xx, 429) are retried
-// with backoff. A refusal that will not pass (a bad net, a missing or
-// wrong key) ends Serve with that *Error.
+// with backoff, a part with the same offset, for up to a minute. A
+// refusal that will not pass (a bad net, a missing or wrong key) ends
+// Serve with that *Error.
 func Serve(ctx context.Context, relayURL, net, key string, h http.Handler, opts ...Option) error {
 	o := newOptions(opts)
 	s := &server{relay: newRelay(relayURL, o.httpClient), net: net, key: key, h: h, o: o,
