@@ -478,3 +478,79 @@ func TestServeStreamAborted(t *testing.T) {
 	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
 	assert.ErrorContains(t, errs.next(t), "mid-stream")
 }
+
+// TestServeWatchRestarts: one watch is open for the handlers that run;
+// when another handler's request joins, the watch starts again with both,
+// and each withdrawal ends only its own handler's context.
+func TestServeWatchRestarts(t *testing.T) {
+	t.Parallel()
+	net := testNet(t)
+	f := newFront(t)
+	entered := make(chan string, 2) // the rids
+	ended := make(chan string, 2)
+	serve(t, f.URL, net, testKey, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- r.Header.Get("C2cvia-Rid")
+		<-r.Context().Done()
+		ended <- r.Header.Get("C2cvia-Rid")
+	}), client.WithLease(time.Minute))
+	s := login(t, relayURL, net)
+	start := func() context.CancelFunc {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://c2cvia/", nil)
+		require.NoError(t, err)
+		go func() {
+			if resp, err := s.HTTPClient().Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		t.Cleanup(cancel)
+		return cancel
+	}
+	cancelA := start()
+	a := recv(t, entered, "handler a")
+	f.awaitOpen(t, pathWatch, 1)
+	assert.Equal(t, []any{a}, f.body(t, pathWatch, 0)["rids"], "the watch holds a's request")
+
+	cancelB := start()
+	b := recv(t, entered, "handler b")
+	f.awaitCalls(t, pathWatch, 2)
+	f.awaitOpen(t, pathWatch, 1)
+	assert.ElementsMatch(t, []any{a, b}, f.body(t, pathWatch, f.count(pathWatch)-1)["rids"], "started again with both")
+
+	cancelB()
+	assert.Equal(t, b, recv(t, ended, "handler b's context to end"))
+	cancelA()
+	assert.Equal(t, a, recv(t, ended, "handler a's context to end"))
+}
+
+// TestServeSmallMaxBody: a relay whose --max-body is under the part size
+// refuses a part as too large (413); Serve posts it again in smaller parts,
+// so an answer under 512 KiB but over the limit, and one over both, still
+// arrive byte for byte.
+func TestServeSmallMaxBody(t *testing.T) {
+	t.Parallel()
+	r := newRelayProcess(t, "--max-body", "64KiB")
+	net := testNet(t)
+	blob := make([]byte, 700<<10)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range blob {
+		blob[i] = byte(rng.Uint32())
+	}
+	text := strings.Repeat("0123456789abcdef", 200<<10/16)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /blob", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(blob) })
+	mux.HandleFunc("GET /text", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, text) })
+	errs := newErrorLog()
+	serve(t, r.url, net, testKey, mux, errs.option())
+	for path, want := range map[string]string{"/blob": string(blob), "/text": text} {
+		resp, err := http.Get(r.url + "/via/" + net + path)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusOK, resp.StatusCode, path)
+		assert.Equal(t, len(want), len(body), path)
+		assert.True(t, want == string(body), "%s: byte for byte", path)
+	}
+	errs.empty(t)
+}
