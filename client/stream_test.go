@@ -85,6 +85,8 @@ func TestServeStreamVia(t *testing.T) {
 		t.Parallel()
 		net := testNet(t)
 		release := make(chan struct{})
+		unblock := sync.OnceFunc(func() { close(release) })
+		t.Cleanup(unblock) // before Serve's stop, should the test fail first
 		serve(t, relayURL, net, testKey, sseHandler(release, nil))
 		resp, err := http.Get(relayURL + "/via/" + net + "/events")
 		require.NoError(t, err)
@@ -94,7 +96,7 @@ func TestServeStreamVia(t *testing.T) {
 		assert.Equal(t, int64(-1), resp.ContentLength, "chunked: no length was declared")
 		br := bufio.NewReader(resp.Body)
 		assert.Equal(t, "data: one\n\n", recv(t, readEvent(br), "the first event, before the second is written"))
-		close(release)
+		unblock()
 		rest, err := io.ReadAll(br)
 		require.NoError(t, err)
 		assert.Equal(t, "data: two\n\n", string(rest))
@@ -107,6 +109,8 @@ func TestServeStreamVia(t *testing.T) {
 		}
 		net := testNet(t)
 		release := make(chan struct{})
+		unblock := sync.OnceFunc(func() { close(release) })
+		t.Cleanup(unblock) // before Serve's stop, should the test fail first
 		serve(t, relayURL, net, testKey, sseHandler(release, nil))
 		ctx, cancel := context.WithTimeout(context.Background(), within)
 		defer cancel()
@@ -118,7 +122,7 @@ func TestServeStreamVia(t *testing.T) {
 		require.NoError(t, cmd.Start())
 		br := bufio.NewReader(out)
 		assert.Equal(t, "data: one\n\n", recv(t, readEvent(br), "curl's first event, before the second is written"))
-		close(release)
+		unblock()
 		rest, err := io.ReadAll(br)
 		require.NoError(t, err)
 		require.NoError(t, cmd.Wait(), "curl: %s", stderr.String())
@@ -134,6 +138,8 @@ func TestServeResponseController(t *testing.T) {
 	net := testNet(t)
 	flushed := make(chan error, 1)
 	release := make(chan struct{})
+	unblock := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(unblock) // before Serve's stop, should the test fail first
 	serve(t, relayURL, net, testKey, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "first|")
 		flushed <- http.NewResponseController(w).Flush()
@@ -150,7 +156,7 @@ func TestServeResponseController(t *testing.T) {
 		first <- b
 	}()
 	assert.Equal(t, "first|", recv(t, first, "the flushed bytes, before the rest is written"))
-	close(release)
+	unblock()
 	rest, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	assert.Equal(t, "second", string(rest))
@@ -164,6 +170,8 @@ func TestHTTPClientStream(t *testing.T) {
 	t.Parallel()
 	net := testNet(t)
 	release := make(chan struct{})
+	unblock := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(unblock) // before Serve's stop, should the test fail first
 	big := make([]byte, 3<<20+12345)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range big {
@@ -185,7 +193,7 @@ func TestHTTPClientStream(t *testing.T) {
 	assert.Equal(t, int64(-1), resp.ContentLength)
 	br := bufio.NewReader(resp.Body)
 	assert.Equal(t, "data: one\n\n", recv(t, readEvent(br), "the first event, before the second is written"))
-	close(release)
+	unblock()
 	rest, err := io.ReadAll(br)
 	require.NoError(t, err)
 	assert.Equal(t, "data: two\n\n", string(rest))
@@ -300,18 +308,21 @@ func TestServeStreamsFreeSlots(t *testing.T) {
 	unblock := sync.OnceFunc(func() { close(release) })
 	t.Cleanup(unblock)
 	s := login(t, relayURL, net)
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	get := func(path string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://c2cvia"+path, nil)
+		require.NoError(t, err)
+		return s.HTTPClient().Do(req)
+	}
 	var bodies []io.ReadCloser
 	for range streams {
-		resp, err := s.HTTPClient().Get("http://c2cvia/stream")
-		require.NoError(t, err)
+		resp, err := get("/stream")
+		require.NoError(t, err, "a stream's head, with %d streams open and %d slots", len(bodies), n)
 		bodies = append(bodies, resp.Body)
 		recv(t, started, "a stream")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://c2cvia/quick", nil)
-	require.NoError(t, err)
-	resp, err := s.HTTPClient().Do(req)
+	resp, err := get("/quick")
 	require.NoError(t, err, "answered with %d streams open and %d slots", streams, n)
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
