@@ -4,8 +4,11 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/c2cvia/c2cvia/internal/simhttp"
 )
 
 // defaultWait is a long poll's wait when the call names none. 25 s: under
@@ -61,13 +64,14 @@ func handleCheck(st *store) func(http.ResponseWriter, *http.Request, *params, to
 		RID     string `json:"rid"`
 		Status  string `json:"status"`
 		Attempt int    `json:"attempt"`
+		Stream  string `json:"stream,omitempty"` // a streamed answer's state
 	}
 	return func(w http.ResponseWriter, r *http.Request, p *params, t token) error {
 		rid, req, err := ownRequest(r, st, p, t)
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, response{rid, req.status, req.attempt})
+		writeJSON(w, http.StatusOK, response{rid, req.status, req.attempt, req.stream})
 		return nil
 	}
 }
@@ -85,7 +89,8 @@ func ownRequest(r *http.Request, st *store, p *params, t token) (string, request
 
 // handlePullRes serves pullres (smart false: answer now) and pullsmart
 // (smart: wait up to `wait` seconds for the answer; without rid, for any
-// answer of this token not pulled yet).
+// answer of this token not pulled yet). A streamed answer is read from
+// `offset` on (pullStream).
 func handlePullRes(st *store, lp *poller, smart bool) func(http.ResponseWriter, *http.Request, *params, token) error {
 	type answered struct {
 		RID    string          `json:"rid"`
@@ -107,18 +112,23 @@ func handlePullRes(st *store, lp *poller, smart bool) func(http.ResponseWriter, 
 		if err != nil {
 			return err
 		}
+		offset, err := p.offset(false)
+		if err != nil {
+			return err
+		}
 		ctx := r.Context()
 		if rid == "" {
 			if !smart {
 				return badRequest("missing_param", "rid is required")
 			}
 			var res []byte
+			var streamed bool
 			found, err := lp.poll(ctx, pollClient, tokenSignal(t.Hash), wait, func() (bool, time.Time, error) {
 				if ok, err := st.hasUnpulled(ctx, t); !ok || err != nil {
 					return false, time.Time{}, err
 				}
 				var ok bool
-				rid, res, ok, err = st.takeUnpulled(ctx, t)
+				rid, res, streamed, ok, err = st.takeUnpulled(ctx, t)
 				return ok, time.Time{}, err
 			})
 			if err != nil {
@@ -127,6 +137,13 @@ func handlePullRes(st *store, lp *poller, smart bool) func(http.ResponseWriter, 
 			if !found {
 				w.WriteHeader(http.StatusNoContent)
 				return nil
+			}
+			if streamed {
+				req, err := st.requestForOwner(ctx, t, rid)
+				if err != nil {
+					return err
+				}
+				return pullStream(w, r, st, rid, req, 0)
 			}
 			writeJSON(w, http.StatusOK, answered{rid, res})
 			return nil
@@ -138,8 +155,10 @@ func handlePullRes(st *store, lp *poller, smart bool) func(http.ResponseWriter, 
 			if req, err = st.requestForOwner(ctx, t, rid); err != nil {
 				return false, time.Time{}, err
 			}
-			switch req.status {
-			case statusAnswered, statusExpired, statusFailed:
+			switch {
+			case req.stream == streamOpen && req.bodyBytes <= offset:
+				return false, req.next(), nil // nothing new in the stream yet
+			case req.status == statusAnswered, req.gone() != nil:
 				return true, time.Time{}, nil
 			}
 			return false, req.next(), nil
@@ -150,12 +169,73 @@ func handlePullRes(st *store, lp *poller, smart bool) func(http.ResponseWriter, 
 		if err := req.gone(); err != nil {
 			return err
 		}
-		if req.status == statusAnswered {
+		switch {
+		case req.status != statusAnswered:
+			writeJSON(w, http.StatusAccepted, pending{rid, req.status})
+		case req.stream != "":
+			st.markPulled(req)
+			return pullStream(w, r, st, rid, req, offset)
+		default:
 			st.markPulled(req)
 			writeJSON(w, http.StatusOK, answered{rid, req.simRes})
-		} else {
-			writeJSON(w, http.StatusAccepted, pending{rid, req.status})
 		}
+		return nil
+	}
+}
+
+// pullStream answers a pull of the streamed answer req: its head with the
+// body from offset on (at most maxReadBytes), the stream's state, and the
+// offset the next read starts at.
+func pullStream(w http.ResponseWriter, r *http.Request, st *store, rid string, req requestState, offset int64) error {
+	type streamed struct {
+		RID    string          `json:"rid"`
+		SimRes json.RawMessage `json:"sim_res"`
+		Stream string          `json:"stream"`
+		Offset int64           `json:"offset"`
+	}
+	if offset > req.bodyBytes {
+		return newAPIError(http.StatusRequestedRangeNotSatisfiable, "offset_past_end", fmt.Sprintf(
+			"offset %d is past the %d body bytes committed", offset, req.bodyBytes))
+	}
+	body, err := st.readBody(r.Context(), req.seq, offset, maxReadBytes)
+	if err != nil {
+		return err
+	}
+	var res simhttp.Response
+	if err := json.Unmarshal(req.simRes, &res); err != nil {
+		return err
+	}
+	res.Body, res.BodyEncoding = simhttp.EncodeBody(body)
+	simRes, err := simhttp.Marshal(res)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, streamed{rid, simRes, req.stream, offset + int64(len(body))})
+	return nil
+}
+
+// handleCancel serves cancel: the token's request rid is withdrawn
+// (store.cancel; docs/API.md, "Cancellation"). Its waits and, when a
+// SimServer may hold it, the net's watches wake.
+func handleCancel(st *store, h *hub) func(http.ResponseWriter, *http.Request, *params, token) error {
+	type response struct {
+		RID    string `json:"rid"`
+		Status string `json:"status"`
+	}
+	return func(w http.ResponseWriter, r *http.Request, p *params, t token) error {
+		rid, err := p.requiredStr("rid")
+		if err != nil {
+			return err
+		}
+		net, held, err := st.cancel(r.Context(), t, rid)
+		if err != nil {
+			return err
+		}
+		h.notify(tokenSignal(t.Hash))
+		if held {
+			h.notify(watchSignal(net))
+		}
+		writeJSON(w, http.StatusOK, response{rid, statusCancelled})
 		return nil
 	}
 }

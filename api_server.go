@@ -4,8 +4,12 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
 	"net/http"
 	"time"
+
+	"github.com/c2cvia/c2cvia/internal/simhttp"
 )
 
 func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config, pf *preflights) apiFunc {
@@ -105,7 +109,7 @@ func leaseParam(p *params, cfg config) (time.Duration, error) {
 	return lease, nil
 }
 
-func handlePushRes(st *store, h *hub, answers *answerBox) apiFunc {
+func handlePushRes(st *store, h *hub, answers *answerBox, cfg config) apiFunc {
 	type response struct {
 		RID    string `json:"rid"`
 		Status string `json:"status"`
@@ -127,17 +131,167 @@ func handlePushRes(st *store, h *hub, answers *answerBox) apiFunc {
 		if err != nil {
 			return err
 		}
+		more, err := p.boolean("more", false)
+		if err != nil {
+			return err
+		}
+		lease, err := leaseParam(p, cfg)
+		if err != nil {
+			return err
+		}
+		var body []byte
+		if more {
+			if simRes, body, err = splitHead(simRes); err != nil {
+				return err
+			}
+		}
 		k, err := checkServerKey(r, st, net, key)
 		if err != nil {
 			return err
 		}
-		owner, err := st.answer(r.Context(), k, rid, simRes)
+		var owner []byte
+		if more {
+			owner, err = st.answerHead(r.Context(), k, rid, simRes, body, lease)
+		} else {
+			owner, err = st.answer(r.Context(), k, rid, simRes)
+		}
 		if err != nil {
 			return err
 		}
-		answers.deliver(rid, simRes) // a /via/ request waiting for it
+		answers.deliver(rid, simRes, more) // a /via/ request waiting for it
 		h.notify(tokenSignal(owner))
+		if more {
+			writeJSON(w, http.StatusOK, streamResponse{RID: rid, Status: statusAnswered, Stream: streamOpen, Offset: int64(len(body))})
+			return nil
+		}
 		writeJSON(w, http.StatusOK, response{rid, statusAnswered})
+		return nil
+	}
+}
+
+// streamResponse is the reply to a part of a streamed answer: the
+// stream's state and the body bytes committed in all.
+type streamResponse struct {
+	RID    string `json:"rid"`
+	Status string `json:"status,omitempty"`
+	Stream string `json:"stream"`
+	Offset int64  `json:"offset"`
+}
+
+// splitHead splits a normalized sim_res into the head of a streamed answer
+// (its simBody null) and its body's bytes (simhttp.DecodeBody).
+func splitHead(simRes []byte) (head, body []byte, err error) {
+	var res simhttp.Response
+	if err := json.Unmarshal(simRes, &res); err != nil {
+		return nil, nil, err
+	}
+	h, err := simhttp.ToHeader(res.Headers, res.HeadersEncoding)
+	if err != nil {
+		return nil, nil, badRequest("invalid_sim_res", "%v", err)
+	}
+	if body, _, err = simhttp.DecodeBody(res.Body, res.BodyEncoding, h); err != nil {
+		return nil, nil, badRequest("invalid_sim_res", "%v", err)
+	}
+	res.Body, res.BodyEncoding = json.RawMessage("null"), ""
+	head, err = simhttp.Marshal(res)
+	return head, body, err
+}
+
+// handlePushPart serves pushpart: one more part of a streamed answer
+// (docs/API.md, "Streamed answers and cancellation"). The part's bytes are
+// the raw body of an application/octet-stream POST, or simBody (with
+// simBodyEncoding) in a JSON or form body; at most maxBody of them (413).
+// A part at the wrong offset is 409 offset_mismatch.
+func handlePushPart(st *store, h *hub, cfg config) apiFunc {
+	return func(w http.ResponseWriter, r *http.Request, p *params) error {
+		net, key, err := serverAuth(r, p)
+		if err != nil {
+			return err
+		}
+		rid, err := p.requiredStr("rid")
+		if err != nil {
+			return err
+		}
+		offset, err := p.offset(true)
+		if err != nil {
+			return err
+		}
+		last, err := p.boolean("last", false)
+		if err != nil {
+			return err
+		}
+		lease, err := leaseParam(p, cfg)
+		if err != nil {
+			return err
+		}
+		data := p.octets
+		if data == nil {
+			raw, _, err := p.rawJSON("simBody")
+			if err != nil {
+				return err
+			}
+			encoding, _, err := p.str("simBodyEncoding")
+			if err != nil {
+				return err
+			}
+			if data, _, err = simhttp.DecodeBody(raw, encoding, nil); err != nil {
+				return badRequest("invalid_part", "%v", err)
+			}
+		}
+		if int64(len(data)) > int64(cfg.MaxBody) {
+			return errTooLarge
+		}
+		k, err := checkServerKey(r, st, net, key)
+		if err != nil {
+			return err
+		}
+		res, err := st.appendPart(r.Context(), k, rid, offset, data, last, lease)
+		if om := (*offsetMismatchError)(nil); errors.As(err, &om) {
+			return newAPIError(http.StatusConflict, "offset_mismatch", om.Error())
+		}
+		if err != nil {
+			return err
+		}
+		h.notify(tokenSignal(res.owner))
+		writeJSON(w, http.StatusOK, streamResponse{RID: rid, Stream: res.stream, Offset: res.offset})
+		return nil
+	}
+}
+
+// handleWatch serves watch: it waits, up to `wait`, until one of the rids
+// a SimServer holds needs no more work (store.watchDone), and names them
+// (docs/API.md, "Cancellation"). It writes nothing.
+func handleWatch(st *store, lp *poller) apiFunc {
+	type response struct {
+		Cancelled []string `json:"cancelled"`
+	}
+	return func(w http.ResponseWriter, r *http.Request, p *params) error {
+		net, key, err := serverAuth(r, p)
+		if err != nil {
+			return err
+		}
+		rids, err := p.list("rids", maxWatched)
+		if err != nil {
+			return err
+		}
+		wait, err := p.seconds("wait", defaultWait, lp.maxWait)
+		if err != nil {
+			return err
+		}
+		if _, err := checkServerKey(r, st, net, key); err != nil {
+			return err
+		}
+		ctx := r.Context()
+		done := []string{}
+		_, err = lp.poll(ctx, pollWatch, watchSignal(net), wait, func() (bool, time.Time, error) {
+			var err error
+			done, err = st.watchDone(ctx, net, rids)
+			return len(done) > 0, time.Time{}, err
+		})
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, response{done})
 		return nil
 	}
 }

@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -174,14 +175,21 @@ func (p *preflights) forward(net string) bool {
 // waiting for it, in memory, after the answer is committed.
 type answerBox struct {
 	mu      sync.Mutex
-	waiting map[string]chan []byte // rid -> its waiting gateway request
+	waiting map[string]chan boxedAnswer // rid -> its waiting gateway request
 }
 
-func newAnswerBox() *answerBox { return &answerBox{waiting: map[string]chan []byte{}} }
+// boxedAnswer is a committed sim_res; streamed: it is the head of an
+// answer whose body comes in parts, read from the store.
+type boxedAnswer struct {
+	simRes   []byte
+	streamed bool
+}
+
+func newAnswerBox() *answerBox { return &answerBox{waiting: map[string]chan boxedAnswer{}} }
 
 // expect makes rid's answer deliverable; done forgets it.
-func (b *answerBox) expect(rid string) (answer <-chan []byte, done func()) {
-	ch := make(chan []byte, 1)
+func (b *answerBox) expect(rid string) (answer <-chan boxedAnswer, done func()) {
+	ch := make(chan boxedAnswer, 1)
 	b.mu.Lock()
 	b.waiting[rid] = ch
 	b.mu.Unlock()
@@ -192,15 +200,15 @@ func (b *answerBox) expect(rid string) (answer <-chan []byte, done func()) {
 	}
 }
 
-// deliver gives rid's committed sim_res to the gateway request waiting for
-// it, if one is.
-func (b *answerBox) deliver(rid string, simRes []byte) {
+// deliver gives rid's committed sim_res (or a streamed answer's head) to
+// the gateway request waiting for it, if one is.
+func (b *answerBox) deliver(rid string, simRes []byte, streamed bool) {
 	b.mu.Lock()
 	ch := b.waiting[rid]
 	b.mu.Unlock()
 	if ch != nil {
 		select {
-		case ch <- simRes:
+		case ch <- boxedAnswer{simRes, streamed}:
 		default: // delivered already: an answer is accepted once
 		}
 	}
@@ -297,8 +305,11 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, t viaTarget) e
 	first := true
 	_, err = g.lp.poll(ctx, pollVia, tokenSignal(owner.Hash), wait, func() (bool, time.Time, error) {
 		select {
-		case req.simRes = <-answer:
-			req.status = statusAnswered
+		case a := <-answer:
+			req.status, req.simRes = statusAnswered, a.simRes
+			if a.streamed {
+				req.stream = streamOpen
+			}
 			return true, time.Time{}, nil
 		default:
 		}
@@ -317,9 +328,15 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, t viaTarget) e
 		return false, req.next(), nil
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			g.withdraw(ctx, owner, rid) // the caller went away: nobody waits for the answer
+		}
 		return err
 	}
 	if req.status == statusAnswered {
+		if req.stream != "" {
+			return g.writeStream(w, r, t, owner, rid, req.simRes)
+		}
 		return g.writeAnswer(w, r, t, req.simRes)
 	}
 	if err := req.gone(); err != nil {
@@ -424,6 +441,9 @@ func handleResult(st *store, g *gateway) func(http.ResponseWriter, *http.Request
 		}
 		if req.status == statusAnswered {
 			st.markPulled(req)
+			if req.stream != "" {
+				return g.writeStream(w, r, viaTarget{net: req.net, mode: viaPath}, t, rid, req.simRes)
+			}
 			return g.writeAnswer(w, r, viaTarget{net: req.net, mode: viaPath}, req.simRes)
 		}
 		if err := req.gone(); err != nil {
@@ -435,5 +455,96 @@ func handleResult(st *store, g *gateway) func(http.ResponseWriter, *http.Request
 			Status string `json:"status"`
 		}{rid, req.status})
 		return nil
+	}
+}
+
+// writeStream writes a streamed answer to a gateway caller: the head at
+// once, then each part as it is committed, read from the store at most
+// maxReadBytes at a time and flushed, so the caller reads events as they
+// happen and a large answer passes in bounded memory. A stream that ends
+// aborted or cancelled ends the caller's body early: the connection is
+// closed without the body's end, as a reverse proxy does when its
+// upstream dies. A caller that goes away withdraws the request.
+func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarget, owner token, rid string, head []byte) error {
+	body, err := g.writeHead(w, r, t, head, true)
+	if err != nil {
+		return err
+	}
+	rc := http.NewResponseController(w)
+	if _, err := w.Write(body); err == nil {
+		err = rc.Flush()
+	}
+	if err != nil || simhttp.Bodyless(r.Method, statusOf(head)) {
+		return nil
+	}
+	ctx := r.Context()
+	offset := int64(len(body))
+	for {
+		var req requestState
+		found, err := g.lp.wait(ctx, tokenSignal(owner.Hash), g.lp.clock.Now().Add(g.lp.maxWait), func() (bool, time.Time, error) {
+			var err error
+			if req, err = g.st.requestForOwner(ctx, owner, rid); err != nil {
+				return false, time.Time{}, err
+			}
+			return req.stream != streamOpen || req.bodyBytes > offset, req.next(), nil
+		})
+		switch {
+		case ctx.Err() != nil:
+			g.withdraw(ctx, owner, rid)
+			panic(http.ErrAbortHandler)
+		case err != nil || g.lp.stopping():
+			panic(http.ErrAbortHandler) // the head is out: only an early end tells the caller
+		case !found:
+			continue // a long stall: wait again, as long as the stream's lease holds
+		}
+		for offset < req.bodyBytes {
+			part, err := g.st.readBody(ctx, req.seq, offset, maxReadBytes)
+			if err == nil && len(part) == 0 {
+				err = fmt.Errorf("stream %s: %d bytes committed, none readable at offset %d", rid, req.bodyBytes, offset)
+			}
+			if err == nil {
+				if _, err = w.Write(part); err == nil {
+					err = rc.Flush()
+				}
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					g.withdraw(ctx, owner, rid)
+				}
+				panic(http.ErrAbortHandler)
+			}
+			offset += int64(len(part))
+		}
+		switch req.stream {
+		case streamComplete:
+			return nil
+		case streamAborted, streamCancelled:
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// statusOf is the simStatus of a sim_res (200 when it has none).
+func statusOf(simRes []byte) int {
+	var res struct {
+		Status int `json:"simStatus"`
+	}
+	if json.Unmarshal(simRes, &res) != nil || res.Status == 0 {
+		return http.StatusOK
+	}
+	return res.Status
+}
+
+// withdraw cancels rid for its gateway caller, who went away before its
+// answer was complete (docs/API.md, "Cancellation"). The caller's context
+// is done: the write outlives it.
+func (g *gateway) withdraw(ctx context.Context, owner token, rid string) {
+	net, held, err := g.st.cancel(context.WithoutCancel(ctx), owner, rid)
+	if err != nil {
+		return // answered, expired or failed meanwhile: nothing to withdraw
+	}
+	g.lp.hub.notify(tokenSignal(owner.Hash))
+	if held {
+		g.lp.hub.notify(watchSignal(net))
 	}
 }

@@ -40,6 +40,9 @@ var schemaV4 string
 //go:embed schema_v5.sql
 var schemaV5 string
 
+//go:embed schema_v6.sql
+var schemaV6 string
+
 // The store's errors: what it refuses, in its own terms. The HTTP edge
 // (errors.go) gives each its status and code; the store knows neither.
 var (
@@ -48,6 +51,9 @@ var (
 	errExpired      = errors.New("the request was not answered within its time to live")
 	errFailed       = errors.New("the request was handed out too many times without an answer")
 	errLeaseLost    = errors.New("the lease ran out")
+	errCancelled    = errors.New("the request was withdrawn by its caller")
+	errAborted      = errors.New("the streamed answer's lease ran out before its last part")
+	errNoStream     = errors.New("the request has no streamed answer to continue")
 	errUnknownToken = errors.New("no such token")
 	errTokenExpired = errors.New("the token has expired")
 	errWrongKey     = errors.New("the net is claimed by another key")
@@ -95,7 +101,7 @@ func isWriteFault(err error) bool {
 
 // migrations are the schema steps; step i brings user_version from i to i+1.
 // A shipped step never changes: add a new one.
-var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5}
+var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6}
 
 // storeOptions are the lifetimes and limits the store enforces. The
 // lifetimes come from the relay's flags (config.storeOptions); the store has
@@ -586,10 +592,11 @@ type statements struct {
 	answer, extend, markPulled, takeUnpulled, requestForNet, claimedKey,
 	touchToken, peerInNet, netPeers, subscribedNow, insertMessage, netUsage,
 	idlestLogin, dropLogin, dropSubscriptions,
-	openSubscription, subscribe, unsubscribe, dropEmptySubscription *sql.Stmt // writer
+	openSubscription, subscribe, unsubscribe, dropEmptySubscription,
+	answerHead, appendPart, insertPart, extendStream, cancelPending, cancelStream, requestForOwnerW *sql.Stmt // writer
 
 	tokenByHash, netKey, readyState, requestForOwner, hasUnpulled,
-	lastMessageID, readMessages, topicReceivers, recentPeers *sql.Stmt // readers
+	lastMessageID, readMessages, topicReceivers, recentPeers, readParts, watchDone *sql.Stmt // readers
 }
 
 // statement is one prepared statement: where it goes, on which database
@@ -613,7 +620,7 @@ func (q *statements) prepare(ctx context.Context, w, r *sql.DB) error {
 
 // list is every statement: each concern's file holds its own.
 func (q *statements) list(w, r *sql.DB) []statement {
-	return slices.Concat(tokenStatements(q, w, r), requestStatements(q, w, r), peerStatements(q, w, r), budgetStatements(q, w))
+	return slices.Concat(tokenStatements(q, w, r), requestStatements(q, w, r), streamStatements(q, w, r), peerStatements(q, w, r), budgetStatements(q, w))
 }
 
 func (q *statements) close() {

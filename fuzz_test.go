@@ -39,7 +39,7 @@ func FuzzDecodeParams(f *testing.F) {
 		if contentType != "" {
 			req.Header.Set("Content-Type", contentType)
 		}
-		p, err := decodeParams(httptest.NewRecorder(), req, 1<<16)
+		p, err := decodeParams(httptest.NewRecorder(), req, 1<<16, false)
 		if err != nil {
 			var ae *apiError
 			if !errors.As(err, &ae) || ae.Status < 400 || ae.Status > 499 {

@@ -109,8 +109,13 @@ func (h *hub) size() int {
 // netSignal wakes the SimServers waiting on a net: a request was queued.
 func netSignal(net string) string { return "n:" + net }
 
-// tokenSignal wakes the calls of one token: its answer came.
+// tokenSignal wakes the calls of one token: its answer came, a part of a
+// streamed answer was committed, or one of its requests was cancelled.
 func tokenSignal(hash []byte) string { return "t:" + string(hash) }
+
+// watchSignal wakes the watch calls of a net's SimServers: a request of
+// the net that a SimServer may hold was withdrawn.
+func watchSignal(net string) string { return "w:" + net }
 
 // peerSignal wakes the peers of a net waiting for messages: every message
 // of the net notifies it, and each waiter reads the message cache (no SQL).

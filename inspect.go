@@ -245,7 +245,7 @@ func (s *store) summary(ctx context.Context) ([]*netSummary, error) {
 		return nets[name]
 	}
 	err := eachRow(ctx, s.r, `SELECT net, `+statusSQL("?2", "?1")+` AS st, count(*), min(created_at)
-		FROM requests GROUP BY net, st`, []any{s.opts.MaxAttempts, now}, func(rows *sql.Rows) error {
+		FROM `+s.requestsTable()+` GROUP BY net, st`, []any{s.opts.MaxAttempts, now}, func(rows *sql.Rows) error {
 		var net, status string
 		var n int
 		var oldest int64
@@ -335,9 +335,22 @@ type requestInfo struct {
 	simResText     string
 }
 
-var requestInfoSQL = `SELECT rid, net, ` + statusSQL("?2", "?1") + `, attempt, from_peer,
+// requestInfoSQL reads requests as inspect shows them, from s.requestsTable.
+func (s *store) requestInfoSQL() string {
+	return `SELECT rid, net, ` + statusSQL("?2", "?1") + `, attempt, from_peer,
 	coalesce(json_extract(sim_req, '$.simMethod'), ''), coalesce(json_extract(sim_req, '$.simEndpoint'), ''),
-	created_at, lease_expires_at, done_at, sim_req, coalesce(sim_res, '') FROM requests`
+	created_at, lease_expires_at, done_at, sim_req, coalesce(sim_res, '') FROM ` + s.requestsTable()
+}
+
+// requestsTable is the requests table as inspect reads it. inspect reads
+// older stores as they are; before schema step 6 they have no
+// cancelled_at, which the status rule reads.
+func (s *store) requestsTable() string {
+	if s.version < 6 {
+		return `(SELECT *, NULL AS cancelled_at FROM requests)`
+	}
+	return `requests`
+}
 
 func scanRequestInfo(rows *sql.Rows) (requestInfo, error) {
 	var ri requestInfo
@@ -358,7 +371,7 @@ func scanRequestInfo(rows *sql.Rows) (requestInfo, error) {
 // listRequests returns the newest limit requests of net, newest first.
 func (s *store) listRequests(ctx context.Context, net string, limit int) ([]requestInfo, error) {
 	var out []requestInfo
-	err := eachRow(ctx, s.r, requestInfoSQL+` WHERE net = ?3 ORDER BY seq DESC LIMIT ?4`,
+	err := eachRow(ctx, s.r, s.requestInfoSQL()+` WHERE net = ?3 ORDER BY seq DESC LIMIT ?4`,
 		[]any{s.opts.MaxAttempts, s.nowMS(), net, limit}, func(rows *sql.Rows) error {
 			ri, err := scanRequestInfo(rows)
 			out = append(out, ri)
@@ -371,7 +384,7 @@ func (s *store) listRequests(ctx context.Context, net string, limit int) ([]requ
 func (s *store) requestDetail(ctx context.Context, rid string) (requestInfo, error) {
 	var ri requestInfo
 	found := false
-	err := eachRow(ctx, s.r, requestInfoSQL+` WHERE rid = ?3`, []any{s.opts.MaxAttempts, s.nowMS(), rid},
+	err := eachRow(ctx, s.r, s.requestInfoSQL()+` WHERE rid = ?3`, []any{s.opts.MaxAttempts, s.nowMS(), rid},
 		func(rows *sql.Rows) error {
 			var err error
 			ri, err = scanRequestInfo(rows)

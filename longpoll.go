@@ -21,6 +21,7 @@ type pollKind string
 const (
 	pollClient pollKind = "client_pullsmart"    // pullres and pullsmart
 	pollServer pollKind = "server_pullreqsmart" // pullreqsmart
+	pollWatch  pollKind = "server_watch"        // watch: a SimServer's held requests
 	pollVia    pollKind = "via"                 // a /via/ request waiting for its answer
 	pollPeer   pollKind = "peer_pullsmart"      // peer messages by long poll
 	pollStream pollKind = "peer_stream"         // peer messages as an event stream
@@ -41,7 +42,7 @@ type poller struct {
 
 func newPoller(h *hub, maxWait time.Duration, clk clockwork.Clock) *poller {
 	lp := &poller{hub: h, maxWait: maxWait, clock: clk, done: make(chan struct{})}
-	for _, k := range []pollKind{pollClient, pollServer, pollVia, pollPeer, pollStream} {
+	for _, k := range []pollKind{pollClient, pollServer, pollWatch, pollVia, pollPeer, pollStream} {
 		lp.kind(k) // known kinds show as 0 before their first poll
 	}
 	return lp

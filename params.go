@@ -26,6 +26,10 @@ type params struct {
 	text map[string]string
 	json map[string]json.RawMessage
 	auth string // the Authorization: Bearer credential, if any
+
+	// octets is the raw body of an application/octet-stream POST, on the
+	// one route that takes one (pushpart); nil otherwise.
+	octets []byte
 }
 
 // jsonTextFields are object-valued: in the query or a form body they are JSON
@@ -37,8 +41,9 @@ var jsonTextFields = map[string]bool{
 }
 
 // decodeParams reads r's query and body under a maxBody limit. It never
-// writes anything; every failure is an *apiError.
-func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64) (*params, error) {
+// writes anything; every failure is an *apiError. octets: the route also
+// takes an application/octet-stream body, kept whole in params.octets.
+func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64, octets bool) (*params, error) {
 	p := &params{call: callFrom(r.Context()), text: map[string]string{}, json: map[string]json.RawMessage{}}
 	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
 		p.auth = strings.TrimSpace(a[7:])
@@ -56,10 +61,17 @@ func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64) (*param
 	if err != nil {
 		return nil, err
 	}
+	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if octets && err == nil && mediaType == "application/octet-stream" {
+		p.octets = body
+		if p.octets == nil {
+			p.octets = []byte{}
+		}
+		return p, nil
+	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return p, nil
 	}
-	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil {
 		return nil, errMediaType
 	}
@@ -337,6 +349,46 @@ func (p *params) cursor(name string) (int64, error) {
 		return 0, nil
 	}
 	return parseCursor(name, text)
+}
+
+// offset returns a byte offset into a streamed answer's body: a whole
+// number, 0 or more, given as a JSON integer or decimal text; 0 when
+// absent, unless required (400 missing_param).
+func (p *params) offset(required bool) (int64, error) {
+	if required && !p.has("offset") {
+		return 0, badRequest("missing_param", "offset is required: the body bytes committed before this part")
+	}
+	n, err := p.cursor("offset")
+	if err != nil {
+		return 0, badRequest("invalid_param", "offset must be a whole number of bytes, 0 or more")
+	}
+	return n, nil
+}
+
+// list returns a list of strings: a JSON array of strings, or
+// comma-separated text; 1 to max of them (400 otherwise).
+func (p *params) list(name string, max int) ([]string, error) {
+	var out []string
+	if raw, found := p.json[name]; found {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			var s string
+			if json.Unmarshal(raw, &s) != nil {
+				return nil, badRequest("invalid_param", "%s must be an array of strings", name)
+			}
+			out = strings.Split(s, ",")
+		}
+	} else if text, ok := p.text[name]; ok {
+		out = strings.Split(text, ",")
+	}
+	if len(out) == 0 || len(out) > max {
+		return nil, badRequest("invalid_param", "%s must name 1 to %d items", name, max)
+	}
+	for i := range out {
+		if out[i] = strings.TrimSpace(out[i]); out[i] == "" || len(out[i]) > 64 {
+			return nil, badRequest("invalid_param", "%s holds an empty or overlong item", name)
+		}
+	}
+	return out, nil
 }
 
 // parseCursor reads a cursor from decimal text; empty text is 0.

@@ -36,8 +36,8 @@ func requestStatements(q *statements, w, r *sql.DB) []statement {
 		{&q.markPulled, w, `UPDATE requests SET pulled = 1 WHERE seq = ?`},
 		{&q.takeUnpulled, w, `UPDATE requests SET pulled = 1 WHERE seq = (
 			SELECT seq FROM requests WHERE token_hash = ? AND status = 'answered' AND pulled = 0
-			ORDER BY done_at, seq LIMIT 1) RETURNING rid, sim_res`},
-		{&q.requestForNet, w, `SELECT seq, net, status, attempt, expires_at, lease_expires_at, sim_res, pulled
+			ORDER BY done_at, seq LIMIT 1) RETURNING rid, sim_res, stream IS NOT NULL`},
+		{&q.requestForNet, w, `SELECT ` + requestStateColumns + `
 			FROM requests WHERE rid = ? AND net = ?`},
 
 		{&q.readyState, r, `SELECT
@@ -45,7 +45,7 @@ func requestStatements(q *statements, w, r *sql.DB) []statement {
 			EXISTS (SELECT 1 FROM requests WHERE net = ?1 AND status = 'delivered' AND lease_expires_at <= ?2
 			        AND ` + statusSQL("?2", "?3") + ` = 'delivered'),
 			(SELECT min(lease_expires_at) FROM requests WHERE net = ?1 AND status = 'delivered' AND lease_expires_at > ?2)`},
-		{&q.requestForOwner, r, `SELECT seq, net, status, attempt, expires_at, lease_expires_at, sim_res, pulled
+		{&q.requestForOwner, r, `SELECT ` + requestStateColumns + `
 			FROM requests WHERE rid = ? AND token_hash = ?`},
 		{&q.hasUnpulled, r, `SELECT EXISTS (SELECT 1 FROM requests WHERE token_hash = ? AND status = 'answered' AND pulled = 0)`},
 	}
@@ -232,20 +232,31 @@ type requestState struct {
 	seq       int64
 	net       string
 	status    string // by the status rule: expired and failed hold from the moment they are due
-	changesAt int64  // ms: when status changes by itself; 0 never (statusAt)
+	changesAt int64  // ms: when status or stream changes by itself; 0 never (statusAt, streamAt)
 	attempt   int
-	simRes    []byte
+	simRes    []byte // a streamed answer's head only
 	pulled    bool
+	owner     []byte // the owner's token hash
+	from      string // the sender's peer_id
+
+	stream    string // "" for an answer posted whole, else by streamAt
+	bodyBytes int64  // a streamed answer's body bytes committed
 }
 
-// gone is the error of a request that will never be answered: errExpired
-// or errFailed; nil while it may still be, or once it is.
+// requestStateColumns are the columns scanState reads, in its order.
+const requestStateColumns = `seq, net, status, attempt, expires_at, lease_expires_at, sim_res, pulled,
+	token_hash, from_peer, stream, body_bytes, cancelled_at IS NOT NULL`
+
+// gone is the error of a request that will never be answered: errExpired,
+// errFailed or errCancelled; nil while it may still be, or once it is.
 func (st requestState) gone() error {
 	switch st.status {
 	case statusExpired:
 		return errExpired
 	case statusFailed:
 		return errFailed
+	case statusCancelled:
+		return errCancelled
 	}
 	return nil
 }
@@ -254,8 +265,9 @@ func (s *store) scanState(row *sql.Row) (requestState, error) {
 	var st requestState
 	var r requestTimes
 	var lease sql.NullInt64
-	var simRes sql.NullString
-	err := row.Scan(&st.seq, &st.net, &r.stored, &r.attempt, &r.expiresAt, &lease, &simRes, &st.pulled)
+	var simRes, stream sql.NullString
+	err := row.Scan(&st.seq, &st.net, &r.stored, &r.attempt, &r.expiresAt, &lease, &simRes, &st.pulled,
+		&st.owner, &st.from, &stream, &st.bodyBytes, &r.cancelled)
 	if errors.Is(err, sql.ErrNoRows) {
 		return st, errNotFound
 	}
@@ -265,7 +277,11 @@ func (s *store) scanState(row *sql.Row) (requestState, error) {
 	r.leaseExp = lease.Int64
 	st.attempt = r.attempt
 	st.simRes = []byte(simRes.String)
-	st.status, st.changesAt = statusAt(r, s.nowMS(), s.opts.MaxAttempts)
+	now := s.nowMS()
+	st.status, st.changesAt = statusAt(r, now, s.opts.MaxAttempts)
+	if st.status == statusAnswered {
+		st.stream, st.changesAt = streamAt(stream.String, r.cancelled, r.leaseExp, now)
+	}
 	return st, nil
 }
 
@@ -306,18 +322,19 @@ func (s *store) hasUnpulled(ctx context.Context, t token) (bool, error) {
 }
 
 // takeUnpulled returns t's oldest answered response not yet pulled and marks
-// it pulled; ok is false if there is none.
-func (s *store) takeUnpulled(ctx context.Context, t token) (rid string, simRes []byte, ok bool, err error) {
+// it pulled; ok is false if there is none. streamed: simRes is the head
+// of a streamed answer, whose body is read apart.
+func (s *store) takeUnpulled(ctx context.Context, t token) (rid string, simRes []byte, streamed, ok bool, err error) {
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var res string
-		err := tx.StmtContext(ctx, s.q.takeUnpulled).QueryRowContext(ctx, t.Hash).Scan(&rid, &res)
+		err := tx.StmtContext(ctx, s.q.takeUnpulled).QueryRowContext(ctx, t.Hash).Scan(&rid, &res, &streamed)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}
 		ok, simRes = err == nil, []byte(res)
 		return err
 	})
-	return rid, simRes, ok, err
+	return rid, simRes, streamed, ok, err
 }
 
 // answer stores simRes for rid of k's net and returns the owner's token
@@ -359,7 +376,7 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 }
 
 // extend renews the lease on rid of k's net to now+lease, if it is still
-// held.
+// held: a delivered request's, or an open stream's.
 func (s *store) extend(ctx context.Context, k serverKey, rid string, lease time.Duration) (until int64, err error) {
 	net := k.net
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -373,6 +390,12 @@ func (s *store) extend(ctx context.Context, k serverKey, rid string, lease time.
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
+			// An open stream holds a lease too.
+			if res, err = tx.StmtContext(ctx, s.q.extendStream).ExecContext(ctx, until, now, rid, net); err != nil {
+				return err
+			}
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
 			if err := s.refusal(ctx, tx, net, rid); err != nil {
 				return err
 			}
@@ -384,19 +407,20 @@ func (s *store) extend(ctx context.Context, k serverKey, rid string, lease time.
 }
 
 // refusal explains why a SimServer's write to rid did not apply: not found
-// (also for another net's rid), answered, expired or failed; nil otherwise.
+// (also for another net's rid), answered, expired, failed or cancelled, or
+// its stream aborted; nil otherwise.
 func (s *store) refusal(ctx context.Context, tx *sql.Tx, net, rid string) error {
 	st, err := s.scanState(tx.StmtContext(ctx, s.q.requestForNet).QueryRowContext(ctx, rid, net))
 	if err != nil {
 		return err
 	}
-	switch st.status {
-	case statusAnswered:
+	switch {
+	case st.stream == streamCancelled:
+		return errCancelled
+	case st.stream == streamAborted:
+		return errAborted
+	case st.status == statusAnswered:
 		return errAnswered
-	case statusExpired:
-		return errExpired
-	case statusFailed:
-		return errFailed
 	}
-	return nil
+	return st.gone()
 }

@@ -13,8 +13,9 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	// pushreq and pushres carry a body of up to --max-body after base64,
 	// as the gateway stores the largest request it accepts.
 	sims := apiAdapter(log, simEnvelope(cfg.MaxBody))
-	answers := newAnswerBox()   // pushres hands answers to waiting /via/ requests
-	preflights := &preflights{} // pullreqsmart records which SimServers want CORS preflights
+	parts := octetsAdapter(log, simEnvelope(cfg.MaxBody)) // raw bytes, or JSON with base64
+	answers := newAnswerBox()                             // pushres hands answers to waiting /via/ requests
+	preflights := &preflights{}                           // pullreqsmart records which SimServers want CORS preflights
 	gw := &gateway{st: st, lp: lp, cfg: cfg, answers: answers, preflights: preflights, cors: newCORSPolicy(cfg.CORSOrigin)}
 
 	mux.Handle("GET /healthz", handleHealthz(st, func() (int64, bool) { return diskFree(filepath.Dir(cfg.DB)) }))
@@ -26,6 +27,7 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	mux.Handle("GET /api/v1/client/login", api(handleLogin(st)))
 	mux.Handle("POST /api/v1/client/login", api(handleLogin(st)))
 	mux.Handle("POST /api/v1/client/pushreq", sims(withSender(st, handlePushReq(st, lp.hub))))
+	mux.Handle("POST /api/v1/client/cancel", api(withToken(st, handleCancel(st, lp.hub)), "POST"))
 	mux.Handle("GET /api/v1/client/check", api(withToken(st, handleCheck(st))))
 	mux.Handle("POST /api/v1/client/check", api(withToken(st, handleCheck(st))))
 	mux.Handle("GET /api/v1/client/pullres", api(withToken(st, handlePullRes(st, lp, false))))
@@ -38,7 +40,11 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	// Server API: the SimServer of a net, authenticated by the net's key.
 	mux.Handle("GET /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, pres, cfg, preflights)))
 	mux.Handle("POST /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, pres, cfg, preflights)))
-	mux.Handle("POST /api/v1/server/pushres", sims(handlePushRes(st, lp.hub, answers)))
+	mux.Handle("POST /api/v1/server/pushres", sims(handlePushRes(st, lp.hub, answers, cfg)))
+	// A streamed answer's further parts, and the SimServer's watch on the
+	// requests it holds (docs/API.md, "Streamed answers and cancellation").
+	mux.Handle("POST /api/v1/server/pushpart", parts(handlePushPart(st, lp.hub, cfg)))
+	mux.Handle("POST /api/v1/server/watch", api(handleWatch(st, lp)))
 	mux.Handle("POST /api/v1/server/extend", api(handleExtend(st, cfg)))
 	mux.Handle("POST /api/v1/server/release", api(handleRelease(st)))
 

@@ -56,6 +56,16 @@ type apiFunc func(w http.ResponseWriter, r *http.Request, p *params) error
 // allow names the route's methods for the Allow of a refused HEAD; none is
 // "GET, POST".
 func apiAdapter(log *slog.Logger, maxBody int64) func(fn apiFunc, allow ...string) http.Handler {
+	return bodyAdapter(log, maxBody, false)
+}
+
+// octetsAdapter is apiAdapter for a route that also takes an
+// application/octet-stream body (params.octets): pushpart.
+func octetsAdapter(log *slog.Logger, maxBody int64) func(fn apiFunc, allow ...string) http.Handler {
+	return bodyAdapter(log, maxBody, true)
+}
+
+func bodyAdapter(log *slog.Logger, maxBody int64, octets bool) func(fn apiFunc, allow ...string) http.Handler {
 	return func(fn apiFunc, allow ...string) http.Handler {
 		allowed := "GET, POST"
 		if len(allow) > 0 {
@@ -67,7 +77,7 @@ func apiAdapter(log *slog.Logger, maxBody int64) func(fn apiFunc, allow ...strin
 				w.Header().Set("Allow", allowed)
 				return errMethod
 			}
-			p, err := decodeParams(w, r, maxBody)
+			p, err := decodeParams(w, r, maxBody, octets)
 			if err != nil {
 				return err
 			}

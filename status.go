@@ -6,6 +6,7 @@
 //	                  |  +-- lease ran out: handed out again, attempt + 1
 //	                  +----- last lease (--max-attempts) ran out: failed
 //	queued or delivered past --req-ttl: expired
+//	queued or delivered, withdrawn by its caller: cancelled
 //
 // The store writes down queued, delivered and answered when they happen.
 // Expired and failed are decided from the clock on every read, so they hold
@@ -22,6 +23,21 @@ const (
 	statusAnswered  = "answered"
 	statusExpired   = "expired"
 	statusFailed    = "failed"
+	// statusCancelled is a request its caller withdrew before it was
+	// answered. It is stored as failed, with cancelled_at set, so that the
+	// indexes and the janitor treat it as finished.
+	statusCancelled = "cancelled"
+)
+
+// The states of a streamed answer (docs/API.md, "Streamed answers and
+// cancellation"). The store writes down open and complete; aborted (its
+// lease ran out before the last part) and cancelled (its caller withdrew
+// it) are decided on read, like expired.
+const (
+	streamOpen      = "open"
+	streamComplete  = "complete"
+	streamAborted   = "aborted"
+	streamCancelled = "cancelled"
 )
 
 // statusSQL is a requests row's status at the time bound to the parameter
@@ -35,6 +51,7 @@ const (
 // SQLite can use the partial indexes, which are built on the stored status.
 func statusSQL(now, maxAttempts string) string {
 	return `(CASE
+		WHEN status = 'failed' AND cancelled_at IS NOT NULL THEN 'cancelled'
 		WHEN status = 'delivered' AND attempt >= ` + maxAttempts + ` AND lease_expires_at <= ` + now + `
 		     AND lease_expires_at < expires_at THEN 'failed'
 		WHEN status IN ('queued', 'delivered') AND expires_at <= ` + now + ` THEN 'expired'
@@ -47,6 +64,7 @@ type requestTimes struct {
 	attempt   int
 	expiresAt int64 // ms
 	leaseExp  int64 // ms; 0 when no lease is out (lease_expires_at NULL)
+	cancelled bool  // cancelled_at is set
 }
 
 // statusAt is statusSQL for a row already read: its status at now (Unix
@@ -70,8 +88,28 @@ func statusAt(r requestTimes, now int64, maxAttempts int) (status string, change
 			return statusDelivered, r.leaseExp
 		}
 		return statusDelivered, r.expiresAt
+	case statusFailed:
+		if r.cancelled {
+			return statusCancelled, 0
+		}
 	}
-	return r.stored, 0 // answered, expired and failed are final
+	return r.stored, 0 // answered, expired, failed and cancelled are final
+}
+
+// streamAt is the state of an answered request's stream at now (Unix ms):
+// "" for an answer posted whole (stored is NULL), else open, complete,
+// aborted or cancelled; changesAt is when an open stream is aborted unless
+// a part or an extend renews its lease (0 otherwise).
+func streamAt(stored string, cancelled bool, leaseExp, now int64) (state string, changesAt int64) {
+	switch {
+	case stored == "" || stored == streamComplete:
+		return stored, 0
+	case cancelled:
+		return streamCancelled, 0
+	case leaseExp <= now:
+		return streamAborted, 0
+	}
+	return streamOpen, leaseExp
 }
 
 // wasStatus is the stored status of an unanswered request from its attempt:

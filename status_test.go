@@ -21,14 +21,17 @@ import (
 // statusGrid is every kind of row the rule meets around now, with
 // --max-attempts 5: each stored status, attempts below, at and past the
 // limit, a TTL passed, due now or ahead, and no lease or one that ran out,
-// runs out now, or ends before, at or after the TTL.
+// runs out now, or ends before, at or after the TTL; withdrawn by its
+// caller or not.
 func statusGrid(now int64) []requestTimes {
 	var grid []requestTimes
 	for _, stored := range []string{statusQueued, statusDelivered, statusAnswered, statusExpired, statusFailed} {
 		for _, attempt := range []int{0, 1, 4, 5, 6} {
 			for _, exp := range []int64{now - 1000, now, now + 1000} {
 				for _, lease := range []int64{0, now - 500, now, now + 500, exp, exp + 100} {
-					grid = append(grid, requestTimes{stored: stored, attempt: attempt, expiresAt: exp, leaseExp: lease})
+					for _, cancelled := range []bool{false, true} {
+						grid = append(grid, requestTimes{stored: stored, attempt: attempt, expiresAt: exp, leaseExp: lease, cancelled: cancelled})
+					}
 				}
 			}
 		}
@@ -43,10 +46,14 @@ func sqlStatus(t *testing.T, db *sql.DB, r requestTimes, now int64, maxAttempts 
 	if r.leaseExp != 0 {
 		lease = r.leaseExp
 	}
+	var cancelledAt any
+	if r.cancelled {
+		cancelledAt = now - 100
+	}
 	var got string
 	err := db.QueryRowContext(context.Background(), `SELECT `+statusSQL("?1", "?2")+` FROM
-		(SELECT ?3 AS status, ?4 AS attempt, ?5 AS expires_at, ?6 AS lease_expires_at)`,
-		now, maxAttempts, r.stored, r.attempt, r.expiresAt, lease).Scan(&got)
+		(SELECT ?3 AS status, ?4 AS attempt, ?5 AS expires_at, ?6 AS lease_expires_at, ?7 AS cancelled_at)`,
+		now, maxAttempts, r.stored, r.attempt, r.expiresAt, lease, cancelledAt).Scan(&got)
 	require.NoError(t, err)
 	return got
 }
@@ -75,7 +82,7 @@ func TestStatusRule(t *testing.T) {
 		assert.NotEqual(t, status, after, "%s: did not change at changesAt", name)
 		assert.Equal(t, after, sqlStatus(t, db, r, changesAt, maxAttempts), "%s at changesAt", name)
 	}
-	for _, s := range []string{statusQueued, statusDelivered, statusAnswered, statusExpired, statusFailed} {
+	for _, s := range []string{statusQueued, statusDelivered, statusAnswered, statusExpired, statusFailed, statusCancelled} {
 		assert.Positive(t, seen[s], "the grid reaches %s", s)
 	}
 }

@@ -49,15 +49,32 @@ var originWide = map[string]bool{
 // replace the relay's, except Vary, which gains Origin whenever
 // Access-Control-Allow-Origin names an origin.
 func (g *gateway) writeAnswer(w http.ResponseWriter, r *http.Request, t viaTarget, simRes []byte) error {
-	var res simhttp.Response
-	if err := json.Unmarshal(simRes, &res); err != nil {
+	body, err := g.writeHead(w, r, t, simRes, false)
+	if err != nil {
 		return err
 	}
-	status, h, body, err := res.HTTPResponse(r.Method)
+	_, _ = w.Write(body)
+	return nil
+}
+
+// writeHead writes the status and headers of a sim_res as writeAnswer
+// does, and returns the body bytes to write after them. streamed: the
+// sim_res is the head of an answer whose body comes in parts
+// (simhttp.Response.HTTPHead).
+func (g *gateway) writeHead(w http.ResponseWriter, r *http.Request, t viaTarget, simRes []byte, streamed bool) ([]byte, error) {
+	var res simhttp.Response
+	if err := json.Unmarshal(simRes, &res); err != nil {
+		return nil, err
+	}
+	httpResponse := res.HTTPResponse
+	if streamed {
+		httpResponse = res.HTTPHead
+	}
+	status, h, body, err := httpResponse(r.Method)
 	if nf := (*simhttp.NotFinalError)(nil); errors.As(err, &nf) {
-		return newAPIError(http.StatusBadGateway, "bad_gateway", nf.Error())
+		return nil, newAPIError(http.StatusBadGateway, "bad_gateway", nf.Error())
 	} else if err != nil {
-		return newAPIError(http.StatusBadGateway, "bad_gateway", "the SimServer's answer cannot be written: "+err.Error())
+		return nil, newAPIError(http.StatusBadGateway, "bad_gateway", "the SimServer's answer cannot be written: "+err.Error())
 	}
 	out := w.Header()
 	vary := out.Values("Vary")
@@ -96,8 +113,7 @@ func (g *gateway) writeAnswer(w http.ResponseWriter, r *http.Request, t viaTarge
 		out.Add("Content-Security-Policy", sandboxCSP)
 	}
 	w.WriteHeader(status)
-	_, _ = w.Write(body)
-	return nil
+	return body, nil
 }
 
 // underPrefix puts a root-relative Location (/login) under the net's path

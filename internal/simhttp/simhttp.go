@@ -412,6 +412,20 @@ func Bodyless(method string, status int) bool {
 // and 205 has 0. A JSON simBody other than a string gets Content-Type
 // application/json unless the headers name a type.
 func (res *Response) HTTPResponse(method string) (status int, h http.Header, body []byte, err error) {
+	return res.httpResponse(method, false)
+}
+
+// HTTPHead is HTTPResponse for the head of an answer whose body comes in
+// parts (docs/API.md, "Streamed answers and cancellation"): the status
+// and headers to write before the parts, and the head's own body bytes
+// (usually none) to write first. The body's length is not known yet, so
+// Content-Length is the one the SimServer declared, or none (the body is
+// then chunked); the other rules are HTTPResponse's.
+func (res *Response) HTTPHead(method string) (status int, h http.Header, body []byte, err error) {
+	return res.httpResponse(method, true)
+}
+
+func (res *Response) httpResponse(method string, streamed bool) (status int, h http.Header, body []byte, err error) {
 	status = res.Status
 	if status == 0 {
 		status = http.StatusOK
@@ -440,6 +454,10 @@ func (res *Response) HTTPResponse(method string) (status int, h http.Header, bod
 			h.Set("Content-Length", strconv.FormatUint(n, 10))
 		} else if method == http.MethodHead && status != http.StatusNotModified && len(body) > 0 {
 			h.Set("Content-Length", strconv.Itoa(len(body)))
+		}
+	case streamed:
+		if n, err := strconv.ParseUint(declared, 10, 63); err == nil {
+			h.Set("Content-Length", strconv.FormatUint(n, 10))
 		}
 	default:
 		h.Set("Content-Length", strconv.Itoa(len(body)))
