@@ -162,6 +162,7 @@ func printRequestDetail(w io.Writer, r requestInfo) {
 	for _, kv := range [][2]string{
 		{"rid", r.RID}, {"net", r.Net}, {"status", r.Status}, {"attempt", fmt.Sprint(r.Attempt)},
 		{"from", r.From}, {"created", r.CreatedAt}, {"lease until", r.LeaseExpiresAt}, {"done", r.DoneAt},
+		{"stream", streamLine(r)},
 	} {
 		if kv[1] != "" {
 			fmt.Fprintf(tw, "%s:\t%s\n", kv[0], printable(kv[1]))
@@ -174,6 +175,15 @@ func printRequestDetail(w io.Writer, r requestInfo) {
 	} else {
 		fmt.Fprintln(w, "sim_res: none yet")
 	}
+}
+
+// streamLine describes a streamed answer for inspect --rid: its state and
+// the body bytes committed (the sim_res printed is its head only).
+func streamLine(r requestInfo) string {
+	if r.Stream == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s, %d body bytes in parts (the sim_res below is the head)", r.Stream, r.BodyBytes)
 }
 
 func indentJSON(raw json.RawMessage) string {
@@ -329,7 +339,9 @@ type requestInfo struct {
 	CreatedAt      string          `json:"created_at"`
 	LeaseExpiresAt string          `json:"lease_expires_at,omitempty"`
 	DoneAt         string          `json:"done_at,omitempty"`
-	SimReq         json.RawMessage `json:"sim_req,omitempty"` // --rid only
+	Stream         string          `json:"stream,omitempty"`     // a streamed answer's state
+	BodyBytes      int64           `json:"body_bytes,omitempty"` // its body bytes committed, in answer_parts
+	SimReq         json.RawMessage `json:"sim_req,omitempty"`    // --rid only
 	SimRes         json.RawMessage `json:"sim_res,omitempty"`
 	simReqText     string
 	simResText     string
@@ -339,25 +351,31 @@ type requestInfo struct {
 func (s *store) requestInfoSQL() string {
 	return `SELECT rid, net, ` + statusSQL("?2", "?1") + `, attempt, from_peer,
 	coalesce(json_extract(sim_req, '$.simMethod'), ''), coalesce(json_extract(sim_req, '$.simEndpoint'), ''),
-	created_at, lease_expires_at, done_at, sim_req, coalesce(sim_res, '') FROM ` + s.requestsTable()
+	created_at, lease_expires_at, done_at, sim_req, coalesce(sim_res, ''),
+	coalesce(stream, ''), body_bytes, cancelled_at IS NOT NULL FROM ` + s.requestsTable()
 }
 
 // requestsTable is the requests table as inspect reads it. inspect reads
-// older stores as they are; before schema step 6 they have no
-// cancelled_at, which the status rule reads.
+// older stores as they are; before schema step 6 they have no streams
+// and no cancelled_at, which the status rule reads.
 func (s *store) requestsTable() string {
 	if s.version < 6 {
-		return `(SELECT *, NULL AS cancelled_at FROM requests)`
+		return `(SELECT *, NULL AS stream, 0 AS body_bytes, NULL AS cancelled_at FROM requests)`
 	}
 	return `requests`
 }
 
-func scanRequestInfo(rows *sql.Rows) (requestInfo, error) {
+func (s *store) scanRequestInfo(rows *sql.Rows) (requestInfo, error) {
 	var ri requestInfo
 	var created int64
 	var lease, done sql.NullInt64
+	var stream string
+	var cancelled bool
 	err := rows.Scan(&ri.RID, &ri.Net, &ri.Status, &ri.Attempt, &ri.From, &ri.Method, &ri.Endpoint,
-		&created, &lease, &done, &ri.simReqText, &ri.simResText)
+		&created, &lease, &done, &ri.simReqText, &ri.simResText, &stream, &ri.BodyBytes, &cancelled)
+	if ri.Status == statusAnswered {
+		ri.Stream, _ = streamAt(stream, cancelled, lease.Int64, s.nowMS())
+	}
 	ri.CreatedAt = formatMS(created)
 	if lease.Valid && ri.Status == statusDelivered {
 		ri.LeaseExpiresAt = formatMS(lease.Int64)
@@ -373,7 +391,7 @@ func (s *store) listRequests(ctx context.Context, net string, limit int) ([]requ
 	var out []requestInfo
 	err := eachRow(ctx, s.r, s.requestInfoSQL()+` WHERE net = ?3 ORDER BY seq DESC LIMIT ?4`,
 		[]any{s.opts.MaxAttempts, s.nowMS(), net, limit}, func(rows *sql.Rows) error {
-			ri, err := scanRequestInfo(rows)
+			ri, err := s.scanRequestInfo(rows)
 			out = append(out, ri)
 			return err
 		})
@@ -387,7 +405,7 @@ func (s *store) requestDetail(ctx context.Context, rid string) (requestInfo, err
 	err := eachRow(ctx, s.r, s.requestInfoSQL()+` WHERE rid = ?3`, []any{s.opts.MaxAttempts, s.nowMS(), rid},
 		func(rows *sql.Rows) error {
 			var err error
-			ri, err = scanRequestInfo(rows)
+			ri, err = s.scanRequestInfo(rows)
 			found = true
 			ri.SimReq = json.RawMessage(ri.simReqText)
 			if ri.simResText != "" {

@@ -518,3 +518,44 @@ func TestStreamSurvivesKill(t *testing.T) {
 	assert.Equal(t, "end", streamBody(t, rep))
 	assert.Equal(t, "complete", rep.str("stream"))
 }
+
+// TestStreamRetention: an open stream whose SimServer keeps it (extend) is
+// not removed under its caller, however long it idles; once it ends, its
+// retention runs from its last part, and removing it removes its parts and
+// gives their bytes back to the net's budget.
+func TestStreamRetention(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	ctx := context.Background()
+	tok, rid := r.leaseFresh("keep")
+	require.Equal(t, http.StatusOK, r.head("keep", rid, nil, "0123456789").Status)
+	require.Equal(t, http.StatusOK, r.part("keep", rid, 10, bytes.Repeat([]byte("x"), 5000), false).Status)
+	usage := func() (n int64) {
+		require.NoError(t, r.store.r.QueryRow(`SELECT coalesce(sum(bytes), 0) FROM net_usage WHERE net = 'keep'`).Scan(&n))
+		return n
+	}
+	assert.Greater(t, usage(), int64(5010), "the parts count in the net's budget")
+	// inspect, on the relay's clock: the stream's state and its bytes.
+	detail, err := r.store.requestDetail(ctx, rid)
+	require.NoError(t, err)
+	var out bytes.Buffer
+	printRequestDetail(&out, detail)
+	assert.Contains(t, out.String(), "open, 5010 body bytes in parts", "inspect tells a stream from a whole answer")
+
+	// Silence past --res-ttl since the last part, the lease kept by extend.
+	for idle := time.Duration(0); idle < r.cfg.ResTTL+time.Minute; idle += 25 * time.Second {
+		r.advance(25 * time.Second)
+		rep := r.postJSON("/api/v1/server/extend", testKey, map[string]any{"net": "keep", "rid": rid, "lease": 30})
+		require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
+	}
+	_, err = r.store.purgeBatches(ctx, janitorBatch, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "open", r.get("/api/v1/client/check", url.Values{"token": {tok}, "rid": {rid}}).str("stream"))
+
+	require.Equal(t, http.StatusOK, r.part("keep", rid, 5010, nil, true).Status)
+	r.advance(r.cfg.ResTTL + time.Second)
+	_, err = r.store.purgeBatches(ctx, janitorBatch, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 0, r.count("answer_parts"), "the parts went with their request")
+	assert.Equal(t, int64(0), usage(), "and their bytes left the budget")
+}

@@ -48,7 +48,9 @@ func streamStatements(q *statements, w, r *sql.DB) []statement {
 			  AND lease_expires_at > ?2 AND body_bytes = ?1
 			RETURNING seq, token_hash`},
 		{&q.insertPart, w, `INSERT INTO answer_parts (req_seq, offset, data) VALUES (?, ?, ?)`},
-		{&q.extendStream, w, `UPDATE requests SET lease_expires_at = ?1
+		// Retention counts from the stream's last sign of life, so an idle
+		// stream whose SimServer keeps it is not removed under its caller.
+		{&q.extendStream, w, `UPDATE requests SET lease_expires_at = ?1, done_at = ?2
 			WHERE rid = ?3 AND net = ?4 AND status = 'answered' AND stream = 'open' AND cancelled_at IS NULL
 			  AND lease_expires_at > ?2`},
 		// Withdrawing a request that has no answer yet: stored as failed, so
