@@ -6,6 +6,7 @@ package client_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log"
@@ -60,7 +61,8 @@ type front struct {
 	bodies   map[string][]json.RawMessage
 	queries  map[string][]url.Values
 	fails    map[string][]reply
-	changed  chan struct{} // closed and replaced whenever a call starts or ends
+	holds    map[string]chan struct{} // replies to path wait until it is closed
+	changed  chan struct{}            // closed and replaced whenever a call starts or ends
 	proxy    *httputil.ReverseProxy
 	upstream *http.Transport
 }
@@ -71,7 +73,7 @@ func newFront(t testing.TB) *front {
 	require.NoError(t, err)
 	f := &front{calls: map[string]int{}, open: map[string]int{}, bodies: map[string][]json.RawMessage{},
 		queries: map[string][]url.Values{},
-		fails:   map[string][]reply{}, changed: make(chan struct{})}
+		fails:   map[string][]reply{}, holds: map[string]chan struct{}{}, changed: make(chan struct{})}
 	f.upstream = http.DefaultTransport.(*http.Transport).Clone()
 	f.proxy = httputil.NewSingleHostReverseProxy(target)
 	f.proxy.Transport = f.upstream
@@ -106,6 +108,7 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.bodies[path] = append(f.bodies[path], body)
 	f.queries[path] = append(f.queries[path], r.URL.Query())
 	fail, failing := reply{}, len(f.fails[path]) > 0
+	hold := f.holds[path]
 	if failing {
 		fail, f.fails[path] = f.fails[path][0], f.fails[path][1:]
 	}
@@ -129,9 +132,34 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		w.WriteHeader(fail.status)
 		_, _ = io.WriteString(w, fail.body)
+	case hold != nil:
+		// The relay does the call now; its reply waits for the test.
+		rec := httptest.NewRecorder()
+		f.proxy.ServeHTTP(rec, r.WithContext(context.WithoutCancel(r.Context())))
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+			return
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
 	default:
 		f.proxy.ServeHTTP(w, r)
 	}
+}
+
+// holdReplies makes the relay's replies to path wait until the returned
+// release is called (or their caller gives up); the relay has done the
+// calls meanwhile.
+func (f *front) holdReplies(path string) (release func()) {
+	ch := make(chan struct{})
+	f.mu.Lock()
+	f.holds[path] = ch
+	f.mu.Unlock()
+	return sync.OnceFunc(func() { close(ch) })
 }
 
 // notify wakes every await; f.mu is held.

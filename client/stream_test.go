@@ -457,6 +457,44 @@ func TestHTTPClientWithdraws(t *testing.T) {
 	}
 }
 
+// TestHTTPClientWithdrawsUnacknowledged: a request whose context ends
+// while pushreq's reply is on its way was stored by the relay all the
+// same, and its handler runs: Do returns at once, and once the reply names
+// the request's rid, it is withdrawn.
+func TestHTTPClientWithdrawsUnacknowledged(t *testing.T) {
+	t.Parallel()
+	net := testNet(t)
+	entered := make(chan struct{}, 1)
+	ended := make(chan struct{}, 1)
+	serve(t, relayURL, net, testKey, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-r.Context().Done()
+		ended <- struct{}{}
+	}), client.WithLease(time.Minute))
+	f := newFront(t)
+	s := login(t, f.URL, net)
+	release := f.holdReplies(pathPushReq)
+	t.Cleanup(release)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://c2cvia/slow", nil)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := s.HTTPClient().Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	recv(t, entered, "the handler, while pushreq's reply is held")
+	cancel()
+	assert.ErrorIs(t, recv(t, done, "Do's return"), context.Canceled)
+	release()
+	recv(t, ended, "the handler's context to end")
+	f.awaitCalls(t, pathCancel, 1)
+}
+
 // TestServeStreamAborted: a handler that panics after its first part
 // cannot answer 500 any more; its stream is aborted, and its callers see
 // the body end early: through /via/ as a chunked body without its end,

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/c2cvia/c2cvia/internal/simhttp"
 )
@@ -48,10 +49,46 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.response(req, rid, p)
 }
 
-// push stores req as a sim_req and returns its rid. Host and
-// Content-Length travel as net/http's transport would send them: the
-// request's host, and the body's length (0 for an empty POST, PUT or PATCH).
+// push stores req as a sim_req and returns its rid. When ctx ends while
+// pushreq is in flight, it returns ctx's error at once, but the call goes
+// on (for up to cancelTimeout): the relay may have stored the request, and
+// only its rid lets it be withdrawn, which it then is.
 func (t *transport) push(ctx context.Context, req *http.Request, body []byte) (string, error) {
+	sim := simRequest(req, body)
+	type result struct {
+		rid string
+		err error
+	}
+	pctx, pcancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan result, 1)
+	go func() {
+		defer pcancel()
+		var out struct {
+			RID string `json:"rid"`
+		}
+		_, _, err := t.s.call(pctx, "/api/v1/client/pushreq", t.s.Token, map[string]any{"sim_req": sim}, &out)
+		done <- result{out.RID, err}
+	}()
+	select {
+	case r := <-done:
+		return r.rid, r.err
+	case <-ctx.Done():
+		giveUp := time.AfterFunc(cancelTimeout, pcancel)
+		go func() {
+			r := <-done
+			giveUp.Stop()
+			if r.err == nil {
+				t.cancel(ctx, r.rid)
+			}
+		}()
+		return "", ctx.Err()
+	}
+}
+
+// simRequest is req's sim_req. Host and Content-Length travel as
+// net/http's transport would send them: the request's host, and the
+// body's length (0 for an empty POST, PUT or PATCH).
+func simRequest(req *http.Request, body []byte) simhttp.Request {
 	method := req.Method
 	if method == "" {
 		method = http.MethodGet // as net/http reads ""
@@ -74,12 +111,7 @@ func (t *transport) push(ctx context.Context, req *http.Request, body []byte) (s
 			h.Set("Content-Length", strconv.Itoa(len(body)))
 		}
 	}
-	sim := simhttp.FromRequest(method, target, host, h, body)
-	var out struct {
-		RID string `json:"rid"`
-	}
-	_, _, err := t.s.call(ctx, "/api/v1/client/pushreq", t.s.Token, map[string]any{"sim_req": sim}, &out)
-	return out.RID, err
+	return simhttp.FromRequest(method, target, host, h, body)
 }
 
 // pulled is a pullsmart reply for an answered request: its sim_res and,
