@@ -27,7 +27,7 @@ func handleLogin(st *store) apiFunc {
 		if err != nil {
 			return err
 		}
-		secret, t, err := st.createToken(r.Context(), net)
+		secret, t, err := st.createToken(r.Context(), net, clientBucket(r, nil))
 		if err != nil {
 			return err
 		}

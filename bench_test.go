@@ -36,7 +36,7 @@ func BenchmarkStore(b *testing.B) {
 	for _, sync := range []string{"normal", "full"} {
 		b.Run("sync="+sync, func(b *testing.B) {
 			st := benchStore(b, sync)
-			_, tok, err := st.createToken(ctx, "bench")
+			_, tok, err := st.createToken(ctx, "bench", "")
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -172,7 +172,7 @@ func BenchmarkBacklog(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	_, tok, err := st.createToken(ctx, "bench")
+	_, tok, err := st.createToken(ctx, "bench", "")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -36,20 +36,22 @@ type config struct {
 	Sync        string        // SQLite synchronous: normal or full
 
 	// Calls.
-	MaxWait      time.Duration
-	DefaultLease time.Duration
-	MaxLease     time.Duration
-	MaxBody      int64
-	MaxMsg       int64
-	MsgCache     int64 // bytes of recent peer messages in memory, all nets together
-	CORSOrigin   string
-	ViaTimeout   time.Duration
-	ViaHost      string
-	JanitorEvery time.Duration
-	LogFormat    string
-	LogLevel     string
-	AccessLog    bool         // a log line per call
-	Listen       listenConfig // TLS, ACME and connection limits (tls.go)
+	MaxWait         time.Duration
+	DefaultLease    time.Duration
+	MaxLease        time.Duration
+	MaxBody         int64
+	MaxInflight     int64 // bytes of request bodies calls in progress may hold, relay-wide; 0: no limit
+	MaxMsg          int64
+	MsgCache        int64 // bytes of recent peer messages in memory, all nets together
+	CORSOrigin      string
+	ViaTimeout      time.Duration
+	ViaHost         string
+	JanitorEvery    time.Duration
+	LogFormat       string
+	LogLevel        string
+	AccessLog       bool         // a log line per call
+	AccessLogErrors int          // lines a second per client address for calls answered with an error; 0: every one
+	Listen          listenConfig // TLS, ACME and connection limits (tls.go)
 
 	// Operations: metrics.go and limits.go.
 	Metrics          bool
@@ -64,6 +66,7 @@ type config struct {
 	MaxQueue         int   // queued requests per net; 0: no limit
 	MaxPollsPerToken int   // 0: no limit
 	MaxPeers         int   // logins per net; 0: no limit
+	MaxSubs          int   // subscriptions per login; 0: no limit
 	MaxStore         int64 // bytes the store may use; 0: no limit
 	MaxNetStore      int64 // payload bytes per net; 0: no limit
 	TrustProxy       []netip.Prefix
@@ -84,13 +87,15 @@ type listenConfig struct {
 	WriteTimeout      time.Duration // each write of a reply
 	MaxHeaderBytes    int64
 	MaxConnsPerIP     int            // connections open per client address; 0: no cap
+	MaxConnsPer48     int            // connections open per IPv6 /48; 0: no cap
+	MaxConns          int            // connections open in all; 0: defaultMaxConns
 	trusted           []netip.Prefix // --trust-proxy: their connections are not capped
 }
 
 // storeOptions are the lifetimes and limits the store enforces.
 func (c config) storeOptions() storeOptions {
 	return storeOptions{ReqTTL: c.ReqTTL, ResTTL: c.ResTTL, TokenTTL: c.TokenTTL, MsgTTL: c.MsgTTL,
-		MaxAttempts: c.MaxAttempts, ClaimTTL: c.ClaimTTL, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers,
+		MaxAttempts: c.MaxAttempts, ClaimTTL: c.ClaimTTL, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers, MaxSubs: c.MaxSubs,
 		MaxStore: c.MaxStore, MaxNetStore: c.MaxNetStore, MsgCache: c.MsgCache}
 }
 
@@ -114,6 +119,7 @@ func addServeFlags(fs *pflag.FlagSet, c *config) {
 	fs.DurationVar(&c.DefaultLease, "lease", 30*time.Second, "lease on a delivered request when pullreqsmart names none")
 	fs.DurationVar(&c.MaxLease, "max-lease", 10*time.Minute, "longest lease a SimServer may ask for")
 	fs.Var(newByteSize(&c.MaxBody, 1<<20), "max-body", "largest request body (bytes, or with KiB/MiB)")
+	fs.Var(newByteLimit(&c.MaxInflight, 256<<20), "max-inflight-body", "bytes of request bodies the relay reads and holds at once, all calls together (one address: a sixteenth); a call that finds no room within 1s is 503 server_busy (bytes, or with KiB/MiB/GiB; 0: no limit)")
 	fs.DurationVar(&c.MsgTTL, "msg-ttl", time.Hour, "how long a peer message is kept for its receivers")
 	fs.Var(newByteSize(&c.MaxMsg, 64<<10), "max-msg", "largest peer message data, as JSON text (bytes, or with KiB/MiB)")
 	fs.Var(newByteSize(&c.MsgCache, msgCacheTotal), "msg-cache", "bytes of recent peer messages kept in memory, all nets together; past it the nets used least recently are read from the store (bytes, or with KiB/MiB/GiB)")
@@ -125,6 +131,7 @@ func addServeFlags(fs *pflag.FlagSet, c *config) {
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&c.AccessLog, "access-log", true, "log each call at info: method, route, status, ms, bytes, net, client (never a token or key)")
+	fs.IntVar(&c.AccessLogErrors, "access-log-errors", 10, "access log lines a second per client address for calls answered with an error (4xx, 5xx but 500), and 20 times that in all; the rest are counted and summarized once a minute (0: log every one)")
 	addOpsFlags(fs, c)
 }
 
@@ -142,6 +149,8 @@ func addListenFlags(fs *pflag.FlagSet, c *listenConfig) {
 	fs.Var(newByteSize(&c.MaxHeaderBytes, 64<<10), "max-header-bytes", "largest request header (bytes, or with KiB); over it: 431")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", 10*time.Second, "time each write of a reply (each event of a stream) has to reach a client; then its connection is closed")
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 128, "connections one client address may have open; more are closed at once (0: no cap; trusted proxies are not capped)")
+	fs.IntVar(&c.MaxConnsPer48, "max-conns-per-48", 1024, "connections the addresses of one IPv6 /48 may have open together; more are closed at once (0: no cap; trusted proxies are not capped)")
+	fs.IntVar(&c.MaxConns, "max-conns", 0, "connections the relay holds open in all; more are closed at once, but 127.0.0.1 and ::1 may open 16 more (0: the open-file limit less a tenth, at least 128)")
 }
 
 // addOpsFlags are serve's flags for the metrics and the limits.
@@ -158,6 +167,7 @@ func addOpsFlags(fs *pflag.FlagSet, c *config) {
 	fs.IntVar(&c.MaxQueue, "max-queue", 10_000, "queued requests per net; a pushreq over it is 429 queue_full (0: no limit)")
 	fs.IntVar(&c.MaxPollsPerToken, "max-polls-per-token", 8, "long polls a token may have open at once (0: no limit)")
 	fs.IntVar(&c.MaxPeers, "max-peers", 10_000, "logins per net; a login over it takes the slot of a login idle for 5 minutes, else it is 429 net_full (0: no limit)")
+	fs.IntVar(&c.MaxSubs, "max-subs", 1000, "topic subscriptions per login (a closed one counts until its messages expire); one more is 429 too_many_subscriptions (0: no limit)")
 	fs.Var(newByteLimit(&c.MaxStore, 2<<30), "max-store", "bytes the store's file may use; a write past it is 507 store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
 	fs.Var(newByteLimit(&c.MaxNetStore, 256<<20), "max-net-store", "bytes of requests, answers and messages one net may store; a write past it is 507 net_store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
 	fs.Var(prefixList{&c.TrustProxy}, "trust-proxy", "addresses or CIDR blocks of reverse proxies whose X-Forwarded-For gives the client address, or none")
@@ -495,9 +505,15 @@ func (c config) checkWith(s *settingErrors) error {
 	if c.RateVia > 0 {
 		s.atLeast("rate-via-burst", c.RateViaBurst, 1, "calls")
 	}
+	if c.MaxInflight > 0 && c.MaxInflight < simEnvelope(c.MaxBody) {
+		s.bad("%s: must hold at least the largest body, %d bytes (--max-body after base64, plus 64 KiB), or be 0 for no limit",
+			s.describe("max-inflight-body"), simEnvelope(c.MaxBody))
+	}
+	s.limit("access-log-errors", c.AccessLogErrors, "lines a second")
 	s.limit("max-queue", c.MaxQueue, "requests")
 	s.limit("max-polls-per-token", c.MaxPollsPerToken, "long polls")
 	s.limit("max-peers", c.MaxPeers, "logins")
+	s.limit("max-subs", c.MaxSubs, "subscriptions")
 	c.Listen.check(s)
 	return s.err()
 }
@@ -510,6 +526,14 @@ func (c listenConfig) check(s *settingErrors) {
 	s.positive("idle-timeout", c.IdleTimeout)
 	s.positive("write-timeout", c.WriteTimeout)
 	s.limit("max-conns-per-ip", c.MaxConnsPerIP, "connections")
+	s.limit("max-conns-per-48", c.MaxConnsPer48, "connections")
+	if c.MaxConns < 0 {
+		s.badFlag("max-conns", "must be a whole number of connections, or 0 for a cap under the open-file limit")
+	}
+	if c.MaxConnsPer48 > 0 && c.MaxConnsPerIP > c.MaxConnsPer48 {
+		s.bad("%s and %s: a /48 holds many addresses, so --max-conns-per-48 must be at least --max-conns-per-ip (or 0)",
+			s.describe("max-conns-per-ip"), s.describe("max-conns-per-48"))
+	}
 	switch {
 	case len(c.ACMEDomains) > 0 && (c.TLSCert != "" || c.TLSKey != ""):
 		s.bad("--acme-domain gets its certificates from the CA: give it or --tls-cert/--tls-key, not both")

@@ -43,6 +43,9 @@ var schemaV5 string
 //go:embed schema_v6.sql
 var schemaV6 string
 
+//go:embed schema_v7.sql
+var schemaV7 string
+
 // The store's errors: what it refuses, in its own terms. The HTTP edge
 // (errors.go) gives each its status and code; the store knows neither.
 var (
@@ -61,6 +64,7 @@ var (
 	errUnknownPeer  = errors.New("no such peer in the net")
 	errQueueFull    = errors.New("the net's queue is full")
 	errNetFull      = errors.New("the net has as many logins as allowed")
+	errTooManySubs  = errors.New("the login has as many subscriptions as allowed")
 	errNotClaimed   = errors.New("the net is not claimed")
 	errCursorAhead  = errors.New("the cursor is past the newest message of this store")
 	errStoreClosed  = errors.New("the store is closed")
@@ -101,7 +105,7 @@ func isWriteFault(err error) bool {
 
 // migrations are the schema steps; step i brings user_version from i to i+1.
 // A shipped step never changes: add a new one.
-var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6}
+var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7}
 
 // storeOptions are the lifetimes and limits the store enforces. The
 // lifetimes come from the relay's flags (config.storeOptions); the store has
@@ -115,6 +119,7 @@ type storeOptions struct {
 	ClaimTTL    time.Duration   // a net unused this long loses its claim; 0: never
 	MaxQueue    int             // queued requests per net; 0: no limit
 	MaxPeers    int             // logins per net; 0: no limit
+	MaxSubs     int             // subscription rows per login; 0: no limit
 	MaxStore    int64           // bytes the store's file may use (its pages in use); 0: no limit
 	MaxNetStore int64           // payload bytes one net may store (net_usage); 0: no limit
 	MsgCache    int64           // bytes of recent peer messages kept in memory, all nets together; 0: 64 MiB
@@ -203,6 +208,7 @@ type store struct {
 	seen     sync.Map     // string(token hash) -> *lastSeen, up to maxCachedTokens
 	nSeen    atomic.Int64 // entries in seen
 	msgs     *msgCache    // the recent peer messages of each net
+	busiest  sync.Map     // net -> busiestSeen: the address that filled it, while its logins do not change
 
 	commits       atomic.Int64 // transactions committed by the writer
 	writes        atomic.Int64 // write operations in them
@@ -212,6 +218,8 @@ type store struct {
 	queueReads    atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
 	msgReads      atomic.Int64 // reads of peer messages from SQL, not from the cache
 	receiverReads atomic.Int64 // reads of a cached multicast's receivers (loadReceivers)
+	subsRefused   atomic.Int64 // subscribes refused at --max-subs, for the metrics
+	loginsShared  atomic.Int64 // logins that took the slot of an address holding more (createToken)
 
 	used    atomic.Int64 // bytes of the file's pages in use, as the checkpointer last measured them
 	pending atomic.Int64 // payload bytes written since that measure
@@ -587,12 +595,12 @@ type storeEvents struct {
 // statements are prepared once per store. Writer statements run inside the
 // writer's transaction through tx.StmtContext, reusing the prepared form.
 type statements struct {
-	insertToken, claimNet, touchNet,
+	insertToken, insertLogin, claimNet, touchNet,
 	insertRequest, leaseQueued, leaseExpired, markDelivered,
 	answer, extend, markPulled, takeUnpulled, requestForNet, claimedKey,
 	touchToken, peerInNet, netPeers, subscribedNow, insertMessage, netUsage,
-	idlestLogin, dropLogin, dropSubscriptions,
-	openSubscription, subscribe, unsubscribe, dropEmptySubscription,
+	idlestLogin, busiestAddr, idlestOfAddr, dropLogin, dropSubscriptions,
+	openSubscription, subscribe, unsubscribe, dropEmptySubscription, peerSubscriptions,
 	answerHead, appendPart, insertPart, extendStream, cancelPending, cancelStream, requestForOwnerW *sql.Stmt // writer
 
 	tokenByHash, netKey, readyState, requestForOwner, hasUnpulled,

@@ -21,7 +21,7 @@ type apiError struct {
 	Status     int
 	Code       string
 	Message    string
-	RetryAfter time.Duration // 429 and 507 only
+	RetryAfter time.Duration // 429, 503 and 507 only
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
@@ -44,6 +44,9 @@ var (
 	errMalformedJSON = badRequest("malformed_json", "the body is not valid JSON")
 	errTooManyPolls  = &apiError{Status: http.StatusTooManyRequests, Code: "too_many_polls",
 		Message: "this token has as many long polls open as the relay allows; end one first", RetryAfter: time.Second}
+	// errServerBusy: the call's body found no room in --max-inflight-body.
+	errServerBusy = &apiError{Status: http.StatusServiceUnavailable, Code: "server_busy",
+		Message: "the relay is reading as many request bodies as it allows; nothing was written; retry after Retry-After seconds", RetryAfter: time.Second}
 )
 
 // storeErrors is the one table from the store's errors to what a client
@@ -73,6 +76,8 @@ var storeErrors = []struct {
 		Message: "this net has as many requests waiting for its SimServer as the relay allows; retry later", RetryAfter: time.Second}},
 	{errNetFull, &apiError{Status: http.StatusTooManyRequests, Code: "net_full",
 		Message: "this net has as many logins as the relay allows; retry when some expire", RetryAfter: time.Minute}},
+	{errTooManySubs, &apiError{Status: http.StatusTooManyRequests, Code: "too_many_subscriptions",
+		Message: "this login holds as many subscriptions as the relay allows (--max-subs; a closed one counts until its messages expire): unsubscribe from some, or retry later", RetryAfter: time.Minute}},
 	{errStoreFull, &apiError{Status: http.StatusInsufficientStorage, Code: "store_full",
 		Message: "the relay's store is at its storage budget; retry once expired entries are removed", RetryAfter: time.Minute}},
 	{errNetStoreFull, &apiError{Status: http.StatusInsufficientStorage, Code: "net_store_full",

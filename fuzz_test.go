@@ -39,7 +39,8 @@ func FuzzDecodeParams(f *testing.F) {
 		if contentType != "" {
 			req.Header.Set("Content-Type", contentType)
 		}
-		p, err := decodeParams(httptest.NewRecorder(), req, 1<<16, false)
+		p, release, err := decodeParams(httptest.NewRecorder(), req, 1<<16, false)
+		defer release()
 		if err != nil {
 			var ae *apiError
 			if !errors.As(err, &ae) || ae.Status < 400 || ae.Status > 499 {

@@ -95,7 +95,7 @@ func queueBacklog(ctx context.Context, path, sync, net string, n int, progress f
 			err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
 		}
 	}()
-	_, tok, err := st.createToken(ctx, net)
+	_, tok, err := st.createToken(ctx, net, "")
 	if err != nil {
 		return err
 	}

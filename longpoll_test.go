@@ -270,7 +270,7 @@ func TestLongPollLeaseTakenWhileWaiting(t *testing.T) {
 	r.waitPolling(1)
 	// Queue a request behind the waiter's back (no wake-up), and let a
 	// second SimServer lease it briefly.
-	_, owner, err := r.store.createToken(context.Background(), "demo")
+	_, owner, err := r.store.createToken(context.Background(), "demo", "")
 	require.NoError(t, err)
 	rid, err := r.store.pushRequest(context.Background(), owner, []byte(`{"simEndpoint":"/x"}`), "")
 	require.NoError(t, err)

@@ -60,6 +60,8 @@ func peerStatements(q *statements, w, r *sql.DB) []statement {
 				SELECT 1 FROM subscriptions WHERE net = ?1 AND topic = ?2 AND peer_id = ?3 AND until_id IS NULL)`},
 		{&q.unsubscribe, w, `UPDATE subscriptions SET until_id = ` + lastMessageIDSQL + `
 			WHERE net = ?1 AND topic = ?2 AND peer_id = ?3 AND until_id IS NULL`},
+		// The subscription rows of login ?1, counted up to ?2: one index range.
+		{&q.peerSubscriptions, w, `SELECT count(*) FROM (SELECT 1 FROM subscriptions WHERE peer_id = ?1 LIMIT ?2)`},
 		// An interval closed where it opened holds no message.
 		{&q.dropEmptySubscription, w, `DELETE FROM subscriptions
 			WHERE net = ?1 AND topic = ?2 AND peer_id = ?3 AND until_id = from_id`},
@@ -199,8 +201,16 @@ func encodeMessage(m *message, data []byte) []byte {
 	return out
 }
 
+// subscriptionBytes is what a subscription costs the storage budget: its
+// row and its two index entries take about 190 bytes.
+const subscriptionBytes = 256
+
 // subscribe opens t's subscription to topic at the current highest message
-// id: multicasts after it reach t. Subscribing again changes nothing.
+// id: multicasts after it reach t. Subscribing again changes nothing. A
+// login holds at most --max-subs subscription rows: its open ones, and the
+// closed ones that still hold kept messages (an unsubscribe keeps them
+// until those messages expire); one more is errTooManySubs, and nothing is
+// written.
 func (s *store) subscribe(ctx context.Context, t token, topic string) error {
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.StmtContext(ctx, s.q.subscribe).ExecContext(ctx, t.Net, topic, t.PeerID)
@@ -208,10 +218,24 @@ func (s *store) subscribe(ctx context.Context, t token, topic string) error {
 			return err
 		}
 		n, err := res.RowsAffected()
-		if err == nil {
-			s.counts.subscribed(t.Net, topic, int(n))
+		if err != nil || n == 0 {
+			return err
 		}
-		return err
+		if max := s.opts.MaxSubs; max > 0 {
+			var held int
+			if err := tx.StmtContext(ctx, s.q.peerSubscriptions).QueryRowContext(ctx, t.PeerID, max+1).Scan(&held); err != nil {
+				return err
+			}
+			if held > max {
+				s.subsRefused.Add(1)
+				return errTooManySubs // the savepoint undoes the insert
+			}
+		}
+		if err := s.admitBytes(ctx, tx, t.Net, subscriptionBytes); err != nil {
+			return err
+		}
+		s.counts.subscribed(t.Net, topic, 1)
+		return nil
 	})
 }
 

@@ -38,7 +38,7 @@ var (
 
 // newMetrics registers every metric of the relay, and the Go and process
 // collectors, on a new registry, and hooks the store's observers.
-func newMetrics(st *store, lp *poller, lim *limits) *metrics {
+func newMetrics(st *store, lp *poller, lim *limits, bodies *bodyBudget) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -84,7 +84,7 @@ func newMetrics(st *store, lp *poller, lim *limits) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.overhead, m.queueWait, m.server, m.commit, m.batch,
-		&stateCollector{st: st, lp: lp, lim: lim},
+		&stateCollector{st: st, lp: lp, lim: lim, bodies: bodies},
 	)
 	st.hooks.Store(&storeHooks{
 		committed: func(took time.Duration, writes int) {
@@ -227,9 +227,10 @@ func (h *handOuts) take(rid string) (int64, bool) {
 // status (the store's in-memory counts: no query, whatever the store's
 // size), long polls open by kind, and the limits' refusals.
 type stateCollector struct {
-	st  *store
-	lp  *poller
-	lim *limits
+	st     *store
+	lp     *poller
+	lim    *limits
+	bodies *bodyBudget // nil: no --max-inflight-body
 }
 
 var (
@@ -239,7 +240,7 @@ var (
 	descPolls = prometheus.NewDesc("c2cvia_long_polls_open",
 		"Long polls in progress, by kind.", []string{"kind"}, nil)
 	descRefusals = prometheus.NewDesc("c2cvia_limit_refusals_total",
-		"Calls refused with 429, by limit: rate_ip, rate_token, rate_server, rate_via, polls_per_token, queue, peers.", []string{"limit"}, nil)
+		"Calls refused with 429, by limit: rate_ip, rate_token, rate_server, rate_via, polls_per_token, queue, peers, subscriptions; and with 503 server_busy: inflight_body.", []string{"limit"}, nil)
 	descLimiterBuckets = prometheus.NewDesc("c2cvia_rate_limiter_buckets",
 		"Token buckets held, by limiter (ip, token, server, via).", []string{"limiter"}, nil)
 	descMsgCacheBytes = prometheus.NewDesc("c2cvia_msg_cache_bytes",
@@ -272,6 +273,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		"polls_per_token": c.lim.pollsRefused.Load(),
 		"queue":           c.st.counts.queueFull.Load(),
 		"peers":           c.st.counts.netFull.Load(),
+		"subscriptions":   c.st.subsRefused.Load(),
+		"inflight_body":   c.bodies.refusals(),
 	} {
 		ch <- prometheus.MustNewConstMetric(descRefusals, prometheus.CounterValue, float64(n), limit)
 	}

@@ -1,15 +1,18 @@
 // What the relay logs for its operator: one line per call (the access
-// log), a line when a net is claimed and when its SimServer comes and goes,
-// and the HTTP server's own complaints, scanners' TLS handshakes at debug.
+// log; calls answered with an error within a quota per address), a line
+// when a net is claimed and when its SimServer comes and goes, and the
+// HTTP server's own complaints, scanners' TLS handshakes at debug.
 
 package main
 
 import (
+	"cmp"
 	"context"
 	"log"
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,8 +25,10 @@ import (
 // or a result token), status (499: the client went away first), ms (time in
 // the relay, long-poll waits included), bytes (of the response body), net
 // (when the call named one, through its parameters, its token or /via/)
-// and client (the address --trust-proxy resolves).
-func withAccessLog(log *slog.Logger, mux *http.ServeMux, trusted []netip.Prefix, next http.Handler) http.Handler {
+// and client (the address --trust-proxy resolves). A call answered with an
+// error is logged within quota (nil: every one), so that a client that
+// is refused thousands of times a second cannot fill the disk with lines.
+func withAccessLog(log *slog.Logger, mux *http.ServeMux, trusted []netip.Prefix, quota *logQuota, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		cw := &countingWriter{statusWriter: statusWriter{ResponseWriter: w}}
@@ -47,14 +52,144 @@ func withAccessLog(log *slog.Logger, mux *http.ServeMux, trusted []netip.Prefix,
 			net = gatewayNet(r)
 		}
 		client := r.RemoteAddr
-		if a, ok := callClient(r, trusted); ok {
+		a, ok := callClient(r, trusted)
+		if ok {
 			client = a.String()
+		}
+		if quotaStatus(status) && !quota.allow(a, ok) {
+			return
 		}
 		log.LogAttrs(r.Context(), slog.LevelInfo, "call",
 			slog.String("method", r.Method), slog.String("route", route), slog.Int("status", status),
 			slog.Float64("ms", float64(time.Since(start).Microseconds())/1000), slog.Int64("bytes", cw.bytes),
 			slog.String("net", net), slog.String("client", client))
 	})
+}
+
+// quotaStatus reports whether a call answered status is logged within the
+// access log's quota: every error but 500, a relay fault, which is never
+// hidden (and is logged in full apart).
+func quotaStatus(status int) bool { return status >= 400 && status != http.StatusInternalServerError }
+
+// logQuota bounds the access log's lines for calls answered with an
+// error: perAddr lines per second of the relay's clock per client address
+// (addrKey), and relayWide lines per second in all. The lines over it are
+// counted per address, and summarize logs the counts once a minute:
+// "access log lines suppressed" with client and lines.
+type logQuota struct {
+	log       *slog.Logger
+	clock     clockwork.Clock
+	perAddr   int
+	relayWide int
+
+	mu         sync.Mutex
+	second     time.Time            // the second the counts below are of
+	inSecond   int                  // lines logged in it, in all
+	byAddr     map[netip.Addr]int   // lines logged in it per address
+	suppressed map[netip.Addr]int64 // lines not logged since the last summary, per address
+	others     int64                // ... of addresses past maxSuppressedAddrs
+	summarized time.Time
+}
+
+// relayWideLines is the relay-wide quota as a multiple of the quota per
+// address: 20, so that twenty addresses refused at full speed are logged
+// in full, and a flood from a whole block of addresses adds at most
+// 20 x --access-log-errors lines (about 200 bytes each) a second.
+const relayWideLines = 20
+
+// maxSuppressedAddrs bounds the addresses whose suppressed lines are
+// counted one by one: 10,000 take about 1 MB; past it they are counted
+// together.
+const maxSuppressedAddrs = 10_000
+
+// summaryEvery is how often the suppressed lines are summarized: a minute.
+const summaryEvery = time.Minute
+
+// summaryAddrs is how many addresses a summary names, the most suppressed
+// first; the others share one line.
+const summaryAddrs = 20
+
+// newLogQuota returns a quota of perAddr lines a second per address, or
+// nil for none (perAddr 0).
+func newLogQuota(log *slog.Logger, clk clockwork.Clock, perAddr int) *logQuota {
+	if perAddr <= 0 {
+		return nil
+	}
+	return &logQuota{log: log, clock: clk, perAddr: perAddr, relayWide: perAddr * relayWideLines,
+		byAddr: map[netip.Addr]int{}, suppressed: map[netip.Addr]int64{}, summarized: clk.Now()}
+}
+
+// allow reports whether a line for a call from a (ok false: an address
+// that is not IP) is within the quota, and counts it either way.
+func (q *logQuota) allow(a netip.Addr, ok bool) bool {
+	if q == nil {
+		return true
+	}
+	if ok {
+		a = addrKey(a)
+	}
+	now := q.clock.Now().Truncate(time.Second)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !now.Equal(q.second) {
+		q.second, q.inSecond = now, 0
+		clear(q.byAddr)
+	}
+	if q.byAddr[a] >= q.perAddr || q.inSecond >= q.relayWide {
+		if _, known := q.suppressed[a]; known || len(q.suppressed) < maxSuppressedAddrs {
+			q.suppressed[a]++
+		} else {
+			q.others++
+		}
+		return false
+	}
+	q.byAddr[a]++
+	q.inSecond++
+	return true
+}
+
+// summarize logs, at most once a minute, how many lines the quota kept out
+// since the last summary: one line per address for the summaryAddrs most
+// suppressed, one for the rest. The janitor calls it.
+func (q *logQuota) summarize() {
+	if q == nil {
+		return
+	}
+	now := q.clock.Now()
+	q.mu.Lock()
+	if now.Sub(q.summarized) < summaryEvery || len(q.suppressed) == 0 && q.others == 0 {
+		q.mu.Unlock()
+		return
+	}
+	type count struct {
+		addr netip.Addr
+		n    int64
+	}
+	counts := make([]count, 0, len(q.suppressed))
+	for a, n := range q.suppressed {
+		counts = append(counts, count{a, n})
+	}
+	others, since := q.others, q.summarized
+	q.suppressed, q.others, q.summarized = map[netip.Addr]int64{}, 0, now
+	q.mu.Unlock()
+
+	slices.SortFunc(counts, func(x, y count) int { return cmp.Compare(y.n, x.n) })
+	for i, c := range counts {
+		if i >= summaryAddrs {
+			others += c.n
+			continue
+		}
+		client := "unknown"
+		if c.addr.IsValid() {
+			client = c.addr.String()
+		}
+		q.log.Info("access log lines suppressed", "client", client, "lines", c.n,
+			"since", since.UTC().Format(time.RFC3339))
+	}
+	if others > 0 {
+		q.log.Info("access log lines suppressed", "client", "others", "lines", others,
+			"since", since.UTC().Format(time.RFC3339))
+	}
 }
 
 // gatewayNet is the net a /via/ call goes to (withViaTarget found it), or "".

@@ -6,8 +6,10 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -181,4 +183,77 @@ func TestTLSHandshakeErrorsAtDebug(t *testing.T) {
 	var other syncBuffer
 	httpErrorLog(newLogger(&other, "json", "debug")).Print("http: Accept error: too many open files")
 	assert.Contains(t, other.String(), `"level":"WARN"`)
+}
+
+// TestRefusedCallsLoggedWithinQuota: calls answered with an error are
+// logged at most --access-log-errors lines a second per client address
+// (a flood of refused calls wrote 58 MB of access log in 25 minutes); the
+// rest are counted, and summarized once a minute per address. Successful
+// calls keep their line each, and other addresses their own quota.
+func TestRefusedCallsLoggedWithinQuota(t *testing.T) {
+	t.Parallel()
+	var log syncBuffer
+	r := newTestRelayLog(t, &log, func(c *config) {
+		c.LogFormat, c.AccessLogErrors = "json", 3
+		c.TrustProxy = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+	calls := func(client string) (lines int) {
+		for _, m := range linesWith(t, &log, "call") {
+			if m["client"] == client {
+				lines++
+			}
+		}
+		return lines
+	}
+	refused := func(from string, n int) {
+		for range n {
+			require.Equal(t, "missing_token", r.getFrom(from, "/api/v1/client/check", nil).errorCode())
+		}
+	}
+	refused("192.0.2.1", 100)
+	refused("198.51.100.7", 2)
+	for range 20 {
+		require.Equal(t, http.StatusOK, r.getFrom("192.0.2.1", "/api/v1/client/login", url.Values{"net": {"alpha"}}).Status)
+	}
+	size := len(log.String())
+	assert.Equal(t, 3+20, calls("192.0.2.1"), "3 refused calls a second, and every login")
+	assert.Equal(t, 2, calls("198.51.100.7"))
+	assert.Less(t, size, 40*300, "the log grew by %d bytes", size)
+
+	r.advance(time.Second) // a new second, a new quota
+	refused("192.0.2.1", 5)
+	assert.Equal(t, 3+20+3, calls("192.0.2.1"))
+	assert.Empty(t, linesWith(t, &log, "access log lines suppressed"))
+
+	r.srv.sweep() // the janitor's round: under a minute since the last summary
+	assert.Empty(t, linesWith(t, &log, "access log lines suppressed"))
+	r.advance(time.Minute)
+	r.srv.sweep()
+	summary := linesWith(t, &log, "access log lines suppressed")
+	require.Len(t, summary, 1)
+	assert.Equal(t, "192.0.2.1", summary[0]["client"])
+	assert.Equal(t, float64(97+2), summary[0]["lines"])
+	r.advance(time.Minute)
+	r.srv.sweep()
+	assert.Len(t, linesWith(t, &log, "access log lines suppressed"), 1, "nothing more suppressed: no line")
+
+	// Relay-wide, 20 times the quota a second: a block of addresses
+	// refused at full speed adds no more.
+	r.advance(time.Second)
+	before := len(linesWith(t, &log, "call"))
+	for i := range 30 {
+		refused(fmt.Sprintf("203.0.113.%d", i), 3)
+	}
+	assert.Equal(t, 60, len(linesWith(t, &log, "call"))-before)
+}
+
+// TestAccessLogQuotaOff: --access-log-errors 0 logs every refused call.
+func TestAccessLogQuotaOff(t *testing.T) {
+	t.Parallel()
+	var log syncBuffer
+	r := newTestRelayLog(t, &log, func(c *config) { c.LogFormat, c.AccessLogErrors = "json", 0 })
+	for range 50 {
+		r.get("/api/v1/client/check", nil)
+	}
+	assert.Len(t, linesWith(t, &log, "call"), 50)
 }

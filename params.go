@@ -41,9 +41,25 @@ var jsonTextFields = map[string]bool{
 }
 
 // decodeParams reads r's query and body under a maxBody limit. It never
-// writes anything; every failure is an *apiError. octets: the route also
-// takes an application/octet-stream body, kept whole in params.octets.
-func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64, octets bool) (*params, error) {
+// writes anything; every failure is an *apiError. The body's bytes stay
+// held in the relay's --max-inflight-body budget until the call's release
+// (never nil) is called. octets: the route also takes an
+// application/octet-stream body, kept whole in params.octets.
+func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64, octets bool) (p *params, release func(), err error) {
+	hold, err := holdBody(r, maxBody)
+	if err != nil {
+		return nil, func() {}, err
+	}
+	p, err = decodeHeld(w, r, maxBody, octets, hold)
+	if err != nil {
+		hold.release()
+		return nil, func() {}, err
+	}
+	return p, hold.release, nil
+}
+
+// decodeHeld is decodeParams once the body's share of the budget is held.
+func decodeHeld(w http.ResponseWriter, r *http.Request, maxBody int64, octets bool, hold *bodyHold) (*params, error) {
 	p := &params{call: callFrom(r.Context()), text: map[string]string{}, json: map[string]json.RawMessage{}}
 	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
 		p.auth = strings.TrimSpace(a[7:])
@@ -57,7 +73,7 @@ func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64, octets 
 	if r.Method != http.MethodPost && r.Method != http.MethodPut && r.Method != http.MethodPatch {
 		return p, nil
 	}
-	body, err := readBody(w, r, maxBody)
+	body, err := readHeld(w, r, maxBody, hold)
 	if err != nil {
 		return nil, err
 	}
@@ -122,12 +138,39 @@ func decodeParams(w http.ResponseWriter, r *http.Request, maxBody int64, octets 
 // readBody reads r's whole body, at most maxBody bytes: over it is 413
 // body_too_large, a body that does not arrive within --read-body-timeout
 // is 408 body_timeout, and one that cannot be read otherwise is 400
-// unreadable_body. Every endpoint that reads a body reads it here.
+// unreadable_body. While it reads, the body holds its length in the
+// relay's --max-inflight-body budget: 503 server_busy when that has no
+// room within bodyWait. Every endpoint that reads a body reads it here,
+// or through decodeParams, which keeps the hold until the call ends.
 func readBody(w http.ResponseWriter, r *http.Request, maxBody int64) ([]byte, error) {
 	if r.ContentLength > maxBody {
 		return nil, errTooLarge // at once: no 100 Continue for a body refused anyway
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	hold, err := holdBody(r, maxBody)
+	if err != nil {
+		return nil, err
+	}
+	defer hold.release()
+	return readHeld(w, r, maxBody, hold)
+}
+
+// readHeld reads r's body as readBody does, its share of the budget held
+// (hold; nil: no budget). A body with a length is read into one buffer of
+// that length, so the bytes it holds are the bytes held for it; one
+// without gives back what it did not use.
+func readHeld(w http.ResponseWriter, r *http.Request, maxBody int64, hold *bodyHold) ([]byte, error) {
+	if r.ContentLength > maxBody {
+		return nil, errTooLarge // at once: no 100 Continue for a body refused anyway
+	}
+	var body []byte
+	var err error
+	if hold != nil && r.ContentLength > 0 {
+		body = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+		hold.keep(int64(len(body)))
+	}
 	if err == nil {
 		return body, nil
 	}

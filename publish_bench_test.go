@@ -24,7 +24,7 @@ func BenchmarkPublishTopic(b *testing.B) {
 			st, err := openStore(ctx, filepath.Join(b.TempDir(), "bench.db"), testStoreOptions(nil))
 			require.NoError(b, err)
 			defer st.Close()
-			_, sender, err := st.createToken(ctx, "big")
+			_, sender, err := st.createToken(ctx, "big", "")
 			require.NoError(b, err)
 			now := st.nowMS()
 			require.NoError(b, st.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -60,7 +60,7 @@ func BenchmarkJanitorExpire(b *testing.B) {
 		opts := testStoreOptions(clock)
 		st, err := openStore(ctx, filepath.Join(b.TempDir(), "bench.db"), opts)
 		require.NoError(b, err)
-		_, tok, err := st.createToken(ctx, "alpha")
+		_, tok, err := st.createToken(ctx, "alpha", "")
 		require.NoError(b, err)
 		now := st.nowMS()
 		require.NoError(b, st.write(ctx, func(ctx context.Context, tx *sql.Tx) error {

@@ -331,14 +331,17 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		if err := s.purgeMessages(ctx, tx, o, now, limit, &rep, counts); err != nil {
 			return err
 		}
-		// The logins purgeMessages took the subscriptions of: the same
-		// subquery, in the same transaction.
+		// The logins purgeMessages took the subscriptions of (the same
+		// subquery, in the same transaction) that have none left: a login
+		// with more than a batch of them goes over several writes.
 		tokens := 0
-		err = eachRow(ctx, tx, `DELETE FROM tokens WHERE token_hash IN (`+expiredTokensSQL(netCond, lim)+`) RETURNING net`,
+		err = eachRow(ctx, tx, `DELETE FROM tokens WHERE token_hash IN (`+expiredTokensSQL(netCond, lim)+`)
+			AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.peer_id = tokens.peer_id) RETURNING net`,
 			with(now), func(rows *sql.Rows) error {
 				var net string
 				err := rows.Scan(&net)
 				counts.tokens[net]--
+				s.busiest.Delete(net) // its logins changed
 				tokens++
 				return err
 			})
@@ -375,7 +378,8 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 // their retention (with All: every message of the scope), the subscriptions
 // of the logins that purge deletes, and subscription intervals that no kept
 // message falls in, each at most limit rows (-1: all). It runs before the
-// tokens are deleted.
+// tokens are deleted, and purge deletes only those with no subscription
+// left.
 func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, now int64, limit int, rep *purgeReport, counts countsDelta) error {
 	netCond, args := "", []any{}
 	if o.Net != "" {
@@ -403,8 +407,13 @@ func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, n
 	if err != nil {
 		return err
 	}
-	err = eachRow(ctx, tx, `DELETE FROM subscriptions WHERE peer_id IN (
-		SELECT peer_id FROM tokens WHERE token_hash IN (`+expiredTokensSQL(netCond, lim)+`))
+	// The subscriptions of the logins purge deletes, at most limit of
+	// them: a login may hold --max-subs, and a batch of logins many times
+	// a batch of rows.
+	dropped := 0
+	err = eachRow(ctx, tx, `DELETE FROM subscriptions WHERE (net, topic, peer_id, from_id) IN (
+		SELECT net, topic, peer_id, from_id FROM subscriptions WHERE peer_id IN (
+			SELECT peer_id FROM tokens WHERE token_hash IN (`+expiredTokensSQL(netCond, lim)+`)) LIMIT `+lim+`)
 		RETURNING net, topic, until_id IS NULL`, append([]any{now}, args...), func(rows *sql.Rows) error {
 		var net, topic string
 		var open bool
@@ -412,6 +421,7 @@ func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, n
 		if open {
 			counts.topics[topicKey(net, topic)]--
 		}
+		dropped++
 		return err
 	})
 	if err != nil {
@@ -426,7 +436,7 @@ func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, n
 		return err
 	}
 	closed, _ := res2.RowsAffected()
-	if limit > 0 && (deleted == limit || int(closed) == limit) {
+	if limit > 0 && (deleted == limit || dropped == limit || int(closed) == limit) {
 		rep.more = true
 	}
 	return nil

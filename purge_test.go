@@ -537,7 +537,7 @@ func TestJanitorWritesInBatches(t *testing.T) {
 	r := newTestRelay(t)
 	ctx := context.Background()
 	const n, batch = 2500, 500
-	_, tok, err := r.store.createToken(ctx, "alpha")
+	_, tok, err := r.store.createToken(ctx, "alpha", "")
 	require.NoError(t, err)
 	now := r.store.nowMS()
 	require.NoError(t, r.store.write(ctx, func(ctx context.Context, tx *sql.Tx) error {

@@ -69,12 +69,16 @@ func startRelay(ctx context.Context, cfg config, clk clockwork.Clock, stdout, st
 		where = "every interface; "
 	}
 	fmt.Fprintf(stdout, "c2cvia listening on %s (%sstore %s)\n", front.url(), where, cfg.DB)
-	log.Info("listening", "addr", front.mainLn.Addr().String(), "mode", front.mode(), "db", cfg.DB)
+	log.Info("listening", "addr", front.mainLn.Addr().String(), "mode", front.mode(), "db", cfg.DB, "max_conns", front.conns.total)
 
 	r := &relay{cfg: cfg, log: log, store: st, srv: srv, front: front, unlock: unlock}
 	jctx, stopJanitor := context.WithCancel(context.Background())
 	r.stopJanitor = stopJanitor
-	r.janitor.Go(func() { runJanitor(jctx, log, st, cfg.JanitorEvery, srv.presence.sweep) })
+	sweep := func() {
+		srv.sweep()
+		front.conns.report(log, time.Now())
+	}
+	r.janitor.Go(func() { runJanitor(jctx, log, st, cfg.JanitorEvery, sweep) })
 	r.failed = front.serve(srv)
 	return r, nil
 }

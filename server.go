@@ -20,6 +20,8 @@ type server struct {
 	presence *presence
 	limits   *limits
 	metrics  *metrics
+	bodies   *bodyBudget // --max-inflight-body; nil: no limit
+	logQuota *logQuota   // --access-log-errors; nil: no quota
 }
 
 // newServer builds the relay's handler. It does not listen.
@@ -27,7 +29,8 @@ func newServer(log *slog.Logger, st *store, cfg config) *server {
 	lp := newPoller(newHub(st.clock), cfg.MaxWait, st.clock)
 	lim := newLimits(cfg, st.now)
 	lim.served = func(net string) bool { return st.served(net, servedWithin(cfg.MaxWait)) }
-	met := newMetrics(st, lp, lim)
+	bodies := newBodyBudget(cfg.MaxInflight, simEnvelope(cfg.MaxBody))
+	met := newMetrics(st, lp, lim, bodies)
 	pres := newPresence(log, st.clock)
 	st.events.Store(&storeEvents{claimed: func(net string) { log.Info("net claimed", "net", net) }})
 	mux := http.NewServeMux()
@@ -37,17 +40,27 @@ func newServer(log *slog.Logger, st *store, cfg config) *server {
 	h = withCORS(newCORSPolicy(cfg.CORSOrigin), h)
 	h = withRecover(log, h)
 	h = met.instrument(mux, h)
+	var quota *logQuota
 	if cfg.AccessLog {
-		h = withAccessLog(log, mux, cfg.TrustProxy, h)
+		quota = newLogQuota(log, st.clock, cfg.AccessLogErrors)
+		h = withAccessLog(log, mux, cfg.TrustProxy, quota, h)
 	}
 	h = withViaTarget(cfg.ViaHost, h) // before the mux sees a gateway path: metrics and the log name its route
+	h = withBodyBudget(bodies, h)
 	h = withCall(lim, h)
-	return &server{Handler: h, poller: lp, presence: pres, limits: lim, metrics: met}
+	return &server{Handler: h, poller: lp, presence: pres, limits: lim, metrics: met, bodies: bodies, logQuota: quota}
 }
 
 // shutdown answers the open long polls; http.Server.Shutdown alone would
 // wait for them to time out.
 func (s *server) shutdown() { s.poller.shutdown() }
+
+// sweep is the janitor's round of the server's own bookkeeping: the
+// SimServers gone, and the access log lines suppressed.
+func (s *server) sweep() {
+	s.presence.sweep()
+	s.logQuota.summarize()
+}
 
 // apiFunc is a handler that returns its failure for the adapter to write.
 type apiFunc func(w http.ResponseWriter, r *http.Request, p *params) error
@@ -77,7 +90,8 @@ func bodyAdapter(log *slog.Logger, maxBody int64, octets bool) func(fn apiFunc, 
 				w.Header().Set("Allow", allowed)
 				return errMethod
 			}
-			p, err := decodeParams(w, r, maxBody, octets)
+			p, release, err := decodeParams(w, r, maxBody, octets)
+			defer release() // the body's bytes count until the call ends
 			if err != nil {
 				return err
 			}

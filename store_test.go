@@ -171,7 +171,7 @@ func TestTokenCacheBounded(t *testing.T) {
 	ctx := context.Background()
 	var secrets []string
 	for i := 0; i < 5; i++ {
-		secret, _, err := st.createToken(ctx, "demo")
+		secret, _, err := st.createToken(ctx, "demo", "")
 		require.NoError(t, err)
 		secrets = append(secrets, secret)
 	}
@@ -200,7 +200,7 @@ func TestCheckpointer(t *testing.T) {
 		return fi.Size()
 	}
 	before := size()
-	_, tok, err := st.createToken(context.Background(), "demo")
+	_, tok, err := st.createToken(context.Background(), "demo", "")
 	require.NoError(t, err)
 	for i := 0; i < 200; i++ { // a few hundred pages into the WAL
 		_, err := st.pushRequest(context.Background(), tok, []byte(`{"simEndpoint":"/`+strings.Repeat("x", 500)+`"}`), "")
@@ -308,7 +308,7 @@ func TestMigrateFromV1(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, statusQueued, req.status)
 
-	_, fresh, err := st.createToken(ctx, "demo")
+	_, fresh, err := st.createToken(ctx, "demo", "")
 	require.NoError(t, err)
 	id, receivers, err := st.sendMessage(ctx, fresh, message{Kind: kindBroadcast}, []byte(`"hello"`))
 	require.NoError(t, err)
@@ -326,7 +326,7 @@ func TestWriteLaterSharesTheNextCommit(t *testing.T) {
 	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "store.db"), testStoreOptions(nil, func(o *storeOptions) { o.LaterWait = time.Hour }))
 	require.NoError(t, err)
 	defer st.Close()
-	_, tok, err := st.createToken(context.Background(), "later")
+	_, tok, err := st.createToken(context.Background(), "later", "")
 	require.NoError(t, err)
 	commits, writes := st.commits.Load(), st.writes.Load()
 
@@ -367,7 +367,7 @@ func TestWriteLaterAlone(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "close.db")
 	st2, err := openStore(context.Background(), path, testStoreOptions(nil, func(o *storeOptions) { o.LaterWait = time.Hour }))
 	require.NoError(t, err)
-	_, tok, err := st2.createToken(context.Background(), "later")
+	_, tok, err := st2.createToken(context.Background(), "later", "")
 	require.NoError(t, err)
 	st2.writeLater(func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE tokens SET net = 'closed' WHERE token_hash = ?`, tok.Hash)
@@ -392,7 +392,7 @@ func TestCheckpointerBoundsWAL(t *testing.T) {
 	st, err := openStore(context.Background(), path, testStoreOptions(nil, func(o *storeOptions) { o.CheckpointEvery = 20 * time.Millisecond; o.WALLimit = 50 }))
 	require.NoError(t, err)
 	defer st.Close()
-	_, tok, err := st.createToken(context.Background(), "wal")
+	_, tok, err := st.createToken(context.Background(), "wal", "")
 	require.NoError(t, err)
 
 	ctx, stop := context.WithCancel(context.Background())

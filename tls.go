@@ -33,6 +33,7 @@ type frontend struct {
 
 	main, challenge     *http.Server // challenge: ACME HTTP-01 and redirects
 	mainLn, challengeLn net.Listener
+	conns               *connCaps // the caps on the connections of both listeners
 }
 
 // newFrontend loads or prepares the certificates of checked listen
@@ -110,7 +111,12 @@ func (f *frontend) listen(addr string) error {
 	if err != nil {
 		return listenError("addr", addr, err)
 	}
-	f.mainLn = capConnsPerAddr(ln, f.cfg.MaxConnsPerIP, f.cfg.trusted)
+	total := f.cfg.MaxConns
+	if total == 0 {
+		total = defaultMaxConns()
+	}
+	f.conns = newConnCaps(total, f.cfg.MaxConnsPerIP, f.cfg.MaxConnsPer48, f.cfg.trusted)
+	f.mainLn = f.conns.listen(ln)
 	if f.acme == nil || f.cfg.ACMEHTTPAddr == "" {
 		return nil
 	}
@@ -120,7 +126,7 @@ func (f *frontend) listen(addr string) error {
 		return listenError("acme-http-addr", f.cfg.ACMEHTTPAddr, err)
 	}
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	f.challengeLn, f.challenge = cln, f.httpServer(f.acme.HTTPHandler(redirectToHTTPS(f.domains, port)))
+	f.challengeLn, f.challenge = f.conns.listen(cln), f.httpServer(f.acme.HTTPHandler(redirectToHTTPS(f.domains, port)))
 	return nil
 }
 

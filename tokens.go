@@ -18,11 +18,19 @@ func tokenStatements(q *statements, w, r *sql.DB) []statement {
 	return []statement{
 		{&q.insertToken, w, `INSERT INTO tokens (token_hash, peer_id, net, created_at, expires_at, last_seen_at, msg_floor)
 			VALUES (?1, ?2, ?3, ?4, ?5, ?4, ` + lastMessageIDSQL + `) RETURNING msg_floor`},
+		{&q.insertLogin, w, `INSERT INTO tokens (token_hash, peer_id, net, created_at, expires_at, last_seen_at, msg_floor, addr)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?4, ` + lastMessageIDSQL + `, ?6) RETURNING msg_floor`},
 		{&q.touchToken, w, `UPDATE tokens SET last_seen_at = ?1 WHERE token_hash = ?2 AND last_seen_at < ?1`},
 		{&q.claimNet, w, `INSERT INTO nets (name, key_hash, claimed_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING`},
 		{&q.claimedKey, w, `SELECT key_hash FROM nets WHERE name = ?`},
 		{&q.touchNet, w, `UPDATE nets SET last_poll_at = ? WHERE name = ?`},
 		{&q.idlestLogin, w, `SELECT token_hash, peer_id FROM tokens WHERE net = ?1 AND last_seen_at < ?2
+			ORDER BY last_seen_at LIMIT 1`},
+		// The address holding the most logins of net ?1, address ?2 first
+		// among equals: one pass over the net's entries of tokens_addr.
+		{&q.busiestAddr, w, `SELECT addr FROM tokens WHERE net = ?1 GROUP BY addr
+			ORDER BY count(*) DESC, addr = ?2 DESC LIMIT 1`},
+		{&q.idlestOfAddr, w, `SELECT token_hash, peer_id FROM tokens WHERE net = ?1 AND addr = ?2
 			ORDER BY last_seen_at LIMIT 1`},
 		{&q.dropLogin, w, `DELETE FROM tokens WHERE token_hash = ?`},
 		{&q.dropSubscriptions, w, `DELETE FROM subscriptions WHERE peer_id = ? RETURNING net, topic, until_id IS NULL`},
@@ -51,12 +59,19 @@ func (t token) readOnly() bool { return t.Net == "" }
 // --max-wait (its long poll) or 15 s (its stream's keep-alive).
 const loginIdle = peerRecent
 
-// createToken logs a SimClient into net and returns its secret token. A
-// net at --max-peers gives the new login the slot of its login idle the
-// longest, if one has made no call for loginIdle: that login is deleted
-// (its next call is 401 unknown_token, and it logs in again), with its
-// subscriptions. With none idle, the login is errNetFull.
-func (s *store) createToken(ctx context.Context, net string) (secret string, t token, err error) {
+// createToken logs a SimClient into net from the client address addr
+// (addrKey's form; "" when unknown) and returns its secret token.
+//
+// A net at --max-peers makes room when it can, by deleting a login (its
+// next call is 401 unknown_token, and it logs in again) with its
+// subscriptions: first the login idle the longest, if one has made no call
+// for loginIdle; else the idlest login of the address that holds the most
+// of the net's logins, if that is more than addr would hold with the new
+// one. So one address cannot keep a net to itself by keeping its logins
+// busy: every other address can always get in up to an equal share, while
+// an address alone in a net (a NAT) may fill it. With no room, the login
+// is errNetFull.
+func (s *store) createToken(ctx context.Context, net, addr string) (secret string, t token, err error) {
 	secret = newToken()
 	now := s.nowMS()
 	t = token{Hash: secretHash(secret), PeerID: newPeerID(), Net: net, ExpiresAt: now + s.opts.TokenTTL.Milliseconds()}
@@ -67,48 +82,92 @@ func (s *store) createToken(ctx context.Context, net string) (secret string, t t
 			return err
 		}
 		// Inside the writer, the highest message id is exact.
-		if err := tx.StmtContext(ctx, s.q.insertToken).QueryRowContext(ctx, t.Hash, t.PeerID, t.Net, now, t.ExpiresAt).Scan(&t.MsgFloor); err != nil {
+		if err := tx.StmtContext(ctx, s.q.insertLogin).QueryRowContext(ctx, t.Hash, t.PeerID, t.Net, now, t.ExpiresAt, addr).Scan(&t.MsgFloor); err != nil {
 			return err
 		}
 		if max := s.opts.MaxPeers; max > 0 && s.counts.logins(t.Net) >= max {
 			var peer string
-			err := tx.StmtContext(ctx, s.q.idlestLogin).QueryRowContext(ctx, t.Net, now-loginIdle.Milliseconds()).Scan(&evicted, &peer)
-			if errors.Is(err, sql.ErrNoRows) {
-				s.counts.netFull.Add(1)
-				return errNetFull
-			}
+			var err error
+			evicted, peer, err = s.loginToEvict(ctx, tx, t.Net, addr, now)
 			if err != nil {
 				return err
 			}
-			if _, err := tx.StmtContext(ctx, s.q.dropLogin).ExecContext(ctx, evicted); err != nil {
-				return err
-			}
-			closed := newCountsDelta()
-			err = eachStmtRow(ctx, tx.StmtContext(ctx, s.q.dropSubscriptions), []any{peer}, func(rows *sql.Rows) error {
-				var net, topic string
-				var open bool
-				err := rows.Scan(&net, &topic, &open)
-				if open {
-					closed.topics[topicKey(net, topic)]--
-				}
-				return err
-			})
-			if err == nil {
-				s.counts.apply(closed) // one login out, one in: the logins stay
-			}
-			return err
+			return s.evictLogin(ctx, tx, evicted, peer) // one login out, one in: the logins stay
 		}
 		return s.counts.admitToken(t.Net, 0)
 	})
 	if err != nil {
 		return "", token{}, err
 	}
+	s.busiest.Delete(net) // the net's logins changed
 	if evicted != nil {
 		s.forgetToken(evicted)
 	}
 	s.cacheToken(t)
 	s.noteSeen(t, now) // login wrote last_seen_at
 	return secret, t, nil
+}
+
+// busiestSeen is, for a full net, the address found holding the most of
+// its logins when a login from it was refused, and when (ms).
+type busiestSeen struct {
+	addr string
+	at   int64
+}
+
+// busiestFor is how long a net's busiest address is taken as found: 1 s,
+// unless a login or a purge changes the net's logins first. Finding it
+// reads every login of the net (2 ms for 10,000): the address that fills
+// a net, trying again and again, is refused without reading them.
+const busiestFor = time.Second
+
+// loginToEvict picks the login of a full net that a new login from addr,
+// just inserted, takes the slot of (createToken), or errNetFull.
+func (s *store) loginToEvict(ctx context.Context, tx *sql.Tx, net, addr string, now int64) (hash []byte, peer string, err error) {
+	err = tx.StmtContext(ctx, s.q.idlestLogin).QueryRowContext(ctx, net, now-loginIdle.Milliseconds()).Scan(&hash, &peer)
+	if !errors.Is(err, sql.ErrNoRows) {
+		return hash, peer, err
+	}
+	if v, ok := s.busiest.Load(net); ok && v.(busiestSeen).addr == addr && now-v.(busiestSeen).at < busiestFor.Milliseconds() {
+		s.counts.netFull.Add(1)
+		return nil, "", errNetFull
+	}
+	var busiest string
+	if err := tx.StmtContext(ctx, s.q.busiestAddr).QueryRowContext(ctx, net, addr).Scan(&busiest); err != nil {
+		return nil, "", err
+	}
+	if busiest == addr { // no address holds more than addr now does
+		s.busiest.Store(net, busiestSeen{addr: addr, at: now})
+		s.counts.netFull.Add(1)
+		return nil, "", errNetFull
+	}
+	if err := tx.StmtContext(ctx, s.q.idlestOfAddr).QueryRowContext(ctx, net, busiest).Scan(&hash, &peer); err != nil {
+		return nil, "", err
+	}
+	s.loginsShared.Add(1)
+	return hash, peer, nil
+}
+
+// evictLogin deletes the login hash (peer_id peer) and its subscriptions
+// inside a write, and counts the open ones closed.
+func (s *store) evictLogin(ctx context.Context, tx *sql.Tx, hash []byte, peer string) error {
+	if _, err := tx.StmtContext(ctx, s.q.dropLogin).ExecContext(ctx, hash); err != nil {
+		return err
+	}
+	closed := newCountsDelta()
+	err := eachStmtRow(ctx, tx.StmtContext(ctx, s.q.dropSubscriptions), []any{peer}, func(rows *sql.Rows) error {
+		var net, topic string
+		var open bool
+		err := rows.Scan(&net, &topic, &open)
+		if open {
+			closed.topics[topicKey(net, topic)]--
+		}
+		return err
+	})
+	if err == nil {
+		s.counts.apply(closed)
+	}
+	return err
 }
 
 // loginBytes is what a login costs the storage budget: its row and index

@@ -420,7 +420,8 @@ func soakServe(ctx context.Context, call func(context.Context, string, string, u
 			if err != nil {
 				return
 			}
-			if status != http.StatusOK && status != http.StatusConflict {
+			// 409: answered before the crash; 410: its caller withdrew it.
+			if status != http.StatusOK && status != http.StatusConflict && status != http.StatusGone {
 				fail(fmt.Errorf("pushres: %d %s", status, b))
 				return
 			}

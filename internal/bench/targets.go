@@ -216,9 +216,14 @@ func pullReqSmart(ctx context.Context, t *target, net, key string, wait, max int
 	return rids, nil
 }
 
+// pushRes answers rid. A request its caller withdrew meanwhile (410: a
+// gateway client that a phase's end stopped) needs no answer: not an error.
 func pushRes(ctx context.Context, t *target, net, key, rid string) error {
 	body := `{"net":` + jsonString(net) + `,"rid":` + jsonString(rid) + `,"sim_res":` + simResBody + `}`
-	_, err := t.call(ctx, http.MethodPost, "/api/v1/server/pushres", key, []byte(body), http.StatusOK)
+	rep, err := t.call(ctx, http.MethodPost, "/api/v1/server/pushres", key, []byte(body), http.StatusOK)
+	if rep.status == http.StatusGone {
+		return nil
+	}
 	return err
 }
 
