@@ -25,8 +25,9 @@ const (
 	streamCancelled = "cancelled"
 )
 
-// cancelTimeout bounds withdrawing a request whose caller has gone on.
-const cancelTimeout = 10 * time.Second
+// cancelTimeout bounds withdrawing a request whose caller has gone on (5
+// s): the call is one small write, and the caller waits for it.
+const cancelTimeout = 5 * time.Second
 
 // errBodyClosed is a Read after Close, as net/http's.
 var errBodyClosed = errors.New("c2cvia: read on closed response body")
@@ -95,7 +96,8 @@ func (b *streamBody) Close() error {
 	return nil
 }
 
-// abandon withdraws the request once, unless its body has ended.
+// abandon withdraws the request once, unless its body has ended; a second
+// call returns once the first has withdrawn it.
 func (b *streamBody) abandon() {
 	if !b.ended.Load() {
 		b.withdraw.Do(func() { b.t.cancel(b.reqCtx, b.rid) })

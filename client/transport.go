@@ -157,20 +157,19 @@ func (t *transport) pull(ctx context.Context, body map[string]any) (*pulled, err
 	}
 }
 
-// cancel withdraws rid (POST cancel), so that its handler stops, without
-// waiting for the relay: its caller has gone on. An answer that is
-// complete (409) or a request that is over (410) is no news; other
-// failures go to the error log.
+// cancel withdraws rid (POST cancel), so that its handler stops, for up
+// to cancelTimeout even though ctx has ended: its caller has gone on, and
+// when cancel returns the request is withdrawn. An answer that is complete
+// (409) or a request that is over (410) is no news; other failures go to
+// the error log.
 func (t *transport) cancel(ctx context.Context, rid string) {
-	go func() {
-		ctx, stop := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
-		defer stop()
-		_, _, err := t.s.call(ctx, "/api/v1/client/cancel", t.s.Token, map[string]string{"rid": rid}, nil)
-		var e *Error
-		if err != nil && !(errors.As(err, &e) && (e.Status == http.StatusConflict || e.Status == http.StatusGone)) {
-			t.s.o.onError(fmt.Errorf("c2cvia: withdrawing %s: %w", rid, err))
-		}
-	}()
+	ctx, stop := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
+	defer stop()
+	_, _, err := t.s.call(ctx, "/api/v1/client/cancel", t.s.Token, map[string]string{"rid": rid}, nil)
+	var e *Error
+	if err != nil && !(errors.As(err, &e) && (e.Status == http.StatusConflict || e.Status == http.StatusGone)) {
+		t.s.o.onError(fmt.Errorf("c2cvia: withdrawing %s: %w", rid, err))
+	}
 }
 
 // response maps a pulled answer to the *http.Response for req, following
