@@ -296,7 +296,7 @@ func handleWatch(st *store, lp *poller) apiFunc {
 	}
 }
 
-func handleExtend(st *store, cfg config) apiFunc {
+func handleExtend(st *store, h *hub, cfg config) apiFunc {
 	type response struct {
 		RID            string `json:"rid"`
 		LeaseExpiresAt string `json:"lease_expires_at"`
@@ -318,9 +318,12 @@ func handleExtend(st *store, cfg config) apiFunc {
 		if err != nil {
 			return err
 		}
-		until, err := st.extend(r.Context(), k, rid, lease)
+		until, streamOwner, err := st.extend(r.Context(), k, rid, lease)
 		if err != nil {
 			return err
+		}
+		if streamOwner != nil {
+			h.notify(tokenSignal(streamOwner)) // a shorter lease: its readers' waits end sooner
 		}
 		writeJSON(w, http.StatusOK, response{rid, formatMS(until)})
 		return nil

@@ -335,7 +335,19 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, t viaTarget) e
 	}
 	if req.status == statusAnswered {
 		if req.stream != "" {
-			return g.writeStream(w, r, t, owner, rid, req.simRes)
+			if err := g.writeStream(w, r, t, owner, rid, req.simRes); err != nil {
+				return err
+			}
+			if !storeAndForward {
+				g.st.dropAnswered(rid) // read to its end by its one reader; its parts go with it
+			}
+			return nil
+		}
+		if !storeAndForward {
+			// No token reads it: once its answer, in hand, is written, nobody
+			// can. Queued before the answer goes out, so the caller's next
+			// request finds its budget back.
+			g.st.dropAnswered(rid)
 		}
 		return g.writeAnswer(w, r, t, req.simRes)
 	}

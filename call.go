@@ -103,9 +103,10 @@ func chargeServer(r *http.Request, k serverKey) error {
 	return c.lim.allowServer(k.net)
 }
 
-// chargeVia charges a gateway request for net: to the net (--rate-via)
-// when its SimServer is polling, for that is its owner's traffic; else to
-// the client address, like any anonymous call.
+// chargeVia charges a gateway request for net: to the net (--rate-via),
+// within its client address's share of it (--via-addr-share), when its
+// SimServer is polling, for that is its owner's traffic; else to the client
+// address, like any anonymous call.
 func chargeVia(r *http.Request, net string) error {
 	c := callFrom(r.Context())
 	if c == nil {
@@ -113,7 +114,7 @@ func chargeVia(r *http.Request, net string) error {
 	}
 	c.charged = true
 	if c.lim.served != nil && c.lim.served(net) {
-		return c.lim.allowVia(net)
+		return c.lim.allowVia(r, net)
 	}
 	return c.lim.allowAddress(r)
 }

@@ -70,6 +70,14 @@ type config struct {
 	MaxStore         int64 // bytes the store may use; 0: no limit
 	MaxNetStore      int64 // payload bytes per net; 0: no limit
 	TrustProxy       []netip.Prefix
+
+	// Budgets of who sends (budget.go): bytes of requests one client
+	// address may store (0: no limit), bytes of requests a net nobody serves
+	// may store (0: no limit), and the part of a net's gateway one address
+	// may take (0 or 1: all of it).
+	MaxAddrStore     int64
+	MaxUnservedStore int64
+	ViaAddrShare     float64
 }
 
 // listenConfig is how serve listens: TLS, ACME and the connection limits.
@@ -96,7 +104,8 @@ type listenConfig struct {
 func (c config) storeOptions() storeOptions {
 	return storeOptions{ReqTTL: c.ReqTTL, ResTTL: c.ResTTL, TokenTTL: c.TokenTTL, MsgTTL: c.MsgTTL,
 		MaxAttempts: c.MaxAttempts, ClaimTTL: c.ClaimTTL, Sync: c.Sync, MaxQueue: c.MaxQueue, MaxPeers: c.MaxPeers, MaxSubs: c.MaxSubs,
-		MaxStore: c.MaxStore, MaxNetStore: c.MaxNetStore, MsgCache: c.MsgCache}
+		MaxStore: c.MaxStore, MaxNetStore: c.MaxNetStore, MsgCache: c.MsgCache,
+		MaxAddrStore: c.MaxAddrStore, MaxUnservedStore: c.MaxUnservedStore, ServedWithin: servedWithin(c.MaxWait), ViaAddrShare: c.ViaAddrShare}
 }
 
 // addStoreFlags are the flags serve and purge share: the file and lifetimes.
@@ -170,6 +179,9 @@ func addOpsFlags(fs *pflag.FlagSet, c *config) {
 	fs.IntVar(&c.MaxSubs, "max-subs", 1000, "topic subscriptions per login (a closed one counts until its messages expire); one more is 429 too_many_subscriptions (0: no limit)")
 	fs.Var(newByteLimit(&c.MaxStore, 2<<30), "max-store", "bytes the store's file may use; a write past it is 507 store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
 	fs.Var(newByteLimit(&c.MaxNetStore, 256<<20), "max-net-store", "bytes of requests, answers and messages one net may store; a write past it is 507 net_store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
+	fs.Var(newByteLimit(&c.MaxAddrStore, 128<<20), "max-addr-store", "bytes of requests one client address (an IPv6 address by its /64) may have stored, all nets together; a request past it is 507 addr_store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
+	fs.Var(newByteLimit(&c.MaxUnservedStore, 16<<20), "max-unserved-store", "bytes of requests a net may store while no SimServer polls it (none within twice --max-wait); a request past it is 507 unserved_store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
+	fs.Float64Var(&c.ViaAddrShare, "via-addr-share", 0.25, "the part of a net's gateway one client address may take: of its queue (--max-queue), of its bytes (half the net's budget) and of its --rate-via (0 or 1: all of it)")
 	fs.Var(prefixList{&c.TrustProxy}, "trust-proxy", "addresses or CIDR blocks of reverse proxies whose X-Forwarded-For gives the client address, or none")
 }
 
@@ -510,6 +522,9 @@ func (c config) checkWith(s *settingErrors) error {
 			s.describe("max-inflight-body"), simEnvelope(c.MaxBody))
 	}
 	s.limit("access-log-errors", c.AccessLogErrors, "lines a second")
+	if c.ViaAddrShare < 0 || c.ViaAddrShare > 1 || c.ViaAddrShare != c.ViaAddrShare {
+		s.badFlag("via-addr-share", "must be a part from 0 to 1, such as 0.25 (0 or 1: no share)")
+	}
 	s.limit("max-queue", c.MaxQueue, "requests")
 	s.limit("max-polls-per-token", c.MaxPollsPerToken, "long polls")
 	s.limit("max-peers", c.MaxPeers, "logins")

@@ -27,6 +27,7 @@ type storeCounts struct {
 	queued   map[string]int   // queue (queueOf) -> requests stored as queued
 	tokens   map[string]int   // net -> logins stored
 	topics   map[string]int   // topicKey -> open subscriptions stored
+	usage    requestUsage     // what the requests take, by who sent them (budget.go)
 
 	dataVersion int64        // the writer's PRAGMA data_version when last counted
 	stale       atomic.Bool  // a commit failed: count again
@@ -71,10 +72,12 @@ type countsDelta struct {
 	queued   map[string]int
 	tokens   map[string]int
 	topics   map[string]int
+	usage    requestUsage
 }
 
 func newCountsDelta() countsDelta {
-	return countsDelta{byStatus: map[string]int64{}, queued: map[string]int{}, tokens: map[string]int{}, topics: map[string]int{}}
+	return countsDelta{byStatus: map[string]int64{}, queued: map[string]int{}, tokens: map[string]int{}, topics: map[string]int{},
+		usage: newRequestUsage()}
 }
 
 // topicKey names a topic of a net in storeCounts.topics.
@@ -117,6 +120,7 @@ func (c *storeCounts) apply(d countsDelta) {
 			}
 		}
 	}
+	c.usage.apply(d.usage)
 }
 
 // detachedFrom is the sender of the requests no login sent (pushDetached):
@@ -135,18 +139,26 @@ func queueOf(net, from string) string {
 	return net
 }
 
-// admitRequest counts a request just inserted into queue (queueOf), or
-// refuses it with errQueueFull when the queue already has max (0: no
-// limit); the write's savepoint then undoes the insert.
-func (c *storeCounts) admitRequest(queue string, max int) error {
+// admitRequest counts the request r just inserted as queued, or refuses
+// it with errQueueFull when its queue (queueOf) already has max (0: no
+// limit), or with errViaAddrQueueFull when it is a gateway request and
+// its sender already has addrMax queued in the net (0: no share); the
+// write's savepoint then undoes the insert.
+func (c *storeCounts) admitRequest(r requestRow, max, addrMax int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	queue := queueOf(r.net, r.from)
 	if max > 0 && c.queued[queue] >= max {
 		c.queueFull.Add(1)
 		return errQueueFull
 	}
+	if k, ok := r.viaKey(); ok && addrMax > 0 && c.usage.viaQueued[k] >= addrMax {
+		c.queueFull.Add(1)
+		return errViaAddrQueueFull
+	}
 	c.queued[queue]++
 	c.byStatus[statusQueued]++
+	c.usage.add(r, 1)
 	return nil
 }
 
@@ -196,9 +208,13 @@ func (s *store) count(ctx context.Context, q queryer) error {
 	queued := map[string]int{}
 	tokens := map[string]int{}
 	topics := map[string]int{}
+	usage, err := countUsage(ctx, q)
+	if err != nil {
+		return err
+	}
 	var version int64
 	each := func(query string, fn func(rows *sql.Rows) error) error { return eachRow(ctx, q, query, nil, fn) }
-	err := each(`SELECT net, from_peer = 'via', count(*) FROM requests WHERE status = 'queued' GROUP BY 1, 2`, func(rows *sql.Rows) error {
+	err = each(`SELECT net, from_peer = 'via', count(*) FROM requests WHERE status = 'queued' GROUP BY 1, 2`, func(rows *sql.Rows) error {
 		var net string
 		var via bool
 		var n int
@@ -256,7 +272,7 @@ func (s *store) count(ctx context.Context, q queryer) error {
 	c := &s.counts
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.byStatus, c.queued, c.tokens, c.topics, c.dataVersion = byStatus, queued, tokens, topics, version
+	c.byStatus, c.queued, c.tokens, c.topics, c.usage, c.dataVersion = byStatus, queued, tokens, topics, usage, version
 	c.stale.Store(false)
 	return nil
 }

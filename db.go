@@ -71,6 +71,11 @@ var (
 	errStoreFull    = errors.New("the store is at its storage budget")
 	errNetStoreFull = errors.New("the net is at its storage budget")
 
+	// The budgets of who sent a request (budget.go, which also wraps
+	// errNetStoreFull, errQueueFull and errAddrStoreFull for a gateway's).
+	errAddrStoreFull     = errors.New("the client address's requests are at its storage budget")
+	errUnservedStoreFull = errors.New("no SimServer polls the net, and its requests are at the budget of such a net")
+
 	// What the file system or another process refuses a write (storeFault).
 	errDiskFull        = errors.New("the disk that holds the store is full")
 	errStoreBusy       = errors.New("another process holds the store's write lock")
@@ -155,6 +160,18 @@ type storeOptions struct {
 	// one exchange's end and the next one's pushreq, and nothing to a write
 	// whose loss in a crash costs a repeat. 0: 5 ms.
 	LaterWait time.Duration
+
+	// The budgets of who sent a request (budget.go). MaxAddrStore: sim_req
+	// bytes one client address (addrKey) may have stored, all nets
+	// together. MaxUnservedStore: sim_req bytes a net may store while it is
+	// not served, no SimServer having polled it within ServedWithin
+	// (servedWithin; 0: no net is served). ViaAddrShare: the part of a
+	// net's gateway queue and gateway bytes one address may take (0 or 1:
+	// all of them). Bytes 0: no limit.
+	MaxAddrStore     int64
+	MaxUnservedStore int64
+	ServedWithin     time.Duration
+	ViaAddrShare     float64
 }
 
 // check refuses options the store cannot keep, and fills in the tuning
@@ -598,7 +615,7 @@ type statements struct {
 	insertToken, insertLogin, claimNet, touchNet,
 	insertRequest, leaseQueued, leaseExpired, markDelivered,
 	answer, extend, markPulled, takeUnpulled, requestForNet, claimedKey,
-	touchToken, peerInNet, netPeers, subscribedNow, insertMessage, netUsage,
+	touchToken, peerInNet, netPeers, subscribedNow, insertMessage, netUsage, dropAnswered,
 	idlestLogin, busiestAddr, idlestOfAddr, dropLogin, dropSubscriptions,
 	openSubscription, subscribe, unsubscribe, dropEmptySubscription, peerSubscriptions,
 	answerHead, appendPart, insertPart, extendStream, cancelPending, cancelStream, requestForOwnerW *sql.Stmt // writer

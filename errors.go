@@ -51,7 +51,8 @@ var (
 
 // storeErrors is the one table from the store's errors to what a client
 // sees. Retry-After is a hint for the quotas: a queue drains as its
-// SimServer works, a login slot frees when a login expires.
+// SimServer works, a login slot frees when a login expires, stored bytes
+// leave with the janitor (--janitor-every).
 var storeErrors = []struct {
 	err error
 	api *apiError
@@ -73,7 +74,7 @@ var storeErrors = []struct {
 	{errCursorAhead, newAPIError(http.StatusConflict, "cursor_ahead",
 		"the cursor is past the newest message the relay has (its store was restored or replaced): read again without since or Last-Event-ID")},
 	{errQueueFull, &apiError{Status: http.StatusTooManyRequests, Code: "queue_full",
-		Message: "this net has as many requests waiting for its SimServer as the relay allows; retry later", RetryAfter: time.Second}},
+		Message: "this net has as many requests waiting for its SimServer as the relay allows, or this client address its share of its gateway's; retry later", RetryAfter: time.Second}},
 	{errNetFull, &apiError{Status: http.StatusTooManyRequests, Code: "net_full",
 		Message: "this net has as many logins as the relay allows; retry when some expire", RetryAfter: time.Minute}},
 	{errTooManySubs, &apiError{Status: http.StatusTooManyRequests, Code: "too_many_subscriptions",
@@ -81,7 +82,11 @@ var storeErrors = []struct {
 	{errStoreFull, &apiError{Status: http.StatusInsufficientStorage, Code: "store_full",
 		Message: "the relay's store is at its storage budget; retry once expired entries are removed", RetryAfter: time.Minute}},
 	{errNetStoreFull, &apiError{Status: http.StatusInsufficientStorage, Code: "net_store_full",
-		Message: "this net stores as much as the relay allows; retry once its SimServer answers or entries expire", RetryAfter: time.Minute}},
+		Message: "this net stores as much as the relay allows, or its gateway requests their half of that; retry once its SimServer answers or entries expire", RetryAfter: time.Minute}},
+	{errAddrStoreFull, &apiError{Status: http.StatusInsufficientStorage, Code: "addr_store_full",
+		Message: "the requests this client address sent take as much as the relay allows one address, in the whole store or in this net's gateway; retry once they are answered or expire", RetryAfter: time.Minute}},
+	{errUnservedStoreFull, &apiError{Status: http.StatusInsufficientStorage, Code: "unserved_store_full",
+		Message: "no SimServer is polling this net, and it stores as many requests as the relay keeps for such a net; retry once its SimServer polls", RetryAfter: time.Minute}},
 	{errStoreClosed, newAPIError(http.StatusServiceUnavailable, "shutting_down", "the relay is shutting down; try again shortly")},
 	{errDiskFull, newAPIError(http.StatusInsufficientStorage, "disk_full",
 		"the relay's disk is full: nothing was written; try again later")},

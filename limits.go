@@ -6,7 +6,8 @@
 // Who pays for a call: a SimServer's call with its net's key is charged to
 // the net (--rate-server), a SimClient's call with a valid token to the
 // token (--rate-token), a gateway request to a net whose SimServer is
-// polling to that net (--rate-via); everything else (logins, claims of a
+// polling to that net (--rate-via), after its client address's share of
+// the net's bucket (--via-addr-share); everything else (logins, claims of a
 // new net, gateway requests to a net nobody serves, calls with a missing or
 // wrong credential, unknown routes) to the client address (--rate-ip). So a
 // SimServer is never throttled by the callers it shares an address with.
@@ -29,6 +30,7 @@ type limits struct {
 	now         func() time.Time // the store's clock: tests move it to refill buckets
 	ip, tok     *bucketLimiter   // nil: no limit
 	server, via *bucketLimiter   // per net; nil: no limit
+	viaAddr     *bucketLimiter   // per net and client address: its share of via; nil: no share
 	trusted     []netip.Prefix   // --trust-proxy
 	maxPolls    int              // per token; 0: no limit
 
@@ -39,7 +41,7 @@ type limits struct {
 	mu    sync.Mutex
 	polls map[string]int // token hash -> long polls open
 
-	ipLimited, tokenLimited, serverLimited, viaLimited, pollsRefused atomic.Int64 // refusals, for the metrics
+	ipLimited, tokenLimited, serverLimited, viaLimited, viaAddrLimited, pollsRefused atomic.Int64 // refusals, for the metrics
 }
 
 func newLimits(cfg config, now func() time.Time) *limits {
@@ -49,6 +51,7 @@ func newLimits(cfg config, now func() time.Time) *limits {
 		tok:      newBucketLimiter(cfg.RateToken, cfg.RateTokenBurst, maxBuckets),
 		server:   newBucketLimiter(cfg.RateServer, cfg.RateServerBurst, maxBuckets),
 		via:      newBucketLimiter(cfg.RateVia, cfg.RateViaBurst, maxBuckets),
+		viaAddr:  newShareLimiter(cfg.RateVia, cfg.RateViaBurst, cfg.ViaAddrShare),
 		trusted:  cfg.TrustProxy,
 		maxPolls: cfg.MaxPollsPerToken,
 		polls:    map[string]int{},
@@ -123,9 +126,27 @@ func (l *limits) allowServer(net string) error {
 	return allow(l.server, net, l.now(), &l.serverLimited)
 }
 
-// allowVia charges one gateway request to net under --rate-via.
-func (l *limits) allowVia(net string) error {
+// allowVia charges one gateway request r to net under --rate-via, after
+// its client address's share of it (--via-addr-share): a call over its
+// address's share is refused without taking from the net's bucket, so one
+// address cannot empty it for the others.
+func (l *limits) allowVia(r *http.Request, net string) error {
+	if l.viaAddr != nil {
+		if err := allow(l.viaAddr, net+" "+clientBucket(r, l.trusted), l.now(), &l.viaAddrLimited); err != nil {
+			return err
+		}
+	}
 	return allow(l.via, net, l.now(), &l.viaLimited)
+}
+
+// newShareLimiter is the limiter of one client address's share of each
+// net's --rate-via: share of its rate and of its burst (at least 1); nil
+// when the net's has no limit or the share is all of it (0 or 1).
+func newShareLimiter(perSecond float64, burst int, share float64) *bucketLimiter {
+	if share <= 0 || share >= 1 {
+		return nil
+	}
+	return newBucketLimiter(perSecond*share, max(1, int(share*float64(burst))), maxBuckets)
 }
 
 // allow takes one call from the bucket who of k (nil: no limit), counting

@@ -362,6 +362,7 @@ func assertCountsExact(t *testing.T, r *testRelay, step string) {
 	r.store.counts.mu.Unlock()
 	assert.Equal(t, countBy(t, r, `SELECT net, count(*) FROM requests WHERE status = 'queued' GROUP BY net`), queued, "%s: queued per net", step)
 	assert.Equal(t, countBy(t, r, `SELECT net, count(*) FROM tokens GROUP BY net`), tokens, "%s: logins per net", step)
+	assertUsageFromFile(t, r, step)
 }
 
 // countBy runs a "SELECT name, count(*) ... GROUP BY name" on the store.

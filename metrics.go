@@ -240,9 +240,9 @@ var (
 	descPolls = prometheus.NewDesc("c2cvia_long_polls_open",
 		"Long polls in progress, by kind.", []string{"kind"}, nil)
 	descRefusals = prometheus.NewDesc("c2cvia_limit_refusals_total",
-		"Calls refused with 429, by limit: rate_ip, rate_token, rate_server, rate_via, polls_per_token, queue, peers, subscriptions; and with 503 server_busy: inflight_body.", []string{"limit"}, nil)
+		"Calls refused with 429, by limit: rate_ip, rate_token, rate_server, rate_via, rate_via_addr, polls_per_token, queue, peers, subscriptions; and with 503 server_busy: inflight_body.", []string{"limit"}, nil)
 	descLimiterBuckets = prometheus.NewDesc("c2cvia_rate_limiter_buckets",
-		"Token buckets held, by limiter (ip, token, server, via).", []string{"limiter"}, nil)
+		"Token buckets held, by limiter (ip, token, server, via, via_addr).", []string{"limiter"}, nil)
 	descMsgCacheBytes = prometheus.NewDesc("c2cvia_msg_cache_bytes",
 		"Bytes of recent peer messages held in memory, all nets together; at most --msg-cache.", nil, nil)
 	descMsgCacheEvictions = prometheus.NewDesc("c2cvia_msg_cache_evictions_total",
@@ -270,6 +270,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		"rate_token":      c.lim.tokenLimited.Load(),
 		"rate_server":     c.lim.serverLimited.Load(),
 		"rate_via":        c.lim.viaLimited.Load(),
+		"rate_via_addr":   c.lim.viaAddrLimited.Load(),
 		"polls_per_token": c.lim.pollsRefused.Load(),
 		"queue":           c.st.counts.queueFull.Load(),
 		"peers":           c.st.counts.netFull.Load(),
@@ -282,6 +283,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descLimiterBuckets, prometheus.GaugeValue, float64(c.lim.tok.size()), "token")
 	ch <- prometheus.MustNewConstMetric(descLimiterBuckets, prometheus.GaugeValue, float64(c.lim.server.size()), "server")
 	ch <- prometheus.MustNewConstMetric(descLimiterBuckets, prometheus.GaugeValue, float64(c.lim.via.size()), "via")
+	ch <- prometheus.MustNewConstMetric(descLimiterBuckets, prometheus.GaugeValue, float64(c.lim.viaAddr.size()), "via_addr")
 	ch <- prometheus.MustNewConstMetric(descMsgCacheBytes, prometheus.GaugeValue, float64(c.st.msgs.size()))
 	ch <- prometheus.MustNewConstMetric(descMsgCacheEvictions, prometheus.CounterValue, float64(c.st.msgs.evictions.Load()))
 }

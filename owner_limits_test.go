@@ -74,6 +74,7 @@ func TestRateServerAndViaPerNet(t *testing.T) {
 	r := newTestRelay(t, func(c *config) {
 		c.RateServer, c.RateServerBurst = 0.5, 2
 		c.RateVia, c.RateViaBurst = 0.5, 1
+		c.ViaAddrShare = 0 // the net's bucket alone: an address's share of it is TestGatewayShares'
 	})
 	r.pullReqs("alpha", testKey, nil)
 	r.pullReqs("alpha", testKey, nil)
@@ -126,7 +127,10 @@ func TestBenchAgainstDefaultsGetsNo429(t *testing.T) {
 // are handed out, and the counts come back from the file at open.
 func TestViaCannotStarveSimClients(t *testing.T) {
 	t.Parallel()
-	r := newTestRelay(t, func(c *config) { c.MaxQueue = 3 })
+	r := newTestRelay(t, func(c *config) {
+		c.MaxQueue = 3
+		c.ViaAddrShare = 0 // one address fills the gateway's queue: its share of it is TestGatewayShares'
+	})
 	via := func(i int) reply {
 		req, err := http.NewRequest(http.MethodGet, r.URL+"/via/shop/junk"+strconv.Itoa(i), nil)
 		require.NoError(t, err)

@@ -286,14 +286,17 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 			WHERE seq IN (SELECT seq FROM requests
 				WHERE status IN ('queued', 'delivered') AND expires_at <= ?1 AND `+statusSQL("?1", "?2")+` = 'expired'`+netCond+`
 				ORDER BY expires_at LIMIT `+lim+`)
-			RETURNING net, attempt, from_peer`, with(now, s.opts.MaxAttempts),
+			RETURNING net, attempt, from_peer, remote_addr`, with(now, s.opts.MaxAttempts),
 			func(rows *sql.Rows) error {
 				expired++
-				var net, from string
+				var r requestRow
 				var attempt int
-				err := rows.Scan(&net, &attempt, &from)
-				counts.move(queueOf(net, from), wasStatus(attempt), statusExpired, 1)
-				rep.mark(net, statusExpired, 1)
+				err := rows.Scan(&r.net, &attempt, &r.from, &r.remote)
+				counts.move(queueOf(r.net, r.from), wasStatus(attempt), statusExpired, 1)
+				if attempt == 0 {
+					counts.usage.unqueue(r)
+				}
+				rep.mark(r.net, statusExpired, 1)
 				return err
 			})
 		if err != nil {
@@ -306,22 +309,20 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		}
 		deleted := 0
 		err = eachRow(ctx, tx, `DELETE FROM requests WHERE seq IN (SELECT seq FROM requests WHERE `+cond+` LIMIT `+lim+`)
-			RETURNING net, status, from_peer = 'via'`, condArgs, func(rows *sql.Rows) error {
-			var net, status string
-			var via bool
-			if err := rows.Scan(&net, &status, &via); err != nil {
+			RETURNING net, status, from_peer, remote_addr, octet_length(sim_req)`, condArgs, func(rows *sql.Rows) error {
+			var r requestRow
+			var status string
+			if err := rows.Scan(&r.net, &status, &r.from, &r.remote, &r.bytes); err != nil {
 				return err
 			}
 			deleted++
-			if rep.Requests[net] == nil {
-				rep.Requests[net] = map[string]int{}
+			if rep.Requests[r.net] == nil {
+				rep.Requests[r.net] = map[string]int{}
 			}
-			rep.Requests[net][status]++
-			from := ""
-			if via {
-				from = detachedFrom
-			}
-			counts.move(queueOf(net, from), status, "", 1)
+			rep.Requests[r.net][status]++
+			counts.move(queueOf(r.net, r.from), status, "", 1)
+			r.queued = status == statusQueued
+			counts.usage.add(r, -1)
 			return nil
 		})
 		if err != nil {

@@ -63,16 +63,21 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte, remoteA
 }
 
 // insertQueued stores a queued request in the writer's transaction, under
-// its net's byte budget and its queue's quota (queueOf). The quota refuses
-// last, so that the write's savepoint undoes the insert.
+// its net's byte budget, the budgets of its sender (admitSender) and its
+// queue's quota (queueOf). The quota refuses last, so that the write's
+// savepoint undoes the insert.
 func (s *store) insertQueued(ctx context.Context, tx *sql.Tx, net, rid string, owner []byte, from, remoteAddr string, simReq []byte, now, expiresAt int64) error {
 	if err := s.admitBytes(ctx, tx, net, len(simReq)); err != nil {
+		return err
+	}
+	r := requestRow{net: net, from: from, remote: remoteAddr, queued: true, bytes: int64(len(simReq))}
+	if err := s.admitSender(r); err != nil {
 		return err
 	}
 	if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx, rid, net, owner, from, remoteAddr, string(simReq), now, expiresAt); err != nil {
 		return err
 	}
-	return s.counts.admitRequest(queueOf(net, from), s.opts.MaxQueue)
+	return s.counts.admitRequest(r, s.opts.MaxQueue, int(s.viaShare(int64(s.opts.MaxQueue))))
 }
 
 // pushDetached queues request rid of net that no login sent (the
@@ -197,6 +202,7 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 		for i := range out {
 			if out[i].Attempt == 0 { // stored as queued: only leases ever deliver
 				fromQueue[queueOf(net, out[i].From)]++
+				s.counts.unqueued(requestRow{net: net, from: out[i].From, remote: out[i].RemoteAddr})
 			}
 			out[i].Attempt++
 			out[i].LeaseExpiresAt = formatMS(until)
@@ -367,6 +373,7 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 			return err
 		}
 		s.counts.move(queueOf(net, from), wasStatus(attempt), statusAnswered, 1)
+		s.counts.answeredQueued(from, attempt)
 		return nil
 	})
 	if h := s.hooks.Load(); h != nil && err == nil {
@@ -376,8 +383,10 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 }
 
 // extend renews the lease on rid of k's net to now+lease, if it is still
-// held: a delivered request's, or an open stream's.
-func (s *store) extend(ctx context.Context, k serverKey, rid string, lease time.Duration) (until int64, err error) {
+// held: a delivered request's, or an open stream's. For a stream it
+// returns the owner's token hash, whose waits must look again: the moment
+// the stream is aborted moved.
+func (s *store) extend(ctx context.Context, k serverKey, rid string, lease time.Duration) (until int64, streamOwner []byte, err error) {
 	net := k.net
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.claimIn(ctx, tx, k); err != nil {
@@ -389,21 +398,20 @@ func (s *store) extend(ctx context.Context, k serverKey, rid string, lease time.
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			// An open stream holds a lease too.
-			if res, err = tx.StmtContext(ctx, s.q.extendStream).ExecContext(ctx, until, now, rid, net); err != nil {
-				return err
-			}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return nil
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			if err := s.refusal(ctx, tx, net, rid); err != nil {
-				return err
-			}
-			return errLeaseLost
+		// An open stream holds a lease too.
+		err = tx.StmtContext(ctx, s.q.extendStream).QueryRowContext(ctx, until, now, rid, net).Scan(&streamOwner)
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
 		}
-		return nil
+		if err := s.refusal(ctx, tx, net, rid); err != nil {
+			return err
+		}
+		return errLeaseLost
 	})
-	return until, err
+	return until, streamOwner, err
 }
 
 // refusal explains why a SimServer's write to rid did not apply: not found

@@ -45,7 +45,7 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	// requests it holds (docs/API.md, "Streamed answers and cancellation").
 	mux.Handle("POST /api/v1/server/pushpart", parts(handlePushPart(st, lp.hub, cfg)))
 	mux.Handle("POST /api/v1/server/watch", api(handleWatch(st, lp)))
-	mux.Handle("POST /api/v1/server/extend", api(handleExtend(st, cfg)))
+	mux.Handle("POST /api/v1/server/extend", api(handleExtend(st, lp.hub, cfg)))
 	mux.Handle("POST /api/v1/server/release", api(handleRelease(st)))
 
 	// Gateway: any plain HTTP client reaches the net's SimServer, every method.

@@ -559,3 +559,37 @@ func TestStreamRetention(t *testing.T) {
 	assert.Equal(t, 0, r.count("answer_parts"), "the parts went with their request")
 	assert.Equal(t, int64(0), usage(), "and their bytes left the budget")
 }
+
+// TestStreamLeaseShortened: a SimServer that gives up on a stream cuts its
+// lease short with extend; its readers see the end at the new moment, not
+// at the old lease's.
+func TestStreamLeaseShortened(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	bodies := make(chan io.ReadCloser, 1)
+	go func() {
+		if resp, err := http.Get(r.URL + "/via/cut/events"); err == nil {
+			bodies <- resp.Body
+		}
+	}()
+	var got []leased
+	waitFor(t, 10*time.Second, func() bool { got = r.pullReqs("cut", testKey, nil); return len(got) == 1 }, "queued")
+	require.Equal(t, http.StatusOK, r.head("cut", got[0].RID, nil, "begun").Status)
+	body := <-bodies
+	defer body.Close()
+	buf := make([]byte, 5)
+	_, err := io.ReadFull(body, buf)
+	require.NoError(t, err)
+
+	rep := r.postJSON("/api/v1/server/extend", testKey, map[string]any{"net": "cut", "rid": got[0].RID, "lease": 0.001})
+	require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
+	r.advance(2 * time.Millisecond)
+	ended := make(chan error, 1)
+	go func() { _, err := io.ReadAll(body); ended <- err }()
+	select {
+	case err := <-ended:
+		assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the caller's body did not end when the shortened lease ran out")
+	}
+}

@@ -52,7 +52,8 @@ func streamStatements(q *statements, w, r *sql.DB) []statement {
 		// stream whose SimServer keeps it is not removed under its caller.
 		{&q.extendStream, w, `UPDATE requests SET lease_expires_at = ?1, done_at = ?2
 			WHERE rid = ?3 AND net = ?4 AND status = 'answered' AND stream = 'open' AND cancelled_at IS NULL
-			  AND lease_expires_at > ?2`},
+			  AND lease_expires_at > ?2
+			RETURNING token_hash`},
 		// Withdrawing a request that has no answer yet: stored as failed, so
 		// it leaves the queue and the lease indexes, and reads as cancelled.
 		{&q.cancelPending, w, `UPDATE requests SET status = 'failed', cancelled_at = ?2, done_at = ?2, lease_expires_at = NULL

@@ -448,7 +448,8 @@ func TestViaPreflights(t *testing.T) {
 	require.Empty(t, r.pullReqs("app", testKey, nil))
 	resp, _ = rawVia(t, r.URL, "OPTIONS", preflight)
 	assert.Equal(t, http.StatusNoContent, resp.StatusCode)
-	assert.Equal(t, 1, r.count("requests"), "answered by the relay again")
+	flushStoreWrites(t, r) // the forwarded one, answered, is deleted: no token reads it
+	assert.Equal(t, 0, r.count("requests"), "answered by the relay again")
 
 	rep := r.get("/api/v1/server/pullreqsmart", url.Values{"net": {"app"}, "key": {testKey}, "wait": {"0"}, "preflight": {"perhaps"}})
 	assertErrorShape(t, rep, http.StatusBadRequest, "invalid_param")

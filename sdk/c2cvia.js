@@ -53,20 +53,39 @@ export class RelayError extends Error {
  * gateway requests) in the request header `C2cvia-From` and the request id
  * in `C2cvia-Rid`, and all of it in its second argument, info.
  *
+ * Answers in parts: a Response whose body has ended by the time its first
+ * bytes are read, and holds at most 512 KiB, is posted whole. Any other
+ * body streams (server-sent events, progress, large downloads): the status,
+ * headers and the bytes at hand go out at once (pushres with more), then
+ * each further chunk as it comes (pushpart, chunks already waiting joined,
+ * at most 512 KiB a part, so memory stays bounded), the last with last. A
+ * handler whose answer streams no longer counts against concurrency.
+ *
+ * Cancellation: request.signal aborts (an AbortError) when the caller
+ * withdraws the request (a /via/ caller that goes away, a session.fetch
+ * aborted or whose body is cancelled), when its lease is lost, and for a
+ * streaming answer on close(); serve keeps one watch on the running
+ * handlers' rids for this, so the signal aborts within a second. A
+ * streaming body is then cancelled (its source's cancel() runs).
+ *
  * A handler that throws answers 500 `internal server error`; the error goes
  * to onError. A request that maps to no Request (a CONNECT, a broken
- * simBody) answers 400. An answer larger than the relay takes answers 502
- * `response_too_large`, so the caller hears at once and the handler does not
- * run again. Network errors, 5xx and 429 are retried with backoff; a 4xx on
- * the poll (bad net, wrong key) stops serving and rejects `closed`.
+ * simBody) answers 400. A head the relay refuses answers 502
+ * `response_too_large` or `invalid_response`, so the caller hears at once
+ * and the handler does not run again. A body stream that errors after its
+ * head was sent ends the answer early, as a reverse proxy does when its
+ * upstream fails: the caller sees the body cut off, never a clean end.
+ * Network errors, 5xx and 429 are retried with backoff (a part with its
+ * same offset, so it is never written twice); a 4xx on the poll (bad net,
+ * wrong key) stops serving and rejects `closed`.
  *
  * @param {object} options
  * @param {string} [options.relay] the relay's URL; in a browser, location.origin by default
  * @param {string} options.net
  * @param {string} options.key the net's key, 16 characters or more (the first key used claims the net)
  * @param {FetchHandler} options.fetch
- * @param {number} [options.concurrency] handlers running at most at once; 4
- * @param {number} [options.lease] seconds a request is ours before the relay hands it out again; 30, extended every lease/2 while the handler runs
+ * @param {number} [options.concurrency] handlers running at most at once, streaming ones not counted; 4
+ * @param {number} [options.lease] seconds a request is ours before the relay hands it out again (or aborts its stream); 30, extended every lease/2 while the handler runs or streams
  * @param {number} [options.wait] long-poll seconds; 25, under common proxy idle timeouts
  * @param {boolean} [options.preflight] forward the browser CORS preflights (OPTIONS) of the net's gateway to the handler instead of letting the relay answer them; false
  * @param {(err: unknown) => void} [options.onError] handler errors and answers the relay refused; console.error by default
@@ -80,45 +99,94 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
   concurrency = Math.max(1, Math.min(100, Math.floor(concurrency))); // pullreqsmart takes max 1-100
 
   const stop = new AbortController();
-  /** @type {Set<Promise<void>>} */
+  /** @type {Set<Promise<void>>} every handler's work, streams included: close() waits for it */
   const running = new Set();
-  let freed = signal(); // resolves when a handler finishes and frees a slot
+  /** @type {Map<string, Job>} the requests being handled or streamed, by rid */
+  const jobs = new Map();
+  let busy = 0; // handlers holding a slot: running and not yet streaming
+  let freed = signal(); // resolves when a slot frees
+  const free = () => {
+    busy--;
+    const f = freed;
+    freed = signal();
+    f.resolve();
+  };
 
   // Polls stop on close(); extends and answers (signal null) go through.
   const server = (path, body, sig) => relayCall(base, path, body, key, sig ?? undefined);
+  const watch = watcher(server, net, wait, jobs, report);
 
-  /** Runs one leased request (its sim_req as raw JSON text): handler, extends while it runs, then pushres. */
+  // close() ends the streams: nothing else would.
+  stop.signal.addEventListener("abort", () => {
+    for (const job of jobs.values()) if (job.streaming) job.withdraw(closing(), false);
+  });
+
+  /** Runs one leased request (its sim_req as raw JSON text): handler, extends while it runs and streams, then the answer. */
   async function handle(item, simReq) {
+    const job = new Job(item.rid);
+    jobs.set(job.rid, job);
+    watch.changed();
+    let slot = true;
+    const release = () => {
+      if (slot) (slot = false), free();
+    };
     const extendEvery = Math.max(10, (lease * 1000) / 2);
     const timer = setInterval(() => {
-      server("/api/v1/server/extend", { net, rid: item.rid, lease }, null).catch((err) => {
-        if (!(err instanceof RelayError && err.status === 409)) report(err); // 409: lost; pushres will tell
+      if (job.signal.aborted) return; // a withdrawn stream's lease is cut short, not renewed
+      server("/api/v1/server/extend", { net, rid: job.rid, lease }, null).catch((err) => {
+        if (gone(err)) job.withdraw(err, true);
+        else if (!(err instanceof RelayError && err.status === 409)) report(err); // 409: lost; the answer will tell
       });
     }, extendEvery);
-    let simRes;
     try {
-      simRes = await answer(handler, item, simReq, relayURL, report);
+      const a = await answer(handler, item, simReq, relayURL, report, job.signal);
+      if (job.signal.aborted) {
+        if (!("simRes" in a)) a.body.cancel(job.signal.reason);
+        return; // withdrawn: nobody waits for the answer
+      }
+      if ("simRes" in a) {
+        await postWhole(job, a.simRes);
+      } else if (a.body.ended && a.bytes.length <= PART_SIZE) {
+        const simRes = toSimRes({ status: a.status, headers: a.headers, body: a.bytes.length ? a.bytes : null });
+        await postWhole(job, simRes, () => postStream(job, a, release));
+      } else {
+        await postStream(job, a, release);
+      }
     } finally {
       clearInterval(timer);
+      release();
+      jobs.delete(job.rid);
+      watch.changed();
     }
-    // The answer is posted even while closing: close() waits for it. A
-    // transient failure is retried a few times; the lease covers a lost one.
+  }
+
+  /**
+   * Posts a whole answer. The answer is posted even while closing: close()
+   * waits for it. A transient failure is retried a few times; the lease
+   * covers a lost one. An answer the relay finds too large to take whole
+   * goes to instead(), which streams it.
+   * @param {Job} job
+   * @param {SimResponse} simRes
+   * @param {() => Promise<void>} [instead]
+   */
+  async function postWhole(job, simRes, instead) {
     for (let attempt = 0; ; attempt++) {
       try {
-        await server("/api/v1/server/pushres", { net, rid: item.rid, sim_res: simRes }, null);
+        await server("/api/v1/server/pushres", { net, rid: job.rid, sim_res: simRes }, null);
         return;
       } catch (err) {
+        if (instead && err instanceof RelayError && err.status === 413) return instead();
         const refused = err instanceof RelayError && (err.status === 413 || err.code === "invalid_sim_res");
         if (refused && simRes !== tooLarge && simRes !== invalidAnswer) {
-          // Over the relay's limit (base64 of --max-body plus 64 KiB), or an
-          // answer it cannot write (a status past 599, a header it refuses):
-          // the caller hears 502 now rather than the handler running again
-          // when the lease runs out.
+          // An answer the relay cannot write (a status past 599, a header
+          // it refuses): the caller hears 502 now rather than the handler
+          // running again when the lease runs out.
           report(err);
           simRes = err.status === 413 ? tooLarge : invalidAnswer;
           attempt = -1;
           continue;
         }
+        if (gone(err)) return job.withdraw(err, true); // nobody waits for it
         if (!transient(err) || attempt >= 4) {
           report(err); // 409 already answered / lease lost, 404 gone: not fatal
           return;
@@ -128,17 +196,120 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
     }
   }
 
+  /**
+   * Streams an answer: its head with the bytes at hand (pushres with more),
+   * then the rest of its body in parts (pushpart), each retried with its
+   * same offset. Parts hold at most PART_SIZE bytes, halved while the relay
+   * answers 413 (a relay with a --max-body below it). release frees the
+   * handler's slot once the head is in.
+   * @param {Job} job
+   * @param {{status: number, headers: HeaderList, bytes: Uint8Array, body: PartReader}} a
+   * @param {() => void} release
+   */
+  async function postStream(job, { status, headers, bytes, body }, release) {
+    const signal = job.signal;
+    const onAbort = () => body.cancel(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      let partSize = PART_SIZE;
+      let buf = bytes; // read, not yet committed
+      let first = buf; // the bytes the head carries
+      for (let attempt = 0; ; attempt++) {
+        if (signal.aborted) return;
+        try {
+          const head = toSimRes({ status, headers, body: first.length ? first : null });
+          await server("/api/v1/server/pushres", { net, rid: job.rid, sim_res: head, more: true, lease }, null);
+          break;
+        } catch (err) {
+          if (err instanceof RelayError && err.status === 413 && first.length) {
+            first = first.subarray(0, 0); // the bytes go in parts, which shrink to fit
+            attempt = -1;
+            continue;
+          }
+          if (err instanceof RelayError && (err.status === 413 || err.code === "invalid_sim_res")) {
+            report(err);
+            body.cancel(err);
+            return postWhole(job, err.status === 413 ? tooLarge : invalidAnswer);
+          }
+          if (gone(err)) return job.withdraw(err, true);
+          if (!transient(err) || attempt >= 9) {
+            report(err);
+            return;
+          }
+          await sleep(backoff(attempt, err));
+        }
+      }
+      let offset = first.length;
+      buf = buf.subarray(first.length);
+      job.streaming = true;
+      release();
+      if (stop.signal.aborted) job.withdraw(closing(), false);
+
+      for (;;) {
+        if (buf.length === 0 && !body.ended) {
+          try {
+            buf = await body.take(partSize, true);
+          } catch (err) {
+            if (signal.aborted) return;
+            report(err); // the handler's stream failed: the answer ends early
+            job.withdraw(err, false);
+            return;
+          }
+        }
+        if (signal.aborted) return;
+        const part = buf.subarray(0, partSize);
+        const last = body.ended && part.length === buf.length;
+        for (let attempt = 0; ; attempt++) {
+          if (signal.aborted) return;
+          try {
+            const query = { net, rid: job.rid, offset, lease };
+            if (last) query.last = true;
+            await relayPart(base, "/api/v1/server/pushpart", query, part, key);
+            break;
+          } catch (err) {
+            if (err instanceof RelayError && err.status === 413 && part.length > 1) {
+              partSize = part.length >> 1;
+              break;
+            }
+            if (gone(err)) return job.withdraw(err, true);
+            if (!transient(err) || attempt >= 9) {
+              report(err); // 409 offset_mismatch: a part went missing; nothing to mend
+              job.withdraw(err, false);
+              return;
+            }
+            await sleep(backoff(attempt, err));
+          }
+        }
+        if (part.length > partSize) continue; // split: the same bytes in smaller parts
+        offset += part.length;
+        buf = buf.subarray(part.length);
+        if (last) return;
+      }
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      if (signal.aborted) {
+        body.cancel(signal.reason);
+        // Withdrawn by the SDK itself (close, a failed body): the stream
+        // ends now, aborted, rather than at its lease's end; one the relay
+        // withdrew needs no word.
+        if (job.streaming && !job.byRelay) {
+          await server("/api/v1/server/extend", { net, rid: job.rid, lease: 0.001 }, null).catch(() => {});
+        }
+      }
+    }
+  }
+
   async function loop() {
     let failures = 0;
     while (!stop.signal.aborted) {
-      if (running.size >= concurrency) {
+      if (busy >= concurrency) {
         await freed.promise;
         continue;
       }
       let reply;
       try {
         /** @type {Record<string, unknown>} */
-        const poll = { net, wait, max: concurrency - running.size, lease };
+        const poll = { net, wait, max: concurrency - busy, lease };
         if (preflight) poll.preflight = true;
         reply = await server("/api/v1/server/pullreqsmart", poll, stop.signal);
       } catch (err) {
@@ -152,14 +323,10 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
       const raws = rawElements(rawField(reply.text, "requests") ?? "[]");
       reply.json.requests.forEach((item, i) => {
         const simReq = rawField(raws[i] ?? "{}", "sim_req") ?? "{}";
+        busy++;
         const p = handle(item, simReq)
           .catch(report)
-          .finally(() => {
-            running.delete(p);
-            const f = freed;
-            freed = signal();
-            f.resolve();
-          });
+          .finally(() => running.delete(p));
         running.add(p);
       });
     }
@@ -177,13 +344,116 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
   );
   return {
     closed,
-    /** Stops polling, waits for running handlers to post their answers. */
+    /** Stops polling, waits for running handlers to post their answers; ends the streaming ones (their request.signal aborts, their answers end early). */
     async close() {
       stop.abort();
       freed.resolve();
       await closed.catch(() => {});
     },
   };
+}
+
+/** 512 KiB: the most body bytes one part carries, half the relay's default --max-body (the most a part may hold). */
+const PART_SIZE = 512 << 10;
+
+/** The reason a stream ends on close(). */
+const closing = () => new DOMException("the server is closing", "AbortError");
+
+/** The relay's word that a request needs no more work (410: cancelled by its caller, aborted, expired, failed), or undefined. */
+function gone(err) {
+  return err instanceof RelayError && err.status === 410 ? err : undefined;
+}
+
+/** One request a handler works on: its rid, the signal its request carries, whether its answer streams. */
+class Job {
+  /** @param {string} rid */
+  constructor(rid) {
+    this.rid = rid;
+    this.controller = new AbortController();
+    this.signal = this.controller.signal;
+    this.streaming = false;
+    /** whether the relay said it needs no more work (watch, 410) */
+    this.byRelay = false;
+  }
+
+  /**
+   * Aborts the handler's signal with an AbortError that says why.
+   * @param {unknown} why an error, or a message
+   * @param {boolean} byRelay whether the relay withdrew it (a watch, a 410), so it needs no word from us
+   */
+  withdraw(why, byRelay) {
+    if (this.signal.aborted) return;
+    this.byRelay = byRelay;
+    if (why instanceof DOMException && why.name === "AbortError") return this.controller.abort(why);
+    const message = why instanceof RelayError ? `the relay answered ${why.code}: ${why.message}` : String(why instanceof Error ? why.message : why);
+    this.controller.abort(new DOMException(message, "AbortError"));
+  }
+}
+
+/**
+ * Keeps one watch open on the rids of the running jobs (POST
+ * /api/v1/server/watch, at most 1000 rids a call): a rid it returns is
+ * withdrawn. It starts again, 100 ms after a change (so a burst of
+ * requests costs one restart, and a handler learns of its caller going
+ * within a second), when a job it does not watch has come; jobs that end
+ * stay watched until then, which costs nothing. A watch writes nothing,
+ * so aborting it is always safe.
+ * @param {Map<string, Job>} jobs
+ * @returns {{changed(): void}}
+ */
+function watcher(server, net, wait, jobs, report) {
+  let current = null; // {controller, rids: Set<string>}
+  let timer = null;
+  let off = false; // a relay without watch: handlers learn at their next call
+
+  const live = () => [...jobs.values()].filter((j) => !j.signal.aborted).map((j) => j.rid);
+  function restart() {
+    timer = null;
+    const rids = live();
+    if (current && rids.length > 0 && rids.every((r) => current.rids.has(r))) return;
+    current?.controller.abort();
+    current = null;
+    if (rids.length === 0 || off) return;
+    const w = { controller: new AbortController(), rids: new Set(rids) };
+    current = w;
+    for (let i = 0; i < rids.length; i += 1000) run(w, rids.slice(i, i + 1000));
+  }
+
+  async function run(w, rids) {
+    const sig = w.controller.signal;
+    for (let failures = 0; !sig.aborted; ) {
+      let reply;
+      try {
+        reply = await server("/api/v1/server/watch", { net, rids, wait }, sig);
+      } catch (err) {
+        if (sig.aborted) return;
+        if (err instanceof RelayError && (err.code === "no_route" || err.status === 405)) {
+          off = true; // a relay without watch
+          report(err);
+          return;
+        }
+        if (!transient(err)) {
+          report(err);
+          if (current === w) current = null; // again at the next change
+          return;
+        }
+        await sleep(backoff(failures++, err), sig).catch(() => {});
+        continue;
+      }
+      failures = 0;
+      // Cancelled ones are withdrawn; either way the next watch is of the
+      // jobs that still run.
+      for (const rid of reply.json?.cancelled ?? []) jobs.get(rid)?.withdraw("the caller withdrew the request, or it needs no more work", true);
+      if (current === w) current = null;
+      changed();
+      return;
+    }
+  }
+
+  function changed() {
+    if (timer === null) timer = setTimeout(restart, 100);
+  }
+  return { changed };
 }
 
 /** The answer posted instead of one the relay refused as invalid (400 invalid_sim_res), in the relay's error shape. */
@@ -200,26 +470,148 @@ const tooLarge = Object.freeze({
   simBody: JSON.stringify({ error: { code: "response_too_large", message: "the SimServer's answer is larger than the relay accepts" } }),
 });
 
-/** Calls the handler for a leased request and maps its Response (or failure) to a sim_res. */
-async function answer(handler, item, simReq, relayURL, report) {
+/**
+ * Calls the handler for a leased request. Returns a fixed sim_res (for a
+ * request that maps to no Request, a handler that fails), or the
+ * handler's answer: status, headers, the body's bytes that were at hand
+ * at once (at most PART_SIZE) and its reader, which says whether it ended.
+ * @returns {Promise<{simRes: SimResponse} | {status: number, headers: HeaderList, bytes: Uint8Array, body: PartReader}>}
+ */
+async function answer(handler, item, simReq, relayURL, report, signal) {
   let request, target;
   try {
     // set replaces any value the caller sent: only the relay says who asked.
-    ({ request, target } = handlerRequest(simReq, relayURL, [["C2cvia-From", item.from], ["C2cvia-Rid", item.rid]]));
+    ({ request, target } = handlerRequest(simReq, relayURL, [["C2cvia-From", item.from], ["C2cvia-Rid", item.rid]], signal));
   } catch (err) {
     report(err);
-    return { simStatus: 400, simHeaders: { "Content-Type": "text/plain" }, simBody: "bad request" };
+    return { simRes: { simStatus: 400, simHeaders: { "Content-Type": "text/plain" }, simBody: "bad request" } };
   }
+  let body;
   try {
     /** @type {HandlerInfo} */
     const info = { remoteAddr: item.remote_addr ?? undefined, from: item.from, rid: item.rid, target };
     const res = await handler(request, info);
     if (!(res instanceof Response)) throw new TypeError("the fetch handler did not return a Response");
-    return toSimRes(await responseMessage(res));
+    body = new PartReader(res.body);
+    const onAbort = () => body.cancel(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    let bytes;
+    try {
+      bytes = await body.take(PART_SIZE, false);
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+    return { status: res.status, headers: responseHeaders(res), bytes, body };
   } catch (err) {
+    body?.cancel(err);
     report(err);
-    return { simStatus: 500, simHeaders: { "Content-Type": "text/plain" }, simBody: "internal server error" };
+    return { simRes: { simStatus: 500, simHeaders: { "Content-Type": "text/plain" }, simBody: "internal server error" } };
   }
+}
+
+/**
+ * Reads a body stream in parts: what is at hand at once, up to a size,
+ * keeping one read outstanding across calls so nothing is lost between
+ * parts. "At hand" is what the stream gives before a macrotask passes:
+ * chunks already queued, and those a Response of a string, bytes or a Blob
+ * gives at once.
+ */
+class PartReader {
+  /** @param {ReadableStream<Uint8Array> | null} stream */
+  constructor(stream) {
+    this.reader = stream?.getReader() ?? null;
+    /** @type {Uint8Array | null} read, not yet taken */
+    this.rest = null;
+    /** @type {Promise<ReadableStreamReadResult<Uint8Array>> | null} */
+    this.pending = null;
+    /** whether the stream ended (or was cancelled) with everything before taken or in rest */
+    this.ended = this.reader === null;
+  }
+
+  /** The outstanding read, started when there is none. */
+  read() {
+    this.pending ??= this.reader.read();
+    return this.pending;
+  }
+
+  /** Whether the next read (a chunk, the end or an error) is at hand within a macrotask. */
+  async ready() {
+    if (this.rest !== null || this.ended) return true;
+    const p = this.read();
+    return Promise.race([p.then(() => true, () => true), macrotask().then(() => false)]);
+  }
+
+  /** Moves the next read's result into rest (or ended); throws the stream's error. */
+  async next() {
+    const r = await this.read();
+    this.pending = null;
+    if (r.done) {
+      this.ended = true;
+      return;
+    }
+    const v = r.value;
+    if (v instanceof Uint8Array) this.rest = v;
+    else if (ArrayBuffer.isView(v)) this.rest = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+    else if (v instanceof ArrayBuffer) this.rest = new Uint8Array(v);
+    else throw new TypeError("the response body gave a chunk that is no Uint8Array");
+    if (this.rest.length === 0) this.rest = null;
+  }
+
+  /**
+   * Up to max bytes: those at hand, after waiting for the first of them
+   * (or the end) when wait. ended tells whether the stream ended right
+   * after them, when that is at hand too.
+   * @param {number} max
+   * @param {boolean} wait
+   * @returns {Promise<Uint8Array>}
+   */
+  async take(max, wait) {
+    /** @type {Uint8Array[]} */
+    const chunks = [];
+    let size = 0;
+    for (;;) {
+      while (this.rest === null && !this.ended) {
+        if (!(wait && size === 0) && !(await this.ready())) break;
+        await this.next();
+      }
+      if (this.rest === null) break; // ended, or nothing at hand
+      if (size >= max) {
+        break;
+      }
+      const n = Math.min(this.rest.length, max - size);
+      chunks.push(this.rest.subarray(0, n));
+      size += n;
+      this.rest = n < this.rest.length ? this.rest.subarray(n) : null;
+    }
+    if (chunks.length === 1) return chunks[0].slice();
+    const out = new Uint8Array(size);
+    let at = 0;
+    for (const c of chunks) out.set(c, at), (at += c.length);
+    return out;
+  }
+
+  /** Stops reading: the stream's source is cancelled, and it counts as ended. */
+  cancel(reason) {
+    if (this.reader && !this.cancelled) {
+      this.cancelled = true;
+      this.reader.cancel(reason).catch(() => {});
+    }
+    this.rest = null;
+    this.ended = true;
+  }
+}
+
+/** Resolves after a macrotask: what a stream has queued comes before it. */
+function macrotask() {
+  if (typeof setImmediate === "function") return new Promise((r) => setImmediate(r));
+  if (typeof MessageChannel === "function") {
+    return new Promise((r) => {
+      const ch = new MessageChannel();
+      ch.port1.onmessage = () => (ch.port1.close(), r());
+      ch.port2.postMessage(null);
+    });
+  }
+  return new Promise((r) => setTimeout(r, 0));
 }
 
 // ---------------------------------------------------------------------------
@@ -243,7 +635,12 @@ async function answer(handler, item, simReq, relayURL, report) {
  * @property {Date} expiresAt
  * @property {(input: RequestInfo | URL, init?: RequestInit) => Promise<Response>} fetch
  *   standard fetch through the relay to the net's SimServer: the URL's path and query (a string's exactly as
- *   written) and its host, as the Host header; a relative URL names the relay's host
+ *   written) and its host, as the Host header; a relative URL names the relay's host. Resolves once the
+ *   answer's head is in; a streamed answer's body is read from the relay as the SimServer sends it (at most
+ *   1 MiB a read), and errors with a RelayError 502 (code `aborted` or `cancelled`) when the answer ends
+ *   early. init.signal aborting (an AbortError, before or while the body is read), or the body cancelled
+ *   before its end, withdraws the request: the handler's request.signal aborts. Rejects with a RelayError
+ *   for the relay's refusals (410 `expired`, `failed`, `cancelled`)
  * @property {(peerId: string, data: unknown) => Promise<{id: number}>} send
  * @property {(topic: string) => Promise<{topic: string, subscribed: boolean}>} subscribe
  * @property {(topic: string) => Promise<{topic: string, subscribed: boolean}>} unsubscribe
@@ -284,7 +681,11 @@ export async function login({ relay, net }) {
   return session;
 }
 
-/** session.fetch: pushreq, then pullsmart until the answer comes. */
+/**
+ * session.fetch: pushreq, then pullsmart until the answer comes; a streamed
+ * answer's body reads on from the relay. The caller's signal aborting, or
+ * its body cancelled before its end, withdraws the request (cancel).
+ */
 async function clientFetch(base, call, input, init = {}) {
   const url = input instanceof Request ? new URL(input.url) : new URL(String(input), base + "/");
   // A string keeps its path as given: the URL parser would remove dot segments.
@@ -294,21 +695,151 @@ async function clientFetch(base, call, input, init = {}) {
   const sim = toSimReq(await requestMessage(req, target));
   const { json } = await call("/api/v1/client/pushreq", { sim_req: sim }, sig);
   const rid = json.rid;
+  const withdraw = () => cancelRequest(call, rid);
 
   for (let failures = 0; ; ) {
     let reply;
     try {
       reply = await call("/api/v1/client/pullsmart", { rid, wait: 25 }, sig);
     } catch (err) {
+      if (sig?.aborted) {
+        withdraw();
+        throw err;
+      }
       // The request is stored: a lost poll is asked again, not failed.
       if (!transient(err) || failures >= 9) throw err;
-      await sleep(backoff(failures++, err), sig);
+      await sleep(backoff(failures++, err), sig).catch((e) => {
+        withdraw();
+        throw e;
+      });
       continue;
     }
     failures = 0;
+    if (reply.status !== 200) continue;
     // The sim_res goes on as raw text, so a JSON body keeps every digit.
-    if (reply.status === 200) return callerResponse(rawField(reply.text, "sim_res") ?? "{}", req.method);
+    const raw = rawField(reply.text, "sim_res") ?? "{}";
+    if (typeof reply.json.stream !== "string") return callerResponse(raw, req.method);
+    try {
+      return streamedResponse(call, rid, raw, reply.json, req.method, sig, withdraw);
+    } catch (err) {
+      withdraw();
+      throw err;
+    }
   }
+}
+
+/** Withdraws rid (POST /api/v1/client/cancel), trying a few times; a failure is let go: the request then lives out its time. */
+async function cancelRequest(call, rid) {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await call("/api/v1/client/cancel", { rid });
+      return;
+    } catch (err) {
+      if (!transient(err)) return; // 409 complete, 410 gone: nothing to withdraw
+      await sleep(backoff(attempt, err)).catch(() => {});
+    }
+  }
+}
+
+/**
+ * The Response of a streamed answer: the head's status and headers, and a
+ * body that reads the answer's bytes from the relay as they come
+ * (pullsmart with offset, long-polling while the stream is open). An answer
+ * that ends early (aborted, cancelled) errors the body with a RelayError
+ * 502 of that code; sig aborting errors it with sig's reason.
+ * @param {string} raw the head's sim_res as raw JSON text
+ * @param {{offset?: number, stream: string}} reply the first pullsmart's reply
+ * @param {() => void} withdraw cancels the request
+ * @returns {Response}
+ */
+function streamedResponse(call, rid, raw, reply, method, sig, withdraw) {
+  const { status, headers, first } = streamHead(raw, method);
+  let offset = typeof reply.offset === "number" ? reply.offset : first.length;
+  if (bodyless(method, status)) {
+    if (reply.stream === "open") withdraw(); // nobody will read the rest
+    return new Response(null, { status, headers });
+  }
+  const local = new AbortController(); // ends the body's reads
+  const reads = anySignal(sig, local.signal);
+  let finished = false;
+  /** @type {ReadableStreamDefaultController<Uint8Array>} */
+  let ctrl;
+  const finish = () => {
+    finished = true;
+    sig?.removeEventListener("abort", onAbort);
+  };
+  function onAbort() {
+    if (finished) return;
+    finish();
+    local.abort();
+    withdraw();
+    ctrl.error(sig?.reason);
+  }
+  const body = new ReadableStream({
+    start(c) {
+      ctrl = c;
+      if (first.length) c.enqueue(first);
+      sig?.addEventListener("abort", onAbort, { once: true });
+      if (sig?.aborted) onAbort();
+    },
+    async pull(c) {
+      for (let failures = 0; !finished; ) {
+        let r;
+        try {
+          r = await call("/api/v1/client/pullsmart", { rid, offset, wait: 25 }, reads);
+        } catch (err) {
+          if (finished) return; // cancelled or aborted meanwhile
+          if (transient(err) && failures < 9) {
+            await sleep(backoff(failures++, err), reads).catch(() => {});
+            continue;
+          }
+          finish();
+          throw err;
+        }
+        if (finished) return;
+        failures = 0;
+        if (r.status !== 200) continue;
+        const part = streamPart(rawField(r.text, "sim_res") ?? "{}");
+        offset = typeof r.json.offset === "number" ? r.json.offset : offset + part.length;
+        if (part.length) {
+          c.enqueue(part);
+          return;
+        }
+        const state = r.json.stream;
+        if (state === "open") continue; // the wait ran out
+        finish();
+        if (state === "complete") return c.close();
+        throw new RelayError(502, String(state), `the streamed answer ended before its last part (${state})`);
+      }
+    },
+    cancel() {
+      if (finished) return;
+      finish();
+      local.abort();
+      withdraw();
+    },
+  });
+  return new Response(body, { status, headers });
+}
+
+/** The status, headers and first body bytes of a streamed answer's head; throws a RelayError 502 for one no Response can hold. */
+function streamHead(raw, method) {
+  let m;
+  try {
+    m = fromSimRes(raw, method, true);
+  } catch (err) {
+    throw new RelayError(502, "bad_gateway", `the SimServer's answer maps to no response: ${err instanceof Error ? err.message : err}`);
+  }
+  if (m.status < 200 || m.status > 599) {
+    throw new RelayError(502, "bad_gateway", `the SimServer answered ${m.status}, which is not a final HTTP status`);
+  }
+  return { status: m.status, headers: platformHeaders(m.headers), first: m.body ?? new Uint8Array(0) };
+}
+
+/** The body bytes a pullsmart reply on a stream carries: simBody, a string or base64. */
+function streamPart(raw) {
+  const obj = JSON.parse(raw);
+  return bodyFromSim(rawField(raw, "simBody"), obj.simBodyEncoding, []).bytes ?? new Uint8Array(0);
 }
 
 /**
@@ -456,16 +987,28 @@ function toMessage(m) {
  * reply; any status of 300 or more rejects with a RelayError.
  * @returns {Promise<{status: number, text: string, json: any}>}
  */
-async function relayCall(base, path, body, secret, sig) {
+function relayCall(base, path, body, secret, sig) {
+  return relayPost(base + path, "application/json", JSON.stringify(body), secret, sig);
+}
+
+/**
+ * POSTs bytes to the relay as an application/octet-stream body, the other
+ * parameters in the query string (pushpart), as relayCall does.
+ * @param {Record<string, string | number | boolean>} query
+ * @param {Uint8Array} bytes
+ */
+function relayPart(base, path, query, bytes, secret, sig) {
+  const url = new URL(base + path);
+  for (const [name, value] of Object.entries(query)) url.searchParams.set(name, String(value));
+  return relayPost(url.toString(), "application/octet-stream", bytes, secret, sig);
+}
+
+/** POSTs body of type to url with a Bearer secret; a status of 300 or more rejects with a RelayError. */
+async function relayPost(url, type, body, secret, sig) {
   /** @type {Record<string, string>} */
-  const headers = { "Content-Type": "application/json" };
+  const headers = { "Content-Type": type };
   if (secret) headers.Authorization = "Bearer " + secret;
-  const res = await globalThis.fetch(base + path, {
-    method: "POST",
-    headers,
-    body: JSON.stringify(body),
-    signal: sig,
-  });
+  const res = await globalThis.fetch(url, { method: "POST", headers, body, signal: sig });
   const text = await res.text();
   let json = null;
   try {
@@ -890,12 +1433,15 @@ function toSimRes({ status = 200, headers, body }) {
  * 1xx, 204, 205 and 304; Content-Length the body's length, except for HEAD
  * and 304, where the declared one is kept; none for 1xx and 204, 0 for 205.
  * A JSON simBody that is no string gets Content-Type application/json
- * unless one is set.
+ * unless one is set. The head of a streamed answer (streamed true) keeps
+ * the Content-Length the SimServer declared, or has none: its simBody is
+ * only the first bytes.
  * @param {string | object} sim the sim_res, best as its raw JSON text
  * @param {string} method the request's
+ * @param {boolean} [streamed] false
  * @returns {Required<Pick<HTTPMessage, "status" | "headers" | "body">>}
  */
-function fromSimRes(sim, method) {
+function fromSimRes(sim, method, streamed = false) {
   const text = typeof sim === "string" ? sim : JSON.stringify(sim);
   const obj = JSON.parse(text);
   const status = typeof obj.simStatus === "number" && obj.simStatus !== 0 ? obj.simStatus : 200;
@@ -909,9 +1455,9 @@ function fromSimRes(sim, method) {
     // no Content-Length
   } else if (status === 205) {
     out.push(["Content-Length", "0"]);
-  } else if (method === "HEAD" || status === 304) {
+  } else if (method === "HEAD" || status === 304 || streamed) {
     if (declared !== undefined && /^\d+$/.test(declared) && BigInt(declared) < 2n ** 63n) out.push(["Content-Length", String(BigInt(declared))]);
-    else if (method === "HEAD" && status !== 304 && length > 0) out.push(["Content-Length", String(length)]);
+    else if (method === "HEAD" && status !== 304 && length > 0 && !streamed) out.push(["Content-Length", String(length)]);
   } else {
     out.push(["Content-Length", String(length)]);
   }
@@ -953,9 +1499,10 @@ async function requestMessage(request, target) {
  * @param {string | object} sim the sim_req, best as raw JSON text
  * @param {URL} relay the relay's URL, for a request that names no host
  * @param {HeaderList} [extra] headers set last, replacing the caller's
+ * @param {AbortSignal} [signal] the request's signal: aborts when the caller withdraws it
  * @returns {{request: Request, target: string}}
  */
-function handlerRequest(sim, relay, extra = []) {
+function handlerRequest(sim, relay, extra = [], signal = undefined) {
   const m = fromSimReq(sim);
   const headers = new Headers();
   for (const [name, value] of m.headers) {
@@ -973,7 +1520,7 @@ function handlerRequest(sim, relay, extra = []) {
     headers.delete("Content-Length");
   }
   // The body goes in as bytes: a string body would add a Content-Type.
-  return { request: new Request(url, { method: m.method, headers, body }), target: m.target };
+  return { request: new Request(url, { method: m.method, headers, body, signal }), target: m.target };
 }
 
 /** The scheme and host the caller asked for, the relay's where they are missing or no valid URL. */
@@ -999,6 +1546,17 @@ function callerURL(proto, host, relay) {
  * @returns {Promise<HTTPMessage>}
  */
 async function responseMessage(response) {
+  const body = new Uint8Array(await response.arrayBuffer());
+  return { status: response.status, headers: responseHeaders(response), body: body.length ? body : null };
+}
+
+/**
+ * The header pairs of a handler's Response: as set, repeated Set-Cookie
+ * apart, other repeated values joined by the platform.
+ * @param {Response} response
+ * @returns {HeaderList}
+ */
+function responseHeaders(response) {
   /** @type {HeaderList} */
   const headers = [];
   response.headers.forEach((value, name) => {
@@ -1006,8 +1564,7 @@ async function responseMessage(response) {
   });
   const cookies = response.headers.getSetCookie?.() ?? [response.headers.get("set-cookie")].filter((c) => c !== null);
   for (const c of cookies) headers.push(["set-cookie", c]);
-  const body = new Uint8Array(await response.arrayBuffer());
-  return { status: response.status, headers, body: body.length ? body : null };
+  return headers;
 }
 
 /**
@@ -1029,15 +1586,20 @@ function callerResponse(sim, method) {
   if (m.status < 200 || m.status > 599) {
     throw new RelayError(502, "bad_gateway", `the SimServer answered ${m.status}, which is not a final HTTP status`);
   }
+  return new Response(m.body, { status: m.status, headers: platformHeaders(m.headers) });
+}
+
+/** Headers of the pairs, leaving out any name or value the platform refuses (a browser's Response drops Set-Cookie). */
+function platformHeaders(pairs) {
   const headers = new Headers();
-  for (const [name, value] of m.headers) {
+  for (const [name, value] of pairs) {
     try {
       headers.append(name, value);
     } catch {
       // a name or value the platform refuses: left out
     }
   }
-  return new Response(m.body, { status: m.status, headers });
+  return headers;
 }
 
 /**

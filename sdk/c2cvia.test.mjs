@@ -347,15 +347,15 @@ test("info.remoteAddr is the caller's address as the relay saw it", async (t) =>
   for (const info of infos) assert.match(String(info.remoteAddr), /^(127\.0\.0\.1|\[::1\]):\d+$/);
 });
 
-test("an answer too large for the relay reaches the caller as 502 response_too_large, once", async (t) => {
+test("an answer whose head is too large for the relay reaches the caller as 502 response_too_large, once", async (t) => {
   const net = newNet();
   const errors = [];
   let calls = 0;
   const server = serve({
     relay: RELAY, net, key: KEY, wait: 5, onError: (e) => errors.push(e),
-    // 3 MiB of bytes that are no UTF-8: 4 MiB of base64, over any limit the
-    // test relay's 1 MiB --max-body gives an answer.
-    fetch: () => (calls++, new Response(new Uint8Array(3 << 20).fill(0xff))),
+    // A 2 MiB header: over any head the test relay's 1 MiB --max-body
+    // takes, whole or streamed (a body of any size streams).
+    fetch: () => (calls++, new Response("small", { headers: { "X-Huge": "a".repeat(2 << 20) } })),
   });
   t.after(() => server.close());
   const s = await login({ relay: RELAY, net });
@@ -370,6 +370,26 @@ test("an answer too large for the relay reaches the caller as 502 response_too_l
   assert.equal(calls, 1, "the handler ran once");
   assert.equal(errors.length, 1);
   assert.ok(errors[0] instanceof RelayError && errors[0].status === 413, "the relay's refusal goes to onError");
+});
+
+test("an answer larger than the relay takes whole streams, byte-identical, the handler run once", async (t) => {
+  const net = newNet();
+  const errors = [];
+  let calls = 0;
+  const bytes = new Uint8Array(3 << 20).fill(0xff); // 4 MiB of base64: over any whole answer the test relay takes
+  const server = serve({
+    relay: RELAY, net, key: KEY, wait: 5, onError: (e) => errors.push(e),
+    fetch: () => (calls++, new Response(bytes)),
+  });
+  t.after(() => server.close());
+  const s = await login({ relay: RELAY, net });
+  t.after(() => s.close());
+
+  const res = await s.fetch("/huge");
+  assert.equal(res.status, 200);
+  assert.deepEqual(new Uint8Array(await res.arrayBuffer()), bytes);
+  assert.equal(calls, 1);
+  assert.deepEqual(errors, []);
 });
 
 test("an answer as large as the largest request body after base64 passes", async (t) => {
