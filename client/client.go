@@ -3,7 +3,9 @@
 //
 // Any http.Handler becomes the SimServer of a net with one line; it answers
 // requests sent into the net by SimClients and by the relay's /via/ gateway,
-// and needs no open port:
+// and needs no open port. A handler that flushes streams its answer
+// (server-sent events, large downloads), and its request's context ends
+// when the caller goes away:
 //
 //	mux := http.NewServeMux()
 //	mux.HandleFunc("GET /hello", func(w http.ResponseWriter, r *http.Request) {
@@ -12,7 +14,8 @@
 //	err := client.Serve(ctx, "https://relay.example.com", "demo", key, mux)
 //
 // A SimClient logs in and calls the net's SimServer with a plain
-// *http.Client; only the path and query of the URL count:
+// *http.Client; only the path and query of the URL count, and a streamed
+// answer's body reads as the handler writes it:
 //
 //	s, err := client.Login(ctx, "https://relay.example.com", "demo")
 //	resp, err := s.HTTPClient().Get("http://c2cvia/hello")
@@ -101,14 +104,17 @@ func newOptions(opts []Option) options {
 }
 
 // WithConcurrency sets how many handlers Serve runs at once (default 4,
-// at least 1).
+// at least 1). A handler whose answer has become a stream (it flushed)
+// no longer counts: long-lived streams never keep Serve from taking new
+// requests.
 func WithConcurrency(n int) Option {
 	return func(o *options) { o.concurrency = max(n, 1) }
 }
 
 // WithLease sets how long the relay holds a request for Serve before it
-// hands it out again (default 30 s). Serve renews it every lease/2 while
-// the handler runs. d <= 0 keeps the default.
+// hands it out again (default 30 s), and a streamed answer before it
+// aborts it. Serve renews it every lease/2 while the handler runs, and
+// with each part. d <= 0 keeps the default.
 func WithLease(d time.Duration) Option {
 	return func(o *options) {
 		if d > 0 {
@@ -176,11 +182,18 @@ func (c relay) call(ctx context.Context, path, bearer string, body, out any) (st
 	if err != nil {
 		return 0, 0, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(b))
+	return c.post(ctx, path, "application/json", b, bearer, out)
+}
+
+// post POSTs body of type contentType to target (a path, with a query
+// string if any) and decodes the reply as call does.
+func (c relay) post(ctx context.Context, target, contentType string, body []byte, bearer string, out any) (status int, retryAfter time.Duration, err error) {
+	path, _, _ := strings.Cut(target, "?")
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+target, bytes.NewReader(body))
 	if err != nil {
 		return 0, 0, err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}

@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -123,6 +124,55 @@ func ExampleServe_webhook() {
 	<-served
 	// Output:
 	// 200 OK verified 59 bytes for hooks.example.com
+}
+
+// A handler that flushes streams its answer: here server-sent events, one
+// a tick, which a browser's EventSource or curl -N reads through the
+// gateway as they are written. When its caller goes away, the handler's
+// context ends, within about a second.
+func ExampleServe_events() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ticks", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for i := 1; ; i++ {
+			fmt.Fprintf(w, "data: tick %d\n\n", i)
+			if err := http.NewResponseController(w).Flush(); err != nil {
+				return // the request was withdrawn
+			}
+			select {
+			case <-tick.C:
+			case <-r.Context().Done(): // the caller went away
+				return
+			}
+		}
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- client.Serve(ctx, relayURL, "clock", "a-secret-of-16-chars-or-more", mux) }()
+
+	resp, err := http.Get(relayURL + "/via/clock/ticks")
+	if err != nil {
+		log.Fatal(err)
+	}
+	events := bufio.NewScanner(resp.Body)
+	for n := 0; n < 3 && events.Scan(); {
+		if line := events.Text(); line != "" {
+			fmt.Println(line)
+			n++
+		}
+	}
+	resp.Body.Close() // the handler's context ends
+
+	stop()
+	if err := <-served; !errors.Is(err, context.Canceled) {
+		log.Fatal(err)
+	}
+	// Output:
+	// data: tick 1
+	// data: tick 2
+	// data: tick 3
 }
 
 // A SimClient logs in to a net. Its Session holds a token, the secret that

@@ -6,6 +6,7 @@ package client_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log"
@@ -28,6 +29,9 @@ const (
 	pathPullReqSmart = "/api/v1/server/pullreqsmart"
 	pathPushRes      = "/api/v1/server/pushres"
 	pathExtend       = "/api/v1/server/extend"
+	pathPushPart     = "/api/v1/server/pushpart"
+	pathWatch        = "/api/v1/server/watch"
+	pathCancel       = "/api/v1/client/cancel"
 	pathPeerPull     = "/api/v1/peer/pullsmart"
 )
 
@@ -55,8 +59,10 @@ type front struct {
 	calls    map[string]int
 	open     map[string]int
 	bodies   map[string][]json.RawMessage
+	queries  map[string][]url.Values
 	fails    map[string][]reply
-	changed  chan struct{} // closed and replaced whenever a call starts or ends
+	holds    map[string]chan struct{} // replies to path wait until it is closed
+	changed  chan struct{}            // closed and replaced whenever a call starts or ends
 	proxy    *httputil.ReverseProxy
 	upstream *http.Transport
 }
@@ -66,7 +72,8 @@ func newFront(t testing.TB) *front {
 	target, err := url.Parse(relayURL)
 	require.NoError(t, err)
 	f := &front{calls: map[string]int{}, open: map[string]int{}, bodies: map[string][]json.RawMessage{},
-		fails: map[string][]reply{}, changed: make(chan struct{})}
+		queries: map[string][]url.Values{},
+		fails:   map[string][]reply{}, holds: map[string]chan struct{}{}, changed: make(chan struct{})}
 	f.upstream = http.DefaultTransport.(*http.Transport).Clone()
 	f.proxy = httputil.NewSingleHostReverseProxy(target)
 	f.proxy.Transport = f.upstream
@@ -99,7 +106,9 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.calls[path]++
 	f.open[path]++
 	f.bodies[path] = append(f.bodies[path], body)
+	f.queries[path] = append(f.queries[path], r.URL.Query())
 	fail, failing := reply{}, len(f.fails[path]) > 0
+	hold := f.holds[path]
 	if failing {
 		fail, f.fails[path] = f.fails[path][0], f.fails[path][1:]
 	}
@@ -123,9 +132,34 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		w.WriteHeader(fail.status)
 		_, _ = io.WriteString(w, fail.body)
+	case hold != nil:
+		// The relay does the call now; its reply waits for the test.
+		rec := httptest.NewRecorder()
+		f.proxy.ServeHTTP(rec, r.WithContext(context.WithoutCancel(r.Context())))
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+			return
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
 	default:
 		f.proxy.ServeHTTP(w, r)
 	}
+}
+
+// holdReplies makes the relay's replies to path wait until the returned
+// release is called (or their caller gives up); the relay has done the
+// calls meanwhile.
+func (f *front) holdReplies(path string) (release func()) {
+	ch := make(chan struct{})
+	f.mu.Lock()
+	f.holds[path] = ch
+	f.mu.Unlock()
+	return sync.OnceFunc(func() { close(ch) })
 }
 
 // notify wakes every await; f.mu is held.
@@ -151,6 +185,15 @@ func (f *front) body(t testing.TB, path string, i int) map[string]any {
 	var m map[string]any
 	require.NoError(t, json.Unmarshal(raw, &m), "%s", raw)
 	return m
+}
+
+// call is the query and raw body of the i-th call to path.
+func (f *front) call(t testing.TB, path string, i int) (url.Values, []byte) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	require.Greater(t, len(f.bodies[path]), i, "calls to %s", path)
+	return f.queries[path][i], f.bodies[path][i]
 }
 
 // await waits until cond holds for the calls so far and those still open,

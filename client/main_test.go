@@ -114,9 +114,39 @@ func startRelay() (*relayProcess, error) {
 		return nil, fmt.Errorf("building the relay (go %s in %s): %w\n%s", strings.Join(args, " "), moduleRoot, err, out)
 	}
 
+	relayBin = bin
+	return r.start()
+}
+
+// relayBin is the relay that startRelay built, for tests that run one of
+// their own (newRelayProcess).
+var relayBin string
+
+// newRelayProcess runs a relay of the test's own, from the binary TestMain
+// built, with extra flags, until the test ends.
+func newRelayProcess(t testing.TB, extra ...string) *relayProcess {
+	t.Helper()
+	dir := t.TempDir()
+	r := &relayProcess{dir: dir, log: &logBuffer{}, exited: make(chan struct{})}
+	r, err := r.start(extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.stop(); err != nil {
+			t.Errorf("stopping the test's relay: %v; its log:\n%s", err, r.log.tail(60))
+		}
+	})
+	return r
+}
+
+// start runs relayBin in r.dir on 127.0.0.1:0 with its own SQLite file,
+// without rate limits (the tests make many calls from one address at
+// once), and waits until it answers GET /healthz.
+func (r *relayProcess) start(extra ...string) (*relayProcess, error) {
 	listening := make(chan string, 1)
-	r.cmd = exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--db", filepath.Join(dir, "relay.db"),
-		"--rate-ip", "0", "--rate-token", "0", "--log-level", "warn")
+	r.cmd = exec.Command(relayBin, append([]string{"serve", "--addr", "127.0.0.1:0", "--db", filepath.Join(r.dir, "relay.db"),
+		"--rate-ip", "0", "--rate-token", "0", "--log-level", "warn"}, extra...)...)
 	r.cmd.Env = relayEnv()
 	r.cmd.Stdout = &listenWatch{w: r.log, url: listening}
 	r.cmd.Stderr = r.log

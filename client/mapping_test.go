@@ -154,9 +154,9 @@ func TestRecorder(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			rec := &recorder{header: http.Header{}}
+			rec := bufferingWriter()
 			tc.handler(rec, httpRequest(t))
-			got, err := marshal(rec.simRes())
+			got, err := marshal(rec.simRes(rec.buf))
 			require.NoError(t, err)
 			assert.JSONEq(t, tc.want, string(got))
 			if tc.name == "JSON as a string, every digit kept" {
@@ -166,10 +166,16 @@ func TestRecorder(t *testing.T) {
 	}
 	t.Run("an invalid status panics as in net/http", func(t *testing.T) {
 		t.Parallel()
-		rec := &recorder{header: http.Header{}}
+		rec := bufferingWriter()
 		assert.Panics(t, func() { rec.WriteHeader(99) })
 		assert.Panics(t, func() { rec.WriteHeader(1000) })
 	})
+}
+
+// bufferingWriter is a handler's ResponseWriter before it posts anything:
+// what a handler writes under the part size stays in its buffer.
+func bufferingWriter() *responseWriter {
+	return &responseWriter{s: &server{}, ctx: context.Background(), header: http.Header{}}
 }
 
 func httpRequest(t *testing.T) *http.Request {
@@ -225,7 +231,7 @@ func TestResponse(t *testing.T) {
 			require.NoError(t, err)
 			var m simhttp.Response
 			require.NoError(t, json.Unmarshal([]byte(tc.simRes), &m))
-			resp, err := response(req, &m)
+			resp, _, err := response(req, &m)
 			switch {
 			case tc.errStatus != 0:
 				var e *Error

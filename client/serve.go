@@ -5,7 +5,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,11 +32,6 @@ const (
 
 // Serve makes h the SimServer of net on the relay at relayURL, with key as
 // the net's key (the first server call with a key claims an unclaimed net).
-// An answer too large for the relay (over its --max-body after base64)
-// reaches the caller at once as a 502 with the code response_too_large,
-// one the relay cannot write (a status past 599, a header value with a
-// control character) as a 502 invalid_response; the handler does not run
-// again for it.
 //
 // It runs until ctx is done and then returns ctx.Err(), after the handlers
 // still running have answered: they get a context that ctx does not
@@ -55,13 +49,38 @@ const (
 // with http.ErrAbortHandler answers the same, unreported, as net/http keeps
 // it quiet).
 //
+// The answer goes out whole when the handler returns, unless the handler
+// flushes (http.Flusher, or http.ResponseController's Flush) or its body
+// grows past 512 KiB: then the status and headers go out with what was
+// written, and the rest in parts, at each flush, every 512 KiB, and when
+// the handler returns. Such a streamed answer (server-sent events, a
+// download of any size: the relay's --max-body bounds a part, not the
+// answer) reaches a /via/ caller and an HTTPClient as it is written, and
+// its handler no longer counts against WithConcurrency. A handler that
+// panics after its first part cannot answer 500 any more: its stream is
+// aborted, and its callers see the body end early. An answer the relay
+// cannot write (a status past 599, a header value with a control
+// character) reaches the caller at once as a 502 invalid_response (one
+// whose headers alone are too large, as a 502 response_too_large); the
+// handler does not run again for it.
+//
+// r.Context() ends when the request is withdrawn: its caller went away (a
+// /via/ caller that hung up, an HTTPClient request cancelled or whose body
+// was closed early), or it expired. Serve learns of that within about a
+// second (it keeps a watch open at the relay for the handlers that run
+// longer than 250 ms), or from the relay's 410 when it posts a part or
+// renews the lease. context.Cause(r.Context()) is then an *Error with
+// status 410, and Write and Flush return it.
+//
 // Network errors and relay errors that may pass (5xx, 429) are retried
-// with backoff. A refusal that will not pass (a bad net, a missing or
-// wrong key) ends Serve with that *Error.
+// with backoff, a part with the same offset, for up to a minute. A
+// refusal that will not pass (a bad net, a missing or wrong key) ends
+// Serve with that *Error.
 func Serve(ctx context.Context, relayURL, net, key string, h http.Handler, opts ...Option) error {
 	o := newOptions(opts)
 	s := &server{relay: newRelay(relayURL, o.httpClient), net: net, key: key, h: h, o: o,
 		slots: make(chan struct{}, o.concurrency)}
+	s.watch = newWatcher(s)
 	return s.run(ctx)
 }
 
@@ -70,8 +89,10 @@ type server struct {
 	net, key string
 	h        http.Handler
 	o        options
-	slots    chan struct{} // one per running handler or request being polled for
+	slots    chan struct{} // one per running handler or request being polled for, but streams
 	running  sync.WaitGroup
+	watch    *watcher
+	parts    partLimit
 }
 
 // leased is one request from pullreqsmart.
@@ -87,6 +108,17 @@ func (s *server) run(ctx context.Context) error {
 	// cancelled only when the grace period after ctx is over.
 	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer hcancel()
+	// The watch runs while any handler does: until they have all ended.
+	wctx, wcancel := context.WithCancel(hctx)
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		s.watch.run(wctx)
+	}()
+	defer func() {
+		wcancel()
+		<-watching
+	}()
 	err := s.loop(ctx, hctx)
 
 	finished := make(chan struct{})
@@ -169,22 +201,60 @@ func (s *server) poll(ctx context.Context, n int) ([]leased, time.Duration, erro
 }
 
 // handle runs the handler on one request, keeps its lease while it runs,
-// posts the answer and frees the request's slot.
-func (s *server) handle(ctx context.Context, l leased) {
+// posts the answer and frees the request's slot: when the handler returns,
+// or when its answer becomes a stream, which holds no slot. The handler's
+// context ends when the relay withdraws the request (watch, or a 410 from
+// extend, pushres or pushpart), or when Serve's grace period is over.
+func (s *server) handle(hctx context.Context, l leased) {
 	defer s.running.Done()
-	defer func() { <-s.slots }()
+	slot := true
+	free := func() {
+		if slot {
+			slot = false
+			<-s.slots
+		}
+	}
+	defer free()
+	ctx, cancel := context.WithCancelCause(hctx)
+	defer cancel(nil)
 
-	stop := s.keepLease(ctx, l.RID)
-	res := s.serveOne(ctx, l)
-	stop()
-	s.answer(ctx, l.RID, res)
+	w := &responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}, onStream: free}
+	req, err := s.request(ctx, l)
+	if err != nil {
+		s.o.onError(fmt.Errorf("c2cvia: request %s: %w", l.RID, err))
+		w.header.Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte("bad request"))
+		_ = w.push(true)
+		return
+	}
+	unwatch := s.watch.add(l.RID, cancel)
+	stop := s.keepLease(ctx, l.RID, cancel)
+	defer stop() // the lease is kept while the answer's last part is posted
+	panicked := s.serveOne(w, req)
+	unwatch() // from here on only the answer's own calls end the request
+	switch {
+	case w.failed() != nil: // withdrawn, refused, or past the grace period
+	case panicked && w.head:
+		stop() // no renewal after the abort's short lease
+		w.abort()
+	case panicked:
+		*w = responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}}
+		w.header.Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte("internal server error"))
+		_ = w.push(true)
+	default:
+		_ = w.push(true)
+	}
 }
 
 // keepLease renews the lease on rid every lease/2 until the returned stop
 // is called; stop returns once no renewal is in flight. A lost lease (409)
-// is not an error here: the answer tells whether it still counts.
-func (s *server) keepLease(ctx context.Context, rid string) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
+// is not an error here: the answer tells whether it still counts. A
+// withdrawn request (410) ends the handler's context through cancel.
+func (s *server) keepLease(ctx context.Context, rid string, cancel context.CancelCauseFunc) (stop func()) {
+	ctx, stopCtx := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -199,35 +269,35 @@ func (s *server) keepLease(ctx context.Context, rid string) (stop func()) {
 			body := map[string]any{"net": s.net, "rid": rid, "lease": seconds(s.o.lease)}
 			_, _, err := s.call(ctx, "/api/v1/server/extend", s.key, body, nil)
 			var e *Error
-			if err != nil && ctx.Err() == nil && !(errors.As(err, &e) && e.Status == http.StatusConflict) {
+			switch {
+			case err == nil || ctx.Err() != nil:
+			case errors.As(err, &e) && e.Status == http.StatusGone:
+				cancel(e)
+				return
+			case errors.As(err, &e) && e.Status == http.StatusConflict:
+			default:
 				s.o.onError(fmt.Errorf("c2cvia: renewing the lease on %s: %w", rid, err))
 			}
 		}
 	}()
 	return func() {
-		cancel()
+		stopCtx()
 		<-done
 	}
 }
 
-// serveOne runs the handler on l and returns the sim_res to post.
-func (s *server) serveOne(ctx context.Context, l leased) (res simhttp.Response) {
-	req, err := s.request(ctx, l)
-	if err != nil {
-		s.o.onError(fmt.Errorf("c2cvia: request %s: %w", l.RID, err))
-		return plainResponse(http.StatusBadRequest, "bad request")
-	}
-	rec := &recorder{header: http.Header{}}
+// serveOne runs the handler on req and reports whether it panicked.
+func (s *server) serveOne(w *responseWriter, req *http.Request) (panicked bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			if p != http.ErrAbortHandler { // silent, as net/http keeps it
-				s.o.onError(fmt.Errorf("c2cvia: panic serving %s %s (rid %s): %v\n%s", req.Method, req.URL.Path, l.RID, p, debug.Stack()))
+				s.o.onError(fmt.Errorf("c2cvia: panic serving %s %s (rid %s): %v\n%s", req.Method, req.URL.Path, w.rid, p, debug.Stack()))
 			}
-			res = plainResponse(http.StatusInternalServerError, "internal server error")
+			panicked = true
 		}
 	}()
-	s.h.ServeHTTP(rec, req)
-	return rec.simRes()
+	s.h.ServeHTTP(w, req)
+	return false
 }
 
 // request maps a leased sim_req to the *http.Request the handler gets
@@ -258,101 +328,59 @@ func (s *server) request(ctx context.Context, l leased) (*http.Request, error) {
 	return req, nil
 }
 
-// answer posts res for rid, retrying what may pass for up to answerRetry.
-// A refusal (409 already answered or lease lost, 404, 410) is reported.
-func (s *server) answer(ctx context.Context, rid string, res simhttp.Response) {
-	body := map[string]any{"net": s.net, "rid": rid, "sim_res": res}
-	fallback := false // res is the 502 that stands in for a refused answer
+// post makes a JSON server call, retrying what may pass (retry). A
+// pushres whose first try may have been committed (its reply was lost)
+// gets 409 already_answered when tried again: that counts as done.
+func (s *server) post(ctx context.Context, path string, body, out any) error {
+	tried := false
+	return s.retry(ctx, func() (time.Duration, error) {
+		_, retryAfter, err := s.call(ctx, path, s.key, body, out)
+		var e *Error
+		if tried && errors.As(err, &e) && e.Code == "already_answered" {
+			return 0, nil
+		}
+		tried = true
+		return retryAfter, err
+	})
+}
+
+// retry runs call until it succeeds, fails for good, or has failed for
+// answerRetry (network errors, 5xx, 429: backoff between tries).
+func (s *server) retry(ctx context.Context, call func() (retryAfter time.Duration, err error)) error {
 	var bo backoff
 	deadline := time.Now().Add(answerRetry)
 	for {
-		_, retryAfter, err := s.call(ctx, "/api/v1/server/pushres", s.key, body, nil)
-		if err == nil {
-			return
-		}
-		var e *Error
-		if errors.As(err, &e) && !fallback && (e.Status == http.StatusRequestEntityTooLarge || e.Code == "invalid_sim_res") {
-			// Too large for the relay, or not an answer it can write (a
-			// status past 599, a header it refuses): the caller hears so
-			// now, and the request is answered, so it is not handed out
-			// again.
-			s.o.onError(fmt.Errorf("c2cvia: answering %s: %w", rid, err))
-			res = jsonError(http.StatusBadGateway, "invalid_response", "the SimServer's answer is not a valid HTTP response")
-			if e.Status == http.StatusRequestEntityTooLarge {
-				res = jsonError(http.StatusBadGateway, "response_too_large",
-					"the SimServer's answer is larger than the relay accepts (--max-body)")
-			}
-			body["sim_res"], fallback = res, true
-			continue
-		}
-		if !transient(ctx, err) || time.Now().After(deadline) {
-			s.o.onError(fmt.Errorf("c2cvia: answering %s: %w", rid, err))
-			return
+		retryAfter, err := call()
+		if err == nil || !transient(ctx, err) || time.Now().After(deadline) {
+			return err
 		}
 		if !sleep(ctx, max(bo.next(), retryAfter)) {
-			s.o.onError(fmt.Errorf("c2cvia: answering %s: %w", rid, ctx.Err()))
-			return
+			return ctx.Err()
 		}
 	}
 }
 
-// plainResponse is a text/plain sim_res.
-func plainResponse(status int, text string) simhttp.Response {
-	return simhttp.FromResponse(status, http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, []byte(text))
+// standIn is the sim_res that answers rid in place of one the relay
+// refused with err: too large (413) or not an answer it can write (a
+// status past 599, a header it refuses). The caller hears so at once, and
+// the request is answered, so it is not handed out again.
+func (s *server) standIn(rid string, err error) (simhttp.Response, bool) {
+	var e *Error
+	if !errors.As(err, &e) || e.Status != http.StatusRequestEntityTooLarge && e.Code != "invalid_sim_res" {
+		return simhttp.Response{}, false
+	}
+	if e.Status == http.StatusRequestEntityTooLarge {
+		// Only when even the smallest part is refused: the headers are.
+		s.o.onError(fmt.Errorf("c2cvia: answering %s: %w", rid, err))
+		return jsonError(http.StatusBadGateway, "response_too_large",
+			"the SimServer's answer is larger than the relay accepts (--max-body)"), true
+	}
+	s.o.onError(fmt.Errorf("c2cvia: answering %s: %w", rid, err))
+	return jsonError(http.StatusBadGateway, "invalid_response", "the SimServer's answer is not a valid HTTP response"), true
 }
 
 // jsonError is a sim_res in the relay's error shape.
 func jsonError(status int, code, message string) simhttp.Response {
 	body, _ := json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": message}})
 	return simhttp.FromResponse(status, http.Header{"Content-Type": {"application/json"}}, body)
-}
-
-// recorder is the http.ResponseWriter a handler writes to: it keeps the
-// status, headers and body for the sim_res. As in net/http, the headers
-// are fixed by the first WriteHeader or Write, a second WriteHeader is
-// ignored, and a missing Content-Type is sniffed from the body.
-type recorder struct {
-	header  http.Header
-	sent    http.Header // the headers as of WriteHeader
-	status  int
-	body    bytes.Buffer
-	written bool
-}
-
-func (w *recorder) Header() http.Header { return w.header }
-
-func (w *recorder) WriteHeader(code int) {
-	if code < 100 || code > 999 {
-		panic(fmt.Sprintf("invalid WriteHeader code %v", code)) // as net/http
-	}
-	if w.written || code < 200 { // informational headers do not travel
-		return
-	}
-	w.written = true
-	w.status = code
-	w.sent = w.header.Clone()
-}
-
-func (w *recorder) Write(b []byte) (int, error) {
-	if !w.written {
-		w.WriteHeader(http.StatusOK)
-	}
-	if simhttp.Bodyless("", w.status) {
-		return 0, http.ErrBodyNotAllowed
-	}
-	return w.body.Write(b)
-}
-
-// Flush does nothing: the answer goes out whole when the handler returns.
-func (w *recorder) Flush() {}
-
-func (w *recorder) simRes() simhttp.Response {
-	if !w.written {
-		w.WriteHeader(http.StatusOK)
-	}
-	body := w.body.Bytes()
-	if _, ok := w.sent["Content-Type"]; !ok && len(body) > 0 {
-		w.sent.Set("Content-Type", http.DetectContentType(body))
-	}
-	return simhttp.FromResponse(w.status, w.sent, body)
 }

@@ -58,9 +58,17 @@ func Login(ctx context.Context, relayURL, net string, opts ...Option) (*Session,
 // its host the Host: "http://c2cvia/items/7" reaches the SimServer's
 // /items/7 with Host c2cvia. Redirects within that host are followed as
 // net/http follows them; one to another host is not (the SimServer is no
-// other host): the client returns the redirect itself. A request ends when
-// its context does; a request no SimServer answered within the relay's
-// time to live fails with an *Error with the code "expired".
+// other host): the client returns the redirect itself. A request no
+// SimServer answered within the relay's time to live fails with an *Error
+// with the code "expired".
+//
+// The response comes once the SimServer has answered, or for a streamed
+// answer once its status and headers are posted: then resp.Body reads
+// each part as it is posted (resp.ContentLength is -1 unless the handler
+// declared a length), and ends with io.ErrUnexpectedEOF if the stream is
+// aborted (its SimServer stopped). A request whose context ends before its
+// answer is complete, or whose body is closed before its end, is withdrawn
+// at the relay, so that its handler's context ends too.
 func (s *Session) HTTPClient() *http.Client {
 	return &http.Client{Transport: &transport{s: s}, CheckRedirect: sameHostRedirects}
 }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/c2cvia/c2cvia/internal/simhttp"
 )
@@ -24,7 +25,10 @@ const maxPollFailures = 5
 type transport struct{ s *Session }
 
 // RoundTrip sends req through the relay and waits for the SimServer's
-// answer, for as long as req's context allows.
+// answer, for as long as req's context allows. A streamed answer's body
+// reads on as the SimServer posts it (streamBody). A request whose context
+// ends before its answer is complete is withdrawn (cancel), so that its
+// handler stops.
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	body, err := readBody(req.Body)
 	if err != nil {
@@ -35,17 +39,56 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := t.wait(ctx, rid)
+	p, err := t.wait(ctx, rid)
 	if err != nil {
+		if ctx.Err() != nil {
+			t.cancel(ctx, rid)
+		}
 		return nil, err
 	}
-	return response(req, res)
+	return t.response(req, rid, p)
 }
 
-// push stores req as a sim_req and returns its rid. Host and
-// Content-Length travel as net/http's transport would send them: the
-// request's host, and the body's length (0 for an empty POST, PUT or PATCH).
+// push stores req as a sim_req and returns its rid. When ctx ends while
+// pushreq is in flight, it returns ctx's error at once, but the call goes
+// on (for up to cancelTimeout): the relay may have stored the request, and
+// only its rid lets it be withdrawn, which it then is.
 func (t *transport) push(ctx context.Context, req *http.Request, body []byte) (string, error) {
+	sim := simRequest(req, body)
+	type result struct {
+		rid string
+		err error
+	}
+	pctx, pcancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan result, 1)
+	go func() {
+		defer pcancel()
+		var out struct {
+			RID string `json:"rid"`
+		}
+		_, _, err := t.s.call(pctx, "/api/v1/client/pushreq", t.s.Token, map[string]any{"sim_req": sim}, &out)
+		done <- result{out.RID, err}
+	}()
+	select {
+	case r := <-done:
+		return r.rid, r.err
+	case <-ctx.Done():
+		giveUp := time.AfterFunc(cancelTimeout, pcancel)
+		go func() {
+			r := <-done
+			giveUp.Stop()
+			if r.err == nil {
+				t.cancel(ctx, r.rid)
+			}
+		}()
+		return "", ctx.Err()
+	}
+}
+
+// simRequest is req's sim_req. Host and Content-Length travel as
+// net/http's transport would send them: the request's host, and the
+// body's length (0 for an empty POST, PUT or PATCH).
+func simRequest(req *http.Request, body []byte) simhttp.Request {
 	method := req.Method
 	if method == "" {
 		method = http.MethodGet // as net/http reads ""
@@ -68,31 +111,36 @@ func (t *transport) push(ctx context.Context, req *http.Request, body []byte) (s
 			h.Set("Content-Length", strconv.Itoa(len(body)))
 		}
 	}
-	sim := simhttp.FromRequest(method, target, host, h, body)
-	var out struct {
-		RID string `json:"rid"`
-	}
-	_, _, err := t.s.call(ctx, "/api/v1/client/pushreq", t.s.Token, map[string]any{"sim_req": sim}, &out)
-	return out.RID, err
+	return simhttp.FromRequest(method, target, host, h, body)
 }
 
-// wait long-polls pullsmart until rid is answered, failed or expired.
-func (t *transport) wait(ctx context.Context, rid string) (*simhttp.Response, error) {
+// pulled is a pullsmart reply for an answered request: its sim_res and,
+// for a streamed answer, the stream's state and where the next read starts.
+type pulled struct {
+	SimRes json.RawMessage `json:"sim_res"`
+	Stream string          `json:"stream"` // "" for an answer posted whole
+	Offset int64           `json:"offset"`
+}
+
+// wait long-polls pullsmart until rid is answered (its first part, for a
+// streamed answer), failed or expired.
+func (t *transport) wait(ctx context.Context, rid string) (*pulled, error) {
+	return t.pull(ctx, map[string]any{"rid": rid, "wait": seconds(t.s.o.wait)})
+}
+
+// pull calls pullsmart with body until it answers with a sim_res,
+// retrying network errors and 5xx up to maxPollFailures times in a row.
+func (t *transport) pull(ctx context.Context, body map[string]any) (*pulled, error) {
 	var bo backoff
 	failures := 0
 	for {
-		var out struct {
-			SimRes json.RawMessage `json:"sim_res"`
-		}
-		body := map[string]any{"rid": rid, "wait": seconds(t.s.o.wait)}
+		var out pulled
 		status, retryAfter, err := t.s.call(ctx, "/api/v1/client/pullsmart", t.s.Token, body, &out)
 		switch {
+		case err == nil && len(out.SimRes) > 0:
+			return &out, nil
 		case err == nil && status == http.StatusOK:
-			var m simhttp.Response
-			if err := json.Unmarshal(out.SimRes, &m); err != nil {
-				return nil, fmt.Errorf("c2cvia: the answer to %s is not a sim_res: %w", rid, err)
-			}
-			return &m, nil
+			return nil, fmt.Errorf("c2cvia: the answer to %s came without a sim_res", body["rid"])
 		case err == nil: // 202: not answered yet
 			bo.reset()
 			failures = 0
@@ -109,14 +157,63 @@ func (t *transport) wait(ctx context.Context, rid string) (*simhttp.Response, er
 	}
 }
 
-// response maps a sim_res to the *http.Response for req, following RFC
-// 9110's body rules as the gateway does (simhttp).
-func response(req *http.Request, m *simhttp.Response) (*http.Response, error) {
+// cancel withdraws rid (POST cancel), so that its handler stops, for up
+// to cancelTimeout even though ctx has ended: its caller has gone on, and
+// when cancel returns the request is withdrawn. An answer that is complete
+// (409) or a request that is over (410) is no news; other failures go to
+// the error log.
+func (t *transport) cancel(ctx context.Context, rid string) {
+	ctx, stop := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
+	defer stop()
+	_, _, err := t.s.call(ctx, "/api/v1/client/cancel", t.s.Token, map[string]string{"rid": rid}, nil)
+	var e *Error
+	if err != nil && !(errors.As(err, &e) && (e.Status == http.StatusConflict || e.Status == http.StatusGone)) {
+		t.s.o.onError(fmt.Errorf("c2cvia: withdrawing %s: %w", rid, err))
+	}
+}
+
+// response maps a pulled answer to the *http.Response for req, following
+// RFC 9110's body rules as the gateway does (simhttp). A streamed answer
+// keeps the Content-Length its SimServer declared (if any) and reads its
+// body on from the relay.
+func (t *transport) response(req *http.Request, rid string, p *pulled) (*http.Response, error) {
+	var m simhttp.Response
+	if err := json.Unmarshal(p.SimRes, &m); err != nil {
+		return nil, fmt.Errorf("c2cvia: the answer to %s is not a sim_res: %w", rid, err)
+	}
+	resp, body, err := response(req, &m)
+	if err != nil || p.Stream == "" {
+		return resp, err
+	}
+	declared := int64(-1)
+	if h, err := simhttp.ToHeader(m.Headers, m.HeadersEncoding); err == nil {
+		if n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && n >= 0 {
+			declared = n
+		}
+	}
+	if simhttp.Bodyless(req.Method, resp.StatusCode) {
+		if p.Stream != streamComplete {
+			t.cancel(req.Context(), rid) // nobody reads the rest
+		}
+		return resp, nil
+	}
+	resp.Header.Del("Content-Length")
+	resp.ContentLength = declared
+	if declared >= 0 {
+		resp.Header.Set("Content-Length", strconv.FormatInt(declared, 10))
+	}
+	resp.Body = newStreamBody(t, req.Context(), rid, body, p, declared)
+	return resp, nil
+}
+
+// response maps a sim_res to the *http.Response for req, and returns its
+// body's bytes apart too.
+func response(req *http.Request, m *simhttp.Response) (*http.Response, []byte, error) {
 	status, header, body, err := m.HTTPResponse(req.Method)
 	if nf := (*simhttp.NotFinalError)(nil); errors.As(err, &nf) {
-		return nil, &Error{Status: http.StatusBadGateway, Code: "bad_gateway", Message: nf.Error()}
+		return nil, nil, &Error{Status: http.StatusBadGateway, Code: "bad_gateway", Message: nf.Error()}
 	} else if err != nil {
-		return nil, fmt.Errorf("c2cvia: the answer: %w", err)
+		return nil, nil, fmt.Errorf("c2cvia: the answer: %w", err)
 	}
 	resp := &http.Response{
 		Status:        statusLine(status),
@@ -137,5 +234,5 @@ func response(req *http.Request, m *simhttp.Response) (*http.Response, error) {
 	if len(body) > 0 {
 		resp.Body = io.NopCloser(bytes.NewReader(body))
 	}
-	return resp, nil
+	return resp, body, nil
 }
