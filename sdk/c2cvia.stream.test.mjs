@@ -352,5 +352,4 @@ test(
     await advance("1s");
     await assert.rejects(within(readRest(reader), 3000, "the body's end"), (err) => !/timed out/.test(err.message));
   },
-  { todo: "the relay's gateway sleeps until the lease end it read last: an extend that shortens an open stream's lease does not wake it" },
 );
