@@ -174,7 +174,20 @@ func TestSyncGatewayRequestsLeaveTheBudget(t *testing.T) {
 	// An async one keeps its answer for its result URL; a 504 stays stored.
 	require.Equal(t, http.StatusAccepted, r.viaFrom("", "shop", body, "respond-async").Status)
 	waitFor(t, 10*time.Second, func() bool { return r.count(`requests WHERE net = 'shop' AND status = 'answered'`) == 1 }, "the async answer")
-	rep := r.afterWait(5*time.Second, func() reply { return r.viaFrom("", "quiet", body, "") })
+	// The SimServer of shop parks and wakes meanwhile, so waiting for one
+	// more parked wait would not say the gateway request's is armed: move
+	// the clock on until it answers.
+	replies := async(func() reply { return r.viaFrom("", "quiet", body, "") })
+	var rep reply
+	waitFor(t, 10*time.Second, func() bool {
+		select {
+		case rep = <-replies:
+			return true
+		default:
+			r.advance(5 * time.Second)
+			return false
+		}
+	}, "the gateway request's 504")
 	assert.Equal(t, http.StatusGatewayTimeout, rep.Status)
 	flushStoreWrites(t, r)
 	assert.Equal(t, 1, r.count(`requests WHERE net = 'shop'`), "the async request stays")
