@@ -338,7 +338,7 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, t viaTarget) e
 			if err := g.writeStream(w, r, t, owner, rid, req.simRes, true); err != nil {
 				return err
 			}
-			if !storeAndForward {
+			if !storeAndForward && !simhttp.Bodyless(r.Method, statusOf(req.simRes)) {
 				g.st.dropAnswered(rid) // read to its end by its one reader; its parts go with it
 			}
 			return nil
@@ -489,7 +489,13 @@ func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarge
 	if _, err := w.Write(body); err == nil {
 		err = rc.Flush()
 	}
-	if err != nil || simhttp.Bodyless(r.Method, statusOf(head)) {
+	if err != nil {
+		return nil
+	}
+	if simhttp.Bodyless(r.Method, statusOf(head)) {
+		if withdrawOnLeave {
+			g.withdraw(r.Context(), owner, rid) // its caller reads no body: nobody waits for the parts
+		}
 		return nil
 	}
 	ctx := r.Context()

@@ -230,6 +230,22 @@ func TestStreamThroughGateway(t *testing.T) {
 	require.NoError(t, err, "the body ends cleanly after the last part")
 	assert.Empty(t, rest)
 
+	t.Run("a HEAD gets the head, and the stream behind it is withdrawn", func(t *testing.T) {
+		answered := make(chan result, 1)
+		go func() {
+			resp, err := http.Head(r.URL + "/via/live/events")
+			answered <- result{resp, err}
+		}()
+		waitFor(t, 10*time.Second, func() bool { got = r.pullReqs("live", testKey, nil); return len(got) == 1 }, "queued")
+		require.Equal(t, http.StatusOK, r.head("live", got[0].RID, map[string]any{"Content-Type": "text/event-stream"}, "").Status)
+		res := <-answered
+		require.NoError(t, res.err)
+		res.resp.Body.Close()
+		assert.Equal(t, "text/event-stream", res.resp.Header.Get("Content-Type"))
+		waitFor(t, 5*time.Second, func() bool {
+			return r.part("live", got[0].RID, 0, []byte("data: x\n\n"), false).errorCode() == "cancelled"
+		}, "the SimServer told that nobody reads the parts")
+	})
 	t.Run("a declared Content-Length is kept", func(t *testing.T) {
 		answered := make(chan result, 1)
 		go func() {
