@@ -474,7 +474,7 @@ func handleResult(st *store, g *gateway) func(http.ResponseWriter, *http.Request
 
 // writeStream writes a streamed answer to a gateway caller: the head at
 // once, then each part as it is committed, read from the store at most
-// maxReadBytes at a time and flushed, so the caller reads events as they
+// viaWriteBytes at a time and flushed, so the caller reads events as they
 // happen and a large answer passes in bounded memory. A stream that ends
 // aborted or cancelled ends the caller's body early: the connection is
 // closed without the body's end, as a reverse proxy does when its
@@ -521,7 +521,7 @@ func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarge
 			continue // a long stall: wait again, as long as the stream's lease holds
 		}
 		for offset < req.bodyBytes {
-			part, err := g.st.readBody(ctx, req.seq, offset, maxReadBytes)
+			part, err := g.st.readBody(ctx, req.seq, offset, viaWriteBytes)
 			if err == nil && len(part) == 0 {
 				err = fmt.Errorf("stream %s: %d bytes committed, none readable at offset %d", rid, req.bodyBytes, offset)
 			}

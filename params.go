@@ -398,7 +398,9 @@ func (p *params) cursor(name string) (int64, error) {
 // number, 0 or more, given as a JSON integer or decimal text; 0 when
 // absent, unless required (400 missing_param).
 func (p *params) offset(required bool) (int64, error) {
-	if required && !p.has("offset") {
+	raw := string(bytes.TrimSpace(p.json["offset"]))
+	given := p.text["offset"] != "" || (raw != "" && raw != "null" && raw != `""`)
+	if required && !given {
 		return 0, badRequest("missing_param", "offset is required: the body bytes committed before this part")
 	}
 	n, err := p.cursor("offset")

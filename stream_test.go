@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -140,8 +141,18 @@ func TestStreamParts(t *testing.T) {
 		assert.Equal(t, "29", r.check(tok, rid)["offset"])
 	})
 	t.Run("pushpart needs an offset", func(t *testing.T) {
-		rep := r.postJSON("/api/v1/server/pushpart", testKey, map[string]any{"net": "live", "rid": rid, "simBody": "x"})
-		assert.Equal(t, "missing_param", rep.errorCode())
+		for _, body := range []map[string]any{
+			{"net": "live", "rid": rid, "simBody": "x"},
+			{"net": "live", "rid": rid, "simBody": "x", "offset": nil},
+			{"net": "live", "rid": rid, "simBody": "x", "offset": ""},
+		} {
+			rep := r.postJSON("/api/v1/server/pushpart", testKey, body)
+			assert.Equal(t, "missing_param", rep.errorCode(), "%v", body)
+		}
+	})
+	t.Run("an offset whose end overflows is refused, not taken for a retry", func(t *testing.T) {
+		rep := r.part("live", rid, math.MaxInt64, []byte("abc"), false)
+		assert.Equal(t, "offset_mismatch", rep.errorCode())
 	})
 
 	rep = r.part("live", rid, 29, nil, true)

@@ -12,12 +12,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
-// maxReadBytes is the most body bytes one read of a streamed answer gives
-// (pullsmart, the gateway's each step): 1 MiB.
+// maxReadBytes is the most body bytes one pull of a streamed answer gives
+// (pullres, pullsmart): 1 MiB.
 const maxReadBytes = 1 << 20
+
+// viaWriteBytes is the most body bytes the gateway reads from the store
+// and writes to a caller in one step: 64 KiB. A caller that never reads
+// pins at most this much (plus its socket's buffers), and each write
+// meets --write-timeout at any rate above about 7 KiB/s.
+const viaWriteBytes = 64 << 10
 
 // maxWatched is the most rids one watch call names.
 const maxWatched = 1000
@@ -27,6 +34,9 @@ const maxWatched = 1000
 type offsetMismatchError struct{ Committed int64 }
 
 func (e *offsetMismatchError) Error() string {
+	if e.Committed < 0 {
+		return "the part's offset and length run past the largest body a stream can have"
+	}
 	return fmt.Sprintf("the part's offset does not follow the committed body: %d bytes are committed; send the part at offset %d", e.Committed, e.Committed)
 }
 
@@ -152,6 +162,9 @@ func (s *store) appendPart(ctx context.Context, k serverKey, rid string, offset 
 			return err
 		}
 		now := s.nowMS()
+		if offset > math.MaxInt64-int64(len(data)) {
+			return &offsetMismatchError{Committed: -1}
+		}
 		end := offset + int64(len(data))
 		st, err := s.scanState(tx.StmtContext(ctx, s.q.requestForNet).QueryRowContext(ctx, rid, net))
 		if err != nil {
