@@ -120,23 +120,34 @@ func (m *metrics) handler(log *slog.Logger) http.Handler {
 func (m *metrics) instrument(mux *http.ServeMux, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r)
-		route := r.Pattern // set by the mux on this request
-		if route == "" {
-			route = routeOf(mux, r)
-		}
-		code := sw.status
-		if code == 0 {
-			code = http.StatusOK // what net/http sends for a handler that wrote nothing
-			if r.Context().Err() != nil {
-				code = 499 // nothing was sent: the client went away
+		defer func() {
+			if v := recover(); v != nil { // a reply cut short: counted, then the panic goes on
+				m.count(mux, r, sw)
+				panic(v)
 			}
-		}
-		m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-		if c := callFrom(r.Context()); c != nil && route != "unmatched" && route != "preflight" {
-			m.overhead.WithLabelValues(route).Observe(c.overhead().Seconds())
-		}
+		}()
+		next.ServeHTTP(sw, r)
+		m.count(mux, r, sw)
 	})
+}
+
+// count records one call of instrument.
+func (m *metrics) count(mux *http.ServeMux, r *http.Request, sw *statusWriter) {
+	route := r.Pattern // set by the mux on this request
+	if route == "" {
+		route = routeOf(mux, r)
+	}
+	code := sw.status
+	if code == 0 {
+		code = http.StatusOK // what net/http sends for a handler that wrote nothing
+		if r.Context().Err() != nil {
+			code = 499 // nothing was sent: the client went away
+		}
+	}
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	if c := callFrom(r.Context()); c != nil && route != "unmatched" && route != "preflight" {
+		m.overhead.WithLabelValues(route).Observe(c.overhead().Seconds())
+	}
 }
 
 // routeOf names a call that did not reach a route: a preflight, a call

@@ -32,38 +32,56 @@ func withAccessLog(log *slog.Logger, mux *http.ServeMux, trusted []netip.Prefix,
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		cw := &countingWriter{statusWriter: statusWriter{ResponseWriter: w}}
-		next.ServeHTTP(cw, r)
-		route := r.Pattern
-		if route == "" {
-			route = routeOf(mux, r)
-		}
-		status := cw.status
-		if status == 0 {
-			status = http.StatusOK
-			if r.Context().Err() != nil {
-				status = 499
+		cut := false // a reply cut short (http.ErrAbortHandler): logged, then the panic goes on
+		defer func() {
+			if v := recover(); v != nil {
+				defer panic(v)
+				cut = true
+				logCall(log, mux, trusted, quota, r, cw, start, cut)
 			}
-		}
-		net := ""
-		if c := callFrom(r.Context()); c != nil {
-			net = c.net
-		}
-		if net == "" {
-			net = gatewayNet(r)
-		}
-		client := r.RemoteAddr
-		a, ok := callClient(r, trusted)
-		if ok {
-			client = a.String()
-		}
-		if quotaStatus(status) && !quota.allow(a, ok) {
-			return
-		}
-		log.LogAttrs(r.Context(), slog.LevelInfo, "call",
-			slog.String("method", r.Method), slog.String("route", route), slog.Int("status", status),
-			slog.Float64("ms", float64(time.Since(start).Microseconds())/1000), slog.Int64("bytes", cw.bytes),
-			slog.String("net", net), slog.String("client", client))
+		}()
+		next.ServeHTTP(cw, r)
+		logCall(log, mux, trusted, quota, r, cw, start, cut)
 	})
+}
+
+// logCall writes withAccessLog's line for one call; cut: its reply was
+// cut short after its status went out (a stream aborted or left by its
+// caller).
+func logCall(log *slog.Logger, mux *http.ServeMux, trusted []netip.Prefix, quota *logQuota, r *http.Request, cw *countingWriter, start time.Time, cut bool) {
+	route := r.Pattern
+	if route == "" {
+		route = routeOf(mux, r)
+	}
+	status := cw.status
+	if status == 0 {
+		status = http.StatusOK
+		if r.Context().Err() != nil {
+			status = 499
+		}
+	}
+	net := ""
+	if c := callFrom(r.Context()); c != nil {
+		net = c.net
+	}
+	if net == "" {
+		net = gatewayNet(r)
+	}
+	client := r.RemoteAddr
+	a, ok := callClient(r, trusted)
+	if ok {
+		client = a.String()
+	}
+	if quotaStatus(status) && !quota.allow(a, ok) {
+		return
+	}
+	attrs := []slog.Attr{slog.String("method", r.Method), slog.String("route", route), slog.Int("status", status),
+		slog.Float64("ms", float64(time.Since(start).Microseconds())/1000), slog.Int64("bytes", cw.bytes),
+		slog.String("net", net), slog.String("client", client)}
+	if cut {
+		attrs = append(attrs, slog.Bool("cut", true))
+	}
+	log.LogAttrs(r.Context(), slog.LevelInfo, "call", attrs...)
 }
 
 // quotaStatus reports whether a call answered status is logged within the

@@ -620,3 +620,31 @@ func TestStreamLeaseShortened(t *testing.T) {
 		t.Fatal("the caller's body did not end when the shortened lease ran out")
 	}
 }
+
+// TestStreamCutLogged: a reply cut short after its head (an aborted
+// stream) still gets its access-log line, marked cut, and its count in
+// the metrics.
+func TestStreamCutLogged(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	r := newTestRelayLog(t, &logs)
+	bodies := make(chan io.ReadCloser, 1)
+	go func() {
+		if resp, err := http.Get(r.URL + "/via/logged/events"); err == nil {
+			bodies <- resp.Body
+		}
+	}()
+	var got []leased
+	waitFor(t, 10*time.Second, func() bool { got = r.pullReqs("logged", testKey, nil); return len(got) == 1 }, "queued")
+	require.Equal(t, http.StatusOK, r.head("logged", got[0].RID, nil, "begun").Status)
+	body := <-bodies
+	defer body.Close()
+	require.Equal(t, http.StatusOK, r.postJSON("/api/v1/server/extend", testKey, map[string]any{"net": "logged", "rid": got[0].RID, "lease": 0.001}).Status)
+	r.advance(2 * time.Millisecond)
+	_, err := io.ReadAll(body)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	waitFor(t, 5*time.Second, func() bool { return strings.Contains(logs.String(), "cut=true") }, "the cut call's log line")
+	assert.Regexp(t, `route="?/via/\{net\}/\{path\.\.\.\}"? status=200 .*net=logged .*cut=true`, logs.String())
+	metrics := r.get("/metrics", nil)
+	assert.Regexp(t, `c2cvia_http_requests_total\{code="200",route="/via/\{net\}/\{path\.\.\.\}"\} 1`, string(metrics.Body))
+}
