@@ -5,6 +5,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -162,17 +163,16 @@ func readHeld(w http.ResponseWriter, r *http.Request, maxBody int64, hold *bodyH
 	if r.ContentLength > maxBody {
 		return nil, errTooLarge // at once: no 100 Continue for a body refused anyway
 	}
-	var body []byte
-	var err error
-	if hold != nil && r.ContentLength > 0 {
-		body = make([]byte, r.ContentLength)
-		_, err = io.ReadFull(r.Body, body)
-	} else {
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-		hold.keep(int64(len(body)))
+	size := maxBody + 1 // the most a body of unknown length is read to (413 past maxBody)
+	if r.ContentLength > 0 {
+		size = r.ContentLength
 	}
+	body, err := readGrowing(http.MaxBytesReader(w, r.Body, maxBody), size, hold)
 	if err == nil {
 		return body, nil
+	}
+	if errors.Is(err, errServerBusy) || errors.Is(err, context.Canceled) {
+		return nil, err
 	}
 	var tooLarge *http.MaxBytesError
 	switch {
@@ -182,6 +182,41 @@ func readHeld(w http.ResponseWriter, r *http.Request, maxBody int64, hold *bodyH
 		return nil, errBodyTimeout
 	}
 	return nil, badRequest("unreadable_body", "the body could not be read: %v", err)
+}
+
+// readGrowing reads all of body, at most size bytes (its Content-Length,
+// or the limit plus one byte when it has none), holding in hold
+// (--max-inflight-body) what it takes: the first holdStep bytes once they
+// have arrived, then the rest of size before it is read into one buffer
+// of that size. A sender that stalls in its first 64 KiB holds nothing;
+// one that sent them has shown it sends, and holds its whole length.
+func readGrowing(body io.Reader, size int64, hold *bodyHold) ([]byte, error) {
+	if hold == nil {
+		return io.ReadAll(body)
+	}
+	first := make([]byte, min(holdStep, size))
+	n, err := io.ReadFull(body, first)
+	if gerr := hold.grow(int64(n)); gerr != nil {
+		return nil, gerr
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || (err == nil && int64(n) == size) {
+		return first[:n], nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if gerr := hold.grow(size - int64(n)); gerr != nil {
+		return nil, gerr
+	}
+	buf := make([]byte, size)
+	copy(buf, first)
+	m, err := io.ReadFull(body, buf[n:])
+	total := n + m
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) { // a body without a length, shorter than size
+		hold.keep(int64(total))
+		return buf[:total], nil
+	}
+	return buf[:total], err
 }
 
 // maxJSONDepth is how deeply JSON a client sends may nest: 100 levels of
