@@ -478,8 +478,9 @@ func handleResult(st *store, g *gateway) func(http.ResponseWriter, *http.Request
 // happen and a large answer passes in bounded memory. A stream that ends
 // aborted or cancelled ends the caller's body early: the connection is
 // closed without the body's end, as a reverse proxy does when its
-// upstream dies. A caller that goes away withdraws the request when
-// withdrawOnLeave is set (the synchronous caller, its one reader).
+// upstream dies. withdrawOnLeave marks the synchronous caller, the
+// answer's one reader: when it goes away it withdraws the request, and
+// the parts it has been written are dropped from the store as it goes.
 func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarget, owner token, rid string, head []byte, withdrawOnLeave bool) error {
 	body, err := g.writeHead(w, r, t, head, true)
 	if err != nil {
@@ -500,6 +501,7 @@ func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarge
 	}
 	ctx := r.Context()
 	offset := int64(len(body))
+	dropped := int64(0) // parts before this were dropped once written (dropRead)
 	for {
 		var req requestState
 		found, err := g.lp.wait(ctx, tokenSignal(owner.Hash), g.lp.clock.Now().Add(g.lp.maxWait), func() (bool, time.Time, error) {
@@ -537,6 +539,12 @@ func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarge
 				panic(http.ErrAbortHandler)
 			}
 			offset += int64(len(part))
+			if withdrawOnLeave && offset > dropped && (offset-dropped >= maxReadBytes || offset == req.bodyBytes) {
+				// Its one reader has these: they need no keeping, and give
+				// their budget back for the parts to come.
+				g.st.dropRead(req.seq, offset)
+				dropped = offset
+			}
 		}
 		switch req.stream {
 		case streamComplete:

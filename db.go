@@ -618,7 +618,7 @@ type statements struct {
 	touchToken, peerInNet, netPeers, subscribedNow, insertMessage, netUsage, dropAnswered,
 	idlestLogin, busiestAddr, idlestOfAddr, dropLogin, dropSubscriptions,
 	openSubscription, subscribe, unsubscribe, dropEmptySubscription, peerSubscriptions,
-	answerHead, appendPart, insertPart, extendStream, cancelPending, cancelStream, requestForOwnerW *sql.Stmt // writer
+	answerHead, appendPart, insertPart, dropParts, keepFrom, extendStream, cancelPending, cancelStream, requestForOwnerW *sql.Stmt // writer
 
 	tokenByHash, netKey, readyState, requestForOwner, hasUnpulled,
 	lastMessageID, readMessages, topicReceivers, recentPeers, readParts, watchDone *sql.Stmt // readers

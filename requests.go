@@ -244,6 +244,7 @@ type requestState struct {
 	pulled    bool
 	owner     []byte // the owner's token hash
 	from      string // the sender's peer_id
+	remote    string // the sender's remote_addr
 
 	stream    string // "" for an answer posted whole, else by streamAt
 	bodyBytes int64  // a streamed answer's body bytes committed
@@ -251,7 +252,7 @@ type requestState struct {
 
 // requestStateColumns are the columns scanState reads, in its order.
 const requestStateColumns = `seq, net, status, attempt, expires_at, lease_expires_at, sim_res, pulled,
-	token_hash, from_peer, stream, body_bytes, cancelled_at IS NOT NULL`
+	token_hash, from_peer, remote_addr, stream, body_bytes, cancelled_at IS NOT NULL`
 
 // gone is the error of a request that will never be answered: errExpired,
 // errFailed or errCancelled; nil while it may still be, or once it is.
@@ -273,7 +274,7 @@ func (s *store) scanState(row *sql.Row) (requestState, error) {
 	var lease sql.NullInt64
 	var simRes, stream sql.NullString
 	err := row.Scan(&st.seq, &st.net, &r.stored, &r.attempt, &r.expiresAt, &lease, &simRes, &st.pulled,
-		&st.owner, &st.from, &stream, &st.bodyBytes, &r.cancelled)
+		&st.owner, &st.from, &st.remote, &stream, &st.bodyBytes, &r.cancelled)
 	if errors.Is(err, sql.ErrNoRows) {
 		return st, errNotFound
 	}

@@ -10,8 +10,12 @@
 -- cancelled_at: when the request's caller withdrew it. A request withdrawn
 -- before it was answered is stored as failed, so that every index and the
 -- janitor treat it as finished; its status reads cancelled.
+-- kept_from: the parts before this offset were dropped once read by the
+-- answer's one reader (a synchronous /via/ caller); body_bytes - kept_from
+-- are the bytes its parts store.
 ALTER TABLE requests ADD COLUMN stream TEXT CHECK (stream IN ('open', 'complete'));
 ALTER TABLE requests ADD COLUMN body_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE requests ADD COLUMN kept_from INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE requests ADD COLUMN cancelled_at INTEGER;
 
 -- The body of a streamed answer, one row per part, in offset order.
@@ -23,14 +27,16 @@ CREATE TABLE answer_parts (
   PRIMARY KEY (req_seq, offset)
 ) STRICT;
 
--- The storage budget counts a streamed answer's parts through body_bytes.
-CREATE TRIGGER requests_usage_parts AFTER UPDATE OF body_bytes ON requests BEGIN
-  UPDATE net_usage SET bytes = bytes + NEW.body_bytes - OLD.body_bytes WHERE net = NEW.net;
+-- The storage budget counts the bytes a streamed answer's parts store,
+-- body_bytes - kept_from.
+CREATE TRIGGER requests_usage_parts AFTER UPDATE OF body_bytes, kept_from ON requests BEGIN
+  UPDATE net_usage SET bytes = bytes + (NEW.body_bytes - NEW.kept_from) - (OLD.body_bytes - OLD.kept_from)
+    WHERE net = NEW.net;
 END;
 
 DROP TRIGGER requests_usage_delete;
 CREATE TRIGGER requests_usage_delete AFTER DELETE ON requests BEGIN
   UPDATE net_usage SET bytes = bytes - length(CAST(OLD.sim_req AS BLOB))
-    - coalesce(length(CAST(OLD.sim_res AS BLOB)), 0) - OLD.body_bytes WHERE net = OLD.net;
+    - coalesce(length(CAST(OLD.sim_res AS BLOB)), 0) - (OLD.body_bytes - OLD.kept_from) WHERE net = OLD.net;
   DELETE FROM answer_parts WHERE req_seq = OLD.seq;
 END;

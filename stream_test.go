@@ -648,3 +648,109 @@ func TestStreamCutLogged(t *testing.T) {
 	metrics := r.get("/metrics", nil)
 	assert.Regexp(t, `c2cvia_http_requests_total\{code="200",route="/via/\{net\}/\{path\.\.\.\}"\} 1`, string(metrics.Body))
 }
+
+// TestStreamBudgets: a streamed answer is stored for whoever asked, so its
+// parts count in the storage budgets as its request does: the net's and
+// the asking address's refuse a part past them (507, nothing written).
+// The parts a synchronous /via/ caller has been written are dropped as it
+// reads, so a download many times the budgets passes while the SimServer
+// waits out the 507s, and everything is given back at the end.
+func TestStreamBudgets(t *testing.T) {
+	t.Parallel()
+	const kib = 1 << 10
+	t.Run("the net's budget", func(t *testing.T) {
+		r := newTestRelay(t, func(c *config) { c.MaxNetStore, c.MaxAddrStore = 600*kib, 0 })
+		_, rid := r.leaseFresh("full")
+		require.Equal(t, http.StatusOK, r.head("full", rid, nil, "").Status)
+		part := bytes.Repeat([]byte("n"), 256*kib)
+		require.Equal(t, http.StatusOK, r.part("full", rid, 0, part, false).Status)
+		require.Equal(t, http.StatusOK, r.part("full", rid, 256*kib, part, false).Status)
+		parts := r.count("answer_parts")
+		assertFull(t, r.part("full", rid, 512*kib, part, false), "net_store_full")
+		assert.Equal(t, parts, r.count("answer_parts"), "nothing written")
+		assertUsageExact(t, r)
+		assertUsageFromFile(t, r, "refused part")
+	})
+	t.Run("the asking address's budget", func(t *testing.T) {
+		r := newTestRelay(t, func(c *config) { c.MaxAddrStore = 600 * kib })
+		_, rid := r.leaseFresh("mine")
+		require.Equal(t, http.StatusOK, r.head("mine", rid, nil, strings.Repeat("h", 256*kib)).Status)
+		require.Equal(t, http.StatusOK, r.part("mine", rid, 256*kib, bytes.Repeat([]byte("a"), 256*kib), false).Status)
+		assertFull(t, r.part("mine", rid, 512*kib, bytes.Repeat([]byte("a"), 256*kib), false), "addr_store_full")
+		assertUsageFromFile(t, r, "refused part")
+	})
+	t.Run("a synchronous caller's parts are dropped as it reads", func(t *testing.T) {
+		r := newTestRelay(t, func(c *config) { c.MaxNetStore, c.MaxAddrStore, c.ViaAddrShare = 1024*kib, 512*kib, 0 })
+		type result struct {
+			body []byte
+			err  error
+		}
+		answered := make(chan result, 1)
+		go func() {
+			resp, err := http.Get(r.URL + "/via/dl/big")
+			if err != nil {
+				answered <- result{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			answered <- result{b, err}
+		}()
+		var got []leased
+		waitFor(t, 10*time.Second, func() bool { got = r.pullReqs("dl", testKey, nil); return len(got) == 1 }, "queued")
+		rid := got[0].RID
+		require.Equal(t, http.StatusOK, r.head("dl", rid, nil, "").Status)
+		want := make([]byte, 0, 4<<20)
+		for i := 0; len(want) < 4<<20; i++ { // 4 MiB: eight times the address's budget
+			part := bytes.Repeat([]byte{byte('a' + i%26)}, 64*kib)
+			waitFor(t, 10*time.Second, func() bool {
+				rep := r.part("dl", rid, len(want), part, false)
+				if rep.Status == http.StatusInsufficientStorage { // the caller has not read enough yet
+					return false
+				}
+				require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
+				return true
+			}, "room for the next part once the caller has read")
+			want = append(want, part...)
+		}
+		require.Equal(t, http.StatusOK, r.part("dl", rid, len(want), nil, true).Status)
+		res := <-answered
+		require.NoError(t, res.err)
+		assert.True(t, bytes.Equal(want, res.body), "4 MiB through budgets of 512 KiB, byte for byte")
+		waitFor(t, 10*time.Second, func() bool { return r.count("answer_parts") == 0 && r.count("requests") == 0 }, "the read stream gone")
+		assertUsageExact(t, r)
+		assertUsageFromFile(t, r, "after the download")
+	})
+}
+
+// BenchmarkStreamRead: the gateway's reads of a streamed answer with a
+// large backlog stored (100 parts of 512 KiB), 64 KiB at a time, as it
+// writes them to a caller. Each read is one index step that copies only
+// what it gives; a read that scanned the backlog would make this grow with
+// its square.
+func BenchmarkStreamRead(b *testing.B) {
+	r := newTestRelay(b)
+	tok, _ := r.login("bench")
+	rid := r.push(tok, map[string]any{"simEndpoint": "/big"})
+	got := r.pullReqs("bench", testKey, nil)
+	require.Len(b, got, 1)
+	require.Equal(b, http.StatusOK, r.head("bench", rid, nil, "").Status)
+	part := bytes.Repeat([]byte("p"), 512<<10)
+	const parts = 100
+	for i := range parts {
+		require.Equal(b, http.StatusOK, r.part("bench", rid, i*len(part), part, false).Status)
+	}
+	st, err := r.store.requestForOwner(context.Background(), token{Hash: secretHash(tok)}, rid)
+	require.NoError(b, err)
+	b.SetBytes(parts * int64(len(part)))
+	b.ResetTimer()
+	for range b.N {
+		for offset := int64(0); offset < st.bodyBytes; {
+			chunk, err := r.store.readBody(context.Background(), st.seq, offset, viaWriteBytes)
+			if err != nil || len(chunk) == 0 {
+				b.Fatal(err, offset)
+			}
+			offset += int64(len(chunk))
+		}
+	}
+}

@@ -49,7 +49,7 @@ func streamStatements(q *statements, w, r *sql.DB) []statement {
 		{&q.answerHead, w, `UPDATE requests SET status = 'answered', sim_res = ?1, done_at = ?2, lease_expires_at = ?6,
 			stream = 'open', body_bytes = ?7
 			WHERE rid = ?3 AND net = ?4 AND ` + statusSQL("?2", "?5") + ` IN ('queued', 'delivered')
-			RETURNING seq, token_hash, attempt, from_peer`},
+			RETURNING seq, token_hash, attempt, from_peer, remote_addr`},
 		// One more part of an open stream: only at the committed offset,
 		// while its lease runs and its caller has not withdrawn it.
 		{&q.appendPart, w, `UPDATE requests SET body_bytes = body_bytes + ?5, done_at = ?2, lease_expires_at = ?6,
@@ -58,6 +58,10 @@ func streamStatements(q *statements, w, r *sql.DB) []statement {
 			  AND lease_expires_at > ?2 AND body_bytes = ?1
 			RETURNING seq, token_hash`},
 		{&q.insertPart, w, `INSERT INTO answer_parts (req_seq, offset, data) VALUES (?, ?, ?)`},
+		{&q.dropParts, w, `DELETE FROM answer_parts WHERE req_seq = ?1 AND offset + length(data) <= ?2
+			RETURNING offset + length(data), length(data)`},
+		{&q.keepFrom, w, `UPDATE requests SET kept_from = ?2 WHERE seq = ?1 AND kept_from < ?2
+			RETURNING net, from_peer, remote_addr`},
 		// Retention counts from the stream's last sign of life, so an idle
 		// stream whose SimServer keeps it is not removed under its caller.
 		{&q.extendStream, w, `UPDATE requests SET lease_expires_at = ?1, done_at = ?2
@@ -76,12 +80,11 @@ func streamStatements(q *statements, w, r *sql.DB) []statement {
 
 		{&q.requestForOwnerW, w, `SELECT ` + requestStateColumns + ` FROM requests WHERE rid = ? AND token_hash = ?`},
 
-		// The parts that hold the body from offset ?2 on: the one it falls
-		// in, and those after it.
-		{&q.readParts, r, `SELECT offset, data FROM answer_parts
-			WHERE req_seq = ?1 AND offset >= coalesce(
-			  (SELECT max(offset) FROM answer_parts WHERE req_seq = ?1 AND offset <= ?2), 0)
-			ORDER BY offset`},
+		// At most ?3 bytes of the part that holds body offset ?2 (the last
+		// one starting at or before it: parts are contiguous), from ?2 on;
+		// one index step, and only those bytes cross into Go.
+		{&q.readParts, r, `SELECT substr(data, ?2 - offset + 1, ?3) FROM answer_parts
+			WHERE req_seq = ?1 AND offset <= ?2 ORDER BY offset DESC LIMIT 1`},
 		// Of the rids a SimServer holds (a JSON array), those that need no
 		// more work: not a request of the net, withdrawn, finished without
 		// an answer, answered whole, or a stream no longer open.
@@ -106,16 +109,20 @@ func (s *store) answerHead(ctx context.Context, k serverKey, rid string, head, b
 		if err := s.claimIn(ctx, tx, k); err != nil {
 			return err
 		}
-		// As for a whole answer, only the store's budget refuses it.
-		if err := s.admitBytes(ctx, tx, "", len(head)+len(body)); err != nil {
+		// The head, like a whole answer, only the store's budget refuses;
+		// the body, of no bound but the budgets, counts like its request.
+		if err := s.admitBytes(ctx, tx, "", len(head)); err != nil {
+			return err
+		}
+		if err := s.admitBytes(ctx, tx, net, len(body)); err != nil {
 			return err
 		}
 		now = s.nowMS()
 		var seq int64
 		var attempt int
-		var from string
+		var from, remote string
 		err := tx.StmtContext(ctx, s.q.answerHead).QueryRowContext(ctx, string(head), now, rid, net, s.opts.MaxAttempts,
-			now+lease.Milliseconds(), len(body)).Scan(&seq, &owner, &attempt, &from)
+			now+lease.Milliseconds(), len(body)).Scan(&seq, &owner, &attempt, &from, &remote)
 		if errors.Is(err, sql.ErrNoRows) {
 			if err := s.refusal(ctx, tx, net, rid); err != nil {
 				return err
@@ -128,6 +135,9 @@ func (s *store) answerHead(ctx context.Context, k serverKey, rid string, head, b
 		if len(body) > 0 {
 			if _, err := tx.StmtContext(ctx, s.q.insertPart).ExecContext(ctx, seq, 0, body); err != nil {
 				return err
+			}
+			if err := s.admitParts(requestRow{net: net, from: from, remote: remote, bytes: int64(len(body))}); err != nil {
+				return err // the savepoint undoes the answer
 			}
 		}
 		s.counts.move(queueOf(net, from), wasStatus(attempt), statusAnswered, 1)
@@ -180,7 +190,7 @@ func (s *store) appendPart(ctx context.Context, k serverKey, rid string, offset 
 		if offset != st.bodyBytes {
 			return &offsetMismatchError{Committed: st.bodyBytes}
 		}
-		if err := s.admitBytes(ctx, tx, "", len(data)); err != nil {
+		if err := s.admitBytes(ctx, tx, net, len(data)); err != nil {
 			return err
 		}
 		var seq int64
@@ -192,6 +202,9 @@ func (s *store) appendPart(ctx context.Context, k serverKey, rid string, offset 
 		if len(data) > 0 {
 			if _, err := tx.StmtContext(ctx, s.q.insertPart).ExecContext(ctx, seq, offset, data); err != nil {
 				return err
+			}
+			if err := s.admitParts(requestRow{net: net, from: st.from, remote: st.remote, bytes: int64(len(data))}); err != nil {
+				return err // the savepoint undoes the part
 			}
 		}
 		res.offset = end
@@ -274,31 +287,24 @@ func (s *store) cancel(ctx context.Context, t token, rid string) (net string, he
 }
 
 // readBody gives up to max bytes of a streamed answer's body from offset
-// on, as committed; fewer (or none) when no more are committed yet.
+// on, as committed; fewer (or none) when no more are committed yet. It
+// reads part by part, each read an index step that copies only the bytes
+// it gives, so a reader's cost follows what it reads, not what is stored.
 func (s *store) readBody(ctx context.Context, seq, offset int64, max int) ([]byte, error) {
-	rows, err := s.q.readParts.QueryContext(ctx, seq, offset)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
 	var out []byte
-	for rows.Next() && len(out) < max {
-		var at int64
-		var data []byte
-		if err := rows.Scan(&at, &data); err != nil {
+	for len(out) < max {
+		var chunk []byte
+		err := s.q.readParts.QueryRowContext(ctx, seq, offset, max-len(out)).Scan(&chunk)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && len(chunk) == 0) {
+			break // nothing committed at offset yet
+		}
+		if err != nil {
 			return nil, err
 		}
-		if skip := offset - at; skip > 0 {
-			if skip >= int64(len(data)) {
-				continue
-			}
-			data = data[skip:]
-		}
-		data = data[:min(len(data), max-len(out))]
-		out = append(out, data...)
-		offset += int64(len(data))
+		out = append(out, chunk...)
+		offset += int64(len(chunk))
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // watchDone returns which of rids, held by net's SimServer, need no more
@@ -322,4 +328,60 @@ func (s *store) watchDone(ctx context.Context, net string, rids []string) ([]str
 		done = append(done, rid)
 	}
 	return done, rows.Err()
+}
+
+// admitParts counts parts just stored, r.bytes of them, against the
+// budgets of who sent their request (senderRefusal: its address's, its
+// net's gateway's), as its sim_req counts: a streamed answer is stored for
+// whoever asked, and is bounded by what they may store. Refused, the
+// write's savepoint undoes the parts.
+func (s *store) admitParts(r requestRow) error {
+	if err := s.admitSender(r); err != nil {
+		return err
+	}
+	s.counts.mu.Lock()
+	defer s.counts.mu.Unlock()
+	s.counts.usage.add(r, 1)
+	return nil
+}
+
+// dropRead drops the parts of rid's streamed answer wholly before upTo,
+// which its one reader (a synchronous /via/ caller: nobody else can read
+// them) has been written: a long download then stores only what its caller
+// has not read yet, and gives its budget back as it goes. Not waited for
+// (writeLater).
+func (s *store) dropRead(seq int64, upTo int64) {
+	s.writeLater(func(ctx context.Context, tx *sql.Tx) error {
+		var dropped, keptFrom int64
+		rows, err := tx.StmtContext(ctx, s.q.dropParts).QueryContext(ctx, seq, upTo)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var end, n int64
+			if err := rows.Scan(&end, &n); err != nil {
+				rows.Close()
+				return err
+			}
+			dropped += n
+			keptFrom = max(keptFrom, end)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil || dropped == 0 {
+			return err
+		}
+		var r requestRow
+		err = tx.StmtContext(ctx, s.q.keepFrom).QueryRowContext(ctx, seq, keptFrom).Scan(&r.net, &r.from, &r.remote)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // removed meanwhile, with its parts
+		}
+		if err != nil {
+			return err
+		}
+		r.bytes = dropped
+		s.counts.mu.Lock()
+		defer s.counts.mu.Unlock()
+		s.counts.usage.add(r, -1)
+		return nil
+	})
 }
