@@ -63,7 +63,8 @@ func (s *store) admitBytes(ctx context.Context, tx *sql.Tx, net string, n int) e
 
 // The budgets of who sent a request. A request's sim_req counts, from its
 // insert to its delete, against its client address's budget across the
-// store (--max-addr-store), against its net's while nobody serves the
+// store (--max-addr-store, which the data of the peer messages the address
+// sent shares: msgbudget.go), against its net's while nobody serves the
 // net (--max-unserved-store), and if it came through the gateway, against
 // the gateway's half of its net's budget and the sender's share of that
 // (--via-addr-share). Each is refused before the write, from counts kept
@@ -271,7 +272,7 @@ func (s *store) senderRefusal(r requestRow) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	u := c.usage
-	if max, a := s.opts.MaxAddrStore, r.addr(); max > 0 && a != "" && u.addr[a]+r.bytes > max {
+	if max, a := s.opts.MaxAddrStore, r.addr(); max > 0 && a != "" && u.addr[a]+c.msgAddr[a]+r.bytes > max {
 		return errAddrStoreFull
 	}
 	if max := s.opts.MaxUnservedStore; max > 0 && !served && u.net[r.net]+r.bytes > max {

@@ -12,11 +12,12 @@ import (
 )
 
 // storeCounts count requests by stored status, queued requests per net and
-// logins per net. Only the writer changes them, inside its writes, and each
-// write changes them last, once nothing can fail any more, so a write that
-// is rolled back leaves them as they were. They are loaded at open and
-// counted again from the file when a commit failed or another process wrote
-// to it (c2cvia purge), which the janitor notices by PRAGMA data_version.
+// logins per net, and what each sender stores. Only the writer changes
+// them, inside its writes, and each write changes them last, once nothing
+// can fail any more, so a write that is rolled back leaves them as they
+// were. They are loaded at open and counted again from the file when a
+// commit failed or another process wrote to it (c2cvia purge), which the
+// janitor notices by PRAGMA data_version.
 //
 // Statuses are the stored ones: a request past its TTL counts as queued or
 // delivered until the janitor writes it down as expired (--janitor-every),
@@ -28,6 +29,7 @@ type storeCounts struct {
 	tokens   map[string]int   // net -> logins stored
 	topics   map[string]int   // topicKey -> open subscriptions stored
 	usage    requestUsage     // what the requests take, by who sent them (budget.go)
+	msgAddr  messageUsage     // what the peer messages take, by address (msgbudget.go)
 
 	dataVersion int64        // the writer's PRAGMA data_version when last counted
 	stale       atomic.Bool  // a commit failed: count again
@@ -73,11 +75,12 @@ type countsDelta struct {
 	tokens   map[string]int
 	topics   map[string]int
 	usage    requestUsage
+	msgAddr  messageUsage
 }
 
 func newCountsDelta() countsDelta {
 	return countsDelta{byStatus: map[string]int64{}, queued: map[string]int{}, tokens: map[string]int{}, topics: map[string]int{},
-		usage: newRequestUsage()}
+		usage: newRequestUsage(), msgAddr: messageUsage{}}
 }
 
 // topicKey names a topic of a net in storeCounts.topics.
@@ -121,6 +124,9 @@ func (c *storeCounts) apply(d countsDelta) {
 		}
 	}
 	c.usage.apply(d.usage)
+	for k, n := range d.msgAddr {
+		addTo(c.msgAddr, k, n)
+	}
 }
 
 // detachedFrom is the sender of the requests no login sent (pushDetached):
@@ -212,6 +218,10 @@ func (s *store) count(ctx context.Context, q queryer) error {
 	if err != nil {
 		return err
 	}
+	msgAddr, err := countMessageUsage(ctx, q)
+	if err != nil {
+		return err
+	}
 	var version int64
 	each := func(query string, fn func(rows *sql.Rows) error) error { return eachRow(ctx, q, query, nil, fn) }
 	err = each(`SELECT net, from_peer = 'via', count(*) FROM requests WHERE status = 'queued' GROUP BY 1, 2`, func(rows *sql.Rows) error {
@@ -272,7 +282,7 @@ func (s *store) count(ctx context.Context, q queryer) error {
 	c := &s.counts
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.byStatus, c.queued, c.tokens, c.topics, c.usage, c.dataVersion = byStatus, queued, tokens, topics, usage, version
+	c.byStatus, c.queued, c.tokens, c.topics, c.usage, c.msgAddr, c.dataVersion = byStatus, queued, tokens, topics, usage, msgAddr, version
 	c.stale.Store(false)
 	return nil
 }

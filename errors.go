@@ -84,7 +84,7 @@ var storeErrors = []struct {
 	{errNetStoreFull, &apiError{Status: http.StatusInsufficientStorage, Code: "net_store_full",
 		Message: "this net stores as much as the relay allows, or its gateway requests their half of that; retry once its SimServer answers or entries expire", RetryAfter: time.Minute}},
 	{errAddrStoreFull, &apiError{Status: http.StatusInsufficientStorage, Code: "addr_store_full",
-		Message: "the requests this client address sent take as much as the relay allows one address, in the whole store or in this net's gateway; retry once they are answered or expire", RetryAfter: time.Minute}},
+		Message: "the requests and peer messages this client address sent take as much as the relay allows one address in the whole store, or its requests as much as it may have in this net's gateway; retry once they are answered or expire", RetryAfter: time.Minute}},
 	{errUnservedStoreFull, &apiError{Status: http.StatusInsufficientStorage, Code: "unserved_store_full",
 		Message: "no SimServer is polling this net, and it stores as many requests as the relay keeps for such a net; retry once its SimServer polls", RetryAfter: time.Minute}},
 	{errStoreClosed, newAPIError(http.StatusServiceUnavailable, "shutting_down", "the relay is shutting down; try again shortly")},
