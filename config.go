@@ -74,7 +74,8 @@ type config struct {
 	// Budgets of who sends (budget.go): bytes of requests and peer
 	// messages one client address may store (0: no limit), bytes of
 	// requests a net nobody serves may store (0: no limit), and the part of
-	// a net's gateway one address may take (0 or 1: all of it).
+	// a net's gateway, and of its SimClients' queue, one address may take
+	// (0 or 1: all of it).
 	MaxAddrStore     int64
 	MaxUnservedStore int64
 	ViaAddrShare     float64
@@ -181,7 +182,7 @@ func addOpsFlags(fs *pflag.FlagSet, c *config) {
 	fs.Var(newByteLimit(&c.MaxNetStore, 256<<20), "max-net-store", "bytes of requests, answers and messages one net may store; a write past it is 507 net_store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
 	fs.Var(newByteLimit(&c.MaxAddrStore, 128<<20), "max-addr-store", "bytes of requests and peer messages one client address (an IPv6 address by its /64) may have stored, all nets together; a request or message past it is 507 addr_store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
 	fs.Var(newByteLimit(&c.MaxUnservedStore, 16<<20), "max-unserved-store", "bytes of requests a net may store while no SimServer polls it (none within twice --max-wait); a request past it is 507 unserved_store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
-	fs.Float64Var(&c.ViaAddrShare, "via-addr-share", 0.25, "the part of a net's gateway one client address may take: of its queue (--max-queue), of its bytes (half the net's budget) and of its --rate-via (0 or 1: all of it)")
+	fs.Float64Var(&c.ViaAddrShare, "via-addr-share", 0.25, "the part of a net one client address may take: of its SimClients' queue and of its gateway's (--max-queue each), of its gateway's bytes (half the net's budget) and of its --rate-via (0 or 1: all of it)")
 	fs.Var(prefixList{&c.TrustProxy}, "trust-proxy", "addresses or CIDR blocks of reverse proxies whose X-Forwarded-For gives the client address, or none")
 }
 

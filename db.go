@@ -169,8 +169,9 @@ type storeOptions struct {
 	// stored, all nets together (msgbudget.go). MaxUnservedStore: sim_req
 	// bytes a net may store while it is not served, no SimServer having
 	// polled it within ServedWithin (servedWithin; 0: no net is served).
-	// ViaAddrShare: the part of a net's gateway queue and gateway bytes one
-	// address may take (0 or 1: all of them). Bytes 0: no limit.
+	// ViaAddrShare: the part of a net's gateway queue and gateway bytes, and
+	// of its SimClients' queue (addrqueue.go), one address may take (0 or 1:
+	// all of them). Bytes 0: no limit.
 	MaxAddrStore     int64
 	MaxUnservedStore int64
 	ServedWithin     time.Duration

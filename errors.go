@@ -74,7 +74,7 @@ var storeErrors = []struct {
 	{errCursorAhead, newAPIError(http.StatusConflict, "cursor_ahead",
 		"the cursor is past the newest message the relay has (its store was restored or replaced): read again without since or Last-Event-ID")},
 	{errQueueFull, &apiError{Status: http.StatusTooManyRequests, Code: "queue_full",
-		Message: "this net has as many requests waiting for its SimServer as the relay allows, or this client address its share of its gateway's; retry later", RetryAfter: time.Second}},
+		Message: "this net has as many requests waiting for its SimServer as the relay allows, or this client address its share of them or of its gateway's; retry later", RetryAfter: time.Second}},
 	{errNetFull, &apiError{Status: http.StatusTooManyRequests, Code: "net_full",
 		Message: "this net has as many logins as the relay allows; retry when some expire", RetryAfter: time.Minute}},
 	{errTooManySubs, &apiError{Status: http.StatusTooManyRequests, Code: "too_many_subscriptions",
