@@ -50,7 +50,7 @@ func handleSend(st *store, h *hub, cfg config, kind string) tokenFunc {
 		if err != nil {
 			return err
 		}
-		id, receivers, err := st.sendMessage(r.Context(), t, m, data)
+		id, receivers, err := st.sendMessage(r.Context(), t, m, data, senderKey(senderAddr(r)))
 		if err != nil {
 			return err
 		}

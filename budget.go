@@ -63,11 +63,14 @@ func (s *store) admitBytes(ctx context.Context, tx *sql.Tx, net string, n int) e
 
 // The budgets of who sent a request. A request's sim_req counts, from its
 // insert to its delete, against its client address's budget across the
-// store (--max-addr-store), against its net's while nobody serves the
+// store (--max-addr-store, which the data of the peer messages the address
+// sent shares: msgbudget.go), against its net's while nobody serves the
 // net (--max-unserved-store), and if it came through the gateway, against
 // the gateway's half of its net's budget and the sender's share of that
 // (--via-addr-share). Each is refused before the write, from counts kept
-// in memory (requestUsage), so it costs no query.
+// in memory (requestUsage), so it costs no query. While queued it counts
+// against its sender's share of its queue (--via-addr-share of
+// --max-queue, in the gateway's queue or in the SimClients').
 
 // The refusals of a gateway's budgets: the store's own errors, each for
 // one part of it, so a client sees the code of the whole.
@@ -112,19 +115,21 @@ func senderKey(remote string) string {
 // requestUsage is what the stored requests take, by who sent them: bytes
 // of sim_req by net, by address (all nets together), and for the
 // gateway's requests by net and by net and address (viaKey), with the
-// gateway requests queued by net and address. Zero entries are deleted:
-// the maps hold only who has requests stored.
+// requests queued by net and address, the gateway's (viaKey) and the
+// SimClients' (clientKey) apart. Zero entries are deleted: the maps hold
+// only who has requests stored.
 type requestUsage struct {
-	net       map[string]int64 // net -> bytes
-	addr      map[string]int64 // address key -> bytes
-	via       map[string]int64 // net -> bytes of its gateway requests
-	viaAddr   map[string]int64 // viaKey -> bytes
-	viaQueued map[string]int   // viaKey -> gateway requests stored as queued
+	net          map[string]int64 // net -> bytes
+	addr         map[string]int64 // address key -> bytes
+	via          map[string]int64 // net -> bytes of its gateway requests
+	viaAddr      map[string]int64 // viaKey -> bytes
+	viaQueued    map[string]int   // viaKey -> gateway requests stored as queued
+	clientQueued map[string]int   // clientKey -> SimClient requests stored as queued (addrqueue.go)
 }
 
 func newRequestUsage() requestUsage {
 	return requestUsage{net: map[string]int64{}, addr: map[string]int64{}, via: map[string]int64{},
-		viaAddr: map[string]int64{}, viaQueued: map[string]int{}}
+		viaAddr: map[string]int64{}, viaQueued: map[string]int{}, clientQueued: map[string]int{}}
 }
 
 // add counts n requests like r stored (n < 0: deleted).
@@ -143,6 +148,9 @@ func (u requestUsage) add(r requestRow, n int) {
 			addTo(u.viaQueued, k, n)
 		}
 	}
+	if k, ok := r.clientKey(); ok && r.queued {
+		addTo(u.clientQueued, k, n)
+	}
 }
 
 // unqueue counts a request like r moved on from queued (handed out,
@@ -150,6 +158,9 @@ func (u requestUsage) add(r requestRow, n int) {
 func (u requestUsage) unqueue(r requestRow) {
 	if k, ok := r.viaKey(); ok {
 		addTo(u.viaQueued, k, -1)
+	}
+	if k, ok := r.clientKey(); ok {
+		addTo(u.clientQueued, k, -1)
 	}
 }
 
@@ -161,8 +172,10 @@ func (u requestUsage) apply(d requestUsage) {
 			addTo(pair.m, k, n)
 		}
 	}
-	for k, n := range d.viaQueued {
-		addTo(u.viaQueued, k, n)
+	for _, pair := range []struct{ m, d map[string]int }{{u.viaQueued, d.viaQueued}, {u.clientQueued, d.clientQueued}} {
+		for k, n := range pair.d {
+			addTo(pair.m, k, n)
+		}
 	}
 }
 
@@ -208,16 +221,6 @@ func (c *storeCounts) unqueued(r requestRow) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.usage.unqueue(r)
-}
-
-// answeredQueued notes an answer to a gateway request that was still
-// queued: its SimServer knew its rid without a lease (it sent it itself).
-// The answer does not read the sender, so the per-address queue counts are
-// counted again at the janitor's next run (syncCounts), one high till then.
-func (c *storeCounts) answeredQueued(from string, attempt int) {
-	if attempt == 0 && from == detachedFrom {
-		c.stale.Store(true)
-	}
 }
 
 // servedNow reports whether net counts as served for the budgets: a
@@ -271,7 +274,7 @@ func (s *store) senderRefusal(r requestRow) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	u := c.usage
-	if max, a := s.opts.MaxAddrStore, r.addr(); max > 0 && a != "" && u.addr[a]+r.bytes > max {
+	if max, a := s.opts.MaxAddrStore, r.addr(); max > 0 && a != "" && u.addr[a]+c.msgAddr[a]+r.bytes > max {
 		return errAddrStoreFull
 	}
 	if max := s.opts.MaxUnservedStore; max > 0 && !served && u.net[r.net]+r.bytes > max {

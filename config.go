@@ -71,10 +71,11 @@ type config struct {
 	MaxNetStore      int64 // payload bytes per net; 0: no limit
 	TrustProxy       []netip.Prefix
 
-	// Budgets of who sends (budget.go): bytes of requests one client
-	// address may store (0: no limit), bytes of requests a net nobody serves
-	// may store (0: no limit), and the part of a net's gateway one address
-	// may take (0 or 1: all of it).
+	// Budgets of who sends (budget.go): bytes of requests and peer
+	// messages one client address may store (0: no limit), bytes of
+	// requests a net nobody serves may store (0: no limit), and the part of
+	// a net's gateway, and of its SimClients' queue, one address may take
+	// (0 or 1: all of it).
 	MaxAddrStore     int64
 	MaxUnservedStore int64
 	ViaAddrShare     float64
@@ -179,9 +180,9 @@ func addOpsFlags(fs *pflag.FlagSet, c *config) {
 	fs.IntVar(&c.MaxSubs, "max-subs", 1000, "topic subscriptions per login (a closed one counts until its messages expire); one more is 429 too_many_subscriptions (0: no limit)")
 	fs.Var(newByteLimit(&c.MaxStore, 2<<30), "max-store", "bytes the store's file may use; a write past it is 507 store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
 	fs.Var(newByteLimit(&c.MaxNetStore, 256<<20), "max-net-store", "bytes of requests, answers and messages one net may store; a write past it is 507 net_store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
-	fs.Var(newByteLimit(&c.MaxAddrStore, 128<<20), "max-addr-store", "bytes of requests one client address (an IPv6 address by its /64) may have stored, all nets together; a request past it is 507 addr_store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
+	fs.Var(newByteLimit(&c.MaxAddrStore, 128<<20), "max-addr-store", "bytes of requests and peer messages one client address (an IPv6 address by its /64) may have stored, all nets together; a request or message past it is 507 addr_store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
 	fs.Var(newByteLimit(&c.MaxUnservedStore, 16<<20), "max-unserved-store", "bytes of requests a net may store while no SimServer polls it (none within twice --max-wait); a request past it is 507 unserved_store_full (bytes, or with KiB/MiB/GiB; 0: no limit)")
-	fs.Float64Var(&c.ViaAddrShare, "via-addr-share", 0.25, "the part of a net's gateway one client address may take: of its queue (--max-queue), of its bytes (half the net's budget) and of its --rate-via (0 or 1: all of it)")
+	fs.Float64Var(&c.ViaAddrShare, "via-addr-share", 0.25, "the part of a net one client address may take: of its SimClients' queue and of its gateway's (--max-queue each), of its gateway's bytes (half the net's budget) and of its --rate-via (0 or 1: all of it)")
 	fs.Var(prefixList{&c.TrustProxy}, "trust-proxy", "addresses or CIDR blocks of reverse proxies whose X-Forwarded-For gives the client address, or none")
 }
 

@@ -12,11 +12,13 @@ import (
 )
 
 // storeCounts count requests by stored status, queued requests per net and
-// logins per net. Only the writer changes them, inside its writes, and each
-// write changes them last, once nothing can fail any more, so a write that
-// is rolled back leaves them as they were. They are loaded at open and
-// counted again from the file when a commit failed or another process wrote
-// to it (c2cvia purge), which the janitor notices by PRAGMA data_version.
+// logins per net, and what each sender stores. Only the writer changes
+// them, inside its writes, and each write changes them last, once nothing
+// can fail any more, so a write that is rolled back leaves them as they
+// were. They are loaded at open and counted again from the file when a
+// commit failed, a request left the queue without its sender being read
+// (move), or another process wrote to it (c2cvia purge), which the janitor
+// notices by PRAGMA data_version.
 //
 // Statuses are the stored ones: a request past its TTL counts as queued or
 // delivered until the janitor writes it down as expired (--janitor-every),
@@ -28,24 +30,54 @@ type storeCounts struct {
 	tokens   map[string]int   // net -> logins stored
 	topics   map[string]int   // topicKey -> open subscriptions stored
 	usage    requestUsage     // what the requests take, by who sent them (budget.go)
+	msgAddr  messageUsage     // what the peer messages take, by address (msgbudget.go)
 
 	dataVersion int64        // the writer's PRAGMA data_version when last counted
-	stale       atomic.Bool  // a commit failed: count again
+	stale       atomic.Bool  // a commit failed, or a count lost track (move): count again
 	recounts    atomic.Int64 // counts from the file after the one at open
 
 	queueFull, netFull atomic.Int64 // refusals, for the metrics
 }
 
 // move records n requests of net moving from status from to status to.
+//
+// It does not know who sent them: the per-address queue counts
+// (requestUsage's viaQueued and clientQueued) of requests that leave the
+// queue this way, other than by a lease, are counted again at the
+// janitor's next run (syncCounts), one high till then. Leases (unqueued),
+// answers and withdrawals (finished) and the janitor's expiry
+// (requestUsage.unqueue) keep them exact.
 func (c *storeCounts) move(net, from, to string, n int) {
 	if n == 0 {
 		return
 	}
+	if from == statusQueued && to != statusDelivered {
+		c.stale.Store(true)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.moveLocked(net, from, to, n)
+}
+
+func (c *storeCounts) moveLocked(net, from, to string, n int) {
 	moveRequests(c.byStatus, c.queued, net, from, to, n)
 	if c.queued[net] <= 0 {
 		delete(c.queued, net) // a net that is gone costs nothing
+	}
+}
+
+// answered records the answer to r, handed out attempt times before: from
+// the queue when attempt is 0 (its SimServer knew its rid without a lease).
+func (c *storeCounts) answered(r requestRow, attempt int) { c.finished(r, attempt, statusAnswered) }
+
+// finished records r, handed out attempt times before, moving to the
+// stored status to: answered, or failed for a withdrawal (cancelled).
+func (c *storeCounts) finished(r requestRow, attempt int, to string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.moveLocked(queueOf(r.net, r.from), wasStatus(attempt), to, 1)
+	if attempt == 0 {
+		c.usage.unqueue(r)
 	}
 }
 
@@ -73,11 +105,12 @@ type countsDelta struct {
 	tokens   map[string]int
 	topics   map[string]int
 	usage    requestUsage
+	msgAddr  messageUsage
 }
 
 func newCountsDelta() countsDelta {
 	return countsDelta{byStatus: map[string]int64{}, queued: map[string]int{}, tokens: map[string]int{}, topics: map[string]int{},
-		usage: newRequestUsage()}
+		usage: newRequestUsage(), msgAddr: messageUsage{}}
 }
 
 // topicKey names a topic of a net in storeCounts.topics.
@@ -121,6 +154,9 @@ func (c *storeCounts) apply(d countsDelta) {
 		}
 	}
 	c.usage.apply(d.usage)
+	for k, n := range d.msgAddr {
+		addTo(c.msgAddr, k, n)
+	}
 }
 
 // detachedFrom is the sender of the requests no login sent (pushDetached):
@@ -141,9 +177,9 @@ func queueOf(net, from string) string {
 
 // admitRequest counts the request r just inserted as queued, or refuses
 // it with errQueueFull when its queue (queueOf) already has max (0: no
-// limit), or with errViaAddrQueueFull when it is a gateway request and
-// its sender already has addrMax queued in the net (0: no share); the
-// write's savepoint then undoes the insert.
+// limit), or when its sender already has addrMax queued in that queue (0:
+// no share): errViaAddrQueueFull in the gateway's, errAddrQueueFull in the
+// SimClients'. The write's savepoint then undoes the insert.
 func (c *storeCounts) admitRequest(r requestRow, max, addrMax int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -155,6 +191,10 @@ func (c *storeCounts) admitRequest(r requestRow, max, addrMax int) error {
 	if k, ok := r.viaKey(); ok && addrMax > 0 && c.usage.viaQueued[k] >= addrMax {
 		c.queueFull.Add(1)
 		return errViaAddrQueueFull
+	}
+	if k, ok := r.clientKey(); ok && addrMax > 0 && c.usage.clientQueued[k] >= addrMax {
+		c.queueFull.Add(1)
+		return errAddrQueueFull
 	}
 	c.queued[queue]++
 	c.byStatus[statusQueued]++
@@ -208,7 +248,11 @@ func (s *store) count(ctx context.Context, q queryer) error {
 	queued := map[string]int{}
 	tokens := map[string]int{}
 	topics := map[string]int{}
-	usage, err := countUsage(ctx, q)
+	usage, err := countRequestUsage(ctx, q)
+	if err != nil {
+		return err
+	}
+	msgAddr, err := countMessageUsage(ctx, q)
 	if err != nil {
 		return err
 	}
@@ -272,7 +316,7 @@ func (s *store) count(ctx context.Context, q queryer) error {
 	c := &s.counts
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.byStatus, c.queued, c.tokens, c.topics, c.usage, c.dataVersion = byStatus, queued, tokens, topics, usage, version
+	c.byStatus, c.queued, c.tokens, c.topics, c.usage, c.msgAddr, c.dataVersion = byStatus, queued, tokens, topics, usage, msgAddr, version
 	c.stale.Store(false)
 	return nil
 }

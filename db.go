@@ -46,6 +46,9 @@ var schemaV6 string
 //go:embed schema_v7.sql
 var schemaV7 string
 
+//go:embed schema_v8.sql
+var schemaV8 string
+
 // The store's errors: what it refuses, in its own terms. The HTTP edge
 // (errors.go) gives each its status and code; the store knows neither.
 var (
@@ -73,7 +76,7 @@ var (
 
 	// The budgets of who sent a request (budget.go, which also wraps
 	// errNetStoreFull, errQueueFull and errAddrStoreFull for a gateway's).
-	errAddrStoreFull     = errors.New("the client address's requests are at its storage budget")
+	errAddrStoreFull     = errors.New("the client address's requests and peer messages are at its storage budget")
 	errUnservedStoreFull = errors.New("no SimServer polls the net, and its requests are at the budget of such a net")
 
 	// What the file system or another process refuses a write (storeFault).
@@ -110,7 +113,7 @@ func isWriteFault(err error) bool {
 
 // migrations are the schema steps; step i brings user_version from i to i+1.
 // A shipped step never changes: add a new one.
-var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7}
+var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7, schemaV8}
 
 // storeOptions are the lifetimes and limits the store enforces. The
 // lifetimes come from the relay's flags (config.storeOptions); the store has
@@ -162,11 +165,12 @@ type storeOptions struct {
 	LaterWait time.Duration
 
 	// The budgets of who sent a request (budget.go). MaxAddrStore: sim_req
-	// bytes one client address (addrKey) may have stored, all nets
-	// together. MaxUnservedStore: sim_req bytes a net may store while it is
-	// not served, no SimServer having polled it within ServedWithin
-	// (servedWithin; 0: no net is served). ViaAddrShare: the part of a
-	// net's gateway queue and gateway bytes one address may take (0 or 1:
+	// bytes and peer message data one client address (addrKey) may have
+	// stored, all nets together (msgbudget.go). MaxUnservedStore: sim_req
+	// bytes a net may store while it is not served, no SimServer having
+	// polled it within ServedWithin (servedWithin; 0: no net is served).
+	// ViaAddrShare: the part of a net's gateway queue and gateway bytes, and
+	// of its SimClients' queue (addrqueue.go), one address may take (0 or 1:
 	// all of them). Bytes 0: no limit.
 	MaxAddrStore     int64
 	MaxUnservedStore int64

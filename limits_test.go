@@ -121,7 +121,10 @@ func TestRateLimitPerToken(t *testing.T) {
 
 func TestQueueFull(t *testing.T) {
 	t.Parallel()
-	r := newTestRelay(t, func(c *config) { c.MaxQueue = 3 })
+	r := newTestRelay(t, func(c *config) {
+		c.MaxQueue = 3
+		c.ViaAddrShare = 0 // the net's queue alone: an address's share of it is TestClientQueueShare's
+	})
 	tok, _ := r.login("alpha")
 	var rids []string
 	for range 3 {
@@ -146,7 +149,7 @@ func TestQueueFull(t *testing.T) {
 	full("queued once more")
 
 	// The counts come back from the file at open.
-	st2, err := openStore(context.Background(), r.DBPath, testStoreOptions(r.clock, func(o *storeOptions) { o.MaxQueue = 3 }))
+	st2, err := openStore(context.Background(), r.DBPath, testStoreOptions(r.clock, func(o *storeOptions) { o.MaxQueue, o.ViaAddrShare = 3, 0 }))
 	require.NoError(t, err)
 	t2, err := st2.lookupToken(context.Background(), tok)
 	require.NoError(t, err)

@@ -53,8 +53,8 @@ func peerStatements(q *statements, w, r *sql.DB) []statement {
 		{&q.netPeers, w, `SELECT count(*) FROM tokens WHERE net = ?1 AND expires_at > ?2`},
 		{&q.subscribedNow, w, `SELECT EXISTS (SELECT 1 FROM subscriptions
 			WHERE net = ?1 AND topic = ?2 AND peer_id = ?3 AND until_id IS NULL)`},
-		{&q.insertMessage, w, `INSERT INTO messages (net, kind, from_peer, to_peer, topic, data, sent_at, expires_at, receivers)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`},
+		{&q.insertMessage, w, `INSERT INTO messages (net, kind, from_peer, to_peer, topic, data, sent_at, expires_at, receivers, addr)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`},
 		{&q.subscribe, w, `INSERT INTO subscriptions (net, topic, peer_id, from_id)
 			SELECT ?1, ?2, ?3, ` + lastMessageIDSQL + ` WHERE NOT EXISTS (
 				SELECT 1 FROM subscriptions WHERE net = ?1 AND topic = ?2 AND peer_id = ?3 AND until_id IS NULL)`},
@@ -93,14 +93,19 @@ func peerStatements(q *statements, w, r *sql.DB) []statement {
 	}
 }
 
-// sendMessage stores m (Kind, and To or Topic, set) from t with data, and
+// sendMessage stores m (Kind, and To or Topic, set) from t with data, sent
+// from the client address addr (addrKey's form; "" when unknown), and
 // returns its id and how many peers may read it. A unicast to a peer_id that
-// is not a valid login of t's net is errUnknownPeer. The message goes into
-// the cache after its commit, in commit order.
-func (s *store) sendMessage(ctx context.Context, t token, m message, data []byte) (id int64, receivers int, err error) {
+// is not a valid login of t's net is errUnknownPeer; data past addr's
+// --max-addr-store is errAddrStoreFull (msgbudget.go). The message goes
+// into the cache after its commit, in commit order.
+func (s *store) sendMessage(ctx context.Context, t token, m message, data []byte, addr string) (id int64, receivers int, err error) {
 	m.Net, m.From = t.Net, t.PeerID
 	err = s.writeThen(ctx, func(ctx context.Context, tx *sql.Tx) (func(), error) {
 		if err := s.admitBytes(ctx, tx, t.Net, len(data)); err != nil {
+			return nil, err
+		}
+		if err := s.admitMessage(addr, len(data)); err != nil {
 			return nil, err
 		}
 		now := s.nowMS()
@@ -137,10 +142,11 @@ func (s *store) sendMessage(ctx context.Context, t token, m message, data []byte
 			m.recv = &receiversLoad{done: make(chan struct{})}
 		}
 		err := tx.StmtContext(ctx, s.q.insertMessage).QueryRowContext(ctx, m.Net, m.Kind, m.From,
-			nullIfEmpty(m.To), nullIfEmpty(m.Topic), string(data), m.SentAt, m.ExpiresAt, receivers).Scan(&m.ID)
+			nullIfEmpty(m.To), nullIfEmpty(m.Topic), string(data), m.SentAt, m.ExpiresAt, receivers, addr).Scan(&m.ID)
 		if err != nil {
 			return nil, err
 		}
+		s.counts.messageStored(addr, len(data))
 		m.wire = encodeMessage(&m, data)
 		cached := m
 		return func() { s.msgs.append(&cached) }, nil

@@ -40,7 +40,7 @@ func BenchmarkPublishTopic(b *testing.B) {
 			require.NoError(b, st.syncCounts(ctx))
 			b.ResetTimer()
 			for b.Loop() {
-				_, n, err := st.sendMessage(ctx, sender, message{Kind: kindMulticast, Topic: "t"}, []byte(`"hello"`))
+				_, n, err := st.sendMessage(ctx, sender, message{Kind: kindMulticast, Topic: "t"}, []byte(`"hello"`), "")
 				if err != nil || n != subs {
 					b.Fatal(n, err)
 				}

@@ -393,10 +393,14 @@ func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, n
 	}
 	deleted := 0
 	err := eachRow(ctx, tx, `DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE `+cond+` ORDER BY id LIMIT `+lim+`)
-		RETURNING net`, condArgs, func(rows *sql.Rows) error {
-		var net string
-		if err := rows.Scan(&net); err != nil {
+		RETURNING net, addr, octet_length(data)`, condArgs, func(rows *sql.Rows) error {
+		var net, addr string
+		var bytes int64
+		if err := rows.Scan(&net, &addr, &bytes); err != nil {
 			return err
+		}
+		if addr != "" {
+			counts.msgAddr[addr] -= bytes // the address's budget (msgbudget.go)
 		}
 		if rep.Messages == nil {
 			rep.Messages = map[string]int{}

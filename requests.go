@@ -30,7 +30,7 @@ func requestStatements(q *statements, w, r *sql.DB) []statement {
 		{&q.markDelivered, w, `UPDATE requests SET status = 'delivered', attempt = attempt + 1, lease_expires_at = ? WHERE seq = ?`},
 		{&q.answer, w, `UPDATE requests SET status = 'answered', sim_res = ?1, done_at = ?2, lease_expires_at = NULL
 			WHERE rid = ?3 AND net = ?4 AND ` + statusSQL("?2", "?5") + ` IN ('queued', 'delivered')
-			RETURNING token_hash, attempt, from_peer`},
+			RETURNING token_hash, attempt, from_peer, remote_addr`},
 		{&q.extend, w, `UPDATE requests SET lease_expires_at = ?1
 			WHERE rid = ?3 AND net = ?4 AND lease_expires_at > ?2 AND ` + statusSQL("?2", "?5") + ` = 'delivered'`},
 		{&q.markPulled, w, `UPDATE requests SET pulled = 1 WHERE seq = ?`},
@@ -362,8 +362,8 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 		}
 		now = s.nowMS()
 		var attempt int
-		var from string
-		err := tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), now, rid, net, s.opts.MaxAttempts).Scan(&owner, &attempt, &from)
+		r := requestRow{net: net}
+		err := tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), now, rid, net, s.opts.MaxAttempts).Scan(&owner, &attempt, &r.from, &r.remote)
 		if errors.Is(err, sql.ErrNoRows) {
 			if err := s.refusal(ctx, tx, net, rid); err != nil {
 				return err
@@ -373,8 +373,7 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 		if err != nil {
 			return err
 		}
-		s.counts.move(queueOf(net, from), wasStatus(attempt), statusAnswered, 1)
-		s.counts.answeredQueued(from, attempt)
+		s.counts.answered(r, attempt)
 		return nil
 	})
 	if h := s.hooks.Load(); h != nil && err == nil {

@@ -65,7 +65,7 @@ func (r *testRelay) serve(net string) { r.pullReqs(net, testKey, url.Values{"max
 func assertUsageFromFile(t *testing.T, r *testRelay, step string) {
 	t.Helper()
 	flushStoreWrites(t, r)
-	fromFile, err := countUsage(context.Background(), r.store.r)
+	fromFile, err := countRequestUsage(context.Background(), r.store.r)
 	require.NoError(t, err)
 	c := &r.store.counts
 	c.mu.Lock()

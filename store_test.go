@@ -310,7 +310,7 @@ func TestMigrateFromV1(t *testing.T) {
 
 	_, fresh, err := st.createToken(ctx, "demo", "")
 	require.NoError(t, err)
-	id, receivers, err := st.sendMessage(ctx, fresh, message{Kind: kindBroadcast}, []byte(`"hello"`))
+	id, receivers, err := st.sendMessage(ctx, fresh, message{Kind: kindBroadcast}, []byte(`"hello"`), "")
 	require.NoError(t, err)
 	assert.Equal(t, 1, receivers, "the old login")
 	msgs, _, err := st.readMessages(ctx, old, 0, 10)

@@ -347,6 +347,9 @@ func TestCancel(t *testing.T) {
 		assert.Equal(t, http.StatusGone, pull.Status)
 		assert.Equal(t, "cancelled", pull.errorCode())
 		assert.Equal(t, http.StatusOK, cancelReq(tok, rid).Status, "cancelling again is no error")
+		assertCountsExact(t, r, "withdrawn while queued")
+		assertUsageFromFile(t, r, "withdrawn while queued")
+		assert.False(t, r.store.counts.stale.Load(), "kept exact, not left to a recount")
 	})
 	t.Run("another token cannot cancel it", func(t *testing.T) {
 		tok, _ := r.login("c1")

@@ -72,7 +72,7 @@ func streamStatements(q *statements, w, r *sql.DB) []statement {
 		// it leaves the queue and the lease indexes, and reads as cancelled.
 		{&q.cancelPending, w, `UPDATE requests SET status = 'failed', cancelled_at = ?2, done_at = ?2, lease_expires_at = NULL
 			WHERE rid = ?1 AND token_hash = ?3 AND ` + statusSQL("?2", "?4") + ` IN ('queued', 'delivered')
-			RETURNING net, attempt, from_peer`},
+			RETURNING net, attempt, from_peer, remote_addr`},
 		{&q.cancelStream, w, `UPDATE requests SET cancelled_at = ?2
 			WHERE rid = ?1 AND token_hash = ?3 AND status = 'answered' AND stream = 'open' AND cancelled_at IS NULL
 			  AND lease_expires_at > ?2
@@ -140,7 +140,7 @@ func (s *store) answerHead(ctx context.Context, k serverKey, rid string, head, b
 				return err // the savepoint undoes the answer
 			}
 		}
-		s.counts.move(queueOf(net, from), wasStatus(attempt), statusAnswered, 1)
+		s.counts.answered(requestRow{net: net, from: from, remote: remote}, attempt)
 		return nil
 	})
 	if h := s.hooks.Load(); h != nil && err == nil {
@@ -252,10 +252,10 @@ func (s *store) cancel(ctx context.Context, t token, rid string) (net string, he
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.nowMS()
 		var attempt int
-		var from string
-		err := tx.StmtContext(ctx, s.q.cancelPending).QueryRowContext(ctx, rid, now, t.Hash, s.opts.MaxAttempts).Scan(&net, &attempt, &from)
+		var from, remote string
+		err := tx.StmtContext(ctx, s.q.cancelPending).QueryRowContext(ctx, rid, now, t.Hash, s.opts.MaxAttempts).Scan(&net, &attempt, &from, &remote)
 		if err == nil {
-			s.counts.move(queueOf(net, from), wasStatus(attempt), statusFailed, 1)
+			s.counts.finished(requestRow{net: net, from: from, remote: remote}, attempt, statusFailed)
 			held = attempt > 0
 			return nil
 		}
