@@ -175,9 +175,13 @@ func TestClientServeAndHTTPClient(t *testing.T) {
 		base string // the URL a path is appended to
 		hc   *http.Client
 		from string // C2cvia-From as the handler sees it
+		// prefer: the gateway's calls ask to wait with their answer kept, so
+		// that storedSimReq can read them (a synchronous one is deleted once
+		// answered).
+		prefer string
 	}{
-		{"HTTPClient", "http://c2cvia", sess.HTTPClient(), sess.PeerID},
-		{"gateway", r.URL + "/via/demo", http.DefaultClient, "via"},
+		{"HTTPClient", "http://c2cvia", sess.HTTPClient(), sess.PeerID, ""},
+		{"gateway", r.URL + "/via/demo", http.DefaultClient, "via", "wait=30"},
 	}
 	for _, c := range callers {
 		t.Run(c.name, func(t *testing.T) {
@@ -190,6 +194,9 @@ func TestClientServeAndHTTPClient(t *testing.T) {
 				}
 				for k, v := range header {
 					req.Header[k] = v
+				}
+				if c.prefer != "" {
+					req.Header.Set("Prefer", c.prefer)
 				}
 				if contentType != "" {
 					req.Header.Set("Content-Type", contentType)
