@@ -16,7 +16,7 @@ func budgetStatements(q *statements, w *sql.DB) []statement {
 	return []statement{
 		{&q.netUsage, w, `SELECT bytes FROM net_usage WHERE net = ?`},
 		{&q.dropAnswered, w, `DELETE FROM requests WHERE rid = ? AND status = 'answered'
-			RETURNING net, from_peer, remote_addr, octet_length(sim_req) + body_bytes - kept_from`},
+			RETURNING net, from_peer, remote_addr, octet_length(sim_req) + coalesce(octet_length(sim_res), 0) + body_bytes - kept_from`},
 	}
 }
 
@@ -85,7 +85,7 @@ type requestRow struct {
 	net, from string
 	remote    string // remote_addr: "IP:port", or "" (stored before step 4)
 	queued    bool   // stored as queued
-	bytes     int64  // of its sim_req, and of its streamed answer's parts stored
+	bytes     int64  // of its sim_req, its sim_res, and its streamed answer's parts stored
 }
 
 // addr is the key of r's client address (addrKey): "" when remote_addr
@@ -195,7 +195,7 @@ func addTo[N int | int64](m map[string]N, k string, n N) {
 func countUsage(ctx context.Context, q queryer) (requestUsage, error) {
 	u := newRequestUsage()
 	err := eachRow(ctx, q, `WITH r AS MATERIALIZED (
-			SELECT net, from_peer = 'via' AS via, remote_addr, status = 'queued' AS queued, octet_length(sim_req) + body_bytes - kept_from AS bytes FROM requests)
+			SELECT net, from_peer = 'via' AS via, remote_addr, status = 'queued' AS queued, octet_length(sim_req) + coalesce(octet_length(sim_res), 0) + body_bytes - kept_from AS bytes FROM requests)
 		SELECT net, via, remote_addr, queued, count(*), sum(bytes) FROM r GROUP BY 1, 2, 3, 4`, nil, func(rows *sql.Rows) error {
 		var r requestRow
 		var via, queued bool

@@ -309,7 +309,7 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		}
 		deleted := 0
 		err = eachRow(ctx, tx, `DELETE FROM requests WHERE seq IN (SELECT seq FROM requests WHERE `+cond+` LIMIT `+lim+`)
-			RETURNING net, status, from_peer, remote_addr, octet_length(sim_req) + body_bytes - kept_from`, condArgs, func(rows *sql.Rows) error {
+			RETURNING net, status, from_peer, remote_addr, octet_length(sim_req) + coalesce(octet_length(sim_res), 0) + body_bytes - kept_from`, condArgs, func(rows *sql.Rows) error {
 			var r requestRow
 			var status string
 			if err := rows.Scan(&r.net, &status, &r.from, &r.remote, &r.bytes); err != nil {

@@ -354,9 +354,10 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 		if err := s.claimIn(ctx, tx, k); err != nil {
 			return err
 		}
-		// An answer drains its net's queue: only the store's budget refuses
-		// it, so a net's answers may take it past --max-net-store, at most
-		// to twice its requests.
+		// An answer drains its net's queue: the net's budget does not
+		// refuse it, but it is stored for whoever asked, and counts in their
+		// address's budget as their request does (admitParts below), so a
+		// SimServer answering its own requests cannot fill the store.
 		if err := s.admitBytes(ctx, tx, "", len(simRes)); err != nil {
 			return err
 		}
@@ -372,6 +373,9 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 		}
 		if err != nil {
 			return err
+		}
+		if err := s.admitParts(requestRow{net: net, from: r.from, remote: r.remote, bytes: int64(len(simRes))}); err != nil {
+			return err // the savepoint undoes the answer
 		}
 		s.counts.answered(r, attempt)
 		return nil

@@ -14,6 +14,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -756,4 +757,49 @@ func BenchmarkStreamRead(b *testing.B) {
 			offset += int64(len(chunk))
 		}
 	}
+}
+
+// TestAnswersInAskersBudget: an answer is stored for whoever asked, so it
+// counts in the asking address's budget: a SimServer answering its own
+// tiny requests with large answers is refused at that address's budget
+// (507, the answer not written), while another address asks and is
+// answered as before.
+func TestAnswersInAskersBudget(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t, func(c *config) {
+		c.MaxAddrStore = 1 << 20
+		c.TrustProxy = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+	pushFrom := func(addr, tok string) string {
+		req, err := http.NewRequest(http.MethodPost, r.URL+"/api/v1/client/pushreq", strings.NewReader(`{"sim_req":{"simEndpoint":"/x"}}`))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("X-Forwarded-For", addr)
+		rep := r.do(req)
+		require.Equal(t, http.StatusCreated, rep.Status, string(rep.Body))
+		return rep.str("rid")
+	}
+	big := strings.Repeat("a", 300<<10)
+	tok, _ := r.login("self")
+	refused := ""
+	for range 5 {
+		rid := pushFrom("203.0.113.5", tok)
+		r.pullReqs("self", testKey, nil)
+		if rep := r.answer("self", testKey, rid, map[string]any{"simBody": big}); rep.Status != http.StatusOK {
+			assertFull(t, rep, "addr_store_full")
+			refused = rid
+			break
+		}
+	}
+	require.NotEmpty(t, refused, "the asking address's budget refused an answer")
+	var simRes *string
+	require.NoError(t, r.store.r.QueryRow(`SELECT sim_res FROM requests WHERE rid = ?`, refused).Scan(&simRes))
+	assert.Nil(t, simRes, "the refused answer was not written")
+
+	other, _ := r.login("self")
+	rid := pushFrom("198.51.100.7", other)
+	r.pullReqs("self", testKey, nil)
+	assert.Equal(t, http.StatusOK, r.answer("self", testKey, rid, map[string]any{"simBody": big}).Status, "another address is answered")
+	assertUsageFromFile(t, r, "answers counted")
 }

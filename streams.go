@@ -136,9 +136,9 @@ func (s *store) answerHead(ctx context.Context, k serverKey, rid string, head, b
 			if _, err := tx.StmtContext(ctx, s.q.insertPart).ExecContext(ctx, seq, 0, body); err != nil {
 				return err
 			}
-			if err := s.admitParts(requestRow{net: net, from: from, remote: remote, bytes: int64(len(body))}); err != nil {
-				return err // the savepoint undoes the answer
-			}
+		}
+		if err := s.admitParts(requestRow{net: net, from: from, remote: remote, bytes: int64(len(head) + len(body))}); err != nil {
+			return err // the savepoint undoes the answer
 		}
 		s.counts.answered(requestRow{net: net, from: from, remote: remote}, attempt)
 		return nil
@@ -330,11 +330,11 @@ func (s *store) watchDone(ctx context.Context, net string, rids []string) ([]str
 	return done, rows.Err()
 }
 
-// admitParts counts parts just stored, r.bytes of them, against the
-// budgets of who sent their request (senderRefusal: its address's, its
-// net's gateway's), as its sim_req counts: a streamed answer is stored for
-// whoever asked, and is bounded by what they may store. Refused, the
-// write's savepoint undoes the parts.
+// admitParts counts an answer or parts just stored, r.bytes of them,
+// against the budgets of who sent their request (senderRefusal: its
+// address's, its net's gateway's), as its sim_req counts: an answer is
+// stored for whoever asked, and is bounded by what they may store.
+// Refused, the write's savepoint undoes them.
 func (s *store) admitParts(r requestRow) error {
 	if err := s.admitSender(r); err != nil {
 		return err
