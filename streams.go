@@ -109,12 +109,10 @@ func (s *store) answerHead(ctx context.Context, k serverKey, rid string, head, b
 		if err := s.claimIn(ctx, tx, k); err != nil {
 			return err
 		}
-		// The head, like a whole answer, only the store's budget refuses;
-		// the body, of no bound but the budgets, counts like its request.
-		if err := s.admitBytes(ctx, tx, "", len(head)); err != nil {
-			return err
-		}
-		if err := s.admitBytes(ctx, tx, net, len(body)); err != nil {
+		// As a whole answer: the net's budget does not refuse it (others'
+		// requests filling the net must not stop its SimServer's answers);
+		// the asking address's does (admitParts below).
+		if err := s.admitBytes(ctx, tx, "", len(head)+len(body)); err != nil {
 			return err
 		}
 		now = s.nowMS()
@@ -190,7 +188,7 @@ func (s *store) appendPart(ctx context.Context, k serverKey, rid string, offset 
 		if offset != st.bodyBytes {
 			return &offsetMismatchError{Committed: st.bodyBytes}
 		}
-		if err := s.admitBytes(ctx, tx, net, len(data)); err != nil {
+		if err := s.admitBytes(ctx, tx, "", len(data)); err != nil {
 			return err
 		}
 		var seq int64
