@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -335,13 +334,11 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, t viaTarget) e
 	}
 	if req.status == statusAnswered {
 		if req.stream != "" {
-			if err := g.writeStream(w, r, t, owner, rid, req.simRes, true); err != nil {
-				return err
-			}
-			if !storeAndForward && !simhttp.Bodyless(r.Method, statusOf(req.simRes)) {
+			readToEnd, err := g.writeStream(w, r, t, owner, rid, req.simRes, true)
+			if readToEnd && !storeAndForward {
 				g.st.dropAnswered(rid) // read to its end by its one reader; its parts go with it
 			}
-			return nil
+			return err
 		}
 		if !storeAndForward {
 			// No token reads it: once its answer, in hand, is written, nobody
@@ -456,7 +453,8 @@ func handleResult(st *store, g *gateway) func(http.ResponseWriter, *http.Request
 			if req.stream != "" {
 				// Its request was handed over to the store with the 202: a reader
 				// that hangs up withdraws nothing.
-				return g.writeStream(w, r, viaTarget{net: req.net, mode: viaPath}, t, rid, req.simRes, false)
+				_, err := g.writeStream(w, r, viaTarget{net: req.net, mode: viaPath}, t, rid, req.simRes, false)
+				return err
 			}
 			return g.writeAnswer(w, r, viaTarget{net: req.net, mode: viaPath}, req.simRes)
 		}
@@ -481,23 +479,24 @@ func handleResult(st *store, g *gateway) func(http.ResponseWriter, *http.Request
 // upstream dies. withdrawOnLeave marks the synchronous caller, the
 // answer's one reader: when it goes away it withdraws the request, and
 // the parts it has been written are dropped from the store as it goes.
-func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarget, owner token, rid string, head []byte, withdrawOnLeave bool) error {
-	body, err := g.writeHead(w, r, t, head, true)
+// readToEnd: the caller was written the whole body, to its last part.
+func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarget, owner token, rid string, head []byte, withdrawOnLeave bool) (readToEnd bool, err error) {
+	status, body, err := g.writeHead(w, r, t, head, true)
 	if err != nil {
-		return err
+		return false, err
 	}
 	rc := http.NewResponseController(w)
 	if _, err := w.Write(body); err == nil {
 		err = rc.Flush()
 	}
 	if err != nil {
-		return nil
+		return false, nil
 	}
-	if simhttp.Bodyless(r.Method, statusOf(head)) {
+	if simhttp.Bodyless(r.Method, status) {
 		if withdrawOnLeave {
 			g.withdraw(r.Context(), owner, rid) // its caller reads no body: nobody waits for the parts
 		}
-		return nil
+		return false, nil
 	}
 	ctx := r.Context()
 	offset := int64(len(body))
@@ -548,22 +547,11 @@ func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarge
 		}
 		switch req.stream {
 		case streamComplete:
-			return nil
+			return true, nil
 		case streamAborted, streamCancelled:
 			panic(http.ErrAbortHandler)
 		}
 	}
-}
-
-// statusOf is the simStatus of a sim_res (200 when it has none).
-func statusOf(simRes []byte) int {
-	var res struct {
-		Status int `json:"simStatus"`
-	}
-	if json.Unmarshal(simRes, &res) != nil || res.Status == 0 {
-		return http.StatusOK
-	}
-	return res.Status
 }
 
 // withdraw cancels rid for its gateway caller, who went away before its

@@ -49,7 +49,7 @@ var originWide = map[string]bool{
 // replace the relay's, except Vary, which gains Origin whenever
 // Access-Control-Allow-Origin names an origin.
 func (g *gateway) writeAnswer(w http.ResponseWriter, r *http.Request, t viaTarget, simRes []byte) error {
-	body, err := g.writeHead(w, r, t, simRes, false)
+	_, body, err := g.writeHead(w, r, t, simRes, false)
 	if err != nil {
 		return err
 	}
@@ -58,13 +58,13 @@ func (g *gateway) writeAnswer(w http.ResponseWriter, r *http.Request, t viaTarge
 }
 
 // writeHead writes the status and headers of a sim_res as writeAnswer
-// does, and returns the body bytes to write after them. streamed: the
-// sim_res is the head of an answer whose body comes in parts
-// (simhttp.Response.HTTPHead).
-func (g *gateway) writeHead(w http.ResponseWriter, r *http.Request, t viaTarget, simRes []byte, streamed bool) ([]byte, error) {
+// does, and returns the status written and the body bytes to write after
+// them. streamed: the sim_res is the head of an answer whose body comes
+// in parts (simhttp.Response.HTTPHead).
+func (g *gateway) writeHead(w http.ResponseWriter, r *http.Request, t viaTarget, simRes []byte, streamed bool) (int, []byte, error) {
 	var res simhttp.Response
 	if err := json.Unmarshal(simRes, &res); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	httpResponse := res.HTTPResponse
 	if streamed {
@@ -72,9 +72,9 @@ func (g *gateway) writeHead(w http.ResponseWriter, r *http.Request, t viaTarget,
 	}
 	status, h, body, err := httpResponse(r.Method)
 	if nf := (*simhttp.NotFinalError)(nil); errors.As(err, &nf) {
-		return nil, newAPIError(http.StatusBadGateway, "bad_gateway", nf.Error())
+		return 0, nil, newAPIError(http.StatusBadGateway, "bad_gateway", nf.Error())
 	} else if err != nil {
-		return nil, newAPIError(http.StatusBadGateway, "bad_gateway", "the SimServer's answer cannot be written: "+err.Error())
+		return 0, nil, newAPIError(http.StatusBadGateway, "bad_gateway", "the SimServer's answer cannot be written: "+err.Error())
 	}
 	out := w.Header()
 	vary := out.Values("Vary")
@@ -113,7 +113,7 @@ func (g *gateway) writeHead(w http.ResponseWriter, r *http.Request, t viaTarget,
 		out.Add("Content-Security-Policy", sandboxCSP)
 	}
 	w.WriteHeader(status)
-	return body, nil
+	return status, body, nil
 }
 
 // underPrefix puts a root-relative Location (/login) under the net's path
