@@ -149,12 +149,11 @@ func handlePushRes(st *store, h *hub, answers *answerBox, cfg config) apiFunc {
 		if err != nil {
 			return err
 		}
-		var owner []byte
+		var open *streamHead
 		if more {
-			owner, err = st.answerHead(r.Context(), k, rid, simRes, body, lease)
-		} else {
-			owner, err = st.answer(r.Context(), k, rid, simRes)
+			open = &streamHead{body: body, lease: lease}
 		}
+		owner, err := st.answer(r.Context(), k, rid, simRes, open)
 		if err != nil {
 			return err
 		}

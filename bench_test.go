@@ -71,7 +71,7 @@ func BenchmarkStore(b *testing.B) {
 						rids = append(rids, rid)
 						b.StartTimer()
 					}
-					if _, err := st.answer(ctx, serverKey{net: "bench"}, rids[i], []byte(`{"simStatus":200,"simHeaders":{},"simBody":"ok"}`)); err != nil {
+					if _, err := st.answer(ctx, serverKey{net: "bench"}, rids[i], []byte(`{"simStatus":200,"simHeaders":{},"simBody":"ok"}`), nil); err != nil {
 						b.Fatal(err)
 					}
 					i++
@@ -204,7 +204,7 @@ func BenchmarkBacklog(b *testing.B) {
 		if err != nil || len(got) != 1 {
 			b.Fatal(err, len(got))
 		}
-		if _, err := st.answer(ctx, serverKey{net: "bench"}, got[0].RID, []byte(`{"simStatus":200}`)); err != nil {
+		if _, err := st.answer(ctx, serverKey{net: "bench"}, got[0].RID, []byte(`{"simStatus":200}`), nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -30,7 +30,7 @@ func requestStatements(q *statements, w, r *sql.DB) []statement {
 		{&q.markDelivered, w, `UPDATE requests SET status = 'delivered', attempt = attempt + 1, lease_expires_at = ? WHERE seq = ?`},
 		{&q.answer, w, `UPDATE requests SET status = 'answered', sim_res = ?1, done_at = ?2, lease_expires_at = NULL
 			WHERE rid = ?3 AND net = ?4 AND ` + statusSQL("?2", "?5") + ` IN ('queued', 'delivered')
-			RETURNING token_hash, attempt, from_peer, remote_addr`},
+			RETURNING seq, token_hash, attempt, from_peer, remote_addr`},
 		{&q.extend, w, `UPDATE requests SET lease_expires_at = ?1
 			WHERE rid = ?3 AND net = ?4 AND lease_expires_at > ?2 AND ` + statusSQL("?2", "?5") + ` = 'delivered'`},
 		{&q.markPulled, w, `UPDATE requests SET pulled = 1 WHERE seq = ?`},
@@ -344,27 +344,51 @@ func (s *store) takeUnpulled(ctx context.Context, t token) (rid string, simRes [
 	return rid, simRes, streamed, ok, err
 }
 
+// streamHead marks an answer as the head of a streamed answer (docs/API.md,
+// "Streamed answers and cancellation"): body is its first bytes, stored
+// as its first part, and lease how long the stream stays open without a
+// part or an extend.
+type streamHead struct {
+	body  []byte
+	lease time.Duration
+}
+
 // answer stores simRes for rid of k's net and returns the owner's token
-// hash. A request answered before, expired or failed, or of another net, is
-// refused.
-func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []byte) (owner []byte, err error) {
+// hash; with open, simRes is a streamed answer's head (its simBody null)
+// and its stream opens. A request answered before, expired, failed or
+// cancelled, or of another net, is refused.
+func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []byte, open *streamHead) (owner []byte, err error) {
 	net := k.net
 	var now int64
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.claimIn(ctx, tx, k); err != nil {
 			return err
 		}
+		n := len(simRes)
+		if open != nil {
+			n += len(open.body)
+		}
 		// An answer drains its net's queue: the net's budget does not
-		// refuse it, but it is stored for whoever asked, and counts in their
-		// address's budget as their request does (admitParts below), so a
-		// SimServer answering its own requests cannot fill the store.
-		if err := s.admitBytes(ctx, tx, "", len(simRes)); err != nil {
+		// refuse it (others' requests filling the net must not stop its
+		// SimServer's answers), but it is stored for whoever asked, and
+		// counts in their address's budget as their request does
+		// (admitParts below), so a SimServer answering its own requests
+		// cannot fill the store.
+		if err := s.admitBytes(ctx, tx, "", n); err != nil {
 			return err
 		}
 		now = s.nowMS()
+		var seq int64
 		var attempt int
 		r := requestRow{net: net}
-		err := tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), now, rid, net, s.opts.MaxAttempts).Scan(&owner, &attempt, &r.from, &r.remote)
+		row := func() *sql.Row {
+			if open == nil {
+				return tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), now, rid, net, s.opts.MaxAttempts)
+			}
+			return tx.StmtContext(ctx, s.q.answerHead).QueryRowContext(ctx, string(simRes), now, rid, net, s.opts.MaxAttempts,
+				now+open.lease.Milliseconds(), len(open.body))
+		}()
+		err := row.Scan(&seq, &owner, &attempt, &r.from, &r.remote)
 		if errors.Is(err, sql.ErrNoRows) {
 			if err := s.refusal(ctx, tx, net, rid); err != nil {
 				return err
@@ -374,7 +398,12 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 		if err != nil {
 			return err
 		}
-		if err := s.admitParts(requestRow{net: net, from: r.from, remote: r.remote, bytes: int64(len(simRes))}); err != nil {
+		if open != nil && len(open.body) > 0 {
+			if _, err := tx.StmtContext(ctx, s.q.insertPart).ExecContext(ctx, seq, 0, open.body); err != nil {
+				return err
+			}
+		}
+		if err := s.admitParts(requestRow{net: net, from: r.from, remote: r.remote, bytes: int64(n)}); err != nil {
 			return err // the savepoint undoes the answer
 		}
 		s.counts.answered(r, attempt)

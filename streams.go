@@ -44,8 +44,9 @@ func (e *offsetMismatchError) Error() string {
 // cancellation. ?2 is now where a statement needs it.
 func streamStatements(q *statements, w, r *sql.DB) []statement {
 	return []statement{
-		// The head of a streamed answer: answered, its stream open under a
-		// lease, its first bytes (if any) counted in body_bytes.
+		// The head of a streamed answer (answer with streamHead): answered,
+		// its stream open under a lease, its first bytes (if any) counted in
+		// body_bytes.
 		{&q.answerHead, w, `UPDATE requests SET status = 'answered', sim_res = ?1, done_at = ?2, lease_expires_at = ?6,
 			stream = 'open', body_bytes = ?7
 			WHERE rid = ?3 AND net = ?4 AND ` + statusSQL("?2", "?5") + ` IN ('queued', 'delivered')
@@ -95,56 +96,6 @@ func streamStatements(q *statements, w, r *sql.DB) []statement {
 			   OR (requests.status = 'answered' AND (requests.stream IS NULL OR requests.stream = 'complete'
 			       OR requests.lease_expires_at <= ?3))`},
 	}
-}
-
-// answerHead stores the head of a streamed answer to rid of k's net (a
-// sim_res without its body) and its first body bytes, and opens its
-// stream under lease. It returns the owner's token hash. A request
-// answered before, expired, failed or cancelled, or of another net, is
-// refused as answer refuses it.
-func (s *store) answerHead(ctx context.Context, k serverKey, rid string, head, body []byte, lease time.Duration) (owner []byte, err error) {
-	net := k.net
-	var now int64
-	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if err := s.claimIn(ctx, tx, k); err != nil {
-			return err
-		}
-		// As a whole answer: the net's budget does not refuse it (others'
-		// requests filling the net must not stop its SimServer's answers);
-		// the asking address's does (admitParts below).
-		if err := s.admitBytes(ctx, tx, "", len(head)+len(body)); err != nil {
-			return err
-		}
-		now = s.nowMS()
-		var seq int64
-		var attempt int
-		var from, remote string
-		err := tx.StmtContext(ctx, s.q.answerHead).QueryRowContext(ctx, string(head), now, rid, net, s.opts.MaxAttempts,
-			now+lease.Milliseconds(), len(body)).Scan(&seq, &owner, &attempt, &from, &remote)
-		if errors.Is(err, sql.ErrNoRows) {
-			if err := s.refusal(ctx, tx, net, rid); err != nil {
-				return err
-			}
-			return fmt.Errorf("request %s of net %s: answer refused in an unexpected state", rid, net)
-		}
-		if err != nil {
-			return err
-		}
-		if len(body) > 0 {
-			if _, err := tx.StmtContext(ctx, s.q.insertPart).ExecContext(ctx, seq, 0, body); err != nil {
-				return err
-			}
-		}
-		if err := s.admitParts(requestRow{net: net, from: from, remote: remote, bytes: int64(len(head) + len(body))}); err != nil {
-			return err // the savepoint undoes the answer
-		}
-		s.counts.answered(requestRow{net: net, from: from, remote: remote}, attempt)
-		return nil
-	})
-	if h := s.hooks.Load(); h != nil && err == nil {
-		h.answered(rid, now)
-	}
-	return owner, err
 }
 
 // partResult is what a committed part leaves: the stream's state and the
