@@ -485,20 +485,23 @@ func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarge
 	if err != nil {
 		return false, err
 	}
+	ctx := r.Context()
+	// leave withdraws the request when its one reader is gone for good:
+	// it went away, a write to it failed (its connection is then closed),
+	// or it reads no body.
+	leave := func() {
+		if withdrawOnLeave {
+			g.withdraw(ctx, owner, rid)
+		}
+	}
 	rc := http.NewResponseController(w)
 	if _, err := w.Write(body); err == nil {
 		err = rc.Flush()
 	}
-	if err != nil {
+	if err != nil || simhttp.Bodyless(r.Method, status) {
+		leave()
 		return false, nil
 	}
-	if simhttp.Bodyless(r.Method, status) {
-		if withdrawOnLeave {
-			g.withdraw(r.Context(), owner, rid) // its caller reads no body: nobody waits for the parts
-		}
-		return false, nil
-	}
-	ctx := r.Context()
 	offset := int64(len(body))
 	dropped := int64(0) // parts before this were dropped once written (dropRead)
 	for {
@@ -512,9 +515,7 @@ func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarge
 		})
 		switch {
 		case ctx.Err() != nil:
-			if withdrawOnLeave {
-				g.withdraw(ctx, owner, rid)
-			}
+			leave()
 			panic(http.ErrAbortHandler)
 		case err != nil || g.lp.stopping():
 			panic(http.ErrAbortHandler) // the head is out: only an early end tells the caller
@@ -532,9 +533,7 @@ func (g *gateway) writeStream(w http.ResponseWriter, r *http.Request, t viaTarge
 				}
 			}
 			if err != nil {
-				if ctx.Err() != nil && withdrawOnLeave {
-					g.withdraw(ctx, owner, rid)
-				}
+				leave() // gone, or too slow for --write-timeout: its connection is closed
 				panic(http.ErrAbortHandler)
 			}
 			offset += int64(len(part))
