@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -807,4 +808,53 @@ func TestAnswersInAskersBudget(t *testing.T) {
 	r.pullReqs("self", testKey, nil)
 	assert.Equal(t, http.StatusOK, r.answer("self", testKey, rid, map[string]any{"simBody": big}).Status, "another address is answered")
 	assertUsageFromFile(t, r, "answers counted")
+}
+
+// TestStreamsThatNeverReadEnd: a caller of an event stream or of a
+// streamed /via/ answer that never reads pins nothing for long: a write
+// that does not reach it within --write-timeout ends the call, and a
+// gateway caller's request is then withdrawn, so its SimServer stops.
+func TestStreamsThatNeverReadEnd(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t, func(c *config) { c.Listen.WriteTimeout = 200 * time.Millisecond })
+	addr := strings.TrimPrefix(r.URL, "http://")
+	dial := func(request string) {
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		require.NoError(t, c.(*net.TCPConn).SetReadBuffer(4096))
+		_, err = io.WriteString(c, request)
+		require.NoError(t, err)
+	}
+	t.Run("an event stream", func(t *testing.T) {
+		from, to := r.peerLogin("silent"), r.peerLogin("silent")
+		streams := r.srv.poller.kind(pollStream)
+		open := streams.Load()
+		dial("GET /api/v1/peer/stream?token=" + url.QueryEscape(to.tok) + " HTTP/1.1\r\nHost: relay\r\n\r\n")
+		waitFor(t, 10*time.Second, func() bool { return streams.Load() > open }, "the stream open")
+		data := strings.Repeat("z", 60_000)
+		for range 100 { // 6 MB, far past the socket's buffers
+			r.fanOut(from, "", data)
+		}
+		waitFor(t, 10*time.Second, func() bool { return streams.Load() == open }, "the stream that never reads ended")
+	})
+	t.Run("a streamed /via/ answer", func(t *testing.T) {
+		dial("GET /via/silent/big HTTP/1.1\r\nHost: relay\r\n\r\n")
+		var got []leased
+		waitFor(t, 10*time.Second, func() bool { got = r.pullReqs("silent", testKey, nil); return len(got) == 1 }, "queued")
+		rid := got[0].RID
+		require.Equal(t, http.StatusOK, r.head("silent", rid, nil, "").Status)
+		part := bytes.Repeat([]byte("b"), 256<<10)
+		offset := 0
+		waitFor(t, 10*time.Second, func() bool {
+			rep := r.part("silent", rid, offset, part, false)
+			if rep.errorCode() == "cancelled" {
+				return true
+			}
+			require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
+			offset += len(part)
+			return false
+		}, "the SimServer told its caller is gone")
+		assert.Less(t, offset, 64<<20, "withdrawn long before the stream ended")
+	})
 }
