@@ -648,7 +648,9 @@ function macrotask() {
  * @property {(data: unknown) => Promise<{id: number, receivers: number}>} broadcast
  * @property {(options?: {since?: number}) => AsyncIterableIterator<Message>} messages
  *   incoming messages, oldest first; without since, from the oldest the relay kept
- * @property {() => void} close ends every open messages() iterator and in-flight call
+ * @property {() => Promise<void>} close ends every open messages() iterator and in-flight call;
+ *   the withdrawals of requests aborted or closed before then still go out, and the
+ *   promise settles once they have (each tries for at most 10 s)
  */
 
 /**
@@ -662,6 +664,15 @@ export async function login({ relay, net }) {
   const token = json.token;
   const closing = new AbortController();
   const call = (path, body, sig) => relayCall(base, path, body, token, anySignal(closing.signal, sig));
+  // Withdrawals outlive close(): a fetch aborted just before it must still
+  // tell the relay, so they have a signal of their own, and close() waits.
+  const pending = new Set();
+  const cancel = (rid) => {
+    const uncloseable = (path, body) => relayCall(base, path, body, token, AbortSignal.timeout(10_000));
+    const p = cancelRequest(uncloseable, rid).finally(() => pending.delete(p));
+    pending.add(p);
+    return p;
+  };
 
   /** @type {Session} */
   const session = {
@@ -669,14 +680,17 @@ export async function login({ relay, net }) {
     peerId: json.peer_id,
     net: json.net,
     expiresAt: new Date(json.expires_at),
-    fetch: (input, init) => clientFetch(base, call, input, init),
+    fetch: (input, init) => clientFetch(base, call, cancel, closing.signal, input, init),
     send: async (peerId, data) => (await call("/api/v1/peer/send", { to: peerId, data })).json,
     subscribe: async (topic) => (await call("/api/v1/peer/subscribe", { topic })).json,
     unsubscribe: async (topic) => (await call("/api/v1/peer/unsubscribe", { topic })).json,
     publish: async (topic, data) => (await call("/api/v1/peer/publish", { topic, data })).json,
     broadcast: async (data) => (await call("/api/v1/peer/broadcast", { data })).json,
     messages: ({ since } = {}) => new MessageIterator(base, token, call, closing.signal, since),
-    close: () => closing.abort(),
+    close: async () => {
+      closing.abort();
+      await Promise.allSettled([...pending]);
+    },
   };
   return session;
 }
@@ -686,7 +700,7 @@ export async function login({ relay, net }) {
  * answer's body reads on from the relay. The caller's signal aborting, or
  * its body cancelled before its end, withdraws the request (cancel).
  */
-async function clientFetch(base, call, input, init = {}) {
+async function clientFetch(base, call, cancel, closed, input, init = {}) {
   const url = input instanceof Request ? new URL(input.url) : new URL(String(input), base + "/");
   // A string keeps its path as given: the URL parser would remove dot segments.
   const target = input instanceof Request || input instanceof URL ? undefined : rawTarget(String(input));
@@ -695,14 +709,14 @@ async function clientFetch(base, call, input, init = {}) {
   const sim = toSimReq(await requestMessage(req, target));
   const { json } = await call("/api/v1/client/pushreq", { sim_req: sim }, sig);
   const rid = json.rid;
-  const withdraw = () => cancelRequest(call, rid);
+  const withdraw = () => cancel(rid);
 
   for (let failures = 0; ; ) {
     let reply;
     try {
       reply = await call("/api/v1/client/pullsmart", { rid, wait: 25 }, sig);
     } catch (err) {
-      if (sig?.aborted) {
+      if (sig?.aborted || closed.aborted) {
         withdraw();
         throw err;
       }
@@ -720,7 +734,7 @@ async function clientFetch(base, call, input, init = {}) {
     const raw = rawField(reply.text, "sim_res") ?? "{}";
     if (typeof reply.json.stream !== "string") return callerResponse(raw, req.method);
     try {
-      return streamedResponse(call, rid, raw, reply.json, req.method, sig, withdraw);
+      return streamedResponse(call, rid, raw, reply.json, req.method, sig, closed, withdraw);
     } catch (err) {
       withdraw();
       throw err;
@@ -749,10 +763,11 @@ async function cancelRequest(call, rid) {
  * 502 of that code; sig aborting errors it with sig's reason.
  * @param {string} raw the head's sim_res as raw JSON text
  * @param {{offset?: number, stream: string}} reply the first pullsmart's reply
+ * @param {AbortSignal} closed the session's: closing it mid-read withdraws the request too
  * @param {() => void} withdraw cancels the request
  * @returns {Response}
  */
-function streamedResponse(call, rid, raw, reply, method, sig, withdraw) {
+function streamedResponse(call, rid, raw, reply, method, sig, closed, withdraw) {
   const { status, headers, first } = streamHead(raw, method);
   let offset = typeof reply.offset === "number" ? reply.offset : first.length;
   if (bodyless(method, status)) {
@@ -789,6 +804,11 @@ function streamedResponse(call, rid, raw, reply, method, sig, withdraw) {
           r = await call("/api/v1/client/pullsmart", { rid, offset, wait: 25 }, reads);
         } catch (err) {
           if (finished) return; // cancelled or aborted meanwhile
+          if (closed.aborted) {
+            finish();
+            withdraw(); // the session closed under its reader: nobody will read the rest
+            throw err;
+          }
           if (transient(err) && failures < 9) {
             await sleep(backoff(failures++, err), reads).catch(() => {});
             continue;

@@ -241,6 +241,23 @@ test("session.fetch's AbortSignal and a cancelled body withdraw the request: the
     await within(aborted(request.signal), 1000, "request.signal aborting");
     await within(cancelled, 1000, "the handler's body stream cancelled");
   });
+
+  // The session closed at once after the abort, or under a reader: the
+  // withdrawal still goes out, and close() waits for it.
+  for (const [i, how] of ["aborted, then the session closed at once", "the session closed under its reader"].entries()) {
+    await t.test(how, async () => {
+      const own = await login({ relay: RELAY, net });
+      const caller = new AbortController();
+      const res = await within(own.fetch("/stream", { signal: caller.signal }), 10_000, "the head");
+      const reader = bodyReader(t, res);
+      await within(readUntil(reader, "data: one\n\n"), 10_000, "the first event");
+      const { request, cancelled } = started[3 + i];
+      if (i === 0) caller.abort();
+      await within(own.close(), 10_000, "close()");
+      await within(aborted(request.signal), 1000, "request.signal aborting");
+      await within(cancelled, 1000, "the handler's body stream cancelled");
+    });
+  }
 });
 
 test("a 20 MB body streams byte-identical, in bounded parts", async (t) => {
