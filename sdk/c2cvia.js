@@ -377,7 +377,9 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
             continue; // a fatal error (a wrong key) comes again without them
           }
           if (!transient(err)) throw err; // 400 bad net, 401 no key, 403 wrong key: fatal
-          if (!(err instanceof RelayError)) resent = true;
+          // The reply may be lost, or the poll may have failed after its
+          // answers were posted (its wait, its lease): they may be taken.
+          resent = true;
           await sleep(backoff(failures++, err), stop.signal).catch(() => {});
           continue;
         }
