@@ -142,6 +142,7 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
     const extendEvery = Math.max(10, (lease * 1000) / 2);
     const timer = setInterval(() => {
       if (job.signal.aborted) return; // a withdrawn stream's lease is cut short, not renewed
+      if (job.withPoll) return; // answered, as far as this loop can tell: the reply says
       server("/api/v1/server/extend", { net, rid: job.rid, lease }, null).catch((err) => {
         if (gone(err)) job.withdraw(err, true);
         else if (!(err instanceof RelayError && err.status === 409)) report(err); // 409: lost; the answer will tell
@@ -186,7 +187,9 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
     job.ready.resolve();
     if (!outcome) return postWhole(job, simRes, instead);
     release(); // it waits for the poll, not for a slot
+    job.withPoll = true;
     const o = await outcome;
+    job.withPoll = false;
     if (!o.delivered) await postWhole(job, simRes, instead, o);
   }
 
@@ -557,6 +560,8 @@ class Job {
     this.byRelay = false;
     /** resolves once the handler's answer is at hand, or it ended */
     this.ready = signal();
+    /** whether its answer waits for a poll or went with one (a poll may wait 25 s at the relay before its reply says) */
+    this.withPoll = false;
   }
 
   /**
