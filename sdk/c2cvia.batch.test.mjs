@@ -123,14 +123,20 @@ async function newFront() {
   return front;
 }
 
-/** What t.after runs, last registered first: serve() and sessions close before the front they talk through. */
+/**
+ * What t.after runs, last registered first: serve() and sessions close
+ * before the front they talk through. One that hangs fails the test.
+ */
 function cleanups(t) {
   const fns = [];
   t.after(async () => {
-    for (const fn of fns.reverse()) await fn();
+    for (const fn of fns.reverse()) await within(Promise.resolve(fn()), 10_000, "closing");
   });
   return (fn) => fns.push(fn);
 }
+
+/** close() waits for every handler to post its answer: none is left waiting for an outcome. */
+const closes = (server) => within(server.close(), 5000, "close(), once every answer is settled");
 
 /** The rids of the answers a poll carried. */
 const carried = (call) => (call.body?.answers ?? []).map((a) => a.rid);
@@ -185,6 +191,7 @@ test("a quick handler's answers go with the polls, not by pushres: one round tri
   for (const poll of front.to(POLL).filter((c) => c.reply?.answers)) {
     for (const o of poll.reply.answers) assert.equal(o.status, "answered", `${o.rid}: ${JSON.stringify(o)}`);
   }
+  await closes(server);
   assert.deepEqual(errors, []);
 });
 
@@ -222,6 +229,7 @@ test("an answer ready while a poll waits at the relay goes at once by pushres, n
   const pushed = await front.next((c) => c.path === PUSHRES && c.body?.rid === rid, "the answer's pushres");
   assert.equal(pushed.status, 200);
   assert.deepEqual(front.to(POLL).flatMap(carried), [], "no poll carried it");
+  await closes(server);
   assert.deepEqual(errors, []);
 });
 
@@ -261,6 +269,7 @@ test("a poll whose reply is lost goes again with the same answers: each delivere
 
   assert.deepEqual([...h.rids.keys()], ["/first", "/second", "/third"], "each handled once");
   assert.equal(front.to(PUSHRES).length, 0, "not posted again by pushres");
+  await closes(server);
   assert.deepEqual(errors, [], "already_answered after a lost reply is no error");
 });
 
@@ -317,6 +326,7 @@ test("a withdrawn request's answer in a poll does not stop the others", async (t
   assert.equal(outcomes[ridB].error?.code, "cancelled");
   await within(new Promise((r) => (got[1].signal.aborted ? r() : got[1].signal.addEventListener("abort", r))), 5000, "/b's signal aborting, as pushres's 410 would have it");
   assert.equal(front.to(PUSHRES).length, 0, "none went again by pushres");
+  await closes(server);
   assert.deepEqual(errors, [], "a withdrawn request is no error");
 });
 
@@ -346,6 +356,7 @@ test("a relay that does not take answers: the first poll with them does not wait
   assert.equal(polls.length, 1, "one poll found out");
   assert.equal(polls[0].body.wait, 0, "it did not wait");
   assert.deepEqual(front.to(PUSHRES).map((c) => c.body.rid), [...h.rids.values()], "every answer by pushres, once");
+  await closes(server);
   assert.deepEqual(errors, []);
 });
 
@@ -369,5 +380,6 @@ test("a poll refused whole hands its answers to pushres and polls on", async (t)
   const last = await front.next((c) => c.path === POLL && carried(c).includes(h.rids.get("/after")), "a poll with the next answer");
   assert.equal(last.body.answers.length, 1);
   assert.equal(front.to(PUSHRES).length, 1, "polls carry answers again");
+  await closes(server);
   assert.deepEqual(errors, [], "serving goes on");
 });
