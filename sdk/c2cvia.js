@@ -105,7 +105,7 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
   const report = onError ?? ((err) => console.error("c2cvia:", err));
   if (typeof handler !== "function") throw new TypeError("serve: fetch must be a function (request, info) => Response");
   concurrency = Math.max(1, Math.min(100, Math.floor(concurrency))); // pullreqsmart takes max 1-100
-  linger = Math.max(0, Number(linger) || 0);
+  linger = Math.min(Math.max(0, Number(linger) || 0), 2 ** 31 - 1); // setTimeout's range
 
   const stop = new AbortController();
   /** @type {Set<Promise<void>>} every handler's work, streams included: close() waits for it */
@@ -461,9 +461,10 @@ const PART_SIZE = 512 << 10;
  * The whole answers that go with serve()'s next poll (pullreqsmart's
  * answers). It takes them only while open, between a poll's reply and the
  * next poll: one ready while a poll waits at the relay would wait with it.
- * Small answers only, BATCH_ANSWER each, limit (BATCH_BYTES) and
- * BATCH_COUNT a poll: a larger one costs its own call anyway, and the poll
- * stays under the relay's --max-body.
+ * Small answers only, BATCH_ANSWER each, limit (BATCH_BYTES, halved at
+ * each poll the relay finds too large) and BATCH_COUNT a poll: a larger
+ * one costs its own call anyway, and the poll stays under the relay's
+ * --max-body.
  */
 class Outbox {
   constructor() {
@@ -523,8 +524,9 @@ class Outbox {
  */
 function settleCarried(carried, outcomes, resent) {
   carried.forEach((a, i) => {
-    const o = Array.isArray(outcomes) ? outcomes[i] : undefined;
-    if (o?.rid !== a.rid) return a.settle({ resent });
+    if (!Array.isArray(outcomes)) return a.settle({ resent });
+    const o = outcomes[i];
+    if (o?.rid !== a.rid) return a.settle({ resent: true }); // a reply out of order: the relay took them
     if (o.status === "answered") return a.settle({ delivered: true });
     const e = o.error;
     if (typeof e?.status !== "number" || typeof e.code !== "string") return a.settle({ resent: true });
