@@ -195,6 +195,27 @@ test("a quick handler's answers go with the polls, not by pushres: one round tri
   assert.deepEqual(errors, []);
 });
 
+test("a /via/ caller's answer goes with a poll too, straight to the caller", async (t) => {
+  const net = newNet();
+  const later = cleanups(t);
+  const front = await newFront();
+  later(front.close);
+  const errors = [];
+  const h = quick();
+  const server = serve({ relay: front.url, net, key: KEY, wait: 5, linger: 10_000, fetch: h.fetch, onError: (e) => errors.push(e) });
+  later(() => server.close());
+
+  for (let i = 0; i < 5; i++) {
+    const res = await within(fetch(`${RELAY}/via/${net}/gw/${i}`), 5000, `the gateway's answer ${i}`);
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), `answer to /gw/${i}`);
+  }
+  assert.equal(front.to(PUSHRES).length, 0, "no answer went by pushres");
+  assert.deepEqual(front.to(POLL).flatMap(carried).toSorted(), [...h.rids.values()].toSorted(), "each carried by a poll");
+  await closes(server);
+  assert.deepEqual(errors, []);
+});
+
 test("an answer ready while a poll waits at the relay goes at once by pushres, not with the poll", async (t) => {
   const net = newNet();
   const later = cleanups(t);
