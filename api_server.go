@@ -120,9 +120,14 @@ func leaseNext(ctx context.Context, st *store, held *heldRequests, net string, m
 		if got, next, ended = held.lease(net, max, lease); len(got) > 0 {
 			return got, next, ended, nil
 		}
-		if ready, next, err = st.readyState(ctx, net); err != nil {
-			return nil, next, ended, err
+		heldNext := next
+		read, storeNext := st.leases.due(net, st.nowMS())
+		if read {
+			if ready, storeNext, err = st.readyState(ctx, net); err != nil {
+				return nil, next, ended, err
+			}
 		}
+		next = earliest(heldNext, storeNext)
 	}
 	quota := max
 	if ready {

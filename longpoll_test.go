@@ -186,19 +186,30 @@ func TestLongPollDoesNotPollStore(t *testing.T) {
 	for name, q := range map[string]struct {
 		path   string
 		params url.Values
+		reads  int64
 	}{
-		"pullreqsmart":          {"/api/v1/server/pullreqsmart", url.Values{"net": {"demo"}, "key": {testKey}}},
-		"pullsmart by rid":      {"/api/v1/client/pullsmart", url.Values{"token": {tok}, "rid": {rid}}},
-		"pullsmart without rid": {"/api/v1/client/pullsmart", url.Values{"token": {tok}}},
+		// Nothing queued: the poll reads the store once, and learns that no
+		// lease runs out within its wait (store.leases).
+		"pullreqsmart":          {"/api/v1/server/pullreqsmart", url.Values{"net": {"demo"}, "key": {testKey}}, 1},
+		"pullsmart by rid":      {"/api/v1/client/pullsmart", url.Values{"token": {tok}, "rid": {rid}}, 2},
+		"pullsmart without rid": {"/api/v1/client/pullsmart", url.Values{"token": {tok}}, 2},
 	} {
 		t.Run(name, func(t *testing.T) {
 			q.params.Set("wait", "1")
 			before := r.store.queueReads.Load()
 			rep := r.afterWait(time.Second, func() reply { return r.get(q.path, q.params) })
 			require.Less(t, rep.Status, 300, string(rep.Body))
-			assert.Equal(t, int64(2), r.store.queueReads.Load()-before, "reads in a 1 s poll: at its start and at its end")
+			assert.Equal(t, q.reads, r.store.queueReads.Load()-before, "reads in a 1 s poll: at its start and at its end")
 		})
 	}
+	t.Run("pullreqsmart once the lease may have run out", func(t *testing.T) {
+		r.advance(30 * time.Second)
+		before := r.store.queueReads.Load()
+		got := r.pullReqs("demo", testKey, nil)
+		require.Len(t, got, 1, "handed out again")
+		assert.Equal(t, 2, got[0].Attempt)
+		assert.Positive(t, r.store.queueReads.Load()-before, "read, since the lease was due")
+	})
 }
 
 // TestLongPollTimesOut: with nothing to return, a poll answers after its wait.
