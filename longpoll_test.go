@@ -383,3 +383,30 @@ func TestOneWaitingLoop(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaseTimes: what the store knows of when its leases may run out: a
+// net not read yet is read; a lease written lowers the moment; a read
+// begun before a lease was written teaches nothing.
+func TestLeaseTimes(t *testing.T) {
+	t.Parallel()
+	var l leaseTimes
+	read, _ := l.due("n", 100)
+	assert.True(t, read, "not known since the start: read")
+	l.learn("n", l.generation("n"), 0)
+	read, next := l.due("n", 100)
+	assert.False(t, read, "none out")
+	assert.True(t, next.IsZero())
+	l.leased("n", 500)
+	read, next = l.due("n", 100)
+	assert.False(t, read)
+	assert.Equal(t, int64(500), next.UnixMilli())
+	read, _ = l.due("n", 500)
+	assert.True(t, read, "due at its end")
+	gen := l.generation("n")
+	l.leased("n", 300) // while a read that began before it runs
+	l.learn("n", gen, 0)
+	read, _ = l.due("n", 300)
+	assert.True(t, read, "the stale read did not hide the lease")
+	read, _ = l.due("other", 0)
+	assert.True(t, read, "each net on its own")
+}
