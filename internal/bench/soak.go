@@ -7,22 +7,17 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -58,101 +53,6 @@ const (
 	soakNet = "soak"
 )
 
-// soakRelay is the relay child process, restarted after each kill.
-type soakRelay struct {
-	opts SoakOptions
-	cmd  *exec.Cmd
-	base atomic.Pointer[string] // the current base URL
-	up   atomic.Pointer[chan struct{}]
-}
-
-// start runs the relay and waits until it answers /healthz.
-func (r *soakRelay) start(ctx context.Context) error {
-	cmd := exec.CommandContext(ctx, r.opts.Exe, "serve", "--addr", "127.0.0.1:0", "--db", r.opts.DB,
-		"--rate-ip", "0", "--rate-token", "0", "--rate-server", "0", "--rate-via", "0", "--max-conns-per-ip", "0", "--max-queue", "0", "--lease", "2s", "--log-level", "error")
-	cmd.Env = r.opts.Env
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	r.cmd = cmd
-	urls := make(chan string, 1)
-	go func() { // the first line names the address; the rest is drained
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if u, ok := strings.CutPrefix(sc.Text(), "c2cvia listening on "); ok {
-				select {
-				case urls <- strings.Fields(u)[0]:
-				default:
-				}
-			}
-		}
-	}()
-	select {
-	case base := <-urls:
-		r.base.Store(&base)
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		return errors.New("the relay did not start within 30 s")
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	close(*r.up.Load())
-	return nil
-}
-
-// kill SIGKILLs the relay and waits for it to be gone.
-func (r *soakRelay) kill() {
-	down := make(chan struct{})
-	r.up.Store(&down)
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-}
-
-// call sends one API call, retrying while the relay is down or restarting,
-// and returns the status and body of the first answer.
-func (r *soakRelay) call(ctx context.Context, retries *atomic.Int64, method, path string, form url.Values) (int, []byte, error) {
-	for {
-		up := *r.up.Load()
-		select {
-		case <-up:
-		case <-ctx.Done():
-			return 0, nil, ctx.Err()
-		}
-		var body io.Reader
-		if form != nil {
-			body = strings.NewReader(form.Encode())
-		}
-		req, err := http.NewRequestWithContext(ctx, method, *r.base.Load()+path, body)
-		if err != nil {
-			return 0, nil, err
-		}
-		if form != nil {
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			b, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err == nil {
-				return resp.StatusCode, b, nil
-			}
-		}
-		if ctx.Err() != nil {
-			return 0, nil, ctx.Err()
-		}
-		retries.Add(1) // killed mid-call: the answer is lost, the call is repeated
-		select {
-		case <-time.After(20 * time.Millisecond):
-		case <-ctx.Done():
-		}
-	}
-}
-
 // RunCrashSoak starts the relay as a child process, drives it with
 // o.Clients SimClients, as many broadcasting peers and two SimServers,
 // SIGKILLs and restarts it o.Kills times, then reads back every request
@@ -177,18 +77,13 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		o.DB = filepath.Join(dir, "soak.db")
 	}
 	start := time.Now()
-	relay := &soakRelay{opts: o}
-	down := make(chan struct{})
-	relay.up.Store(&down)
+	relay := newSoakRelay(o)
 	if err := relay.start(ctx); err != nil {
 		return rep, err
 	}
 	defer relay.kill()
 
-	var retries atomic.Int64
-	call := func(ctx context.Context, method, path string, form url.Values) (int, []byte, error) {
-		return relay.call(ctx, &retries, method, path, form)
-	}
+	call := relay.call
 	login := func() (tok, peer string, err error) {
 		status, b, err := call(ctx, http.MethodPost, "/api/v1/client/login", url.Values{"net": {soakNet}})
 		if err != nil || status != http.StatusOK {
@@ -387,7 +282,7 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		}
 	}
 	rep.Elapsed = time.Since(start)
-	rep.RelayRetries = retries.Load()
+	rep.RelayRetries = relay.retries.Load()
 	return rep, nil
 }
 
