@@ -53,8 +53,27 @@ const (
 	soakNet = "soak"
 )
 
+// soakWindow is how many requests a SimClient has pushed and not yet seen
+// answered before it waits for the oldest: SimClients pushing as fast as
+// they can would outrun the SimServers (64 of them against 2 queued 120,000
+// requests in a minute), and a backlog older than the request TTL (5 min)
+// expires before the final check reads it.
+const soakWindow = 8
+
+// awaitAnswer long-polls until rid is no longer pending for tok; whether
+// its answer is right is the final check's to say.
+func awaitAnswer(ctx context.Context, call func(context.Context, string, string, url.Values) (int, []byte, error), tok, rid string) error {
+	for {
+		status, _, err := call(ctx, http.MethodGet, "/api/v1/client/pullsmart?"+url.Values{
+			"rid": {rid}, "token": {tok}, "wait": {"25"}}.Encode(), nil)
+		if err != nil || status != http.StatusAccepted {
+			return err
+		}
+	}
+}
+
 // RunCrashSoak starts the relay as a child process, drives it with
-// o.Clients SimClients, as many broadcasting peers and two SimServers,
+// o.Clients SimClients, as many broadcasting peers and SimServer workers,
 // SIGKILLs and restarts it o.Kills times, then reads back every request
 // and message it acknowledged. What came back wrong is in the report's
 // Lost, not an error; the error is for a soak that could not run: a relay
@@ -128,7 +147,14 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 				fail(err)
 				return
 			}
+			var unanswered []string // pushed, not yet seen answered: at most soakWindow
 			for n := 0; load.Err() == nil; n++ {
+				if len(unanswered) == soakWindow {
+					if err := awaitAnswer(load, call, tok, unanswered[0]); err != nil {
+						return
+					}
+					unanswered = unanswered[1:]
+				}
 				body := fmt.Sprintf(`{"client":%d,"n":%d}`, c, n)
 				status, b, err := call(load, http.MethodPost, "/api/v1/client/pushreq", url.Values{
 					"token": {tok}, "sim_req": {`{"simEndpoint":"/soak","simBody":` + body + `}`}})
@@ -149,6 +175,7 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 				mu.Lock()
 				requests[out.RID], expected[out.RID] = tok, body
 				mu.Unlock()
+				unanswered = append(unanswered, out.RID)
 			}
 		})
 		wg.Go(func() { // a peer broadcasting
@@ -181,11 +208,12 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		})
 	}
 	// SimServer workers answer with the body they were sent, until the end
-	// of the soak (they also drain what is left after the last kill).
+	// of the soak (they also drain what is left after the last kill): one
+	// per 8 SimClients, at least 2.
 	serve, stopServe := context.WithCancel(ctx)
 	defer stopServe()
 	var servers sync.WaitGroup
-	for range 2 {
+	for range max(o.Clients/8, 2) {
 		servers.Go(func() { soakServe(serve, call, fail) })
 	}
 
