@@ -40,10 +40,15 @@ func newSoakRelay(o SoakOptions) *soakRelay {
 	return r
 }
 
-// start runs the relay and waits until it answers /healthz.
+// start runs the relay and waits until it answers /healthz. Rates, the
+// queue's bound and the storage budgets are off: every caller of the soak
+// has one address, and a refusal for a budget says nothing of durability
+// (after a restart a net counts as unserved until its SimServer polls
+// again, so its smaller budget would refuse requests for a moment).
 func (r *soakRelay) start(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, r.opts.Exe, "serve", "--addr", "127.0.0.1:0", "--db", r.opts.DB,
 		"--rate-ip", "0", "--rate-token", "0", "--rate-server", "0", "--rate-via", "0", "--max-conns-per-ip", "0", "--max-queue", "0",
+		"--max-net-store", "0", "--max-addr-store", "0", "--max-unserved-store", "0",
 		"--lease", "2s", "--log-level", "error")
 	cmd.Env = r.opts.Env
 	out, err := cmd.StdoutPipe()
