@@ -1,8 +1,10 @@
 // The crash soak (`c2cvia bench --scenario crash`): the relay runs as a child
-// process on one store while SimClients, SimServers and peers drive it; it is
-// killed with SIGKILL at random moments and started again, over and over.
-// At the end every acknowledged request must have been answered exactly once
-// from its client's view, and every acknowledged message delivered.
+// process on one store while SimClients, SimServers, peers and plain HTTP
+// callers of the gateway drive it; it is killed with SIGKILL at random
+// moments and started again, over and over. At the end every acknowledged
+// request must have been answered exactly once from its client's view (a
+// gateway request acknowledged with 202 at its Location), and every
+// acknowledged message delivered.
 
 package bench
 
@@ -28,7 +30,7 @@ type SoakOptions struct {
 	DB      string        // the store it runs on; made in a temp folder when empty
 	Kills   int           // SIGKILLs before the final check
 	Every   time.Duration // mean time between kills (each is uniform in [0.5, 1.5] of it)
-	Clients int           // SimClients pushing requests; as many peers broadcast (0: 1)
+	Clients int           // SimClients pushing requests; as many peers broadcast, and as many gateway callers of each kind call (0: 1)
 	Log     io.Writer     // progress lines; nil: none
 }
 
@@ -45,6 +47,29 @@ type SoakReport struct {
 	DownTime     time.Duration `json:"down_time_ns"` // from each kill until the relay answered again
 	MaxRecovery  time.Duration `json:"max_recovery_ns"`
 	RelayRetries int64         `json:"relay_retries"` // calls retried because the relay was down
+
+	// Gateway (/via/) calls. A synchronous one is acknowledged only by its
+	// answer; one cut by a kill or answered 502, 503 or 504 was not.
+	ViaSync            int `json:"via_sync"`             // synchronous calls made
+	ViaSyncOK          int `json:"via_sync_ok"`          // of those, answered with their own answer
+	ViaSyncCut         int `json:"via_sync_cut"`         // cut by a kill
+	ViaSyncUnavailable int `json:"via_sync_unavailable"` // answered 502, 503 or 504
+	// Store-and-forward calls (Prefer: respond-async, or wait=1): every one
+	// acknowledged with 202 must end with its own answer at its Location.
+	ViaAsyncSent        int `json:"via_async_sent"`        // store-and-forward calls made
+	ViaAsync            int `json:"via_async"`             // of those, acknowledged with 202 and a Location
+	ViaAsyncAnswered    int `json:"via_async_answered"`    // of those, with their own answer at their Location at the end, on two reads
+	ViaAsyncFetched     int `json:"via_async_fetched"`     // of those, answers their callers fetched at the Location during the load
+	ViaAsyncDirect      int `json:"via_async_direct"`      // answered with their own answer within their wait, without a 202
+	ViaAsyncCut         int `json:"via_async_cut"`         // cut by a kill before any reply
+	ViaAsyncUnavailable int `json:"via_async_unavailable"` // answered 502, 503 or 504
+	ViaWait             int `json:"via_wait"`              // store-and-forward calls with Prefer: wait=1
+	ViaWaitAccepted     int `json:"via_wait_accepted"`     // of those, acknowledged with 202
+	// A SimServer's answers to gateway requests refused with 404 (a
+	// synchronous request held in memory by a relay that died) or 410 (its
+	// caller went away): the worker goes on.
+	ViaAnswers404 int `json:"via_answers_404"`
+	ViaAnswers410 int `json:"via_answers_410"`
 }
 
 // soakKey claims the soak's net; soakNet is fresh per store.
@@ -73,7 +98,8 @@ func awaitAnswer(ctx context.Context, call func(context.Context, string, string,
 }
 
 // RunCrashSoak starts the relay as a child process, drives it with
-// o.Clients SimClients, as many broadcasting peers and SimServer workers,
+// o.Clients SimClients, as many broadcasting peers, synchronous and
+// store-and-forward gateway callers each, and SimServer workers,
 // SIGKILLs and restarts it o.Kills times, then reads back every request
 // and message it acknowledged. What came back wrong is in the report's
 // Lost, not an error; the error is for a soak that could not run: a relay
@@ -129,6 +155,9 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		requests = map[string]string{} // acknowledged rid -> its client's token
 		expected = map[string]string{} // rid -> the simBody it was sent with
 		messages = map[int64]string{}  // acknowledged message id -> its data
+		viaAcks  []*viaAcked           // store-and-forward gateway requests acknowledged with 202
+		via      viaCounts
+		loadLost []string // gateway replies that were not their caller's answer
 		loadErr  error
 	)
 	fail := func(err error) {
@@ -207,6 +236,22 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 			}
 		})
 	}
+	for c := range max(o.Clients, 1) {
+		caller := &viaCaller{relay: relay, c: c, counts: &via, fail: fail,
+			lost: func(l string) {
+				mu.Lock()
+				loadLost = append(loadLost, l)
+				mu.Unlock()
+			},
+			acked: func(a *viaAcked) {
+				mu.Lock()
+				viaAcks = append(viaAcks, a)
+				mu.Unlock()
+			},
+		}
+		wg.Go(func() { caller.sync(load) })
+		wg.Go(func() { caller.async(load) })
+	}
 	// SimServer workers answer with the body they were sent, until the end
 	// of the soak (they also drain what is left after the last kill): one
 	// per 8 SimClients, at least 2.
@@ -214,7 +259,7 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 	defer stopServe()
 	var servers sync.WaitGroup
 	for range max(o.Clients/8, 2) {
-		servers.Go(func() { soakServe(serve, call, fail) })
+		servers.Go(func() { soakServe(serve, relay, &via, fail) })
 	}
 
 	// Kill and restart at random moments.
@@ -247,6 +292,7 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 	// Every acknowledged request: its answer, as sent, and the same on a
 	// second read (one answer per request, from the client's view).
 	rep.Requests, rep.Messages = len(requests), len(messages)
+	rep.Lost = loadLost
 	for rid, tok := range requests {
 		var first []byte
 		for read := range 2 {
@@ -273,8 +319,13 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 			}
 		}
 	}
+	// Every gateway request acknowledged with 202: its answer at its Location.
+	if err := checkViaAcked(ctx, relay, viaAcks, &rep); err != nil {
+		return rep, err
+	}
 	stopServe()
 	servers.Wait()
+	via.report(&rep)
 
 	// Every acknowledged message, read back by the receiver from the start.
 	got := map[int64]string{}
@@ -314,44 +365,6 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 	return rep, nil
 }
 
-// soakServe is a SimServer: it leases requests and answers each with the
-// body it came with. Answers refused as already given (a redelivery after a
-// kill) are fine; anything else is a failure.
-func soakServe(ctx context.Context, call func(context.Context, string, string, url.Values) (int, []byte, error), fail func(error)) {
-	for ctx.Err() == nil {
-		status, b, err := call(ctx, http.MethodGet, "/api/v1/server/pullreqsmart?"+url.Values{
-			"net": {soakNet}, "key": {soakKey}, "wait": {"1"}, "max": {"20"}}.Encode(), nil)
-		if err != nil {
-			return
-		}
-		var out struct {
-			Requests []struct {
-				RID    string `json:"rid"`
-				SimReq struct {
-					Body json.RawMessage `json:"simBody"`
-				} `json:"sim_req"`
-			} `json:"requests"`
-		}
-		if status != http.StatusOK || json.Unmarshal(b, &out) != nil {
-			fail(fmt.Errorf("pullreqsmart: %d %s", status, b))
-			return
-		}
-		for _, req := range out.Requests {
-			status, b, err := call(ctx, http.MethodPost, "/api/v1/server/pushres", url.Values{
-				"net": {soakNet}, "key": {soakKey}, "rid": {req.RID},
-				"sim_res": {`{"simStatus":200,"simBody":` + string(req.SimReq.Body) + `}`}})
-			if err != nil {
-				return
-			}
-			// 409: answered before the crash; 410: its caller withdrew it.
-			if status != http.StatusOK && status != http.StatusConflict && status != http.StatusGone {
-				fail(fmt.Errorf("pushres: %d %s", status, b))
-				return
-			}
-		}
-	}
-}
-
 // PrintSoak writes the soak's summary to w, one line per figure and one per
 // loss; its last line is "lost: N".
 func PrintSoak(w io.Writer, rep SoakReport) {
@@ -360,6 +373,12 @@ func PrintSoak(w io.Writer, rep SoakReport) {
 		rep.MaxRecovery.Round(time.Millisecond), rep.RelayRetries)
 	fmt.Fprintf(w, "requests: %d acknowledged, %d answered exactly once as sent\n", rep.Requests, rep.Answered)
 	fmt.Fprintf(w, "messages: %d acknowledged, %d delivered\n", rep.Messages, rep.Delivered)
+	fmt.Fprintf(w, "gateway, synchronous: %d calls, %d answered as sent, %d cut by a kill, %d answered 502/503/504\n",
+		rep.ViaSync, rep.ViaSyncOK, rep.ViaSyncCut, rep.ViaSyncUnavailable)
+	fmt.Fprintf(w, "gateway, store-and-forward: %d calls (%d with wait=1, %d of them 202), %d acknowledged with 202, %d answered as sent at their Location (%d fetched during the load); %d answered within their wait, %d cut by a kill, %d answered 502/503/504\n",
+		rep.ViaAsyncSent, rep.ViaWait, rep.ViaWaitAccepted, rep.ViaAsync, rep.ViaAsyncAnswered, rep.ViaAsyncFetched,
+		rep.ViaAsyncDirect, rep.ViaAsyncCut, rep.ViaAsyncUnavailable)
+	fmt.Fprintf(w, "gateway answers a SimServer had refused: %d with 404, %d with 410\n", rep.ViaAnswers404, rep.ViaAnswers410)
 	for _, l := range rep.Lost {
 		fmt.Fprintf(w, "  %s\n", l)
 	}
