@@ -14,7 +14,8 @@ import (
 
 // TestCrashSoak: a short crash soak. The relay (this test binary, run as
 // the relay) is SIGKILLed three times under load; every acknowledged
-// request and message survives.
+// request and message survives, and every gateway request acknowledged
+// with 202 ends with its own answer at its Location.
 func TestCrashSoak(t *testing.T) {
 	t.Parallel()
 	exe, err := os.Executable()
@@ -33,6 +34,11 @@ func TestCrashSoak(t *testing.T) {
 	assert.Empty(t, rep.Lost)
 	assert.Equal(t, rep.Requests, rep.Answered)
 	assert.Equal(t, rep.Messages, rep.Delivered)
+	assert.Positive(t, rep.ViaSyncOK, "synchronous gateway requests were answered")
+	assert.Equal(t, rep.ViaSync, rep.ViaSyncOK+rep.ViaSyncCut+rep.ViaSyncUnavailable, "every synchronous call answered as sent, or not acknowledged")
+	assert.Positive(t, rep.ViaAsync, "gateway requests were acknowledged with 202")
+	assert.Equal(t, rep.ViaAsync, rep.ViaAsyncAnswered, "every 202 ends with its answer at its Location")
+	assert.Positive(t, rep.ViaWait, "gateway requests asked to wait=1")
 
 	var out strings.Builder
 	bench.PrintSoak(&out, rep)
