@@ -39,6 +39,8 @@ func TestCrashSoak(t *testing.T) {
 	assert.Positive(t, rep.ViaAsync, "gateway requests were acknowledged with 202")
 	assert.Equal(t, rep.ViaAsync, rep.ViaAsyncAnswered, "every 202 ends with its answer at its Location")
 	assert.Positive(t, rep.ViaWait, "gateway requests asked to wait=1")
+	assert.Positive(t, rep.AnswersPushres, "a SimServer worker answered with pushres")
+	assert.Positive(t, rep.AnswersWithPoll, "a SimServer worker answered with its next poll")
 
 	var out strings.Builder
 	bench.PrintSoak(&out, rep)

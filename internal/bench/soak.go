@@ -70,6 +70,11 @@ type SoakReport struct {
 	// caller went away): the worker goes on.
 	ViaAnswers404 int `json:"via_answers_404"`
 	ViaAnswers410 int `json:"via_answers_410"`
+
+	// Answers the relay took from the SimServer workers: with a pushres
+	// each, or with their next pullreqsmart (half the workers do that).
+	AnswersPushres  int `json:"answers_pushres"`
+	AnswersWithPoll int `json:"answers_with_poll"`
 }
 
 // soakKey claims the soak's net; soakNet is fresh per store.
@@ -157,6 +162,7 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		messages = map[int64]string{}  // acknowledged message id -> its data
 		viaAcks  []*viaAcked           // store-and-forward gateway requests acknowledged with 202
 		via      viaCounts
+		served   serveCounts
 		loadLost []string // gateway replies that were not their caller's answer
 		loadErr  error
 	)
@@ -252,14 +258,14 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		wg.Go(func() { caller.sync(load) })
 		wg.Go(func() { caller.async(load) })
 	}
-	// SimServer workers answer with the body they were sent, until the end
-	// of the soak (they also drain what is left after the last kill): one
-	// per 8 SimClients, at least 2.
+	// SimServer workers answer until the end of the soak (they also drain
+	// what is left after the last kill): one per 8 SimClients, at least 2;
+	// every other one answers with its next poll.
 	serve, stopServe := context.WithCancel(ctx)
 	defer stopServe()
 	var servers sync.WaitGroup
-	for range max(o.Clients/8, 2) {
-		servers.Go(func() { soakServe(serve, relay, &via, fail) })
+	for i := range max(o.Clients/8, 2) {
+		servers.Go(func() { soakServe(serve, relay, i%2 == 0, &served, fail) })
 	}
 
 	// Kill and restart at random moments.
@@ -326,6 +332,8 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 	stopServe()
 	servers.Wait()
 	via.report(&rep)
+	rep.ViaAnswers404, rep.ViaAnswers410 = int(served.via404.Load()), int(served.via410.Load())
+	rep.AnswersPushres, rep.AnswersWithPoll = int(served.pushres.Load()), int(served.withPoll.Load())
 
 	// Every acknowledged message, read back by the receiver from the start.
 	got := map[int64]string{}
@@ -378,7 +386,8 @@ func PrintSoak(w io.Writer, rep SoakReport) {
 	fmt.Fprintf(w, "gateway, store-and-forward: %d calls (%d with wait=1, %d of them 202), %d acknowledged with 202, %d answered as sent at their Location (%d fetched during the load); %d answered within their wait, %d cut by a kill, %d answered 502/503/504\n",
 		rep.ViaAsyncSent, rep.ViaWait, rep.ViaWaitAccepted, rep.ViaAsync, rep.ViaAsyncAnswered, rep.ViaAsyncFetched,
 		rep.ViaAsyncDirect, rep.ViaAsyncCut, rep.ViaAsyncUnavailable)
-	fmt.Fprintf(w, "gateway answers a SimServer had refused: %d with 404, %d with 410\n", rep.ViaAnswers404, rep.ViaAnswers410)
+	fmt.Fprintf(w, "SimServer answers: %d taken by pushres, %d with the next poll; to gateway requests, %d refused 404 and %d 410\n",
+		rep.AnswersPushres, rep.AnswersWithPoll, rep.ViaAnswers404, rep.ViaAnswers410)
 	for _, l := range rep.Lost {
 		fmt.Fprintf(w, "  %s\n", l)
 	}

@@ -62,7 +62,7 @@ func (a viaAnswer) check(rep soakReply) error {
 type viaCounts struct {
 	sync, syncOK, syncCut, syncUnavailable           atomic.Int64
 	async, acked, direct, asyncCut, asyncUnavailable atomic.Int64
-	wait, waitAcked, fetched, answers404, answers410 atomic.Int64
+	wait, waitAcked, fetched                         atomic.Int64
 }
 
 func (v *viaCounts) report(rep *SoakReport) {
@@ -72,7 +72,6 @@ func (v *viaCounts) report(rep *SoakReport) {
 	rep.ViaAsyncFetched, rep.ViaAsyncDirect = int(v.fetched.Load()), int(v.direct.Load())
 	rep.ViaAsyncCut, rep.ViaAsyncUnavailable = int(v.asyncCut.Load()), int(v.asyncUnavailable.Load())
 	rep.ViaWait, rep.ViaWaitAccepted = int(v.wait.Load()), int(v.waitAcked.Load())
-	rep.ViaAnswers404, rep.ViaAnswers410 = int(v.answers404.Load()), int(v.answers410.Load())
 }
 
 // unavailable: a gateway reply that acknowledges nothing (no SimServer
