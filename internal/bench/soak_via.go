@@ -74,6 +74,12 @@ func (v *viaCounts) report(rep *SoakReport) {
 	rep.ViaWait, rep.ViaWaitAccepted = int(v.wait.Load()), int(v.waitAcked.Load())
 }
 
+// fromSimServer: a gateway reply with a status the soak's SimServers
+// answer with (viaEcho), which must then be its caller's own answer.
+func fromSimServer(status int) bool {
+	return status == http.StatusOK || status == http.StatusCreated
+}
+
 // unavailable: a gateway reply that acknowledges nothing (no SimServer
 // answer in time, a relay that cannot take the request now).
 func unavailable(status int) bool {
@@ -100,9 +106,9 @@ type viaCaller struct {
 }
 
 // sync sends synchronous requests, GET and POST in turn, each once, until
-// ctx ends. A reply with the SimServer's status must be the caller's own
-// answer; a call cut by a kill and a 502, 503 or 504 acknowledged nothing
-// and are only counted.
+// ctx ends. A reply with a status the SimServers answer with must be the
+// caller's own answer; a call cut by a kill and a 502, 503 or 504
+// acknowledged nothing and are only counted.
 func (v *viaCaller) sync(ctx context.Context) {
 	for n := 0; ctx.Err() == nil; n++ {
 		method, target, h, body := http.MethodGet, fmt.Sprintf("/sync/%d/%d?n=%d", v.c, n, n), http.Header{}, ""
@@ -119,7 +125,7 @@ func (v *viaCaller) sync(ctx context.Context) {
 			v.counts.syncCut.Add(1)
 		case unavailable(rep.status):
 			v.counts.syncUnavailable.Add(1)
-		case rep.status == want.status:
+		case fromSimServer(rep.status):
 			if err := want.check(rep); err != nil {
 				v.lost(fmt.Sprintf("gateway request %s %s: %v", method, target, err))
 			} else {
@@ -223,7 +229,7 @@ func (v *viaCaller) storeAndForward(ctx context.Context, n int) (a *viaAcked, ok
 		return &viaAcked{what: what, location: loc, want: want}, true
 	case unavailable(rep.status):
 		v.counts.asyncUnavailable.Add(1)
-	case rep.status == want.status: // answered within its wait
+	case fromSimServer(rep.status): // answered within its wait
 		if err := want.check(rep); err != nil {
 			v.lost(fmt.Sprintf("gateway request %s: %v", what, err))
 		} else {
@@ -238,7 +244,8 @@ func (v *viaCaller) storeAndForward(ctx context.Context, n int) (a *viaAcked, ok
 
 // await fetches a's Location until its answer is there, politely: first
 // after 100 ms, then as Retry-After says (1 s when it says nothing usable),
-// across kills. The answer read is checked again at the end.
+// across kills and past a 502, 503 or 504. The answer read is checked
+// again at the end.
 func (v *viaCaller) await(ctx context.Context, a *viaAcked) {
 	delay := 100 * time.Millisecond
 	for {
@@ -251,7 +258,7 @@ func (v *viaCaller) await(ctx context.Context, a *viaAcked) {
 		if err != nil {
 			return // ctx ended
 		}
-		if rep.status != http.StatusAccepted {
+		if rep.status != http.StatusAccepted && !unavailable(rep.status) {
 			if err := a.want.check(rep); err != nil {
 				a.wrong = fmt.Sprintf("gateway request %s: read at its Location during the load: %v", a.what, err)
 			} else {
