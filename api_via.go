@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,11 +172,12 @@ func (p *preflights) forward(net string) bool {
 	return ok
 }
 
-// answerBox hands a SimServer's answer from pushres to the gateway request
-// waiting for it, in memory, after the answer is committed.
+// answerBox hands a SimServer's answer from pushres (or a poll's answers)
+// to the calls waiting for it in memory, after the answer is committed:
+// a /via/ request, and its owner's pullsmart.
 type answerBox struct {
 	mu      sync.Mutex
-	waiting map[string]chan boxedAnswer // rid -> its waiting gateway request
+	waiting map[string][]chan boxedAnswer // rid -> its waiting calls
 }
 
 // boxedAnswer is a committed sim_res; streamed: it is the head of an
@@ -185,28 +187,32 @@ type boxedAnswer struct {
 	streamed bool
 }
 
-func newAnswerBox() *answerBox { return &answerBox{waiting: map[string]chan boxedAnswer{}} }
+func newAnswerBox() *answerBox { return &answerBox{waiting: map[string][]chan boxedAnswer{}} }
 
-// expect makes rid's answer deliverable; done forgets it.
+// expect makes rid's answer deliverable to the caller; done forgets it.
 func (b *answerBox) expect(rid string) (answer <-chan boxedAnswer, done func()) {
 	ch := make(chan boxedAnswer, 1)
 	b.mu.Lock()
-	b.waiting[rid] = ch
+	b.waiting[rid] = append(b.waiting[rid], ch)
 	b.mu.Unlock()
 	return ch, func() {
 		b.mu.Lock()
-		delete(b.waiting, rid)
-		b.mu.Unlock()
+		defer b.mu.Unlock()
+		w := slices.DeleteFunc(b.waiting[rid], func(c chan boxedAnswer) bool { return c == ch })
+		if len(w) == 0 {
+			delete(b.waiting, rid)
+		} else {
+			b.waiting[rid] = w
+		}
 	}
 }
 
 // deliver gives rid's committed sim_res (or a streamed answer's head) to
-// the gateway request waiting for it, if one is.
+// the calls waiting for it, if any.
 func (b *answerBox) deliver(rid string, simRes []byte, streamed bool) {
 	b.mu.Lock()
-	ch := b.waiting[rid]
-	b.mu.Unlock()
-	if ch != nil {
+	defer b.mu.Unlock()
+	for _, ch := range b.waiting[rid] {
 		select {
 		case ch <- boxedAnswer{simRes, streamed}:
 		default: // delivered already: an answer is accepted once

@@ -211,6 +211,14 @@ func (c *storeCounts) viaQueue(net, viaKey string) (queued, byAddr int) {
 	return c.queued[queueOf(net, detachedFrom)], c.usage.viaQueued[viaKey]
 }
 
+// queuedIn returns the requests of net stored as queued, its SimClients'
+// and its gateway's.
+func (c *storeCounts) queuedIn(net string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queued[net] + c.queued[queueOf(net, detachedFrom)]
+}
+
 // admitToken counts a login just inserted into net, or refuses it with
 // errNetFull when net already has max logins (0: no limit).
 func (c *storeCounts) admitToken(net string, max int) error {

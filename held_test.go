@@ -57,7 +57,9 @@ func TestHeldGatewayRequests(t *testing.T) {
 
 	caller := r.viaCall("mem", "/one?x=1")
 	waitFor(t, 5*time.Second, func() bool { return r.scrape()["c2cvia_gateway_held_requests"] == 1 }, "the request held, in the metrics")
+	reads := r.store.queueReads.Load()
 	l := r.leaseHeld("mem", "30")
+	assert.Equal(t, reads, r.store.queueReads.Load(), "a poll that finds held requests reads nothing from the store")
 	assert.Equal(t, "via", l.From)
 	assert.Equal(t, 1, l.Attempt)
 	assert.Contains(t, string(l.SimReq), `"simEndpoint":"/one"`)

@@ -30,10 +30,10 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	mux.Handle("POST /api/v1/client/cancel", api(withToken(st, handleCancel(st, lp.hub)), "POST"))
 	mux.Handle("GET /api/v1/client/check", api(withToken(st, handleCheck(st))))
 	mux.Handle("POST /api/v1/client/check", api(withToken(st, handleCheck(st))))
-	mux.Handle("GET /api/v1/client/pullres", api(withToken(st, handlePullRes(st, lp, false))))
-	mux.Handle("POST /api/v1/client/pullres", api(withToken(st, handlePullRes(st, lp, false))))
-	mux.Handle("GET /api/v1/client/pullsmart", api(withToken(st, handlePullRes(st, lp, true))))
-	mux.Handle("POST /api/v1/client/pullsmart", api(withToken(st, handlePullRes(st, lp, true))))
+	mux.Handle("GET /api/v1/client/pullres", api(withToken(st, handlePullRes(st, lp, answers, false))))
+	mux.Handle("POST /api/v1/client/pullres", api(withToken(st, handlePullRes(st, lp, answers, false))))
+	mux.Handle("GET /api/v1/client/pullsmart", api(withToken(st, handlePullRes(st, lp, answers, true))))
+	mux.Handle("POST /api/v1/client/pullsmart", api(withToken(st, handlePullRes(st, lp, answers, true))))
 	// The capability URL of a store-and-forward /via/ request: its HTTP answer.
 	mux.Handle("GET /api/v1/client/result", api(withToken(st, handleResult(st, gw)), "GET"))
 
