@@ -849,7 +849,7 @@ func TestAttackStoredShortenedLastLease(t *testing.T) {
 // SimServer, whose watch names it and whose answer gets 410.
 func TestAttackHeldRefusedAt504WakesWatch(t *testing.T) {
 	t.Parallel()
-	r := newTestRelay(t, trustLoopback, func(c *config) { c.MaxAddrStore, c.ViaTimeout = 16 << 10, 10 * time.Second })
+	r := newTestRelay(t, trustLoopback, func(c *config) { c.MaxAddrStore, c.ViaTimeout = 16<<10, 10*time.Second })
 	r.serve("refused")
 	const addr = "203.0.113.9"
 	// Over its address's budget as it comes: refused at once, as a stored
