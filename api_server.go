@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/c2cvia/c2cvia/internal/simhttp"
@@ -132,7 +131,7 @@ func leaseNext(ctx context.Context, st *store, held *heldRequests, net string, m
 	quota := max
 	if ready {
 		quota = max - max/2
-		if max == 1 && heldTurn.Add(1)%2 == 0 {
+		if max == 1 && held.turn.Add(1)%2 == 0 {
 			quota = 0
 		}
 	}
@@ -166,10 +165,6 @@ func leaseNext(ctx context.Context, st *store, held *heldRequests, net string, m
 	}
 	return got, next, ended, err
 }
-
-// heldTurn alternates pages of one request between held gateway requests
-// and the store's, when both have some.
-var heldTurn atomic.Int64
 
 // earliest is the earlier of two moments, zero being none.
 func earliest(a, b time.Time) time.Time {

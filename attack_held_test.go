@@ -180,7 +180,7 @@ func TestAttackHeldLeasedStoredPastFullQueue(t *testing.T) {
 // the store's turn they get nothing, while held requests wait. Each of
 // these polls should get one of the held requests.
 func TestAttackMaxOneStarvesHeld(t *testing.T) {
-	// Not parallel: heldTurn is shared by every poll of the process.
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout, c.ReqTTL = time.Hour, time.Minute })
 	r.serve("turns")
 	require.Equal(t, http.StatusAccepted, r.viaFrom("", "turns", "", "respond-async").Status)
@@ -220,6 +220,7 @@ func TestAttackMaxOneStarvesHeld(t *testing.T) {
 // poll: a max=1 poll parked on the net sleeps on while held requests are
 // queued, until its wait ends.
 func TestAttackMaxOneLongPollSleepsOnHeld(t *testing.T) {
+	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout, c.ReqTTL = time.Hour, time.Minute })
 	r.serve("sleepy")
 	require.Equal(t, http.StatusAccepted, r.viaFrom("", "sleepy", "", "respond-async").Status)

@@ -68,6 +68,7 @@ type heldRequests struct {
 	queued   map[string]int                       // viaKey -> queued held requests, for --via-addr-share
 
 	held atomic.Int64 // queued or delivered now, for the metrics
+	turn atomic.Int64 // alternates pages of one request with the store's (leaseNext)
 }
 
 func newHeldRequests(st *store) *heldRequests {
