@@ -64,6 +64,15 @@ const (
 // whose headers alone are too large, as a 502 response_too_large); the
 // handler does not run again for it.
 //
+// A whole answer under 64 KiB (its sim_res as JSON) that is ready when
+// Serve polls again goes with that poll, up to 100 answers and 512 KiB a
+// poll: one round trip answers them and asks for more. After starting the
+// handlers of a poll's requests, Serve waits for them to finish, for at
+// most WithLinger (2 ms by default), before it polls again. An answer
+// that is ready while a poll waits at the relay, a larger one, and a
+// stream's head go out at once by a call of their own; so do all answers
+// to a relay that does not take them with a poll.
+//
 // r.Context() ends when the request is withdrawn: its caller went away (a
 // /via/ caller that hung up, an HTTPClient request cancelled or whose body
 // was closed early), or it expired. Serve learns of that within about a
@@ -79,7 +88,7 @@ const (
 func Serve(ctx context.Context, relayURL, net, key string, h http.Handler, opts ...Option) error {
 	o := newOptions(opts)
 	s := &server{relay: newRelay(relayURL, o.httpClient), net: net, key: key, h: h, o: o,
-		slots: make(chan struct{}, o.concurrency)}
+		slots: make(chan struct{}, o.concurrency), batch: newBatch()}
 	s.watch = newWatcher(s)
 	return s.run(ctx)
 }
@@ -93,6 +102,7 @@ type server struct {
 	running  sync.WaitGroup
 	watch    *watcher
 	parts    partLimit
+	batch    *batch // the answers that go with the next poll
 }
 
 // leased is one request from pullreqsmart.
@@ -138,10 +148,26 @@ func (s *server) run(ctx context.Context) error {
 }
 
 // loop polls for requests while a slot is free and starts their handlers;
-// it returns ctx.Err() or a fatal relay error.
+// it returns ctx.Err() or a fatal relay error. Each poll carries the
+// answers ready when it goes out (batch); after starting handlers, it
+// lingers for them to finish, so that their answers go with the next.
 func (s *server) loop(ctx, hctx context.Context) error {
 	var bo backoff
+	var carry []*answer // a failed poll's answers: they go again with the next
+	bare := false       // the next poll carries no answers
+	var round chan struct{}
+	started := 0 // handlers of the last poll's requests; each sends on round once it frees its slot
+	defer func() {
+		// Nothing waits for a poll any more: the handlers post by pushres.
+		for _, a := range append(carry, s.batch.take()...) {
+			a.handBack(nil)
+		}
+	}()
 	for {
+		if len(carry) == 0 && !bare {
+			s.batch.collect()
+		}
+		s.linger(ctx, round, started)
 		// Wait for one free slot, then take every other free one.
 		select {
 		case s.slots <- struct{}{}:
@@ -159,13 +185,19 @@ func (s *server) loop(ctx, hctx context.Context) error {
 			}
 		}
 
-		reqs, retryAfter, err := s.poll(ctx, n)
+		sent := append(carry, s.batch.take()...)
+		carry, bare = nil, false
+		reqs, outs, retryAfter, err := s.poll(ctx, n, sent)
 		for range n - len(reqs) {
 			<-s.slots
 		}
+		round, started = make(chan struct{}, len(reqs)), len(reqs)
 		for _, req := range reqs {
 			s.running.Add(1)
-			go s.handle(hctx, req)
+			go s.handle(hctx, req, round)
+		}
+		if len(sent) > 0 {
+			carry, bare = s.settle(ctx, sent, outs, err)
 		}
 		if err == nil {
 			bo.reset()
@@ -173,6 +205,9 @@ func (s *server) loop(ctx, hctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if bare {
+			continue // refused with answers: whether it is fatal, a poll without them tells
 		}
 		if !transient(ctx, err) {
 			return err
@@ -184,41 +219,72 @@ func (s *server) loop(ctx, hctx context.Context) error {
 	}
 }
 
-// poll long-polls pullreqsmart for at most n requests.
-func (s *server) poll(ctx context.Context, n int) ([]leased, time.Duration, error) {
+// linger waits until the n handlers started from the last poll have each
+// freed their slot (round), at most the linger, so that their answers go
+// with the next poll.
+func (s *server) linger(ctx context.Context, round <-chan struct{}, n int) {
+	if n == 0 || s.o.linger <= 0 || !s.batch.enabled() {
+		return
+	}
+	t := time.NewTimer(s.o.linger)
+	defer t.Stop()
+	for range n {
+		select {
+		case <-round:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// poll long-polls pullreqsmart for at most n requests, posting answers
+// first (if any), and returns the requests and the answers' outcomes.
+func (s *server) poll(ctx context.Context, n int, answers []*answer) ([]leased, []answerOutcome, time.Duration, error) {
 	var out struct {
-		Requests []leased `json:"requests"`
+		Requests []leased        `json:"requests"`
+		Answers  []answerOutcome `json:"answers"`
 	}
 	body := map[string]any{"net": s.net, "wait": seconds(s.o.wait), "max": n, "lease": seconds(s.o.lease)}
 	if s.o.preflights {
 		body["preflight"] = true
 	}
+	if len(answers) > 0 {
+		body["answers"] = answers
+		body["wait"] = seconds(s.batch.wait(s.o.wait))
+	}
 	_, retryAfter, err := s.call(ctx, "/api/v1/server/pullreqsmart", s.key, body, &out)
+	if err != nil {
+		return nil, nil, retryAfter, err
+	}
 	if len(out.Requests) > n { // never more than asked: each needs a slot
 		out.Requests = out.Requests[:n]
 	}
-	return out.Requests, retryAfter, err
+	return out.Requests, out.Answers, retryAfter, nil
 }
 
 // handle runs the handler on one request, keeps its lease while it runs,
 // posts the answer and frees the request's slot: when the handler returns,
-// or when its answer becomes a stream, which holds no slot. The handler's
-// context ends when the relay withdraws the request (watch, or a 410 from
-// extend, pushres or pushpart), or when Serve's grace period is over.
-func (s *server) handle(hctx context.Context, l leased) {
+// or when its answer becomes a stream or waits for the next poll, which
+// hold no slot; then it sends on round. The handler's context ends when
+// the relay withdraws the request (watch, or a 410 from extend, pushres or
+// pushpart), or when Serve's grace period is over.
+func (s *server) handle(hctx context.Context, l leased, round chan<- struct{}) {
 	defer s.running.Done()
 	slot := true
 	free := func() {
 		if slot {
 			slot = false
 			<-s.slots
+			round <- struct{}{}
 		}
 	}
 	defer free()
 	ctx, cancel := context.WithCancelCause(hctx)
 	defer cancel(nil)
 
-	w := &responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}, onStream: free}
+	w := &responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}, freeSlot: free}
 	req, err := s.request(ctx, l)
 	if err != nil {
 		s.o.onError(fmt.Errorf("c2cvia: request %s: %w", l.RID, err))
@@ -239,7 +305,7 @@ func (s *server) handle(hctx context.Context, l leased) {
 		stop() // no renewal after the abort's short lease
 		w.abort()
 	case panicked:
-		*w = responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}}
+		*w = responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}, freeSlot: free}
 		w.header.Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusInternalServerError)
 		_, _ = w.Write([]byte("internal server error"))
@@ -332,29 +398,48 @@ func (s *server) request(ctx context.Context, l leased) (*http.Request, error) {
 // pushres whose first try may have been committed (its reply was lost)
 // gets 409 already_answered when tried again: that counts as done.
 func (s *server) post(ctx context.Context, path string, body, out any) error {
-	tried := false
-	return s.retry(ctx, func() (time.Duration, error) {
+	return s.postFrom(ctx, newTries(), path, body, out)
+}
+
+// postFrom is post for a call whose tries began before (t): an answer
+// that went with a poll.
+func (s *server) postFrom(ctx context.Context, t *tries, path string, body, out any) error {
+	return s.retryFrom(ctx, t, func() (time.Duration, error) {
 		_, retryAfter, err := s.call(ctx, path, s.key, body, out)
 		var e *Error
-		if tried && errors.As(err, &e) && e.Code == "already_answered" {
+		if t.tried && errors.As(err, &e) && e.Code == "already_answered" {
 			return 0, nil
 		}
-		tried = true
+		t.tried = true
 		return retryAfter, err
 	})
 }
 
+// tries is where the tries of one call stand: when the first began, and
+// whether one failed (the relay may have written it all the same).
+type tries struct {
+	first time.Time
+	tried bool
+	bo    backoff
+}
+
+func newTries() *tries { return &tries{first: time.Now()} }
+
 // retry runs call until it succeeds, fails for good, or has failed for
 // answerRetry (network errors, 5xx, 429: backoff between tries).
 func (s *server) retry(ctx context.Context, call func() (retryAfter time.Duration, err error)) error {
-	var bo backoff
-	deadline := time.Now().Add(answerRetry)
+	return s.retryFrom(ctx, newTries(), call)
+}
+
+// retryFrom is retry for tries that began at t.first.
+func (s *server) retryFrom(ctx context.Context, t *tries, call func() (retryAfter time.Duration, err error)) error {
+	deadline := t.first.Add(answerRetry)
 	for {
 		retryAfter, err := call()
 		if err == nil || !transient(ctx, err) || time.Now().After(deadline) {
 			return err
 		}
-		if !sleep(ctx, max(bo.next(), retryAfter)) {
+		if !sleep(ctx, max(t.bo.next(), retryAfter)) {
 			return ctx.Err()
 		}
 	}
