@@ -4,20 +4,30 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/c2cvia/c2cvia/internal/simhttp"
 )
 
-func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config, pf *preflights) apiFunc {
+// handlePullReqSmart serves pullreqsmart: it posts the answers the call
+// carries, if any (answersParam), then waits up to `wait` for requests to
+// lease (docs/API.md, "Server API").
+func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config, pf *preflights, box *answerBox) apiFunc {
 	type response struct {
 		Requests []leasedRequest `json:"requests"`
+		Answers  []answerOutcome `json:"answers,omitempty"`
 	}
 	return func(w http.ResponseWriter, r *http.Request, p *params) error {
 		net, key, err := serverAuth(r, p)
+		if err != nil {
+			return err
+		}
+		list, err := answersParam(r, p)
 		if err != nil {
 			return err
 		}
@@ -38,8 +48,15 @@ func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config, pf *p
 			return err
 		}
 		ctx := r.Context()
-		if err := authorizeServer(r, st, net, key); err != nil {
+		k, err := authorizeServer(r, st, net, key)
+		if err != nil {
 			return err
+		}
+		var outcomes []answerOutcome
+		if len(list) > 0 {
+			if outcomes, err = postAnswers(ctx, st, lp.hub, box, k, list); err != nil {
+				return err
+			}
 		}
 		pf.set(net, preflight)
 		st.touchNet(net)
@@ -70,9 +87,91 @@ func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config, pf *p
 				lp.hub.notify(tokenSignal(l.owner)) // its waits now change at the lease's end
 			}
 		}
-		writeJSON(w, http.StatusOK, response{got})
+		writeJSON(w, http.StatusOK, response{got, outcomes})
 		return nil
 	}
+}
+
+// maxAnswers bounds the answers one pullreqsmart posts.
+const maxAnswers = 100
+
+// answersParam reads pullreqsmart's `answers`: at most maxAnswers whole
+// answers, each {"rid", "sim_res"} with sim_res as pushres takes it (docs/API.md,
+// "Answering and polling in one call"). Anything else is 400 for the
+// whole call, before anything is written; so are answers on a GET.
+func answersParam(r *http.Request, p *params) ([]simAnswer, error) {
+	raw, ok, err := p.rawJSON("answers")
+	if err != nil || !ok {
+		return nil, err
+	}
+	bad := func(format string, args ...any) error { return badRequest("invalid_answers", format, args...) }
+	if r.Method != http.MethodPost {
+		return nil, bad("answers are posted: send them in a POST")
+	}
+	var items []map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, bad(`answers must be an array of {"rid", "sim_res"} objects`)
+	}
+	if len(items) > maxAnswers {
+		return nil, bad("at most %d answers in one call, not %d", maxAnswers, len(items))
+	}
+	list := make([]simAnswer, len(items))
+	for i, item := range items {
+		if item == nil {
+			return nil, bad(`answers[%d] must be a {"rid", "sim_res"} object`, i)
+		}
+		for name := range item {
+			if name != "rid" && name != "sim_res" {
+				return nil, bad(`answers[%d] holds %q: an answer is {"rid", "sim_res"}, whole (a streamed answer begins with pushres and more)`, i, name)
+			}
+		}
+		if err := json.Unmarshal(item["rid"], &list[i].rid); err != nil || list[i].rid == "" {
+			return nil, bad("answers[%d] needs a rid, a string", i)
+		}
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(item["sim_res"], &obj); err != nil || obj == nil {
+			return nil, bad("answers[%d]: sim_res must be a JSON object", i)
+		}
+		if list[i].simRes, err = normalizeSimRes(obj); err != nil {
+			if e := asAPIError(err); e != nil {
+				return nil, &apiError{Status: e.Status, Code: e.Code, Message: fmt.Sprintf("answers[%d]: %s", i, e.Message)}
+			}
+			return nil, err
+		}
+	}
+	return list, nil
+}
+
+// answerOutcome is one posted answer's line in pullreqsmart's reply:
+// status "answered", or the error its pushres would have had.
+type answerOutcome struct {
+	RID    string     `json:"rid"`
+	Status string     `json:"status,omitempty"`
+	Error  *errorBody `json:"error,omitempty"`
+}
+
+// postAnswers posts list's whole answers for k's net, each as its pushres
+// would (store.answerAll), hands each to the /via/ request waiting for it
+// and wakes its owner's waits. An answer's refusal is its outcome; only a
+// relay fault fails the call.
+func postAnswers(ctx context.Context, st *store, h *hub, box *answerBox, k serverKey, list []simAnswer) ([]answerOutcome, error) {
+	owners, errs := st.answerAll(ctx, k, list)
+	out := make([]answerOutcome, len(list))
+	for i, a := range list {
+		out[i].RID = a.rid
+		if errs[i] != nil {
+			e := asAPIError(errs[i])
+			if e == nil {
+				return nil, errs[i]
+			}
+			out[i].Error = &errorBody{Code: e.Code, Message: e.Message, Status: e.Status}
+			continue
+		}
+		out[i].Status = statusAnswered
+		box.deliver(a.rid, a.simRes, false)
+		h.notify(tokenSignal(owners[i]))
+	}
+	return out, nil
 }
 
 // checkServerKey checks a SimServer's key for net (store.checkServerKey)
@@ -88,12 +187,16 @@ func checkServerKey(r *http.Request, st *store, net, key string) (serverKey, err
 
 // authorizeServer is checkServerKey for a call that writes nothing else:
 // it claims an unclaimed net at once.
-func authorizeServer(r *http.Request, st *store, net, key string) error {
+func authorizeServer(r *http.Request, st *store, net, key string) (serverKey, error) {
 	k, err := checkServerKey(r, st, net, key)
 	if err != nil {
-		return err
+		return k, err
 	}
-	return st.claimNet(r.Context(), k)
+	if err := st.claimNet(r.Context(), k); err != nil {
+		return k, err
+	}
+	k.claim = false // claimed now
+	return k, nil
 }
 
 // leaseParam reads `lease` in seconds: default --lease, at most --max-lease,

@@ -145,13 +145,18 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
-	type body struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}
 	writeJSON(w, e.Status, struct {
-		Error body `json:"error"`
-	}{body{e.Code, e.Message}})
+		Error errorBody `json:"error"`
+	}{errorBody{Code: e.Code, Message: e.Message}})
+}
+
+// errorBody is the error shape's inner object. Status is the HTTP status,
+// given only where one reply holds several outcomes (pullreqsmart's
+// answers).
+type errorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Status  int    `json:"status,omitempty"`
 }
 
 func newAPIError(status int, code, message string) *apiError {

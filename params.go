@@ -39,6 +39,7 @@ type params struct {
 var jsonTextFields = map[string]bool{
 	"sim_req": true, "sim_res": true, "simHeaders": true,
 	"simQueryParams": true, "simRouteParams": true, "data": true,
+	"answers": true,
 }
 
 // decodeParams reads r's query and body under a maxBody limit. It never

@@ -358,9 +358,44 @@ type streamHead struct {
 // and its stream opens. A request answered before, expired, failed or
 // cancelled, or of another net, is refused.
 func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []byte, open *streamHead) (owner []byte, err error) {
-	net := k.net
 	var now int64
-	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.write(ctx, s.answerIn(k, rid, simRes, open, &owner, &now))
+	if h := s.hooks.Load(); h != nil && err == nil {
+		h.answered(rid, now)
+	}
+	return owner, err
+}
+
+// simAnswer is one whole answer of a batch (pullreqsmart's answers).
+type simAnswer struct {
+	rid    string
+	simRes []byte
+}
+
+// answerAll stores each of list's whole answers as answer does, each in a
+// write of its own, all queued before the first is waited for, so that
+// they share a group commit and one refused answer leaves the others be.
+// owners[i] and errs[i] are answer's results for list[i].
+func (s *store) answerAll(ctx context.Context, k serverKey, list []simAnswer) (owners [][]byte, errs []error) {
+	owners, errs = make([][]byte, len(list)), make([]error, len(list))
+	nows := make([]int64, len(list))
+	waits := make([]<-chan error, len(list))
+	for i, a := range list {
+		waits[i] = s.writeAsync(ctx, s.answerIn(k, a.rid, a.simRes, nil, &owners[i], &nows[i]))
+	}
+	h := s.hooks.Load()
+	for i, wait := range waits {
+		if errs[i] = <-wait; errs[i] == nil && h != nil {
+			h.answered(list[i].rid, nows[i])
+		}
+	}
+	return owners, errs
+}
+
+// answerIn is answer's write: it sets *owner and *now when it applies.
+func (s *store) answerIn(k serverKey, rid string, simRes []byte, open *streamHead, owner *[]byte, now *int64) func(ctx context.Context, tx *sql.Tx) error {
+	net := k.net
+	return func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.claimIn(ctx, tx, k); err != nil {
 			return err
 		}
@@ -377,18 +412,18 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 		if err := s.admitBytes(ctx, tx, "", n); err != nil {
 			return err
 		}
-		now = s.nowMS()
+		*now = s.nowMS()
 		var seq int64
 		var attempt int
 		r := requestRow{net: net}
 		row := func() *sql.Row {
 			if open == nil {
-				return tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), now, rid, net, s.opts.MaxAttempts)
+				return tx.StmtContext(ctx, s.q.answer).QueryRowContext(ctx, string(simRes), *now, rid, net, s.opts.MaxAttempts)
 			}
-			return tx.StmtContext(ctx, s.q.answerHead).QueryRowContext(ctx, string(simRes), now, rid, net, s.opts.MaxAttempts,
-				now+open.lease.Milliseconds(), len(open.body))
+			return tx.StmtContext(ctx, s.q.answerHead).QueryRowContext(ctx, string(simRes), *now, rid, net, s.opts.MaxAttempts,
+				*now+open.lease.Milliseconds(), len(open.body))
 		}()
-		err := row.Scan(&seq, &owner, &attempt, &r.from, &r.remote)
+		err := row.Scan(&seq, owner, &attempt, &r.from, &r.remote)
 		if errors.Is(err, sql.ErrNoRows) {
 			if err := s.refusal(ctx, tx, net, rid); err != nil {
 				return err
@@ -408,11 +443,7 @@ func (s *store) answer(ctx context.Context, k serverKey, rid string, simRes []by
 		}
 		s.counts.answered(r, attempt)
 		return nil
-	})
-	if h := s.hooks.Load(); h != nil && err == nil {
-		h.answered(rid, now)
 	}
-	return owner, err
 }
 
 // extend renews the lease on rid of k's net to now+lease, if it is still

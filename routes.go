@@ -38,8 +38,9 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	mux.Handle("GET /api/v1/client/result", api(withToken(st, handleResult(st, gw)), "GET"))
 
 	// Server API: the SimServer of a net, authenticated by the net's key.
-	mux.Handle("GET /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, pres, cfg, preflights)))
-	mux.Handle("POST /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, pres, cfg, preflights)))
+	// A POST may carry answers to post first, as pushres's body may be large.
+	mux.Handle("GET /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, pres, cfg, preflights, answers)))
+	mux.Handle("POST /api/v1/server/pullreqsmart", sims(handlePullReqSmart(st, lp, pres, cfg, preflights, answers)))
 	mux.Handle("POST /api/v1/server/pushres", sims(handlePushRes(st, lp.hub, answers, cfg)))
 	// A streamed answer's further parts, and the SimServer's watch on the
 	// requests it holds (docs/API.md, "Streamed answers and cancellation").

@@ -82,11 +82,18 @@ func (s *store) probeWrite(ctx context.Context) error {
 
 // write runs fn in the writer's transaction and waits for the commit.
 func (s *store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	return <-s.writeAsync(ctx, fn)
+}
+
+// writeAsync queues fn as write does and returns at once: the channel
+// gets fn's outcome once its transaction has committed (or failed).
+// Writes queued together share a commit.
+func (s *store) writeAsync(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) <-chan error {
 	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	if err := s.submit(op); err != nil {
-		return err
+		op.done <- err
 	}
-	return <-op.done
+	return op.done
 }
 
 // writeThen is write for a fn that may return an after func: it runs in the

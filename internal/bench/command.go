@@ -29,6 +29,7 @@ type options struct {
 	Progress  string
 	Workers   int
 	Max       int
+	Answers   string
 	Backlog   int
 	Polls     int
 	Key       string
@@ -77,6 +78,7 @@ Scenarios:
 	fs.StringVar(&o.Progress, "progress", "auto", "progress bar on stderr: auto (when stderr is a terminal), always or never")
 	fs.IntVar(&o.Workers, "workers", 0, "exchange: SimServer workers (0: one per 4 clients)")
 	fs.IntVar(&o.Max, "max", 16, "exchange: requests a SimServer worker leases per pullreqsmart (1-100)")
+	fs.StringVar(&o.Answers, "answers", "poll", "exchange, via: how SimServer workers answer: poll (with their next pullreqsmart) or pushres (one call each)")
 	fs.IntVar(&o.Backlog, "backlog", 1_000_000, "backlog: requests queued in the store before the load")
 	fs.BoolVar(&o.Stream, "stream", false, "broadcast: peers read the event stream (GET /api/v1/peer/stream) instead of long-polling pullsmart")
 	fs.IntVar(&o.Polls, "polls", 10_000, "idle: long polls held open")
@@ -114,6 +116,8 @@ func (o options) validate() error {
 		return errors.New("--clients must be 1 or more")
 	case o.Duration <= 0:
 		return errors.New("--duration must be positive")
+	case o.Answers != "poll" && o.Answers != "pushres":
+		return fmt.Errorf("--answers must be poll or pushres, not %q", o.Answers)
 	case o.Workers < 0:
 		return errors.New("--workers must be 0 (automatic) or more")
 	case o.Max < 1 || o.Max > 100:

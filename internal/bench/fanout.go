@@ -31,7 +31,7 @@ func via(ctx context.Context, b *bench, clients int) (*result, error) {
 	if workers == 0 {
 		workers = (clients + 3) / 4
 	}
-	ex := exchangeCalls{net: b.net(), key: b.key, max: b.opts.Max}
+	ex := exchangeCalls{net: b.net(), key: b.key, max: b.opts.Max, separate: b.opts.Answers == "pushres"}
 	path := "/via/" + ex.net + viaPath
 	relay := newTarget("relay", b.base, clients+workers)
 	defer relay.close()
@@ -74,7 +74,8 @@ func via(ctx context.Context, b *bench, clients int) (*result, error) {
 	}
 	res := newResult("via", clients, rs, ds)
 	res.set("workers", workers)
-	res.note("workers %d, max %d", workers, ex.max)
+	res.set("answers", b.opts.Answers)
+	res.note("workers %d, max %d, answers by %s", workers, ex.max, b.opts.Answers)
 	return res, nil
 }
 

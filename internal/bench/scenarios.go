@@ -68,7 +68,7 @@ func exchange(ctx context.Context, b *bench, clients int) (*result, error) {
 	if workers == 0 {
 		workers = (clients + 3) / 4 // a SimServer worker per 4 SimClients
 	}
-	ex := exchangeCalls{net: b.net(), key: b.key, max: b.opts.Max}
+	ex := exchangeCalls{net: b.net(), key: b.key, max: b.opts.Max, separate: b.opts.Answers == "pushres"}
 	relay := newTarget("relay", b.base, clients+workers)
 	defer relay.close()
 	tokens, err := b.logins(ctx, relay, ex.net, clients)
@@ -141,7 +141,8 @@ func exchange(ctx context.Context, b *bench, clients int) (*result, error) {
 	res := newResult("exchange", clients, rs, ds)
 	res.set("workers", workers)
 	res.set("max", ex.max)
-	res.note("workers %d, max %d", workers, ex.max)
+	res.set("answers", b.opts.Answers)
+	res.note("workers %d, max %d, answers by %s", workers, ex.max, b.opts.Answers)
 	if n := done.Load(); counters != nil && n > 0 && c.commits > 0 {
 		res.set("commits_per_exchange", round2(float64(c.commits)/float64(n)))
 		res.set("writes_per_commit", round2(float64(c.writes)/float64(c.commits)))
@@ -150,10 +151,13 @@ func exchange(ctx context.Context, b *bench, clients int) (*result, error) {
 	return res, nil
 }
 
-// exchangeCalls are the four calls of an exchange in one net.
+// exchangeCalls are the four calls of an exchange in one net. separate:
+// the SimServer workers answer with a pushres each, not with their next
+// pullreqsmart.
 type exchangeCalls struct {
 	net, key string
 	max      int
+	separate bool
 }
 
 // A small GET request and a JSON answer, as an API behind the relay sees.
@@ -171,12 +175,19 @@ func (ex exchangeCalls) client(ctx context.Context, t *target, token string) err
 	return pullSmart(ctx, t, token, rid)
 }
 
-// simServer is one SimServer worker: lease up to max, answer each.
+// simServer is one SimServer worker: lease up to max, answer each, with
+// the next pullreqsmart (docs/API.md, "Answering and polling in one
+// call") or, when separate, with a pushres each.
 func (ex exchangeCalls) simServer(ctx context.Context, t *target) error {
+	var ready []string
 	for ctx.Err() == nil {
-		rids, err := pullReqSmart(ctx, t, ex.net, ex.key, 25, ex.max)
+		rids, err := pullReqSmart(ctx, t, ex.net, ex.key, 25, ex.max, ready...)
 		if err != nil {
 			return err
+		}
+		if !ex.separate {
+			ready = rids
+			continue
 		}
 		for _, rid := range rids {
 			if err := pushRes(ctx, t, ex.net, ex.key, rid); err != nil {

@@ -197,17 +197,40 @@ func pullSmart(ctx context.Context, t *target, token, rid string) error {
 	}
 }
 
-func pullReqSmart(ctx context.Context, t *target, net, key string, wait, max int) ([]string, error) {
+func pullReqSmart(ctx context.Context, t *target, net, key string, wait, max int, answer ...string) ([]string, error) {
 	q := url.Values{"net": {net}, "wait": {fmt.Sprint(wait)}, "max": {fmt.Sprint(max)}}
-	rep, err := t.call(ctx, http.MethodGet, "/api/v1/server/pullreqsmart?"+q.Encode(), key, nil, http.StatusOK)
+	method, body := http.MethodGet, []byte(nil)
+	if len(answer) > 0 {
+		// The answers ride with the poll: each is simResBody.
+		b := []byte(`{"answers":[`)
+		for i, rid := range answer {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"rid":`+jsonString(rid)+`,"sim_res":`+simResBody+`}`...)
+		}
+		method, body = http.MethodPost, append(b, "]}"...)
+	}
+	rep, err := t.call(ctx, method, "/api/v1/server/pullreqsmart?"+q.Encode(), key, body, http.StatusOK)
 	if err != nil {
 		return nil, err
 	}
 	var v struct {
 		Requests []struct{ RID string }
+		Answers  []struct {
+			RID   string
+			Error *struct{ Code string }
+		}
 	}
 	if err := json.Unmarshal(rep.body, &v); err != nil {
 		return nil, fmt.Errorf("%s: pullreqsmart: %w", t.name, err)
+	}
+	for _, a := range v.Answers {
+		// A request its caller withdrew (a gateway client that a phase's
+		// end stopped) needs no answer: not an error.
+		if a.Error != nil && a.Error.Code != "cancelled" {
+			return nil, fmt.Errorf("%s: pullreqsmart: answer to %s refused: %s", t.name, a.RID, a.Error.Code)
+		}
 	}
 	rids := make([]string, len(v.Requests))
 	for i, r := range v.Requests {
