@@ -228,9 +228,10 @@ func matches(sent []*answer, outs []answerOutcome) bool {
 }
 
 // settle passes o on to a's handler as its pushres's reply would have
-// been taken: already_answered after a call whose reply was lost is the
-// answer posted then; a refusal that may pass (507) is posted again by
-// pushres after a backoff; any other refusal is the answer's error.
+// been taken: answered before (postedBefore) after a call whose reply was
+// lost is the answer posted then; a refusal that may pass (507) is posted
+// again by pushres after a backoff; any other refusal is the answer's
+// error.
 func (a *answer) settle(o answerOutcome) {
 	if o.Error == nil {
 		a.finish(nil)
@@ -238,7 +239,7 @@ func (a *answer) settle(o answerOutcome) {
 	}
 	e := &Error{Status: o.Error.Status, Code: o.Error.Code, Message: o.Error.Message}
 	switch {
-	case a.tried && e.Code == "already_answered":
+	case a.tried && postedBefore(e):
 		a.finish(nil)
 	case transient(context.Background(), e):
 		a.tried = true

@@ -396,7 +396,8 @@ func (s *server) request(ctx context.Context, l leased) (*http.Request, error) {
 
 // post makes a JSON server call, retrying what may pass (retry). A
 // pushres whose first try may have been committed (its reply was lost)
-// gets 409 already_answered when tried again: that counts as done.
+// is refused when tried again as answered before (postedBefore): that
+// counts as done.
 func (s *server) post(ctx context.Context, path string, body, out any) error {
 	return s.postFrom(ctx, newTries(), path, body, out)
 }
@@ -406,13 +407,24 @@ func (s *server) post(ctx context.Context, path string, body, out any) error {
 func (s *server) postFrom(ctx context.Context, t *tries, path string, body, out any) error {
 	return s.retryFrom(ctx, t, func() (time.Duration, error) {
 		_, retryAfter, err := s.call(ctx, path, s.key, body, out)
-		var e *Error
-		if t.tried && errors.As(err, &e) && e.Code == "already_answered" {
+		if t.tried && postedBefore(err) {
 			return 0, nil
 		}
 		t.tried = true
 		return retryAfter, err
 	})
+}
+
+// postedBefore reports whether err, the relay's refusal of an answer
+// posted again after a try whose reply was lost, says that try posted it:
+// 409 already_answered, or 404 not_found for a synchronous /via/ request,
+// which the relay forgets once its caller has the answer (or once the
+// caller has lost its connection with a relay that died: then there is
+// nobody to answer). Within a minute of a try, a request the relay still
+// holds is never 404.
+func postedBefore(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && (e.Code == "already_answered" || e.Status == http.StatusNotFound && e.Code == "not_found")
 }
 
 // tries is where the tries of one call stand: when the first began, and
