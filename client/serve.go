@@ -188,6 +188,12 @@ func (s *server) loop(ctx, hctx context.Context) error {
 		sent := append(carry, s.batch.take()...)
 		carry, bare = nil, false
 		reqs, outs, retryAfter, err := s.poll(ctx, n, sent)
+		if len(sent) > 0 {
+			carry, bare = s.settle(ctx, sent, outs, err)
+		}
+		if err == nil {
+			s.batch.collect() // before the handlers start: a quick one is done at once
+		}
 		for range n - len(reqs) {
 			<-s.slots
 		}
@@ -195,9 +201,6 @@ func (s *server) loop(ctx, hctx context.Context) error {
 		for _, req := range reqs {
 			s.running.Add(1)
 			go s.handle(hctx, req, round)
-		}
-		if len(sent) > 0 {
-			carry, bare = s.settle(ctx, sent, outs, err)
 		}
 		if err == nil {
 			bo.reset()
