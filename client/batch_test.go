@@ -37,7 +37,8 @@ type recorder struct {
 	open    map[string]int
 	changed chan struct{} // closed and replaced whenever a call starts or ends
 	lose    func(path string, body []byte) bool
-	rewrite func(path string, body []byte) []byte
+	rewrite func(path string, body []byte) []byte        // what the relay gets
+	answer  func(path string, body, reply []byte) []byte // what the caller gets
 }
 
 // recorded is one call: its path, the body the relay got, and its reply.
@@ -99,6 +100,11 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	r.calls = append(r.calls, recorded{path: path, body: body, status: resp.StatusCode, reply: reply, lost: lose})
 	if lose {
 		return nil, errLost
+	}
+	if r.answer != nil {
+		reply = r.answer(path, body, reply)
+		resp.ContentLength = int64(len(reply))
+		resp.Header.Del("Content-Length")
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(reply))
 	return resp, nil
@@ -447,6 +453,69 @@ func TestServeAnswerRefusedInBatch(t *testing.T) {
 	next := rawPush(t, token, `{"simEndpoint":"/next","simMethod":"GET"}`)
 	assert.Contains(t, string(rawResult(t, token, next)), `"simBody":"answer for /next"`)
 	assert.True(t, srv.running())
+	errs.empty(t)
+}
+
+// TestServeAnswerRefusedForNow: the relay refuses an answer that came
+// with a poll for now (here the relay never gets it, and the reply says
+// 507 store_full); Serve posts it again by pushres after a backoff, as a
+// pushres refused so would be, and its caller gets it.
+func TestServeAnswerRefusedForNow(t *testing.T) {
+	t.Parallel()
+	net := testNet(t)
+	rec := newRecorder(t)
+	var refused string // the rid whose answer the relay did not get
+	inject := false    // the next poll's reply says it was refused
+	rec.rewrite = func(path string, body []byte) []byte {
+		var m map[string]json.RawMessage
+		if refused != "" || path != pathPullReqSmart || !carriesAnswers(body) || json.Unmarshal(body, &m) != nil {
+			return body
+		}
+		var answers []struct {
+			RID string `json:"rid"`
+		}
+		if json.Unmarshal(m["answers"], &answers) != nil || len(answers) != 1 {
+			return body
+		}
+		refused, inject = answers[0].RID, true
+		delete(m, "answers")
+		b, _ := json.Marshal(m)
+		return b
+	}
+	rec.answer = func(path string, body, reply []byte) []byte {
+		if path != pathPullReqSmart || !inject {
+			return reply
+		}
+		inject = false
+		var m map[string]json.RawMessage
+		if json.Unmarshal(reply, &m) != nil {
+			return reply
+		}
+		m["answers"] = json.RawMessage(`[{"rid":"` + refused + `","error":{"code":"store_full","message":"injected by the test","status":507}}]`)
+		b, _ := json.Marshal(m)
+		return b
+	}
+	errs := newErrorLog()
+	srv := serve(t, relayURL, net, testKey, echoPath, client.WithConcurrency(1), rec.option(), errs.option())
+	token, _ := rawLogin(t, net)
+	rid := rawPush(t, token, `{"simEndpoint":"/full","simMethod":"GET"}`)
+	assert.Contains(t, string(rawResult(t, token, rid)), `"simBody":"answer for /full"`)
+	rec.mu.Lock()
+	assert.Equal(t, rid, refused)
+	rec.mu.Unlock()
+	rec.await(t, "the pushres's reply", func(calls []recorded, _ map[string]int) bool {
+		for _, c := range calls {
+			if c.path == pathPushRes {
+				return true
+			}
+		}
+		return false
+	})
+	assert.Equal(t, 1, rec.count(pathPushRes), "posted again once")
+	status, attempt := ridState(t, token, rid)
+	assert.Equal(t, "answered", status)
+	assert.Equal(t, 1, attempt)
+	assert.ErrorIs(t, srv.stop(), context.Canceled)
 	errs.empty(t)
 }
 
