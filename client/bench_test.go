@@ -23,7 +23,8 @@ import (
 // (WithConcurrency 16), from 1 and from 16 callers at once, on a relay of
 // its own without rate limits. Each sub-benchmark then makes as many GETs
 // to the same handler served by httptest.Server, untimed, and reports
-// ops/s (through the relay), direct-ops/s and their ratio, via/direct.
+// ops/s (through the relay), direct-ops/s, their ratio via/direct, and
+// serve-calls/op, the calls Serve made to the relay per request.
 func BenchmarkRoundTrip(b *testing.B) {
 	r := newRelayProcess(b, "--rate-via", "0", "--rate-server", "0", "--via-addr-share", "1")
 	net := testNet(b)
@@ -31,7 +32,17 @@ func BenchmarkRoundTrip(b *testing.B) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "hello")
 	})
-	srv := serve(b, r.url, net, testKey, hello, client.WithConcurrency(16))
+	// Serve's calls to the relay, counted: as the default client, with
+	// 100 idle connections.
+	var calls atomic.Int64
+	serveTr := http.DefaultTransport.(*http.Transport).Clone()
+	serveTr.MaxIdleConnsPerHost = 100
+	defer serveTr.CloseIdleConnections()
+	counted := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		calls.Add(1)
+		return serveTr.RoundTrip(r)
+	})}
+	srv := serve(b, r.url, net, testKey, hello, client.WithConcurrency(16), client.WithHTTPClient(counted))
 	defer func() {
 		if err := srv.stop(); !errors.Is(err, context.Canceled) {
 			b.Errorf("Serve returned %v", err)
@@ -54,8 +65,10 @@ func BenchmarkRoundTrip(b *testing.B) {
 	for _, callers := range []int{1, 16} {
 		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
 			b.ResetTimer()
+			before := calls.Load()
 			relayed, err := drive(hc, via, b.N, callers)
 			b.StopTimer()
+			serverCalls := calls.Load() - before
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -66,6 +79,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 			b.ReportMetric(float64(b.N)/relayed.Seconds(), "ops/s")
 			b.ReportMetric(float64(b.N)/alone.Seconds(), "direct-ops/s")
 			b.ReportMetric(alone.Seconds()/relayed.Seconds(), "via/direct")
+			b.ReportMetric(float64(serverCalls)/float64(b.N), "serve-calls/op")
 		})
 	}
 }
