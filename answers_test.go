@@ -188,3 +188,47 @@ func TestAnswersWithPollReachVia(t *testing.T) {
 	end := within(t, 5*time.Second, polled, "the poll's end")
 	assert.Contains(t, string(end.Body), `"status":"answered"`)
 }
+
+// TestPullsmartAnswerInMemory: a pullsmart waiting for its rid gets the
+// answer posted meanwhile from memory, with no second read of the store,
+// by pushres and by a poll's answers alike.
+func TestPullsmartAnswerInMemory(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	tok, _ := r.login("mem")
+	for _, byPoll := range []bool{false, true} {
+		rid := r.push(tok, map[string]any{"simEndpoint": "/x"})
+		asleep := r.srv.poller.asleep.Load()
+		pulled := async(func() reply {
+			return r.get("/api/v1/client/pullsmart", url.Values{"token": {tok}, "rid": {rid}, "wait": {"30"}})
+		})
+		r.waitAsleep(asleep + 1)
+		require.Len(t, r.pullReqs("mem", testKey, nil), 1)
+		reads := r.store.queueReads.Load()
+		if byPoll {
+			// Another request queued: the poll needs no read of its own to find it.
+			next := r.push(tok, map[string]any{"simEndpoint": "/next"})
+			reads = r.store.queueReads.Load()
+			_, got, out := r.pollWith("mem", []any{map[string]any{"rid": rid, "sim_res": map[string]any{"simBody": "polled"}}}, nil)
+			require.Equal(t, "answered", out[0]["status"])
+			require.Len(t, got, 1)
+			require.Equal(t, http.StatusOK, r.answer("mem", testKey, next, map[string]any{}).Status)
+		} else {
+			require.Equal(t, http.StatusOK, r.answer("mem", testKey, rid, map[string]any{"simBody": "polled"}).Status)
+		}
+		rep := within(t, 5*time.Second, pulled, "the pullsmart's answer")
+		require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
+		assert.Equal(t, "polled", rep.JSON["sim_res"].(map[string]any)["simBody"])
+		assert.Equal(t, reads, r.store.queueReads.Load(), "answered from memory, by poll: %v", byPoll)
+		// It was pulled: a pullsmart without rid does not give it again.
+		flushStoreWrites(t, r)
+		for {
+			rep := r.get("/api/v1/client/pullsmart", url.Values{"token": {tok}, "wait": {"0"}})
+			if rep.Status == http.StatusNoContent {
+				break
+			}
+			require.Equal(t, http.StatusOK, rep.Status)
+			require.NotEqual(t, rid, rep.str("rid"), "pulled once already")
+		}
+	}
+}

@@ -91,7 +91,7 @@ func ownRequest(r *http.Request, st *store, p *params, t token) (string, request
 // (smart: wait up to `wait` seconds for the answer; without rid, for any
 // answer of this token not pulled yet). A streamed answer is read from
 // `offset` on (pullStream).
-func handlePullRes(st *store, lp *poller, smart bool) func(http.ResponseWriter, *http.Request, *params, token) error {
+func handlePullRes(st *store, lp *poller, box *answerBox, smart bool) func(http.ResponseWriter, *http.Request, *params, token) error {
 	type answered struct {
 		RID    string          `json:"rid"`
 		SimRes json.RawMessage `json:"sim_res"`
@@ -149,12 +149,33 @@ func handlePullRes(st *store, lp *poller, smart bool) func(http.ResponseWriter, 
 			return nil
 		}
 
+		// A whole answer posted while this waits comes in memory (as to a
+		// /via/ caller), so the wait reads the store once, not twice. The
+		// box is read only once the store said the request is t's.
+		var answer <-chan boxedAnswer
+		if wait > 0 {
+			var done func()
+			answer, done = box.expect(rid)
+			defer done()
+		}
 		var req requestState
+		owned := false
 		_, err = lp.poll(ctx, pollClient, tokenSignal(t.Hash), wait, func() (bool, time.Time, error) {
+			if owned {
+				select {
+				case a := <-answer:
+					if !a.streamed {
+						req.status, req.simRes, req.changesAt = statusAnswered, a.simRes, 0
+						return true, time.Time{}, nil
+					}
+				default:
+				}
+			}
 			var err error
 			if req, err = st.requestForOwner(ctx, t, rid); err != nil {
 				return false, time.Time{}, err
 			}
+			owned = true
 			switch {
 			case req.stream == streamOpen && req.bodyBytes <= offset:
 				return false, req.next(), nil // nothing new in the stream yet

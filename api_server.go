@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/c2cvia/c2cvia/internal/simhttp"
@@ -17,7 +18,7 @@ import (
 // handlePullReqSmart serves pullreqsmart: it posts the answers the call
 // carries, if any (answersParam), then waits up to `wait` for requests to
 // lease (docs/API.md, "Server API").
-func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config, pf *preflights, box *answerBox) apiFunc {
+func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config, pf *preflights, box *answerBox, held *heldRequests) apiFunc {
 	type response struct {
 		Requests []leasedRequest `json:"requests"`
 		Answers  []answerOutcome `json:"answers,omitempty"`
@@ -54,7 +55,7 @@ func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config, pf *p
 		}
 		var outcomes []answerOutcome
 		if len(list) > 0 {
-			if outcomes, err = postAnswers(ctx, st, lp.hub, box, k, list); err != nil {
+			if outcomes, err = postAnswers(ctx, st, lp.hub, box, held, k, list); err != nil {
 				return err
 			}
 		}
@@ -65,17 +66,22 @@ func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config, pf *p
 
 		got := []leasedRequest{}
 		_, err = lp.poll(ctx, pollServer, netSignal(net), wait, func() (bool, time.Time, error) {
-			ready, nextLease, err := st.readyState(ctx, net)
-			if err != nil || !ready {
-				return false, nextLease, err
+			var next time.Time
+			var ended []*heldRequest
+			var err error
+			got, next, ended, err = leaseNext(ctx, st, held, net, max, lease)
+			for _, h := range ended {
+				lp.hub.notify(tokenSignal(h.owner.Hash)) // its caller's wait ends
 			}
 			// If another SimServer was quicker, wait again: the winner's
 			// notifyAt below wakes this poll when its lease runs out.
-			got, err = st.lease(ctx, net, max, lease)
-			return len(got) > 0, nextLease, err
+			return len(got) > 0, next, err
 		})
 		if err != nil {
 			return err
+		}
+		if got == nil {
+			got = []leasedRequest{} // "requests": [], never null
 		}
 		if len(got) > 0 {
 			// Other SimServers waiting on this net must see these come back
@@ -90,6 +96,69 @@ func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config, pf *p
 		writeJSON(w, http.StatusOK, response{got, outcomes})
 		return nil
 	}
+}
+
+// leaseNext leases up to max of net's requests for lease: the gateway's
+// held in memory (held.go) first, but when the store has some too, it
+// gets half the page, or every other page of one, so that neither starves
+// the other. It returns when the next lease of net ends (zero for none),
+// and the held requests that time ended, whose callers must be woken.
+func leaseNext(ctx context.Context, st *store, held *heldRequests, net string, max int, lease time.Duration) (
+	got []leasedRequest, next time.Time, ended []*heldRequest, err error) {
+	// The counts say when requests are queued in the store; only otherwise
+	// is it read, for a lease that ran out and for when the next one ends,
+	// and not while held requests fill the page: a SimServer that keeps
+	// up with its callers costs no read of the store.
+	queued := st.counts.queuedIn(net) > 0
+	ready := queued
+	if !queued {
+		if got, next, ended = held.lease(net, max, lease); len(got) > 0 {
+			return got, next, ended, nil
+		}
+		if ready, next, err = st.readyState(ctx, net); err != nil {
+			return nil, next, ended, err
+		}
+	}
+	quota := max
+	if ready {
+		quota = max - max/2
+		if max == 1 && heldTurn.Add(1)%2 == 0 {
+			quota = 0
+		}
+	}
+	var heldNext time.Time
+	var more []*heldRequest
+	got, heldNext, more = held.lease(net, quota, lease)
+	next, ended = earliest(next, heldNext), append(ended, more...)
+	if !ready || len(got) == max {
+		return got, next, ended, nil
+	}
+	stored, err := st.lease(ctx, net, max-len(got), lease)
+	got = append(got, stored...) // on an error, the held ones leased come back when their lease runs out
+	if err != nil || len(stored) > 0 || !queued {
+		return got, next, ended, err
+	}
+	// The counts were ahead of the store (a request past its TTL counts as
+	// queued until the janitor writes it down): read it.
+	again, storeNext, err := st.readyState(ctx, net)
+	next = earliest(next, storeNext)
+	if err != nil || !again {
+		return got, next, ended, err
+	}
+	stored, err = st.lease(ctx, net, max-len(got), lease)
+	return append(got, stored...), next, ended, err
+}
+
+// heldTurn alternates pages of one request between held gateway requests
+// and the store's, when both have some.
+var heldTurn atomic.Int64
+
+// earliest is the earlier of two moments, zero being none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 // maxAnswers bounds the answers one pullreqsmart posts.
@@ -154,22 +223,42 @@ type answerOutcome struct {
 // would (store.answerAll), hands each to the /via/ request waiting for it
 // and wakes its owner's waits. An answer's refusal is its outcome; only a
 // relay fault fails the call.
-func postAnswers(ctx context.Context, st *store, h *hub, box *answerBox, k serverKey, list []simAnswer) ([]answerOutcome, error) {
-	owners, errs := st.answerAll(ctx, k, list)
+func postAnswers(ctx context.Context, st *store, h *hub, box *answerBox, held *heldRequests, k serverKey, list []simAnswer) ([]answerOutcome, error) {
 	out := make([]answerOutcome, len(list))
+	errs := make([]error, len(list))
+	var stored []simAnswer // the answers to requests in the store
+	var at []int           // their places in list
 	for i, a := range list {
 		out[i].RID = a.rid
-		if errs[i] != nil {
-			e := asAPIError(errs[i])
-			if e == nil {
-				return nil, errs[i]
+		if hr := held.find(k.net, a.rid); hr != nil {
+			if errs[i] = held.answer(hr, a.simRes); errs[i] == nil {
+				h.notify(tokenSignal(hr.owner.Hash))
 			}
-			out[i].Error = &errorBody{Code: e.Code, Message: e.Message, Status: e.Status}
+			if errs[i] != errStoredNow {
+				continue
+			}
+		}
+		stored, at = append(stored, a), append(at, i)
+	}
+	if len(stored) > 0 {
+		owners, storeErrs := st.answerAll(ctx, k, stored)
+		for j, i := range at {
+			if errs[i] = storeErrs[j]; errs[i] == nil {
+				box.deliver(list[i].rid, list[i].simRes, false)
+				h.notify(tokenSignal(owners[j]))
+			}
+		}
+	}
+	for i := range list {
+		if errs[i] == nil {
+			out[i].Status = statusAnswered
 			continue
 		}
-		out[i].Status = statusAnswered
-		box.deliver(a.rid, a.simRes, false)
-		h.notify(tokenSignal(owners[i]))
+		e := asAPIError(errs[i])
+		if e == nil {
+			return nil, errs[i]
+		}
+		out[i].Error = &errorBody{Code: e.Code, Message: e.Message, Status: e.Status}
 	}
 	return out, nil
 }
@@ -212,7 +301,7 @@ func leaseParam(p *params, cfg config) (time.Duration, error) {
 	return lease, nil
 }
 
-func handlePushRes(st *store, h *hub, answers *answerBox, cfg config) apiFunc {
+func handlePushRes(st *store, h *hub, answers *answerBox, held *heldRequests, cfg config) apiFunc {
 	type response struct {
 		RID    string `json:"rid"`
 		Status string `json:"status"`
@@ -252,6 +341,26 @@ func handlePushRes(st *store, h *hub, answers *answerBox, cfg config) apiFunc {
 		if err != nil {
 			return err
 		}
+		hr := held.find(net, rid)
+		if hr != nil && !more {
+			err := held.answer(hr, simRes)
+			if err == nil {
+				h.notify(tokenSignal(hr.owner.Hash))
+				writeJSON(w, http.StatusOK, response{rid, statusAnswered})
+				return nil
+			}
+			if err != errStoredNow {
+				return err
+			}
+			hr = nil // the store has it now
+		}
+		if hr != nil {
+			// A streamed answer's parts live in the store: the request goes
+			// there first, its caller reading on from it.
+			if err := partsFirst(r.Context(), held, hr); err != nil {
+				return err
+			}
+		}
 		var open *streamHead
 		if more {
 			open = &streamHead{body: body, lease: lease}
@@ -261,6 +370,9 @@ func handlePushRes(st *store, h *hub, answers *answerBox, cfg config) apiFunc {
 			return err
 		}
 		answers.deliver(rid, simRes, more) // a /via/ request waiting for it
+		if hr != nil {
+			hr.answer <- boxedAnswer{simRes: simRes, streamed: true} // buffered: its one answer
+		}
 		h.notify(tokenSignal(owner))
 		if more {
 			writeJSON(w, http.StatusOK, streamResponse{RID: rid, Status: statusAnswered, Stream: streamOpen, Offset: int64(len(body))})
@@ -269,6 +381,15 @@ func handlePushRes(st *store, h *hub, answers *answerBox, cfg config) apiFunc {
 		writeJSON(w, http.StatusOK, response{rid, statusAnswered})
 		return nil
 	}
+}
+
+// partsFirst stores hr, held in memory, before its streamed answer's head
+// is stored: refused as the answer itself would be once it ended.
+func partsFirst(ctx context.Context, held *heldRequests, hr *heldRequest) error {
+	if err := held.partRefusal(hr); err != nil && err != errNoStream {
+		return err
+	}
+	return held.store(ctx, hr)
 }
 
 // streamResponse is the reply to a part of a streamed answer: the
@@ -304,7 +425,7 @@ func splitHead(simRes []byte) (head, body []byte, err error) {
 // the raw body of an application/octet-stream POST, or simBody (with
 // simBodyEncoding) in a JSON or form body; at most maxBody of them (413).
 // A part at the wrong offset is 409 offset_mismatch.
-func handlePushPart(st *store, h *hub, cfg config) apiFunc {
+func handlePushPart(st *store, h *hub, held *heldRequests, cfg config) apiFunc {
 	return func(w http.ResponseWriter, r *http.Request, p *params) error {
 		net, key, err := serverAuth(r, p)
 		if err != nil {
@@ -347,6 +468,11 @@ func handlePushPart(st *store, h *hub, cfg config) apiFunc {
 		if err != nil {
 			return err
 		}
+		if hr := held.find(net, rid); hr != nil {
+			if err := held.partRefusal(hr); err != nil {
+				return err
+			}
+		}
 		res, err := st.appendPart(r.Context(), k, rid, offset, data, last, lease)
 		if om := (*offsetMismatchError)(nil); errors.As(err, &om) {
 			return newAPIError(http.StatusConflict, "offset_mismatch", om.Error())
@@ -363,7 +489,7 @@ func handlePushPart(st *store, h *hub, cfg config) apiFunc {
 // handleWatch serves watch: it waits, up to `wait`, until one of the rids
 // a SimServer holds needs no more work (store.watchDone), and names them
 // (docs/API.md, "Cancellation"). It writes nothing.
-func handleWatch(st *store, lp *poller) apiFunc {
+func handleWatch(st *store, lp *poller, held *heldRequests) apiFunc {
 	type response struct {
 		Cancelled []string `json:"cancelled"`
 	}
@@ -386,9 +512,16 @@ func handleWatch(st *store, lp *poller) apiFunc {
 		ctx := r.Context()
 		done := []string{}
 		_, err = lp.poll(ctx, pollWatch, watchSignal(net), wait, func() (bool, time.Time, error) {
-			var err error
-			done, err = st.watchDone(ctx, net, rids)
-			return len(done) > 0, time.Time{}, err
+			ended, rest := held.done(net, rids)
+			done = append([]string{}, ended...)
+			if len(rest) > 0 {
+				more, err := st.watchDone(ctx, net, rest)
+				if err != nil {
+					return false, time.Time{}, err
+				}
+				done = append(done, more...)
+			}
+			return len(done) > 0, time.Time{}, nil
 		})
 		if err != nil {
 			return err
@@ -398,7 +531,7 @@ func handleWatch(st *store, lp *poller) apiFunc {
 	}
 }
 
-func handleExtend(st *store, h *hub, cfg config) apiFunc {
+func handleExtend(st *store, h *hub, held *heldRequests, cfg config) apiFunc {
 	type response struct {
 		RID            string `json:"rid"`
 		LeaseExpiresAt string `json:"lease_expires_at"`
@@ -419,6 +552,16 @@ func handleExtend(st *store, h *hub, cfg config) apiFunc {
 		k, err := checkServerKey(r, st, net, key)
 		if err != nil {
 			return err
+		}
+		if hr := held.find(net, rid); hr != nil {
+			until, err := held.extend(hr, lease)
+			if err == nil {
+				writeJSON(w, http.StatusOK, response{rid, formatMS(until)})
+				return nil
+			}
+			if err != errStoredNow {
+				return err
+			}
 		}
 		until, streamOwner, err := st.extend(r.Context(), k, rid, lease)
 		if err != nil {

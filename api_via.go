@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -147,6 +148,7 @@ type gateway struct {
 	st         *store
 	lp         *poller
 	cfg        config
+	held       *heldRequests // synchronous requests, while their callers wait
 	answers    *answerBox
 	preflights *preflights
 	cors       corsPolicy
@@ -170,11 +172,12 @@ func (p *preflights) forward(net string) bool {
 	return ok
 }
 
-// answerBox hands a SimServer's answer from pushres to the gateway request
-// waiting for it, in memory, after the answer is committed.
+// answerBox hands a SimServer's answer from pushres (or a poll's answers)
+// to the calls waiting for it in memory, after the answer is committed:
+// a /via/ request, and its owner's pullsmart.
 type answerBox struct {
 	mu      sync.Mutex
-	waiting map[string]chan boxedAnswer // rid -> its waiting gateway request
+	waiting map[string][]chan boxedAnswer // rid -> its waiting calls
 }
 
 // boxedAnswer is a committed sim_res; streamed: it is the head of an
@@ -184,28 +187,32 @@ type boxedAnswer struct {
 	streamed bool
 }
 
-func newAnswerBox() *answerBox { return &answerBox{waiting: map[string]chan boxedAnswer{}} }
+func newAnswerBox() *answerBox { return &answerBox{waiting: map[string][]chan boxedAnswer{}} }
 
-// expect makes rid's answer deliverable; done forgets it.
+// expect makes rid's answer deliverable to the caller; done forgets it.
 func (b *answerBox) expect(rid string) (answer <-chan boxedAnswer, done func()) {
 	ch := make(chan boxedAnswer, 1)
 	b.mu.Lock()
-	b.waiting[rid] = ch
+	b.waiting[rid] = append(b.waiting[rid], ch)
 	b.mu.Unlock()
 	return ch, func() {
 		b.mu.Lock()
-		delete(b.waiting, rid)
-		b.mu.Unlock()
+		defer b.mu.Unlock()
+		w := slices.DeleteFunc(b.waiting[rid], func(c chan boxedAnswer) bool { return c == ch })
+		if len(w) == 0 {
+			delete(b.waiting, rid)
+		} else {
+			b.waiting[rid] = w
+		}
 	}
 }
 
 // deliver gives rid's committed sim_res (or a streamed answer's head) to
-// the gateway request waiting for it, if one is.
+// the calls waiting for it, if any.
 func (b *answerBox) deliver(rid string, simRes []byte, streamed bool) {
 	b.mu.Lock()
-	ch := b.waiting[rid]
-	b.mu.Unlock()
-	if ch != nil {
+	defer b.mu.Unlock()
+	for _, ch := range b.waiting[rid] {
 		select {
 		case ch <- boxedAnswer{simRes, streamed}:
 		default: // delivered already: an answer is accepted once
@@ -276,6 +283,9 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, t viaTarget) e
 	}
 	pref := parsePrefer(r.Header)
 	storeAndForward := pref.async || pref.wait >= 0
+	if !storeAndForward {
+		return g.forwardHeld(w, r, t, simReq)
+	}
 	wait := g.cfg.ViaTimeout
 	if pref.wait >= 0 {
 		wait = min(wait, pref.wait)
@@ -369,6 +379,90 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, t viaTarget) e
 		Status string `json:"status"`
 	}{rid, req.status})
 	return nil
+}
+
+// forwardHeld is forward for a synchronous request: acknowledged only by
+// its answer, it is held in memory while its caller waits (held.go), and
+// handed to the store only when the wait ends without an answer (504:
+// it stays for its SimServer), at shutdown, or when its SimServer begins
+// a streamed answer.
+func (g *gateway) forwardHeld(w http.ResponseWriter, r *http.Request, t viaTarget, simReq []byte) error {
+	h := g.held.newHeld(t.net, newRID(), senderAddr(r), simReq)
+	if err := g.held.hold(h); err != nil {
+		return err
+	}
+	g.lp.hub.notify(netSignal(t.net))
+
+	ctx := r.Context()
+	var answer boxedAnswer
+	state := heldQueued
+	_, err := g.lp.poll(ctx, pollVia, tokenSignal(h.owner.Hash), g.cfg.ViaTimeout, func() (bool, time.Time, error) {
+		select {
+		case answer = <-h.answer:
+			return true, time.Time{}, nil
+		default:
+		}
+		var next time.Time
+		state, next = g.held.status(h)
+		switch state {
+		case heldQueued, heldDelivered, heldStored: // stored: its streamed answer's head comes
+			return false, next, nil
+		case heldAnswered:
+			answer = <-h.answer // sent before the state was read
+		}
+		return true, time.Time{}, nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			g.leaveHeld(ctx, h) // the caller went away: nobody waits for the answer
+		}
+		return err
+	}
+	switch {
+	case answer.simRes != nil && answer.streamed:
+		// Its SimServer began a streamed answer: the store took it over.
+		readToEnd, err := g.writeStream(w, r, t, h.owner, h.rid, answer.simRes, true)
+		if readToEnd {
+			g.st.dropAnswered(h.rid) // read to its end by its one reader; its parts go with it
+		}
+		return err
+	case answer.simRes != nil:
+		return g.writeAnswer(w, r, t, answer.simRes)
+	case state == heldFailed:
+		return errFailed
+	case state == heldExpired:
+		return errExpired
+	}
+	// The wait ran out, or the relay is shutting down: from here on the
+	// request is the store's (docs/API.md, "Gateway").
+	if err := g.held.store(ctx, h); err != nil {
+		g.held.withdraw(h)
+		return err
+	}
+	select {
+	case answer = <-h.answer:
+		// Answered while it was being stored: the caller is still here.
+		return g.writeAnswer(w, r, t, answer.simRes)
+	default:
+	}
+	if g.lp.stopping() {
+		return errStoreClosed // the request is stored; the SimServer gets it after the restart
+	}
+	return newAPIError(http.StatusGatewayTimeout, "gateway_timeout", fmt.Sprintf(
+		"no SimServer of net %q answered within %s", t.net, g.cfg.ViaTimeout))
+}
+
+// leaveHeld withdraws h, whose caller went away: from memory, or from the
+// store if it holds it now.
+func (g *gateway) leaveHeld(ctx context.Context, h *heldRequest) {
+	wasDelivered, stored := g.held.withdraw(h)
+	if stored {
+		g.withdraw(ctx, h.owner, h.rid)
+		return
+	}
+	if wasDelivered {
+		g.lp.hub.notify(watchSignal(h.net)) // its SimServer's watch names it
+	}
 }
 
 // resultURL is the capability URL of a stored-and-forwarded request

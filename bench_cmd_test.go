@@ -176,10 +176,10 @@ func TestBenchTable(t *testing.T) {
 	row := func(name, notes string) *regexp.Regexp {
 		return regexp.MustCompile(`(?m)^` + name + `\s+2\s+\d+\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+\d+\s+\d+\.\d\dx\s+` + notes)
 	}
-	assert.Regexp(t, row("exchange", `workers 1, max 16; [\d.]+ commits/exchange`), stdout)
+	assert.Regexp(t, row("exchange", `workers 1, max 16, answers by poll; [\d.]+ commits/exchange`), stdout)
 	assert.Regexp(t, row("idle", `10 polls: -?[\d.]+ [KM]iB/poll RSS`), stdout) // fmtBytes: MiB from 1 MiB on, either sign
 	assert.Regexp(t, row("backlog", `1000 queued; ready in [\d.]+ms`), stdout)
-	assert.Regexp(t, row("via", `workers 1, max 16`), stdout)
+	assert.Regexp(t, row("via", `workers 1, max 16, answers by poll`), stdout)
 	assert.Regexp(t, row("broadcast", `peers on pullsmart; \d+ deliveries/s; one delivery p99 [\d.]+ms`), stdout)
 	left, err := os.ReadDir(tmp)
 	require.NoError(t, err)

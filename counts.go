@@ -202,6 +202,23 @@ func (c *storeCounts) admitRequest(r requestRow, max, addrMax int) error {
 	return nil
 }
 
+// viaQueue returns the gateway requests of net stored as queued, and
+// those of them from the caller viaKey names (requestRow.viaKey): what
+// the requests held in memory add to for --max-queue (held.go).
+func (c *storeCounts) viaQueue(net, viaKey string) (queued, byAddr int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queued[queueOf(net, detachedFrom)], c.usage.viaQueued[viaKey]
+}
+
+// queuedIn returns the requests of net stored as queued, its SimClients'
+// and its gateway's.
+func (c *storeCounts) queuedIn(net string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queued[net] + c.queued[queueOf(net, detachedFrom)]
+}
+
 // admitToken counts a login just inserted into net, or refuses it with
 // errNetFull when net already has max logins (0: no limit).
 func (c *storeCounts) admitToken(net string, max int) error {

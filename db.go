@@ -617,7 +617,7 @@ type storeEvents struct {
 // writer's transaction through tx.StmtContext, reusing the prepared form.
 type statements struct {
 	insertToken, insertLogin, claimNet, touchNet,
-	insertRequest, leaseQueued, leaseExpired, markDelivered,
+	insertRequest, leaseQueued, leaseExpired, markDelivered, storeLeased,
 	answer, extend, markPulled, takeUnpulled, requestForNet, claimedKey,
 	touchToken, peerInNet, netPeers, subscribedNow, insertMessage, netUsage, dropAnswered,
 	idlestLogin, busiestAddr, idlestOfAddr, dropLogin, dropSubscriptions,

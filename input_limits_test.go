@@ -86,14 +86,15 @@ func TestBadInputBodyTooLarge(t *testing.T) {
 			sized(`{"net": "alpha", "pad": "`, `"}`, maxBody+1)},
 		{"login form", "/api/v1/client/login", "application/x-www-form-urlencoded", "",
 			sized("net=alpha&pad=", "", 4*maxBody)},
-		// pushreq and pushres carry a body of --max-body in base64.
+		// pushreq, pushres and pullreqsmart carry a body of --max-body in base64.
 		{"pushreq JSON", "/api/v1/client/pushreq", "application/json", tok,
 			sized(`{"sim_req": {"simEndpoint": "/a", "simBody": "`, `"}}`, int(simEnvelope(maxBody))+1)},
 		{"pushreq text/plain", "/api/v1/client/pushreq", "text/plain", tok, strings.Repeat("x", int(simEnvelope(maxBody))+1)},
 		{"pushres on an unclaimed net", "/api/v1/server/pushres", "application/json", freshKey,
 			sized(`{"net": "fresh", "rid": "x", "sim_res": {"simBody": "`, `"}}`, int(simEnvelope(maxBody))+1)},
+		// pullreqsmart may carry answers: pushres's limit.
 		{"pullreqsmart on an unclaimed net", "/api/v1/server/pullreqsmart", "application/json", freshKey,
-			sized(`{"net": "fresh", "wait": 0, "pad": "`, `"}`, 3*maxBody)},
+			sized(`{"net": "fresh", "wait": 0, "pad": "`, `"}`, int(simEnvelope(maxBody))+1)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := storeRows(t, r)

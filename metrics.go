@@ -38,7 +38,7 @@ var (
 
 // newMetrics registers every metric of the relay, and the Go and process
 // collectors, on a new registry, and hooks the store's observers.
-func newMetrics(st *store, lp *poller, lim *limits, bodies *bodyBudget) *metrics {
+func newMetrics(st *store, lp *poller, lim *limits, bodies *bodyBudget, held *heldRequests) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -84,7 +84,7 @@ func newMetrics(st *store, lp *poller, lim *limits, bodies *bodyBudget) *metrics
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.overhead, m.queueWait, m.server, m.commit, m.batch,
-		&stateCollector{st: st, lp: lp, lim: lim, bodies: bodies},
+		&stateCollector{st: st, lp: lp, lim: lim, bodies: bodies, held: held},
 	)
 	st.hooks.Store(&storeHooks{
 		committed: func(took time.Duration, writes int) {
@@ -242,6 +242,7 @@ type stateCollector struct {
 	lp     *poller
 	lim    *limits
 	bodies *bodyBudget // nil: no --max-inflight-body
+	held   *heldRequests
 }
 
 var (
@@ -256,6 +257,8 @@ var (
 		"Token buckets held, by limiter (ip, token, server, via, via_addr).", []string{"limiter"}, nil)
 	descMsgCacheBytes = prometheus.NewDesc("c2cvia_msg_cache_bytes",
 		"Bytes of recent peer messages held in memory, all nets together; at most --msg-cache.", nil, nil)
+	descHeld = prometheus.NewDesc("c2cvia_gateway_held_requests",
+		"Synchronous gateway requests held in memory while their callers wait (queued or leased); not in c2cvia_requests, which counts the store's.", nil, nil)
 	descMsgCacheEvictions = prometheus.NewDesc("c2cvia_msg_cache_evictions_total",
 		"Nets whose recent peer messages were forgotten to keep the cache within --msg-cache.", nil, nil)
 )
@@ -267,6 +270,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descLimiterBuckets
 	ch <- descMsgCacheBytes
 	ch <- descMsgCacheEvictions
+	ch <- descHeld
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -297,4 +301,5 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descLimiterBuckets, prometheus.GaugeValue, float64(c.lim.viaAddr.size()), "via_addr")
 	ch <- prometheus.MustNewConstMetric(descMsgCacheBytes, prometheus.GaugeValue, float64(c.st.msgs.size()))
 	ch <- prometheus.MustNewConstMetric(descMsgCacheEvictions, prometheus.CounterValue, float64(c.st.msgs.evictions.Load()))
+	ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(c.held.held.Load()))
 }

@@ -27,6 +27,7 @@ func requestStatements(q *statements, w, r *sql.DB) []statement {
 			WHERE net = ?1 AND status = 'delivered' AND lease_expires_at <= ?2
 			  AND ` + statusSQL("?2", "?3") + ` = 'delivered'
 			ORDER BY seq LIMIT ?4`},
+		{&q.storeLeased, w, `UPDATE requests SET status = 'delivered', attempt = ?, lease_expires_at = ? WHERE rid = ?`},
 		{&q.markDelivered, w, `UPDATE requests SET status = 'delivered', attempt = attempt + 1, lease_expires_at = ? WHERE seq = ?`},
 		{&q.answer, w, `UPDATE requests SET status = 'answered', sim_res = ?1, done_at = ?2, lease_expires_at = NULL
 			WHERE rid = ?3 AND net = ?4 AND ` + statusSQL("?2", "?5") + ` IN ('queued', 'delivered')
@@ -111,6 +112,28 @@ func (s *store) pushDetached(ctx context.Context, net, rid, from, remoteAddr str
 		secret = ""
 	}
 	return owner, secret, expiresAt, err
+}
+
+// storeHeld stores h, a synchronous gateway request held in memory until
+// now (held.go), as the store would have it had it been stored from the
+// start: queued, or delivered with its attempts and lease. It is admitted
+// as a new request (insertQueued): a budget may refuse it.
+func (s *store) storeHeld(ctx context.Context, h *heldRequest) error {
+	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.insertQueued(ctx, tx, h.net, h.rid, h.owner.Hash, detachedFrom, h.remote, h.simReq, h.created, h.expiresAt); err != nil {
+			return err
+		}
+		if h.state != heldDelivered {
+			return nil
+		}
+		if _, err := tx.StmtContext(ctx, s.q.storeLeased).ExecContext(ctx, h.attempt, h.leaseUntil, h.rid); err != nil {
+			return err
+		}
+		r := h.row()
+		s.counts.unqueued(r)
+		s.counts.move(queueOf(h.net, detachedFrom), statusQueued, statusDelivered, 1)
+		return nil
+	})
 }
 
 // leasedRequest is one request handed to a SimServer.

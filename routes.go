@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 )
 
-func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *poller, met *metrics, pres *presence) {
+func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *poller, met *metrics, pres *presence, held *heldRequests) {
 	api := apiAdapter(log, cfg.MaxBody)
 	// pushreq and pushres carry a body of up to --max-body after base64,
 	// as the gateway stores the largest request it accepts.
@@ -16,7 +16,7 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	parts := octetsAdapter(log, simEnvelope(cfg.MaxBody)) // raw bytes, or JSON with base64
 	answers := newAnswerBox()                             // pushres hands answers to waiting /via/ requests
 	preflights := &preflights{}                           // pullreqsmart records which SimServers want CORS preflights
-	gw := &gateway{st: st, lp: lp, cfg: cfg, answers: answers, preflights: preflights, cors: newCORSPolicy(cfg.CORSOrigin)}
+	gw := &gateway{st: st, lp: lp, cfg: cfg, held: held, answers: answers, preflights: preflights, cors: newCORSPolicy(cfg.CORSOrigin)}
 
 	mux.Handle("GET /healthz", handleHealthz(st, func() (int64, bool) { return diskFree(filepath.Dir(cfg.DB)) }))
 	if cfg.Metrics {
@@ -30,23 +30,23 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	mux.Handle("POST /api/v1/client/cancel", api(withToken(st, handleCancel(st, lp.hub)), "POST"))
 	mux.Handle("GET /api/v1/client/check", api(withToken(st, handleCheck(st))))
 	mux.Handle("POST /api/v1/client/check", api(withToken(st, handleCheck(st))))
-	mux.Handle("GET /api/v1/client/pullres", api(withToken(st, handlePullRes(st, lp, false))))
-	mux.Handle("POST /api/v1/client/pullres", api(withToken(st, handlePullRes(st, lp, false))))
-	mux.Handle("GET /api/v1/client/pullsmart", api(withToken(st, handlePullRes(st, lp, true))))
-	mux.Handle("POST /api/v1/client/pullsmart", api(withToken(st, handlePullRes(st, lp, true))))
+	mux.Handle("GET /api/v1/client/pullres", api(withToken(st, handlePullRes(st, lp, answers, false))))
+	mux.Handle("POST /api/v1/client/pullres", api(withToken(st, handlePullRes(st, lp, answers, false))))
+	mux.Handle("GET /api/v1/client/pullsmart", api(withToken(st, handlePullRes(st, lp, answers, true))))
+	mux.Handle("POST /api/v1/client/pullsmart", api(withToken(st, handlePullRes(st, lp, answers, true))))
 	// The capability URL of a store-and-forward /via/ request: its HTTP answer.
 	mux.Handle("GET /api/v1/client/result", api(withToken(st, handleResult(st, gw)), "GET"))
 
 	// Server API: the SimServer of a net, authenticated by the net's key.
 	// A POST may carry answers to post first, as pushres's body may be large.
-	mux.Handle("GET /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, pres, cfg, preflights, answers)))
-	mux.Handle("POST /api/v1/server/pullreqsmart", sims(handlePullReqSmart(st, lp, pres, cfg, preflights, answers)))
-	mux.Handle("POST /api/v1/server/pushres", sims(handlePushRes(st, lp.hub, answers, cfg)))
+	mux.Handle("GET /api/v1/server/pullreqsmart", api(handlePullReqSmart(st, lp, pres, cfg, preflights, answers, held)))
+	mux.Handle("POST /api/v1/server/pullreqsmart", sims(handlePullReqSmart(st, lp, pres, cfg, preflights, answers, held)))
+	mux.Handle("POST /api/v1/server/pushres", sims(handlePushRes(st, lp.hub, answers, held, cfg)))
 	// A streamed answer's further parts, and the SimServer's watch on the
 	// requests it holds (docs/API.md, "Streamed answers and cancellation").
-	mux.Handle("POST /api/v1/server/pushpart", parts(handlePushPart(st, lp.hub, cfg)))
-	mux.Handle("POST /api/v1/server/watch", api(handleWatch(st, lp)))
-	mux.Handle("POST /api/v1/server/extend", api(handleExtend(st, lp.hub, cfg)))
+	mux.Handle("POST /api/v1/server/pushpart", parts(handlePushPart(st, lp.hub, held, cfg)))
+	mux.Handle("POST /api/v1/server/watch", api(handleWatch(st, lp, held)))
+	mux.Handle("POST /api/v1/server/extend", api(handleExtend(st, lp.hub, held, cfg)))
 	mux.Handle("POST /api/v1/server/release", api(handleRelease(st)))
 
 	// Gateway: any plain HTTP client reaches the net's SimServer, every method.

@@ -22,6 +22,7 @@ type server struct {
 	metrics  *metrics
 	bodies   *bodyBudget // --max-inflight-body; nil: no limit
 	logQuota *logQuota   // --access-log-errors; nil: no quota
+	held     *heldRequests
 }
 
 // newServer builds the relay's handler. It does not listen.
@@ -30,11 +31,12 @@ func newServer(log *slog.Logger, st *store, cfg config) *server {
 	lim := newLimits(cfg, st.now)
 	lim.served = func(net string) bool { return st.served(net, servedWithin(cfg.MaxWait)) }
 	bodies := newBodyBudget(cfg.MaxInflight, simEnvelope(cfg.MaxBody))
-	met := newMetrics(st, lp, lim, bodies)
+	held := newHeldRequests(st) // synchronous /via/ requests, while their callers wait
+	met := newMetrics(st, lp, lim, bodies, held)
 	pres := newPresence(log, st.clock)
 	st.events.Store(&storeEvents{claimed: func(net string) { log.Info("net claimed", "net", net) }})
 	mux := http.NewServeMux()
-	addRoutes(mux, log, cfg, st, lp, met, pres)
+	addRoutes(mux, log, cfg, st, lp, met, pres, held)
 	var h http.Handler = jsonMuxErrors(mux)
 	h = lim.limitIP(h)
 	h = withCORS(newCORSPolicy(cfg.CORSOrigin), h)
@@ -48,7 +50,7 @@ func newServer(log *slog.Logger, st *store, cfg config) *server {
 	h = withViaTarget(cfg.ViaHost, h) // before the mux sees a gateway path: metrics and the log name its route
 	h = withBodyBudget(bodies, h)
 	h = withCall(lim, h)
-	return &server{Handler: h, poller: lp, presence: pres, limits: lim, metrics: met, bodies: bodies, logQuota: quota}
+	return &server{Handler: h, poller: lp, presence: pres, limits: lim, metrics: met, bodies: bodies, logQuota: quota, held: held}
 }
 
 // shutdown answers the open long polls; http.Server.Shutdown alone would

@@ -453,12 +453,11 @@ func TestViaCallerGoneWithdraws(t *testing.T) {
 		asleep := r.srv.poller.asleep.Load()
 		abandon := call("/via/g1/x")
 		r.waitAsleep(asleep + 1)
+		require.EqualValues(t, 1, r.srv.held.held.Load(), "held in memory while its caller waits")
 		abandon()
-		var rid string
-		waitFor(t, 5*time.Second, func() bool {
-			return r.store.r.QueryRow(`SELECT rid FROM requests WHERE net = 'g1' AND cancelled_at IS NOT NULL`).Scan(&rid) == nil
-		}, "the abandoned request withdrawn")
+		waitFor(t, 5*time.Second, func() bool { return r.srv.held.held.Load() == 0 }, "the abandoned request withdrawn")
 		assert.Empty(t, r.pullReqs("g1", testKey, nil), "never delivered")
+		assert.Zero(t, r.count(`requests WHERE net = 'g1'`), "nor stored")
 	})
 	t.Run("held", func(t *testing.T) {
 		abandon := call("/via/g2/x")
@@ -472,9 +471,11 @@ func TestViaCallerGoneWithdraws(t *testing.T) {
 		abandon()
 		rep := within(t, 5*time.Second, watch, "the watch, once the caller went away")
 		assert.Equal(t, []any{got[0].RID}, rep.JSON["cancelled"])
-		s, cancelled := status(got[0].RID)
-		assert.Equal(t, "failed", s)
-		assert.True(t, cancelled)
+		late := r.answer("g2", testKey, got[0].RID, map[string]any{"simBody": "too late"})
+		assert.Equal(t, http.StatusGone, late.Status)
+		assert.Equal(t, "cancelled", late.errorCode())
+		assert.Equal(t, "cancelled", r.postJSON("/api/v1/server/extend", testKey, map[string]any{"net": "g2", "rid": got[0].RID, "lease": 5}).errorCode())
+		assert.Zero(t, r.count(`requests WHERE net = 'g2'`), "nothing stored")
 	})
 	t.Run("streaming", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
