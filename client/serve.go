@@ -420,11 +420,11 @@ func (s *server) postFrom(ctx context.Context, t *tries, path string, body, out 
 
 // postedBefore reports whether err, the relay's refusal of an answer
 // posted again after a try whose reply was lost, says that try posted it:
-// 409 already_answered, or 404 not_found for a synchronous /via/ request,
-// which the relay forgets once its caller has the answer (or once the
-// caller has lost its connection with a relay that died: then there is
-// nobody to answer). Within a minute of a try, a request the relay still
-// holds is never 404.
+// 409 already_answered, or 404 not_found for a synchronous /via/ request
+// held in memory, which the relay forgets a while after its caller has
+// the answer (when its lease would have ended), or loses when it dies
+// (then its caller's connection drops too: there is nobody to answer). A
+// request the relay still holds is never 404.
 func postedBefore(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && (e.Code == "already_answered" || e.Status == http.StatusNotFound && e.Code == "not_found")
