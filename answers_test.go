@@ -232,3 +232,37 @@ func TestPullsmartAnswerInMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestAnswersWithPollRefusedForNow: an answer its asker's budget refuses
+// (507) is refused alone, with the Retry-After its pushres would have had;
+// the answer beside it is taken.
+func TestAnswersWithPollRefusedForNow(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t, trustLoopback, func(c *config) { c.MaxAddrStore = 1 << 20 })
+	tok, _ := r.login("budget")
+	push := func(addr string) string {
+		return r.pushFrom(addr, tok, `{"sim_req":{"simEndpoint":"/x"}}`).str("rid")
+	}
+	big := strings.Repeat("a", 400<<10)
+	var refused, taken string
+	for i := 0; refused == "" && i < 6; i++ {
+		small, large := push("198.51.100.1"), push("203.0.113.5")
+		require.Len(t, r.pullReqs("budget", testKey, url.Values{"max": {"2"}}), 2)
+		rep, _, out := r.pollWith("budget", []any{
+			map[string]any{"rid": large, "sim_res": map[string]any{"simBody": big}},
+			map[string]any{"rid": small, "sim_res": map[string]any{"simBody": "ok"}},
+		}, nil)
+		require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
+		require.Equal(t, "answered", out[1]["status"], "the other address's answer is taken")
+		taken = small
+		if e, ok := out[0]["error"].(map[string]any); ok {
+			assert.Equal(t, "addr_store_full", e["code"])
+			assert.EqualValues(t, http.StatusInsufficientStorage, e["status"])
+			assert.EqualValues(t, 60, e["retry_after"], "the Retry-After a pushres would have had")
+			refused = large
+		}
+	}
+	require.NotEmpty(t, refused, "the asking address's budget refused an answer")
+	assert.Equal(t, "delivered", r.check(tok, refused)["status"], "nothing written for it")
+	assert.Equal(t, "answered", r.check(tok, taken)["status"])
+}

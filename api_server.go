@@ -77,6 +77,11 @@ func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config, pf *p
 			// notifyAt below wakes this poll when its lease runs out.
 			return len(got) > 0, next, err
 		})
+		if err != nil && len(outcomes) > 0 && ctx.Err() == nil && asAPIError(err) != nil {
+			// The answers were posted: the call does not fail, it hands out
+			// nothing (docs/API.md, "Answering and polling in one call").
+			got, err = nil, nil
+		}
 		if err != nil {
 			return err
 		}
@@ -115,9 +120,14 @@ func leaseNext(ctx context.Context, st *store, held *heldRequests, net string, m
 		if got, next, ended = held.lease(net, max, lease); len(got) > 0 {
 			return got, next, ended, nil
 		}
-		if ready, next, err = st.readyState(ctx, net); err != nil {
-			return nil, next, ended, err
+		heldNext := next
+		read, storeNext := st.leases.due(net, st.nowMS())
+		if read {
+			if ready, storeNext, err = st.readyState(ctx, net); err != nil {
+				return nil, next, ended, err
+			}
 		}
+		next = earliest(heldNext, storeNext)
 	}
 	quota := max
 	if ready {
@@ -258,7 +268,7 @@ func postAnswers(ctx context.Context, st *store, h *hub, box *answerBox, held *h
 		if e == nil {
 			return nil, errs[i]
 		}
-		out[i].Error = &errorBody{Code: e.Code, Message: e.Message, Status: e.Status}
+		out[i].Error = &errorBody{Code: e.Code, Message: e.Message, Status: e.Status, RetryAfter: retryAfterSeconds(e)}
 	}
 	return out, nil
 }

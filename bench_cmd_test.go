@@ -345,6 +345,10 @@ func TestBenchCrash(t *testing.T) {
 	require.NoError(t, err, stderr)
 	assert.Regexp(t, `(?m)^crash soak: 2 kills in `, stdout)
 	assert.Regexp(t, `(?m)^requests: (\d+) acknowledged, (\d+) answered exactly once as sent$`, stdout)
+	assert.Regexp(t, `(?m)^gateway, synchronous: \d+ calls, \d+ answered as sent, `, stdout)
+	if m := regexp.MustCompile(`(?m)^gateway, store-and-forward: .*, (\d+) acknowledged with 202, (\d+) answered as sent at their Location`).FindStringSubmatch(stdout); assert.NotNil(t, m, stdout) {
+		assert.Equal(t, m[1], m[2], "every 202 ends with its answer at its Location")
+	}
 	assert.True(t, strings.HasSuffix(stdout, "lost: 0\n"), stdout)
 	assert.Contains(t, stderr, "kill 2/2: back in")
 	left, err := os.ReadDir(tmp)

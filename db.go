@@ -237,6 +237,7 @@ type store struct {
 	walResets     atomic.Int64 // TRUNCATE checkpoints that emptied a WAL past WALLimit
 	walFull       atomic.Bool  // the checkpointer saw the WAL past WALLimit
 	queueReads    atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
+	leases        leaseTimes   // when a lease in the store may run out, per net
 	msgReads      atomic.Int64 // reads of peer messages from SQL, not from the cache
 	receiverReads atomic.Int64 // reads of a cached multicast's receivers (loadReceivers)
 	subsRefused   atomic.Int64 // subscribes refused at --max-subs, for the metrics

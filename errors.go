@@ -142,21 +142,28 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	} else if log != nil && (isWriteFault(err) || errors.Is(err, errStoreBusy)) {
 		log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", e.Code, "err", err)
 	}
-	if e.RetryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+	if n := retryAfterSeconds(e); n > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(n))
 	}
 	writeJSON(w, e.Status, struct {
 		Error errorBody `json:"error"`
 	}{errorBody{Code: e.Code, Message: e.Message}})
 }
 
-// errorBody is the error shape's inner object. Status is the HTTP status,
-// given only where one reply holds several outcomes (pullreqsmart's
-// answers).
+// errorBody is the error shape's inner object. Status and RetryAfter
+// (seconds) are the HTTP status and Retry-After, given only where one reply
+// holds several outcomes (pullreqsmart's answers).
 type errorBody struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Status  int    `json:"status,omitempty"`
+	Code       string `json:"code"`
+	Message    string `json:"message"`
+	Status     int    `json:"status,omitempty"`
+	RetryAfter int    `json:"retry_after,omitempty"`
+}
+
+// retryAfterSeconds is e's Retry-After in whole seconds, rounded up; 0 for
+// none.
+func retryAfterSeconds(e *apiError) int {
+	return int((e.RetryAfter + time.Second - 1) / time.Second)
 }
 
 func newAPIError(status int, code, message string) *apiError {

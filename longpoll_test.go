@@ -186,19 +186,30 @@ func TestLongPollDoesNotPollStore(t *testing.T) {
 	for name, q := range map[string]struct {
 		path   string
 		params url.Values
+		reads  int64
 	}{
-		"pullreqsmart":          {"/api/v1/server/pullreqsmart", url.Values{"net": {"demo"}, "key": {testKey}}},
-		"pullsmart by rid":      {"/api/v1/client/pullsmart", url.Values{"token": {tok}, "rid": {rid}}},
-		"pullsmart without rid": {"/api/v1/client/pullsmart", url.Values{"token": {tok}}},
+		// Nothing queued: the poll reads the store once, and learns that no
+		// lease runs out within its wait (store.leases).
+		"pullreqsmart":          {"/api/v1/server/pullreqsmart", url.Values{"net": {"demo"}, "key": {testKey}}, 1},
+		"pullsmart by rid":      {"/api/v1/client/pullsmart", url.Values{"token": {tok}, "rid": {rid}}, 2},
+		"pullsmart without rid": {"/api/v1/client/pullsmart", url.Values{"token": {tok}}, 2},
 	} {
 		t.Run(name, func(t *testing.T) {
 			q.params.Set("wait", "1")
 			before := r.store.queueReads.Load()
 			rep := r.afterWait(time.Second, func() reply { return r.get(q.path, q.params) })
 			require.Less(t, rep.Status, 300, string(rep.Body))
-			assert.Equal(t, int64(2), r.store.queueReads.Load()-before, "reads in a 1 s poll: at its start and at its end")
+			assert.Equal(t, q.reads, r.store.queueReads.Load()-before, "reads in a 1 s poll: at its start and at its end")
 		})
 	}
+	t.Run("pullreqsmart once the lease may have run out", func(t *testing.T) {
+		r.advance(30 * time.Second)
+		before := r.store.queueReads.Load()
+		got := r.pullReqs("demo", testKey, nil)
+		require.Len(t, got, 1, "handed out again")
+		assert.Equal(t, 2, got[0].Attempt)
+		assert.Positive(t, r.store.queueReads.Load()-before, "read, since the lease was due")
+	})
 }
 
 // TestLongPollTimesOut: with nothing to return, a poll answers after its wait.
@@ -371,4 +382,31 @@ func TestOneWaitingLoop(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestLeaseTimes: what the store knows of when its leases may run out: a
+// net not read yet is read; a lease written lowers the moment; a read
+// begun before a lease was written teaches nothing.
+func TestLeaseTimes(t *testing.T) {
+	t.Parallel()
+	var l leaseTimes
+	read, _ := l.due("n", 100)
+	assert.True(t, read, "not known since the start: read")
+	l.learn("n", l.generation("n"), 0)
+	read, next := l.due("n", 100)
+	assert.False(t, read, "none out")
+	assert.True(t, next.IsZero())
+	l.leased("n", 500)
+	read, next = l.due("n", 100)
+	assert.False(t, read)
+	assert.Equal(t, int64(500), next.UnixMilli())
+	read, _ = l.due("n", 500)
+	assert.True(t, read, "due at its end")
+	gen := l.generation("n")
+	l.leased("n", 300) // while a read that began before it runs
+	l.learn("n", gen, 0)
+	read, _ = l.due("n", 300)
+	assert.True(t, read, "the stale read did not hide the lease")
+	read, _ = l.due("other", 0)
+	assert.True(t, read, "each net on its own")
 }

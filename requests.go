@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -126,6 +127,7 @@ func (s *store) storeHeld(ctx context.Context, h *heldRequest) error {
 		if h.state != heldDelivered {
 			return nil
 		}
+		s.leases.leased(h.net, h.leaseUntil)
 		if _, err := tx.StmtContext(ctx, s.q.storeLeased).ExecContext(ctx, h.attempt, h.leaseUntil, h.rid); err != nil {
 			return err
 		}
@@ -158,14 +160,85 @@ type leasedRequest struct {
 // readyState tells, without writing, whether net has a request to hand out,
 // and if not, when the next lease runs out (zero if none is out).
 func (s *store) readyState(ctx context.Context, net string) (ready bool, nextLease time.Time, err error) {
+	now := s.nowMS()
+	gen := s.leases.generation(net)
 	s.queueReads.Add(1)
 	var queued, redeliver bool
 	var next sql.NullInt64
-	err = s.q.readyState.QueryRowContext(ctx, net, s.nowMS(), s.opts.MaxAttempts).Scan(&queued, &redeliver, &next)
+	err = s.q.readyState.QueryRowContext(ctx, net, now, s.opts.MaxAttempts).Scan(&queued, &redeliver, &next)
+	if err != nil {
+		return false, nextLease, err
+	}
 	if next.Valid {
 		nextLease = time.UnixMilli(next.Int64)
 	}
-	return queued || redeliver, nextLease, err
+	switch {
+	case redeliver:
+		s.leases.learn(net, gen, now)
+	default:
+		s.leases.learn(net, gen, next.Int64) // 0: none out
+	}
+	return queued || redeliver, nextLease, nil
+}
+
+// leaseTimes knows, per net, the earliest moment a lease the store holds
+// may run out, so that a SimServer's poll on a net whose queue is empty
+// (the counts say so) reads the store only once one may have: 0 when none
+// is out; a net it has not learned yet (since the relay started) is read.
+// Every lease the store writes lowers it; readyState sets it from what it
+// read, unless a lease was written meanwhile (gen).
+type leaseTimes struct {
+	mu  sync.Mutex
+	at  map[string]int64 // net -> ms; absent: not known
+	gen map[string]int64 // net -> leases written since the relay started
+}
+
+func (l *leaseTimes) generation(net string) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.gen[net]
+}
+
+// learn records what readyState read, begun at generation gen: the
+// earliest lease end (0: none out).
+func (l *leaseTimes) learn(net string, gen, at int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.gen[net] != gen {
+		return // a lease written meanwhile: the next read learns
+	}
+	if l.at == nil {
+		l.at = map[string]int64{}
+	}
+	l.at[net] = at
+}
+
+// leased records a lease of net written to the store, until until (ms).
+func (l *leaseTimes) leased(net string, until int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.gen == nil {
+		l.gen = map[string]int64{}
+	}
+	l.gen[net]++
+	if at, ok := l.at[net]; ok && (at == 0 || until < at) {
+		l.at[net] = until
+	}
+}
+
+// due tells whether net's store must be read for a lease that may have
+// run out by now (ms), and if not, when one may (zero for none out).
+func (l *leaseTimes) due(net string, now int64) (read bool, next time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at, known := l.at[net]
+	switch {
+	case !known || (at != 0 && at <= now):
+		return true, time.Time{}
+	case at == 0:
+		return false, time.Time{}
+	}
+	return false, time.UnixMilli(at)
 }
 
 // lease hands out up to max requests of net, oldest first: queued ones and
@@ -215,6 +288,9 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 			}
 		}
 		until := now + lease.Milliseconds()
+		if len(out) > 0 {
+			s.leases.leased(net, until) // before the commit: a read meanwhile learns nothing
+		}
 		mark := tx.StmtContext(ctx, s.q.markDelivered)
 		for i := range out {
 			if _, err := mark.ExecContext(ctx, until, out[i].seq); err != nil {

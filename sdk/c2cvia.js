@@ -61,6 +61,13 @@ export class RelayError extends Error {
  * at most 512 KiB a part, so memory stays bounded), the last with last. A
  * handler whose answer streams no longer counts against concurrency.
  *
+ * One round trip for an answer and the next requests: a small whole answer
+ * that is ready when the loop polls goes with that poll (pullreqsmart's
+ * answers), and after handing out the requests a poll brought, the loop
+ * waits up to linger for their answers to be ready (no longer than it
+ * takes them). An answer ready while a poll waits at the relay goes at once
+ * by its own pushres: it never waits for requests to come.
+ *
  * Cancellation: request.signal aborts (an AbortError) when the caller
  * withdraws the request (a /via/ caller that goes away, a session.fetch
  * aborted or whose body is cancelled), when its lease is lost, and for a
@@ -88,15 +95,17 @@ export class RelayError extends Error {
  * @param {number} [options.lease] seconds a request is ours before the relay hands it out again (or aborts its stream); 30, extended every lease/2 while the handler runs or streams
  * @param {number} [options.wait] long-poll seconds; 25, under common proxy idle timeouts
  * @param {boolean} [options.preflight] forward the browser CORS preflights (OPTIONS) of the net's gateway to the handler instead of letting the relay answer them; false
+ * @param {number} [options.linger] milliseconds the loop waits, after handing out the requests a poll brought, for their answers to go with the next poll; 2 (a quick handler's answer is ready within it; a slow one's goes by pushres), 0 polls at once
  * @param {(err: unknown) => void} [options.onError] handler errors and answers the relay refused; console.error by default
  * @returns {Server}
  */
-export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease = 30, wait = 25, preflight = false, onError }) {
+export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease = 30, wait = 25, preflight = false, linger = 2, onError }) {
   const base = relayBase(relay);
   const relayURL = new URL(base);
   const report = onError ?? ((err) => console.error("c2cvia:", err));
   if (typeof handler !== "function") throw new TypeError("serve: fetch must be a function (request, info) => Response");
   concurrency = Math.max(1, Math.min(100, Math.floor(concurrency))); // pullreqsmart takes max 1-100
+  linger = Math.min(Math.max(0, Number(linger) || 0), 2 ** 31 - 1); // setTimeout's range
 
   const stop = new AbortController();
   /** @type {Set<Promise<void>>} every handler's work, streams included: close() waits for it */
@@ -115,6 +124,7 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
   // Polls stop on close(); extends and answers (signal null) go through.
   const server = (path, body, sig) => relayCall(base, path, body, key, sig ?? undefined);
   const watch = watcher(server, net, wait, jobs, report);
+  const outbox = new Outbox();
 
   // close() ends the streams: nothing else would.
   stop.signal.addEventListener("abort", () => {
@@ -122,8 +132,7 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
   });
 
   /** Runs one leased request (its sim_req as raw JSON text): handler, extends while it runs and streams, then the answer. */
-  async function handle(item, simReq) {
-    const job = new Job(item.rid);
+  async function handle(job, item, simReq) {
     jobs.set(job.rid, job);
     watch.changed();
     let slot = true;
@@ -133,6 +142,7 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
     const extendEvery = Math.max(10, (lease * 1000) / 2);
     const timer = setInterval(() => {
       if (job.signal.aborted) return; // a withdrawn stream's lease is cut short, not renewed
+      if (job.withPoll) return; // answered, as far as this loop can tell: the reply says
       server("/api/v1/server/extend", { net, rid: job.rid, lease }, null).catch((err) => {
         if (gone(err)) job.withdraw(err, true);
         else if (!(err instanceof RelayError && err.status === 409)) report(err); // 409: lost; the answer will tell
@@ -145,14 +155,16 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
         return; // withdrawn: nobody waits for the answer
       }
       if ("simRes" in a) {
-        await postWhole(job, a.simRes);
+        await sendWhole(job, a.simRes, undefined, release);
       } else if (a.body.ended && a.bytes.length <= PART_SIZE) {
         const simRes = toSimRes({ status: a.status, headers: a.headers, body: a.bytes.length ? a.bytes : null });
-        await postWhole(job, simRes, () => postStream(job, a, release));
+        await sendWhole(job, simRes, () => postStream(job, a, release), release);
       } else {
+        job.ready.resolve();
         await postStream(job, a, release);
       }
     } finally {
+      job.ready.resolve();
       clearInterval(timer);
       release();
       jobs.delete(job.rid);
@@ -161,20 +173,48 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
   }
 
   /**
+   * Sends a whole answer: with the next poll when the loop is between
+   * polls and it is small (the handler's slot is free meanwhile), else by
+   * pushres. What the poll's reply says of it is dealt with as pushres's
+   * answer would be.
+   * @param {Job} job
+   * @param {SimResponse} simRes
+   * @param {(() => Promise<void>) | undefined} instead
+   * @param {() => void} release
+   */
+  async function sendWhole(job, simRes, instead, release) {
+    const outcome = outbox.offer(job.rid, simRes);
+    job.ready.resolve();
+    if (!outcome) return postWhole(job, simRes, instead);
+    release(); // it waits for the poll, not for a slot
+    job.withPoll = true;
+    const o = await outcome;
+    job.withPoll = false;
+    if (!o.delivered) await postWhole(job, simRes, instead, o);
+  }
+
+  /**
    * Posts a whole answer. The answer is posted even while closing: close()
    * waits for it. A transient failure is retried a few times; the lease
    * covers a lost one. An answer the relay finds too large to take whole
-   * goes to instead(), which streams it.
+   * goes to instead(), which streams it. first is what a poll that carried
+   * it said (err, its pushres error) or may have done (resent: the relay
+   * may have taken it, so already_answered means it was delivered).
    * @param {Job} job
    * @param {SimResponse} simRes
    * @param {() => Promise<void>} [instead]
+   * @param {{err?: RelayError, resent?: boolean}} [first]
    */
-  async function postWhole(job, simRes, instead) {
+  async function postWhole(job, simRes, instead, { err: first, resent = false } = {}) {
     for (let attempt = 0; ; attempt++) {
       try {
+        if (first) throw first;
         await server("/api/v1/server/pushres", { net, rid: job.rid, sim_res: simRes }, null);
         return;
       } catch (err) {
+        first = undefined;
+        if (resent && err instanceof RelayError && err.code === "already_answered") return; // by the call whose reply was lost
+        if (!(err instanceof RelayError)) resent = true; // lost on the way back, perhaps: the relay may have it
         if (instead && err instanceof RelayError && err.status === 413) return instead();
         const refused = err instanceof RelayError && (err.status === 413 || err.code === "invalid_sim_res");
         if (refused && simRes !== tooLarge && simRes !== invalidAnswer) {
@@ -299,37 +339,98 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
     }
   }
 
+  /**
+   * Polls for requests and starts a handler for each, carrying the answers
+   * that are ready. A poll whose reply was lost goes again with the same
+   * answers (resent: already_answered then means delivered); one the relay
+   * refused whole (400, 413: nothing written) goes again without them,
+   * which then go by pushres. Answers held when the loop ends go by pushres.
+   */
   async function loop() {
     let failures = 0;
-    while (!stop.signal.aborted) {
-      if (busy >= concurrency) {
-        await freed.promise;
-        continue;
+    /** @type {Outgoing[]} what the poll carries */
+    let carried = [];
+    let resent = false;
+    try {
+      while (!stop.signal.aborted) {
+        if (busy >= concurrency) {
+          await freed.promise;
+          continue;
+        }
+        if (carried.length === 0) carried = outbox.take(); // until the reply, an answer goes by pushres
+        let reply;
+        try {
+          /** @type {Record<string, unknown>} */
+          const poll = { net, wait, max: concurrency - busy, lease };
+          if (preflight) poll.preflight = true;
+          if (carried.length) {
+            poll.answers = carried.map(({ rid, simRes }) => ({ rid, sim_res: simRes }));
+            // A relay that does not know answers would keep them while it
+            // waits: until one has said what it did with them, do not wait.
+            if (!outbox.proven) poll.wait = 0;
+          }
+          reply = await server("/api/v1/server/pullreqsmart", poll, stop.signal);
+        } catch (err) {
+          if (stop.signal.aborted) break;
+          if (carried.length && !transient(err)) {
+            if (err instanceof RelayError && err.status === 413) outbox.limit >>= 1; // a relay with a smaller --max-body
+            settleCarried(carried, undefined, resent);
+            carried = [];
+            resent = false;
+            continue; // a fatal error (a wrong key) comes again without them
+          }
+          if (!transient(err)) throw err; // 400 bad net, 401 no key, 403 wrong key: fatal
+          // The reply may be lost, or the poll may have failed after its
+          // answers were posted (its wait, its lease): they may be taken.
+          resent = true;
+          await sleep(backoff(failures++, err), stop.signal).catch(() => {});
+          continue;
+        }
+        failures = 0;
+        if (carried.length) {
+          // A relay that does not know answers ignores them: pushres from now on.
+          if (Array.isArray(reply.json.answers)) outbox.proven = true;
+          else outbox.enabled = false;
+          settleCarried(carried, reply.json.answers, resent);
+          carried = [];
+          resent = false;
+        }
+        outbox.open = true;
+        // The sim_req goes on as raw text, so a JSON body keeps every digit.
+        const raws = rawElements(rawField(reply.text, "requests") ?? "[]");
+        const started = reply.json.requests.map((item, i) => {
+          const simReq = rawField(raws[i] ?? "{}", "sim_req") ?? "{}";
+          const job = new Job(item.rid);
+          busy++;
+          const p = handle(job, item, simReq)
+            .catch(report)
+            .finally(() => running.delete(p));
+          running.add(p);
+          return job.ready.promise;
+        });
+        if (started.length) await lingerFor(started);
       }
-      let reply;
-      try {
-        /** @type {Record<string, unknown>} */
-        const poll = { net, wait, max: concurrency - busy, lease };
-        if (preflight) poll.preflight = true;
-        reply = await server("/api/v1/server/pullreqsmart", poll, stop.signal);
-      } catch (err) {
-        if (stop.signal.aborted) break;
-        if (!transient(err)) throw err; // 400 bad net, 401 no key, 403 wrong key: fatal
-        await sleep(backoff(failures++, err), stop.signal).catch(() => {});
-        continue;
-      }
-      failures = 0;
-      // The sim_req goes on as raw text, so a JSON body keeps every digit.
-      const raws = rawElements(rawField(reply.text, "requests") ?? "[]");
-      reply.json.requests.forEach((item, i) => {
-        const simReq = rawField(raws[i] ?? "{}", "sim_req") ?? "{}";
-        busy++;
-        const p = handle(item, simReq)
-          .catch(report)
-          .finally(() => running.delete(p));
-        running.add(p);
-      });
+    } finally {
+      // The relay may have taken what an aborted poll carried.
+      settleCarried(carried, undefined, true);
+      settleCarried(outbox.take(), undefined, false);
+      outbox.enabled = false;
     }
+  }
+
+  /** Waits until the answers of the handlers just started are at hand, linger ms at most, or close(). */
+  function lingerFor(ready) {
+    if (linger === 0) return;
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        stop.signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, linger);
+      stop.signal.addEventListener("abort", done);
+      Promise.all(ready).then(done);
+    });
   }
 
   const closed = loop().then(
@@ -356,6 +457,91 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
 /** 512 KiB: the most body bytes one part carries, half the relay's default --max-body (the most a part may hold). */
 const PART_SIZE = 512 << 10;
 
+/**
+ * The whole answers that go with serve()'s next poll (pullreqsmart's
+ * answers). It takes them only while open, between a poll's reply and the
+ * next poll: one ready while a poll waits at the relay would wait with it.
+ * Small answers only, BATCH_ANSWER each, limit (BATCH_BYTES, halved at
+ * each poll the relay finds too large) and BATCH_COUNT a poll: a larger
+ * one costs its own call anyway, and the poll stays under the relay's
+ * --max-body.
+ */
+class Outbox {
+  constructor() {
+    /** whether the loop is between polls */
+    this.open = false;
+    /** false for a relay that does not take answers, and once the loop ends */
+    this.enabled = true;
+    /** whether the relay has answered a poll with the outcomes of its answers */
+    this.proven = false;
+    this.limit = BATCH_BYTES;
+    /** @type {Outgoing[]} */
+    this.held = [];
+    this.bytes = 0;
+  }
+
+  /**
+   * Holds simRes for the next poll when it may go there.
+   * @returns {Promise<Outcome> | null} what the poll's reply says of it; null: post it by pushres
+   */
+  offer(rid, simRes) {
+    if (!this.open || !this.enabled || this.held.length >= BATCH_COUNT) return null;
+    if (typeof simRes.simBody === "string" && simRes.simBody.length > BATCH_ANSWER) return null;
+    const size = utf8Encoder.encode(JSON.stringify(simRes)).length;
+    if (size > BATCH_ANSWER || this.bytes + size > this.limit) return null;
+    const outcome = signal();
+    this.held.push({ rid, simRes, settle: outcome.resolve });
+    this.bytes += size;
+    return outcome.promise;
+  }
+
+  /** What the next poll carries. It closes: until the reply, an answer goes by pushres. */
+  take() {
+    const held = this.held;
+    this.held = [];
+    this.bytes = 0;
+    this.open = false;
+    return held;
+  }
+}
+
+/**
+ * @typedef {{rid: string, simRes: SimResponse, settle: (o: Outcome) => void}} Outgoing
+ * @typedef {{delivered: true} | {delivered?: false, err?: RelayError, resent: boolean}} Outcome
+ *   delivered, or for postWhole: the error its pushres would have had (none: post it), and
+ *   whether it went out before, so already_answered means delivered
+ */
+
+/**
+ * Settles the answers a poll carried by the outcomes of its reply, in the
+ * order sent. One the relay took, or had taken (already_answered after a
+ * lost reply), is delivered; any other error goes to postWhole as its
+ * pushres's would. Without an outcome (a refused or aborted poll, a relay
+ * that ignores answers) it goes by pushres.
+ * @param {Outgoing[]} carried
+ * @param {unknown} outcomes the reply's answers
+ * @param {boolean} resent whether the relay may have taken them before
+ */
+function settleCarried(carried, outcomes, resent) {
+  carried.forEach((a, i) => {
+    if (!Array.isArray(outcomes)) return a.settle({ resent });
+    const o = outcomes[i];
+    if (o?.rid !== a.rid) return a.settle({ resent: true }); // a reply out of order: the relay took them
+    if (o.status === "answered") return a.settle({ delivered: true });
+    const e = o.error;
+    if (typeof e?.status !== "number" || typeof e.code !== "string") return a.settle({ resent: true });
+    if (resent && e.code === "already_answered") return a.settle({ delivered: true });
+    a.settle({ err: new RelayError(e.status, e.code, String(e.message ?? e.code)), resent });
+  });
+}
+
+/** 64 KiB: the largest encoded sim_res a poll carries; a larger one goes by pushres. */
+const BATCH_ANSWER = 64 << 10;
+/** 512 KiB: the most encoded sim_res bytes a poll carries, half the relay's default --max-body. */
+const BATCH_BYTES = 512 << 10;
+/** The most answers a poll carries: pullreqsmart takes 100. */
+const BATCH_COUNT = 100;
+
 /** The reason a stream ends on close(). */
 const closing = () => new DOMException("the server is closing", "AbortError");
 
@@ -374,6 +560,10 @@ class Job {
     this.streaming = false;
     /** whether the relay said it needs no more work (watch, 410) */
     this.byRelay = false;
+    /** resolves once the handler's answer is at hand, or it ended */
+    this.ready = signal();
+    /** whether its answer waits for a poll or went with one (a poll may wait 25 s at the relay before its reply says) */
+    this.withPoll = false;
   }
 
   /**

@@ -1,28 +1,25 @@
 // The crash soak (`c2cvia bench --scenario crash`): the relay runs as a child
-// process on one store while SimClients, SimServers and peers drive it; it is
-// killed with SIGKILL at random moments and started again, over and over.
-// At the end every acknowledged request must have been answered exactly once
-// from its client's view, and every acknowledged message delivered.
+// process on one store while SimClients, SimServers, peers and plain HTTP
+// callers of the gateway drive it; it is killed with SIGKILL at random
+// moments and started again, over and over. At the end every acknowledged
+// request must have been answered exactly once from its client's view (a
+// gateway request acknowledged with 202 at its Location), and every
+// acknowledged message delivered.
 
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -33,7 +30,7 @@ type SoakOptions struct {
 	DB      string        // the store it runs on; made in a temp folder when empty
 	Kills   int           // SIGKILLs before the final check
 	Every   time.Duration // mean time between kills (each is uniform in [0.5, 1.5] of it)
-	Clients int           // SimClients pushing requests; as many peers broadcast (0: 1)
+	Clients int           // SimClients pushing requests; as many peers broadcast, and as many gateway callers of each kind call (0: 1)
 	Log     io.Writer     // progress lines; nil: none
 }
 
@@ -50,6 +47,34 @@ type SoakReport struct {
 	DownTime     time.Duration `json:"down_time_ns"` // from each kill until the relay answered again
 	MaxRecovery  time.Duration `json:"max_recovery_ns"`
 	RelayRetries int64         `json:"relay_retries"` // calls retried because the relay was down
+
+	// Gateway (/via/) calls. A synchronous one is acknowledged only by its
+	// answer; one cut by a kill or answered 502, 503 or 504 was not.
+	ViaSync            int `json:"via_sync"`             // synchronous calls made
+	ViaSyncOK          int `json:"via_sync_ok"`          // of those, answered with their own answer
+	ViaSyncCut         int `json:"via_sync_cut"`         // cut by a kill
+	ViaSyncUnavailable int `json:"via_sync_unavailable"` // answered 502, 503 or 504
+	// Store-and-forward calls (Prefer: respond-async, or wait=1): every one
+	// acknowledged with 202 must end with its own answer at its Location.
+	ViaAsyncSent        int `json:"via_async_sent"`        // store-and-forward calls made
+	ViaAsync            int `json:"via_async"`             // of those, acknowledged with 202 and a Location
+	ViaAsyncAnswered    int `json:"via_async_answered"`    // of those, with their own answer at their Location at the end, on two reads
+	ViaAsyncFetched     int `json:"via_async_fetched"`     // of those, answers their callers fetched at the Location during the load
+	ViaAsyncDirect      int `json:"via_async_direct"`      // answered with their own answer within their wait, without a 202
+	ViaAsyncCut         int `json:"via_async_cut"`         // cut by a kill before any reply
+	ViaAsyncUnavailable int `json:"via_async_unavailable"` // answered 502, 503 or 504
+	ViaWait             int `json:"via_wait"`              // store-and-forward calls with Prefer: wait=1
+	ViaWaitAccepted     int `json:"via_wait_accepted"`     // of those, acknowledged with 202
+	// A SimServer's answers to gateway requests refused with 404 (a
+	// synchronous request held in memory by a relay that died) or 410 (its
+	// caller went away): the worker goes on.
+	ViaAnswers404 int `json:"via_answers_404"`
+	ViaAnswers410 int `json:"via_answers_410"`
+
+	// Answers the relay took from the SimServer workers: with a pushres
+	// each, or with their next pullreqsmart (half the workers do that).
+	AnswersPushres  int `json:"answers_pushres"`
+	AnswersWithPoll int `json:"answers_with_poll"`
 }
 
 // soakKey claims the soak's net; soakNet is fresh per store.
@@ -58,103 +83,28 @@ const (
 	soakNet = "soak"
 )
 
-// soakRelay is the relay child process, restarted after each kill.
-type soakRelay struct {
-	opts SoakOptions
-	cmd  *exec.Cmd
-	base atomic.Pointer[string] // the current base URL
-	up   atomic.Pointer[chan struct{}]
-}
+// soakWindow is how many requests a SimClient has pushed and not yet seen
+// answered before it waits for the oldest: SimClients pushing as fast as
+// they can would outrun the SimServers (64 of them against 2 queued 120,000
+// requests in a minute), and a backlog older than the request TTL (5 min)
+// expires before the final check reads it.
+const soakWindow = 8
 
-// start runs the relay and waits until it answers /healthz.
-func (r *soakRelay) start(ctx context.Context) error {
-	cmd := exec.CommandContext(ctx, r.opts.Exe, "serve", "--addr", "127.0.0.1:0", "--db", r.opts.DB,
-		"--rate-ip", "0", "--rate-token", "0", "--rate-server", "0", "--rate-via", "0", "--max-conns-per-ip", "0", "--max-queue", "0", "--lease", "2s", "--log-level", "error")
-	cmd.Env = r.opts.Env
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	r.cmd = cmd
-	urls := make(chan string, 1)
-	go func() { // the first line names the address; the rest is drained
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if u, ok := strings.CutPrefix(sc.Text(), "c2cvia listening on "); ok {
-				select {
-				case urls <- strings.Fields(u)[0]:
-				default:
-				}
-			}
-		}
-	}()
-	select {
-	case base := <-urls:
-		r.base.Store(&base)
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		return errors.New("the relay did not start within 30 s")
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	close(*r.up.Load())
-	return nil
-}
-
-// kill SIGKILLs the relay and waits for it to be gone.
-func (r *soakRelay) kill() {
-	down := make(chan struct{})
-	r.up.Store(&down)
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-}
-
-// call sends one API call, retrying while the relay is down or restarting,
-// and returns the status and body of the first answer.
-func (r *soakRelay) call(ctx context.Context, retries *atomic.Int64, method, path string, form url.Values) (int, []byte, error) {
+// awaitAnswer long-polls until rid is no longer pending for tok; whether
+// its answer is right is the final check's to say.
+func awaitAnswer(ctx context.Context, call func(context.Context, string, string, url.Values) (int, []byte, error), tok, rid string) error {
 	for {
-		up := *r.up.Load()
-		select {
-		case <-up:
-		case <-ctx.Done():
-			return 0, nil, ctx.Err()
-		}
-		var body io.Reader
-		if form != nil {
-			body = strings.NewReader(form.Encode())
-		}
-		req, err := http.NewRequestWithContext(ctx, method, *r.base.Load()+path, body)
-		if err != nil {
-			return 0, nil, err
-		}
-		if form != nil {
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			b, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err == nil {
-				return resp.StatusCode, b, nil
-			}
-		}
-		if ctx.Err() != nil {
-			return 0, nil, ctx.Err()
-		}
-		retries.Add(1) // killed mid-call: the answer is lost, the call is repeated
-		select {
-		case <-time.After(20 * time.Millisecond):
-		case <-ctx.Done():
+		status, _, err := call(ctx, http.MethodGet, "/api/v1/client/pullsmart?"+url.Values{
+			"rid": {rid}, "token": {tok}, "wait": {"25"}}.Encode(), nil)
+		if err != nil || status != http.StatusAccepted {
+			return err
 		}
 	}
 }
 
 // RunCrashSoak starts the relay as a child process, drives it with
-// o.Clients SimClients, as many broadcasting peers and two SimServers,
+// o.Clients SimClients, as many broadcasting peers, synchronous and
+// store-and-forward gateway callers each, and SimServer workers,
 // SIGKILLs and restarts it o.Kills times, then reads back every request
 // and message it acknowledged. What came back wrong is in the report's
 // Lost, not an error; the error is for a soak that could not run: a relay
@@ -177,18 +127,13 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		o.DB = filepath.Join(dir, "soak.db")
 	}
 	start := time.Now()
-	relay := &soakRelay{opts: o}
-	down := make(chan struct{})
-	relay.up.Store(&down)
+	relay := newSoakRelay(o)
 	if err := relay.start(ctx); err != nil {
 		return rep, err
 	}
 	defer relay.kill()
 
-	var retries atomic.Int64
-	call := func(ctx context.Context, method, path string, form url.Values) (int, []byte, error) {
-		return relay.call(ctx, &retries, method, path, form)
-	}
+	call := relay.call
 	login := func() (tok, peer string, err error) {
 		status, b, err := call(ctx, http.MethodPost, "/api/v1/client/login", url.Values{"net": {soakNet}})
 		if err != nil || status != http.StatusOK {
@@ -215,6 +160,10 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		requests = map[string]string{} // acknowledged rid -> its client's token
 		expected = map[string]string{} // rid -> the simBody it was sent with
 		messages = map[int64]string{}  // acknowledged message id -> its data
+		viaAcks  []*viaAcked           // store-and-forward gateway requests acknowledged with 202
+		via      viaCounts
+		served   serveCounts
+		loadLost []string // gateway replies that were not their caller's answer
 		loadErr  error
 	)
 	fail := func(err error) {
@@ -233,7 +182,14 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 				fail(err)
 				return
 			}
+			var unanswered []string // pushed, not yet seen answered: at most soakWindow
 			for n := 0; load.Err() == nil; n++ {
+				if len(unanswered) == soakWindow {
+					if err := awaitAnswer(load, call, tok, unanswered[0]); err != nil {
+						return
+					}
+					unanswered = unanswered[1:]
+				}
 				body := fmt.Sprintf(`{"client":%d,"n":%d}`, c, n)
 				status, b, err := call(load, http.MethodPost, "/api/v1/client/pushreq", url.Values{
 					"token": {tok}, "sim_req": {`{"simEndpoint":"/soak","simBody":` + body + `}`}})
@@ -254,6 +210,7 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 				mu.Lock()
 				requests[out.RID], expected[out.RID] = tok, body
 				mu.Unlock()
+				unanswered = append(unanswered, out.RID)
 			}
 		})
 		wg.Go(func() { // a peer broadcasting
@@ -285,13 +242,30 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 			}
 		})
 	}
-	// SimServer workers answer with the body they were sent, until the end
-	// of the soak (they also drain what is left after the last kill).
+	for c := range max(o.Clients, 1) {
+		caller := &viaCaller{relay: relay, c: c, counts: &via, fail: fail,
+			lost: func(l string) {
+				mu.Lock()
+				loadLost = append(loadLost, l)
+				mu.Unlock()
+			},
+			acked: func(a *viaAcked) {
+				mu.Lock()
+				viaAcks = append(viaAcks, a)
+				mu.Unlock()
+			},
+		}
+		wg.Go(func() { caller.sync(load) })
+		wg.Go(func() { caller.async(load) })
+	}
+	// SimServer workers answer until the end of the soak (they also drain
+	// what is left after the last kill): one per 8 SimClients, at least 2;
+	// every other one answers with its next poll.
 	serve, stopServe := context.WithCancel(ctx)
 	defer stopServe()
 	var servers sync.WaitGroup
-	for range 2 {
-		servers.Go(func() { soakServe(serve, call, fail) })
+	for i := range max(o.Clients/8, 2) {
+		servers.Go(func() { soakServe(serve, relay, i%2 == 0, &served, fail) })
 	}
 
 	// Kill and restart at random moments.
@@ -324,6 +298,7 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 	// Every acknowledged request: its answer, as sent, and the same on a
 	// second read (one answer per request, from the client's view).
 	rep.Requests, rep.Messages = len(requests), len(messages)
+	rep.Lost = loadLost
 	for rid, tok := range requests {
 		var first []byte
 		for read := range 2 {
@@ -350,8 +325,15 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 			}
 		}
 	}
+	// Every gateway request acknowledged with 202: its answer at its Location.
+	if err := checkViaAcked(ctx, relay, viaAcks, &rep); err != nil {
+		return rep, err
+	}
 	stopServe()
 	servers.Wait()
+	via.report(&rep)
+	rep.ViaAnswers404, rep.ViaAnswers410 = int(served.via404.Load()), int(served.via410.Load())
+	rep.AnswersPushres, rep.AnswersWithPoll = int(served.pushres.Load()), int(served.withPoll.Load())
 
 	// Every acknowledged message, read back by the receiver from the start.
 	got := map[int64]string{}
@@ -387,46 +369,8 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		}
 	}
 	rep.Elapsed = time.Since(start)
-	rep.RelayRetries = retries.Load()
+	rep.RelayRetries = relay.retries.Load()
 	return rep, nil
-}
-
-// soakServe is a SimServer: it leases requests and answers each with the
-// body it came with. Answers refused as already given (a redelivery after a
-// kill) are fine; anything else is a failure.
-func soakServe(ctx context.Context, call func(context.Context, string, string, url.Values) (int, []byte, error), fail func(error)) {
-	for ctx.Err() == nil {
-		status, b, err := call(ctx, http.MethodGet, "/api/v1/server/pullreqsmart?"+url.Values{
-			"net": {soakNet}, "key": {soakKey}, "wait": {"1"}, "max": {"20"}}.Encode(), nil)
-		if err != nil {
-			return
-		}
-		var out struct {
-			Requests []struct {
-				RID    string `json:"rid"`
-				SimReq struct {
-					Body json.RawMessage `json:"simBody"`
-				} `json:"sim_req"`
-			} `json:"requests"`
-		}
-		if status != http.StatusOK || json.Unmarshal(b, &out) != nil {
-			fail(fmt.Errorf("pullreqsmart: %d %s", status, b))
-			return
-		}
-		for _, req := range out.Requests {
-			status, b, err := call(ctx, http.MethodPost, "/api/v1/server/pushres", url.Values{
-				"net": {soakNet}, "key": {soakKey}, "rid": {req.RID},
-				"sim_res": {`{"simStatus":200,"simBody":` + string(req.SimReq.Body) + `}`}})
-			if err != nil {
-				return
-			}
-			// 409: answered before the crash; 410: its caller withdrew it.
-			if status != http.StatusOK && status != http.StatusConflict && status != http.StatusGone {
-				fail(fmt.Errorf("pushres: %d %s", status, b))
-				return
-			}
-		}
-	}
 }
 
 // PrintSoak writes the soak's summary to w, one line per figure and one per
@@ -437,6 +381,13 @@ func PrintSoak(w io.Writer, rep SoakReport) {
 		rep.MaxRecovery.Round(time.Millisecond), rep.RelayRetries)
 	fmt.Fprintf(w, "requests: %d acknowledged, %d answered exactly once as sent\n", rep.Requests, rep.Answered)
 	fmt.Fprintf(w, "messages: %d acknowledged, %d delivered\n", rep.Messages, rep.Delivered)
+	fmt.Fprintf(w, "gateway, synchronous: %d calls, %d answered as sent, %d cut by a kill, %d answered 502/503/504\n",
+		rep.ViaSync, rep.ViaSyncOK, rep.ViaSyncCut, rep.ViaSyncUnavailable)
+	fmt.Fprintf(w, "gateway, store-and-forward: %d calls (%d with wait=1, %d of them 202), %d acknowledged with 202, %d answered as sent at their Location (%d fetched during the load); %d answered within their wait, %d cut by a kill, %d answered 502/503/504\n",
+		rep.ViaAsyncSent, rep.ViaWait, rep.ViaWaitAccepted, rep.ViaAsync, rep.ViaAsyncAnswered, rep.ViaAsyncFetched,
+		rep.ViaAsyncDirect, rep.ViaAsyncCut, rep.ViaAsyncUnavailable)
+	fmt.Fprintf(w, "SimServer answers: %d taken by pushres, %d with the next poll; to gateway requests, %d refused 404 and %d 410\n",
+		rep.AnswersPushres, rep.AnswersWithPoll, rep.ViaAnswers404, rep.ViaAnswers410)
 	for _, l := range rep.Lost {
 		fmt.Fprintf(w, "  %s\n", l)
 	}
