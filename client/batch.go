@@ -43,24 +43,28 @@ type answer struct {
 // outcome is what became of an answer the loop took: posted (err nil) or
 // refused (err, as its pushres would have been), or, with alone, handed
 // back to be posted by pushres: the poll could not post it, or the relay
-// refused it for now (err, a 507 say: pushres retries it after a backoff).
+// refused it for now (err, a 507 say: pushres retries it after a backoff,
+// at least retryAfter).
 type outcome struct {
-	err   error
-	alone bool
+	err        error
+	alone      bool
+	retryAfter time.Duration
 }
 
 func (a *answer) finish(err error)   { a.done <- outcome{err: err} }
 func (a *answer) handBack(err error) { a.done <- outcome{err: err, alone: true} }
 
 // answerOutcome is one line of pullreqsmart's answers: status "answered",
-// or the error its pushres would have had, with that pushres's status.
+// or the error its pushres would have had, with that pushres's status and
+// Retry-After (seconds).
 type answerOutcome struct {
 	RID    string `json:"rid"`
 	Status string `json:"status"`
 	Error  *struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-		Status  int    `json:"status"`
+		Code       string `json:"code"`
+		Message    string `json:"message"`
+		Status     int    `json:"status"`
+		RetryAfter int    `json:"retry_after"`
 	} `json:"error"`
 }
 
@@ -243,7 +247,7 @@ func (a *answer) settle(o answerOutcome) {
 		a.finish(nil)
 	case transient(context.Background(), e):
 		a.tried = true
-		a.handBack(e)
+		a.done <- outcome{err: e, alone: true, retryAfter: time.Duration(max(o.Error.RetryAfter, 0)) * time.Second}
 	default:
 		a.finish(e)
 	}

@@ -74,10 +74,11 @@ type responseWriter struct {
 	written bool
 	buf     []byte // body bytes not posted yet
 
-	head     bool   // the head is posted: the answer is a stream
-	offset   int64  // body bytes the relay has committed
-	err      error  // why nothing more can be posted; Write and FlushError return it
-	freeSlot func() // frees the handler's slot: its answer is a stream, or waits for the next poll
+	head     bool         // the head is posted: the answer is a stream
+	offset   int64        // body bytes the relay has committed
+	err      error        // why nothing more can be posted; Write and FlushError return it
+	freeSlot func()       // frees the handler's slot: its answer is a stream, or waits for the next poll
+	withPoll *atomic.Bool // set while the answer waits with a poll: the lease is not renewed
 }
 
 func (w *responseWriter) Header() http.Header { return w.header }
@@ -228,6 +229,7 @@ func (w *responseWriter) postWhole() error {
 	t := newTries()
 	if a := w.s.batch.offer(w.rid, simRes); a != nil {
 		w.free()
+		w.withPoll.Store(true)
 		var o outcome
 		select {
 		case o = <-a.done:
@@ -237,12 +239,13 @@ func (w *responseWriter) postWhole() error {
 		if !o.alone {
 			return o.err
 		}
+		w.withPoll.Store(false) // not posted yet: the lease counts again
 		t.first, t.tried = a.since, a.tried
 		if o.err != nil { // refused for now (507): tried again as pushres's would be
 			if time.Now().After(t.first.Add(answerRetry)) {
 				return o.err
 			}
-			if !sleep(w.ctx, t.bo.next()) {
+			if !sleep(w.ctx, max(t.bo.next(), o.retryAfter)) {
 				return context.Cause(w.ctx)
 			}
 		}
