@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/c2cvia/c2cvia/internal/simhttp"
@@ -287,7 +288,8 @@ func (s *server) handle(hctx context.Context, l leased, round chan<- struct{}) {
 	ctx, cancel := context.WithCancelCause(hctx)
 	defer cancel(nil)
 
-	w := &responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}, freeSlot: free}
+	var withPoll atomic.Bool // the answer waits with a poll: the lease is not renewed
+	w := &responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}, freeSlot: free, withPoll: &withPoll}
 	req, err := s.request(ctx, l)
 	if err != nil {
 		s.o.onError(fmt.Errorf("c2cvia: request %s: %w", l.RID, err))
@@ -298,7 +300,7 @@ func (s *server) handle(hctx context.Context, l leased, round chan<- struct{}) {
 		return
 	}
 	unwatch := s.watch.add(l.RID, cancel)
-	stop := s.keepLease(ctx, l.RID, cancel)
+	stop := s.keepLease(ctx, l.RID, cancel, &withPoll)
 	defer stop() // the lease is kept while the answer's last part is posted
 	panicked := s.serveOne(w, req)
 	unwatch() // from here on only the answer's own calls end the request
@@ -308,7 +310,7 @@ func (s *server) handle(hctx context.Context, l leased, round chan<- struct{}) {
 		stop() // no renewal after the abort's short lease
 		w.abort()
 	case panicked:
-		*w = responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}, freeSlot: free}
+		*w = responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}, freeSlot: free, withPoll: &withPoll}
 		w.header.Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusInternalServerError)
 		_, _ = w.Write([]byte("internal server error"))
@@ -321,8 +323,11 @@ func (s *server) handle(hctx context.Context, l leased, round chan<- struct{}) {
 // keepLease renews the lease on rid every lease/2 until the returned stop
 // is called; stop returns once no renewal is in flight. A lost lease (409)
 // is not an error here: the answer tells whether it still counts. A
-// withdrawn request (410) ends the handler's context through cancel.
-func (s *server) keepLease(ctx context.Context, rid string, cancel context.CancelCauseFunc) (stop func()) {
+// withdrawn request (410) ends the handler's context through cancel. While
+// withPoll is set, the answer has gone with a poll that has not replied
+// yet: as far as Serve knows the request is answered, and the relay would
+// refuse the renewal (409, or 404 for a /via/ request it has forgotten).
+func (s *server) keepLease(ctx context.Context, rid string, cancel context.CancelCauseFunc, withPoll *atomic.Bool) (stop func()) {
 	ctx, stopCtx := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -334,6 +339,9 @@ func (s *server) keepLease(ctx context.Context, rid string, cancel context.Cance
 			case <-t.C:
 			case <-ctx.Done():
 				return
+			}
+			if withPoll.Load() {
+				continue
 			}
 			body := map[string]any{"net": s.net, "rid": rid, "lease": seconds(s.o.lease)}
 			_, _, err := s.call(ctx, "/api/v1/server/extend", s.key, body, nil)
