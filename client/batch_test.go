@@ -273,8 +273,9 @@ func TestServeAnswerRefusedInBatch(t *testing.T) {
 
 // TestServeAnswerRefusedForNow: the relay refuses an answer that came
 // with a poll for now (here the relay never gets it, and the reply says
-// 507 store_full); Serve posts it again by pushres after a backoff, as a
-// pushres refused so would be, and its caller gets it.
+// 507 store_full, retry_after 1 s); Serve posts it again by pushres after
+// a backoff, no sooner than that second, as a pushres refused so would
+// be, and its caller gets it.
 func TestServeAnswerRefusedForNow(t *testing.T) {
 	t.Parallel()
 	net := testNet(t)
@@ -306,7 +307,7 @@ func TestServeAnswerRefusedForNow(t *testing.T) {
 		if json.Unmarshal(reply, &m) != nil {
 			return reply
 		}
-		m["answers"] = json.RawMessage(`[{"rid":"` + refused + `","error":{"code":"store_full","message":"injected by the test","status":507}}]`)
+		m["answers"] = json.RawMessage(`[{"rid":"` + refused + `","error":{"code":"store_full","message":"injected by the test","status":507,"retry_after":1}}]`)
 		b, _ := json.Marshal(m)
 		return b
 	}
@@ -327,9 +328,53 @@ func TestServeAnswerRefusedForNow(t *testing.T) {
 		return false
 	})
 	assert.Equal(t, 1, rec.count(pathPushRes), "posted again once")
+	var refusal recorded // the reply that said 507
+	for _, c := range rec.of(pathPullReqSmart) {
+		if bytes.Contains(c.reply, []byte("store_full")) {
+			refusal = c
+		}
+	}
+	require.False(t, refusal.end.IsZero())
+	again := rec.of(pathPushRes)[0]
+	assert.GreaterOrEqual(t, again.began.Sub(refusal.end), time.Second, "not before its retry_after of 1 s")
 	status, attempt := ridState(t, token, rid)
 	assert.Equal(t, "answered", status)
 	assert.Equal(t, 1, attempt)
+	assert.ErrorIs(t, srv.stop(), context.Canceled)
+	errs.empty(t)
+}
+
+// TestServeLeaseWhileAnswerInPoll: while the poll that carried an answer
+// waits at the relay, the answer's lease is not renewed (WithLease half a
+// second): as far as Serve knows the request is answered, and the relay
+// refuses to renew an answered one (409, 404 once it has forgotten a
+// /via/ request). No extend goes out, nothing is reported.
+func TestServeLeaseWhileAnswerInPoll(t *testing.T) {
+	t.Parallel()
+	const lease = 500 * time.Millisecond
+	net := testNet(t)
+	rec := newRecorder(t)
+	errs := newErrorLog()
+	srv := serve(t, relayURL, net, testKey, echoPath, client.WithConcurrency(1), client.WithLease(lease),
+		rec.option(), errs.option())
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	// The first answer's poll does not wait (TestServeRelayWithoutAnswers);
+	// the second's does.
+	for _, path := range []string{"/a", "/b"} {
+		body, err := getVia(ctx, net, path)
+		require.NoError(t, err)
+		assert.Equal(t, "answer for "+path, body)
+	}
+	// Nothing is to happen: the quiet period is three leases.
+	quiet := time.NewTimer(3 * lease)
+	defer quiet.Stop()
+	<-quiet.C
+	rec.mu.Lock()
+	open := rec.open[pathPullReqSmart]
+	rec.mu.Unlock()
+	assert.Equal(t, 1, open, "the poll with the answer still waits")
+	assert.Equal(t, 0, rec.count(pathExtend))
 	assert.ErrorIs(t, srv.stop(), context.Canceled)
 	errs.empty(t)
 }

@@ -35,13 +35,15 @@ type recorder struct {
 	answer  func(path string, body, reply []byte) []byte // what the caller gets
 }
 
-// recorded is one call: its path, the body the relay got, and its reply.
+// recorded is one call: its path, the body the relay got, the reply its
+// caller got (or would have, if lost), and when it began and ended.
 type recorded struct {
-	path   string
-	body   []byte
-	status int
-	reply  []byte
-	lost   bool
+	path       string
+	body       []byte
+	status     int
+	reply      []byte
+	lost       bool
+	began, end time.Time
 }
 
 func newRecorder(t testing.TB) *recorder {
@@ -72,6 +74,7 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		body = r.rewrite(path, body)
 	}
 	lose := r.lose != nil && r.lose(path, body)
+	began := time.Now()
 	r.open[path]++
 	r.notify()
 	r.mu.Unlock()
@@ -91,14 +94,15 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.calls = append(r.calls, recorded{path: path, body: body, status: resp.StatusCode, reply: reply, lost: lose})
-	if lose {
-		return nil, errLost
-	}
-	if r.answer != nil {
+	if r.answer != nil && !lose {
 		reply = r.answer(path, body, reply)
 		resp.ContentLength = int64(len(reply))
 		resp.Header.Del("Content-Length")
+	}
+	r.calls = append(r.calls, recorded{path: path, body: body, status: resp.StatusCode, reply: reply, lost: lose,
+		began: began, end: time.Now()})
+	if lose {
+		return nil, errLost
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(reply))
 	return resp, nil
@@ -142,6 +146,19 @@ func (r *recorder) count(path string) int {
 		}
 	}
 	return n
+}
+
+// of is the calls to path answered so far.
+func (r *recorder) of(path string) []recorded {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []recorded
+	for _, c := range r.calls {
+		if c.path == path {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // batches are the polls that carried answers, in order.
