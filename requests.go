@@ -273,8 +273,11 @@ func (s *store) lease(ctx context.Context, net string, max int, lease time.Durat
 		if err := scan(tx.StmtContext(ctx, s.q.leaseQueued).QueryContext(ctx, net, now, s.opts.MaxAttempts, max)); err != nil {
 			return err
 		}
-		if err := scan(tx.StmtContext(ctx, s.q.leaseExpired).QueryContext(ctx, net, now, s.opts.MaxAttempts, max)); err != nil {
-			return err
+		// Leases that ran out, only when one may have (leaseTimes).
+		if due, _ := s.leases.due(net, now); due {
+			if err := scan(tx.StmtContext(ctx, s.q.leaseExpired).QueryContext(ctx, net, now, s.opts.MaxAttempts, max)); err != nil {
+				return err
+			}
 		}
 		sortBySeq(out)
 		if len(out) > max {
