@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/c2cvia/c2cvia/internal/simhttp"
@@ -132,7 +131,7 @@ func leaseNext(ctx context.Context, st *store, held *heldRequests, net string, m
 	quota := max
 	if ready {
 		quota = max - max/2
-		if max == 1 && heldTurn.Add(1)%2 == 0 {
+		if max == 1 && held.turn.Add(1)%2 == 0 {
 			quota = 0
 		}
 	}
@@ -145,23 +144,27 @@ func leaseNext(ctx context.Context, st *store, held *heldRequests, net string, m
 	}
 	stored, err := st.lease(ctx, net, max-len(got), lease)
 	got = append(got, stored...) // on an error, the held ones leased come back when their lease runs out
-	if err != nil || len(stored) > 0 || !queued {
-		return got, next, ended, err
+	if err == nil && len(stored) == 0 && queued {
+		// The counts were ahead of the store (a request past its TTL counts
+		// as queued until the janitor writes it down): read it.
+		var again bool
+		var storeNext time.Time
+		again, storeNext, err = st.readyState(ctx, net)
+		next = earliest(next, storeNext)
+		if err == nil && again {
+			stored, err = st.lease(ctx, net, max-len(got), lease)
+			got = append(got, stored...)
+		}
 	}
-	// The counts were ahead of the store (a request past its TTL counts as
-	// queued until the janitor writes it down): read it.
-	again, storeNext, err := st.readyState(ctx, net)
-	next = earliest(next, storeNext)
-	if err != nil || !again {
-		return got, next, ended, err
+	if err == nil && len(got) < max {
+		// The store had less than its part: held requests fill the page.
+		var rest []leasedRequest
+		rest, heldNext, more = held.lease(net, max-len(got), lease)
+		got = append(got, rest...)
+		next, ended = earliest(next, heldNext), append(ended, more...)
 	}
-	stored, err = st.lease(ctx, net, max-len(got), lease)
-	return append(got, stored...), next, ended, err
+	return got, next, ended, err
 }
-
-// heldTurn alternates pages of one request between held gateway requests
-// and the store's, when both have some.
-var heldTurn atomic.Int64
 
 // earliest is the earlier of two moments, zero being none.
 func earliest(a, b time.Time) time.Time {
@@ -379,10 +382,7 @@ func handlePushRes(st *store, h *hub, answers *answerBox, held *heldRequests, cf
 		if err != nil {
 			return err
 		}
-		answers.deliver(rid, simRes, more) // a /via/ request waiting for it
-		if hr != nil {
-			hr.answer <- boxedAnswer{simRes: simRes, streamed: true} // buffered: its one answer
-		}
+		answers.deliver(rid, simRes, more) // a /via/ request waiting for it, held until now or not
 		h.notify(tokenSignal(owner))
 		if more {
 			writeJSON(w, http.StatusOK, streamResponse{RID: rid, Status: statusAnswered, Stream: streamOpen, Offset: int64(len(body))})
@@ -566,6 +566,7 @@ func handleExtend(st *store, h *hub, held *heldRequests, cfg config) apiFunc {
 		if hr := held.find(net, rid); hr != nil {
 			until, err := held.extend(hr, lease)
 			if err == nil {
+				h.notify(tokenSignal(hr.owner.Hash)) // a last lease cut short ends its caller's wait sooner
 				writeJSON(w, http.StatusOK, response{rid, formatMS(until)})
 				return nil
 			}

@@ -388,27 +388,40 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, t viaTarget) e
 // a streamed answer.
 func (g *gateway) forwardHeld(w http.ResponseWriter, r *http.Request, t viaTarget, simReq []byte) error {
 	h := g.held.newHeld(t.net, newRID(), senderAddr(r), simReq)
+	// Answered in memory (heldRequests.answer) while it is held, through
+	// the box (pushres, a poll's answers) once the store has it.
+	stored, done := g.answers.expect(h.rid)
+	defer done()
 	if err := g.held.hold(h); err != nil {
 		return err
 	}
 	g.lp.hub.notify(netSignal(t.net))
+	answered := func() (boxedAnswer, bool) {
+		select {
+		case a := <-h.answer:
+			return a, true
+		case a := <-stored:
+			return a, true
+		default:
+			return boxedAnswer{}, false
+		}
+	}
 
 	ctx := r.Context()
 	var answer boxedAnswer
+	var ok bool
 	state := heldQueued
 	_, err := g.lp.poll(ctx, pollVia, tokenSignal(h.owner.Hash), g.cfg.ViaTimeout, func() (bool, time.Time, error) {
-		select {
-		case answer = <-h.answer:
+		if answer, ok = answered(); ok {
 			return true, time.Time{}, nil
-		default:
 		}
 		var next time.Time
 		state, next = g.held.status(h)
 		switch state {
-		case heldQueued, heldDelivered, heldStored: // stored: its streamed answer's head comes
+		case heldQueued, heldDelivered, heldStored: // stored: its answer comes through the box
 			return false, next, nil
 		case heldAnswered:
-			answer = <-h.answer // sent before the state was read
+			answer, ok = <-h.answer, true // sent before the state was read
 		}
 		return true, time.Time{}, nil
 	})
@@ -418,34 +431,35 @@ func (g *gateway) forwardHeld(w http.ResponseWriter, r *http.Request, t viaTarge
 		}
 		return err
 	}
+	if !ok {
+		switch state {
+		case heldFailed:
+			return errFailed
+		case heldExpired:
+			return errExpired
+		}
+		// The wait ran out, or the relay is shutting down: from here on
+		// the request is the store's (docs/API.md, "Gateway").
+		if err := g.held.store(ctx, h); err != nil {
+			g.leaveHeld(ctx, h) // refused (a budget): its SimServer's watch is told
+			return err
+		}
+		answer, ok = answered() // it may have come meanwhile: the caller is still here
+	}
 	switch {
-	case answer.simRes != nil && answer.streamed:
-		// Its SimServer began a streamed answer: the store took it over.
+	case ok && answer.streamed:
+		// Its SimServer began a streamed answer: the store has it.
 		readToEnd, err := g.writeStream(w, r, t, h.owner, h.rid, answer.simRes, true)
 		if readToEnd {
 			g.st.dropAnswered(h.rid) // read to its end by its one reader; its parts go with it
 		}
 		return err
-	case answer.simRes != nil:
+	case ok:
+		if g.held.wasStored(h) {
+			g.st.dropAnswered(h.rid) // in hand now: nobody can read it again
+		}
 		return g.writeAnswer(w, r, t, answer.simRes)
-	case state == heldFailed:
-		return errFailed
-	case state == heldExpired:
-		return errExpired
-	}
-	// The wait ran out, or the relay is shutting down: from here on the
-	// request is the store's (docs/API.md, "Gateway").
-	if err := g.held.store(ctx, h); err != nil {
-		g.held.withdraw(h)
-		return err
-	}
-	select {
-	case answer = <-h.answer:
-		// Answered while it was being stored: the caller is still here.
-		return g.writeAnswer(w, r, t, answer.simRes)
-	default:
-	}
-	if g.lp.stopping() {
+	case g.lp.stopping():
 		return errStoreClosed // the request is stored; the SimServer gets it after the restart
 	}
 	return newAPIError(http.StatusGatewayTimeout, "gateway_timeout", fmt.Sprintf(

@@ -37,6 +37,12 @@ type storeCounts struct {
 	recounts    atomic.Int64 // counts from the file after the one at open
 
 	queueFull, netFull atomic.Int64 // refusals, for the metrics
+
+	// The synchronous gateway requests held in memory and queued
+	// (held.go), by queue and by viaKey: not the store's, but in its
+	// queues' quotas with the store's.
+	heldQueued map[string]int
+	heldVia    map[string]int
 }
 
 // move records n requests of net moving from status from to status to.
@@ -184,13 +190,8 @@ func (c *storeCounts) admitRequest(r requestRow, max, addrMax int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	queue := queueOf(r.net, r.from)
-	if max > 0 && c.queued[queue] >= max {
-		c.queueFull.Add(1)
-		return errQueueFull
-	}
-	if k, ok := r.viaKey(); ok && addrMax > 0 && c.usage.viaQueued[k] >= addrMax {
-		c.queueFull.Add(1)
-		return errViaAddrQueueFull
+	if err := c.quotaLocked(r, max, addrMax); err != nil {
+		return err
 	}
 	if k, ok := r.clientKey(); ok && addrMax > 0 && c.usage.clientQueued[k] >= addrMax {
 		c.queueFull.Add(1)
@@ -202,13 +203,50 @@ func (c *storeCounts) admitRequest(r requestRow, max, addrMax int) error {
 	return nil
 }
 
-// viaQueue returns the gateway requests of net stored as queued, and
-// those of them from the caller viaKey names (requestRow.viaKey): what
-// the requests held in memory add to for --max-queue (held.go).
-func (c *storeCounts) viaQueue(net, viaKey string) (queued, byAddr int) {
+// quotaLocked refuses r, about to be queued, when its queue (queueOf)
+// already has max queued (0: no limit), stored or held in memory, or its
+// sender addrMax in the gateway's queue (errViaAddrQueueFull; 0: no share).
+func (c *storeCounts) quotaLocked(r requestRow, max, addrMax int) error {
+	queue := queueOf(r.net, r.from)
+	if max > 0 && c.queued[queue]+c.heldQueued[queue] >= max {
+		c.queueFull.Add(1)
+		return errQueueFull
+	}
+	if k, ok := r.viaKey(); ok && addrMax > 0 && c.usage.viaQueued[k]+c.heldVia[k] >= addrMax {
+		c.queueFull.Add(1)
+		return errViaAddrQueueFull
+	}
+	return nil
+}
+
+// admitHeld counts r, a gateway request held in memory (held.go), as
+// queued, under the quotas that the stored ones meet (quotaLocked).
+func (c *storeCounts) admitHeld(r requestRow, max, addrMax int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.queued[queueOf(net, detachedFrom)], c.usage.viaQueued[viaKey]
+	if err := c.quotaLocked(r, max, addrMax); err != nil {
+		return err
+	}
+	c.heldLocked(r, 1)
+	return nil
+}
+
+// heldQueue records a held request r queued again (n = 1: its lease ran
+// out) or no longer queued (n = -1).
+func (c *storeCounts) heldQueue(r requestRow, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.heldLocked(r, n)
+}
+
+func (c *storeCounts) heldLocked(r requestRow, n int) {
+	if c.heldQueued == nil {
+		c.heldQueued, c.heldVia = map[string]int{}, map[string]int{}
+	}
+	addTo(c.heldQueued, queueOf(r.net, r.from), n)
+	if k, ok := r.viaKey(); ok {
+		addTo(c.heldVia, k, n)
+	}
 }
 
 // queuedIn returns the requests of net stored as queued, its SimClients'

@@ -68,11 +68,12 @@ type heldRequests struct {
 	queued   map[string]int                       // viaKey -> queued held requests, for --via-addr-share
 
 	held atomic.Int64 // queued or delivered now, for the metrics
+	turn atomic.Int64 // alternates pages of one request with the store's (leaseNext)
 }
 
 func newHeldRequests(st *store) *heldRequests {
 	return &heldRequests{st: st, byRID: map[string]*heldRequest{}, queues: map[string][]*heldRequest{},
-		out: map[string]map[*heldRequest]struct{}{}, queued: map[string]int{}}
+		out: map[string]map[*heldRequest]struct{}{}}
 }
 
 // newHeld makes a held request for rid of net from the caller at remote,
@@ -93,26 +94,25 @@ func (h *heldRequest) row() requestRow {
 // hold queues h, under the gateway's share of its net's queue
 // (--max-queue, with the gateway requests the store holds) and its
 // caller's share of that (--via-addr-share): 429 queue_full past either.
+// The budgets of what its caller sends are met as if it were stored
+// (store.senderRefusal), since it is once its wait runs out: 507 at once
+// rather than after the wait.
 func (hr *heldRequests) hold(h *heldRequest) error {
+	if err := hr.st.senderRefusal(h.row()); err != nil {
+		return err
+	}
+	if max := hr.st.opts.MaxStore; max > 0 && hr.st.used.Load()+hr.st.pending.Load()+int64(len(h.simReq)) > max {
+		return errStoreFull
+	}
 	maxQueue := hr.st.opts.MaxQueue
-	addrMax := int(hr.st.viaShare(int64(maxQueue)))
-	key, byAddr := h.row().viaKey()
 	hr.mu.Lock()
 	defer hr.mu.Unlock()
-	storedQueue, storedAddr := hr.st.counts.viaQueue(h.net, key)
-	if maxQueue > 0 && storedQueue+len(hr.queues[h.net]) >= maxQueue {
-		hr.st.counts.queueFull.Add(1)
-		return errQueueFull
-	}
-	if byAddr && addrMax > 0 && storedAddr+hr.queued[key] >= addrMax {
-		hr.st.counts.queueFull.Add(1)
-		return errViaAddrQueueFull
+	hr.pruneLocked(hr.st.nowMS())
+	if err := hr.st.counts.admitHeld(h.row(), maxQueue, int(hr.st.viaShare(int64(maxQueue)))); err != nil {
+		return err
 	}
 	hr.byRID[h.rid] = h
 	hr.queues[h.net] = append(hr.queues[h.net], h)
-	if byAddr {
-		hr.queued[key]++
-	}
 	hr.held.Add(1)
 	return nil
 }
@@ -132,10 +132,26 @@ func (hr *heldRequests) unqueueLocked(h *heldRequest) {
 	} else {
 		hr.queues[h.net] = q
 	}
-	if key, ok := h.row().viaKey(); ok {
-		if hr.queued[key]--; hr.queued[key] <= 0 {
-			delete(hr.queued, key)
-		}
+	hr.st.counts.heldQueue(h.row(), -1)
+}
+
+// requeueLocked puts h back in its net's queue, in the order it came.
+func (hr *heldRequests) requeueLocked(h *heldRequest) {
+	h.state = heldQueued
+	q := hr.queues[h.net]
+	i := 0
+	for i < len(q) && q[i].created <= h.created {
+		i++
+	}
+	hr.queues[h.net] = append(q[:i:i], append([]*heldRequest{h}, q[i:]...)...)
+	hr.st.counts.heldQueue(h.row(), 1)
+}
+
+// outLocked takes h out of its net's leased requests.
+func (hr *heldRequests) outLocked(h *heldRequest) {
+	delete(hr.out[h.net], h)
+	if len(hr.out[h.net]) == 0 {
+		delete(hr.out, h.net)
 	}
 }
 
@@ -147,17 +163,23 @@ func (hr *heldRequests) endLocked(h *heldRequest, state heldState, now int64) {
 		hr.unqueueLocked(h)
 		hr.held.Add(-1)
 	case heldDelivered:
-		delete(hr.out[h.net], h)
-		if len(hr.out[h.net]) == 0 {
-			delete(hr.out, h.net)
-		}
+		hr.outLocked(h)
 		hr.held.Add(-1)
 	}
 	h.state = state
+	h.simReq = nil // only its rid and state are kept now
 	if h.leaseUntil < now {
 		h.leaseUntil = now
 	}
 	hr.ended = append(hr.ended, h)
+}
+
+// sweep forgets the ended requests due, for the janitor: held requests
+// that nobody polls for end with their callers, and are pruned here.
+func (hr *heldRequests) sweep() {
+	hr.mu.Lock()
+	defer hr.mu.Unlock()
+	hr.pruneLocked(hr.st.nowMS())
 }
 
 // pruneLocked forgets the ended requests whose lease would have ended, at
@@ -207,26 +229,14 @@ func (hr *heldRequests) lapseLocked(net string, now int64) (ended []*heldRequest
 		case st == statusFailed:
 			ended, states = append(ended, h), append(states, heldFailed)
 		case h.leaseUntil <= now:
-			delete(hr.out[net], h)
-			h.state = heldQueued
-			q := hr.queues[net]
-			i := 0
-			for i < len(q) && q[i].created <= h.created {
-				i++
-			}
-			hr.queues[net] = append(q[:i:i], append([]*heldRequest{h}, q[i:]...)...)
-			if key, ok := h.row().viaKey(); ok {
-				hr.queued[key]++
-			}
+			hr.outLocked(h)
+			hr.requeueLocked(h)
 		case nextLease == 0 || h.leaseUntil < nextLease:
 			nextLease = h.leaseUntil
 		}
 	}
 	for i, h := range ended {
 		hr.endLocked(h, states[i], now)
-	}
-	if len(hr.out[net]) == 0 {
-		delete(hr.out, net)
 	}
 	return ended, nextLease
 }
@@ -327,14 +337,10 @@ func (hr *heldRequests) answer(h *heldRequest, simRes []byte) error {
 		<-stored
 		return errStoredNow
 	}
+	hr.lapseLocked(h.net, now) // a TTL or a last lease that ran out ends it (statusAt)
 	if err := refusalLocked(h); err != nil {
 		hr.mu.Unlock()
 		return err
-	}
-	if h.expiresAt <= now {
-		hr.endLocked(h, heldExpired, now)
-		hr.mu.Unlock()
-		return errExpired
 	}
 	hr.endLocked(h, heldAnswered, now)
 	hr.mu.Unlock()
@@ -355,6 +361,7 @@ func (hr *heldRequests) extend(h *heldRequest, lease time.Duration) (until int64
 	if h.state == heldStored {
 		return 0, errStoredNow // the caller asks the store (a store in progress holds the old lease)
 	}
+	hr.lapseLocked(h.net, now)
 	if err := refusalLocked(h); err != nil {
 		return 0, err
 	}
@@ -372,6 +379,7 @@ func (hr *heldRequests) withdraw(h *heldRequest) (wasDelivered, stored bool) {
 	now := hr.st.nowMS()
 	hr.mu.Lock()
 	defer hr.mu.Unlock()
+	hr.pruneLocked(now)
 	switch h.state {
 	case heldStored:
 		return false, true
@@ -438,7 +446,7 @@ func (hr *heldRequests) store(ctx context.Context, h *heldRequest) error {
 	if was == heldQueued {
 		hr.unqueueLocked(h)
 	} else {
-		delete(hr.out[h.net], h)
+		hr.outLocked(h)
 	}
 	h.state = heldStored
 	stored := make(chan struct{})
@@ -455,10 +463,7 @@ func (hr *heldRequests) store(ctx context.Context, h *heldRequest) error {
 		// Held again, as it was: the caller's wait goes on or ends with err.
 		h.state = was
 		if was == heldQueued {
-			hr.queues[h.net] = append(hr.queues[h.net], h)
-			if key, ok := h.row().viaKey(); ok {
-				hr.queued[key]++
-			}
+			hr.requeueLocked(h)
 		} else {
 			if hr.out[h.net] == nil {
 				hr.out[h.net] = map[*heldRequest]struct{}{}
@@ -468,11 +473,19 @@ func (hr *heldRequests) store(ctx context.Context, h *heldRequest) error {
 		return err
 	}
 	hr.held.Add(-1)
+	h.simReq = nil // the store has it
 	if h.leaseUntil < now {
 		h.leaseUntil = now
 	}
 	hr.ended = append(hr.ended, h) // by rid a while: an answer meanwhile goes to the store
 	return nil
+}
+
+// wasStored reports whether the store took h over.
+func (hr *heldRequests) wasStored(h *heldRequest) bool {
+	hr.mu.Lock()
+	defer hr.mu.Unlock()
+	return h.state == heldStored
 }
 
 // partRefusal is why a part for h cannot be taken: nil once the store has

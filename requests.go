@@ -69,6 +69,12 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte, remoteA
 // queue's quota (queueOf). The quota refuses last, so that the write's
 // savepoint undoes the insert.
 func (s *store) insertQueued(ctx context.Context, tx *sql.Tx, net, rid string, owner []byte, from, remoteAddr string, simReq []byte, now, expiresAt int64) error {
+	return s.insertRequest(ctx, tx, net, rid, owner, from, remoteAddr, simReq, now, expiresAt, true)
+}
+
+// insertRequest is insertQueued; without quota, the queue's quota does not
+// refuse it (a request held in memory that had its place already).
+func (s *store) insertRequest(ctx context.Context, tx *sql.Tx, net, rid string, owner []byte, from, remoteAddr string, simReq []byte, now, expiresAt int64, quota bool) error {
 	if err := s.admitBytes(ctx, tx, net, len(simReq)); err != nil {
 		return err
 	}
@@ -78,6 +84,9 @@ func (s *store) insertQueued(ctx context.Context, tx *sql.Tx, net, rid string, o
 	}
 	if _, err := tx.StmtContext(ctx, s.q.insertRequest).ExecContext(ctx, rid, net, owner, from, remoteAddr, string(simReq), now, expiresAt); err != nil {
 		return err
+	}
+	if !quota {
+		return s.counts.admitRequest(r, 0, 0)
 	}
 	return s.counts.admitRequest(r, s.opts.MaxQueue, int(s.viaShare(int64(s.opts.MaxQueue))))
 }
@@ -117,14 +126,16 @@ func (s *store) pushDetached(ctx context.Context, net, rid, from, remoteAddr str
 
 // storeHeld stores h, a synchronous gateway request held in memory until
 // now (held.go), as the store would have it had it been stored from the
-// start: queued, or delivered with its attempts and lease. It is admitted
-// as a new request (insertQueued): a budget may refuse it.
+// start: queued, or, once handed out, delivered with its attempts and its
+// lease (run out, for one queued again after its lease). Its bytes are
+// admitted as a new request's (a budget may refuse it); its queue's quota
+// does not refuse it, for it had its place there.
 func (s *store) storeHeld(ctx context.Context, h *heldRequest) error {
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if err := s.insertQueued(ctx, tx, h.net, h.rid, h.owner.Hash, detachedFrom, h.remote, h.simReq, h.created, h.expiresAt); err != nil {
+		if err := s.insertRequest(ctx, tx, h.net, h.rid, h.owner.Hash, detachedFrom, h.remote, h.simReq, h.created, h.expiresAt, false); err != nil {
 			return err
 		}
-		if h.state != heldDelivered {
+		if h.attempt == 0 {
 			return nil
 		}
 		s.leases.leased(h.net, h.leaseUntil)

@@ -58,10 +58,12 @@ func newServer(log *slog.Logger, st *store, cfg config) *server {
 func (s *server) shutdown() { s.poller.shutdown() }
 
 // sweep is the janitor's round of the server's own bookkeeping: the
-// SimServers gone, and the access log lines suppressed.
+// SimServers gone, the access log lines suppressed, and the held gateway
+// requests that ended.
 func (s *server) sweep() {
 	s.presence.sweep()
 	s.logQuota.summarize()
+	s.held.sweep()
 }
 
 // apiFunc is a handler that returns its failure for the adapter to write.
