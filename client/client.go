@@ -74,6 +74,7 @@ type options struct {
 	httpClient  *http.Client
 	onError     func(error)
 	preflights  bool
+	linger      time.Duration
 }
 
 // defaultHTTPClient talks to the relay unless WithHTTPClient says
@@ -96,6 +97,9 @@ func newOptions(opts []Option) options {
 		wait:       25 * time.Second,
 		httpClient: defaultHTTPClient,
 		onError:    func(err error) { log.Print(err) },
+		// 2 ms: a quick handler is done well within it, and a slow one
+		// delays the next poll by no more.
+		linger: 2 * time.Millisecond,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -130,6 +134,21 @@ func WithWait(d time.Duration) Option {
 	return func(o *options) {
 		if d > 0 {
 			o.wait = d
+		}
+	}
+}
+
+// WithLinger sets how long Serve waits, after starting the handlers of
+// the requests one poll brought, for them to finish before it polls again
+// (default 2 ms): the answers ready by then go with that poll, one round
+// trip for answering and asking for more, instead of a pushres call each.
+// The wait ends as soon as those handlers have all finished. 0 polls again
+// at once; d < 0 keeps the default. Whatever it is, an answer that is
+// ready while a poll waits at the relay goes out at once on its own.
+func WithLinger(d time.Duration) Option {
+	return func(o *options) {
+		if d >= 0 {
+			o.linger = d
 		}
 	}
 }

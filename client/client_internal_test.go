@@ -160,6 +160,7 @@ func TestOptions(t *testing.T) {
 			assert.Equal(t, 25*time.Second, o.wait)
 			assert.Same(t, defaultHTTPClient, o.httpClient)
 			assert.NotNil(t, o.onError)
+			assert.Equal(t, 2*time.Millisecond, o.linger)
 		}},
 		{"WithConcurrency", []Option{WithConcurrency(8)}, func(t *testing.T, o options) { assert.Equal(t, 8, o.concurrency) }},
 		{"WithConcurrency(0) is 1", []Option{WithConcurrency(0)}, func(t *testing.T, o options) { assert.Equal(t, 1, o.concurrency) }},
@@ -169,6 +170,11 @@ func TestOptions(t *testing.T) {
 		{"WithLease(-1s) keeps the default", []Option{WithLease(-time.Second)}, func(t *testing.T, o options) { assert.Equal(t, 30*time.Second, o.lease) }},
 		{"WithWait", []Option{WithWait(5 * time.Second)}, func(t *testing.T, o options) { assert.Equal(t, 5*time.Second, o.wait) }},
 		{"WithWait(0) keeps the default", []Option{WithWait(0)}, func(t *testing.T, o options) { assert.Equal(t, 25*time.Second, o.wait) }},
+		{"WithLinger", []Option{WithLinger(time.Second)}, func(t *testing.T, o options) { assert.Equal(t, time.Second, o.linger) }},
+		{"WithLinger(0) polls at once", []Option{WithLinger(0)}, func(t *testing.T, o options) { assert.Zero(t, o.linger) }},
+		{"WithLinger(-1ms) keeps the default", []Option{WithLinger(-time.Millisecond)}, func(t *testing.T, o options) {
+			assert.Equal(t, 2*time.Millisecond, o.linger)
+		}},
 		{"WithHTTPClient", []Option{WithHTTPClient(mine)}, func(t *testing.T, o options) { assert.Same(t, mine, o.httpClient) }},
 		{"WithHTTPClient(nil) keeps the default", []Option{WithHTTPClient(nil)}, func(t *testing.T, o options) {
 			assert.Same(t, defaultHTTPClient, o.httpClient)

@@ -200,6 +200,14 @@ func (f *front) call(t testing.TB, path string, i int) (url.Values, []byte) {
 // per path.
 func (f *front) await(t testing.TB, what string, cond func(calls, open map[string]int) bool) {
 	t.Helper()
+	if !f.until(cond) {
+		t.Fatalf("waited %s for %s", within, what)
+	}
+}
+
+// until waits up to within until cond holds, as await does, and reports
+// whether it did: for a handler's goroutine, which may not end the test.
+func (f *front) until(cond func(calls, open map[string]int) bool) bool {
 	deadline := time.NewTimer(within)
 	defer deadline.Stop()
 	for {
@@ -207,12 +215,12 @@ func (f *front) await(t testing.TB, what string, cond func(calls, open map[strin
 		ok, changed := cond(f.calls, f.open), f.changed
 		f.mu.Unlock()
 		if ok {
-			return
+			return true
 		}
 		select {
 		case <-changed:
 		case <-deadline.C:
-			t.Fatalf("waited %s for %s", within, what)
+			return false
 		}
 	}
 }

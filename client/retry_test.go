@@ -156,9 +156,10 @@ func TestHTTPClientRetries(t *testing.T) {
 	})
 }
 
-// TestServeAnswerRetries: posting a handler's answer meets a failure; what
-// may pass is retried until the answer is in, anything else is reported
-// and given up.
+// TestServeAnswerRetries: posting a handler's answer by pushres meets a
+// failure; what may pass is retried until the answer is in, anything else
+// is reported and given up. The handler answers once the next poll waits
+// at the relay, so its answer goes by pushres.
 func TestServeAnswerRetries(t *testing.T) {
 	t.Parallel()
 	eachFailure(t, []failure{
@@ -167,7 +168,16 @@ func TestServeAnswerRetries(t *testing.T) {
 		{name: "409 already answered", reply: relayReply(409, "already_answered")},
 	}, pathPushRes, func(t *testing.T, tc failure, net string, f *front) {
 		errs := newErrorLog()
-		serve(t, f.URL, net, testKey, served, errs.option())
+		parked := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// The poll that brought the request has ended, the next one waits.
+			if !f.until(func(calls, open map[string]int) bool {
+				return calls[pathPullReqSmart] >= 2 && open[pathPullReqSmart] == 1
+			}) {
+				panic("no poll waited at the relay while the handler ran")
+			}
+			_, _ = io.WriteString(w, "served")
+		})
+		serve(t, f.URL, net, testKey, parked, errs.option())
 		token, _ := rawLogin(t, net)
 		rid := rawPush(t, token, `{"simEndpoint":"/"}`)
 		if tc.transient {

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/c2cvia/c2cvia/internal/simhttp"
@@ -64,6 +65,15 @@ const (
 // whose headers alone are too large, as a 502 response_too_large); the
 // handler does not run again for it.
 //
+// A whole answer under 64 KiB (its sim_res as JSON) that is ready when
+// Serve polls again goes with that poll, up to 100 answers and 512 KiB a
+// poll: one round trip answers them and asks for more. After starting the
+// handlers of a poll's requests, Serve waits for them to finish, for at
+// most WithLinger (2 ms by default), before it polls again. An answer
+// that is ready while a poll waits at the relay, a larger one, and a
+// stream's head go out at once by a call of their own; so do all answers
+// to a relay that does not take them with a poll.
+//
 // r.Context() ends when the request is withdrawn: its caller went away (a
 // /via/ caller that hung up, an HTTPClient request cancelled or whose body
 // was closed early), or it expired. Serve learns of that within about a
@@ -79,7 +89,7 @@ const (
 func Serve(ctx context.Context, relayURL, net, key string, h http.Handler, opts ...Option) error {
 	o := newOptions(opts)
 	s := &server{relay: newRelay(relayURL, o.httpClient), net: net, key: key, h: h, o: o,
-		slots: make(chan struct{}, o.concurrency)}
+		slots: make(chan struct{}, o.concurrency), batch: newBatch()}
 	s.watch = newWatcher(s)
 	return s.run(ctx)
 }
@@ -93,6 +103,7 @@ type server struct {
 	running  sync.WaitGroup
 	watch    *watcher
 	parts    partLimit
+	batch    *batch // the answers that go with the next poll
 }
 
 // leased is one request from pullreqsmart.
@@ -138,10 +149,26 @@ func (s *server) run(ctx context.Context) error {
 }
 
 // loop polls for requests while a slot is free and starts their handlers;
-// it returns ctx.Err() or a fatal relay error.
+// it returns ctx.Err() or a fatal relay error. Each poll carries the
+// answers ready when it goes out (batch); after starting handlers, it
+// lingers for them to finish, so that their answers go with the next.
 func (s *server) loop(ctx, hctx context.Context) error {
 	var bo backoff
+	var carry []*answer // a failed poll's answers: they go again with the next
+	bare := false       // the next poll carries no answers
+	var round chan struct{}
+	started := 0 // handlers of the last poll's requests; each sends on round once it frees its slot
+	defer func() {
+		// Nothing waits for a poll any more: the handlers post by pushres.
+		for _, a := range append(carry, s.batch.take()...) {
+			a.handBack(nil)
+		}
+	}()
 	for {
+		if len(carry) == 0 && !bare {
+			s.batch.collect()
+		}
+		s.linger(ctx, round, started)
 		// Wait for one free slot, then take every other free one.
 		select {
 		case s.slots <- struct{}{}:
@@ -159,13 +186,22 @@ func (s *server) loop(ctx, hctx context.Context) error {
 			}
 		}
 
-		reqs, retryAfter, err := s.poll(ctx, n)
+		sent := append(carry, s.batch.take()...)
+		carry, bare = nil, false
+		reqs, outs, retryAfter, err := s.poll(ctx, n, sent)
+		if len(sent) > 0 {
+			carry, bare = s.settle(ctx, sent, outs, err)
+		}
+		if err == nil {
+			s.batch.collect() // before the handlers start: a quick one is done at once
+		}
 		for range n - len(reqs) {
 			<-s.slots
 		}
+		round, started = make(chan struct{}, len(reqs)), len(reqs)
 		for _, req := range reqs {
 			s.running.Add(1)
-			go s.handle(hctx, req)
+			go s.handle(hctx, req, round)
 		}
 		if err == nil {
 			bo.reset()
@@ -173,6 +209,9 @@ func (s *server) loop(ctx, hctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if bare {
+			continue // refused with answers: whether it is fatal, a poll without them tells
 		}
 		if !transient(ctx, err) {
 			return err
@@ -184,41 +223,73 @@ func (s *server) loop(ctx, hctx context.Context) error {
 	}
 }
 
-// poll long-polls pullreqsmart for at most n requests.
-func (s *server) poll(ctx context.Context, n int) ([]leased, time.Duration, error) {
+// linger waits until the n handlers started from the last poll have each
+// freed their slot (round), at most the linger, so that their answers go
+// with the next poll.
+func (s *server) linger(ctx context.Context, round <-chan struct{}, n int) {
+	if n == 0 || s.o.linger <= 0 || !s.batch.enabled() {
+		return
+	}
+	t := time.NewTimer(s.o.linger)
+	defer t.Stop()
+	for range n {
+		select {
+		case <-round:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// poll long-polls pullreqsmart for at most n requests, posting answers
+// first (if any), and returns the requests and the answers' outcomes.
+func (s *server) poll(ctx context.Context, n int, answers []*answer) ([]leased, []answerOutcome, time.Duration, error) {
 	var out struct {
-		Requests []leased `json:"requests"`
+		Requests []leased        `json:"requests"`
+		Answers  []answerOutcome `json:"answers"`
 	}
 	body := map[string]any{"net": s.net, "wait": seconds(s.o.wait), "max": n, "lease": seconds(s.o.lease)}
 	if s.o.preflights {
 		body["preflight"] = true
 	}
+	if len(answers) > 0 {
+		body["answers"] = answers
+		body["wait"] = seconds(s.batch.wait(s.o.wait))
+	}
 	_, retryAfter, err := s.call(ctx, "/api/v1/server/pullreqsmart", s.key, body, &out)
+	if err != nil {
+		return nil, nil, retryAfter, err
+	}
 	if len(out.Requests) > n { // never more than asked: each needs a slot
 		out.Requests = out.Requests[:n]
 	}
-	return out.Requests, retryAfter, err
+	return out.Requests, out.Answers, retryAfter, nil
 }
 
 // handle runs the handler on one request, keeps its lease while it runs,
 // posts the answer and frees the request's slot: when the handler returns,
-// or when its answer becomes a stream, which holds no slot. The handler's
-// context ends when the relay withdraws the request (watch, or a 410 from
-// extend, pushres or pushpart), or when Serve's grace period is over.
-func (s *server) handle(hctx context.Context, l leased) {
+// or when its answer becomes a stream or waits for the next poll, which
+// hold no slot; then it sends on round. The handler's context ends when
+// the relay withdraws the request (watch, or a 410 from extend, pushres or
+// pushpart), or when Serve's grace period is over.
+func (s *server) handle(hctx context.Context, l leased, round chan<- struct{}) {
 	defer s.running.Done()
 	slot := true
 	free := func() {
 		if slot {
 			slot = false
 			<-s.slots
+			round <- struct{}{}
 		}
 	}
 	defer free()
 	ctx, cancel := context.WithCancelCause(hctx)
 	defer cancel(nil)
 
-	w := &responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}, onStream: free}
+	var withPoll atomic.Bool // the answer waits with a poll: the lease is not renewed
+	w := &responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}, freeSlot: free, withPoll: &withPoll}
 	req, err := s.request(ctx, l)
 	if err != nil {
 		s.o.onError(fmt.Errorf("c2cvia: request %s: %w", l.RID, err))
@@ -229,7 +300,7 @@ func (s *server) handle(hctx context.Context, l leased) {
 		return
 	}
 	unwatch := s.watch.add(l.RID, cancel)
-	stop := s.keepLease(ctx, l.RID, cancel)
+	stop := s.keepLease(ctx, l.RID, cancel, &withPoll)
 	defer stop() // the lease is kept while the answer's last part is posted
 	panicked := s.serveOne(w, req)
 	unwatch() // from here on only the answer's own calls end the request
@@ -239,7 +310,7 @@ func (s *server) handle(hctx context.Context, l leased) {
 		stop() // no renewal after the abort's short lease
 		w.abort()
 	case panicked:
-		*w = responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}}
+		*w = responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}, freeSlot: free, withPoll: &withPoll}
 		w.header.Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusInternalServerError)
 		_, _ = w.Write([]byte("internal server error"))
@@ -252,8 +323,11 @@ func (s *server) handle(hctx context.Context, l leased) {
 // keepLease renews the lease on rid every lease/2 until the returned stop
 // is called; stop returns once no renewal is in flight. A lost lease (409)
 // is not an error here: the answer tells whether it still counts. A
-// withdrawn request (410) ends the handler's context through cancel.
-func (s *server) keepLease(ctx context.Context, rid string, cancel context.CancelCauseFunc) (stop func()) {
+// withdrawn request (410) ends the handler's context through cancel. While
+// withPoll is set, the answer has gone with a poll that has not replied
+// yet: as far as Serve knows the request is answered, and the relay would
+// refuse the renewal (409, or 404 for a /via/ request it has forgotten).
+func (s *server) keepLease(ctx context.Context, rid string, cancel context.CancelCauseFunc, withPoll *atomic.Bool) (stop func()) {
 	ctx, stopCtx := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -265,6 +339,9 @@ func (s *server) keepLease(ctx context.Context, rid string, cancel context.Cance
 			case <-t.C:
 			case <-ctx.Done():
 				return
+			}
+			if withPoll.Load() {
+				continue
 			}
 			body := map[string]any{"net": s.net, "rid": rid, "lease": seconds(s.o.lease)}
 			_, _, err := s.call(ctx, "/api/v1/server/extend", s.key, body, nil)
@@ -330,31 +407,62 @@ func (s *server) request(ctx context.Context, l leased) (*http.Request, error) {
 
 // post makes a JSON server call, retrying what may pass (retry). A
 // pushres whose first try may have been committed (its reply was lost)
-// gets 409 already_answered when tried again: that counts as done.
+// is refused when tried again as answered before (postedBefore): that
+// counts as done.
 func (s *server) post(ctx context.Context, path string, body, out any) error {
-	tried := false
-	return s.retry(ctx, func() (time.Duration, error) {
+	return s.postFrom(ctx, newTries(), path, body, out)
+}
+
+// postFrom is post for a call whose tries began before (t): an answer
+// that went with a poll.
+func (s *server) postFrom(ctx context.Context, t *tries, path string, body, out any) error {
+	return s.retryFrom(ctx, t, func() (time.Duration, error) {
 		_, retryAfter, err := s.call(ctx, path, s.key, body, out)
-		var e *Error
-		if tried && errors.As(err, &e) && e.Code == "already_answered" {
+		if t.tried && postedBefore(err) {
 			return 0, nil
 		}
-		tried = true
+		t.tried = true
 		return retryAfter, err
 	})
 }
 
+// postedBefore reports whether err, the relay's refusal of an answer
+// posted again after a try whose reply was lost, says that try posted it:
+// 409 already_answered, or 404 not_found for a synchronous /via/ request
+// held in memory, which the relay forgets a while after its caller has
+// the answer (when its lease would have ended), or loses when it dies
+// (then its caller's connection drops too: there is nobody to answer). A
+// request the relay still holds is never 404.
+func postedBefore(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && (e.Code == "already_answered" || e.Status == http.StatusNotFound && e.Code == "not_found")
+}
+
+// tries is where the tries of one call stand: when the first began, and
+// whether one failed (the relay may have written it all the same).
+type tries struct {
+	first time.Time
+	tried bool
+	bo    backoff
+}
+
+func newTries() *tries { return &tries{first: time.Now()} }
+
 // retry runs call until it succeeds, fails for good, or has failed for
 // answerRetry (network errors, 5xx, 429: backoff between tries).
 func (s *server) retry(ctx context.Context, call func() (retryAfter time.Duration, err error)) error {
-	var bo backoff
-	deadline := time.Now().Add(answerRetry)
+	return s.retryFrom(ctx, newTries(), call)
+}
+
+// retryFrom is retry for tries that began at t.first.
+func (s *server) retryFrom(ctx context.Context, t *tries, call func() (retryAfter time.Duration, err error)) error {
+	deadline := t.first.Add(answerRetry)
 	for {
 		retryAfter, err := call()
 		if err == nil || !transient(ctx, err) || time.Now().After(deadline) {
 			return err
 		}
-		if !sleep(ctx, max(bo.next(), retryAfter)) {
+		if !sleep(ctx, max(t.bo.next(), retryAfter)) {
 			return ctx.Err()
 		}
 	}

@@ -7,6 +7,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -73,10 +74,11 @@ type responseWriter struct {
 	written bool
 	buf     []byte // body bytes not posted yet
 
-	head     bool   // the head is posted: the answer is a stream
-	offset   int64  // body bytes the relay has committed
-	err      error  // why nothing more can be posted; Write and FlushError return it
-	onStream func() // called once the head is posted: frees the handler's slot
+	head     bool         // the head is posted: the answer is a stream
+	offset   int64        // body bytes the relay has committed
+	err      error        // why nothing more can be posted; Write and FlushError return it
+	freeSlot func()       // frees the handler's slot: its answer is a stream, or waits for the next poll
+	withPoll *atomic.Bool // set while the answer waits with a poll: the lease is not renewed
 }
 
 func (w *responseWriter) Header() http.Header { return w.header }
@@ -215,10 +217,49 @@ func (w *responseWriter) simRes(body []byte) simhttp.Response {
 	return simhttp.FromResponse(w.status, w.sent, body)
 }
 
-// postWhole posts the buffer as the whole answer.
+// postWhole posts the buffer as the whole answer: with the next poll when
+// it is small and the poll loop is about to poll (batch.offer), else, or
+// when the poll hands it back, by pushres. Either way its outcome is what
+// pushres's would be.
 func (w *responseWriter) postWhole() error {
-	body := map[string]any{"net": w.s.net, "rid": w.rid, "sim_res": w.simRes(w.buf)}
-	return w.s.post(w.ctx, "/api/v1/server/pushres", body, nil)
+	simRes, err := marshal(w.simRes(w.buf))
+	if err != nil {
+		return err
+	}
+	t := newTries()
+	if a := w.s.batch.offer(w.rid, simRes); a != nil {
+		w.free()
+		w.withPoll.Store(true)
+		var o outcome
+		select {
+		case o = <-a.done:
+		case <-w.ctx.Done():
+			return context.Cause(w.ctx)
+		}
+		if !o.alone {
+			return o.err
+		}
+		w.withPoll.Store(false) // not posted yet: the lease counts again
+		t.first, t.tried = a.since, a.tried
+		if o.err != nil { // refused for now (507): tried again as pushres's would be
+			if time.Now().After(t.first.Add(answerRetry)) {
+				return o.err
+			}
+			if !sleep(w.ctx, max(t.bo.next(), o.retryAfter)) {
+				return context.Cause(w.ctx)
+			}
+		}
+	}
+	body := map[string]any{"net": w.s.net, "rid": w.rid, "sim_res": json.RawMessage(simRes)}
+	return w.s.postFrom(w.ctx, t, "/api/v1/server/pushres", body, nil)
+}
+
+// free frees the handler's slot, once.
+func (w *responseWriter) free() {
+	if w.freeSlot != nil {
+		w.freeSlot()
+		w.freeSlot = nil
+	}
 }
 
 // postHead posts the head and the first n buffered bytes with more: from
@@ -230,10 +271,7 @@ func (w *responseWriter) postHead(n int) error {
 		return err
 	}
 	w.head, w.offset = true, int64(n)
-	if w.onStream != nil {
-		w.onStream()
-		w.onStream = nil
-	}
+	w.free()
 	return nil
 }
 
