@@ -189,22 +189,24 @@ func TestAnswersWithPollReachVia(t *testing.T) {
 	assert.Contains(t, string(end.Body), `"status":"answered"`)
 }
 
-// TestPullsmartAnswerInMemory: a pullsmart waiting for its rid gets the
-// answer posted meanwhile from memory, with no second read of the store,
-// by pushres and by a poll's answers alike.
+// TestPullsmartAnswerInMemory: a pullsmart waiting for the rid its token
+// pushed through this relay reads nothing from the store: it knows the
+// request is its own and pending, and gets the answer posted meanwhile
+// from memory, by pushres and by a poll's answers alike; the answer is
+// marked pulled all the same.
 func TestPullsmartAnswerInMemory(t *testing.T) {
 	t.Parallel()
 	r := newTestRelay(t)
 	tok, _ := r.login("mem")
 	for _, byPoll := range []bool{false, true} {
 		rid := r.push(tok, map[string]any{"simEndpoint": "/x"})
+		require.Len(t, r.pullReqs("mem", testKey, nil), 1)
 		asleep := r.srv.poller.asleep.Load()
+		reads := r.store.queueReads.Load()
 		pulled := async(func() reply {
 			return r.get("/api/v1/client/pullsmart", url.Values{"token": {tok}, "rid": {rid}, "wait": {"30"}})
 		})
 		r.waitAsleep(asleep + 1)
-		require.Len(t, r.pullReqs("mem", testKey, nil), 1)
-		reads := r.store.queueReads.Load()
 		if byPoll {
 			// Another request queued: the poll needs no read of its own to find it.
 			next := r.push(tok, map[string]any{"simEndpoint": "/next"})
@@ -219,7 +221,9 @@ func TestPullsmartAnswerInMemory(t *testing.T) {
 		rep := within(t, 5*time.Second, pulled, "the pullsmart's answer")
 		require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
 		assert.Equal(t, "polled", rep.JSON["sim_res"].(map[string]any)["simBody"])
-		assert.Equal(t, reads, r.store.queueReads.Load(), "answered from memory, by poll: %v", byPoll)
+		// Pushed through this relay: known as its owner's and pending
+		// without a read (freshRequests), and answered from memory.
+		assert.Equal(t, reads, r.store.queueReads.Load(), "no read of the store, by poll: %v", byPoll)
 		// It was pulled: a pullsmart without rid does not give it again.
 		flushStoreWrites(t, r)
 		for {

@@ -159,7 +159,7 @@ func handlePullRes(st *store, lp *poller, box *answerBox, smart bool) func(http.
 			defer done()
 		}
 		var req requestState
-		owned := false
+		owned, first := false, true
 		_, err = lp.poll(ctx, pollClient, tokenSignal(t.Hash), wait, func() (bool, time.Time, error) {
 			if owned {
 				select {
@@ -171,6 +171,17 @@ func handlePullRes(st *store, lp *poller, box *answerBox, smart bool) func(http.
 				default:
 				}
 			}
+			if first && answer != nil && offset == 0 {
+				// Pushed through this relay and pending: nothing to read
+				// until a wake-up (freshRequests). Every later try reads,
+				// the last one included.
+				first = false
+				if expiresAt, ok := st.fresh.pending(rid, t.Hash); ok {
+					owned, req = true, requestState{status: statusQueued}
+					return false, time.UnixMilli(expiresAt), nil
+				}
+			}
+			first = false
 			var err error
 			if req, err = st.requestForOwner(ctx, t, rid); err != nil {
 				return false, time.Time{}, err
@@ -196,6 +207,9 @@ func handlePullRes(st *store, lp *poller, box *answerBox, smart bool) func(http.
 		case req.stream != "":
 			st.markPulled(req)
 			return pullStream(w, r, st, rid, req, offset)
+		case req.seq == 0: // answered in memory, its row not read
+			st.markPulledRID(rid)
+			writeJSON(w, http.StatusOK, answered{rid, req.simRes})
 		default:
 			st.markPulled(req)
 			writeJSON(w, http.StatusOK, answered{rid, req.simRes})

@@ -231,17 +231,18 @@ type store struct {
 	msgs     *msgCache    // the recent peer messages of each net
 	busiest  sync.Map     // net -> busiestSeen: the address that filled it, while its logins do not change
 
-	commits       atomic.Int64 // transactions committed by the writer
-	writes        atomic.Int64 // write operations in them
-	checkpoints   atomic.Int64 // WAL checkpoints run
-	walResets     atomic.Int64 // TRUNCATE checkpoints that emptied a WAL past WALLimit
-	walFull       atomic.Bool  // the checkpointer saw the WAL past WALLimit
-	queueReads    atomic.Int64 // reads of a request's or a queue's state (what long polls look at)
-	leases        leaseTimes   // when a lease in the store may run out, per net
-	msgReads      atomic.Int64 // reads of peer messages from SQL, not from the cache
-	receiverReads atomic.Int64 // reads of a cached multicast's receivers (loadReceivers)
-	subsRefused   atomic.Int64 // subscribes refused at --max-subs, for the metrics
-	loginsShared  atomic.Int64 // logins that took the slot of an address holding more (createToken)
+	commits       atomic.Int64  // transactions committed by the writer
+	writes        atomic.Int64  // write operations in them
+	checkpoints   atomic.Int64  // WAL checkpoints run
+	walResets     atomic.Int64  // TRUNCATE checkpoints that emptied a WAL past WALLimit
+	walFull       atomic.Bool   // the checkpointer saw the WAL past WALLimit
+	queueReads    atomic.Int64  // reads of a request's or a queue's state (what long polls look at)
+	leases        leaseTimes    // when a lease in the store may run out, per net
+	fresh         freshRequests // SimClients' requests pending, for their owners' first wait
+	msgReads      atomic.Int64  // reads of peer messages from SQL, not from the cache
+	receiverReads atomic.Int64  // reads of a cached multicast's receivers (loadReceivers)
+	subsRefused   atomic.Int64  // subscribes refused at --max-subs, for the metrics
+	loginsShared  atomic.Int64  // logins that took the slot of an address holding more (createToken)
 
 	used    atomic.Int64 // bytes of the file's pages in use, as the checkpointer last measured them
 	pending atomic.Int64 // payload bytes written since that measure
@@ -618,7 +619,7 @@ type storeEvents struct {
 // writer's transaction through tx.StmtContext, reusing the prepared form.
 type statements struct {
 	insertToken, insertLogin, claimNet, touchNet,
-	insertRequest, leaseQueued, leaseExpired, markDelivered, storeLeased,
+	insertRequest, leaseQueued, leaseExpired, markDelivered, storeLeased, markPulledRID,
 	answer, extend, markPulled, takeUnpulled, requestForNet, claimedKey,
 	touchToken, peerInNet, netPeers, subscribedNow, insertMessage, netUsage, dropAnswered,
 	idlestLogin, busiestAddr, idlestOfAddr, dropLogin, dropSubscriptions,

@@ -36,6 +36,7 @@ func requestStatements(q *statements, w, r *sql.DB) []statement {
 		{&q.extend, w, `UPDATE requests SET lease_expires_at = ?1
 			WHERE rid = ?3 AND net = ?4 AND lease_expires_at > ?2 AND ` + statusSQL("?2", "?5") + ` = 'delivered'`},
 		{&q.markPulled, w, `UPDATE requests SET pulled = 1 WHERE seq = ?`},
+		{&q.markPulledRID, w, `UPDATE requests SET pulled = 1 WHERE rid = ? AND pulled = 0`},
 		{&q.takeUnpulled, w, `UPDATE requests SET pulled = 1 WHERE seq = (
 			SELECT seq FROM requests WHERE token_hash = ? AND status = 'answered' AND pulled = 0
 			ORDER BY done_at, seq LIMIT 1) RETURNING rid, sim_res, stream IS NOT NULL`},
@@ -58,10 +59,68 @@ func requestStatements(q *statements, w, r *sql.DB) []statement {
 func (s *store) pushRequest(ctx context.Context, t token, simReq []byte, remoteAddr string) (string, error) {
 	rid := newRID()
 	now := s.nowMS()
+	expiresAt := now + s.opts.ReqTTL.Milliseconds()
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		return s.insertQueued(ctx, tx, t.Net, rid, t.Hash, t.PeerID, remoteAddr, simReq, now, now+s.opts.ReqTTL.Milliseconds())
+		return s.insertQueued(ctx, tx, t.Net, rid, t.Hash, t.PeerID, remoteAddr, simReq, now, expiresAt)
 	})
+	if err == nil {
+		s.fresh.add(rid, t.Hash, expiresAt, now)
+	}
 	return rid, err
+}
+
+// freshRequests are the SimClients' requests pushed through this relay and
+// not answered or cancelled yet, by rid: their owner and when they expire.
+// An owner's pullsmart for one need not read the store to learn that it is
+// its own and pending: it waits for the answer, which comes in memory, or a
+// wake-up, and reads then. A request that ends otherwise (its TTL, its last
+// lease, a purge) is read at the owner's next wake-up or its wait's end.
+// At most maxFresh are kept; past that the store is read.
+type freshRequests struct {
+	mu sync.Mutex
+	m  map[string]freshRequest
+}
+
+type freshRequest struct {
+	owner     string
+	expiresAt int64 // ms
+}
+
+const maxFresh = 100_000
+
+func (f *freshRequests) add(rid string, owner []byte, expiresAt, now int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		f.m = map[string]freshRequest{}
+	}
+	if len(f.m) >= maxFresh {
+		for r, e := range f.m {
+			if e.expiresAt <= now {
+				delete(f.m, r)
+			}
+		}
+		if len(f.m) >= maxFresh {
+			return
+		}
+	}
+	f.m[rid] = freshRequest{string(owner), expiresAt}
+}
+
+// drop forgets rid: it is answered or cancelled.
+func (f *freshRequests) drop(rid string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.m, rid)
+}
+
+// pending reports whether rid is owner's and still unanswered, as far as
+// this relay knows, and when it expires.
+func (f *freshRequests) pending(rid string, owner []byte) (expiresAt int64, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.m[rid]
+	return e.expiresAt, ok && e.owner == string(owner)
 }
 
 // insertQueued stores a queued request in the writer's transaction, under
@@ -432,6 +491,15 @@ func (s *store) markPulled(st requestState) {
 	})
 }
 
+// markPulledRID is markPulled for an answer that came in memory, whose
+// row was not read: by its rid.
+func (s *store) markPulledRID(rid string) {
+	s.writeLater(func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.StmtContext(ctx, s.q.markPulledRID).ExecContext(ctx, rid)
+		return err
+	})
+}
+
 // hasUnpulled tells, without writing, whether t has an answered response it
 // has not pulled yet.
 func (s *store) hasUnpulled(ctx context.Context, t token) (bool, error) {
@@ -537,6 +605,7 @@ func (s *store) answerIn(k serverKey, rid string, simRes []byte, open *streamHea
 				*now+open.lease.Milliseconds(), len(open.body))
 		}()
 		err := row.Scan(&seq, owner, &attempt, &r.from, &r.remote)
+		s.fresh.drop(rid) // answered, or not pending: its owner's waits read the store
 		if errors.Is(err, sql.ErrNoRows) {
 			if err := s.refusal(ctx, tx, net, rid); err != nil {
 				return err

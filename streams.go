@@ -198,6 +198,7 @@ func partRefusal(st requestState, offset, end int64, last bool) error {
 // not an error. Errors: errNotFound, errAnswered (its answer is complete,
 // or its stream was aborted), errExpired, errFailed.
 func (s *store) cancel(ctx context.Context, t token, rid string) (net string, held bool, err error) {
+	s.fresh.drop(rid) // whatever comes of it, its owner's waits read the store
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.nowMS()
 		var attempt int
