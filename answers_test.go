@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -269,4 +271,32 @@ func TestAnswersWithPollRefusedForNow(t *testing.T) {
 	require.NotEmpty(t, refused, "the asking address's budget refused an answer")
 	assert.Equal(t, "delivered", r.check(tok, refused)["status"], "nothing written for it")
 	assert.Equal(t, "answered", r.check(tok, taken)["status"])
+}
+
+// TestPullsmartNeverMissesAnAnswer: 16 SimClients push and pullsmart their
+// rid over and over while SimServers answer with their polls as fast as
+// they can: every answer reaches its pullsmart at once, whichever comes
+// first (the lease and answer may beat the pusher's own next step).
+func TestPullsmartNeverMissesAnAnswer(t *testing.T) {
+	t.Parallel()
+	r := newTestRelay(t)
+	stop := serveByPoll(t, r, "race", 4)
+	defer stop()
+	var wg sync.WaitGroup
+	for c := range 16 {
+		wg.Go(func() {
+			tok, _ := r.login("race")
+			for i := range 150 {
+				rid := r.push(tok, map[string]any{"simEndpoint": "/x"})
+				// The relay's clock is fake: a missed answer would wait forever.
+				rep := within(t, 5*time.Second, async(func() reply {
+					return r.get("/api/v1/client/pullsmart", url.Values{"token": {tok}, "rid": {rid}, "wait": {"25"}})
+				}), fmt.Sprintf("client %d's answer %d", c, i))
+				if !assert.Equal(t, http.StatusOK, rep.Status, string(rep.Body)) {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

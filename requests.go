@@ -60,11 +60,14 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte, remoteA
 	rid := newRID()
 	now := s.nowMS()
 	expiresAt := now + s.opts.ReqTTL.Milliseconds()
+	// Known as fresh before it is committed: once it is, it may be leased
+	// and answered at once, and the answer forgets it (answerIn).
+	s.fresh.add(rid, t.Hash, expiresAt, now)
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		return s.insertQueued(ctx, tx, t.Net, rid, t.Hash, t.PeerID, remoteAddr, simReq, now, expiresAt)
 	})
-	if err == nil {
-		s.fresh.add(rid, t.Hash, expiresAt, now)
+	if err != nil {
+		s.fresh.drop(rid)
 	}
 	return rid, err
 }

@@ -77,7 +77,7 @@ func BenchmarkGateway(b *testing.B) {
 
 // serveByPoll runs n SimServers of net that answer every request "ok" with
 // their next poll (pullreqsmart with answers), until stop.
-func serveByPoll(b *testing.B, r *testRelay, net string, n int) (stop func()) {
+func serveByPoll(b testing.TB, r *testRelay, net string, n int) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for range n {
