@@ -411,7 +411,7 @@ func (g *gateway) forwardHeld(w http.ResponseWriter, r *http.Request, t viaTarge
 	var answer boxedAnswer
 	var ok bool
 	state := heldQueued
-	_, err := g.lp.poll(ctx, pollVia, tokenSignal(h.owner.Hash), g.cfg.ViaTimeout, func() (bool, time.Time, error) {
+	_, err := g.lp.pollMemory(ctx, pollVia, tokenSignal(h.owner.Hash), g.cfg.ViaTimeout, func() (bool, time.Time, error) {
 		if answer, ok = answered(); ok {
 			return true, time.Time{}, nil
 		}

@@ -116,7 +116,23 @@ func (lp *poller) poll(ctx context.Context, kind pollKind, signal string, wait t
 		return false, err
 	}
 	defer leave()
-	return lp.wait(ctx, signal, lp.clock.Now().Add(wait), try)
+	return lp.waitOn(ctx, signal, lp.clock.Now().Add(wait), try, true)
+}
+
+// pollMemory is poll for a try that reads memory only, never the store:
+// it runs on the handler's goroutine (no stack to keep small), which
+// spares a hand-off between goroutines at each wake-up.
+func (lp *poller) pollMemory(ctx context.Context, kind pollKind, signal string, wait time.Duration, try tryFunc) (bool, error) {
+	slot := callFrom(ctx)
+	if wait <= 0 {
+		slot = nil
+	}
+	leave, err := lp.enter(slot, kind)
+	if err != nil {
+		return false, err
+	}
+	defer leave()
+	return lp.waitOn(ctx, signal, lp.clock.Now().Add(wait), try, false)
 }
 
 // wait is the waiting loop of every long poll and event stream. It runs try
@@ -128,11 +144,24 @@ func (lp *poller) poll(ctx context.Context, kind pollKind, signal string, wait t
 //
 // Time spent parked is kept out of the call's relay overhead.
 func (lp *poller) wait(ctx context.Context, signal string, deadline time.Time, try tryFunc) (bool, error) {
+	return lp.waitOn(ctx, signal, deadline, try, true)
+}
+
+// waitOn is wait; aside runs try on a goroutine of its own (tryAside).
+func (lp *poller) waitOn(ctx context.Context, signal string, deadline time.Time, try tryFunc, aside bool) (bool, error) {
 	c := callFrom(ctx)
 	retries := 0 // tries in a row whose next moment had already passed
 	for {
 		wake, release := lp.hub.subscribe(signal)
-		done, next, err, panicked := tryAside(try)
+		var done bool
+		var next time.Time
+		var err error
+		var panicked any
+		if aside {
+			done, next, err, panicked = tryAside(try)
+		} else {
+			done, next, err = try()
+		}
 		if panicked != nil {
 			release()
 			panic(panicked) // on the handler's goroutine, for withRecover
