@@ -368,7 +368,7 @@ func TestInspectRID(t *testing.T) {
 			out, err := runCLI(t, nil, append([]string{"inspect", "--db", r.DBPath, "--rid", "no-such-rid"}, args...)...)
 			require.Error(t, err, args)
 			assert.Contains(t, err.Error(), "no request no-such-rid")
-			assert.Contains(t, err.Error(), "a synchronous /via/ request, as soon as its caller has the answer", "it says why a request may be gone")
+			assert.Contains(t, err.Error(), "a synchronous /via/ request is held in the relay's memory while its caller waits", "it says why a request may be gone")
 			assert.Empty(t, out)
 		}
 	})
