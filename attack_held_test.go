@@ -2,10 +2,10 @@ package main
 
 // Tests that attack the synchronous gateway requests held in memory
 // (held.go): the queue quotas, the hand-over to the store, leases and
-// attempts, the answers a poll carries, and what memory is freed. Some of
-// them fail today; each says what the contract (docs/API.md, "Gateway"
-// and "Answering and polling in one call"; README, "What lives only in
-// memory") asks for.
+// attempts, the answers a poll carries, and what memory is freed. Each
+// says what the contract (docs/API.md, "Gateway" and "Answering and
+// polling in one call"; README, "What lives only in memory") asks for,
+// and what went wrong before the rule it guards.
 
 import (
 	"bytes"
@@ -44,16 +44,20 @@ func abandonVia(r *testRelay, net, body string) (abandon func()) {
 func heldSizes(r *testRelay) (byRID, ended, queues, out, queued int) {
 	hr := r.srv.held
 	hr.mu.Lock()
-	defer hr.mu.Unlock()
-	return len(hr.byRID), len(hr.ended), len(hr.queues), len(hr.out), len(hr.queued)
+	byRID, ended, queues, out = len(hr.byRID), len(hr.ended), len(hr.queues), len(hr.out)
+	hr.mu.Unlock()
+	c := &r.store.counts
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return byRID, ended, queues, out, len(c.heldQueued) + len(c.heldVia)
 }
 
 // TestAttackHeldCountInStoredQueueQuota: held requests count in their
 // net's gateway queue (--max-queue) "with the gateway requests the store
 // holds" — both ways. A Prefer: respond-async request to a net whose
 // gateway queue is full of held requests must be refused 429 queue_full,
-// as a held one is. Today the store admits it: the queue grows past
-// --max-queue.
+// as a held one is (before: the store admitted it, and the queue grew
+// past --max-queue).
 func TestAttackHeldCountInStoredQueueQuota(t *testing.T) {
 	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MaxQueue, c.ViaAddrShare, c.ViaTimeout = 2, 0, time.Hour })
@@ -98,9 +102,9 @@ func TestAttackHeldCountInStoredAddrShare(t *testing.T) {
 
 // TestAttackHeldRequeuedKeepsAttempt: a held request whose lease ran out
 // and that is queued again when its caller's wait ends goes to the store
-// "as it stood": with the attempt it had. Today it is stored with attempt
-// 0, so its next delivery says attempt 1 again and --max-attempts starts
-// over.
+// "as it stood": with the attempt it had (before: it was stored with
+// attempt 0, so its next delivery said attempt 1 again and --max-attempts
+// started over).
 func TestAttackHeldRequeuedKeepsAttempt(t *testing.T) {
 	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout, c.MaxAttempts = 10*time.Second, 2 })
@@ -125,9 +129,9 @@ func TestAttackHeldRequeuedKeepsAttempt(t *testing.T) {
 // streamed answer has the request stored first; when the head itself is
 // refused (here the caller address's budget, --max-addr-store) the SDKs
 // answer whole instead (a 502 response_too_large). That answer is
-// committed and the SimServer gets 200, but the caller, still waiting,
-// never gets it: it waits for a streamed head that never comes and gets
-// 504 at --via-timeout.
+// committed and the SimServer gets 200, and the caller, still waiting,
+// gets it (before: it waited for a streamed head that never came, and got
+// 504 at --via-timeout).
 func TestAttackHeldStoredByRefusedHeadThenAnswered(t *testing.T) {
 	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MaxAddrStore, c.ViaTimeout = 16<<10, time.Hour })
@@ -153,9 +157,9 @@ func TestAttackHeldStoredByRefusedHeadThenAnswered(t *testing.T) {
 // TestAttackHeldLeasedStoredPastFullQueue: a held request leased to a
 // SimServer is no longer queued; when its caller's wait ends it is stored
 // as delivered, and the queue quota, checked when it came, must not refuse
-// it then. Today the store's queue check refuses it: the caller gets 429
-// queue_full after its whole wait instead of 504, and the SimServer that
-// is working on it gets 410 cancelled for its answer.
+// it then (before: the store's queue check refused it, the caller got 429
+// queue_full after its whole wait instead of 504, and the SimServer
+// working on it got 410 cancelled for its answer).
 func TestAttackHeldLeasedStoredPastFullQueue(t *testing.T) {
 	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MaxQueue, c.ViaAddrShare, c.ViaTimeout = 2, 0, 10*time.Second })
@@ -176,9 +180,9 @@ func TestAttackHeldLeasedStoredPastFullQueue(t *testing.T) {
 
 // TestAttackMaxOneStarvesHeld: polls of max=1 on a net whose store counts
 // say a gateway request is queued, though it expired (the janitor has not
-// written it down), alternate between held requests and the store's; on
-// the store's turn they get nothing, while held requests wait. Each of
-// these polls should get one of the held requests.
+// written it down), alternate between held requests and the store's; each
+// gets one of the held requests, the store having none (before: on the
+// store's turn they got nothing while held requests waited).
 func TestAttackMaxOneStarvesHeld(t *testing.T) {
 	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout, c.ReqTTL = time.Hour, time.Minute })
@@ -258,9 +262,10 @@ func TestAttackMaxOneLongPollSleepsOnHeld(t *testing.T) {
 }
 
 // TestAttackHeldMemoryFreedWithoutPolls: callers that go away from a net
-// nobody serves leave their requests (bodies included) in memory until
-// some SimServer of some net leases: nothing else prunes them. A relay
-// whose SimServers are down keeps every abandoned body forever.
+// nobody serves leave nothing behind once their leases would have ended:
+// the janitor's sweep prunes them, bodies included (before: only a lease
+// of some net did, so a relay whose SimServers were down kept every
+// abandoned body).
 func TestAttackHeldMemoryFreedWithoutPolls(t *testing.T) {
 	t.Parallel()
 	r := newTestRelay(t)
@@ -283,8 +288,8 @@ func TestAttackHeldMemoryFreedWithoutPolls(t *testing.T) {
 }
 
 // TestAttackHeldOutFreedAt504: a leased held request stored at its 504
-// leaves no empty map of its net behind in out (it is freed only at the
-// net's next lease).
+// leaves no empty map of its net behind in out (before: it was freed only
+// at the net's next lease).
 func TestAttackHeldOutFreedAt504(t *testing.T) {
 	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout = 10 * time.Second })
@@ -798,8 +803,8 @@ func TestAttackHeld504RacesHeadMany(t *testing.T) {
 // TestAttackHeldShortenedLastLease: a SimServer that extends the last
 // lease of a held request to a shorter one moves the moment it fails. Its
 // caller must be told then (410 failed), and an answer after it must be
-// refused as the store refuses it (410 failed). Today the caller waits
-// for the old lease's end, and an answer meanwhile is taken.
+// refused as the store refuses it (410 failed) (before: the caller waited
+// for the old lease's end, and an answer meanwhile was taken).
 func TestAttackHeldShortenedLastLease(t *testing.T) {
 	t.Parallel()
 	r := newTestRelay(t, func(c *config) { c.MaxAttempts, c.ViaTimeout = 1, time.Hour })

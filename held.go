@@ -65,7 +65,6 @@ type heldRequests struct {
 	out      map[string]map[*heldRequest]struct{} // net -> delivered
 	ended    []*heldRequest                       // ended or stored, kept until leaseUntil
 	prunedAt int64                                // ms: the last pruneLocked
-	queued   map[string]int                       // viaKey -> queued held requests, for --via-addr-share
 
 	held atomic.Int64 // queued or delivered now, for the metrics
 	turn atomic.Int64 // alternates pages of one request with the store's (leaseNext)
