@@ -52,9 +52,9 @@ func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config, pf *p
 		if err != nil {
 			return err
 		}
-		var outcomes []answerOutcome
+		var outcome []answerOutcome
 		if len(list) > 0 {
-			if outcomes, err = postAnswers(ctx, st, lp.hub, box, held, k, list); err != nil {
+			if outcome, err = outcomes(list, postAnswers(ctx, st, lp.hub, box, held, k, list)); err != nil {
 				return err
 			}
 		}
@@ -76,7 +76,7 @@ func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config, pf *p
 			// notifyAt below wakes this poll when its lease runs out.
 			return len(got) > 0, next, err
 		})
-		if err != nil && len(outcomes) > 0 && ctx.Err() == nil && asAPIError(err) != nil {
+		if err != nil && len(outcome) > 0 && ctx.Err() == nil && asAPIError(err) != nil {
 			// The answers were posted: the call does not fail, it hands out
 			// nothing (docs/API.md, "Answering and polling in one call").
 			got, err = nil, nil
@@ -97,7 +97,7 @@ func handlePullReqSmart(st *store, lp *poller, pres *presence, cfg config, pf *p
 				lp.hub.notify(tokenSignal(l.owner)) // its waits now change at the lease's end
 			}
 		}
-		writeJSON(w, http.StatusOK, response{got, outcomes})
+		writeJSON(w, http.StatusOK, response{got, outcome})
 		return nil
 	}
 }
@@ -233,19 +233,22 @@ type answerOutcome struct {
 }
 
 // postAnswers posts list's whole answers for k's net, each as its pushres
-// would (store.answerAll), hands each to the /via/ request waiting for it
-// and wakes its owner's waits. An answer's refusal is its outcome; only a
-// relay fault fails the call.
-func postAnswers(ctx context.Context, st *store, h *hub, box *answerBox, held *heldRequests, k serverKey, list []simAnswer) ([]answerOutcome, error) {
-	out := make([]answerOutcome, len(list))
-	errs := make([]error, len(list))
+// would: to the held request's caller (heldRequests.answer), or to the
+// store (store.answerAll). Each one taken is handed to the calls waiting
+// for it (the answer box) and wakes its owner's waits. errs[i] is list[i]'s
+// refusal, nil when it was taken.
+func postAnswers(ctx context.Context, st *store, h *hub, box *answerBox, held *heldRequests, k serverKey, list []simAnswer) (errs []error) {
+	errs = make([]error, len(list))
 	var stored []simAnswer // the answers to requests in the store
 	var at []int           // their places in list
+	taken := func(a simAnswer, owner []byte) {
+		box.deliver(a.rid, a.simRes, false)
+		h.notify(tokenSignal(owner))
+	}
 	for i, a := range list {
-		out[i].RID = a.rid
 		if hr := held.find(k.net, a.rid); hr != nil {
-			if errs[i] = held.answer(hr, a.simRes); errs[i] == nil {
-				h.notify(tokenSignal(hr.owner.Hash))
+			if errs[i] = held.answer(hr); errs[i] == nil {
+				taken(a, hr.owner.Hash) // at once: its caller waits on no commit
 			}
 			if errs[i] != errStoredNow {
 				continue
@@ -257,12 +260,19 @@ func postAnswers(ctx context.Context, st *store, h *hub, box *answerBox, held *h
 		owners, storeErrs := st.answerAll(ctx, k, stored)
 		for j, i := range at {
 			if errs[i] = storeErrs[j]; errs[i] == nil {
-				box.deliver(list[i].rid, list[i].simRes, false)
-				h.notify(tokenSignal(owners[j]))
+				taken(list[i], owners[j])
 			}
 		}
 	}
-	for i := range list {
+	return errs
+}
+
+// outcomes are pullreqsmart's lines for list's answers refused by errs
+// (postAnswers). Only a relay fault fails the call.
+func outcomes(list []simAnswer, errs []error) ([]answerOutcome, error) {
+	out := make([]answerOutcome, len(list))
+	for i, a := range list {
+		out[i].RID = a.rid
 		if errs[i] == nil {
 			out[i].Status = statusAnswered
 			continue
@@ -354,41 +364,28 @@ func handlePushRes(st *store, h *hub, answers *answerBox, held *heldRequests, cf
 		if err != nil {
 			return err
 		}
-		hr := held.find(net, rid)
-		if hr != nil && !more {
-			err := held.answer(hr, simRes)
-			if err == nil {
-				h.notify(tokenSignal(hr.owner.Hash))
-				writeJSON(w, http.StatusOK, response{rid, statusAnswered})
-				return nil
-			}
-			if err != errStoredNow {
+		if !more {
+			// A whole answer: posted as a poll's answers are.
+			if err := postAnswers(r.Context(), st, h, answers, held, k, []simAnswer{{rid, simRes}})[0]; err != nil {
 				return err
 			}
-			hr = nil // the store has it now
+			writeJSON(w, http.StatusOK, response{rid, statusAnswered})
+			return nil
 		}
-		if hr != nil {
+		if hr := held.find(net, rid); hr != nil {
 			// A streamed answer's parts live in the store: the request goes
 			// there first, its caller reading on from it.
 			if err := partsFirst(r.Context(), held, hr); err != nil {
 				return err
 			}
 		}
-		var open *streamHead
-		if more {
-			open = &streamHead{body: body, lease: lease}
-		}
-		owner, err := st.answer(r.Context(), k, rid, simRes, open)
+		owner, err := st.answer(r.Context(), k, rid, simRes, &streamHead{body: body, lease: lease})
 		if err != nil {
 			return err
 		}
-		answers.deliver(rid, simRes, more) // a /via/ request waiting for it, held until now or not
+		answers.deliver(rid, simRes, true) // a /via/ request waiting for it, held until now or not
 		h.notify(tokenSignal(owner))
-		if more {
-			writeJSON(w, http.StatusOK, streamResponse{RID: rid, Status: statusAnswered, Stream: streamOpen, Offset: int64(len(body))})
-			return nil
-		}
-		writeJSON(w, http.StatusOK, response{rid, statusAnswered})
+		writeJSON(w, http.StatusOK, streamResponse{RID: rid, Status: statusAnswered, Stream: streamOpen, Offset: int64(len(body))})
 		return nil
 	}
 }

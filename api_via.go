@@ -388,9 +388,9 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, t viaTarget) e
 // a streamed answer.
 func (g *gateway) forwardHeld(w http.ResponseWriter, r *http.Request, t viaTarget, simReq []byte) error {
 	h := g.held.newHeld(t.net, newRID(), senderAddr(r), simReq)
-	// Answered in memory (heldRequests.answer) while it is held, through
-	// the box (pushres, a poll's answers) once the store has it.
-	stored, done := g.answers.expect(h.rid)
+	// Its answer comes through the box (postAnswers), whether it is held
+	// or the store has it by then.
+	box, done := g.answers.expect(h.rid)
 	defer done()
 	if err := g.held.hold(h); err != nil {
 		return err
@@ -398,9 +398,7 @@ func (g *gateway) forwardHeld(w http.ResponseWriter, r *http.Request, t viaTarge
 	g.lp.hub.notify(netSignal(t.net))
 	answered := func() (boxedAnswer, bool) {
 		select {
-		case a := <-h.answer:
-			return a, true
-		case a := <-stored:
+		case a := <-box:
 			return a, true
 		default:
 			return boxedAnswer{}, false
@@ -421,7 +419,7 @@ func (g *gateway) forwardHeld(w http.ResponseWriter, r *http.Request, t viaTarge
 		case heldQueued, heldDelivered, heldStored: // stored: its answer comes through the box
 			return false, next, nil
 		case heldAnswered:
-			answer, ok = <-h.answer, true // sent before the state was read
+			answer, ok = <-box, true // taken: postAnswers hands it over at once
 		}
 		return true, time.Time{}, nil
 	})

@@ -43,7 +43,6 @@ type heldRequest struct {
 	owner     token  // the token that owns it once stored; nobody holds its secret
 	created   int64  // ms
 	expiresAt int64  // ms: its TTL
-	answer    chan boxedAnswer
 
 	// Guarded by heldRequests.mu.
 	state      heldState
@@ -81,8 +80,7 @@ func (hr *heldRequests) newHeld(net, rid, remote string, simReq []byte) *heldReq
 	now := hr.st.nowMS()
 	expiresAt := now + hr.st.opts.ReqTTL.Milliseconds()
 	return &heldRequest{rid: rid, net: net, simReq: simReq, remote: remote, created: now, expiresAt: expiresAt,
-		owner:  token{Hash: secretHash(newToken()), PeerID: viaPeer + ":" + rid, ExpiresAt: expiresAt + hr.st.opts.ResTTL.Milliseconds()},
-		answer: make(chan boxedAnswer, 1)}
+		owner: token{Hash: secretHash(newToken()), PeerID: viaPeer + ":" + rid, ExpiresAt: expiresAt + hr.st.opts.ResTTL.Milliseconds()}}
 }
 
 // row is h as the store's counts see a request.
@@ -323,11 +321,12 @@ type errorString string
 
 func (e errorString) Error() string { return string(e) }
 
-// answer gives h's whole answer to its caller: 200 for its SimServer means
-// the relay has it for that caller (docs/API.md, "Gateway"). An answer
-// after h's end is refused as the store would refuse it; errStoredNow when
-// the store took h over, which then answers for it.
-func (hr *heldRequests) answer(h *heldRequest, simRes []byte) error {
+// answer takes a whole answer for h, which the caller of answer then hands
+// to h's caller through the answer box (postAnswers): 200 for its
+// SimServer means the relay has it for that caller (docs/API.md,
+// "Gateway"). An answer after h's end is refused as the store would refuse
+// it; errStoredNow when the store took h over, which then answers for it.
+func (hr *heldRequests) answer(h *heldRequest) error {
 	now := hr.st.nowMS()
 	hr.mu.Lock()
 	if h.state == heldStored {
@@ -343,7 +342,6 @@ func (hr *heldRequests) answer(h *heldRequest, simRes []byte) error {
 	}
 	hr.endLocked(h, heldAnswered, now)
 	hr.mu.Unlock()
-	h.answer <- boxedAnswer{simRes: simRes} // buffered: the one answer
 	if hooks := hr.st.hooks.Load(); hooks != nil {
 		hooks.answered(h.rid, now)
 	}
