@@ -107,6 +107,18 @@ type tryFunc func() (done bool, next time.Time, err error)
 // the token's --max-polls-per-token slots first, or fails with 429
 // too_many_polls before try runs.
 func (lp *poller) poll(ctx context.Context, kind pollKind, signal string, wait time.Duration, try tryFunc) (bool, error) {
+	return lp.pollOn(ctx, kind, signal, wait, try, true)
+}
+
+// pollMemory is poll for a try that reads memory only, never the store:
+// it runs on the handler's goroutine (no stack to keep small), which
+// spares a hand-off between goroutines at each wake-up.
+func (lp *poller) pollMemory(ctx context.Context, kind pollKind, signal string, wait time.Duration, try tryFunc) (bool, error) {
+	return lp.pollOn(ctx, kind, signal, wait, try, false)
+}
+
+// pollOn is poll; aside runs try on a goroutine of its own (tryAside).
+func (lp *poller) pollOn(ctx context.Context, kind pollKind, signal string, wait time.Duration, try tryFunc, aside bool) (bool, error) {
 	slot := callFrom(ctx)
 	if wait <= 0 {
 		slot = nil // a poll that cannot wait needs no slot
@@ -116,23 +128,7 @@ func (lp *poller) poll(ctx context.Context, kind pollKind, signal string, wait t
 		return false, err
 	}
 	defer leave()
-	return lp.waitOn(ctx, signal, lp.clock.Now().Add(wait), try, true)
-}
-
-// pollMemory is poll for a try that reads memory only, never the store:
-// it runs on the handler's goroutine (no stack to keep small), which
-// spares a hand-off between goroutines at each wake-up.
-func (lp *poller) pollMemory(ctx context.Context, kind pollKind, signal string, wait time.Duration, try tryFunc) (bool, error) {
-	slot := callFrom(ctx)
-	if wait <= 0 {
-		slot = nil
-	}
-	leave, err := lp.enter(slot, kind)
-	if err != nil {
-		return false, err
-	}
-	defer leave()
-	return lp.waitOn(ctx, signal, lp.clock.Now().Add(wait), try, false)
+	return lp.waitOn(ctx, signal, lp.clock.Now().Add(wait), try, aside)
 }
 
 // wait is the waiting loop of every long poll and event stream. It runs try
