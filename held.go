@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -315,11 +316,7 @@ func refusalLocked(h *heldRequest) error {
 
 // errStoredNow: the request was handed to the store meanwhile; the store
 // answers for it now.
-var errStoredNow = errorString("the held request is in the store now")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
+var errStoredNow = errors.New("the held request is in the store now")
 
 // answer takes a whole answer for h, which the caller of answer then hands
 // to h's caller through the answer box (postAnswers): 200 for its
