@@ -186,6 +186,17 @@ func TestBenchTable(t *testing.T) {
 	assert.Empty(t, left)
 }
 
+// TestBenchAnswersByPushres: --answers pushres runs the workers as they
+// answered before pullreqsmart took answers, the figure to compare with.
+func TestBenchAnswersByPushres(t *testing.T) {
+	t.Parallel()
+	stdout, stderr, err := runBenchCLI(t, "bench", "--tmp-dir", t.TempDir(), "--duration", "200ms", "--clients", "2",
+		"--scenario", "via,exchange", "--answers", "pushres")
+	require.NoError(t, err, stderr)
+	assert.Regexp(t, `(?m)^via\s+2\s.*workers 1, max 16, answers by pushres$`, stdout)
+	assert.Regexp(t, `(?m)^exchange\s+2\s.*workers 1, max 16, answers by pushres; `, stdout)
+}
+
 func TestBenchAgainstURL(t *testing.T) {
 	t.Parallel()
 	r := newTestRelay(t)
@@ -242,6 +253,7 @@ func TestBenchBadFlags(t *testing.T) {
 		{[]string{"--duration", "0s"}, "--duration must be positive"},
 		{[]string{"--max", "101"}, "--max must be from 1 to 100"},
 		{[]string{"--workers", "-1"}, "--workers must be 0"},
+		{[]string{"--answers", "batch"}, "--answers must be poll or pushres"},
 		{[]string{"--polls", "0"}, "--backlog and --polls must be 1 or more"},
 		{[]string{"--progress", "sometimes"}, "--progress must be auto, always or never"},
 		{[]string{"--key", "short"}, "--key must be at least 16 characters"},

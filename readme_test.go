@@ -168,3 +168,18 @@ func TestReadmeCodeMap(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeSaysWhatACrashLoses: the README says what lives only in memory
+// and what a crash does to it: the held gateway requests, when the store
+// takes one over, and the caches rebuilt at start.
+func TestReadmeSaysWhatACrashLoses(t *testing.T) {
+	t.Parallel()
+	section := readmeSection(t, "## How it behaves")
+	_, held, ok := strings.Cut(section, "**What lives only in memory, and what a crash does to it.**")
+	require.True(t, ok, "the README has the section")
+	held, _, _ = strings.Cut(held, "\n- **")
+	for _, says := range []string{"holds it in memory", "504", "SIGTERM", "streamed", "`kill -9`", "404", "`inspect` does not see them",
+		"c2cvia_gateway_held_requests", "`--max-queue`", "message cache"} {
+		assert.Contains(t, held, says)
+	}
+}
