@@ -96,7 +96,7 @@ export class RelayError extends Error {
  * @param {number} [options.wait] long-poll seconds; 25, under common proxy idle timeouts
  * @param {boolean} [options.preflight] forward the browser CORS preflights (OPTIONS) of the net's gateway to the handler instead of letting the relay answer them; false
  * @param {number} [options.linger] milliseconds the loop waits, after handing out the requests a poll brought, for their answers to go with the next poll; 2 (a quick handler's answer is ready within it; a slow one's goes by pushres), 0 polls at once
- * @param {(err: unknown) => void} [options.onError] handler errors and answers the relay refused; console.error by default
+ * @param {(err: unknown) => void} [options.onError] handler errors and answers the relay refused; console.error by default. A handler that rejects with its request.signal's reason, once the request was withdrawn, is not reported
  * @returns {Server}
  */
 export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease = 30, wait = 25, preflight = false, linger = 2, onError }) {
@@ -694,7 +694,9 @@ async function answer(handler, item, simReq, relayURL, report, signal) {
     return { status: res.status, headers: responseHeaders(res), bytes, body };
   } catch (err) {
     body?.cancel(err);
-    report(err);
+    // A handler that gives up because its request was withdrawn (it threw
+    // request.signal's reason) did as asked: not an error to report.
+    if (!(signal.aborted && err === signal.reason)) report(err);
     return { simRes: { simStatus: 500, simHeaders: { "Content-Type": "text/plain" }, simBody: "internal server error" } };
   }
 }

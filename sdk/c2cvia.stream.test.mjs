@@ -370,3 +370,30 @@ test(
     await assert.rejects(within(readRest(reader), 3000, "the body's end"), (err) => !/timed out/.test(err.message));
   },
 );
+
+test("a handler that rejects with its withdrawn request's reason is not reported; another rejection is", async (t) => {
+  const net = newNet();
+  const reported = [];
+  const started = [];
+  const server = serve({
+    relay: RELAY, net, key: KEY, wait: 5, onError: (err) => reported.push(err),
+    fetch: async (request) => {
+      started.push(request);
+      if (new URL(request.url).pathname === "/broken") throw new Error("broken handler");
+      await aborted(request.signal);
+      throw request.signal.reason; // the usual way to give up
+    },
+  });
+  t.after(() => server.close());
+
+  const caller = new AbortController();
+  const res = fetch(`${RELAY}/via/${net}/slow`, { signal: caller.signal });
+  res.catch(() => {});
+  await until(() => started.length === 1, "the handler running");
+  caller.abort();
+  await within(aborted(started[0].signal), 1000, "request.signal aborting");
+  const broken = await within(fetch(`${RELAY}/via/${net}/broken`), 10_000, "the broken handler's 500");
+  assert.equal(broken.status, 500);
+  await until(() => reported.length >= 1, "the broken handler reported");
+  assert.deepEqual(reported.map((e) => e.message), ["broken handler"], "only the real failure is reported");
+});
