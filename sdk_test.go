@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -66,7 +67,11 @@ func TestSDKServed(t *testing.T) {
 // TestJavaScriptSDK runs `node --test sdk/` against a relay on a fake
 // clock. Node finds the relay in C2CVIA_RELAY (every call counted), a
 // switchable front of it in C2CVIA_FLAKY and the test's controls in
-// C2CVIA_CONTROL (see sdkControl).
+// C2CVIA_CONTROL (see sdkControl). A second relay, whose logins expire
+// after the token_ttl_ms of testdata/sdk-cases.json's relogin case, is
+// C2CVIA_SHORT_RELAY with its controls at C2CVIA_SHORT_CONTROL: moving the
+// shared relay's clock past a login's lifetime would end every other
+// test's logins.
 func TestJavaScriptSDK(t *testing.T) {
 	t.Parallel()
 	nodeBin, err := exec.LookPath("node")
@@ -78,6 +83,8 @@ func TestJavaScriptSDK(t *testing.T) {
 	}
 	r := newTestRelay(t)
 	c := newSDKControl(t, r)
+	ttl := reloginTokenTTL(t)
+	short := newSDKControl(t, newTestRelay(t, func(cfg *config) { cfg.TokenTTL = ttl }))
 
 	// Each node test has a 30 s timeout of its own; this bounds the whole
 	// run, so a test that hangs fails rather than stalls go test.
@@ -87,6 +94,7 @@ func TestJavaScriptSDK(t *testing.T) {
 	cmd := exec.CommandContext(ctx, nodeBin, "--test", "--test-concurrency=1", "--test-reporter=spec", "sdk/")
 	cmd.Env = append(os.Environ(),
 		"C2CVIA_RELAY="+c.relay.URL, "C2CVIA_FLAKY="+c.flaky.URL, "C2CVIA_CONTROL="+c.control.URL,
+		"C2CVIA_SHORT_RELAY="+short.relay.URL, "C2CVIA_SHORT_CONTROL="+short.control.URL,
 		"C2CVIA_KEY="+testKey, "NO_COLOR=1")
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -104,6 +112,29 @@ func TestJavaScriptSDK(t *testing.T) {
 	}
 }
 
+// reloginTokenTTL is the token lifetime the relogin case of
+// testdata/sdk-cases.json asks for.
+func reloginTokenTTL(t *testing.T) time.Duration {
+	t.Helper()
+	raw, err := os.ReadFile("testdata/sdk-cases.json")
+	require.NoError(t, err)
+	var table struct {
+		Cases []struct {
+			Kind       string `json:"kind"`
+			TokenTTLMS int64  `json:"token_ttl_ms"`
+		} `json:"cases"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &table))
+	for _, c := range table.Cases {
+		if c.Kind == "relogin" {
+			require.Positive(t, c.TokenTTLMS, "the relogin case's token_ttl_ms")
+			return time.Duration(c.TokenTTLMS) * time.Millisecond
+		}
+	}
+	t.Fatal("testdata/sdk-cases.json has no relogin case")
+	return 0
+}
+
 // sdkControl is what the node tests drive besides the relay:
 //
 //	POST /advance?by=1.5s       moves the relay's clock and wakes its long polls
@@ -111,6 +142,7 @@ func TestJavaScriptSDK(t *testing.T) {
 //	GET  /count?path=P&answered=1  those of them the relay has answered
 //	GET  /count?path=P&front=flaky  the same through C2CVIA_FLAKY
 //	POST /fail?path=P&status=503&times=1  the next calls to P get that status
+//	POST /fail?path=P&times=0   calls to P go through again
 //	POST /flaky?mode=up|503|drop  C2CVIA_FLAKY forwards, answers 503, or drops the connection
 type sdkControl struct {
 	relay, flaky *relayFront
@@ -143,7 +175,17 @@ func newSDKControl(t *testing.T, r *testRelay) *sdkControl {
 			return
 		case "/fail":
 			status, _ := strconv.Atoi(q.Get("status"))
-			times, _ := strconv.Atoi(q.Get("times"))
+			times, err := strconv.Atoi(q.Get("times"))
+			if err != nil || times < 0 {
+				http.Error(w, "times is a count", http.StatusBadRequest)
+				return
+			}
+			if times == 0 {
+				c.relay.mu.Lock()
+				delete(c.relay.fails, q.Get("path"))
+				c.relay.mu.Unlock()
+				break
+			}
 			c.relay.failNext(q.Get("path"), status, times)
 		case "/flaky":
 			mode, ok := modes[q.Get("mode")]

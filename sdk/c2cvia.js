@@ -99,11 +99,27 @@ export class RelayError extends Error {
  * @param {(err: unknown) => void} [options.onError] handler errors and answers the relay refused; console.error by default. A handler that rejects with its request.signal's reason, once the request was withdrawn, is not reported
  * @returns {Server}
  */
-export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease = 30, wait = 25, preflight = false, linger = 2, onError }) {
+export function serve({
+  relay, net, key, fetch: handler, concurrency = defaults.concurrency, lease = defaults.lease, wait = defaults.wait,
+  preflight = false, linger = defaults.linger, onError, signal: until, retries, backoff,
+}) {
   const base = relayBase(relay);
   const relayURL = new URL(base);
-  const report = onError ?? ((err) => console.error("c2cvia:", err));
   if (typeof handler !== "function") throw new TypeError("serve: fetch must be a function (request, info) => Response");
+  if (onError !== undefined && typeof onError !== "function") throw new TypeError("serve: onError must be a function (err) => void | Response");
+  if (until !== undefined && !(until instanceof AbortSignal)) throw new TypeError("serve: signal must be an AbortSignal");
+  const policy = retryPolicy("serve", retries, backoff);
+  /** onError's word on err: what it returned, or undefined when it threw (a rejection is let go too) */
+  const tell = (err) => {
+    try {
+      const r = (onError ?? ((e) => console.error("c2cvia:", e)))(err);
+      if (typeof r?.then === "function") r.then(undefined, () => {});
+      return r;
+    } catch {
+      return undefined;
+    }
+  };
+  const report = (err) => void tell(err);
   concurrency = Math.max(1, Math.min(100, Math.floor(concurrency))); // pullreqsmart takes max 1-100
   linger = Math.min(Math.max(0, Number(linger) || 0), 2 ** 31 - 1); // setTimeout's range
 
@@ -123,13 +139,16 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
 
   // Polls stop on close(); extends and answers (signal null) go through.
   const server = (path, body, sig) => relayCall(base, path, body, key, sig ?? undefined);
-  const watch = watcher(server, net, wait, jobs, report);
+  const watch = watcher(server, net, wait, jobs, report, policy);
   const outbox = new Outbox();
 
   // close() ends the streams: nothing else would.
   stop.signal.addEventListener("abort", () => {
     for (const job of jobs.values()) if (job.streaming) job.withdraw(closing(), false);
+    freed.resolve();
   });
+  if (until?.aborted) stop.abort();
+  until?.addEventListener("abort", () => stop.abort(), { once: true, signal: stop.signal });
 
   /** Runs one leased request (its sim_req as raw JSON text): handler, extends while it runs and streams, then the answer. */
   async function handle(job, item, simReq) {
@@ -149,7 +168,7 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
       });
     }, extendEvery);
     try {
-      const a = await answer(handler, item, simReq, relayURL, report, job.signal);
+      const a = await answer(handler, item, simReq, relayURL, tell, job);
       if (job.signal.aborted) {
         if (!("simRes" in a)) a.body.cancel(job.signal.reason);
         return; // withdrawn: nobody waits for the answer
@@ -169,6 +188,7 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
       release();
       jobs.delete(job.rid);
       watch.changed();
+      job.settle();
     }
   }
 
@@ -190,7 +210,8 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
     job.withPoll = true;
     const o = await outcome;
     job.withPoll = false;
-    if (!o.delivered) await postWhole(job, simRes, instead, o);
+    if (o.delivered) job.sent = true;
+    else await postWhole(job, simRes, instead, o);
   }
 
   /**
@@ -210,10 +231,11 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
       try {
         if (first) throw first;
         await server("/api/v1/server/pushres", { net, rid: job.rid, sim_res: simRes }, null);
+        job.sent = true;
         return;
       } catch (err) {
         first = undefined;
-        if (resent && err instanceof RelayError && err.code === "already_answered") return; // by the call whose reply was lost
+        if (resent && err instanceof RelayError && err.code === "already_answered") return void (job.sent = true); // by the call whose reply was lost
         if (!(err instanceof RelayError)) resent = true; // lost on the way back, perhaps: the relay may have it
         if (instead && err instanceof RelayError && err.status === 413) return instead();
         const refused = err instanceof RelayError && (err.status === 413 || err.code === "invalid_sim_res");
@@ -222,16 +244,18 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
           // it refuses): the caller hears 502 now rather than the handler
           // running again when the lease runs out.
           report(err);
+          job.fail(err);
           simRes = err.status === 413 ? tooLarge : invalidAnswer;
           attempt = -1;
           continue;
         }
         if (gone(err)) return job.withdraw(err, true); // nobody waits for it
-        if (!transient(err) || attempt >= 4) {
+        if (!transient(err) || attempt >= policy.retries) {
           report(err); // 409 already answered / lease lost, 404 gone: not fatal
+          job.fail(err);
           return;
         }
-        await sleep(backoff(attempt, err));
+        await sleep(policy.delay(attempt, err));
       }
     }
   }
@@ -268,15 +292,18 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
           }
           if (err instanceof RelayError && (err.status === 413 || err.code === "invalid_sim_res")) {
             report(err);
+            job.fail(err);
             body.cancel(err);
             return postWhole(job, err.status === 413 ? tooLarge : invalidAnswer);
           }
           if (gone(err)) return job.withdraw(err, true);
-          if (!transient(err) || attempt >= 9) {
+          if (!transient(err) || attempt >= policy.retries) {
             report(err);
+            job.fail(err);
+            body.cancel(err);
             return;
           }
-          await sleep(backoff(attempt, err));
+          await sleep(policy.delay(attempt, err));
         }
       }
       let offset = first.length;
@@ -292,6 +319,7 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
           } catch (err) {
             if (signal.aborted) return;
             report(err); // the handler's stream failed: the answer ends early
+            job.fail(err);
             job.withdraw(err, false);
             return;
           }
@@ -312,18 +340,19 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
               break;
             }
             if (gone(err)) return job.withdraw(err, true);
-            if (!transient(err) || attempt >= 9) {
+            if (!transient(err) || attempt >= policy.retries) {
               report(err); // 409 offset_mismatch: a part went missing; nothing to mend
+              job.fail(err);
               job.withdraw(err, false);
               return;
             }
-            await sleep(backoff(attempt, err));
+            await sleep(policy.delay(attempt, err));
           }
         }
         if (part.length > partSize) continue; // split: the same bytes in smaller parts
         offset += part.length;
         buf = buf.subarray(part.length);
-        if (last) return;
+        if (last) return void (job.sent = true);
       }
     } finally {
       signal.removeEventListener("abort", onAbort);
@@ -383,7 +412,7 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
           // The reply may be lost, or the poll may have failed after its
           // answers were posted (its wait, its lease): they may be taken.
           resent = true;
-          await sleep(backoff(failures++, err), stop.signal).catch(() => {});
+          await sleep(policy.delay(Math.min(failures++, 60), err), stop.signal).catch(() => {});
           continue;
         }
         failures = 0;
@@ -448,7 +477,6 @@ export function serve({ relay, net, key, fetch: handler, concurrency = 4, lease 
     /** Stops polling, waits for running handlers to post their answers; ends the streaming ones (their request.signal aborts, their answers end early). */
     async close() {
       stop.abort();
-      freed.resolve();
       await closed.catch(() => {});
     },
   };
@@ -564,6 +592,24 @@ class Job {
     this.ready = signal();
     /** whether its answer waits for a poll or went with one (a poll may wait 25 s at the relay before its reply says) */
     this.withPoll = false;
+    /** whether the relay has taken the whole answer */
+    this.sent = false;
+    /** @type {unknown} why the handler's answer did not go out as it was, when it did not */
+    this.failure = undefined;
+    /** info.completed: resolves once the answer is sent, rejects once it is abandoned */
+    this.completed = new Promise((resolve, reject) => (this.complete = { resolve, reject }));
+    this.completed.catch(() => {}); // a handler need not look at it
+  }
+
+  /** @param {unknown} err why the answer did not go out as the handler gave it */
+  fail(err) {
+    this.failure ??= err;
+  }
+
+  /** Settles completed: the answer went out whole, or was abandoned. */
+  settle() {
+    if (this.sent && this.failure === undefined) return this.complete.resolve();
+    this.complete.reject(this.failure ?? (this.signal.aborted ? this.signal.reason : new Error("the answer was not sent")));
   }
 
   /**
@@ -591,7 +637,7 @@ class Job {
  * @param {Map<string, Job>} jobs
  * @returns {{changed(): void}}
  */
-function watcher(server, net, wait, jobs, report) {
+function watcher(server, net, wait, jobs, report, policy) {
   let current = null; // {controller, rids: Set<string>}
   let timer = null;
   let off = false; // a relay without watch: handlers learn at their next call
@@ -627,7 +673,7 @@ function watcher(server, net, wait, jobs, report) {
           if (current === w) current = null; // again at the next change
           return;
         }
-        await sleep(backoff(failures++, err), sig).catch(() => {});
+        await sleep(policy.delay(Math.min(failures++, 60), err), sig).catch(() => {});
         continue;
       }
       failures = 0;
@@ -662,43 +708,82 @@ const tooLarge = Object.freeze({
 
 /**
  * Calls the handler for a leased request. Returns a fixed sim_res (for a
- * request that maps to no Request, a handler that fails), or the
- * handler's answer: status, headers, the body's bytes that were at hand
- * at once (at most PART_SIZE) and its reader, which says whether it ended.
+ * request that maps to no Request, a handler that fails and an onError
+ * that gives no Response instead), or the answer to send: status,
+ * headers, the body's bytes that were at hand at once (at most PART_SIZE)
+ * and its reader, which says whether it ended.
+ * @param {(err: unknown) => unknown} tell onError, safe to call: what it returned
+ * @param {Job} job
  * @returns {Promise<{simRes: SimResponse} | {status: number, headers: HeaderList, bytes: Uint8Array, body: PartReader}>}
  */
-async function answer(handler, item, simReq, relayURL, report, signal) {
+async function answer(handler, item, simReq, relayURL, tell, job) {
+  const signal = job.signal;
   let request, target;
   try {
     // set replaces any value the caller sent: only the relay says who asked.
     ({ request, target } = handlerRequest(simReq, relayURL, [["C2cvia-From", item.from], ["C2cvia-Rid", item.rid]], signal));
   } catch (err) {
-    report(err);
+    tell(err);
     return { simRes: { simStatus: 400, simHeaders: { "Content-Type": "text/plain" }, simBody: "bad request" } };
   }
-  let body;
+  /** @type {HandlerInfo} */
+  const info = { remoteAddr: netAddr(item.remote_addr), from: item.from, rid: item.rid, target, signal, completed: job.completed };
   try {
-    /** @type {HandlerInfo} */
-    const info = { remoteAddr: item.remote_addr ?? undefined, from: item.from, rid: item.rid, target };
-    const res = await handler(request, info);
-    if (!(res instanceof Response)) throw new TypeError("the fetch handler did not return a Response");
-    body = new PartReader(res.body);
-    const onAbort = () => body.cancel(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    let bytes;
-    try {
-      bytes = await body.take(PART_SIZE, false);
-    } finally {
-      signal.removeEventListener("abort", onAbort);
-    }
-    return { status: res.status, headers: responseHeaders(res), bytes, body };
+    return await opened(await handler(request, info), signal, "the fetch handler did not return a Response");
   } catch (err) {
-    body?.cancel(err);
     // A handler that gives up because its request was withdrawn (it threw
     // request.signal's reason) did as asked: not an error to report.
-    if (!(signal.aborted && err === signal.reason)) report(err);
-    return { simRes: { simStatus: 500, simHeaders: { "Content-Type": "text/plain" }, simBody: "internal server error" } };
+    if (signal.aborted && err === signal.reason) return internalError;
+    try {
+      // onError's Response, when it gives one, is the answer instead of the 500.
+      const instead = await tell(err);
+      if (instead instanceof Response) return await opened(instead, signal);
+    } catch {
+      // onError failed, or its Response's body did: the 500
+    }
+    return internalError;
   }
+}
+
+/** The answer of a handler that failed. */
+const internalError = Object.freeze({ simRes: Object.freeze({ simStatus: 500, simHeaders: { "Content-Type": "text/plain" }, simBody: "internal server error" }) });
+
+/**
+ * A Response's status and headers with the body's bytes at hand at once
+ * (at most PART_SIZE) and its reader. Throws a TypeError with notResponse
+ * for anything that is no Response, and the body's error; the body is
+ * cancelled when the signal aborts meanwhile or reading fails.
+ * @param {unknown} res
+ * @param {AbortSignal} signal
+ * @param {string} [notResponse]
+ */
+async function opened(res, signal, notResponse = "onError returned no Response") {
+  if (!(res instanceof Response)) throw new TypeError(notResponse);
+  const body = new PartReader(res.body);
+  const onAbort = () => body.cancel(signal.reason);
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    const bytes = await body.take(PART_SIZE, false);
+    return { status: res.status, headers: responseHeaders(res), bytes, body };
+  } catch (err) {
+    body.cancel(err);
+    throw err;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * The Deno.NetAddr of a remote_addr "IP:port" ("[IPv6]:port"): hostname
+ * without brackets, port a number. Both are undefined when the relay did
+ * not tell (an older relay) or told something else.
+ * @param {unknown} addr
+ * @returns {NetAddr}
+ */
+function netAddr(addr) {
+  const m = typeof addr === "string" ? /^(?:\[([^\]]+)\]|([^:\[\]]+)):(\d{1,5})$/.exec(addr) : null;
+  if (!m || Number(m[3]) > 65535) return { transport: "tcp", hostname: undefined, port: undefined };
+  return { transport: "tcp", hostname: m[1] ?? m[2], port: Number(m[3]) };
 }
 
 /**
@@ -846,39 +931,118 @@ function macrotask() {
  */
 
 /**
- * Logs in to net as a SimClient.
- * @param {{relay?: string, net: string}} options
+ * Logs in to net as a SimClient. The login call, and the session's own
+ * calls, are tried again with backoff when refused for now (a network
+ * error, 408, 429 or 5xx), retries + 1 times in all; pushreq, send,
+ * publish and broadcast, which a repeat could do twice, only after a 429
+ * or 503. A messages() iterator and a session.fetch waiting for its answer
+ * poll on for as long as they run.
+ *
+ * A call that finds the token expired (401 `token_expired`, only that
+ * code) logs in again to the same net, once for all the calls that found
+ * it so, subscribes the new login to the topics this session subscribed
+ * to, and is made once more: token, peerId and expiresAt change, and an
+ * open messages() iterator reads on with the new token after its last
+ * message. A new login is a new peer: what was meant for the old one does
+ * not carry over. Unicasts sent to the old peerId, and multicasts
+ * published before the new login subscribed, are not received; a
+ * session.fetch whose request was pushed under the old token cannot read
+ * its answer and rejects (the relay refuses the new token for that rid).
+ *
+ * @param {object} options
+ * @param {string} [options.relay] the relay's URL; in a browser, location.origin by default
+ * @param {string} options.net
+ * @param {number} [options.retries] further tries of a call refused for now; 9
+ * @param {{initial?: number, max?: number}} [options.backoff] ms before the first retry (doubling, with jitter) and at most; 250 and 30000
  * @returns {Promise<Session>}
  */
-export async function login({ relay, net }) {
+export async function login({ relay, net, retries, backoff } = /** @type {any} */ ({})) {
   const base = relayBase(relay);
-  const { json } = await relayCall(base, "/api/v1/client/login", { net });
-  const token = json.token;
+  if (typeof net !== "string") throw new TypeError("login: net must be a string");
+  const policy = retryPolicy("login", retries, backoff);
   const closing = new AbortController();
-  const call = (path, body, sig) => relayCall(base, path, body, token, anySignal(closing.signal, sig));
+  const enter = async () => (await withRetries(policy, closing.signal, () => relayCall(base, "/api/v1/client/login", { net }, undefined, closing.signal))).json;
+  const first = await enter();
+  /** @type {Set<string>} the topics subscribed, for a new login */
+  const topics = new Set();
+  /** the highest id a messages() iterator of this session has given out, for the next one */
+  const cursor = { id: /** @type {number | undefined} */ (undefined) };
+  /** @type {Promise<void> | null} the new login under way */
+  let renewing = null;
+
+  /** Logs in again, once for all the calls that found stale expired. */
+  function renew(stale) {
+    if (session.token !== stale) return Promise.resolve(); // done by another call already
+    renewing ??= (async () => {
+      const j = await enter();
+      session.token = j.token;
+      session.peerId = j.peer_id;
+      session.expiresAt = new Date(j.expires_at);
+      for (const topic of topics) {
+        await withRetries(policy, closing.signal, () => relayCall(base, "/api/v1/peer/subscribe", { topic }, j.token, closing.signal));
+      }
+    })().finally(() => (renewing = null));
+    return renewing;
+  }
+
+  /**
+   * One call with the session's token; an expired token is renewed and
+   * the call made once more. how: "retry" (tried again when refused for
+   * now), "once" (only after 429 or 503), "poll" (not at all: the caller
+   * loops).
+   */
+  async function call(path, body, sig, how = "poll", method = "POST") {
+    const s = anySignal(closing.signal, sig);
+    const policyFor = how === "poll" ? { ...policy, retries: 0 } : policy;
+    let used;
+    const attempt = () => withRetries(policyFor, s, () => relayRequest(base, method, path, body, (used = session.token), s), how === "once");
+    try {
+      return await attempt();
+    } catch (err) {
+      if (!(err instanceof RelayError && err.status === 401 && err.code === "token_expired")) throw err;
+      await renew(used);
+      return attempt();
+    }
+  }
   // Withdrawals outlive close(): a fetch aborted just before it must still
   // tell the relay, so they have a signal of their own, and close() waits.
   const pending = new Set();
   const cancel = (rid) => {
+    const token = session.token;
     const uncloseable = (path, body) => relayCall(base, path, body, token, AbortSignal.timeout(10_000));
-    const p = cancelRequest(uncloseable, rid).finally(() => pending.delete(p));
+    const p = cancelRequest(uncloseable, rid, policy).finally(() => pending.delete(p));
     pending.add(p);
     return p;
   };
 
   /** @type {Session} */
   const session = {
-    token,
-    peerId: json.peer_id,
-    net: json.net,
-    expiresAt: new Date(json.expires_at),
-    fetch: (input, init) => clientFetch(base, call, cancel, closing.signal, input, init),
-    send: async (peerId, data) => (await call("/api/v1/peer/send", { to: peerId, data })).json,
-    subscribe: async (topic) => (await call("/api/v1/peer/subscribe", { topic })).json,
-    unsubscribe: async (topic) => (await call("/api/v1/peer/unsubscribe", { topic })).json,
-    publish: async (topic, data) => (await call("/api/v1/peer/publish", { topic, data })).json,
-    broadcast: async (data) => (await call("/api/v1/peer/broadcast", { data })).json,
-    messages: ({ since } = {}) => new MessageIterator(base, token, call, closing.signal, since),
+    token: first.token,
+    peerId: first.peer_id,
+    net: first.net,
+    expiresAt: new Date(first.expires_at),
+    fetch: (input, init) => clientFetch(base, call, cancel, closing.signal, policy, input, init),
+    send: async (peerId, data) => (await call("/api/v1/peer/send", { to: peerId, data: jsonData("send", data) }, undefined, "once")).json,
+    subscribe: async (topic) => {
+      const { json } = await call("/api/v1/peer/subscribe", { topic }, undefined, "retry");
+      topics.add(topic);
+      return json;
+    },
+    unsubscribe: async (topic) => {
+      const { json } = await call("/api/v1/peer/unsubscribe", { topic }, undefined, "retry");
+      topics.delete(topic);
+      return json;
+    },
+    publish: async (topic, data) => (await call("/api/v1/peer/publish", { topic, data: jsonData("publish", data) }, undefined, "once")).json,
+    broadcast: async (data) => (await call("/api/v1/peer/broadcast", { data: jsonData("broadcast", data) }, undefined, "once")).json,
+    peers: async () => {
+      const { json } = await call("/api/v1/peer/peers", undefined, undefined, "retry", "GET");
+      return json.peers.map((p) => ({ peerId: p.peer_id, lastSeen: new Date(p.last_seen) }));
+    },
+    messages: ({ since } = {}) => {
+      if (since !== undefined && !(Number.isSafeInteger(since) && since >= 0)) throw new TypeError(`messages: since must be a message id (an integer of 0 or more), not ${since}`);
+      return new MessageIterator(base, () => session.token, call, closing.signal, policy, cursor, since);
+    },
     close: async () => {
       closing.abort();
       await Promise.allSettled([...pending]);
@@ -887,19 +1051,82 @@ export async function login({ relay, net }) {
   return session;
 }
 
+/** data as given, after a check that it is some JSON value: undefined (or a function) would reach the relay as no data at all. */
+function jsonData(who, data) {
+  if (stringifyJSON(data) === undefined) throw new TypeError(`${who}: data must be a JSON value, not ${typeof data}`);
+  return data;
+}
+
 /**
- * session.fetch: pushreq, then pullsmart until the answer comes; a streamed
- * answer's body reads on from the relay. The caller's signal aborting, or
- * its body cancelled before its end, withdraws the request (cancel).
+ * session.fetch: each request of the exchange by exchange(), following
+ * redirects as fetch does (redirect "follow", the default): 301 and 302
+ * turn a POST into a GET, 303 turns any method but GET and HEAD into a GET,
+ * both without a body and its headers; 307 and 308 keep method and body,
+ * which is held as bytes, so any body can be sent again. Authorization is
+ * dropped when the origin changes. More than 20 redirects, a Location that
+ * is no http(s) URL, or any redirect under redirect "error" rejects with
+ * a TypeError; "manual" returns the 3xx Response as it came. The Response's
+ * url is the last URL asked for, its redirected whether one was followed.
  */
-async function clientFetch(base, call, cancel, closed, input, init = {}) {
-  const url = input instanceof Request ? new URL(input.url) : new URL(String(input), base + "/");
+async function clientFetch(base, call, cancel, closed, policy, input, init = {}) {
+  let url = input instanceof Request ? new URL(input.url) : new URL(String(input), base + "/");
   // A string keeps its path as given: the URL parser would remove dot segments.
   const target = input instanceof Request || input instanceof URL ? undefined : rawTarget(String(input));
   const req = new Request(input instanceof Request ? input : url, init);
   const sig = init.signal ?? (input instanceof Request ? input.signal : undefined);
-  const sim = toSimReq(await requestMessage(req, target));
-  const { json } = await call("/api/v1/client/pushreq", { sim_req: sim }, sig);
+  const mode = req.redirect;
+  let message = await requestMessage(req, target);
+  let method = req.method;
+  const headers = new Headers(req.headers);
+  for (let redirects = 0; ; redirects++) {
+    const res = await exchange(call, cancel, closed, policy, message, sig);
+    const location = res.headers.get("location");
+    if (!REDIRECTS.has(res.status) || location === null || mode === "manual") return finalResponse(res, url, redirects > 0);
+    let next;
+    try {
+      if (mode === "error") throw new TypeError(`fetch: ${url.href} redirects (${res.status}) and redirect is "error"`);
+      if (redirects >= 20) throw new TypeError(`fetch: more than 20 redirects, the last to ${location}`);
+      next = new URL(location, url);
+      if (next.protocol !== "http:" && next.protocol !== "https:") throw new TypeError(`fetch: a redirect to ${next.protocol} URL ${location}`);
+    } catch (err) {
+      await res.body?.cancel().catch(() => {});
+      throw err instanceof TypeError ? err : new TypeError(`fetch: the redirect's Location ${JSON.stringify(location)} is no URL`);
+    }
+    await res.body?.cancel().catch(() => {}); // a streamed one is withdrawn
+    let body = message.body;
+    if (((res.status === 301 || res.status === 302) && method === "POST") || (res.status === 303 && method !== "GET" && method !== "HEAD")) {
+      method = "GET";
+      body = null;
+      for (const name of ["Content-Encoding", "Content-Language", "Content-Location", "Content-Type"]) headers.delete(name);
+    }
+    if (next.origin !== url.origin) headers.delete("Authorization");
+    url = next;
+    message = await requestMessage(new Request(url, { method, headers, body }), rawTarget(location));
+  }
+}
+
+/** The statuses fetch follows. */
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+
+/** res with url (without its fragment) and redirected set, as fetch gives them; a Response built by hand cannot set them. */
+function finalResponse(res, url, redirected) {
+  const u = new URL(url);
+  u.hash = "";
+  Object.defineProperty(res, "url", { value: u.href, enumerable: true });
+  Object.defineProperty(res, "redirected", { value: redirected, enumerable: true });
+  return res;
+}
+
+/**
+ * One request and its answer: pushreq, then pullsmart until the answer
+ * comes; a streamed answer's body reads on from the relay. The caller's
+ * signal aborting, or its body cancelled before its end, withdraws the
+ * request (cancel).
+ * @param {HTTPMessage} message
+ * @returns {Promise<Response>}
+ */
+async function exchange(call, cancel, closed, policy, message, sig) {
+  const { json } = await call("/api/v1/client/pushreq", { sim_req: toSimReq(message) }, sig, "once");
   const rid = json.rid;
   const withdraw = () => cancel(rid);
 
@@ -913,8 +1140,8 @@ async function clientFetch(base, call, cancel, closed, input, init = {}) {
         throw err;
       }
       // The request is stored: a lost poll is asked again, not failed.
-      if (!transient(err) || failures >= 9) throw err;
-      await sleep(backoff(failures++, err), sig).catch((e) => {
+      if (!transient(err) || failures >= policy.retries) throw err;
+      await sleep(policy.delay(failures++, err), sig).catch((e) => {
         withdraw();
         throw e;
       });
@@ -924,9 +1151,9 @@ async function clientFetch(base, call, cancel, closed, input, init = {}) {
     if (reply.status !== 200) continue;
     // The sim_res goes on as raw text, so a JSON body keeps every digit.
     const raw = rawField(reply.text, "sim_res") ?? "{}";
-    if (typeof reply.json.stream !== "string") return callerResponse(raw, req.method);
+    if (typeof reply.json.stream !== "string") return callerResponse(raw, message.method);
     try {
-      return streamedResponse(call, rid, raw, reply.json, req.method, sig, closed, withdraw);
+      return streamedResponse(call, rid, raw, reply.json, message.method, sig, closed, withdraw, policy);
     } catch (err) {
       withdraw();
       throw err;
@@ -934,15 +1161,15 @@ async function clientFetch(base, call, cancel, closed, input, init = {}) {
   }
 }
 
-/** Withdraws rid (POST /api/v1/client/cancel), trying a few times; a failure is let go: the request then lives out its time. */
-async function cancelRequest(call, rid) {
-  for (let attempt = 0; attempt < 3; attempt++) {
+/** Withdraws rid (POST /api/v1/client/cancel), trying 3 times at most; a failure is let go: the request then lives out its time. */
+async function cancelRequest(call, rid, policy) {
+  for (let attempt = 0; ; attempt++) {
     try {
       await call("/api/v1/client/cancel", { rid });
       return;
     } catch (err) {
-      if (!transient(err)) return; // 409 complete, 410 gone: nothing to withdraw
-      await sleep(backoff(attempt, err)).catch(() => {});
+      if (!transient(err) || attempt >= Math.min(2, policy.retries)) return; // 409 complete, 410 gone: nothing to withdraw
+      await sleep(policy.delay(attempt, err)).catch(() => {});
     }
   }
 }
@@ -959,7 +1186,7 @@ async function cancelRequest(call, rid) {
  * @param {() => void} withdraw cancels the request
  * @returns {Response}
  */
-function streamedResponse(call, rid, raw, reply, method, sig, closed, withdraw) {
+function streamedResponse(call, rid, raw, reply, method, sig, closed, withdraw, policy) {
   const { status, headers, first } = streamHead(raw, method);
   let offset = typeof reply.offset === "number" ? reply.offset : first.length;
   if (bodyless(method, status)) {
@@ -1001,8 +1228,8 @@ function streamedResponse(call, rid, raw, reply, method, sig, closed, withdraw) 
             withdraw(); // the session closed under its reader: nobody will read the rest
             throw err;
           }
-          if (transient(err) && failures < 9) {
-            await sleep(backoff(failures++, err), reads).catch(() => {});
+          if (transient(err) && failures < policy.retries) {
+            await sleep(policy.delay(failures++, err), reads).catch(() => {});
             continue;
           }
           finish();
@@ -1062,15 +1289,23 @@ function streamPart(raw) {
  * @implements {AsyncIterableIterator<Message>}
  */
 class MessageIterator {
-  constructor(base, token, call, closing, since) {
+  /**
+   * @param {() => string} token the session's token now
+   * @param {RetryPolicy} policy
+   * @param {{id: number | undefined}} cursor the session's: the last message any of its iterators gave out
+   * @param {number | undefined} since
+   */
+  constructor(base, token, call, closing, policy, cursor, since) {
     this.base = base;
     this.token = token;
     this.call = call;
+    this.policy = policy;
+    this.cursor = cursor;
     this.stop = new AbortController();
     this.signal = anySignal(closing, this.stop.signal);
     this.signal.addEventListener("abort", () => this.finish());
     /** @type {number | undefined} the cursor: after the last message received */
-    this.since = since;
+    this.since = since ?? cursor.id;
     /** @type {Message[]} */
     this.buffer = [];
     this.done = false;
@@ -1088,7 +1323,12 @@ class MessageIterator {
   /** @returns {Promise<IteratorResult<Message>>} */
   async next() {
     for (let failures = 0; ; ) {
-      if (this.buffer.length > 0) return { value: this.buffer.shift(), done: false };
+      if (this.buffer.length > 0) {
+        const m = /** @type {Message} */ (this.buffer.shift());
+        // Only forward: a replay from an earlier since does not move it back.
+        if (this.cursor.id === undefined || m.id > this.cursor.id) this.cursor.id = m.id;
+        return { value: m, done: false };
+      }
       if (this.error !== undefined) {
         const err = this.error;
         this.error = undefined;
@@ -1109,13 +1349,14 @@ class MessageIterator {
           // The relay's store was restored or replaced: start over from
           // the oldest message it keeps (some may come again).
           this.since = undefined;
+          this.cursor.id = undefined;
           continue;
         }
         if (!transient(err)) {
           this.error = err;
           continue;
         }
-        await sleep(backoff(failures++, err), this.signal).catch(() => {});
+        await sleep(this.policy.delay(Math.min(failures++, 60), err), this.signal).catch(() => {});
       }
     }
   }
@@ -1130,8 +1371,8 @@ class MessageIterator {
   async pulled() {
     const body = { wait: 25 };
     if (this.since !== undefined) body.since = this.since;
-    const { json } = await this.call("/api/v1/peer/pullsmart", body, this.signal);
-    this.buffer.push(...json.messages.map(toMessage));
+    const { text, json } = await this.call("/api/v1/peer/pullsmart", body, this.signal);
+    this.buffer.push(...rawElements(rawField(text, "messages") ?? "[]").map(toMessage));
     this.since = json.next;
   }
 
@@ -1156,7 +1397,7 @@ class MessageIterator {
 
   open() {
     const url = new URL(this.base + "/api/v1/peer/stream");
-    url.searchParams.set("token", this.token);
+    url.searchParams.set("token", this.token());
     if (this.since !== undefined) url.searchParams.set("since", String(this.since));
     const source = new globalThis.EventSource(url.toString());
     this.source = source;
@@ -1167,7 +1408,7 @@ class MessageIterator {
     };
     source.onmessage = (ev) => {
       if (this.source !== source) return;
-      const m = toMessage(JSON.parse(ev.data));
+      const m = toMessage(ev.data);
       this.since = m.id;
       this.buffer.push(m);
       kick();
@@ -1186,9 +1427,210 @@ class MessageIterator {
   }
 }
 
-/** @returns {Message} */
-function toMessage(m) {
-  return { id: m.id, kind: m.kind, from: m.from, topic: m.topic ?? null, data: m.data, sentAt: new Date(m.sent_at) };
+/**
+ * The Message of a message's raw JSON text: data parsed by parseJSON, so
+ * its numbers keep every digit.
+ * @param {string} raw
+ * @returns {Message}
+ */
+function toMessage(raw) {
+  const m = JSON.parse(raw);
+  const data = rawField(raw, "data");
+  return { id: m.id, kind: m.kind, from: m.from, topic: m.topic ?? null, data: data === undefined ? null : parseJSON(data), sentAt: new Date(m.sent_at) };
+}
+
+// ---------------------------------------------------------------------------
+// JSON that keeps every digit. JSON.parse rounds 12345678901234567890 to
+// 12345678901234567000 and JSON.stringify throws on a BigInt: messages'
+// data go through these instead, both ways.
+
+/**
+ * A JSON number that no JavaScript number holds exactly: a non-integer
+ * literal whose digits a double does not reproduce
+ * ("3.141592653589793238462643383279", "1e400"). text is the literal as
+ * written; it is written back as such by stringifyJSON. valueOf() gives the
+ * nearest Number, so arithmetic and comparison work (approximately);
+ * JSON.stringify writes that Number.
+ */
+export class JSONNumber {
+  /** @param {string} text a JSON number literal */
+  constructor(text) {
+    if (typeof text !== "string" || !NUMBER.test(text)) throw new TypeError(`JSONNumber: ${JSON.stringify(String(text))} is not a JSON number`);
+    /** @type {string} */
+    this.text = text;
+    Object.freeze(this);
+  }
+
+  /** @returns {number} the nearest double */
+  valueOf() {
+    return Number(this.text);
+  }
+
+  /** @returns {string} the literal */
+  toString() {
+    return this.text;
+  }
+
+  /** @returns {number} what JSON.stringify writes: the nearest double */
+  toJSON() {
+    return Number(this.text);
+  }
+}
+
+/** A whole JSON number literal. */
+const NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/;
+/** A JSON number literal at lastIndex. */
+const NUMBER_AT = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+
+/**
+ * JSON.parse that keeps every digit: an integer literal (no fraction, no
+ * exponent) outside ±(2^53 − 1) is a BigInt; a non-integer literal whose
+ * digits the nearest double does not give back is a JSONNumber; every other
+ * number is a Number. Anything else is as JSON.parse gives it; a text that
+ * is not JSON throws a SyntaxError.
+ * @param {string} text
+ * @returns {unknown}
+ */
+export function parseJSON(text) {
+  if (typeof text !== "string") throw new TypeError(`parseJSON: the text must be a string, not ${typeof text}`);
+  const p = { text, i: 0 };
+  const value = parseValue(p);
+  p.i = skipSpace(text, p.i);
+  if (p.i < text.length) throw jsonError(p, "unexpected text after the value");
+  return value;
+}
+
+/** The value at p.i, p.i moved past it. */
+function parseValue(p) {
+  const { text } = p;
+  p.i = skipSpace(text, p.i);
+  const c = text[p.i];
+  if (c === "{") {
+    /** @type {Record<string, unknown>} */
+    const obj = {};
+    p.i = skipSpace(text, p.i + 1);
+    if (text[p.i] === "}") return p.i++, obj;
+    for (;;) {
+      p.i = skipSpace(text, p.i);
+      if (text[p.i] !== '"') throw jsonError(p, "expected a string key");
+      const key = parseString(p);
+      p.i = skipSpace(text, p.i);
+      if (text[p.i] !== ":") throw jsonError(p, "expected ':'");
+      p.i++;
+      // As JSON.parse: "__proto__" is a key like any other, not the prototype.
+      Object.defineProperty(obj, key, { value: parseValue(p), writable: true, enumerable: true, configurable: true });
+      p.i = skipSpace(text, p.i);
+      if (text[p.i] === ",") p.i++;
+      else if (text[p.i] === "}") return p.i++, obj;
+      else throw jsonError(p, "expected ',' or '}'");
+    }
+  }
+  if (c === "[") {
+    const arr = [];
+    p.i = skipSpace(text, p.i + 1);
+    if (text[p.i] === "]") return p.i++, arr;
+    for (;;) {
+      arr.push(parseValue(p));
+      p.i = skipSpace(text, p.i);
+      if (text[p.i] === ",") p.i++;
+      else if (text[p.i] === "]") return p.i++, arr;
+      else throw jsonError(p, "expected ',' or ']'");
+    }
+  }
+  if (c === '"') return parseString(p);
+  for (const [word, value] of [["true", true], ["false", false], ["null", null]]) {
+    if (text.startsWith(word, p.i)) return (p.i += word.length), value;
+  }
+  NUMBER_AT.lastIndex = p.i;
+  const m = NUMBER_AT.exec(text);
+  if (!m) throw jsonError(p, c === undefined ? "unexpected end" : `unexpected ${JSON.stringify(c)}`);
+  p.i += m[0].length;
+  return numberOf(m[0]);
+}
+
+/** The string at p.i (a '"'), p.i moved past it; JSON.parse checks its escapes. */
+function parseString(p) {
+  const { text } = p;
+  let i = p.i + 1;
+  while (i < text.length && text[i] !== '"') i += text[i] === "\\" ? 2 : 1;
+  if (i >= text.length) throw jsonError(p, "unterminated string");
+  const s = JSON.parse(text.slice(p.i, i + 1));
+  p.i = i + 1;
+  return s;
+}
+
+function jsonError(p, what) {
+  return new SyntaxError(`parseJSON: ${what} at position ${p.i}`);
+}
+
+/** The value of a JSON number literal: a Number when it holds it exactly, else a BigInt or JSONNumber. */
+function numberOf(literal) {
+  const n = Number(literal);
+  if (!/[.eE]/.test(literal)) return Number.isSafeInteger(n) ? n : BigInt(literal);
+  return Number.isFinite(n) && digitsOf(literal) === digitsOf(String(n)) ? n : new JSONNumber(literal);
+}
+
+/** A number literal's sign, significant digits and exponent, "-15e1" for "-1.50": the same for literals of the same value. */
+function digitsOf(literal) {
+  const m = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(literal);
+  if (!m) return literal;
+  const all = m[2] + (m[3] ?? "");
+  const lead = all.length - all.replace(/^0+/, "").length;
+  const digits = all.slice(lead).replace(/0+$/, "");
+  if (digits === "") return "0"; // -0 and 0 alike: a Number writes both as 0
+  return `${m[1]}${digits}e${BigInt(m[4] ?? 0) + BigInt(m[2].length - lead)}`;
+}
+
+/**
+ * JSON.stringify (without replacer or indentation) that writes a BigInt and
+ * a JSONNumber as their digits, where JSON.stringify throws on a BigInt.
+ * Everything else is written as JSON.stringify writes it (toJSON, undefined
+ * left out of objects, null in arrays, NaN and Infinity as null); a cycle
+ * throws a TypeError.
+ * @param {unknown} value
+ * @returns {string | undefined} undefined for undefined, a function or a symbol, as JSON.stringify
+ */
+export function stringifyJSON(value) {
+  return writeValue({ "": value }, "", value, []);
+}
+
+/** The JSON text of value, holder[key]; undefined for none. */
+function writeValue(holder, key, value, stack) {
+  if (value instanceof JSONNumber) return value.text;
+  if (typeof value === "bigint") return value.toString();
+  if (value !== null && typeof value === "object" && typeof value.toJSON === "function") value = value.toJSON(key);
+  if (value instanceof JSONNumber) return value.text;
+  if (value instanceof Number || value instanceof String || value instanceof Boolean || value instanceof BigInt) value = value.valueOf();
+  switch (typeof value) {
+    case "bigint":
+      return value.toString();
+    case "string":
+      return JSON.stringify(value);
+    case "number":
+      return Number.isFinite(value) ? JSON.stringify(value) : "null";
+    case "boolean":
+      return value ? "true" : "false";
+    case "object": {
+      if (value === null) return "null";
+      if (stack.includes(value)) throw new TypeError("stringifyJSON: the value has a cycle");
+      stack.push(value);
+      let out;
+      if (Array.isArray(value)) {
+        out = "[" + value.map((v, i) => writeValue(value, String(i), v, stack) ?? "null").join(",") + "]";
+      } else {
+        const parts = [];
+        for (const k of Object.keys(value)) {
+          const v = writeValue(value, k, value[k], stack);
+          if (v !== undefined) parts.push(JSON.stringify(k) + ":" + v);
+        }
+        out = "{" + parts.join(",") + "}";
+      }
+      stack.pop();
+      return out;
+    }
+    default:
+      return undefined;
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1196,11 +1638,18 @@ function toMessage(m) {
 
 /**
  * POSTs a JSON body to the relay with a Bearer secret and returns the
- * reply; any status of 300 or more rejects with a RelayError.
+ * reply; any status of 300 or more rejects with a RelayError. The body is
+ * written by stringifyJSON: BigInt and JSONNumber data keep their digits.
  * @returns {Promise<{status: number, text: string, json: any}>}
  */
 function relayCall(base, path, body, secret, sig) {
-  return relayPost(base + path, "application/json", JSON.stringify(body), secret, sig);
+  return relayPost(base + path, "application/json", stringifyJSON(body), secret, sig);
+}
+
+/** relayCall, or for GET the same without a body. */
+function relayRequest(base, method, path, body, secret, sig) {
+  if (method === "POST") return relayCall(base, path, body, secret, sig);
+  return relayPost(base + path, undefined, undefined, secret, sig, method);
 }
 
 /**
@@ -1215,12 +1664,13 @@ function relayPart(base, path, query, bytes, secret, sig) {
   return relayPost(url.toString(), "application/octet-stream", bytes, secret, sig);
 }
 
-/** POSTs body of type to url with a Bearer secret; a status of 300 or more rejects with a RelayError. */
-async function relayPost(url, type, body, secret, sig) {
+/** POSTs body of type to url with a Bearer secret (or makes another method's call without one); a status of 300 or more rejects with a RelayError. */
+async function relayPost(url, type, body, secret, sig, method = "POST") {
   /** @type {Record<string, string>} */
-  const headers = { "Content-Type": type };
+  const headers = {};
+  if (type) headers["Content-Type"] = type;
   if (secret) headers.Authorization = "Bearer " + secret;
-  const res = await globalThis.fetch(url, { method: "POST", headers, body, signal: sig });
+  const res = await globalThis.fetch(url, { method, headers, body, signal: sig });
   const text = await res.text();
   let json = null;
   try {
@@ -1253,15 +1703,77 @@ function transient(err) {
 }
 
 /**
- * The delay before retry number n (0-based): 250 ms doubling up to 30 s,
- * with jitter (half to all of it), at least Retry-After when the relay sent
- * one.
+ * The SDK's defaults, in the units of the options that take them: retries
+ * (further tries of a call refused for now), backoffInitial and backoffMax
+ * (ms), concurrency (handlers at once), lease and wait (s), linger (ms).
  */
-function backoff(n, err) {
-  const ceiling = Math.min(30_000, 250 * 2 ** Math.min(n, 10));
+export const defaults = Object.freeze({ retries: 9, backoffInitial: 250, backoffMax: 30_000, concurrency: 4, lease: 30, wait: 25, linger: 2 });
+
+/**
+ * The delay in ms before retry number retry (0-based): initial doubling up
+ * to max, with jitter (half to all of it), and at least retryAfter seconds
+ * when the relay sent Retry-After.
+ * @param {number} retry
+ * @param {{initial?: number, max?: number, retryAfter?: number}} [options] initial and max in ms (250, 30000), retryAfter in s
+ * @returns {number}
+ */
+export function backoffDelay(retry, { initial = defaults.backoffInitial, max = defaults.backoffMax, retryAfter } = {}) {
+  if (!Number.isInteger(retry) || retry < 0) throw new TypeError(`backoffDelay: retry must be an integer of 0 or more, not ${retry}`);
+  const ceiling = Math.min(max, initial * 2 ** Math.min(retry, 60));
   const delay = ceiling / 2 + Math.random() * (ceiling / 2);
-  const after = err instanceof RelayError && err.retryAfter ? err.retryAfter * 1000 : 0;
-  return Math.max(delay, after);
+  return Math.max(delay, retryAfter > 0 ? retryAfter * 1000 : 0);
+}
+
+/**
+ * The retry policy of login() or serve(): how many further tries a call
+ * refused for now gets, and the delay before each. Throws a TypeError for
+ * options out of range.
+ * @param {string} who the function, for the error
+ * @param {number | undefined} retries
+ * @param {{initial?: number, max?: number} | undefined} backoff
+ * @returns {RetryPolicy}
+ */
+function retryPolicy(who, retries = defaults.retries, backoff = {}) {
+  if (!Number.isInteger(retries) || retries < 0) throw new TypeError(`${who}: retries must be an integer of 0 or more, not ${retries}`);
+  if (backoff === null || typeof backoff !== "object") throw new TypeError(`${who}: backoff must be an object {initial, max} in ms`);
+  const { initial = defaults.backoffInitial, max = defaults.backoffMax } = backoff;
+  if (!(typeof initial === "number" && initial > 0 && Number.isFinite(initial))) throw new TypeError(`${who}: backoff.initial must be a positive number of ms, not ${initial}`);
+  if (!(typeof max === "number" && max >= initial && Number.isFinite(max))) throw new TypeError(`${who}: backoff.max must be a number of ms no smaller than backoff.initial, not ${max}`);
+  return {
+    retries,
+    delay: (n, err) => backoffDelay(n, { initial, max, retryAfter: err instanceof RelayError ? err.retryAfter : undefined }),
+  };
+}
+
+/**
+ * @typedef {object} RetryPolicy
+ * @property {number} retries further tries of a call refused for now
+ * @property {(n: number, err: unknown) => number} delay ms before retry n (0-based), at least the err's Retry-After
+ */
+
+/**
+ * Runs call until it succeeds, fails for good, or has been tried
+ * policy.retries + 1 times, backing off between tries. once marks a call
+ * that a repeat could do twice (pushreq, send, publish, broadcast): it is
+ * tried again only after a 429 or 503, whose reply says nothing was done,
+ * never after a network error, which may have hidden a success.
+ * @template T
+ * @param {RetryPolicy} policy
+ * @param {AbortSignal | undefined} sig
+ * @param {() => Promise<T>} call
+ * @param {boolean} [once] false
+ * @returns {Promise<T>}
+ */
+async function withRetries(policy, sig, call, once = false) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call();
+    } catch (err) {
+      const again = once ? err instanceof RelayError && (err.status === 429 || err.status === 503) : transient(err);
+      if (!again || attempt >= policy.retries || sig?.aborted) throw err;
+      await sleep(policy.delay(attempt, err), sig);
+    }
+  }
 }
 
 /** Resolves after ms, or rejects with the signal's reason when it aborts. */
@@ -1849,7 +2361,7 @@ function percentEncode(s) {
 export const __mapping = Object.freeze({
   toSimReq, fromSimReq, toSimRes, fromSimRes,
   requestMessage, handlerRequest, responseMessage, callerResponse,
-  rawTarget, rawField, canonicalName, endToEnd,
+  rawTarget, rawField, canonicalName, endToEnd, netAddr,
 });
 
 // ---------------------------------------------------------------------------

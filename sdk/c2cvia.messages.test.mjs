@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { serve, login, RelayError } from "./c2cvia.js";
-import { RELAY, FLAKY, CONTROL, KEY, test, newNet, control, advance, count, answered, until, deferred, within, echo } from "./testenv.mjs";
+import { RELAY, FLAKY, CONTROL, KEY, test, newNet, control, advance, count, answered, until, deferred, within, echo, TestEventSource } from "./testenv.mjs";
 
 test("peer messages between sessions, in order, by long poll, with resume", async (t) => {
   assert.equal(globalThis.EventSource, undefined, "node has no EventSource: messages() long-polls");
@@ -61,78 +61,6 @@ test("peer messages between sessions, in order, by long poll, with resume", asyn
   assert.deepEqual(await it.return(), { value: undefined, done: true });
   assert.deepEqual(await it.next(), { value: undefined, done: true });
 });
-
-/**
- * A minimal EventSource on fetch streaming, as browsers behave: reconnects
- * with Last-Event-ID after a cut, and gives up (CLOSED) on a response that
- * is not an event stream.
- */
-class TestEventSource {
-  static instances = [];
-  constructor(url) {
-    this.url = url;
-    this.readyState = 0;
-    this.lastEventId = "";
-    this.onmessage = null;
-    this.onerror = null;
-    this.connects = []; // the Last-Event-ID of each connection
-    TestEventSource.instances.push(this);
-    this.connect();
-  }
-  async connect() {
-    this.ctrl = new AbortController();
-    const headers = { accept: "text/event-stream" };
-    if (this.lastEventId) headers["last-event-id"] = this.lastEventId;
-    this.connects.push(this.lastEventId);
-    try {
-      const res = await fetch(this.url, { headers, signal: this.ctrl.signal });
-      if (res.status !== 200 || !res.headers.get("content-type")?.startsWith("text/event-stream")) {
-        await res.body?.cancel();
-        this.readyState = 2;
-        this.onerror?.({ type: "error" });
-        return;
-      }
-      this.readyState = 1;
-      const decoder = new TextDecoder();
-      let buf = "";
-      let data = [];
-      let id;
-      for await (const chunk of res.body) {
-        buf += decoder.decode(chunk, { stream: true });
-        for (let nl; (nl = buf.indexOf("\n")) >= 0; ) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          if (line === "") {
-            if (id !== undefined) this.lastEventId = id;
-            if (data.length) this.onmessage?.({ data: data.join("\n"), lastEventId: this.lastEventId });
-            data = [];
-            id = undefined;
-          } else if (!line.startsWith(":")) {
-            const i = line.indexOf(":");
-            const field = i < 0 ? line : line.slice(0, i);
-            const value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
-            if (field === "data") data.push(value);
-            if (field === "id") id = value;
-          }
-        }
-      }
-    } catch {
-      // cut: reconnect below
-    }
-    if (this.readyState === 2) return;
-    this.readyState = 0;
-    this.onerror?.({ type: "error" });
-    setTimeout(() => this.readyState !== 2 && this.connect(), 20);
-  }
-  /** A network cut: the browser reconnects with Last-Event-ID. */
-  cut() {
-    this.ctrl.abort();
-  }
-  close() {
-    this.readyState = 2;
-    this.ctrl?.abort();
-  }
-}
 
 test("messages() uses EventSource where it exists, resuming by Last-Event-ID", async (t) => {
   globalThis.EventSource = TestEventSource;
@@ -223,7 +151,8 @@ test("relay failures reject with RelayError", async (t) => {
   // A failure that is not the relay's JSON shape: code http_<status>.
   await control("/flaky?mode=503");
   t.after(() => control("/flaky?mode=up"));
-  await assert.rejects(login({ relay: FLAKY, net }), { name: "RelayError", status: 503, code: "http_503" });
+  // retries: 0, or login would try again 9 times, backing off.
+  await assert.rejects(login({ relay: FLAKY, net, retries: 0 }), { name: "RelayError", status: 503, code: "http_503" });
 });
 
 test("session.close() ends open iterators and aborts pending fetches", async (t) => {

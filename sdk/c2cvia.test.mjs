@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { serve, login, RelayError } from "./c2cvia.js";
+import { serve, login, RelayError, __mapping } from "./c2cvia.js";
 import { RELAY, FLAKY, CONTROL, KEY, test, newNet, control, advance, count, answered, until, deferred, within, echo } from "./testenv.mjs";
 
 test("serve and login().fetch: a request and its answer cross the relay whole", async (t) => {
@@ -333,7 +333,7 @@ test("the handler gets the request the caller sent, and info says who sent it", 
   assert.deepEqual(errors, []);
 });
 
-test("info.remoteAddr is the caller's address as the relay saw it", async (t) => {
+test("info.remoteAddr is the caller's address as the relay saw it, a Deno.NetAddr", async (t) => {
   const net = newNet();
   const infos = [];
   const server = serve({ relay: RELAY, net, key: KEY, wait: 5, fetch: (req, info) => (infos.push(info), new Response("ok")) });
@@ -344,7 +344,21 @@ test("info.remoteAddr is the caller's address as the relay saw it", async (t) =>
   assert.equal(await (await s.fetch("/by-session")).text(), "ok");
   assert.equal(await (await fetch(`${RELAY}/via/${net}/by-gateway`)).text(), "ok");
   assert.equal(infos.length, 2);
-  for (const info of infos) assert.match(String(info.remoteAddr), /^(127\.0\.0\.1|\[::1\]):\d+$/);
+  for (const { remoteAddr } of infos) {
+    assert.deepEqual(Object.keys(remoteAddr).sort(), ["hostname", "port", "transport"]);
+    assert.equal(remoteAddr.transport, "tcp");
+    assert.match(remoteAddr.hostname, /^(127\.0\.0\.1|::1)$/, "no brackets around an IPv6 address");
+    assert.ok(Number.isInteger(remoteAddr.port) && remoteAddr.port > 0 && remoteAddr.port < 65536);
+  }
+});
+
+test("info.remoteAddr of each shape a relay gives", () => {
+  const addr = __mapping.netAddr;
+  assert.deepEqual(addr("203.0.113.7:51234"), { transport: "tcp", hostname: "203.0.113.7", port: 51234 });
+  assert.deepEqual(addr("[2001:db8::1]:443"), { transport: "tcp", hostname: "2001:db8::1", port: 443 });
+  assert.deepEqual(addr("198.51.100.2:0"), { transport: "tcp", hostname: "198.51.100.2", port: 0 }, "behind --trust-proxy");
+  const unknown = { transport: "tcp", hostname: undefined, port: undefined };
+  for (const told of [undefined, null, "", "no-port", "1.2.3.4:99999", "[::1]", 42]) assert.deepEqual(addr(told), unknown, String(told));
 });
 
 test("an answer whose head is too large for the relay reaches the caller as 502 response_too_large, once", async (t) => {

@@ -9,6 +9,9 @@ export const RELAY = process.env.C2CVIA_RELAY;
 export const FLAKY = process.env.C2CVIA_FLAKY;
 export const CONTROL = process.env.C2CVIA_CONTROL;
 export const KEY = process.env.C2CVIA_KEY ?? "test-key-0123456789";
+/** A relay of its own whose logins expire soon (the relogin case's token_ttl_ms), and its controls. */
+export const SHORT_RELAY = process.env.C2CVIA_SHORT_RELAY;
+export const SHORT_CONTROL = process.env.C2CVIA_SHORT_CONTROL;
 if (!RELAY || !CONTROL) throw new Error("run through `go test -run TestJavaScriptSDK` (C2CVIA_RELAY and C2CVIA_CONTROL are unset)");
 
 /**
@@ -22,15 +25,16 @@ let nets = 0;
 /** A net of its own for each test. */
 export const newNet = () => `js-${process.pid}-${++nets}`;
 
-export async function control(path) {
-  const res = await fetch(CONTROL + path, { method: "POST" });
+/** Calls the control server: C2CVIA_CONTROL's, or another's (SHORT_CONTROL). */
+export async function control(path, server = CONTROL) {
+  const res = await fetch(server + path, { method: "POST" });
   assert.equal(res.status, 200, `control ${path}`);
   return res.json();
 }
-export const advance = (by) => control(`/advance?by=${by}`);
-export const count = async (path, front = "relay") => (await control(`/count?path=${encodeURIComponent(path)}&front=${front}`)).count;
-/** Calls to path through C2CVIA_RELAY that the relay has answered. */
-export const answered = async (path) => (await control(`/count?path=${encodeURIComponent(path)}&answered=1`)).count;
+export const advance = (by, server = CONTROL) => control(`/advance?by=${by}`, server);
+export const count = async (path, front = "relay", server = CONTROL) => (await control(`/count?path=${encodeURIComponent(path)}&front=${front}`, server)).count;
+/** Calls to path through C2CVIA_RELAY (or server's relay) that the relay has answered. */
+export const answered = async (path, server = CONTROL) => (await control(`/count?path=${encodeURIComponent(path)}&answered=1`, server)).count;
 
 /** Waits until cond() holds, checking every 10 ms; fails after ms. */
 export async function until(cond, what, ms = 10_000) {
@@ -76,4 +80,76 @@ export async function echo(req) {
     headers: Object.fromEntries(req.headers),
     body: req.method === "GET" || req.method === "HEAD" ? null : await req.text(),
   });
+}
+
+/**
+ * A minimal EventSource on fetch streaming, as browsers behave: reconnects
+ * with Last-Event-ID after a cut, and gives up (CLOSED) on a response that
+ * is not an event stream.
+ */
+export class TestEventSource {
+  static instances = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.lastEventId = "";
+    this.onmessage = null;
+    this.onerror = null;
+    this.connects = []; // the Last-Event-ID of each connection
+    TestEventSource.instances.push(this);
+    this.connect();
+  }
+  async connect() {
+    this.ctrl = new AbortController();
+    const headers = { accept: "text/event-stream" };
+    if (this.lastEventId) headers["last-event-id"] = this.lastEventId;
+    this.connects.push(this.lastEventId);
+    try {
+      const res = await fetch(this.url, { headers, signal: this.ctrl.signal });
+      if (res.status !== 200 || !res.headers.get("content-type")?.startsWith("text/event-stream")) {
+        await res.body?.cancel();
+        this.readyState = 2;
+        this.onerror?.({ type: "error" });
+        return;
+      }
+      this.readyState = 1;
+      const decoder = new TextDecoder();
+      let buf = "";
+      let data = [];
+      let id;
+      for await (const chunk of res.body) {
+        buf += decoder.decode(chunk, { stream: true });
+        for (let nl; (nl = buf.indexOf("\n")) >= 0; ) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (line === "") {
+            if (id !== undefined) this.lastEventId = id;
+            if (data.length) this.onmessage?.({ data: data.join("\n"), lastEventId: this.lastEventId });
+            data = [];
+            id = undefined;
+          } else if (!line.startsWith(":")) {
+            const i = line.indexOf(":");
+            const field = i < 0 ? line : line.slice(0, i);
+            const value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+            if (field === "data") data.push(value);
+            if (field === "id") id = value;
+          }
+        }
+      }
+    } catch {
+      // cut: reconnect below
+    }
+    if (this.readyState === 2) return;
+    this.readyState = 0;
+    this.onerror?.({ type: "error" });
+    setTimeout(() => this.readyState !== 2 && this.connect(), 20);
+  }
+  /** A network cut: the browser reconnects with Last-Event-ID. */
+  cut() {
+    this.ctrl.abort();
+  }
+  close() {
+    this.readyState = 2;
+    this.ctrl?.abort();
+  }
 }
