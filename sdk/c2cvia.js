@@ -727,7 +727,8 @@ async function answer(handler, item, simReq, relayURL, tell, job) {
     return { simRes: { simStatus: 400, simHeaders: { "Content-Type": "text/plain" }, simBody: "bad request" } };
   }
   /** @type {HandlerInfo} */
-  const info = { remoteAddr: netAddr(item.remote_addr), from: item.from, rid: item.rid, target, signal, completed: job.completed };
+  // request.signal follows the job's: a Request makes a signal of its own.
+  const info = { remoteAddr: netAddr(item.remote_addr), from: item.from, rid: item.rid, target, signal: request.signal, completed: job.completed };
   try {
     return await opened(await handler(request, info), signal, "the fetch handler did not return a Response");
   } catch (err) {
