@@ -151,46 +151,18 @@ const runners = {
 
   async relogin(c, t) {
     assert.ok(SHORT_RELAY && SHORT_CONTROL, "the relay with short logins (C2CVIA_SHORT_RELAY)");
-    const logins = () => count("/api/v1/client/login", "relay", SHORT_CONTROL);
-    const net = newNet();
-    const bob = await login({ relay: SHORT_RELAY, net, backoff: quick });
-    t.after(() => bob.close());
-    const ada = await login({ relay: SHORT_RELAY, net });
-    t.after(() => ada.close());
-    await bob.subscribe("news");
-    const it = bob.messages();
-    await ada.send(bob.peerId, "before");
-    assert.equal((await within(it.next(), 10_000, "the first message")).value.data, "before");
-
-    const old = { token: bob.token, peerId: bob.peerId, expiresAt: bob.expiresAt };
-    const pending = it.next(); // polls on, across the expiry
-    const before = await logins();
-    await advance(`${c.advance_ms}ms`, SHORT_CONTROL);
-    // Several calls find the token expired at once: one login for all.
-    const [peers] = await within(Promise.all([bob.peers(), bob.subscribe("more"), bob.peers()]), 10_000, "the calls after the expiry");
-    const relogged = await logins();
-    assert.equal(1 + relogged - before, c.expect_logins, "logged in again once");
-    assert.notEqual(bob.token, old.token);
-    assert.notEqual(bob.peerId, old.peerId);
-    assert.ok(bob.expiresAt > old.expiresAt, "a later expiry");
-    assert.ok(peers.some((p) => p.peerId === bob.peerId), "the call went through as the new login");
-
-    // The topics are subscribed again; the iterator reads on after its last message.
-    const carol = await login({ relay: SHORT_RELAY, net });
-    t.after(() => carol.close());
-    // (The relay counts the old login's subscription among the receivers
-    // while it keeps it; that bob reads "after" shows the new one.)
-    assert.ok((await carol.publish("news", "after")).receivers >= 1);
-    await carol.send(bob.peerId, "direct");
-    assert.equal((await within(pending, 10_000, "a message after the new login")).value.data, "after");
-    assert.equal((await within(it.next(), 10_000, "the next one")).value.data, "direct");
-    assert.equal(await logins(), relogged + 1, "carol's login: bob did not log in again");
-
-    // Only token_expired logs in again: another 401 is the caller's.
-    const now = await logins();
-    await control("/fail?path=/api/v1/peer/peers&status=401&times=1", SHORT_CONTROL);
-    await assert.rejects(bob.peers(), { status: 401, code: "injected" });
-    assert.equal(await logins(), now);
+    for (const transport of ["pullsmart", "event stream"]) {
+      if (transport === "event stream") {
+        globalThis.EventSource = TestEventSource;
+        t.after(() => delete globalThis.EventSource);
+      }
+      await relogin(c, t, transport);
+      if (transport === "event stream") {
+        assert.ok(TestEventSource.instances.length >= 2, "the event stream opened again");
+        assert.equal(TestEventSource.instances.at(-1).readyState, 2, "and return() closed it");
+        delete globalThis.EventSource;
+      }
+    }
   },
 
   async numbers(c, t) {
@@ -225,6 +197,51 @@ const runners = {
     }
   },
 };
+
+/** The relogin case over one transport of messages(). */
+async function relogin(c, t, transport) {
+  const logins = () => count("/api/v1/client/login", "relay", SHORT_CONTROL);
+  const net = newNet();
+  const bob = await login({ relay: SHORT_RELAY, net, backoff: quick });
+  t.after(() => bob.close());
+  const ada = await login({ relay: SHORT_RELAY, net });
+  t.after(() => ada.close());
+  await bob.subscribe("news");
+  const it = bob.messages();
+  await ada.send(bob.peerId, "before");
+  assert.equal((await within(it.next(), 10_000, "the first message")).value.data, "before");
+
+  const old = { token: bob.token, peerId: bob.peerId, expiresAt: bob.expiresAt };
+  const pending = it.next(); // polls on, across the expiry
+  const before = await logins();
+  await advance(`${c.advance_ms}ms`, SHORT_CONTROL);
+  // Several calls find the token expired at once: one login for all.
+  const [peers] = await within(Promise.all([bob.peers(), bob.subscribe("more"), bob.peers()]), 10_000, "the calls after the expiry");
+  const relogged = await logins();
+  assert.equal(1 + relogged - before, c.expect_logins, "logged in again once");
+  assert.notEqual(bob.token, old.token);
+  assert.notEqual(bob.peerId, old.peerId);
+  assert.ok(bob.expiresAt > old.expiresAt, "a later expiry");
+  assert.ok(peers.some((p) => p.peerId === bob.peerId), "the call went through as the new login");
+
+  // The topics are subscribed again; the iterator reads on after its last message.
+  const carol = await login({ relay: SHORT_RELAY, net });
+  t.after(() => carol.close());
+  // (The relay counts the old login's subscription among the receivers
+  // while it keeps it; that bob reads "after" shows the new one.)
+  assert.ok((await carol.publish("news", "after")).receivers >= 1);
+  await carol.send(bob.peerId, "direct");
+  assert.equal((await within(pending, 10_000, `a message after the new login, by ${transport}`)).value.data, "after");
+  assert.equal((await within(it.next(), 10_000, "the next one")).value.data, "direct");
+  assert.equal(await logins(), relogged + 1, "carol's login: bob did not log in again");
+
+  // Only token_expired logs in again: another 401 is the caller's.
+  const now = await logins();
+  await control("/fail?path=/api/v1/peer/peers&status=401&times=1", SHORT_CONTROL);
+  await assert.rejects(bob.peers(), { status: 401, code: "injected" });
+  assert.equal(await logins(), now);
+  await it.return();
+}
 
 for (const c of table.cases) {
   test(`case: ${c.name}`, async (t) => {

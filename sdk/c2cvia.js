@@ -35,11 +35,19 @@ export class RelayError extends Error {
 // Serving: a fetch handler becomes the SimServer of a net.
 
 /**
- * @typedef {object} HandlerInfo
- * @property {string | undefined} remoteAddr the caller's address as the relay saw it ("203.0.113.7:51234"); undefined from a relay that does not tell
+ * @typedef {object} NetAddr the shape of Deno.NetAddr
+ * @property {"tcp"} transport
+ * @property {string | undefined} hostname the IP address, an IPv6 one without brackets ("2001:db8::1"); undefined when the relay did not tell
+ * @property {number | undefined} port 0 behind a --trust-proxy proxy, which tells no port; undefined when the relay did not tell
+ *
+ * @typedef {object} HandlerInfo the shape of Deno.serve's ServeHandlerInfo, and more
+ * @property {NetAddr} remoteAddr the caller's address as the relay saw it; always an object, its hostname and port undefined from a relay that does not tell
+ * @property {AbortSignal} signal request.signal itself: aborts when the caller withdraws the request, its lease is lost, or (for a streaming answer) serve stops
+ * @property {Promise<void>} completed resolves once the relay has the whole answer (the 500 of a handler that threw, or onError's Response, included); rejects once it is abandoned: withdrawn (with signal's reason), refused by the relay (a 502 went instead) or not sent after the retries (the error). A handler need not look at it: its rejection is never unhandled
  * @property {string} from the caller's peer_id, `via` for /via/ gateway requests
  * @property {string} rid the request's id
  * @property {string} target the path and query exactly as the caller sent them (request.url is parsed, which removes dot segments)
+ *
  * @typedef {(request: Request, info: HandlerInfo) => Response | Promise<Response>} FetchHandler
  * @typedef {{ close(): Promise<void>, closed: Promise<void> }} Server
  */
@@ -73,18 +81,24 @@ export class RelayError extends Error {
  * aborted or whose body is cancelled), when its lease is lost, and for a
  * streaming answer on close(); serve keeps one watch on the running
  * handlers' rids for this, so the signal aborts within a second. A
- * streaming body is then cancelled (its source's cancel() runs).
+ * streaming body is then cancelled (its source's cancel() runs). The
+ * signal option stops serving as close() does.
  *
- * A handler that throws answers 500 `internal server error`; the error goes
- * to onError. A request that maps to no Request (a CONNECT, a broken
+ * A handler that throws answers 500 `internal server error`, or the
+ * Response that onError returns for the error (a Promise of one too); an
+ * onError that throws, rejects or returns anything else leaves the 500.
+ * A request that maps to no Request (a CONNECT, a broken
  * simBody) answers 400. A head the relay refuses answers 502
  * `response_too_large` or `invalid_response`, so the caller hears at once
  * and the handler does not run again. A body stream that errors after its
  * head was sent ends the answer early, as a reverse proxy does when its
  * upstream fails: the caller sees the body cut off, never a clean end.
- * Network errors, 5xx and 429 are retried with backoff (a part with its
- * same offset, so it is never written twice); a 4xx on the poll (bad net,
- * wrong key) stops serving and rejects `closed`.
+ * Network errors, 5xx and 429 are retried with backoff: an answer, a part
+ * (with its same offset, so it is never written twice) or a lease's
+ * extension is tried retries + 1 times in all, then given up (onError; the
+ * lease's end hands the request out again); the poll is tried for as long
+ * as serve runs. A 4xx on the poll (bad net, wrong key) stops serving and
+ * rejects `closed`.
  *
  * @param {object} options
  * @param {string} [options.relay] the relay's URL; in a browser, location.origin by default
@@ -96,7 +110,10 @@ export class RelayError extends Error {
  * @param {number} [options.wait] long-poll seconds; 25, under common proxy idle timeouts
  * @param {boolean} [options.preflight] forward the browser CORS preflights (OPTIONS) of the net's gateway to the handler instead of letting the relay answer them; false
  * @param {number} [options.linger] milliseconds the loop waits, after handing out the requests a poll brought, for their answers to go with the next poll; 2 (a quick handler's answer is ready within it; a slow one's goes by pushres), 0 polls at once
- * @param {(err: unknown) => void} [options.onError] handler errors and answers the relay refused; console.error by default. A handler that rejects with its request.signal's reason, once the request was withdrawn, is not reported
+ * @param {(err: unknown) => void | Response | Promise<Response | void>} [options.onError] handler errors and answers the relay refused; console.error by default. For a handler's error, a Response it returns is the answer instead of the 500. A handler that rejects with its request.signal's reason, once the request was withdrawn, is not reported
+ * @param {AbortSignal} [options.signal] aborting it stops serving, as close() does
+ * @param {number} [options.retries] further tries of a call refused for now (a network error, 408, 429, 5xx); 9
+ * @param {{initial?: number, max?: number}} [options.backoff] ms before the first retry (doubling, with jitter) and at most; 250 and 30000
  * @returns {Server}
  */
 export function serve({
@@ -901,7 +918,7 @@ function macrotask() {
  * @property {"unicast" | "multicast" | "broadcast"} kind
  * @property {string} from the sender's peer_id
  * @property {string | null} topic the topic of a multicast, else null
- * @property {unknown} data any JSON value
+ * @property {unknown} data any JSON value, as parseJSON reads it: a number no Number holds exactly is a BigInt or JSONNumber
  * @property {Date} sentAt
  */
 
@@ -918,14 +935,24 @@ function macrotask() {
  *   1 MiB a read), and errors with a RelayError 502 (code `aborted` or `cancelled`) when the answer ends
  *   early. init.signal aborting (an AbortError, before or while the body is read), or the body cancelled
  *   before its end, withdraws the request: the handler's request.signal aborts. Rejects with a RelayError
- *   for the relay's refusals (410 `expired`, `failed`, `cancelled`)
+ *   for the relay's refusals (410 `expired`, `failed`, `cancelled`). Redirects (301, 302, 303, 307, 308) are
+ *   followed as fetch follows them, 20 at most, unless init.redirect is "manual" (the 3xx Response as it came)
+ *   or "error" (a TypeError); the body is held as bytes, so a 307 or 308 sends any body again. The Response's
+ *   url is the last URL asked for and redirected tells whether a redirect was followed; a whole answer has
+ *   Content-Length (but a 204, a 304 or a HEAD answer the SimServer gave none)
  * @property {(peerId: string, data: unknown) => Promise<{id: number}>} send
+ *   data is any JSON value, written by stringifyJSON (a BigInt or JSONNumber keeps its digits); a TypeError
+ *   for undefined, a function or a symbol
  * @property {(topic: string) => Promise<{topic: string, subscribed: boolean}>} subscribe
  * @property {(topic: string) => Promise<{topic: string, subscribed: boolean}>} unsubscribe
  * @property {(topic: string, data: unknown) => Promise<{id: number, receivers: number}>} publish
  * @property {(data: unknown) => Promise<{id: number, receivers: number}>} broadcast
+ * @property {() => Promise<{peerId: string, lastSeen: Date}[]>} peers
+ *   the logins of the net seen lately, this one too, most recent first (GET /api/v1/peer/peers)
  * @property {(options?: {since?: number}) => AsyncIterableIterator<Message>} messages
- *   incoming messages, oldest first; without since, from the oldest the relay kept
+ *   incoming messages, oldest first. Without since, after the last message any iterator of this session gave
+ *   out (a replay from an earlier since does not move that back), or from the oldest the relay kept; with
+ *   since (a message id), after that message
  * @property {() => Promise<void>} close ends every open messages() iterator and in-flight call;
  *   the withdrawals of requests aborted or closed before then still go out, and the
  *   promise settles once they have (each tries for at most 10 s)
@@ -936,8 +963,8 @@ function macrotask() {
  * calls, are tried again with backoff when refused for now (a network
  * error, 408, 429 or 5xx), retries + 1 times in all; pushreq, send,
  * publish and broadcast, which a repeat could do twice, only after a 429
- * or 503. A messages() iterator and a session.fetch waiting for its answer
- * poll on for as long as they run.
+ * or 503. A session.fetch waiting for its answer asks again up to retries
+ * times in a row; a messages() iterator polls on for as long as it runs.
  *
  * A call that finds the token expired (401 `token_expired`, only that
  * code) logs in again to the same net, once for all the calls that found
@@ -970,6 +997,8 @@ export async function login({ relay, net, retries, backoff } = /** @type {any} *
   const cursor = { id: /** @type {number | undefined} */ (undefined) };
   /** @type {Promise<void> | null} the new login under way */
   let renewing = null;
+  /** @type {Set<() => void>} the open messages() iterators' reconnect */
+  const renewed = new Set();
 
   /** Logs in again, once for all the calls that found stale expired. */
   function renew(stale) {
@@ -982,6 +1011,7 @@ export async function login({ relay, net, retries, backoff } = /** @type {any} *
       for (const topic of topics) {
         await withRetries(policy, closing.signal, () => relayCall(base, "/api/v1/peer/subscribe", { topic }, j.token, closing.signal));
       }
+      for (const reconnect of renewed) reconnect();
     })().finally(() => (renewing = null));
     return renewing;
   }
@@ -1042,7 +1072,7 @@ export async function login({ relay, net, retries, backoff } = /** @type {any} *
     },
     messages: ({ since } = {}) => {
       if (since !== undefined && !(Number.isSafeInteger(since) && since >= 0)) throw new TypeError(`messages: since must be a message id (an integer of 0 or more), not ${since}`);
-      return new MessageIterator(base, () => session.token, call, closing.signal, policy, cursor, since);
+      return new MessageIterator(base, () => session.token, call, closing.signal, policy, cursor, since, renewed);
     },
     close: async () => {
       closing.abort();
@@ -1295,8 +1325,14 @@ class MessageIterator {
    * @param {RetryPolicy} policy
    * @param {{id: number | undefined}} cursor the session's: the last message any of its iterators gave out
    * @param {number | undefined} since
+   * @param {Set<() => void>} renewed what to call when the session has logged in again
    */
-  constructor(base, token, call, closing, policy, cursor, since) {
+  constructor(base, token, call, closing, policy, cursor, since, renewed) {
+    this.renewed = renewed;
+    this.onRenew = () => this.reconnect();
+    renewed.add(this.onRenew);
+    /** @type {AbortController | null} the poll under way */
+    this.poll = null;
     this.base = base;
     this.token = token;
     this.call = call;
@@ -1372,7 +1408,15 @@ class MessageIterator {
   async pulled() {
     const body = { wait: 25 };
     if (this.since !== undefined) body.since = this.since;
-    const { text, json } = await this.call("/api/v1/peer/pullsmart", body, this.signal);
+    const poll = (this.poll = new AbortController());
+    let reply;
+    try {
+      reply = await this.call("/api/v1/peer/pullsmart", body, anySignal(this.signal, poll.signal));
+    } catch (err) {
+      if (poll.signal.aborted && !this.signal.aborted) return; // reconnect(): again, with the new token
+      throw err;
+    }
+    const { text, json } = reply;
     this.buffer.push(...rawElements(rawField(text, "messages") ?? "[]").map(toMessage));
     this.since = json.next;
   }
@@ -1402,11 +1446,7 @@ class MessageIterator {
     if (this.since !== undefined) url.searchParams.set("since", String(this.since));
     const source = new globalThis.EventSource(url.toString());
     this.source = source;
-    const kick = () => {
-      const w = this.wake;
-      this.wake = signal();
-      w.resolve();
-    };
+    const kick = () => this.kick();
     source.onmessage = (ev) => {
       if (this.source !== source) return;
       const m = toMessage(ev.data);
@@ -1419,7 +1459,25 @@ class MessageIterator {
     };
   }
 
+  /** Wakes a next() that waits for the event stream. */
+  kick() {
+    const w = this.wake;
+    this.wake = signal();
+    w.resolve();
+  }
+
+  /** After the session logged in again: the poll or stream of the old token ends, and the next one uses the new. */
+  reconnect() {
+    if (this.source) {
+      this.source.close();
+      this.source = null;
+      this.kick();
+    }
+    this.poll?.abort();
+  }
+
   finish() {
+    this.renewed.delete(this.onRenew);
     this.done = true;
     this.source?.close();
     this.source = null;
