@@ -93,11 +93,11 @@ export class RelayError extends Error {
  * and the handler does not run again. A body stream that errors after its
  * head was sent ends the answer early, as a reverse proxy does when its
  * upstream fails: the caller sees the body cut off, never a clean end.
- * Network errors, 5xx and 429 are retried with backoff: an answer, a part
- * (with its same offset, so it is never written twice) or a lease's
- * extension is tried retries + 1 times in all, then given up (onError; the
- * lease's end hands the request out again); the poll is tried for as long
- * as serve runs. A 4xx on the poll (bad net, wrong key) stops serving and
+ * Network errors, 5xx and 429 are retried with backoff: an answer or a
+ * part (with its same offset, so it is never written twice) is tried
+ * retries + 1 times in all, then given up (onError, info.completed
+ * rejects); the poll is tried for as long as serve runs, a lease's
+ * extension again at its next turn. A 4xx on the poll (bad net, wrong key) stops serving and
  * rejects `closed`.
  *
  * @param {object} options
@@ -924,7 +924,7 @@ function macrotask() {
 
 /**
  * @typedef {object} Session
- * @property {string} token the secret of this login
+ * @property {string} token the secret of this login; it, peerId and expiresAt change when the session logs in again (see login)
  * @property {string} peerId its public id in the net
  * @property {string} net
  * @property {Date} expiresAt
@@ -1112,10 +1112,15 @@ async function clientFetch(base, call, cancel, closed, policy, input, init = {})
   for (let redirects = 0; ; redirects++) {
     const res = await exchange(call, cancel, closed, policy, message, sig);
     const location = res.headers.get("location");
-    if (!REDIRECTS.has(res.status) || location === null || mode === "manual") return finalResponse(res, url, redirects > 0);
+    if (!REDIRECTS.has(res.status) || mode === "manual") return finalResponse(res, url, redirects > 0);
+    if (mode === "error") {
+      // As fetch: any redirect status fails, with or without Location.
+      await res.body?.cancel().catch(() => {});
+      throw new TypeError(`fetch: ${url.href} answered ${res.status}, a redirect, and redirect is "error"`);
+    }
+    if (location === null) return finalResponse(res, url, redirects > 0);
     let next;
     try {
-      if (mode === "error") throw new TypeError(`fetch: ${url.href} redirects (${res.status}) and redirect is "error"`);
       if (redirects >= 20) throw new TypeError(`fetch: more than 20 redirects, the last to ${location}`);
       next = new URL(location, url);
       if (next.protocol !== "http:" && next.protocol !== "https:") throw new TypeError(`fetch: a redirect to ${next.protocol} URL ${location}`);

@@ -101,6 +101,9 @@ test("session.fetch: redirect manual and error, 20 redirects at most, a Location
   assert.equal(await manual.text(), "moved 302");
 
   await assert.rejects(s.fetch(to(301, "/landed"), { redirect: "error" }), TypeError);
+  await assert.rejects(s.fetch(to(302, ""), { redirect: "error" }), TypeError, "a redirect status without Location too");
+  const ok = await s.fetch("/plain", { redirect: "error" });
+  assert.equal(ok.status, 200, "no redirect: no error");
   await assert.rejects(s.fetch(new Request("http://x.example" + to(308, "/landed"), { redirect: "error" })), TypeError, "a Request's redirect");
 
   const before = await count("/api/v1/client/pushreq");
