@@ -97,8 +97,8 @@ export class RelayError extends Error {
  * part (with its same offset, so it is never written twice) is tried
  * retries + 1 times in all, then given up (onError, info.completed
  * rejects); the poll is tried for as long as serve runs, a lease's
- * extension again at its next turn. A 4xx on the poll (bad net, wrong key) stops serving and
- * rejects `closed`.
+ * extension again at its next turn. A 4xx on the poll (bad net, wrong
+ * key) stops serving and rejects `closed`.
  *
  * @param {object} options
  * @param {string} [options.relay] the relay's URL; in a browser, location.origin by default
@@ -743,8 +743,8 @@ async function answer(handler, item, simReq, relayURL, tell, job) {
     tell(err);
     return { simRes: { simStatus: 400, simHeaders: { "Content-Type": "text/plain" }, simBody: "bad request" } };
   }
+  // info.signal is request.signal, which follows the job's: a Request makes a signal of its own.
   /** @type {HandlerInfo} */
-  // request.signal follows the job's: a Request makes a signal of its own.
   const info = { remoteAddr: netAddr(item.remote_addr), from: item.from, rid: item.rid, target, signal: request.signal, completed: job.completed };
   try {
     return await opened(await handler(request, info), signal, "the fetch handler did not return a Response");
