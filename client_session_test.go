@@ -90,7 +90,7 @@ func TestClientMessages(t *testing.T) {
 	leaks := noLeaks(t)
 
 	require.NoError(t, bob.Subscribe(ctx, "news"))
-	id1, err := ada.Send(ctx, bob.PeerID, json.RawMessage(`{"n":12345678901234567890}`))
+	id1, err := ada.Send(ctx, bob.PeerID(), json.RawMessage(`{"n":12345678901234567890}`))
 	require.NoError(t, err)
 	id2, receivers, err := ada.Publish(ctx, "news", map[string]string{"headline": "relay ships"})
 	require.NoError(t, err)
@@ -102,7 +102,7 @@ func TestClientMessages(t *testing.T) {
 	id3, receivers, err := ada.Broadcast(ctx, "lunch?")
 	require.NoError(t, err)
 	assert.Equal(t, 1, receivers, "everyone but the sender")
-	id4, err := ada.Send(ctx, bob.PeerID, 42)
+	id4, err := ada.Send(ctx, bob.PeerID(), 42)
 	require.NoError(t, err)
 	assert.True(t, id1 < id2 && id2 < id3 && id3 < id4)
 
@@ -123,7 +123,7 @@ func TestClientMessages(t *testing.T) {
 	require.Len(t, first, 2)
 	assert.Equal(t, id1, first[0].ID)
 	assert.Equal(t, "unicast", first[0].Kind)
-	assert.Equal(t, ada.PeerID, first[0].From)
+	assert.Equal(t, ada.PeerID(), first[0].From)
 	assert.Equal(t, "", first[0].Topic)
 	assert.Equal(t, `{"n":12345678901234567890}`, string(first[0].Data), "digit for digit")
 	assert.Equal(t, r.clock.Now(), first[0].SentAt)

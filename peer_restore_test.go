@@ -123,9 +123,9 @@ func TestClientStartsOverOnCursorAhead(t *testing.T) {
 	var errs []error
 	bob, err := client.Login(ctx, r.URL, "ahead", client.WithErrorLog(func(err error) { errs = append(errs, err) }))
 	require.NoError(t, err)
-	first, err := ada.Send(ctx, bob.PeerID, "one")
+	first, err := ada.Send(ctx, bob.PeerID(), "one")
 	require.NoError(t, err)
-	_, err = ada.Send(ctx, bob.PeerID, "two")
+	_, err = ada.Send(ctx, bob.PeerID(), "two")
 	require.NoError(t, err)
 	var got []string
 	for m, err := range bob.MessagesSince(ctx, first+1000) {

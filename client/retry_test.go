@@ -138,11 +138,11 @@ func TestHTTPClientRetries(t *testing.T) {
 			t.Fatal("the request did not end")
 		}
 	})
-	t.Run("five failures in a row end the request", func(t *testing.T) {
+	t.Run("WithRetries(4): five failures in a row end the request", func(t *testing.T) {
 		t.Parallel()
 		f := newFront(t)
 		f.failNext(pathPullSmart, 5, reply{status: 503, body: "down"})
-		s := login(t, f.URL, testNet(t))
+		s := login(t, f.URL, testNet(t), client.WithRetries(4), client.WithBackoff(time.Millisecond, 10*time.Millisecond))
 		ctx, cancel := context.WithTimeout(context.Background(), within) // not the relay's 5 min TTL
 		defer cancel()
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://c2cvia/x", nil)
@@ -203,7 +203,7 @@ func TestMessagesRetries(t *testing.T) {
 		errs := newErrorLog()
 		bob := login(t, f.URL, net, errs.option())
 		ada := login(t, relayURL, net)
-		_, err := ada.Send(context.Background(), bob.PeerID, "hello")
+		_, err := ada.Send(context.Background(), bob.PeerID(), "hello")
 		require.NoError(t, err)
 
 		ctx, cancel := context.WithTimeout(context.Background(), within)

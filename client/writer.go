@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -197,7 +198,7 @@ func (w *responseWriter) fail(err error) error {
 	} else {
 		var e *Error
 		if err != errRefused && (!errors.As(err, &e) || e.Status != http.StatusGone || e.Code != "cancelled") {
-			w.s.o.onError(fmt.Errorf("c2cvia: answering %s: %w", w.rid, err))
+			w.s.o.log(slog.LevelError, "answering: giving up", err, "net", w.s.net, "rid", w.rid)
 		}
 		w.cancel(err)
 	}
@@ -240,14 +241,15 @@ func (w *responseWriter) postWhole() error {
 			return o.err
 		}
 		w.withPoll.Store(false) // not posted yet: the lease counts again
-		t.first, t.tried = a.since, a.tried
+		t.failed, t.tried = a.failed, a.tried
 		if o.err != nil { // refused for now (507): tried again as pushres's would be
-			if time.Now().After(t.first.Add(answerRetry)) {
+			if t.failed >= w.s.o.retries {
 				return o.err
 			}
-			if !sleep(w.ctx, max(t.bo.next(), o.retryAfter)) {
+			if !sleep(w.ctx, w.s.o.backoffAfter(t.failed, o.retryAfter)) {
 				return context.Cause(w.ctx)
 			}
+			t.failed++
 		}
 	}
 	body := map[string]any{"net": w.s.net, "rid": w.rid, "sim_res": json.RawMessage(simRes)}
