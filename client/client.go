@@ -25,12 +25,20 @@
 //
 //	for m, err := range s.Messages(ctx) {
 //		if err != nil {
-//			return err // the relay refused for good, e.g. the login expired
+//			return err // the relay refused for good, e.g. ErrUnknownToken
 //		}
 //		fmt.Println(m.Kind, m.From, string(m.Data))
 //	}
 //
-// Every failure that the relay reports is an *Error.
+// Every failure that the relay reports is an *Error with its status, code
+// and Retry-After; errors.Is tests it against the sentinels (ErrTokenExpired,
+// ErrQueueFull, ErrStorageFull, ...). A failure of the network or of the
+// caller's context stays what it is (errors.Is(err, context.Canceled)).
+// Calls refused for now (429, 5xx, 408) and network errors are retried
+// (WithRetries, WithBackoff: 9 times, from 250 ms doubling to 30 s); a
+// Session whose token expires logs in again by itself. What does not end
+// a call (a handler's panic, a retry) goes to WithLogger's *slog.Logger,
+// slog.Default() unless set.
 package client
 
 import (

@@ -145,6 +145,8 @@ func ExampleWithPreflights() {
 		served <- client.Serve(ctx, relayURL, "api", "a-secret-of-16-chars-or-more", cors, client.WithPreflights())
 	}()
 
+	fmt.Println(viaGet("api", "/items")) // Serve is polling: from now on preflights reach it
+
 	req, _ := http.NewRequest(http.MethodOptions, relayURL+"/via/api/items", nil)
 	req.Header.Set("Origin", "https://app.example")
 	req.Header.Set("Access-Control-Request-Method", "PUT")
@@ -157,6 +159,7 @@ func ExampleWithPreflights() {
 	stop()
 	<-served
 	// Output:
+	// 200 OK data
 	// 204 GET, PUT
 }
 

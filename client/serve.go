@@ -43,9 +43,9 @@ const (
 // relay's path mode); r.RemoteAddr is the caller's "IP:port". The header
 // C2cvia-From is the caller's peer_id, "via" for the gateway, and
 // C2cvia-Rid the request's rid. A handler that panics answers
-// 500 "internal server error"; the panic goes to the error log (a panic
-// with http.ErrAbortHandler answers the same, unreported, as net/http keeps
-// it quiet).
+// 500 "internal server error"; the panic is logged at Error (WithLogger),
+// with the net, rid and stack (a panic with http.ErrAbortHandler answers
+// the same, unreported, as net/http keeps it quiet).
 //
 // The answer goes out whole when the handler returns, unless the handler
 // flushes (http.Flusher, or http.ResponseController's Flush) or its body
@@ -77,11 +77,15 @@ const (
 // second (it keeps a watch open at the relay for the handlers that run
 // longer than 250 ms), or from the relay's 410 when it posts a part or
 // renews the lease. context.Cause(r.Context()) is then an *Error with
-// status 410, and Write and Flush return it.
+// status 410 (errors.Is(err, ErrCancelled) for a withdrawn one, ErrGone
+// for any), and Write and Flush return it.
 //
-// Network errors and relay errors that may pass (5xx, 429) are retried
-// with backoff, a part with the same offset, for up to a minute. A
-// refusal that will not pass (a bad net, a missing or wrong key) ends
+// Network errors and relay errors that may pass (5xx, 429, 408) are
+// retried with WithBackoff's delays (250 ms doubling to 30 s): the poll
+// for requests until ctx ends, an answer or a part (with the same offset)
+// WithRetries times (9), after which the answer is given up and logged,
+// and the relay hands the request out again when its lease runs out. A
+// refusal that will not pass (a bad net, a missing key, ErrWrongKey) ends
 // Serve with that *Error.
 func Serve(ctx context.Context, relayURL, net, key string, h http.Handler, opts ...Option) error {
 	o := newOptions(opts)

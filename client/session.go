@@ -179,13 +179,16 @@ func (s *Session) authed(ctx context.Context, resend bool, call func(token strin
 }
 
 // HTTPClient returns a client that sends every request to the net's
-// SimServer through the relay. A URL's path and query are the target and
+// SimServer through the relay, as net/http's transport would send it (a
+// request without a User-Agent gets Go-http-client/1.1; an empty one
+// sends none). A URL's path and query are the target and
 // its host the Host: "http://c2cvia/items/7" reaches the SimServer's
 // /items/7 with Host c2cvia. Redirects within that host are followed as
 // net/http follows them; one to another host is not (the SimServer is no
 // other host): the client returns the redirect itself. A request no
-// SimServer answered within the relay's time to live fails with an *Error
-// with the code "expired".
+// SimServer answered within the relay's time to live fails with
+// ErrExpired. A pushreq refused for now is retried (WithRetries), and
+// after a network error too if net/http would send the request again.
 //
 // The response comes once the SimServer has answered, or for a streamed
 // answer once its status and headers are posted: then resp.Body reads

@@ -198,11 +198,11 @@ func (t *transport) pull(ctx context.Context, token string, body map[string]any)
 	}
 }
 
-// cancel withdraws rid (POST cancel), so that its handler stops, for up
-// to cancelTimeout even though ctx has ended: its caller has gone on, and
-// when cancel returns the request is withdrawn. An answer that is complete
-// (409) or a request that is over (410) is no news; other failures go to
-// the error log.
+// cancel withdraws rid (POST cancel with token, the one it was pushed
+// with), so that its handler stops, for up to cancelTimeout even though
+// ctx has ended: its caller has gone on, and when cancel returns the
+// request is withdrawn. An answer that is complete (409) or a request
+// that is over (410) is no news; other failures are logged at Warn.
 func (t *transport) cancel(ctx context.Context, rid, token string) {
 	ctx, stop := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
 	defer stop()

@@ -191,7 +191,7 @@ func (w *responseWriter) push(final bool) error {
 // fail records err as the writer's error and ends the handler's context
 // with it, as net/http does when the connection breaks: the answer cannot
 // reach its caller any more. A withdrawn request (410 cancelled) or an
-// ended context is no news; anything else goes to the error log.
+// ended context is no news; anything else is logged at Error.
 func (w *responseWriter) fail(err error) error {
 	if w.ctx.Err() != nil {
 		err = context.Cause(w.ctx)
