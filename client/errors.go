@@ -145,5 +145,5 @@ func transient(ctx context.Context, err error) bool {
 	return true
 }
 
-// expired reports whether err is the relay's token_expired.
-func expired(err error) bool { return errors.Is(err, ErrTokenExpired) }
+// tokenExpired reports whether err is the relay's token_expired.
+func tokenExpired(err error) bool { return errors.Is(err, ErrTokenExpired) }

@@ -176,11 +176,11 @@ func WithBackoff(initial, max time.Duration) Option {
 		if max > 0 {
 			o.backoffMax = max
 		}
-		o.backoffMax = maxDuration(o.backoffMax, o.backoffMin)
+		if o.backoffMax < o.backoffMin {
+			o.backoffMax = o.backoffMin
+		}
 	}
 }
-
-func maxDuration(a, b time.Duration) time.Duration { return max(a, b) }
 
 // WithLogger sets where Serve and a Session log what does not end a call,
 // with the attributes net, rid, status, code and err: at Error a handler's
@@ -281,13 +281,13 @@ func (o *options) backoffAfter(n int, retryAfter time.Duration) time.Duration {
 }
 
 // backoffDelay is the delay before retry n (0-based): a random time
-// between half and all of initial doubled n times (at most max), or
+// between half and all of initial doubled n times (at most ceiling), or
 // retryAfter if that is longer.
-func backoffDelay(n int, initial, max, retryAfter time.Duration) time.Duration {
+func backoffDelay(n int, initial, ceiling, retryAfter time.Duration) time.Duration {
 	d := initial
-	for i := 0; i < n && d < max; i++ {
+	for i := 0; i < n && d < ceiling; i++ {
 		d *= 2
 	}
-	d = min(d, max)
-	return maxDuration(d/2+rand.N(d/2+1), retryAfter)
+	d = min(d, ceiling)
+	return max(d/2+rand.N(d/2+1), retryAfter)
 }

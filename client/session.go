@@ -82,14 +82,17 @@ func (s *Session) ExpiresAt() time.Time {
 func Login(ctx context.Context, relayURL, net string, opts ...Option) (*Session, error) {
 	o := newOptions(opts)
 	s := &Session{Net: net, relay: newRelay(relayURL, o.httpClient), o: o, topics: map[string]struct{}{}}
-	if err := s.logIn(ctx); err != nil {
+	named, err := s.logIn(ctx)
+	if err != nil {
 		return nil, err
 	}
+	s.Net = named // Net never changes after Login: a new login is to the same net
 	return s, nil
 }
 
-// logIn logs in to s.Net and makes that login the session's.
-func (s *Session) logIn(ctx context.Context) error {
+// logIn logs in to s.Net, makes that login the session's, and returns
+// the net's name as the relay gives it.
+func (s *Session) logIn(ctx context.Context) (string, error) {
 	var out struct {
 		Token     string `json:"token"`
 		PeerID    string `json:"peer_id"`
@@ -101,16 +104,16 @@ func (s *Session) logIn(ctx context.Context) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return "", err
 	}
 	expires, err := time.Parse(time.RFC3339Nano, out.ExpiresAt)
 	if err != nil {
-		return fmt.Errorf("c2cvia: login: expires_at %q: %w", out.ExpiresAt, err)
+		return "", fmt.Errorf("c2cvia: login: expires_at %q: %w", out.ExpiresAt, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.token, s.peerID, s.Net, s.expiresAt = out.Token, out.PeerID, out.Net, expires
-	return nil
+	s.token, s.peerID, s.expiresAt = out.Token, out.PeerID, expires
+	return out.Net, nil
 }
 
 // renew logs in again after a call with the token old met token_expired,
@@ -123,7 +126,7 @@ func (s *Session) renew(ctx context.Context, old string) error {
 		return nil
 	}
 	oldPeer := s.PeerID()
-	if err := s.logIn(ctx); err != nil {
+	if _, err := s.logIn(ctx); err != nil {
 		return err
 	}
 	token := s.Token()
@@ -169,7 +172,7 @@ func (s *Session) authed(ctx context.Context, resend bool, call func(token strin
 			status, err = call(token)
 			return err
 		})
-		if renewed || !expired(err) {
+		if renewed || !tokenExpired(err) {
 			return status, token, err
 		}
 		if lerr := s.renew(ctx, token); lerr != nil {
@@ -357,7 +360,7 @@ func (s *Session) messages(ctx context.Context, start func() int64) iter.Seq2[Me
 			if ctx.Err() != nil {
 				return
 			}
-			if err != nil && expired(err) && !renewed {
+			if err != nil && tokenExpired(err) && !renewed {
 				renewed = true
 				lerr := s.renew(ctx, token)
 				if lerr == nil {
@@ -379,7 +382,7 @@ func (s *Session) messages(ctx context.Context, start func() int64) iter.Seq2[Me
 					s.resetCursor()
 					continue
 				}
-				if !transient(ctx, err) && !(expired(err) && !renewed) {
+				if !transient(ctx, err) && !(tokenExpired(err) && !renewed) {
 					yield(Message{}, err)
 					return
 				}

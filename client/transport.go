@@ -45,7 +45,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if ctx.Err() != nil {
 			t.cancel(ctx, rid, token)
 		}
-		if again || !expired(err) {
+		if again || !tokenExpired(err) {
 			return nil, err
 		}
 		if lerr := t.s.renew(ctx, token); lerr != nil {
