@@ -38,7 +38,8 @@ type Session struct {
 	Net string // the net logged in to
 
 	relay
-	o options
+	o   options
+	net string // Net as the relay named it: a new login's
 
 	relogin sync.Mutex // held while logging in again, so that calls that meet the expiry at once log in once
 
@@ -81,16 +82,16 @@ func (s *Session) ExpiresAt() time.Time {
 // *Error at once.
 func Login(ctx context.Context, relayURL, net string, opts ...Option) (*Session, error) {
 	o := newOptions(opts)
-	s := &Session{Net: net, relay: newRelay(relayURL, o.httpClient), o: o, topics: map[string]struct{}{}}
+	s := &Session{net: net, relay: newRelay(relayURL, o.httpClient), o: o, topics: map[string]struct{}{}}
 	named, err := s.logIn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s.Net = named // Net never changes after Login: a new login is to the same net
+	s.Net, s.net = named, named // neither changes after Login: a new login is to the same net
 	return s, nil
 }
 
-// logIn logs in to s.Net, makes that login the session's, and returns
+// logIn logs in to s.net, makes that login the session's, and returns
 // the net's name as the relay gives it.
 func (s *Session) logIn(ctx context.Context) (string, error) {
 	var out struct {
@@ -100,7 +101,7 @@ func (s *Session) logIn(ctx context.Context) (string, error) {
 		ExpiresAt string `json:"expires_at"`
 	}
 	err := retry(ctx, &s.o, true, func() error {
-		_, _, err := s.call(ctx, "/api/v1/client/login", "", map[string]string{"net": s.Net}, &out)
+		_, _, err := s.call(ctx, "/api/v1/client/login", "", map[string]string{"net": s.net}, &out)
 		return err
 	})
 	if err != nil {
@@ -130,14 +131,14 @@ func (s *Session) renew(ctx context.Context, old string) error {
 		return err
 	}
 	token := s.Token()
-	s.o.log(slog.LevelInfo, "logged in again: the token expired", nil, "net", s.Net, "peer_id", s.PeerID(), "old_peer_id", oldPeer)
+	s.o.log(slog.LevelInfo, "logged in again: the token expired", nil, "net", s.net, "peer_id", s.PeerID(), "old_peer_id", oldPeer)
 	for _, topic := range s.subscribed() {
 		err := retry(ctx, &s.o, true, func() error {
 			_, _, err := s.call(ctx, "/api/v1/peer/subscribe", token, map[string]string{"topic": topic}, nil)
 			return err
 		})
 		if err != nil {
-			s.o.log(slog.LevelError, "subscribing again after a new login", err, "net", s.Net, "topic", topic)
+			s.o.log(slog.LevelError, "subscribing again after a new login", err, "net", s.net, "topic", topic)
 		}
 	}
 	return nil
@@ -377,7 +378,7 @@ func (s *Session) messages(ctx context.Context, start func() int64) iter.Seq2[Me
 					// The relay's store was restored or replaced: start
 					// over from the oldest message it keeps (some may
 					// come again: at-least-once).
-					s.o.log(slog.LevelWarn, "reading messages: starting over", err, "net", s.Net)
+					s.o.log(slog.LevelWarn, "reading messages: starting over", err, "net", s.net)
 					since = 0
 					s.resetCursor()
 					continue
@@ -386,7 +387,7 @@ func (s *Session) messages(ctx context.Context, start func() int64) iter.Seq2[Me
 					yield(Message{}, err)
 					return
 				}
-				s.o.log(slog.LevelWarn, "reading messages: retrying", err, "net", s.Net)
+				s.o.log(slog.LevelWarn, "reading messages: retrying", err, "net", s.net)
 				if !sleep(ctx, bo.next(retryAfter(err))) {
 					return
 				}

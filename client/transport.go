@@ -209,7 +209,7 @@ func (t *transport) cancel(ctx context.Context, rid, token string) {
 	_, _, err := t.s.call(ctx, "/api/v1/client/cancel", token, map[string]string{"rid": rid}, nil)
 	var e *Error
 	if err != nil && !(errors.As(err, &e) && (e.Status == http.StatusConflict || e.Status == http.StatusGone)) {
-		t.s.o.log(slog.LevelWarn, "withdrawing a request", err, "net", t.s.Net, "rid", rid)
+		t.s.o.log(slog.LevelWarn, "withdrawing a request", err, "net", t.s.net, "rid", rid)
 	}
 }
 
