@@ -20,8 +20,8 @@ import (
 // Retry-After (whole seconds, as the relay sends it), 0 when it had none.
 //
 // errors.Is(err, target) holds for an *Error target that names the same
-// Code, or, for a target without a Code, the same Status: the sentinels
-// below are such targets. errors.As(err, &e) with e a *Error reaches the
+// Code, or, for a target without a Code, the same Status: the Err*
+// variables of this package are such targets. errors.As(err, &e) with e a *Error reaches the
 // whole failure.
 type Error struct {
 	Status     int
