@@ -165,9 +165,9 @@ func TestClientServeAndHTTPClient(t *testing.T) {
 	srv := serveClient(t, r.URL, "demo", testKey, testMux(blob))
 	sess := clientLogin(t, r.URL, "demo")
 	assert.Equal(t, "demo", sess.Net)
-	assert.Len(t, sess.PeerID, 16)
-	assert.NotEmpty(t, sess.Token)
-	assert.Equal(t, r.clock.Now().Add(24*time.Hour), sess.ExpiresAt)
+	assert.Len(t, sess.PeerID(), 16)
+	assert.NotEmpty(t, sess.Token())
+	assert.Equal(t, r.clock.Now().Add(24*time.Hour), sess.ExpiresAt())
 
 	const bigJSON = `{"n":12345678901234567890,"f":0.10000000000000000001,"s":"<a&b>"}`
 	callers := []struct {
@@ -180,7 +180,7 @@ func TestClientServeAndHTTPClient(t *testing.T) {
 		// answered).
 		prefer string
 	}{
-		{"HTTPClient", "http://c2cvia", sess.HTTPClient(), sess.PeerID, ""},
+		{"HTTPClient", "http://c2cvia", sess.HTTPClient(), sess.PeerID(), ""},
 		{"gateway", r.URL + "/via/demo", http.DefaultClient, "via", "wait=30"},
 	}
 	for _, c := range callers {

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -123,9 +122,9 @@ func TestClientStartsOverOnCursorAhead(t *testing.T) {
 	var errs []error
 	bob, err := client.Login(ctx, r.URL, "ahead", client.WithErrorLog(func(err error) { errs = append(errs, err) }))
 	require.NoError(t, err)
-	first, err := ada.Send(ctx, bob.PeerID, "one")
+	first, err := ada.Send(ctx, bob.PeerID(), "one")
 	require.NoError(t, err)
-	_, err = ada.Send(ctx, bob.PeerID, "two")
+	_, err = ada.Send(ctx, bob.PeerID(), "two")
 	require.NoError(t, err)
 	var got []string
 	for m, err := range bob.MessagesSince(ctx, first+1000) {
@@ -138,6 +137,6 @@ func TestClientStartsOverOnCursorAhead(t *testing.T) {
 	assert.Equal(t, []string{`"one"`, `"two"`}, got)
 	if assert.Len(t, errs, 1) {
 		assert.Contains(t, errs[0].Error(), "cursor_ahead")
-		assert.True(t, strings.HasSuffix(errs[0].Error(), "starting over"), errs[0].Error())
+		assert.Contains(t, errs[0].Error(), "starting over")
 	}
 }

@@ -35,9 +35,9 @@ type answer struct {
 	RID    string          `json:"rid"`
 	SimRes json.RawMessage `json:"sim_res"`
 
-	since time.Time    // when it was offered: its retries end answerRetry later
-	tried bool         // a call that carried it failed: the relay may have taken it
-	done  chan outcome // 1-buffered: what became of it, sent once
+	failed int          // the calls that carried it and failed, or refused it for now: WithRetries bounds them
+	tried  bool         // a call that carried it failed: the relay may have taken it
+	done   chan outcome // 1-buffered: what became of it, sent once
 }
 
 // outcome is what became of an answer the loop took: posted (err nil) or
@@ -91,7 +91,7 @@ func (b *batch) offer(rid string, simRes []byte) *answer {
 	if !b.open || n >= maxBatchAnswer || b.bytes+n > b.limit || len(b.waiting) >= maxBatch {
 		return nil
 	}
-	a := &answer{RID: rid, SimRes: simRes, since: time.Now(), done: make(chan outcome, 1)}
+	a := &answer{RID: rid, SimRes: simRes, done: make(chan outcome, 1)}
 	b.waiting = append(b.waiting, a)
 	b.bytes += n
 	return a
@@ -192,9 +192,10 @@ func (s *server) settle(ctx context.Context, sent []*answer, outs []answerOutcom
 	case transient(ctx, err):
 		for _, a := range sent {
 			a.tried = true
-			if time.Since(a.since) > answerRetry {
+			if a.failed >= s.o.retries {
 				a.finish(err) // as pushres gives up
 			} else {
+				a.failed++
 				carry = append(carry, a)
 			}
 		}
@@ -241,7 +242,8 @@ func (a *answer) settle(o answerOutcome) {
 		a.finish(nil)
 		return
 	}
-	e := &Error{Status: o.Error.Status, Code: o.Error.Code, Message: o.Error.Message}
+	e := &Error{Status: o.Error.Status, Code: o.Error.Code, Message: o.Error.Message,
+		RetryAfter: time.Duration(max(o.Error.RetryAfter, 0)) * time.Second}
 	switch {
 	case a.tried && postedBefore(e):
 		a.finish(nil)

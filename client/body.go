@@ -40,6 +40,7 @@ var errBodyClosed = errors.New("c2cvia: read on closed response body")
 type streamBody struct {
 	t      *transport
 	rid    string
+	token  string // the one the request was pushed with: it alone reads the answer
 	reqCtx context.Context
 	ctx    context.Context    // reqCtx, cut short by Close
 	stop   context.CancelFunc // ends ctx
@@ -57,8 +58,8 @@ type streamBody struct {
 	unwatchCt func() bool // stops withdrawing when reqCtx ends
 }
 
-func newStreamBody(t *transport, ctx context.Context, rid string, first []byte, p *pulled, length int64) *streamBody {
-	b := &streamBody{t: t, rid: rid, reqCtx: ctx, length: length, buf: first, state: p.Stream,
+func newStreamBody(t *transport, ctx context.Context, rid, token string, first []byte, p *pulled, length int64) *streamBody {
+	b := &streamBody{t: t, rid: rid, token: token, reqCtx: ctx, length: length, buf: first, state: p.Stream,
 		offset: p.Offset, empty: len(first) == 0}
 	if b.offset < int64(len(first)) { // a relay that does not say
 		b.offset = int64(len(first))
@@ -100,7 +101,7 @@ func (b *streamBody) Close() error {
 // call returns once the first has withdrawn it.
 func (b *streamBody) abandon() {
 	if !b.ended.Load() {
-		b.withdraw.Do(func() { b.t.cancel(b.reqCtx, b.rid) })
+		b.withdraw.Do(func() { b.t.cancel(b.reqCtx, b.rid, b.token) })
 	}
 }
 
@@ -123,7 +124,7 @@ func (b *streamBody) check() {
 // fetch pulls the bytes past offset, waiting while the stream is open and
 // has none.
 func (b *streamBody) fetch() {
-	p, err := b.t.pull(b.ctx, map[string]any{"rid": b.rid, "offset": b.offset, "wait": seconds(b.t.s.o.wait)})
+	p, err := b.t.pull(b.ctx, b.token, map[string]any{"rid": b.rid, "offset": b.offset, "wait": seconds(b.t.s.o.wait)})
 	if err != nil {
 		switch {
 		case b.closed.Load():

@@ -27,23 +27,24 @@ func TestReplyError(t *testing.T) {
 		name   string
 		status int
 		body   string
+		header http.Header
 		want   Error
 	}{
 		{"the relay's error shape", http.StatusForbidden, `{"error":{"code":"wrong_key","message":"this net is claimed by another key"}}`,
-			Error{403, "wrong_key", "this net is claimed by another key"}},
-		{"a rate limit", http.StatusTooManyRequests, `{"error":{"code":"rate_limited","message":"too many calls"}}` + "\n",
-			Error{429, "rate_limited", "too many calls"}},
+			nil, Error{Status: 403, Code: "wrong_key", Message: "this net is claimed by another key"}},
+		{"a rate limit", http.StatusTooManyRequests, `{"error":{"code":"rate_limited","message":"too many calls"}}` + "\n", http.Header{"Retry-After": {"7"}},
+			Error{RetryAfter: 7 * time.Second, Status: 429, Code: "rate_limited", Message: "too many calls"}},
 		{"a proxy's page", http.StatusBadGateway, "<html><body>Bad Gateway</body></html>\n",
-			Error{502, "http_502", "<html><body>Bad Gateway</body></html>"}},
-		{"an empty body", http.StatusServiceUnavailable, "", Error{503, "http_503", "Service Unavailable"}},
+			nil, Error{Status: 502, Code: "http_502", Message: "<html><body>Bad Gateway</body></html>"}},
+		{"an empty body", http.StatusServiceUnavailable, "", nil, Error{Status: 503, Code: "http_503", Message: "Service Unavailable"}},
 		{"the shape without a code", http.StatusBadRequest, `{"error":{"message":"no code"}}`,
-			Error{400, "http_400", `{"error":{"message":"no code"}}`}},
+			nil, Error{Status: 400, Code: "http_400", Message: `{"error":{"message":"no code"}}`}},
 		{"a long page is cut at 200 bytes", http.StatusInternalServerError, strings.Repeat("x", 300),
-			Error{500, "http_500", strings.Repeat("x", 200)}},
+			nil, Error{Status: 500, Code: "http_500", Message: strings.Repeat("x", 200)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			assert.Equal(t, &tc.want, replyError(tc.status, []byte(tc.body)))
+			assert.Equal(t, &tc.want, replyError(tc.status, tc.header, []byte(tc.body)))
 		})
 	}
 }
@@ -99,28 +100,43 @@ func TestTransient(t *testing.T) {
 	}
 }
 
-// TestBackoff: each delay lies in the upper half of 250 ms doubling per
-// retry, capped at 30 s, and reset starts over.
+// TestBackoff: each delay lies between half and all of 250 ms doubled per
+// retry, capped at 30 s, at least Retry-After, and reset starts over; the
+// options' own initial and cap count.
 func TestBackoff(t *testing.T) {
 	t.Parallel()
-	ceiling := func(n int) time.Duration {
-		d := 250 * time.Millisecond
+	ceiling := func(n int, initial, most time.Duration) time.Duration {
+		d := initial
 		for range n {
-			d *= 2
+			d = min(d*2, most)
 		}
-		return min(d, 30*time.Second)
+		return d
 	}
-	for range 50 { // the delays are drawn at random: try many
-		var b backoff
-		for n := range 40 {
-			d, c := b.next(), ceiling(min(n, 10))
-			require.GreaterOrEqual(t, d, c/2, "retry %d", n)
-			require.LessOrEqual(t, d, c, "retry %d", n)
-		}
-		b.reset()
-		d := b.next()
-		require.GreaterOrEqual(t, d, 125*time.Millisecond, "after reset")
-		require.LessOrEqual(t, d, 250*time.Millisecond, "after reset")
+	for _, tc := range []struct {
+		name          string
+		opts          []Option
+		initial, most time.Duration
+	}{
+		{"the defaults", nil, 250 * time.Millisecond, 30 * time.Second},
+		{"WithBackoff", []Option{WithBackoff(10*time.Millisecond, 100*time.Millisecond)}, 10 * time.Millisecond, 100 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o := newOptions(tc.opts)
+			for range 50 { // the delays are drawn at random: try many
+				b := o.backoff()
+				for n := range 40 {
+					d, c := b.next(0), ceiling(n, tc.initial, tc.most)
+					require.GreaterOrEqual(t, d, c/2, "retry %d", n)
+					require.LessOrEqual(t, d, c, "retry %d", n)
+				}
+				b.reset()
+				d := b.next(0)
+				require.GreaterOrEqual(t, d, tc.initial/2, "after reset")
+				require.LessOrEqual(t, d, tc.initial, "after reset")
+				assert.Equal(t, time.Hour, b.next(time.Hour), "Retry-After")
+			}
+		})
 	}
 }
 
@@ -159,8 +175,12 @@ func TestOptions(t *testing.T) {
 			assert.Equal(t, 30*time.Second, o.lease)
 			assert.Equal(t, 25*time.Second, o.wait)
 			assert.Same(t, defaultHTTPClient, o.httpClient)
-			assert.NotNil(t, o.onError)
+			assert.Nil(t, o.onError)
+			assert.Nil(t, o.logger, "slog.Default() when a line is logged")
 			assert.Equal(t, 2*time.Millisecond, o.linger)
+			assert.Equal(t, 9, o.retries)
+			assert.Equal(t, 250*time.Millisecond, o.backoffMin)
+			assert.Equal(t, 30*time.Second, o.backoffMax)
 		}},
 		{"WithConcurrency", []Option{WithConcurrency(8)}, func(t *testing.T, o options) { assert.Equal(t, 8, o.concurrency) }},
 		{"WithConcurrency(0) is 1", []Option{WithConcurrency(0)}, func(t *testing.T, o options) { assert.Equal(t, 1, o.concurrency) }},
@@ -183,7 +203,22 @@ func TestOptions(t *testing.T) {
 			o.onError(logged)
 			assert.Same(t, logged, got)
 		}},
-		{"WithErrorLog(nil) keeps the default", []Option{WithErrorLog(nil)}, func(t *testing.T, o options) { assert.NotNil(t, o.onError) }},
+		{"WithErrorLog(nil) keeps the default", []Option{WithErrorLog(nil)}, func(t *testing.T, o options) { assert.Nil(t, o.onError) }},
+		{"WithRetries", []Option{WithRetries(2)}, func(t *testing.T, o options) { assert.Equal(t, 2, o.retries) }},
+		{"WithRetries(0) tries once", []Option{WithRetries(0)}, func(t *testing.T, o options) { assert.Zero(t, o.retries) }},
+		{"WithRetries(-1) keeps the default", []Option{WithRetries(-1)}, func(t *testing.T, o options) { assert.Equal(t, 9, o.retries) }},
+		{"WithBackoff", []Option{WithBackoff(time.Second, time.Minute)}, func(t *testing.T, o options) {
+			assert.Equal(t, time.Second, o.backoffMin)
+			assert.Equal(t, time.Minute, o.backoffMax)
+		}},
+		{"WithBackoff(0, 0) keeps the defaults", []Option{WithBackoff(0, -time.Second)}, func(t *testing.T, o options) {
+			assert.Equal(t, 250*time.Millisecond, o.backoffMin)
+			assert.Equal(t, 30*time.Second, o.backoffMax)
+		}},
+		{"WithBackoff with a cap under the start", []Option{WithBackoff(time.Minute, time.Second)}, func(t *testing.T, o options) {
+			assert.Equal(t, time.Minute, o.backoffMin)
+			assert.Equal(t, time.Minute, o.backoffMax)
+		}},
 		{"the last one wins", []Option{WithConcurrency(2), WithConcurrency(6)}, func(t *testing.T, o options) { assert.Equal(t, 6, o.concurrency) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

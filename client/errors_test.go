@@ -37,10 +37,10 @@ func TestCallReplies(t *testing.T) {
 		{name: "429 with Retry-After", net: "fine",
 			inject: &reply{status: 429, header: map[string]string{"Retry-After": "7", "Content-Type": "application/json"},
 				body: `{"error":{"code":"rate_limited","message":"too many calls"}}`},
-			status: 429, retryAfter: 7 * time.Second, err: &client.Error{Status: 429, Code: "rate_limited", Message: "too many calls"}},
+			status: 429, retryAfter: 7 * time.Second, err: &client.Error{Status: 429, Code: "rate_limited", Message: "too many calls", RetryAfter: 7 * time.Second}},
 		{name: "a proxy's 503 with Retry-After", net: "fine",
 			inject: &reply{status: 503, header: map[string]string{"Retry-After": "2"}, body: "relay down for maintenance\n"},
-			status: 503, retryAfter: 2 * time.Second, err: &client.Error{Status: 503, Code: "http_503", Message: "relay down for maintenance"}},
+			status: 503, retryAfter: 2 * time.Second, err: &client.Error{Status: 503, Code: "http_503", Message: "relay down for maintenance", RetryAfter: 2 * time.Second}},
 		{name: "a proxy's 502 page", net: "fine",
 			inject: &reply{status: 502, header: map[string]string{"Content-Type": "text/html"}, body: "<html><body>Bad Gateway</body></html>\n"},
 			status: 502, err: &client.Error{Status: 502, Code: "http_502", Message: "<html><body>Bad Gateway</body></html>"}},
@@ -129,10 +129,10 @@ func TestLoginArguments(t *testing.T) {
 			default:
 				require.NoError(t, err)
 				assert.Equal(t, tc.net, s.Net)
-				assert.Len(t, s.PeerID, 16)
-				assert.NotEmpty(t, s.Token)
-				assert.NotEqual(t, s.Token, s.PeerID)
-				assert.WithinRange(t, s.ExpiresAt, time.Now().Add(23*time.Hour), time.Now().Add(25*time.Hour), "the relay's 24h token TTL")
+				assert.Len(t, s.PeerID(), 16)
+				assert.NotEmpty(t, s.Token())
+				assert.NotEqual(t, s.Token(), s.PeerID())
+				assert.WithinRange(t, s.ExpiresAt(), time.Now().Add(23*time.Hour), time.Now().Add(25*time.Hour), "the relay's 24h token TTL")
 			}
 		})
 	}
@@ -197,21 +197,21 @@ func TestSessionRefusals(t *testing.T) {
 			return err
 		}, 400, "invalid_topic"},
 		{"Send data that is no JSON", func(s *client.Session) error {
-			_, err := s.Send(ctx, s.PeerID, make(chan int))
+			_, err := s.Send(ctx, s.PeerID(), make(chan int))
 			return err
 		}, 0, ""},
 		{"Send with a token the relay does not know", func(s *client.Session) error {
-			s.Token = "not-a-token"
-			_, err := s.Send(ctx, s.PeerID, "x")
+			client.SetToken(s, "not-a-token")
+			_, err := s.Send(ctx, s.PeerID(), "x")
 			return err
 		}, 401, "unknown_token"},
 		{"Broadcast with no token", func(s *client.Session) error {
-			s.Token = ""
+			client.SetToken(s, "")
 			_, _, err := s.Broadcast(ctx, "x")
 			return err
 		}, 401, "missing_token"},
 		{"HTTPClient with a token the relay does not know", func(s *client.Session) error {
-			s.Token = "not-a-token"
+			client.SetToken(s, "not-a-token")
 			resp, err := s.HTTPClient().Get("http://c2cvia/x")
 			if err == nil {
 				resp.Body.Close()
@@ -219,7 +219,7 @@ func TestSessionRefusals(t *testing.T) {
 			return err
 		}, 401, "unknown_token"},
 		{"Messages with a token the relay does not know", func(s *client.Session) error {
-			s.Token = "not-a-token"
+			client.SetToken(s, "not-a-token")
 			var errs []error
 			for _, err := range s.Messages(ctx) {
 				errs = append(errs, err) // a refusal ends the iteration

@@ -184,7 +184,7 @@ func ExampleLogin() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("logged in to", s.Net, "for", time.Until(s.ExpiresAt).Round(time.Hour))
+	fmt.Println("logged in to", s.Net, "for", time.Until(s.ExpiresAt()).Round(time.Hour))
 
 	_, err = client.Login(ctx, relayURL, "no spaces in a net")
 	var e *client.Error
@@ -212,7 +212,7 @@ func ExampleSession_Messages() {
 	if err := bob.Subscribe(ctx, "news"); err != nil {
 		log.Fatal(err)
 	}
-	if _, err := ada.Send(ctx, bob.PeerID, map[string]string{"text": "hi Bob"}); err != nil {
+	if _, err := ada.Send(ctx, bob.PeerID(), map[string]string{"text": "hi Bob"}); err != nil {
 		log.Fatal(err)
 	}
 	if _, _, err := ada.Publish(ctx, "news", "the relay ships"); err != nil {
@@ -222,7 +222,7 @@ func ExampleSession_Messages() {
 		log.Fatal(err)
 	}
 
-	names := map[string]string{ada.PeerID: "Ada"}
+	names := map[string]string{ada.PeerID(): "Ada"}
 	read := 0
 	for m, err := range bob.Messages(ctx) {
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,6 +34,9 @@ const (
 	pathWatch        = "/api/v1/server/watch"
 	pathCancel       = "/api/v1/client/cancel"
 	pathPeerPull     = "/api/v1/peer/pullsmart"
+	pathPeerSend     = "/api/v1/peer/send"
+	pathSubscribe    = "/api/v1/peer/subscribe"
+	pathPeers        = "/api/v1/peer/peers"
 )
 
 // reply is what the front answers instead of the relay: a status, headers
@@ -65,11 +69,24 @@ type front struct {
 	changed  chan struct{}            // closed and replaced whenever a call starts or ends
 	proxy    *httputil.ReverseProxy
 	upstream *http.Transport
+
+	// The relay's clock as far as logins go (expireTokens): a login's
+	// token expires ttl after its login, by this clock, which only
+	// advance moves.
+	ttl    time.Duration
+	now    time.Duration            // since the front started
+	issued map[string]time.Duration // by token: when it logged in
 }
 
 func newFront(t testing.TB) *front {
 	t.Helper()
-	target, err := url.Parse(relayURL)
+	return newFrontTo(t, relayURL)
+}
+
+// newFrontTo is a front for the relay at relay.
+func newFrontTo(t testing.TB, relay string) *front {
+	t.Helper()
+	target, err := url.Parse(relay)
 	require.NoError(t, err)
 	f := &front{calls: map[string]int{}, open: map[string]int{}, bodies: map[string][]json.RawMessage{},
 		queries: map[string][]url.Values{},
@@ -121,6 +138,18 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.mu.Unlock()
 	}()
 
+	if f.ttl > 0 && !failing {
+		if path == pathLogin {
+			f.login(w, r)
+			return
+		}
+		if f.expired(r) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"error":{"code":"token_expired","message":"the token has expired; log in again"}}`)
+			return
+		}
+	}
 	switch {
 	case failing && fail.drop:
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
@@ -149,6 +178,57 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		f.proxy.ServeHTTP(w, r)
 	}
+}
+
+// expireTokens makes the front play the relay's clock for logins: a token
+// the relay hands out through it expires ttl later by the front's clock,
+// which stands still until advance moves it. Calls with an expired token
+// get the relay's 401 token_expired; the relay's own --token-ttl should be
+// no shorter, so that it does not expire them first.
+func (f *front) expireTokens(ttl time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ttl, f.issued = ttl, map[string]time.Duration{}
+}
+
+// advance moves the front's clock by d.
+func (f *front) advance(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now += d
+}
+
+// login passes a login on to the relay and notes when its token was
+// issued.
+func (f *front) login(w http.ResponseWriter, r *http.Request) {
+	rec := httptest.NewRecorder()
+	f.proxy.ServeHTTP(rec, r)
+	var out struct {
+		Token string `json:"token"`
+	}
+	if json.Unmarshal(rec.Body.Bytes(), &out) == nil && out.Token != "" {
+		f.mu.Lock()
+		f.issued[out.Token] = f.now
+		f.mu.Unlock()
+	}
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes())
+}
+
+// expired reports whether r's bearer token has expired by the front's
+// clock.
+func (f *front) expired(r *http.Request) bool {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		token = r.URL.Query().Get("token")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	at, known := f.issued[token]
+	return known && at+f.ttl <= f.now
 }
 
 // holdReplies makes the relay's replies to path wait until the returned

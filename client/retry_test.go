@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -138,11 +139,11 @@ func TestHTTPClientRetries(t *testing.T) {
 			t.Fatal("the request did not end")
 		}
 	})
-	t.Run("five failures in a row end the request", func(t *testing.T) {
+	t.Run("WithRetries(4): five failures in a row end the request", func(t *testing.T) {
 		t.Parallel()
 		f := newFront(t)
 		f.failNext(pathPullSmart, 5, reply{status: 503, body: "down"})
-		s := login(t, f.URL, testNet(t))
+		s := login(t, f.URL, testNet(t), client.WithRetries(4), client.WithBackoff(time.Millisecond, 10*time.Millisecond))
 		ctx, cancel := context.WithTimeout(context.Background(), within) // not the relay's 5 min TTL
 		defer cancel()
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://c2cvia/x", nil)
@@ -203,7 +204,7 @@ func TestMessagesRetries(t *testing.T) {
 		errs := newErrorLog()
 		bob := login(t, f.URL, net, errs.option())
 		ada := login(t, relayURL, net)
-		_, err := ada.Send(context.Background(), bob.PeerID, "hello")
+		_, err := ada.Send(context.Background(), bob.PeerID(), "hello")
 		require.NoError(t, err)
 
 		ctx, cancel := context.WithTimeout(context.Background(), within)
@@ -230,4 +231,147 @@ func TestMessagesRetries(t *testing.T) {
 		assert.Equal(t, `"hello"`, string(got[0]))
 		checkReported(t, errs.next(t), tc.status, tc.code)
 	})
+}
+
+// TestRetriesOption: each call of its own is tried WithRetries+1 times in
+// all while the relay refuses it for now, and gives up with the last
+// refusal; without the option, ten times.
+func TestRetriesOption(t *testing.T) {
+	t.Parallel()
+	quick := client.WithBackoff(time.Millisecond, 5*time.Millisecond)
+	for _, tc := range []struct {
+		name string
+		path string
+		do   func(ctx context.Context, s *client.Session) error
+	}{
+		{"Send", pathPeerSend, func(ctx context.Context, s *client.Session) error {
+			_, err := s.Send(ctx, s.PeerID(), "x")
+			return err
+		}},
+		{"Publish", "/api/v1/peer/publish", func(ctx context.Context, s *client.Session) error {
+			_, _, err := s.Publish(ctx, "news", "x")
+			return err
+		}},
+		{"Broadcast", "/api/v1/peer/broadcast", func(ctx context.Context, s *client.Session) error {
+			_, _, err := s.Broadcast(ctx, "x")
+			return err
+		}},
+		{"Subscribe", pathSubscribe, func(ctx context.Context, s *client.Session) error { return s.Subscribe(ctx, "news") }},
+		{"Unsubscribe", "/api/v1/peer/unsubscribe", func(ctx context.Context, s *client.Session) error { return s.Unsubscribe(ctx, "news") }},
+		{"Peers", pathPeers, func(ctx context.Context, s *client.Session) error {
+			_, err := s.Peers(ctx)
+			return err
+		}},
+		{"HTTPClient", pathPushReq, func(ctx context.Context, s *client.Session) error {
+			resp, err := s.HTTPClient().Do(mustRequest(t, ctx, "http://c2cvia/"))
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err
+		}},
+	} {
+		for _, retries := range []int{0, 2, -1} {
+			t.Run(fmt.Sprintf("%s with WithRetries(%d)", tc.name, retries), func(t *testing.T) {
+				t.Parallel()
+				f := newFront(t)
+				s := login(t, f.URL, testNet(t), client.WithRetries(retries), quick)
+				f.failNext(tc.path, 12, relayReply(http.StatusServiceUnavailable, "server_busy"))
+				ctx, cancel := context.WithTimeout(context.Background(), within)
+				defer cancel()
+				assert.ErrorIs(t, tc.do(ctx, s), client.ErrServerBusy)
+				want := retries + 1
+				if retries < 0 {
+					want = client.DefaultRetries + 1
+				}
+				assert.Equal(t, want, f.count(tc.path))
+			})
+		}
+	}
+	t.Run("Login", func(t *testing.T) {
+		t.Parallel()
+		f := newFront(t)
+		f.failNext(pathLogin, 3, relayReply(http.StatusTooManyRequests, "net_full"))
+		_, err := client.Login(context.Background(), f.URL, testNet(t), client.WithRetries(2), quick)
+		assert.ErrorIs(t, err, client.ErrNetFull)
+		assert.Equal(t, 3, f.count(pathLogin))
+		s, err := client.Login(context.Background(), f.URL, testNet(t), client.WithRetries(2), quick)
+		require.NoError(t, err, "a refusal that passed")
+		assert.NotEmpty(t, s.Token())
+	})
+}
+
+// TestRetriesResend: after a network error, a call is sent again unless it
+// is a request net/http would not send again (a POST without an
+// Idempotency-Key): the relay may have stored it.
+func TestRetriesResend(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		method string
+		header http.Header
+		calls  int
+	}{
+		{"GET", http.MethodGet, nil, 2},
+		{"POST", http.MethodPost, nil, 1},
+		{"POST with an Idempotency-Key", http.MethodPost, http.Header{"Idempotency-Key": {"k"}}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFront(t)
+			net := testNet(t)
+			s := login(t, f.URL, net, client.WithBackoff(time.Millisecond, time.Millisecond))
+			serve(t, relayURL, net, testKey, served)
+			f.failNext(pathPushReq, 1, reply{drop: true})
+			ctx, cancel := context.WithTimeout(context.Background(), within)
+			defer cancel()
+			req := mustRequest(t, ctx, "http://c2cvia/")
+			req.Method, req.Header = tc.method, tc.header
+			resp, err := s.HTTPClient().Do(req)
+			if tc.calls == 1 {
+				require.Error(t, err)
+				var e *client.Error
+				assert.NotErrorAs(t, err, &e, "the network's error")
+			} else {
+				require.NoError(t, err)
+				resp.Body.Close()
+			}
+			assert.Equal(t, tc.calls, f.count(pathPushReq))
+		})
+	}
+	t.Run("Send", func(t *testing.T) {
+		t.Parallel()
+		f := newFront(t)
+		s := login(t, f.URL, testNet(t), client.WithBackoff(time.Millisecond, time.Millisecond))
+		f.failNext(pathPeerSend, 1, reply{drop: true})
+		_, err := s.Send(context.Background(), s.PeerID(), "x")
+		require.NoError(t, err)
+		assert.Equal(t, 2, f.count(pathPeerSend))
+	})
+}
+
+// TestServeAnswerGivesUp: an answer the relay keeps refusing for now is
+// posted WithRetries+1 times, then given up and logged.
+func TestServeAnswerGivesUp(t *testing.T) {
+	t.Parallel()
+	f := newFront(t)
+	net := testNet(t)
+	errs := newErrorLog()
+	parked := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The poll that brought the request has ended, the next one waits:
+		// the answer goes by pushres.
+		if !f.until(func(calls, open map[string]int) bool {
+			return calls[pathPullReqSmart] >= 2 && open[pathPullReqSmart] == 1
+		}) {
+			panic("no poll waited at the relay while the handler ran")
+		}
+		_, _ = io.WriteString(w, "served")
+	})
+	f.failNext(pathPushRes, 10, relayReply(http.StatusServiceUnavailable, "server_busy"))
+	serve(t, f.URL, net, testKey, parked, errs.option(), client.WithRetries(2), client.WithBackoff(time.Millisecond, time.Millisecond))
+	token, _ := rawLogin(t, net)
+	rid := rawPush(t, token, `{"simEndpoint":"/"}`)
+	err := errs.next(t)
+	assert.ErrorIs(t, err, client.ErrServerBusy)
+	assert.Contains(t, err.Error(), "rid="+rid)
+	assert.Equal(t, 3, f.count(pathPushRes))
 }

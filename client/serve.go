@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -23,10 +24,6 @@ const (
 	// stopGrace is how long handlers still running when Serve's context ends
 	// have to finish and answer before their own context is cancelled.
 	stopGrace = 5 * time.Second
-	// answerRetry is how long Serve retries posting an answer the relay
-	// could not take (a network error, 5xx, 429). Past it the request is
-	// handed out again when its lease runs out.
-	answerRetry = time.Minute
 	// maxPerPoll is the relay's limit on requests per pullreqsmart.
 	maxPerPoll = 100
 )
@@ -46,9 +43,9 @@ const (
 // relay's path mode); r.RemoteAddr is the caller's "IP:port". The header
 // C2cvia-From is the caller's peer_id, "via" for the gateway, and
 // C2cvia-Rid the request's rid. A handler that panics answers
-// 500 "internal server error"; the panic goes to the error log (a panic
-// with http.ErrAbortHandler answers the same, unreported, as net/http keeps
-// it quiet).
+// 500 "internal server error"; the panic is logged at Error (WithLogger),
+// with the net, rid and stack (a panic with http.ErrAbortHandler answers
+// the same, unreported, as net/http keeps it quiet).
 //
 // The answer goes out whole when the handler returns, unless the handler
 // flushes (http.Flusher, or http.ResponseController's Flush) or its body
@@ -80,11 +77,15 @@ const (
 // second (it keeps a watch open at the relay for the handlers that run
 // longer than 250 ms), or from the relay's 410 when it posts a part or
 // renews the lease. context.Cause(r.Context()) is then an *Error with
-// status 410, and Write and Flush return it.
+// status 410 (errors.Is(err, ErrCancelled) for a withdrawn one, ErrGone
+// for any), and Write and Flush return it.
 //
-// Network errors and relay errors that may pass (5xx, 429) are retried
-// with backoff, a part with the same offset, for up to a minute. A
-// refusal that will not pass (a bad net, a missing or wrong key) ends
+// Network errors and relay errors that may pass (5xx, 429, 408) are
+// retried with WithBackoff's delays (250 ms doubling to 30 s): the poll
+// for requests until ctx ends, an answer or a part (with the same offset)
+// WithRetries times (9), after which the answer is given up and logged,
+// and the relay hands the request out again when its lease runs out. A
+// refusal that will not pass (a bad net, a missing key, ErrWrongKey) ends
 // Serve with that *Error.
 func Serve(ctx context.Context, relayURL, net, key string, h http.Handler, opts ...Option) error {
 	o := newOptions(opts)
@@ -153,7 +154,7 @@ func (s *server) run(ctx context.Context) error {
 // answers ready when it goes out (batch); after starting handlers, it
 // lingers for them to finish, so that their answers go with the next.
 func (s *server) loop(ctx, hctx context.Context) error {
-	var bo backoff
+	bo := s.o.backoff()
 	var carry []*answer // a failed poll's answers: they go again with the next
 	bare := false       // the next poll carries no answers
 	var round chan struct{}
@@ -216,8 +217,8 @@ func (s *server) loop(ctx, hctx context.Context) error {
 		if !transient(ctx, err) {
 			return err
 		}
-		s.o.onError(fmt.Errorf("c2cvia: polling net %s for requests: %w", s.net, err))
-		if !sleep(ctx, max(bo.next(), retryAfter)) {
+		s.o.log(slog.LevelWarn, "polling for requests: retrying", err, "net", s.net)
+		if !sleep(ctx, bo.next(retryAfter)) {
 			return ctx.Err()
 		}
 	}
@@ -292,7 +293,7 @@ func (s *server) handle(hctx context.Context, l leased, round chan<- struct{}) {
 	w := &responseWriter{s: s, ctx: ctx, cancel: cancel, rid: l.RID, header: http.Header{}, freeSlot: free, withPoll: &withPoll}
 	req, err := s.request(ctx, l)
 	if err != nil {
-		s.o.onError(fmt.Errorf("c2cvia: request %s: %w", l.RID, err))
+		s.o.log(slog.LevelError, "a request that is no HTTP request: answering 400", err, "net", s.net, "rid", l.RID)
 		w.header.Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusBadRequest)
 		_, _ = w.Write([]byte("bad request"))
@@ -353,7 +354,7 @@ func (s *server) keepLease(ctx context.Context, rid string, cancel context.Cance
 				return
 			case errors.As(err, &e) && e.Status == http.StatusConflict:
 			default:
-				s.o.onError(fmt.Errorf("c2cvia: renewing the lease on %s: %w", rid, err))
+				s.o.log(slog.LevelWarn, "renewing a lease", err, "net", s.net, "rid", rid)
 			}
 		}
 	}()
@@ -368,7 +369,8 @@ func (s *server) serveOne(w *responseWriter, req *http.Request) (panicked bool) 
 	defer func() {
 		if p := recover(); p != nil {
 			if p != http.ErrAbortHandler { // silent, as net/http keeps it
-				s.o.onError(fmt.Errorf("c2cvia: panic serving %s %s (rid %s): %v\n%s", req.Method, req.URL.Path, w.rid, p, debug.Stack()))
+				s.o.log(slog.LevelError, "handler panicked: answering 500", fmt.Errorf("panic: %v", p),
+					"net", s.net, "rid", w.rid, "method", req.Method, "path", req.URL.Path, "stack", string(debug.Stack()))
 			}
 			panicked = true
 		}
@@ -438,33 +440,32 @@ func postedBefore(err error) bool {
 	return errors.As(err, &e) && (e.Code == "already_answered" || e.Status == http.StatusNotFound && e.Code == "not_found")
 }
 
-// tries is where the tries of one call stand: when the first began, and
-// whether one failed (the relay may have written it all the same).
+// tries is where the tries of one call stand: how many failed, and
+// whether one did (the relay may have written it all the same).
 type tries struct {
-	first time.Time
-	tried bool
-	bo    backoff
+	failed int
+	tried  bool
 }
 
-func newTries() *tries { return &tries{first: time.Now()} }
+func newTries() *tries { return &tries{} }
 
-// retry runs call until it succeeds, fails for good, or has failed for
-// answerRetry (network errors, 5xx, 429: backoff between tries).
+// retry runs call until it succeeds, fails for good, or has been tried
+// WithRetries+1 times (network errors, 5xx, 429: backoff between tries).
 func (s *server) retry(ctx context.Context, call func() (retryAfter time.Duration, err error)) error {
 	return s.retryFrom(ctx, newTries(), call)
 }
 
-// retryFrom is retry for tries that began at t.first.
+// retryFrom is retry for tries of which t.failed have failed before.
 func (s *server) retryFrom(ctx context.Context, t *tries, call func() (retryAfter time.Duration, err error)) error {
-	deadline := t.first.Add(answerRetry)
 	for {
 		retryAfter, err := call()
-		if err == nil || !transient(ctx, err) || time.Now().After(deadline) {
+		if err == nil || !transient(ctx, err) || t.failed >= s.o.retries {
 			return err
 		}
-		if !sleep(ctx, max(t.bo.next(), retryAfter)) {
+		if !sleep(ctx, s.o.backoffAfter(t.failed, retryAfter)) {
 			return ctx.Err()
 		}
+		t.failed++
 	}
 }
 
@@ -479,11 +480,11 @@ func (s *server) standIn(rid string, err error) (simhttp.Response, bool) {
 	}
 	if e.Status == http.StatusRequestEntityTooLarge {
 		// Only when even the smallest part is refused: the headers are.
-		s.o.onError(fmt.Errorf("c2cvia: answering %s: %w", rid, err))
+		s.o.log(slog.LevelError, "the relay refused an answer as too large: answering 502", err, "net", s.net, "rid", rid)
 		return jsonError(http.StatusBadGateway, "response_too_large",
 			"the SimServer's answer is larger than the relay accepts (--max-body)"), true
 	}
-	s.o.onError(fmt.Errorf("c2cvia: answering %s: %w", rid, err))
+	s.o.log(slog.LevelError, "the relay refused an answer: answering 502", err, "net", s.net, "rid", rid)
 	return jsonError(http.StatusBadGateway, "invalid_response", "the SimServer's answer is not a valid HTTP response"), true
 }
 

@@ -41,7 +41,7 @@ func TestMessages(t *testing.T) {
 	bob := login(t, relayURL, net)
 
 	require.NoError(t, bob.Subscribe(ctx, "news"))
-	id1, err := ada.Send(ctx, bob.PeerID, json.RawMessage(`{"n":12345678901234567890}`))
+	id1, err := ada.Send(ctx, bob.PeerID(), json.RawMessage(`{"n":12345678901234567890}`))
 	require.NoError(t, err)
 	id2, receivers, err := ada.Publish(ctx, "news", map[string]string{"headline": "<relay> & ships"})
 	require.NoError(t, err)
@@ -53,16 +53,16 @@ func TestMessages(t *testing.T) {
 	id3, receivers, err := ada.Broadcast(ctx, "lunch?")
 	require.NoError(t, err)
 	assert.Equal(t, 1, receivers, "everyone but the sender")
-	id4, err := ada.Send(ctx, bob.PeerID, 42)
+	id4, err := ada.Send(ctx, bob.PeerID(), 42)
 	require.NoError(t, err)
 	assert.True(t, id1 < id2 && id2 < id3 && id3 < id4, "ids in order: %d %d %d %d", id1, id2, id3, id4)
 
 	first := take(t, bob.Messages(ctx), 2)
 	require.Len(t, first, 2)
-	assert.Equal(t, client.Message{ID: id1, Kind: "unicast", From: ada.PeerID,
+	assert.Equal(t, client.Message{ID: id1, Kind: "unicast", From: ada.PeerID(),
 		Data: json.RawMessage(`{"n":12345678901234567890}`), SentAt: first[0].SentAt}, first[0], "every digit kept")
 	assert.WithinDuration(t, time.Now(), first[0].SentAt, time.Hour, "sent_at is read")
-	assert.Equal(t, client.Message{ID: id2, Kind: "multicast", From: ada.PeerID, Topic: "news",
+	assert.Equal(t, client.Message{ID: id2, Kind: "multicast", From: ada.PeerID(), Topic: "news",
 		Data: json.RawMessage(`{"headline":"<relay> & ships"}`), SentAt: first[1].SentAt}, first[1], "no HTML escaping")
 
 	rest := take(t, bob.Messages(ctx), 2) // after the last delivered
@@ -79,7 +79,7 @@ func TestMessages(t *testing.T) {
 
 	// The replay did not move the cursor back: Messages yields what comes
 	// after id4.
-	id5, err := ada.Send(ctx, bob.PeerID, "five")
+	id5, err := ada.Send(ctx, bob.PeerID(), "five")
 	require.NoError(t, err)
 	next := take(t, bob.Messages(ctx), 1)
 	require.Len(t, next, 1)
@@ -87,12 +87,12 @@ func TestMessages(t *testing.T) {
 
 	// A sender does not get its own publish or broadcast: the first
 	// message Ada reads is Bob's reply.
-	reply, err := bob.Send(ctx, ada.PeerID, "got it")
+	reply, err := bob.Send(ctx, ada.PeerID(), "got it")
 	require.NoError(t, err)
 	mine := take(t, ada.Messages(ctx), 1)
 	require.Len(t, mine, 1)
 	assert.Equal(t, reply, mine[0].ID)
-	assert.Equal(t, bob.PeerID, mine[0].From)
+	assert.Equal(t, bob.PeerID(), mine[0].From)
 }
 
 // TestMessagesContextEnd: with nothing to read, Messages waits in a long

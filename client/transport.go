@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -17,47 +18,70 @@ import (
 	"github.com/c2cvia/c2cvia/internal/simhttp"
 )
 
-// maxPollFailures is how many network or 5xx failures in a row a waiting
-// request survives: the request is stored, so polling again is safe, but a
-// relay that stays away must not keep a caller without a deadline forever.
-const maxPollFailures = 5
-
 type transport struct{ s *Session }
 
 // RoundTrip sends req through the relay and waits for the SimServer's
 // answer, for as long as req's context allows. A streamed answer's body
 // reads on as the SimServer posts it (streamBody). A request whose context
 // ends before its answer is complete is withdrawn (cancel), so that its
-// handler stops.
+// handler stops. When the token expires while the answer is awaited, the
+// session logs in again; a request that net/http would send again is
+// pushed again under the new login, once.
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	body, err := readBody(req.Body)
 	if err != nil {
 		return nil, err
 	}
 	ctx := req.Context()
-	rid, err := t.push(ctx, req, body)
-	if err != nil {
-		return nil, err
-	}
-	p, err := t.wait(ctx, rid)
-	if err != nil {
-		if ctx.Err() != nil {
-			t.cancel(ctx, rid)
+	for again := false; ; again = true {
+		rid, token, err := t.push(ctx, req, body)
+		if err != nil {
+			return nil, err
 		}
-		return nil, err
+		p, err := t.wait(ctx, rid, token)
+		if err == nil {
+			return t.response(req, rid, token, p)
+		}
+		if ctx.Err() != nil {
+			t.cancel(ctx, rid, token)
+		}
+		if again || !tokenExpired(err) {
+			return nil, err
+		}
+		if lerr := t.s.renew(ctx, token); lerr != nil {
+			return nil, fmt.Errorf("%w; logging in again: %w", err, lerr)
+		}
+		if !replayable(req) {
+			return nil, fmt.Errorf("c2cvia: %s %s: the login expired while the answer was awaited, and only the old token reads it; the session has logged in again: %w",
+				req.Method, req.URL.Redacted(), err)
+		}
 	}
-	return t.response(req, rid, p)
 }
 
-// push stores req as a sim_req and returns its rid. When ctx ends while
+// replayable reports whether net/http would send req again on a new
+// connection after the old one failed: its method is idempotent and
+// safe, or it carries an idempotency key.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
+}
+
+// push stores req as a sim_req and returns its rid and the token it was
+// pushed with, which alone reads its answer. Refusals for now are retried,
+// and so is a network error if req is replayable. When ctx ends while
 // pushreq is in flight, it returns ctx's error at once, but the call goes
-// on (for up to cancelTimeout): the relay may have stored the request, and
-// only its rid lets it be withdrawn, which it then is.
-func (t *transport) push(ctx context.Context, req *http.Request, body []byte) (string, error) {
+// on (for up to cancelTimeout): the relay may have stored the request,
+// and only its rid lets it be withdrawn, which it then is.
+func (t *transport) push(ctx context.Context, req *http.Request, body []byte) (rid, token string, err error) {
 	sim := simRequest(req, body)
 	type result struct {
-		rid string
-		err error
+		rid, token string
+		err        error
 	}
 	pctx, pcancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan result, 1)
@@ -66,28 +90,39 @@ func (t *transport) push(ctx context.Context, req *http.Request, body []byte) (s
 		var out struct {
 			RID string `json:"rid"`
 		}
-		_, _, err := t.s.call(pctx, "/api/v1/client/pushreq", t.s.Token, map[string]any{"sim_req": sim}, &out)
-		done <- result{out.RID, err}
+		_, token, err := t.s.authed(pctx, replayable(req), func(token string) (int, error) {
+			if ctx.Err() != nil {
+				return 0, ctx.Err() // no more tries for a caller that has gone
+			}
+			status, _, err := t.s.call(pctx, "/api/v1/client/pushreq", token, map[string]any{"sim_req": sim}, &out)
+			return status, err
+		})
+		done <- result{out.RID, token, err}
 	}()
 	select {
 	case r := <-done:
-		return r.rid, r.err
+		return r.rid, r.token, r.err
 	case <-ctx.Done():
 		giveUp := time.AfterFunc(cancelTimeout, pcancel)
 		go func() {
 			r := <-done
 			giveUp.Stop()
 			if r.err == nil {
-				t.cancel(ctx, r.rid)
+				t.cancel(ctx, r.rid, r.token)
 			}
 		}()
-		return "", ctx.Err()
+		return "", "", ctx.Err()
 	}
 }
 
-// simRequest is req's sim_req. Host and Content-Length travel as
-// net/http's transport would send them: the request's host, and the
-// body's length (0 for an empty POST, PUT or PATCH).
+// defaultUserAgent is the User-Agent net/http's transport sends for a
+// request that has none.
+const defaultUserAgent = "Go-http-client/1.1"
+
+// simRequest is req's sim_req. Host, Content-Length and User-Agent travel
+// as net/http's transport would send them: the request's host, the body's
+// length (0 for an empty POST, PUT or PATCH), and Go-http-client/1.1 when
+// the request has no User-Agent (an empty one sends none).
 func simRequest(req *http.Request, body []byte) simhttp.Request {
 	method := req.Method
 	if method == "" {
@@ -103,6 +138,11 @@ func simRequest(req *http.Request, body []byte) simhttp.Request {
 		h = http.Header{}
 	}
 	h.Del("Content-Length")
+	if _, ok := h["User-Agent"]; !ok {
+		h.Set("User-Agent", defaultUserAgent)
+	} else if h.Get("User-Agent") == "" {
+		h.Del("User-Agent") // as net/http: an empty one sends none
+	}
 	switch method {
 	case http.MethodPost, http.MethodPut, http.MethodPatch:
 		h.Set("Content-Length", strconv.Itoa(len(body)))
@@ -122,20 +162,21 @@ type pulled struct {
 	Offset int64           `json:"offset"`
 }
 
-// wait long-polls pullsmart until rid is answered (its first part, for a
-// streamed answer), failed or expired.
-func (t *transport) wait(ctx context.Context, rid string) (*pulled, error) {
-	return t.pull(ctx, map[string]any{"rid": rid, "wait": seconds(t.s.o.wait)})
+// wait long-polls pullsmart with token until rid is answered (its first
+// part, for a streamed answer), failed or expired.
+func (t *transport) wait(ctx context.Context, rid, token string) (*pulled, error) {
+	return t.pull(ctx, token, map[string]any{"rid": rid, "wait": seconds(t.s.o.wait)})
 }
 
-// pull calls pullsmart with body until it answers with a sim_res,
-// retrying network errors and 5xx up to maxPollFailures times in a row.
-func (t *transport) pull(ctx context.Context, body map[string]any) (*pulled, error) {
-	var bo backoff
+// pull calls pullsmart with token and body until it answers with a
+// sim_res, retrying network errors and refusals for now up to WithRetries
+// times in a row.
+func (t *transport) pull(ctx context.Context, token string, body map[string]any) (*pulled, error) {
+	bo := t.s.o.backoff()
 	failures := 0
 	for {
 		var out pulled
-		status, retryAfter, err := t.s.call(ctx, "/api/v1/client/pullsmart", t.s.Token, body, &out)
+		status, retryAfter, err := t.s.call(ctx, "/api/v1/client/pullsmart", token, body, &out)
 		switch {
 		case err == nil && len(out.SimRes) > 0:
 			return &out, nil
@@ -148,27 +189,27 @@ func (t *transport) pull(ctx context.Context, body map[string]any) (*pulled, err
 		case !transient(ctx, err):
 			return nil, err
 		}
-		if failures++; failures >= maxPollFailures {
+		if failures++; failures > t.s.o.retries {
 			return nil, err
 		}
-		if !sleep(ctx, max(bo.next(), retryAfter)) {
+		if !sleep(ctx, bo.next(retryAfter)) {
 			return nil, ctx.Err()
 		}
 	}
 }
 
-// cancel withdraws rid (POST cancel), so that its handler stops, for up
-// to cancelTimeout even though ctx has ended: its caller has gone on, and
-// when cancel returns the request is withdrawn. An answer that is complete
-// (409) or a request that is over (410) is no news; other failures go to
-// the error log.
-func (t *transport) cancel(ctx context.Context, rid string) {
+// cancel withdraws rid (POST cancel with token, the one it was pushed
+// with), so that its handler stops, for up to cancelTimeout even though
+// ctx has ended: its caller has gone on, and when cancel returns the
+// request is withdrawn. An answer that is complete (409) or a request
+// that is over (410) is no news; other failures are logged at Warn.
+func (t *transport) cancel(ctx context.Context, rid, token string) {
 	ctx, stop := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
 	defer stop()
-	_, _, err := t.s.call(ctx, "/api/v1/client/cancel", t.s.Token, map[string]string{"rid": rid}, nil)
+	_, _, err := t.s.call(ctx, "/api/v1/client/cancel", token, map[string]string{"rid": rid}, nil)
 	var e *Error
 	if err != nil && !(errors.As(err, &e) && (e.Status == http.StatusConflict || e.Status == http.StatusGone)) {
-		t.s.o.onError(fmt.Errorf("c2cvia: withdrawing %s: %w", rid, err))
+		t.s.o.log(slog.LevelWarn, "withdrawing a request", err, "net", t.s.net, "rid", rid)
 	}
 }
 
@@ -176,7 +217,7 @@ func (t *transport) cancel(ctx context.Context, rid string) {
 // RFC 9110's body rules as the gateway does (simhttp). A streamed answer
 // keeps the Content-Length its SimServer declared (if any) and reads its
 // body on from the relay.
-func (t *transport) response(req *http.Request, rid string, p *pulled) (*http.Response, error) {
+func (t *transport) response(req *http.Request, rid, token string, p *pulled) (*http.Response, error) {
 	var m simhttp.Response
 	if err := json.Unmarshal(p.SimRes, &m); err != nil {
 		return nil, fmt.Errorf("c2cvia: the answer to %s is not a sim_res: %w", rid, err)
@@ -193,7 +234,7 @@ func (t *transport) response(req *http.Request, rid string, p *pulled) (*http.Re
 	}
 	if simhttp.Bodyless(req.Method, resp.StatusCode) {
 		if p.Stream != streamComplete {
-			t.cancel(req.Context(), rid) // nobody reads the rest
+			t.cancel(req.Context(), rid, token) // nobody reads the rest
 		}
 		return resp, nil
 	}
@@ -202,7 +243,7 @@ func (t *transport) response(req *http.Request, rid string, p *pulled) (*http.Re
 	if declared >= 0 {
 		resp.Header.Set("Content-Length", strconv.FormatInt(declared, 10))
 	}
-	resp.Body = newStreamBody(t, req.Context(), rid, body, p, declared)
+	resp.Body = newStreamBody(t, req.Context(), rid, token, body, p, declared)
 	return resp, nil
 }
 

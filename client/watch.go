@@ -7,7 +7,7 @@ package client
 
 import (
 	"context"
-	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"sync"
@@ -107,7 +107,7 @@ func (w *watcher) withdraw(rids []string) {
 // leaves the handlers to learn of a withdrawal from the 410 of their next
 // post or lease renewal.
 func (w *watcher) run(ctx context.Context) {
-	var bo backoff
+	bo := w.s.o.backoff()
 	for {
 		rids := w.due()
 		if len(rids) == 0 {
@@ -128,18 +128,18 @@ func (w *watcher) run(ctx context.Context) {
 		case restart:
 			w.settle(ctx)
 		case err != nil && !transient(ctx, err):
-			w.s.o.onError(fmt.Errorf("c2cvia: watching net %s's requests: %w; handlers learn of a withdrawal when they post", w.s.net, err))
+			w.s.o.log(slog.LevelWarn, "watching requests: refused; handlers learn of a withdrawal when they post", err, "net", w.s.net)
 			<-ctx.Done()
 			return
 		case err != nil:
-			w.s.o.onError(fmt.Errorf("c2cvia: watching net %s's requests: %w", w.s.net, err))
-			if !sleep(ctx, max(bo.next(), retryAfter)) {
+			w.s.o.log(slog.LevelWarn, "watching requests: retrying", err, "net", w.s.net)
+			if !sleep(ctx, bo.next(retryAfter)) {
 				return
 			}
 		case len(cancelled) == 0 && time.Since(began) < time.Second:
 			// A relay that answers at once with nothing is not waited on
 			// in a tight loop.
-			if !sleep(ctx, bo.next()) {
+			if !sleep(ctx, bo.next(0)) {
 				return
 			}
 		default:

@@ -53,7 +53,7 @@ func exchange(t *testing.T, req *http.Request, simRes string) exchanged {
 	rawAnswer(t, net, l.RID, simRes)
 	select {
 	case x := <-done:
-		x.leased, x.peerID = l, s.PeerID
+		x.leased, x.peerID = l, s.PeerID()
 		return x
 	case <-time.After(within):
 		t.Fatal("Do did not return after the answer")
@@ -93,64 +93,74 @@ func TestHTTPClientSimReq(t *testing.T) {
 			url:    "http://c2cvia/items/a%2Fb?x=1&x=2&y=z%26w",
 			header: http.Header{"X-Test": {"one"}, "X-Multi": {"a", "b"}},
 			simReq: `{"simMethod":"GET","simEndpoint":"/items/a%2Fb","simQuery":"x=1&x=2&y=z%26w","simQueryParams":{"x":["1","2"],"y":"z&w"},
-				"simRouteParams":{},"simHeaders":{"Host":"c2cvia","X-Test":"one","X-Multi":["a","b"]},"simBody":null}`,
+				"simRouteParams":{},"simHeaders":{"User-Agent":"Go-http-client/1.1","Host":"c2cvia","X-Test":"one","X-Multi":["a","b"]},"simBody":null}`,
 		},
 		{
 			name: "hop-by-hop headers stay behind; Content-Length is the body's", method: "GET", url: "http://c2cvia/h",
 			header: http.Header{"Connection": {"keep-alive"}, "Keep-Alive": {"timeout=5"}, "Te": {"trailers"},
 				"Trailer": {"X-Sum"}, "Upgrade": {"h2c"}, "Proxy-Connection": {"keep-alive"}, "Content-Length": {"3"},
 				"X-Kept": {"yes"}},
-			simReq: `{"simMethod":"GET","simEndpoint":"/h","simQuery":"","simQueryParams":{},"simRouteParams":{},"simHeaders":{"Host":"c2cvia","X-Kept":"yes"},"simBody":null}`,
+			simReq: `{"simMethod":"GET","simEndpoint":"/h","simQuery":"","simQueryParams":{},"simRouteParams":{},"simHeaders":{"User-Agent":"Go-http-client/1.1","Host":"c2cvia","X-Kept":"yes"},"simBody":null}`,
 		},
 		{
 			name: "the URL's host is the Host", method: "DELETE", url: "https://elsewhere.example:9999/p?q=1",
-			simReq: `{"simMethod":"DELETE","simEndpoint":"/p","simQuery":"q=1","simQueryParams":{"q":"1"},"simRouteParams":{},"simHeaders":{"Host":"elsewhere.example:9999"},"simBody":null}`,
+			simReq: `{"simMethod":"DELETE","simEndpoint":"/p","simQuery":"q=1","simQueryParams":{"q":"1"},"simRouteParams":{},"simHeaders":{"User-Agent":"Go-http-client/1.1","Host":"elsewhere.example:9999"},"simBody":null}`,
 		},
 		{
 			name: "no path is /", method: "GET", url: "http://c2cvia",
-			simReq: `{"simMethod":"GET","simEndpoint":"/","simQuery":"","simQueryParams":{},"simRouteParams":{},"simHeaders":{"Host":"c2cvia"},"simBody":null}`,
+			simReq: `{"simMethod":"GET","simEndpoint":"/","simQuery":"","simQueryParams":{},"simRouteParams":{},"simHeaders":{"User-Agent":"Go-http-client/1.1","Host":"c2cvia"},"simBody":null}`,
 		},
 		{
 			name: "JSON as its exact text, every digit and space kept", method: "POST", url: "http://c2cvia/items",
 			header: http.Header{"Content-Type": {"application/json"}},
 			body:   []byte(`{"n": 12345678901234567890, "s":"<a&b>"}`),
 			simReq: `{"simMethod":"POST","simEndpoint":"/items","simQuery":"","simQueryParams":{},"simRouteParams":{},
-				"simHeaders":{"Host":"c2cvia","Content-Length":"40","Content-Type":"application/json"},"simBody":"{\"n\": 12345678901234567890, \"s\":\"<a&b>\"}"}`,
+				"simHeaders":{"User-Agent":"Go-http-client/1.1","Host":"c2cvia","Content-Length":"40","Content-Type":"application/json"},"simBody":"{\"n\": 12345678901234567890, \"s\":\"<a&b>\"}"}`,
 			verbatim: `"simBody":"{\"n\": 12345678901234567890, \"s\":\"<a&b>\"}"`,
 		},
 		{
 			name: "text as a string", method: "PUT", url: "http://c2cvia/t",
 			header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, body: []byte("héllo wörld"),
 			simReq: `{"simMethod":"PUT","simEndpoint":"/t","simQuery":"","simQueryParams":{},"simRouteParams":{},
-				"simHeaders":{"Host":"c2cvia","Content-Length":"13","Content-Type":"text/plain; charset=utf-8"},"simBody":"héllo wörld"}`,
+				"simHeaders":{"User-Agent":"Go-http-client/1.1","Host":"c2cvia","Content-Length":"13","Content-Type":"text/plain; charset=utf-8"},"simBody":"héllo wörld"}`,
 		},
 		{
 			name: "a form as a string", method: "POST", url: "http://c2cvia/f",
 			header: http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}, body: []byte("a=1&a=2&b=x+y"),
 			simReq: `{"simMethod":"POST","simEndpoint":"/f","simQuery":"","simQueryParams":{},"simRouteParams":{},
-				"simHeaders":{"Host":"c2cvia","Content-Length":"13","Content-Type":"application/x-www-form-urlencoded"},"simBody":"a=1&a=2&b=x+y"}`,
+				"simHeaders":{"User-Agent":"Go-http-client/1.1","Host":"c2cvia","Content-Length":"13","Content-Type":"application/x-www-form-urlencoded"},"simBody":"a=1&a=2&b=x+y"}`,
 		},
 		{
 			name: "bytes as base64", method: "POST", url: "http://c2cvia/b",
 			header: http.Header{"Content-Type": {"application/octet-stream"}}, body: []byte{0x00, 0x01, 0xfe, 0xff},
 			simReq: `{"simMethod":"POST","simEndpoint":"/b","simQuery":"","simQueryParams":{},"simRouteParams":{},
-				"simHeaders":{"Host":"c2cvia","Content-Length":"4","Content-Type":"application/octet-stream"},"simBody":"AAH+/w==","simBodyEncoding":"base64"}`,
+				"simHeaders":{"User-Agent":"Go-http-client/1.1","Host":"c2cvia","Content-Length":"4","Content-Type":"application/octet-stream"},"simBody":"AAH+/w==","simBodyEncoding":"base64"}`,
 		},
 		{
 			name: "no type: bytes that are not UTF-8 as base64", method: "POST", url: "http://c2cvia/b", body: []byte{0xff},
-			simReq: `{"simMethod":"POST","simEndpoint":"/b","simQuery":"","simQueryParams":{},"simRouteParams":{},"simHeaders":{"Host":"c2cvia","Content-Length":"1"},
+			simReq: `{"simMethod":"POST","simEndpoint":"/b","simQuery":"","simQueryParams":{},"simRouteParams":{},"simHeaders":{"User-Agent":"Go-http-client/1.1","Host":"c2cvia","Content-Length":"1"},
 				"simBody":"/w==","simBodyEncoding":"base64"}`,
 		},
 		{
 			name: "JSON that is not valid is its text too", method: "PATCH", url: "http://c2cvia/j",
 			header: http.Header{"Content-Type": {"application/json"}}, body: []byte(`{oops`),
 			simReq: `{"simMethod":"PATCH","simEndpoint":"/j","simQuery":"","simQueryParams":{},"simRouteParams":{},
-				"simHeaders":{"Host":"c2cvia","Content-Length":"5","Content-Type":"application/json"},"simBody":"{oops"}`,
+				"simHeaders":{"User-Agent":"Go-http-client/1.1","Host":"c2cvia","Content-Length":"5","Content-Type":"application/json"},"simBody":"{oops"}`,
 		},
 		{
 			name: "an empty POST says Content-Length: 0, as net/http sends it", method: "POST", url: "http://c2cvia/e",
 			simReq: `{"simMethod":"POST","simEndpoint":"/e","simQuery":"","simQueryParams":{},"simRouteParams":{},
-				"simHeaders":{"Host":"c2cvia","Content-Length":"0"},"simBody":null}`,
+				"simHeaders":{"User-Agent":"Go-http-client/1.1","Host":"c2cvia","Content-Length":"0"},"simBody":null}`,
+		},
+		{
+			name: "a User-Agent of its own goes as it is", method: "GET", url: "http://c2cvia/ua",
+			header: http.Header{"User-Agent": {"inventory-sync/2.1"}},
+			simReq: `{"simMethod":"GET","simEndpoint":"/ua","simQuery":"","simQueryParams":{},"simRouteParams":{},"simHeaders":{"Host":"c2cvia","User-Agent":"inventory-sync/2.1"},"simBody":null}`,
+		},
+		{
+			name: "an empty User-Agent sends none, as net/http", method: "GET", url: "http://c2cvia/ua",
+			header: http.Header{"User-Agent": {""}},
+			simReq: `{"simMethod":"GET","simEndpoint":"/ua","simQuery":"","simQueryParams":{},"simRouteParams":{},"simHeaders":{"Host":"c2cvia"},"simBody":null}`,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

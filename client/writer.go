@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -190,14 +191,14 @@ func (w *responseWriter) push(final bool) error {
 // fail records err as the writer's error and ends the handler's context
 // with it, as net/http does when the connection breaks: the answer cannot
 // reach its caller any more. A withdrawn request (410 cancelled) or an
-// ended context is no news; anything else goes to the error log.
+// ended context is no news; anything else is logged at Error.
 func (w *responseWriter) fail(err error) error {
 	if w.ctx.Err() != nil {
 		err = context.Cause(w.ctx)
 	} else {
 		var e *Error
 		if err != errRefused && (!errors.As(err, &e) || e.Status != http.StatusGone || e.Code != "cancelled") {
-			w.s.o.onError(fmt.Errorf("c2cvia: answering %s: %w", w.rid, err))
+			w.s.o.log(slog.LevelError, "answering: giving up", err, "net", w.s.net, "rid", w.rid)
 		}
 		w.cancel(err)
 	}
@@ -240,14 +241,15 @@ func (w *responseWriter) postWhole() error {
 			return o.err
 		}
 		w.withPoll.Store(false) // not posted yet: the lease counts again
-		t.first, t.tried = a.since, a.tried
+		t.failed, t.tried = a.failed, a.tried
 		if o.err != nil { // refused for now (507): tried again as pushres's would be
-			if time.Now().After(t.first.Add(answerRetry)) {
+			if t.failed >= w.s.o.retries {
 				return o.err
 			}
-			if !sleep(w.ctx, max(t.bo.next(), o.retryAfter)) {
+			if !sleep(w.ctx, w.s.o.backoffAfter(t.failed, o.retryAfter)) {
 				return context.Cause(w.ctx)
 			}
+			t.failed++
 		}
 	}
 	body := map[string]any{"net": w.s.net, "rid": w.rid, "sim_res": json.RawMessage(simRes)}
