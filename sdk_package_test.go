@@ -44,7 +44,7 @@ func needNpm(t *testing.T) (nodeBin, npmBin string) {
 	for _, tool := range []string{"node", "npm"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is needed for the npm package tests and is not on PATH", tool)
+				t.Fatalf("%s is needed for the npm package tests and is not on PATH (.ci/run installs Debian's nodejs and npm)", tool)
 			}
 			t.Skipf("%s not installed", tool)
 		}
