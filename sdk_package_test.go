@@ -38,13 +38,13 @@ var npmPins = map[string]string{
 }
 
 // needNpm returns the paths of node and npm, skipping the test when either
-// is missing (failing it under CI=true).
-func needNpm(t *testing.T) (nodeBin, npmBin string) {
+// or another of tools is missing (failing it under CI=true).
+func needNpm(t *testing.T, tools ...string) (nodeBin, npmBin string) {
 	t.Helper()
-	for _, tool := range []string{"node", "npm"} {
+	for _, tool := range append([]string{"node", "npm"}, tools...) {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is needed for the npm package tests and is not on PATH (.ci/run installs Debian's nodejs and npm)", tool)
+				t.Fatalf("%s is needed for the npm package tests and is not on PATH (.ci/run installs Debian's nodejs, npm and curl)", tool)
 			}
 			t.Skipf("%s not installed", tool)
 		}
@@ -202,7 +202,7 @@ func readmeSubsection(t *testing.T, heading string) string {
 // Type errors must fail to compile, so the types cannot be `any`.
 func TestTypeScriptProject(t *testing.T) {
 	t.Parallel()
-	nodeBin, _ := needNpm(t)
+	nodeBin, _ := needNpm(t, "bash", "curl")
 	typed := readmeSubsection(t, "### TypeScript and npm")
 	hono := readmeSubsection(t, "### A Hono app behind the relay")
 	blocks, honoBlocks := codeBlocks(typed), codeBlocks(hono)
