@@ -366,7 +366,8 @@ func honoApp(t *testing.T, project, nodeBin, base, curls, printed string) {
 // typesBite compiles programs that misuse the package, next to the
 // project (sharing its node_modules): each must fail with its error, while
 // a program that uses it right, beside them, compiles. Types of `any`
-// would let every one of them through. A browser's program, with the DOM
+// would let every one of them through. Options may be given as undefined
+// (exactOptionalPropertyTypes), and a browser's program, with the DOM
 // library and no Node types, compiles too.
 func typesBite(t *testing.T, project string) {
 	cases := []struct{ name, code, want string }{
@@ -392,12 +393,12 @@ func typesBite(t *testing.T, project string) {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644))
 	}
 	write("package.json", `{"type": "module"}`)
-	write("tsconfig.json", `{"compilerOptions": {"strict": true, "module": "NodeNext", "target": "ES2022", "noEmit": true}, "include": ["*.ts"]}`)
+	write("tsconfig.json", `{"compilerOptions": {"strict": true, "module": "NodeNext", "target": "ES2022", "exactOptionalPropertyTypes": true, "noEmit": true}, "include": ["*.ts"]}`)
 	const imports = `import { serve, login, defaults, parseJSON, RelayError } from "c2cvia";` + "\n"
 	for i, c := range cases {
 		write(fmt.Sprintf("bad%02d.ts", i), imports+c.code+"\nexport {};\n")
 	}
-	write("good.ts", imports+`const s = await login({ net: "n" });
+	write("good.ts", imports+`const s = await login({ net: "n", relay: process.env.C2CVIA_RELAY, retries: undefined });
 for await (const m of s.messages()) if (m.kind === "multicast") console.log(m.topic.length, m.data);
 serve({ net: "n", key: "k", fetch: (req, info) => new Response(String(info.remoteAddr?.port), { status: 200 }) });
 console.log(defaults.retries, parseJSON("1"), new RelayError(404, "not_found", "gone").status + 1);

@@ -85,9 +85,9 @@ export declare class RelayError extends Error {
 /** How retries wait: doubling from initial up to max, with jitter. */
 export interface BackoffOptions {
   /** Milliseconds before the first retry, before jitter; 250. */
-  initial?: number;
+  initial?: number | undefined;
   /** Milliseconds that no wait exceeds, before jitter; 30000 (30 s). */
-  max?: number;
+  max?: number | undefined;
 }
 
 /**
@@ -122,7 +122,7 @@ export declare function backoffDelay(
   retry: number,
   options?: BackoffOptions & {
     /** Seconds, from the relay's Retry-After (RelayError.retryAfter): the least the delay is. */
-    retryAfter?: number;
+    retryAfter?: number | undefined;
   },
 ): number;
 
@@ -169,7 +169,7 @@ export type FetchHandler = (request: Request, info: HandlerInfo) => Response | P
 /** The options of {@link serve}. */
 export interface ServeOptions {
   /** The relay's URL ("http://localhost:8080"); in a browser page, location.origin by default. */
-  relay?: string;
+  relay?: string | undefined;
   /** The net to serve. */
   net: string;
   /** The net's key, 16 characters or more; the first key used claims the net. */
@@ -177,28 +177,28 @@ export interface ServeOptions {
   /** The handler each request of the net goes to. */
   fetch: FetchHandler;
   /** Handlers running at most at once, streaming answers not counted; 4. */
-  concurrency?: number;
+  concurrency?: number | undefined;
   /** Seconds a request is ours before the relay hands it out again; 30, extended every lease/2 while its handler runs or streams. */
-  lease?: number;
+  lease?: number | undefined;
   /** Seconds one long poll waits at the relay; 25, under common proxy idle timeouts. */
-  wait?: number;
+  wait?: number | undefined;
   /** Send the browser CORS preflights (OPTIONS) of the net's gateway to the handler instead of letting the relay answer them; false. */
-  preflight?: boolean;
+  preflight?: boolean | undefined;
   /** Milliseconds the loop waits after a poll for its handlers' answers to go with the next poll; 2, and 0 polls at once. */
-  linger?: number;
+  linger?: number | undefined;
   /**
    * Handler errors and answers the relay refused; `console.error` by
    * default. A Response it returns (or resolves to) answers the failed
    * request instead of the plain 500. A handler that rejects with its
    * withdrawn request's signal reason is not reported.
    */
-  onError?: (err: unknown) => void | Response | Promise<void | Response>;
+  onError?: ((err: unknown) => void | Response | Promise<void | Response>) | undefined;
   /** Aborting it closes the server, as close() does. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** Retries of a relay call that failed for now (network, 408, 429, 5xx) before serving stops; 9. */
-  retries?: number;
+  retries?: number | undefined;
   /** How those retries wait. */
-  backoff?: BackoffOptions;
+  backoff?: BackoffOptions | undefined;
 }
 
 /** A running {@link serve}. */
@@ -231,13 +231,13 @@ export declare function serve(options: ServeOptions): Server;
 /** The options of {@link login}. */
 export interface LoginOptions {
   /** The relay's URL ("http://localhost:8080"); in a browser page, location.origin by default. */
-  relay?: string;
+  relay?: string | undefined;
   /** The net to log in to. */
   net: string;
   /** Retries of a call that failed for now (network, 408, 429, 5xx) before it rejects; 9. */
-  retries?: number;
+  retries?: number | undefined;
   /** How those retries wait. */
-  backoff?: BackoffOptions;
+  backoff?: BackoffOptions | undefined;
 }
 
 /** The fields every peer message has. */
@@ -298,7 +298,7 @@ export interface Session {
    * and `break` to release the connection. Without since, from the oldest
    * the relay kept; later iterators resume after the last one received.
    */
-  messages(options?: { since?: number }): AsyncIterableIterator<Message>;
+  messages(options?: { since?: number | undefined }): AsyncIterableIterator<Message>;
   /** The logins of the net the relay has seen lately (the last 5 minutes), this one among them. */
   peers(): Promise<Peer[]>;
   /**
