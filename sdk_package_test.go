@@ -198,7 +198,8 @@ func readmeSubsection(t *testing.T, heading string) string {
 // a reader to do: its commands make a project with the packed package, Hono
 // and TypeScript; its tsconfig.json compiles its main.ts and the Hono app's
 // app.ts (with testdata/npm's programs) under --strict with no error; each
-// then runs on Node against a live relay and prints what the README says.
+// then runs on Node against a live relay and prints what the README says,
+// as does the example of the package's own README (sdk/README.md).
 // Type errors must fail to compile, so the types cannot be `any`.
 func TestTypeScriptProject(t *testing.T) {
 	t.Parallel()
@@ -242,6 +243,12 @@ func TestTypeScriptProject(t *testing.T) {
 		"main.ts":       atRelay(blocks["ts"][0]),
 		"app.ts":        atRelay(honoBlocks["ts"][0]),
 	}
+	pkgReadme, err := os.ReadFile("sdk/README.md")
+	require.NoError(t, err)
+	pkgBlocks := codeBlocks(string(pkgReadme))
+	require.Len(t, pkgBlocks["ts"], 1, "the package's README has its example")
+	require.Contains(t, pkgBlocks["ts"][0], `console.log(await (await ada.fetch("/")).text()); // hi`)
+	sources["package-readme.ts"] = atRelay(pkgBlocks["ts"][0])
 	for _, f := range []string{"check.ts", "hono-client.ts"} {
 		b, err := os.ReadFile(filepath.Join("testdata", "npm", f))
 		require.NoError(t, err)
@@ -261,6 +268,12 @@ func TestTypeScriptProject(t *testing.T) {
 		out, err := runIn(project, time.Minute, env, nodeBin, "dist/main.js")
 		require.NoError(t, err, "%s", out)
 		assert.Equal(t, blocks["text"][0], out)
+	})
+
+	t.Run("the package's README example", func(t *testing.T) {
+		out, err := runIn(project, time.Minute, env, nodeBin, "dist/package-readme.js")
+		require.NoError(t, err, "%s", out)
+		assert.Equal(t, "hi\n", out)
 	})
 
 	t.Run("every export as typed", func(t *testing.T) {
@@ -423,33 +436,4 @@ export {};
 `)
 	out, err = runIn(filepath.Join(dir, "browser"), 2*time.Minute, npmEnv(), "npx", "tsc", "-p", ".")
 	assert.NoError(t, err, "a page's program compiles with the DOM library alone:\n%s", out)
-}
-
-// TestNpmReadme runs the package's own README example (sdk/README.md),
-// installed from the packed tarball.
-func TestNpmReadme(t *testing.T) {
-	t.Parallel()
-	nodeBin, npmBin := needNpm(t)
-	readme, err := os.ReadFile("sdk/README.md")
-	require.NoError(t, err)
-	blocks := codeBlocks(string(readme))
-	require.Len(t, blocks["ts"], 1)
-	code := blocks["ts"][0]
-	require.Contains(t, code, `console.log(await (await ada.fetch("/")).text()); // hi`)
-	require.Contains(t, string(readme), "/sdk/c2cvia.js")
-
-	base, _ := startRun(t, nil, "serve", "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "c2cvia.db"))
-	tarball := npmPack(t, npmBin)
-	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "package.json"), []byte(`{"type": "module"}`), 0o644))
-	out, err := runIn(dir, 4*time.Minute, npmEnv(), npmBin, "install", tarball, npmPins["typescript@5"], npmPins["@types/node@20"])
-	require.NoError(t, err, "%s", out)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "tsconfig.json"),
-		[]byte(`{"compilerOptions": {"strict": true, "module": "NodeNext", "target": "ES2022"}, "files": ["example.ts"]}`), 0o644))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "example.ts"), []byte(strings.ReplaceAll(code, "http://localhost:8080", base)), 0o644))
-	out, err = runIn(dir, 2*time.Minute, npmEnv(), "npx", "tsc", "-p", ".")
-	require.NoError(t, err, "%s", out)
-	out, err = runIn(dir, time.Minute, npmEnv(), nodeBin, "example.js")
-	require.NoError(t, err, "%s", out)
-	assert.Equal(t, "hi\n", out)
 }

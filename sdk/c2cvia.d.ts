@@ -37,6 +37,8 @@ export declare class JSONNumber {
   valueOf(): number;
   /** The text, as written. */
   toString(): string;
+  /** The nearest double: what plain JSON.stringify writes (stringifyJSON writes the text). */
+  toJSON(): number;
 }
 
 /**
@@ -147,7 +149,11 @@ export interface HandlerInfo {
    * lost, and for a streaming answer on close(). The same as request.signal.
    */
   signal: AbortSignal;
-  /** Settles once the answer has been delivered to the relay, or given up on. */
+  /**
+   * Resolves once the answer has gone out whole to the relay; rejects when
+   * it is abandoned (the request withdrawn, its lease lost, the answer
+   * refused). A handler need not look at it: its rejection is not unhandled.
+   */
   completed: Promise<void>;
   /** The caller's peer_id; `via` for a request through the /via/ gateway. Also the header `C2cvia-From`. */
   from: string;

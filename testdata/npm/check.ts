@@ -83,6 +83,7 @@ await step("JSON keeps every digit", () => {
   assert.equal(pi.text, "3.141592653589793238462643383279");
   assert.equal(pi.toString(), "3.141592653589793238462643383279");
   assert.equal(pi.valueOf(), 3.141592653589793);
+  assert.equal(JSON.stringify(pi), "3.141592653589793", "plain JSON writes the nearest double");
   for (const text of ["12345678901234567890", "-9007199254740993", "[0.1,19.99,1e-7,9007199254740993]", "-0.5", "0"]) {
     assert.equal(stringifyJSON(parseJSON(text)), text);
   }
