@@ -207,7 +207,8 @@ type store struct {
 	clock clockwork.Clock // opts.Clock
 	w     *sql.DB         // one connection: every write
 	r     *sql.DB         // a pool: reads
-	ckpt  *sql.DB         // one connection: WAL checkpoints
+	ckpt  *sql.DB         // one connection: WAL checkpoints; on PostgreSQL the readers
+	pg    bool            // the store is a PostgreSQL database (postgres.go), not a SQLite file
 	q     statements
 	sp    struct{ save, rollback, release *sql.Stmt } // the savepoint around each write of a batch
 
@@ -266,6 +267,9 @@ type store struct {
 func openStore(ctx context.Context, path string, opts storeOptions) (*store, error) {
 	if err := opts.check(); err != nil {
 		return nil, err
+	}
+	if isPostgresURL(path) {
+		return openPostgresStore(ctx, path, opts)
 	}
 	// WAL: readers never block the writer. busy_timeout: another process (an
 	// operator's purge) may hold the write lock for a moment. synchronous:
@@ -327,46 +331,61 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	}
 	ckpt.SetMaxOpenConns(1)
 
-	s := &store{
-		opts: opts, clock: opts.Clock, w: w, r: r, ckpt: ckpt, maxToks: maxCachedTokens, version: len(migrations),
-		ops:  make(chan *writeOp, 4*maxBatch),
-		quit: make(chan struct{}),
-	}
-	if err := s.q.prepare(ctx, w, r); err != nil {
-		s.closeDBs()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+	return finishOpen(ctx, path, &store{opts: opts, clock: opts.Clock, w: w, r: r, ckpt: ckpt,
+		maxToks: maxCachedTokens, version: len(migrations)})
+}
+
+// finishOpen prepares the statements of a migrated store, counts what it
+// holds, and starts its writer (and on SQLite its checkpointer). name is
+// the store's path or redacted URL, for errors. On failure it closes the
+// store's databases.
+func finishOpen(ctx context.Context, name string, s *store) (_ *store, err error) {
+	s.ops = make(chan *writeOp, 4*maxBatch)
+	s.quit = make(chan struct{})
+	defer func() {
+		if err != nil {
+			s.q.close()
+			for _, stmt := range []*sql.Stmt{s.sp.save, s.sp.rollback, s.sp.release} {
+				if stmt != nil {
+					stmt.Close()
+				}
+			}
+			s.closeDBs()
+			err = fmt.Errorf("open store %s: %w", name, err)
+		}
+	}()
+	if err := s.q.prepare(ctx, s.w, s.r); err != nil {
+		return nil, err
 	}
 	for stmt, text := range map[**sql.Stmt]string{&s.sp.save: `SAVEPOINT op`, &s.sp.rollback: `ROLLBACK TO op`, &s.sp.release: `RELEASE op`} {
-		if *stmt, err = w.PrepareContext(ctx, text); err != nil {
-			s.q.close()
-			s.closeDBs()
-			return nil, fmt.Errorf("open store %s: %w", path, err)
+		if *stmt, err = s.w.PrepareContext(ctx, text); err != nil {
+			return nil, err
 		}
 	}
 	// Nothing older than the newest message is cached: reads below it go
 	// to SQL until they catch up.
 	var lastID int64
-	err = s.q.lastMessageID.QueryRowContext(ctx).Scan(&lastID)
-	if err == nil {
-		err = s.count(ctx, w)
+	if err := s.q.lastMessageID.QueryRowContext(ctx).Scan(&lastID); err != nil {
+		return nil, err
 	}
-	if err != nil {
-		s.q.close()
-		s.closeDBs()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+	if err := s.count(ctx, s.w); err != nil {
+		return nil, err
 	}
 	s.msgs = newMsgCache(lastID, int(s.opts.MsgCache))
 	if err := s.measure(ctx); err != nil {
-		s.q.close()
-		s.closeDBs()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, err
 	}
 	s.background.Go(s.writer)
-	s.background.Go(s.checkpointer)
+	if !s.pg {
+		s.background.Go(s.checkpointer)
+	}
 	return s, nil
 }
 
 func (s *store) closeDBs() error {
+	if s.pg {
+		return errors.Join(s.r.Close(), s.w.Close())
+	}
 	return errors.Join(s.r.Close(), s.ckpt.Close(), s.w.Close())
 }
 
@@ -473,6 +492,17 @@ func settle(ctx context.Context, db *sql.DB, path string, opts *storeOptions) er
 			return fmt.Errorf("open store %s: turn on incremental vacuum: %w", path, err)
 		}
 	}
+	return recordLifetimes(ctx, db, path, opts, func(tx *sql.Tx) error {
+		// The message ids of this run start past a gap (msgIDGap). No row
+		// yet: no id was ever given, so no reader holds a cursor.
+		_, err := tx.ExecContext(ctx, `UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'messages'`, msgIDGap)
+		return err
+	})
+}
+
+// recordLifetimes records the serving relay's lifetimes in the store's
+// settings, then runs also in the same transaction.
+func recordLifetimes(ctx context.Context, db *sql.DB, path string, opts *storeOptions, also func(*sql.Tx) error) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -488,9 +518,7 @@ func settle(ctx context.Context, db *sql.DB, path string, opts *storeOptions) er
 			return fmt.Errorf("open store %s: record the lifetimes: %w", path, err)
 		}
 	}
-	// The message ids of this run start past a gap (msgIDGap). No row yet:
-	// no id was ever given, so no reader holds a cursor.
-	if _, err := tx.ExecContext(ctx, `UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'messages'`, msgIDGap); err != nil {
+	if err := also(tx); err != nil {
 		return fmt.Errorf("open store %s: %w", path, err)
 	}
 	opts.LifetimesFrom = lifetimesRecorded

@@ -17,7 +17,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -105,7 +104,7 @@ func newTestRelay(t testing.TB, change ...func(*config)) *testRelay {
 // newTestRelayLog is newTestRelay logging to stderr.
 func newTestRelayLog(t testing.TB, stderr io.Writer, change ...func(*config)) *testRelay {
 	t.Helper()
-	dbPath := filepath.Join(t.TempDir(), "relay.db")
+	dbPath := testDB(t, "relay.db")
 	cfg := testConfig(dbPath)
 	for _, c := range change {
 		c(&cfg)

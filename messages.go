@@ -61,7 +61,7 @@ func peerStatements(q *statements, w, r *sql.DB) []statement {
 		{&q.unsubscribe, w, `UPDATE subscriptions SET until_id = ` + lastMessageIDSQL + `
 			WHERE net = ?1 AND topic = ?2 AND peer_id = ?3 AND until_id IS NULL`},
 		// The subscription rows of login ?1, counted up to ?2: one index range.
-		{&q.peerSubscriptions, w, `SELECT count(*) FROM (SELECT 1 FROM subscriptions WHERE peer_id = ?1 LIMIT ?2)`},
+		{&q.peerSubscriptions, w, `SELECT count(*) FROM (SELECT 1 FROM subscriptions WHERE peer_id = ?1 LIMIT ?2) AS s`},
 		// An interval closed where it opened holds no message.
 		{&q.dropEmptySubscription, w, `DELETE FROM subscriptions
 			WHERE net = ?1 AND topic = ?2 AND peer_id = ?3 AND until_id = from_id`},

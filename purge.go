@@ -254,7 +254,7 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		if o.Batch > 0 {
 			limit = o.Batch
 		}
-		lim := strconv.Itoa(limit)
+		lim := sqlLimit(limit)
 		full := func(n int) {
 			if n == limit {
 				rep.more = true
@@ -386,7 +386,7 @@ func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, n
 	if o.Net != "" {
 		netCond, args = " AND net = ?", []any{o.Net}
 	}
-	lim := strconv.Itoa(limit)
+	lim := sqlLimit(limit)
 	cond, condArgs := `expires_at <= ?`+netCond, append([]any{now}, args...)
 	if o.All {
 		cond, condArgs = `1`+netCond, args
@@ -445,6 +445,12 @@ func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, n
 		rep.more = true
 	}
 	return nil
+}
+
+// sqlLimit is a LIMIT clause's count: n, or with n < 0 none. SQLite's -1
+// (which PostgreSQL refuses) is rewritten as NULL there (pgFragments).
+func sqlLimit(n int) string {
+	return strconv.Itoa(max(n, -1))
 }
 
 // expiredTokensSQL selects the token_hash of up to lim expired logins

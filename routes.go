@@ -18,7 +18,12 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	preflights := &preflights{}                           // pullreqsmart records which SimServers want CORS preflights
 	gw := &gateway{st: st, lp: lp, cfg: cfg, held: held, answers: answers, preflights: preflights, cors: newCORSPolicy(cfg.CORSOrigin)}
 
-	mux.Handle("GET /healthz", handleHealthz(st, func() (int64, bool) { return diskFree(filepath.Dir(cfg.DB)) }))
+	mux.Handle("GET /healthz", handleHealthz(st, func() (int64, bool) {
+		if st.pg {
+			return 0, false // the database's disk is the server's to watch
+		}
+		return diskFree(filepath.Dir(cfg.DB))
+	}))
 	if cfg.Metrics {
 		mux.Handle("GET /metrics", met.handler(log))
 	}

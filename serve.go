@@ -56,7 +56,7 @@ func startRelay(ctx context.Context, cfg config, clk clockwork.Clock, stdout, st
 		front.close()
 		return nil, err
 	}
-	if mode, open := openToOthers(cfg.DB); open {
+	if mode, open := openToOthers(cfg.DB); open && !st.pg {
 		log.Warn("the store can be read by other users, and it holds forwarded Authorization and Cookie headers: chmod 600 it",
 			"db", cfg.DB, "mode", fmt.Sprintf("%04o", mode))
 	}
@@ -68,8 +68,8 @@ func startRelay(ctx context.Context, cfg config, clk clockwork.Clock, stdout, st
 	if front.everyInterface() {
 		where = "every interface; "
 	}
-	fmt.Fprintf(stdout, "c2cvia listening on %s (%sstore %s)\n", front.url(), where, cfg.DB)
-	log.Info("listening", "addr", front.mainLn.Addr().String(), "mode", front.mode(), "db", cfg.DB, "max_conns", front.conns.total)
+	fmt.Fprintf(stdout, "c2cvia listening on %s (%sstore %s)\n", front.url(), where, redactURL(cfg.DB))
+	log.Info("listening", "addr", front.mainLn.Addr().String(), "mode", front.mode(), "db", redactURL(cfg.DB), "max_conns", front.conns.total)
 
 	r := &relay{cfg: cfg, log: log, store: st, srv: srv, front: front, unlock: unlock}
 	jctx, stopJanitor := context.WithCancel(context.Background())

@@ -21,7 +21,7 @@ import (
 
 func newTestStore(t *testing.T) *store {
 	t.Helper()
-	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "store.db"), testStoreOptions(nil))
+	st, err := openStore(context.Background(), testDB(t, "store.db"), testStoreOptions(nil))
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
 	return st
