@@ -69,8 +69,6 @@ func onlySQLite(t testing.TB) {
 	}
 }
 
-
-
 // TestPostgresStatements prepares every statement of the store on
 // PostgreSQL, naming each one PostgreSQL refuses.
 func TestPostgresStatements(t *testing.T) {
