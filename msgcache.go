@@ -92,7 +92,7 @@ func (m *message) size() int {
 }
 
 type msgCache struct {
-	off bool // caches nothing: every read goes to SQL (a store other nodes write to)
+	off      bool // caches nothing: every read goes to SQL (a store other nodes write to)
 	mu       sync.RWMutex
 	nets     map[string]*netMsgs
 	lru      list.List // of *netMsgs: the net appended to last in front

@@ -51,8 +51,8 @@ type pgBus struct {
 	url     string
 	channel string // the NOTIFY channel (busChannel)
 	node    string // this node's id: its own NOTIFYs come back to it, and are skipped
-	hub  *hub
-	log  *slog.Logger
+	hub     *hub
+	log     *slog.Logger
 
 	mu      sync.Mutex
 	pending map[string]int64 // signal name -> when to wake, Unix ms; 0: now

@@ -268,8 +268,8 @@ func (s *store) readyState(ctx context.Context, net string) (ready bool, nextLea
 type leaseTimes struct {
 	shared bool // other nodes write leases too (PostgreSQL): every poll reads
 	mu     sync.Mutex
-	at  map[string]int64 // net -> ms; absent: not known
-	gen map[string]int64 // net -> leases written since the relay started
+	at     map[string]int64 // net -> ms; absent: not known
+	gen    map[string]int64 // net -> leases written since the relay started
 }
 
 func (l *leaseTimes) generation(net string) int64 {
