@@ -48,7 +48,7 @@ func newTestNodes(t *testing.T, n int, change ...func(*config)) []*testRelay {
 // one; in CI a missing server fails it.
 func needPostgres(t *testing.T) string {
 	t.Helper()
-	url := testPostgresURL()
+	url := os.Getenv(testPostgresEnv)
 	if url == "" {
 		if os.Getenv("CI") == "true" {
 			t.Fatal(testPostgresEnv + " is not set: .ci/run starts a PostgreSQL server for these tests")

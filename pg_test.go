@@ -12,14 +12,24 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// testPostgresEnv names the PostgreSQL server the suite runs against
-// besides SQLite: a URL (postgres://…), set by .ci/run. With it set, every
-// test relay and store that is about behaviour, not about SQLite's file,
-// is a fresh schema of that database.
-const testPostgresEnv = "C2CVIA_TEST_POSTGRES"
+// testPostgresEnv names a PostgreSQL server for the tests (a URL,
+// postgres://…), which .ci/run starts: the tests of several nodes on one
+// database use it, and with C2CVIA_TEST_STORE=postgres every test relay and
+// store that is about behaviour, not about SQLite's file, is a fresh
+// schema of it (testDB): the suite's second run.
+const (
+	testPostgresEnv = "C2CVIA_TEST_POSTGRES"
+	testStoreEnv    = "C2CVIA_TEST_STORE"
+)
 
-// testPostgresURL is the server's URL, or "" when the suite runs on SQLite.
-func testPostgresURL() string { return os.Getenv(testPostgresEnv) }
+// testPostgresURL is the server's URL when the suite runs on PostgreSQL
+// (C2CVIA_TEST_STORE=postgres), else "".
+func testPostgresURL() string {
+	if os.Getenv(testStoreEnv) != "postgres" {
+		return ""
+	}
+	return os.Getenv(testPostgresEnv)
+}
 
 var testSchemas atomic.Int64
 
@@ -72,11 +82,7 @@ func onlySQLite(t testing.TB) {
 // TestPostgresStatements prepares every statement of the store on
 // PostgreSQL, naming each one PostgreSQL refuses.
 func TestPostgresStatements(t *testing.T) {
-	url := testPostgresURL()
-	if url == "" {
-		t.Skip("needs " + testPostgresEnv)
-	}
-	url = newTestSchema(t, url)
+	url := newTestSchema(t, needPostgres(t))
 	db, err := openPostgresDB(url)
 	require.NoError(t, err)
 	defer db.Close()
