@@ -457,7 +457,10 @@ func (s *settingErrors) err() error {
 // checkStore checks the flags of the store's file and lifetimes.
 func (c config) checkStore(s *settingErrors) {
 	if c.DB == "" {
-		s.badFlag("db", "must name a file")
+		s.badFlag("db", "must name a SQLite file or a postgres:// URL")
+	}
+	if isPostgresURL(c.DB) && len(c.Listen.ACMEDomains) > 0 && c.Listen.ACMECache == "" {
+		s.bad("--acme-domain on a PostgreSQL store needs --acme-cache: its default folder is beside a SQLite --db")
 	}
 	s.positive("req-ttl", c.ReqTTL)
 	s.positive("res-ttl", c.ResTTL)
