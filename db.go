@@ -255,8 +255,6 @@ type store struct {
 	hooks  atomic.Pointer[storeHooks]  // observers, for the metrics; nil: none
 	events atomic.Pointer[storeEvents] // observers, for the log; nil: none
 
-	claimed []string // nets claimed in the batch being written; the writer's alone
-
 	janitor struct { // on PostgreSQL: the connection that holds the janitor's lock (janitorTurn)
 		mu   sync.Mutex
 		conn *sql.Conn
@@ -386,10 +384,13 @@ func finishOpen(ctx context.Context, name string, s *store) (_ *store, err error
 	if err := s.measure(ctx); err != nil {
 		return nil, err
 	}
-	s.background.Go(s.writer)
 	if s.pg {
+		for range pgWriters {
+			s.background.Go(s.writeEach)
+		}
 		s.background.Go(s.measurer)
 	} else {
+		s.background.Go(s.writer)
 		s.background.Go(s.checkpointer)
 	}
 	return s, nil

@@ -109,8 +109,12 @@ func migratePostgres(ctx context.Context, db *sql.DB, name string) error {
 	return nil
 }
 
-// openPostgresStore is openStore on a PostgreSQL database: the writer has
-// one connection of its own (group commits, as on SQLite), readers a pool.
+// pgWriters is how many writes a node of a PostgreSQL store commits at
+// once, each on a connection of its own (writeEach).
+const pgWriters = 8
+
+// openPostgresStore is openStore on a PostgreSQL database: pgWriters
+// writers, each committing one write at a time, and a pool of readers.
 // Long polls hold no connection: they wait on the hub.
 func openPostgresStore(ctx context.Context, url string, opts storeOptions) (*store, error) {
 	name := redactURL(url)
@@ -118,8 +122,8 @@ func openPostgresStore(ctx context.Context, url string, opts storeOptions) (*sto
 	if err != nil {
 		return nil, err
 	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
+	w.SetMaxOpenConns(pgWriters)
+	w.SetMaxIdleConns(pgWriters)
 	if err := w.PingContext(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open store %s: %w", name, err)
@@ -294,6 +298,31 @@ func (s *store) releaseJanitor() {
 		j.conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock(?)`, pgJanitorLock)
 		j.conn.Close()
 		j.conn = nil
+	}
+}
+
+// writeEach is one of a PostgreSQL store's writers: it commits one write
+// at a time, in a transaction of its own. Many writes in one transaction,
+// as SQLite's one writer commits them, would take the nets' locks and rows
+// in no set order, and two nodes' batches would deadlock each other (each
+// found only after PostgreSQL's deadlock_timeout, a second); one write
+// takes its net's locks first and its rows after, and PostgreSQL's own
+// group commit shares the WAL flushes of the writers committing at once.
+func (s *store) writeEach() {
+	for {
+		select {
+		case op := <-s.ops:
+			s.commit([]*writeOp{op})
+		case <-s.quit:
+			for { // Close holds no sender any more: drain what was queued
+				select {
+				case op := <-s.ops:
+					s.commit([]*writeOp{op})
+				default:
+					return
+				}
+			}
+		}
 	}
 }
 

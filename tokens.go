@@ -258,7 +258,9 @@ func (s *store) claimIn(ctx context.Context, tx *sql.Tx, k serverKey) error {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 1 {
-		s.claimed = append(s.claimed, k.net) // logged once committed (writer.commit)
+		if claimed, ok := ctx.Value(claimsKey{}).(*[]string); ok {
+			*claimed = append(*claimed, k.net) // logged once committed (writer.commit)
+		}
 	}
 	var stored []byte
 	if err := tx.StmtContext(ctx, s.q.claimedKey).QueryRowContext(ctx, k.net).Scan(&stored); err != nil {

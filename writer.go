@@ -199,6 +199,9 @@ func (s *store) fill(batch []*writeOp) []*writeOp {
 	return batch
 }
 
+// claimsKey is the context key of the nets a batch claims (claimIn).
+type claimsKey struct{}
+
 // commit runs a batch in one transaction. Each write runs under a savepoint,
 // so a failing one is rolled back alone; a failed commit fails them all.
 //
@@ -230,7 +233,8 @@ func (s *store) commit(batch []*writeOp) {
 		return
 	}
 	defer tx.Rollback()
-	defer func() { s.claimed = s.claimed[:0] }()
+	claimed := []string{} // nets this batch claims (claimIn), logged once committed
+	ctx = context.WithValue(ctx, claimsKey{}, &claimed)
 	// On PostgreSQL every write has its savepoint: one that another
 	// node's transaction deadlocks with is rolled back alone and run again.
 	single := len(batch) == 1 && !s.pg
@@ -239,10 +243,10 @@ func (s *store) commit(batch []*writeOp) {
 			errs[i] = err // the caller is gone: do not write for it
 			continue
 		}
-		claims := len(s.claimed)
+		claims := len(claimed)
 		if single {
 			if errs[i] = op.fn(ctx, tx); errs[i] != nil {
-				s.claimed = s.claimed[:claims]
+				claimed = claimed[:claims]
 			}
 			continue
 		}
@@ -253,7 +257,7 @@ func (s *store) commit(batch []*writeOp) {
 		for try := 1; ; try++ {
 			if errs[i] = op.fn(ctx, tx); errs[i] != nil {
 				_, _ = tx.StmtContext(ctx, s.sp.rollback).ExecContext(ctx)
-				s.claimed = s.claimed[:claims]
+				claimed = claimed[:claims]
 				if try < maxTries && retryable(errs[i]) {
 					continue
 				}
@@ -293,7 +297,7 @@ func (s *store) commit(batch []*writeOp) {
 			h.committed(time.Since(start), len(batch))
 		}
 		if ev := s.events.Load(); ev != nil {
-			for _, net := range s.claimed {
+			for _, net := range claimed {
 				ev.claimed(net)
 			}
 		}
