@@ -206,8 +206,8 @@ func runCrash(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	soak := SoakOptions{Exe: exe, Kills: o.Kills, Every: o.KillEvery, Clients: slices.Max(o.Clients), Log: stderr}
-	if o.TmpDir != "" {
+	soak := SoakOptions{Exe: exe, Kills: o.Kills, Every: o.KillEvery, Clients: slices.Max(o.Clients), Log: stderr, Postgres: o.Postgres}
+	if o.TmpDir != "" && o.Postgres == "" {
 		dir, err := os.MkdirTemp(o.TmpDir, "c2cvia-soak-")
 		if err != nil {
 			return err
@@ -231,5 +231,5 @@ func runCrash(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if len(rep.Lost) > 0 {
 		return fmt.Errorf("crash soak: %d acknowledged requests or messages were lost", len(rep.Lost))
 	}
-	return nil
+	return rep.SurvivorErr()
 }

@@ -26,6 +26,10 @@ type soakRelay struct {
 	up      atomic.Pointer[chan struct{}]
 	client  *http.Client
 	retries atomic.Int64 // calls repeated because the relay was down
+
+	answered  atomic.Int64 // calls it answered
+	failed    atomic.Int64 // calls that ended without an answer, but for their ctx ending
+	status5xx atomic.Int64 // calls it answered with a 5xx status
 }
 
 func newSoakRelay(o SoakOptions) *soakRelay {
@@ -123,13 +127,16 @@ func (r *soakRelay) send(ctx context.Context, method, path string, h http.Header
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
+		r.count(ctx, 0)
 		return soakReply{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
+		r.count(ctx, 0)
 		return soakReply{}, err
 	}
+	r.count(ctx, resp.StatusCode)
 	return soakReply{resp.StatusCode, resp.Header, b}, nil
 }
 
@@ -159,4 +166,18 @@ func (r *soakRelay) call(ctx context.Context, method, path string, form url.Valu
 	}
 	rep, err := r.fetch(ctx, method, path, h, body)
 	return rep.status, rep.body, err
+}
+
+// count counts one call's end: answered with status, or not answered (0)
+// though ctx had not ended.
+func (r *soakRelay) count(ctx context.Context, status int) {
+	switch {
+	case status == 0 && ctx.Err() == nil:
+		r.failed.Add(1)
+	case status >= 500:
+		r.answered.Add(1)
+		r.status5xx.Add(1)
+	case status != 0:
+		r.answered.Add(1)
+	}
 }
