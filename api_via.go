@@ -283,7 +283,9 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, t viaTarget) e
 	}
 	pref := parsePrefer(r.Header)
 	storeAndForward := pref.async || pref.wait >= 0
-	if !storeAndForward {
+	if !storeAndForward && !g.st.pg {
+		// On a shared store (PostgreSQL) a SimServer polling another node
+		// must see it: it is stored, as below.
 		return g.forwardHeld(w, r, t, simReq)
 	}
 	wait := g.cfg.ViaTimeout

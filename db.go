@@ -90,6 +90,9 @@ var (
 // holding the lock past busy_timeout) errStoreBusy, IOERR, READONLY and
 // CANTOPEN errStoreUnwritable. Anything else passes unchanged.
 func storeFault(err error) error {
+	if err := pgFault(err); err != nil {
+		return err
+	}
 	var coded interface{ Code() int }
 	if err == nil || !errors.As(err, &coded) {
 		return err
@@ -254,6 +257,11 @@ type store struct {
 
 	claimed []string // nets claimed in the batch being written; the writer's alone
 
+	janitor struct { // on PostgreSQL: the connection that holds the janitor's lock (janitorTurn)
+		mu   sync.Mutex
+		conn *sql.Conn
+	}
+
 	// fault is the last commit's failure of the file (isWriteFault), nil
 	// once a commit succeeds: what /healthz reports.
 	fault atomic.Pointer[error]
@@ -372,11 +380,16 @@ func finishOpen(ctx context.Context, name string, s *store) (_ *store, err error
 		return nil, err
 	}
 	s.msgs = newMsgCache(lastID, int(s.opts.MsgCache))
+	// Other nodes write to a shared store: its messages and leases are read
+	// from it, not from what this node remembers writing.
+	s.msgs.off, s.leases.shared = s.pg, s.pg
 	if err := s.measure(ctx); err != nil {
 		return nil, err
 	}
 	s.background.Go(s.writer)
-	if !s.pg {
+	if s.pg {
+		s.background.Go(s.measurer)
+	} else {
 		s.background.Go(s.checkpointer)
 	}
 	return s, nil
@@ -384,6 +397,7 @@ func finishOpen(ctx context.Context, name string, s *store) (_ *store, err error
 
 func (s *store) closeDBs() error {
 	if s.pg {
+		s.releaseJanitor()
 		return errors.Join(s.r.Close(), s.w.Close())
 	}
 	return errors.Join(s.r.Close(), s.ckpt.Close(), s.w.Close())

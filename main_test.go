@@ -70,6 +70,7 @@ type testRelay struct {
 	srv    *server
 	clock  *clockwork.FakeClock
 	cfg    config
+	rel    *relay
 }
 
 // testConfig is serve's defaults on dbPath and a free loopback port, with
@@ -114,7 +115,7 @@ func newTestRelayLog(t testing.TB, stderr io.Writer, change ...func(*config)) *t
 	rel, err := startRelay(context.Background(), cfg, clock, io.Discard, stderr)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, rel.stop()) })
-	return &testRelay{t: t, URL: rel.url(), DBPath: dbPath, store: rel.store, srv: rel.srv, clock: clock, cfg: cfg}
+	return &testRelay{t: t, URL: rel.url(), DBPath: dbPath, store: rel.store, srv: rel.srv, clock: clock, cfg: cfg, rel: rel}
 }
 
 // advance moves the relay's one clock on by d: the long polls, leases and

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -146,8 +147,169 @@ func openPostgresStore(ctx context.Context, url string, opts storeOptions) (*sto
 	readers := max(4, runtime.GOMAXPROCS(0))
 	r.SetMaxOpenConns(readers)
 	r.SetMaxIdleConns(readers)
-	return finishOpen(ctx, name, &store{opts: opts, clock: opts.Clock, w: w, r: r, ckpt: r, pg: true,
-		maxToks: maxCachedTokens, version: len(migrations)})
+	// Other nodes write the same rows: no cache of logins (one may be
+	// dropped on another node), of claims, or of recent messages.
+	s, err := finishOpen(ctx, name, &store{opts: opts, clock: opts.Clock, w: w, r: r, ckpt: r, pg: true,
+		maxToks: 0, version: len(migrations)})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Locks a node takes on a net, until its transaction ends, where nodes
+// would otherwise race (pg_advisory_xact_lock's first key).
+const (
+	lockMessages = 1 // a message's id: each net's ids are given in commit order
+	lockQuotas   = 2 // a quota's count and the write it admits
+)
+
+// lockNet takes lock on net for the rest of tx, on a shared store; on
+// SQLite, whose one writer is the lock, it does nothing.
+func (s *store) lockNet(ctx context.Context, tx *sql.Tx, lock int32, net string) error {
+	if !s.pg {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(CAST(? AS integer), hashtext(CAST(? AS text)))`, lock, net)
+	return err
+}
+
+// maxTries is how many times the writer runs a write that another node's
+// transaction deadlocked with, or that a serialization failure stopped.
+const maxTries = 5
+
+// retryable reports PostgreSQL's failures that running the write again
+// may cure: deadlock_detected, serialization_failure, lock_not_available.
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "40P01", "40001", "55P03":
+		return true
+	}
+	return false
+}
+
+// pgFault is storeFault for PostgreSQL's failures, nil for any other:
+// disk_full is errDiskFull; deadlocks and serialization failures that
+// outlived their tries, and too many connections, errStoreBusy; a database
+// that refuses writes (read-only, a standby, shutting down) or that
+// cannot be reached errStoreUnwritable.
+func pgFault(err error) error {
+	var pgErr *pgconn.PgError
+	var connErr *pgconn.ConnectError
+	switch {
+	case errors.As(err, &pgErr):
+		switch {
+		case pgErr.Code == "53100":
+			return fmt.Errorf("%w: %v", errDiskFull, err)
+		case retryable(err), pgErr.Code == "53300":
+			return fmt.Errorf("%w: %v", errStoreBusy, err)
+		case pgErr.Code == "25006", strings.HasPrefix(pgErr.Code, "57P"), strings.HasPrefix(pgErr.Code, "08"):
+			return fmt.Errorf("%w: %v", errStoreUnwritable, err)
+		}
+	case errors.As(err, &connErr), errors.Is(err, driver.ErrBadConn):
+		return fmt.Errorf("%w: %v", errStoreUnwritable, err)
+	}
+	return nil
+}
+
+// syncQuotas, on a shared store, takes net's quota lock for the rest of
+// tx and reads what net's quotas count from the database, where every
+// node's writes are: its queued requests (its SimClients' queue and its
+// gateway's) and its logins. The counts this node keeps then decide
+// --max-queue and --max-peers as on SQLite, and no other node admits into
+// net until tx ends. On SQLite it does nothing: the counts are exact.
+func (s *store) syncQuotas(ctx context.Context, tx *sql.Tx, net string) error {
+	if !s.pg {
+		return nil
+	}
+	if err := s.lockNet(ctx, tx, lockQuotas, net); err != nil {
+		return err
+	}
+	var clients, via, logins int
+	err := tx.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM requests WHERE net = ?1 AND status = 'queued' AND from_peer <> 'via'),
+		(SELECT count(*) FROM requests WHERE net = ?1 AND status = 'queued' AND from_peer = 'via'),
+		(SELECT count(*) FROM tokens WHERE net = ?1)`, net).Scan(&clients, &via, &logins)
+	if err != nil {
+		return err
+	}
+	c := &s.counts
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for queue, n := range map[string]int{queueOf(net, ""): clients, queueOf(net, detachedFrom): via} {
+		c.byStatus[statusQueued] += int64(n - c.queued[queue])
+		c.queued[queue] = n
+	}
+	c.tokens[net] = logins
+	return nil
+}
+
+// pgJanitorLock is the advisory lock key of the janitor: one node at a
+// time purges.
+const pgJanitorLock = 0x63326a61 // "c2ja"
+
+// janitorTurn reports whether this node runs the janitor's purge now. On
+// SQLite, always. On PostgreSQL, only the node that holds the janitor's
+// advisory lock: the first node that asks takes it, on a connection it
+// keeps, and holds it until it stops or that connection is lost; the
+// others then take their turn.
+func (s *store) janitorTurn(ctx context.Context) bool {
+	if !s.pg {
+		return true
+	}
+	j := &s.janitor
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.conn != nil {
+		if err := j.conn.PingContext(ctx); err == nil {
+			return true
+		}
+		j.conn.Raw(func(c any) error { return driver.ErrBadConn }) // never back to the pool
+		j.conn.Close()
+		j.conn = nil
+	}
+	conn, err := s.r.Conn(ctx)
+	if err != nil {
+		return false
+	}
+	var got bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(?)`, pgJanitorLock).Scan(&got); err != nil || !got {
+		conn.Close()
+		return false
+	}
+	j.conn = conn
+	return true
+}
+
+// releaseJanitor gives the janitor's lock back, as the store closes.
+func (s *store) releaseJanitor() {
+	j := &s.janitor
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.conn != nil {
+		j.conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock(?)`, pgJanitorLock)
+		j.conn.Close()
+		j.conn = nil
+	}
+}
+
+// measurer measures the database's size every second, for --max-store:
+// the other nodes' writes count from the next measure on.
+func (s *store) measurer() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+			s.measure(context.Background())
+		}
+	}
 }
 
 // rebindConnector wraps pgx's connector so that every statement may be
@@ -203,6 +365,10 @@ var pgFragments = strings.NewReplacer(
 	`PRAGMA freelist_count`, `SELECT 0`,
 	// counts.go: SQLite's index hint; PostgreSQL's planner picks its own.
 	`INDEXED BY requests_done`, ``,
+	// requests.go's leaseQueued and leaseExpired: the rows leased are
+	// locked until the lease commits, and a row another node is leasing
+	// is passed over, so no two nodes hand out one request.
+	`ORDER BY seq LIMIT ?4`, `ORDER BY seq LIMIT ?4 FOR UPDATE SKIP LOCKED`,
 	// purge.go's sqlLimit: no limit.
 	`LIMIT -1`, `LIMIT NULL`,
 	// Scalar max and min (SQLite's) are greatest and least.

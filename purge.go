@@ -524,6 +524,9 @@ func runJanitor(ctx context.Context, log *slog.Logger, st *store, every time.Dur
 			if err := st.syncCounts(ctx); err != nil && ctx.Err() == nil {
 				log.Error("janitor: count the store", "err", err)
 			}
+			if !st.janitorTurn(ctx) {
+				continue // another node of the database purges
+			}
 			rep, err := st.purgeBatches(ctx, janitorBatch, nil)
 			if err != nil {
 				if ctx.Err() == nil {

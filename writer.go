@@ -231,7 +231,9 @@ func (s *store) commit(batch []*writeOp) {
 	}
 	defer tx.Rollback()
 	defer func() { s.claimed = s.claimed[:0] }()
-	single := len(batch) == 1
+	// On PostgreSQL every write has its savepoint: one that another
+	// node's transaction deadlocks with is rolled back alone and run again.
+	single := len(batch) == 1 && !s.pg
 	for i, op := range batch {
 		if err := op.ctx.Err(); err != nil {
 			errs[i] = err // the caller is gone: do not write for it
@@ -248,9 +250,15 @@ func (s *store) commit(batch []*writeOp) {
 			errs[i] = err
 			continue
 		}
-		if errs[i] = op.fn(ctx, tx); errs[i] != nil {
-			_, _ = tx.StmtContext(ctx, s.sp.rollback).ExecContext(ctx)
-			s.claimed = s.claimed[:claims]
+		for try := 1; ; try++ {
+			if errs[i] = op.fn(ctx, tx); errs[i] != nil {
+				_, _ = tx.StmtContext(ctx, s.sp.rollback).ExecContext(ctx)
+				s.claimed = s.claimed[:claims]
+				if try < maxTries && retryable(errs[i]) {
+					continue
+				}
+			}
+			break
 		}
 		_, _ = tx.StmtContext(ctx, s.sp.release).ExecContext(ctx)
 	}
