@@ -37,7 +37,8 @@ type SoakOptions struct {
 	// Postgres, a postgres:// URL, runs the soak on two relay nodes that
 	// serve a fresh schema of that database (DB is then unused), with the
 	// load spread across both. The first node is the one killed; the
-	// second is never killed and must serve throughout.
+	// second is never killed and must serve throughout. The first stays
+	// down for Every/2 after each kill before it is started again.
 	Postgres string
 }
 
@@ -326,6 +327,15 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		before := survivor.answered.Load()
 		victim.kill()
 		killed := time.Now()
+		if nodes > 1 {
+			// The other node serves alone for a while: half the mean time
+			// between kills, before the killed one is started again.
+			select {
+			case <-time.After(o.Every / 2):
+			case <-ctx.Done():
+				return rep, ctx.Err()
+			}
+		}
 		if err := victim.start(ctx); err != nil {
 			return rep, err
 		}
