@@ -89,11 +89,12 @@ type SoakReport struct {
 	// killed node serves again), the fewest in one window, and its calls
 	// that failed without an answer at any time (must be 0) or were
 	// answered 5xx (gateway calls unanswered in time: not acknowledged).
-	Nodes            int   `json:"nodes"`
-	SurvivorCalls    int64 `json:"survivor_calls_in_kill_windows,omitempty"`
-	SurvivorMinCalls int64 `json:"survivor_min_calls_in_a_window,omitempty"`
-	SurvivorFailed   int64 `json:"survivor_failed"`
-	Survivor5xx      int64 `json:"survivor_5xx,omitempty"`
+	// These are left out of the JSON on one node.
+	Nodes            int    `json:"nodes,omitempty"`
+	SurvivorCalls    int64  `json:"survivor_calls_in_kill_windows,omitempty"`
+	SurvivorMinCalls *int64 `json:"survivor_min_calls_in_a_window,omitempty"`
+	SurvivorFailed   *int64 `json:"survivor_failed,omitempty"`
+	Survivor5xx      *int64 `json:"survivor_5xx,omitempty"`
 }
 
 // soakKey claims the soak's net; soakNet is fresh per store.
@@ -171,7 +172,9 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 	}
 	at := func(i int) *soakRelay { return relays[i%nodes] }
 	victim, survivor := relays[0], relays[nodes-1]
-	rep.Nodes = nodes
+	if nodes > 1 {
+		rep.Nodes = nodes
+	}
 
 	call := survivor.call
 	login := func(relay *soakRelay) (tok, peer string, err error) {
@@ -342,8 +345,8 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		rec := time.Since(killed)
 		if nodes > 1 {
 			n := survivor.answered.Load() - before
-			if rep.Kills == 0 || n < rep.SurvivorMinCalls {
-				rep.SurvivorMinCalls = n
+			if rep.SurvivorMinCalls == nil || n < *rep.SurvivorMinCalls {
+				rep.SurvivorMinCalls = &n
 			}
 			rep.SurvivorCalls += n
 		}
@@ -436,7 +439,8 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		rep.RelayRetries += r.retries.Load()
 	}
 	if nodes > 1 {
-		rep.SurvivorFailed, rep.Survivor5xx = survivor.failed.Load(), survivor.status5xx.Load()
+		failed, status5xx := survivor.failed.Load(), survivor.status5xx.Load()
+		rep.SurvivorFailed, rep.Survivor5xx = &failed, &status5xx
 	}
 	return rep, nil
 }
@@ -448,9 +452,9 @@ func (rep SoakReport) SurvivorErr() error {
 	switch {
 	case rep.Nodes < 2:
 		return nil
-	case rep.SurvivorFailed > 0:
-		return fmt.Errorf("crash soak: %d calls to the node never killed got no answer", rep.SurvivorFailed)
-	case rep.Kills > 0 && rep.SurvivorMinCalls == 0:
+	case deref(rep.SurvivorFailed) > 0:
+		return fmt.Errorf("crash soak: %d calls to the node never killed got no answer", deref(rep.SurvivorFailed))
+	case rep.Kills > 0 && deref(rep.SurvivorMinCalls) == 0:
 		return errors.New("crash soak: the node never killed answered nothing while the other was down")
 	}
 	return nil
@@ -473,7 +477,7 @@ func PrintSoak(w io.Writer, rep SoakReport) {
 		rep.AnswersPushres, rep.AnswersWithPoll, rep.ViaAnswers404, rep.ViaAnswers410)
 	if rep.Nodes > 1 {
 		fmt.Fprintf(w, "node %d of %d, never killed: %d calls answered during the other's kill windows (at least %d in each), %d failed without an answer, %d answered 5xx\n",
-			rep.Nodes, rep.Nodes, rep.SurvivorCalls, rep.SurvivorMinCalls, rep.SurvivorFailed, rep.Survivor5xx)
+			rep.Nodes, rep.Nodes, rep.SurvivorCalls, deref(rep.SurvivorMinCalls), deref(rep.SurvivorFailed), deref(rep.Survivor5xx))
 	}
 	for _, l := range rep.Lost {
 		fmt.Fprintf(w, "  %s\n", l)
@@ -486,4 +490,11 @@ func avgDuration(total time.Duration, n int) time.Duration {
 		return 0
 	}
 	return total / time.Duration(n)
+}
+
+func deref(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
 }
