@@ -95,6 +95,9 @@ type SoakReport struct {
 	SurvivorMinCalls *int64 `json:"survivor_min_calls_in_a_window,omitempty"`
 	SurvivorFailed   *int64 `json:"survivor_failed,omitempty"`
 	Survivor5xx      *int64 `json:"survivor_5xx,omitempty"`
+	// API calls refused with 503 store_busy (nothing written) and repeated,
+	// per node: the killed one, then the other.
+	StoreBusy []int64 `json:"store_busy,omitempty"`
 }
 
 // soakKey claims the soak's net; soakNet is fresh per store.
@@ -441,6 +444,9 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 	if nodes > 1 {
 		failed, status5xx := survivor.failed.Load(), survivor.status5xx.Load()
 		rep.SurvivorFailed, rep.Survivor5xx = &failed, &status5xx
+		for _, r := range relays {
+			rep.StoreBusy = append(rep.StoreBusy, r.busy.Load())
+		}
 	}
 	return rep, nil
 }
@@ -454,6 +460,8 @@ func (rep SoakReport) SurvivorErr() error {
 		return nil
 	case deref(rep.SurvivorFailed) > 0:
 		return fmt.Errorf("crash soak: %d calls to the node never killed got no answer", deref(rep.SurvivorFailed))
+	case len(rep.StoreBusy) == rep.Nodes && rep.StoreBusy[rep.Nodes-1] > 0:
+		return fmt.Errorf("crash soak: the node never killed refused %d calls with 503 store_busy", rep.StoreBusy[rep.Nodes-1])
 	case rep.Kills > 0 && deref(rep.SurvivorMinCalls) == 0:
 		return errors.New("crash soak: the node never killed answered nothing while the other was down")
 	}
@@ -478,6 +486,7 @@ func PrintSoak(w io.Writer, rep SoakReport) {
 	if rep.Nodes > 1 {
 		fmt.Fprintf(w, "node %d of %d, never killed: %d calls answered during the other's kill windows (at least %d in each), %d failed without an answer, %d answered 5xx\n",
 			rep.Nodes, rep.Nodes, rep.SurvivorCalls, deref(rep.SurvivorMinCalls), deref(rep.SurvivorFailed), deref(rep.Survivor5xx))
+		fmt.Fprintf(w, "API calls refused 503 store_busy and repeated, node by node: %v\n", rep.StoreBusy)
 	}
 	for _, l := range rep.Lost {
 		fmt.Fprintf(w, "  %s\n", l)
