@@ -233,6 +233,9 @@ func (s *store) syncQuotas(ctx context.Context, tx *sql.Tx, net string) error {
 	if err := s.lockNet(ctx, tx, lockQuotas, net); err != nil {
 		return err
 	}
+	if s.opts.MaxQueue <= 0 && s.opts.MaxPeers <= 0 {
+		return nil // the lock alone: --max-net-store reads net_usage under it
+	}
 	var clients, via, logins int
 	err := tx.QueryRowContext(ctx, `SELECT
 		(SELECT count(*) FROM requests WHERE net = ?1 AND status = 'queued' AND from_peer <> 'via'),

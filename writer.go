@@ -209,7 +209,12 @@ type claimsKey struct{}
 // answers a cancelled context with sqlite3_interrupt, and an interrupted
 // write rolls back the whole transaction, the other callers' writes with it.
 // A caller that is gone before its turn is skipped instead.
-func (s *store) commit(batch []*writeOp) {
+func (s *store) commit(batch []*writeOp) { s.commitTry(batch, 1) }
+
+// commitTry is commit's try number try: on PostgreSQL, a write alone whose
+// transaction another's deadlocked with is run again in a new one, up to
+// maxTries times.
+func (s *store) commitTry(batch []*writeOp, try int) {
 	ctx := context.Background()
 	start := time.Now()
 	errs := make([]error, len(batch))
@@ -235,9 +240,7 @@ func (s *store) commit(batch []*writeOp) {
 	defer tx.Rollback()
 	claimed := []string{} // nets this batch claims (claimIn), logged once committed
 	ctx = context.WithValue(ctx, claimsKey{}, &claimed)
-	// On PostgreSQL every write has its savepoint: one that another
-	// node's transaction deadlocks with is rolled back alone and run again.
-	single := len(batch) == 1 && !s.pg
+	single := len(batch) == 1
 	for i, op := range batch {
 		if err := op.ctx.Err(); err != nil {
 			errs[i] = err // the caller is gone: do not write for it
@@ -254,19 +257,18 @@ func (s *store) commit(batch []*writeOp) {
 			errs[i] = err
 			continue
 		}
-		for try := 1; ; try++ {
-			if errs[i] = op.fn(ctx, tx); errs[i] != nil {
-				_, _ = tx.StmtContext(ctx, s.sp.rollback).ExecContext(ctx)
-				claimed = claimed[:claims]
-				if try < maxTries && retryable(errs[i]) {
-					continue
-				}
-			}
-			break
+		if errs[i] = op.fn(ctx, tx); errs[i] != nil {
+			_, _ = tx.StmtContext(ctx, s.sp.rollback).ExecContext(ctx)
+			claimed = claimed[:claims]
 		}
 		_, _ = tx.StmtContext(ctx, s.sp.release).ExecContext(ctx)
 	}
 	if single && errs[0] != nil {
+		if s.pg && try < maxTries && retryable(errs[0]) {
+			tx.Rollback()
+			s.commitTry(batch, try+1)
+			return
+		}
 		finish() // deferred rollback undoes it
 		return
 	}
