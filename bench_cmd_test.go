@@ -395,14 +395,7 @@ func TestBenchBroadcastStream(t *testing.T) {
 // (CI=true), where the server is part of the run, its absence fails them.
 func benchPostgres(t *testing.T) string {
 	t.Helper()
-	url := testPostgresURL()
-	if url == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true: %s must name the PostgreSQL server the bench runs on", testPostgresEnv)
-		}
-		t.Skipf("needs %s, a PostgreSQL server", testPostgresEnv)
-	}
-	return url
+	return needPostgres(t)
 }
 
 // TestBenchPostgres: with --postgres each scenario and client count gives
