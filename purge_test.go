@@ -498,6 +498,7 @@ func storedStatus(t *testing.T, r *testRelay, rid string) string {
 // converted when a relay starts on it.
 func TestStoreShrinks(t *testing.T) {
 	t.Parallel()
+	onlySQLite(t)
 	r := newTestRelay(t, func(c *config) { c.JanitorEvery = time.Second })
 	var autoVacuum int
 	require.NoError(t, r.store.r.QueryRow(`PRAGMA auto_vacuum`).Scan(&autoVacuum))
@@ -562,7 +563,7 @@ func TestJanitorWritesInBatches(t *testing.T) {
 	require.NoError(t, r.store.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
 			INSERT INTO requests (rid, net, token_hash, from_peer, status, sim_req, created_at, expires_at)
-			SELECT lower(hex(randomblob(16))), 'alpha', ?, ?, 'queued', '{}', ?, ? FROM n`,
+			SELECT 'batch-' || i, 'alpha', ?, ?, 'queued', '{}', ?, ? FROM n`,
 			n, tok.Hash, tok.PeerID, now, now+r.cfg.ReqTTL.Milliseconds())
 		return err
 	}))
