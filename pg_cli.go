@@ -9,8 +9,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	neturl "net/url"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/jonboulle/clockwork"
 )
@@ -69,7 +72,7 @@ func checkPostgresStore(ctx context.Context, url string) error {
 func openPostgresReadOnlyDB(url string) (*sql.DB, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("--db %s: %w", redactURL(url), err)
+		return nil, parseURLError(url, err)
 	}
 	cfg.RuntimeParams["default_transaction_read_only"] = "on"
 	db := sql.OpenDB(rebindConnector{stdlib.GetConnector(*cfg)})
@@ -109,4 +112,28 @@ func storeName(db string) string {
 		return redactURL(db)
 	}
 	return db
+}
+
+// parseURLError is pgx's refusal of url without the URL: pgx redacts the
+// password of a URL it cannot parse as best it can, and a password with an
+// unencoded @ gets past it. What pgx found wrong follows the URL it quotes.
+func parseURLError(url string, err error) error {
+	msg := err.Error()
+	var pce *pgconn.ParseConfigError
+	if errors.As(err, &pce) {
+		if i := strings.LastIndex(msg, "`: "); i >= 0 {
+			msg = msg[i+3:]
+		} else {
+			msg = "not a connection URL"
+		}
+	}
+	if u, perr := neturl.Parse(url); perr == nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
+	}
+	if strings.Contains(msg, "://") { // a URL quoted again (net/url's errors)
+		msg = "not a connection URL pgx can read"
+	}
+	return fmt.Errorf("--db %s: %s", redactURL(url), msg)
 }

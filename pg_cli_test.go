@@ -409,3 +409,25 @@ func TestDBFlagsNamePostgres(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresErrorsHidePassword: a database that cannot be reached, or a
+// URL that does not parse, fails every command with an error that does not
+// show the password, however the URL gives it.
+func TestPostgresErrorsHidePassword(t *testing.T) {
+	t.Parallel()
+	for _, db := range []string{
+		"postgres://relay:hunter22@127.0.0.1:1/c2cvia?sslmode=disable&connect_timeout=5",
+		"postgres://relay:hunter%4022@127.0.0.1:1/c2cvia?sslmode=disable",
+		"postgresql://relay@127.0.0.1:1/c2cvia?sslmode=disable&password=hunter22",
+		"postgres://relay:hunter22@127.0.0.1:1/c2cvia?sslmode=bogus",
+		"postgres://relay:hun@ter22@host:notaport/c2cvia",
+		"postgres://relay:hunter22@[::1/c2cvia",
+	} {
+		for _, args := range [][]string{{"inspect"}, {"inspect", "--rid", "x"}, {"purge"}, {"purge", "--dry-run"}, {"net", "list"}, {"net", "release", "alpha"}} {
+			_, err := runCLI(t, nil, append(args, "--db", db)...)
+			require.Error(t, err, "%s on %s", args, db)
+			assert.NotContains(t, err.Error(), "hunter", "%s on %s", args, db)
+			assert.NotContains(t, err.Error(), "ter22", "%s on %s", args, db)
+		}
+	}
+}
