@@ -380,6 +380,39 @@ func TestPurgePostgresBesideRelays(t *testing.T) {
 	assert.Equal(t, "removed 0 requests and 0 expired tokens\n", out, "nothing more is due")
 }
 
+// TestPurgePostgresRowsOnly: purge and net run as a role that may read and
+// write the store's rows but create nothing in its schema.
+func TestPurgePostgresRowsOnly(t *testing.T) {
+	t.Parallel()
+	pg := newTestSchema(t, needPostgres(t))
+	r := newTestRelayOn(t, pg)
+	moveClockTo(r, realNowMS().Add(-25*time.Hour))
+	r.login("stale")
+	moveClockTo(r, realNowMS())
+	r.pullReqs("alpha", testKey, nil)
+	flushStoreWrites(t, r)
+	schema := regexp.MustCompile(`search_path=(\w+)`).FindStringSubmatch(pg)[1]
+	role := "rows_" + schema
+	pgExec(t, pg, `CREATE ROLE `+role+` LOGIN`,
+		`GRANT USAGE ON SCHEMA `+schema+` TO `+role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA `+schema+` TO `+role,
+		`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA `+schema+` TO `+role)
+	t.Cleanup(func() { pgExec(t, pg, `DROP OWNED BY `+role, `DROP ROLE `+role) })
+	db := withUser(t, pg, role, "pw")
+	tables := schemaTables(t, pg)
+
+	out, err := runCLI(t, nil, "purge", "--db", db, "--dry-run")
+	require.NoError(t, err)
+	assert.Equal(t, "would remove 0 requests and 1 expired tokens\n", out)
+	out, err = runCLI(t, nil, "purge", "--db", db)
+	require.NoError(t, err)
+	assert.Equal(t, "removed 0 requests and 1 expired tokens\n", out)
+	out, err = runCLI(t, nil, "net", "release", "alpha", "--db", db)
+	require.NoError(t, err)
+	assert.Equal(t, "released alpha; 0 pending requests expired\n", out)
+	assert.Equal(t, tables, schemaTables(t, pg))
+}
+
 // TestBackupRefusesPostgres: backup copies SQLite files; on a postgres://
 // --db it points at pg_dump, before connecting, and never shows the
 // password.

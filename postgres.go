@@ -143,9 +143,13 @@ func openPostgresStore(ctx context.Context, url string, opts storeOptions) (*sto
 		w.Close()
 		return nil, fmt.Errorf("open store %s: %w", name, err)
 	}
-	if err := migratePostgres(ctx, w, name); err != nil {
-		w.Close()
-		return nil, err
+	// MustExist (purge, net): openStore checked the schema is this
+	// build's; a role that may only read and write rows runs them.
+	if !opts.MustExist {
+		if err := migratePostgres(ctx, w, name); err != nil {
+			w.Close()
+			return nil, err
+		}
 	}
 	if opts.Owner {
 		// No gap in the message ids, as a SQLite store's starts have
