@@ -380,6 +380,67 @@ func TestPurgePostgresBesideRelays(t *testing.T) {
 	assert.Equal(t, "removed 0 requests and 0 expired tokens\n", out, "nothing more is due")
 }
 
+// TestPurgePostgresTakesTurns: while another purge of the store holds the
+// purge lock, a janitor's run purges nothing and returns at once, and
+// `c2cvia purge` waits for the lock, then removes what is due.
+func TestPurgePostgresTakesTurns(t *testing.T) {
+	t.Parallel()
+	pg := newTestSchema(t, needPostgres(t))
+	r := newTestRelayOn(t, pg)
+	moveClockTo(r, realNowMS().Add(-25*time.Hour))
+	r.login("stale")
+	moveClockTo(r, realNowMS())
+	flushStoreWrites(t, r)
+
+	other, err := openPostgresDB(pg)
+	require.NoError(t, err)
+	defer other.Close()
+	ctx := context.Background()
+	tx, err := other.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	defer tx.Rollback()
+	_, err = tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?, hashtext(current_schema()))`, purgeLockKey)
+	require.NoError(t, err)
+
+	rep, err := r.store.purgeBatches(ctx, janitorBatch, nil)
+	require.NoError(t, err)
+	assert.Zero(t, rep.total(), "the janitor leaves it to the purge under way")
+	assert.Equal(t, 1, r.count("tokens"))
+
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := runCLI(t, nil, "purge", "--db", pg)
+		done <- result{out, err}
+	}()
+	// The CLI waits for the lock: PostgreSQL shows it waiting.
+	waitFor(t, 10*time.Second, func() bool {
+		var n int
+		err := other.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+			AND classid = ? AND objid = CAST(hashtext(current_schema()) AS oid) AND objsubid = 2`,
+			purgeLockKey).Scan(&n)
+		return err == nil && n == 1
+	}, "purge waiting for the purge lock")
+	select {
+	case res := <-done:
+		t.Fatalf("purge ended while the lock was held: %q %v", res.out, res.err)
+	default:
+	}
+	require.NoError(t, tx.Commit())
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("purge did not end within 10 s of the lock's release")
+	}
+	require.NoError(t, res.err)
+	assert.Equal(t, "removed 0 requests and 1 expired tokens\n", res.out)
+	assert.Zero(t, r.count("tokens"))
+}
+
 // TestPurgePostgresRowsOnly: purge and net run as a role that may read and
 // write the store's rows but create nothing in its schema.
 func TestPurgePostgresRowsOnly(t *testing.T) {
