@@ -32,7 +32,11 @@ func newInspectCmd(stdout io.Writer) *cobra.Command {
 		Long: `Without NET: one line per net with its requests by status, the age of the
 oldest queued request, when a SimServer last polled, its valid logins and
 its peer messages kept. With NET: its newest
-requests. With --rid: one request with its stored sim_req and sim_res.`,
+requests. With --rid: one request with its stored sim_req and sim_res.
+
+--db is a SQLite file or a postgres:// URL. On PostgreSQL inspect reads in
+read-only transactions, and never creates or upgrades the schema: a role
+with SELECT on its tables is enough.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s := newSettingErrors(cmd)

@@ -159,8 +159,8 @@ func handleRelease(st *store) apiFunc {
 }
 
 // newNetCmd is `c2cvia net list|release|rekey`: what an operator does to
-// claims, on the store file, also while the relay serves it (the relay
-// sees a release or a new key within --janitor-every).
+// claims, on the store (a file or a PostgreSQL database), also while relays
+// serve it (a relay sees a release or a new key within --janitor-every).
 func newNetCmd(stdin io.Reader, stdout io.Writer) *cobra.Command {
 	var db string
 	var asJSON bool
