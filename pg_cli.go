@@ -104,7 +104,7 @@ func openPostgresReadOnly(ctx context.Context, url string, opts storeOptions) (*
 }
 
 // dbFlagUsage is what every --db flag takes.
-const dbFlagUsage = "the store: a SQLite file, or a PostgreSQL database as postgres://USER:PASSWORD@HOST/DB (search_path=SCHEMA to pick a schema)"
+const dbFlagUsage = "the store: a SQLite file, or a postgres:// URL (postgres://USER@HOST/DB?search_path=SCHEMA; the password in $PGPASSWORD or ~/.pgpass rather than the URL, which ps shows)"
 
 // storeName is db as messages show it: a URL without its password.
 func storeName(db string) string {
