@@ -38,8 +38,9 @@ reports what it would change.
 
 On a PostgreSQL store (--db postgres://…) it runs beside the relays serving
 it, with the lifetimes they recorded, in writes of 1,000 rows a statement as
-their janitors do, one purge at a time (an advisory lock). It runs no
-VACUUM: PostgreSQL's autovacuum reuses the space of the rows removed.`,
+their janitors do (a dry run and --all are one write each), one purge at a
+time (an advisory lock). It runs no VACUUM: PostgreSQL's autovacuum reuses
+the space of the rows removed.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s := newSettingErrors(cmd)
