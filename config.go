@@ -111,7 +111,7 @@ func (c config) storeOptions() storeOptions {
 
 // addStoreFlags are the flags serve and purge share: the file and lifetimes.
 func addStoreFlags(fs *pflag.FlagSet, c *config) {
-	fs.StringVar(&c.DB, "db", "c2cvia.db", "the store: a SQLite file, or a postgres:// URL for several relays on one PostgreSQL database")
+	fs.StringVar(&c.DB, "db", "c2cvia.db", dbFlagUsage)
 	fs.DurationVar(&c.ReqTTL, "req-ttl", 5*time.Minute, "how long a request waits for an answer before it is expired")
 	fs.DurationVar(&c.ResTTL, "res-ttl", 10*time.Minute, "how long an answered, expired or failed request stays readable")
 	fs.IntVar(&c.MaxAttempts, "max-attempts", 5, "deliveries without an answer before a request is failed")

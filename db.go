@@ -275,6 +275,11 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 		return nil, err
 	}
 	if isPostgresURL(path) {
+		if opts.MustExist { // purge, net: never make nor upgrade a store
+			if err := checkPostgresStore(ctx, path); err != nil {
+				return nil, err
+			}
+		}
 		return openPostgresStore(ctx, path, opts)
 	}
 	// WAL: readers never block the writer. busy_timeout: another process (an
@@ -407,8 +412,12 @@ func (s *store) closeDBs() error {
 // openStoreReadOnly opens an existing store for reading only (inspect). It
 // never creates a file and refuses one that is not a c2cvia store. It needs
 // no write access: without a relay on the store, one that may not write
-// beside it reads it as immutable.
+// beside it reads it as immutable. On PostgreSQL its connections are
+// read-only (openPostgresReadOnly).
 func openStoreReadOnly(ctx context.Context, path string, opts storeOptions) (*store, error) {
+	if isPostgresURL(path) {
+		return openPostgresReadOnly(ctx, path, opts)
+	}
 	if opts.Clock == nil {
 		opts.Clock = clockwork.NewRealClock()
 	}

@@ -14,6 +14,8 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	neturl "net/url"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -42,13 +44,32 @@ func isPostgresURL(db string) bool {
 	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
 }
 
-// redactURL is url without its password, for messages and logs.
+// redactedUser and redactedParam find the password of a URL that does
+// not parse: after the user, up to the authority's last @; or ?password=.
+var (
+	redactedUser  = regexp.MustCompile(`^([a-z]+://[^:/@?#]*:)[^/?#]*@`)
+	redactedParam = regexp.MustCompile(`([?&]password=)[^&#]*`)
+)
+
+// redactURL is url without its password (in its user info, percent-encoded
+// or not, or as ?password=), for messages and logs.
 func redactURL(url string) string {
-	cfg, err := pgconn.ParseConfig(url)
-	if err != nil || cfg.Password == "" {
+	u, err := neturl.Parse(url)
+	if err != nil { // what the password may be, without a URL's rules
+		return redactedParam.ReplaceAllString(redactedUser.ReplaceAllString(url, "${1}xxxxx@"), "${1}xxxxx")
+	}
+	changed := false
+	if _, ok := u.User.Password(); ok {
+		u.User, changed = neturl.UserPassword(u.User.Username(), "xxxxx"), true
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery, changed = q.Encode(), true
+	}
+	if !changed {
 		return url
 	}
-	return strings.Replace(url, ":"+cfg.Password+"@", ":xxxxx@", 1)
+	return u.String()
 }
 
 // openPostgresDB opens a database/sql pool on url whose statements may use
@@ -128,9 +149,13 @@ func openPostgresStore(ctx context.Context, url string, opts storeOptions) (*sto
 		w.Close()
 		return nil, fmt.Errorf("open store %s: %w", name, err)
 	}
-	if err := migratePostgres(ctx, w, name); err != nil {
-		w.Close()
-		return nil, err
+	// MustExist (purge, net): openStore checked the schema is this
+	// build's; a role that may only read and write rows runs them.
+	if !opts.MustExist {
+		if err := migratePostgres(ctx, w, name); err != nil {
+			w.Close()
+			return nil, err
+		}
 	}
 	if opts.Owner {
 		// No gap in the message ids, as a SQLite store's starts have
