@@ -235,6 +235,7 @@ type store struct {
 	msgs     *msgCache    // the recent peer messages of each net
 	busiest  sync.Map     // net -> busiestSeen: the address that filled it, while its logins do not change
 
+	queued        atomic.Int64  // writes submitted and not yet committed or failed
 	commits       atomic.Int64  // transactions committed by the writer
 	writes        atomic.Int64  // write operations in them
 	checkpoints   atomic.Int64  // WAL checkpoints run

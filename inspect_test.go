@@ -41,6 +41,9 @@ func realNowMS() time.Time {
 func flushStoreWrites(t *testing.T, r *testRelay) {
 	t.Helper()
 	require.NoError(t, r.store.write(context.Background(), func(context.Context, *sql.Tx) error { return nil }))
+	// PostgreSQL's writers commit at once: the earlier writes may still be
+	// on their way.
+	waitFor(t, 10*time.Second, func() bool { return r.store.queued.Load() == 0 }, "the store's writes to commit")
 }
 
 // ridStatus is what check tells tok about rid, or "gone" for a 404.

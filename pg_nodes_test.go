@@ -527,3 +527,38 @@ func TestNodesMaxStore(t *testing.T) {
 		return rep.Status == http.StatusInsufficientStorage && rep.errorCode() == "store_full"
 	}, "node B to refuse once A filled the store")
 }
+
+// TestNodesPreflights: a SimServer that asks for its gateway's browser
+// preflights, polling node B, gets those sent to node A; once it stops
+// asking, A answers them itself again.
+func TestNodesPreflights(t *testing.T) {
+	nodes := newTestNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	const net, key = "pre", "key-0123456789abcdef"
+	preflight := func() reply {
+		req, err := http.NewRequest(http.MethodOptions, a.URL+"/via/"+net+"/api", nil)
+		require.NoError(t, err)
+		req.Header.Set("Origin", "https://web.example")
+		req.Header.Set("Access-Control-Request-Method", "PUT")
+		return a.do(req)
+	}
+	b.pullReqs(net, key, url.Values{"preflight": {"true"}}) // claims the net
+	flushStoreWrites(t, b)
+	b.pullReqs(net, key, url.Values{"preflight": {"true"}}) // written once the net's row exists
+	flushStoreWrites(t, b)
+	called := async(preflight)
+	var got []leased
+	waitFor(t, 10*time.Second, func() bool {
+		got = b.pullReqs(net, key, url.Values{"preflight": {"true"}})
+		return len(got) > 0
+	}, "the preflight sent to A to reach the SimServer polling B")
+	assert.Contains(t, string(got[0].SimReq), `"OPTIONS"`)
+	res := b.answer(net, key, got[0].RID, map[string]any{"simStatus": 299})
+	require.Equal(t, http.StatusOK, res.Status, string(res.Body))
+	assert.Equal(t, 299, within(t, 5*time.Second, called, "the preflight's answer").Status)
+
+	b.pullReqs(net, key, nil) // no longer asks
+	flushStoreWrites(t, b)
+	rep := preflight()
+	assert.Equal(t, http.StatusNoContent, rep.Status, "answered by the relay: %s", rep.Body)
+}

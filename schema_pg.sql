@@ -4,11 +4,15 @@
 -- milliseconds (UTC); secrets are stored only as SHA-256 hashes. Later
 -- changes are numbered steps in postgres.go, recorded in c2cvia_schema.
 
+-- forward_preflights: the net's SimServer asked for the browser CORS
+-- preflights of its gateway (pullreqsmart's preflight): every node must
+-- know, whichever one the SimServer polls.
 CREATE TABLE nets (
-  name         text PRIMARY KEY,
-  key_hash     bytea NOT NULL,
-  claimed_at   bigint NOT NULL,
-  last_poll_at bigint
+  name               text PRIMARY KEY,
+  key_hash           bytea NOT NULL,
+  claimed_at         bigint NOT NULL,
+  last_poll_at       bigint,
+  forward_preflights boolean NOT NULL DEFAULT false
 );
 
 CREATE TABLE tokens (

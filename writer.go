@@ -127,10 +127,12 @@ func (s *store) submit(op *writeOp) error {
 	if s.closed {
 		return errStoreClosed
 	}
+	s.queued.Add(1)
 	select {
 	case s.ops <- op:
 		return nil
 	case <-op.ctx.Done():
+		s.queued.Add(-1)
 		return op.ctx.Err()
 	}
 }
@@ -219,6 +221,7 @@ func (s *store) commitTry(batch []*writeOp, try int) {
 	start := time.Now()
 	errs := make([]error, len(batch))
 	finish := func() {
+		defer s.queued.Add(-int64(len(batch)))
 		for i, op := range batch {
 			errs[i] = storeFault(errs[i])
 			if isWriteFault(errs[i]) {
