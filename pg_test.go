@@ -69,6 +69,15 @@ func onlySQLite(t testing.TB) {
 	}
 }
 
+// sqlHex is SQL for col (a blob) as upper-case hex, on either engine:
+// SQLite's hex(), PostgreSQL's encode().
+func sqlHex(col string) string {
+	if testPostgresURL() != "" {
+		return "upper(encode(" + col + ", 'hex'))"
+	}
+	return "hex(" + col + ")"
+}
+
 // TestPostgresStatements prepares every statement of the store on
 // PostgreSQL, naming each one PostgreSQL refuses.
 func TestPostgresStatements(t *testing.T) {

@@ -275,13 +275,13 @@ func storeRows(t *testing.T, r *testRelay) string {
 	flushStoreWrites(t, r)
 	var b strings.Builder
 	for _, q := range []string{
-		`SELECT rid || ' ' || net || ' ' || status || ' ' || attempt || ' ' || coalesce(lease_expires_at, '-') || ' ' ||
-			coalesce(done_at, '-') || ' ' || pulled || ' ' || expires_at || ' ' || coalesce(sim_res, '-') FROM requests ORDER BY seq`,
-		`SELECT name || ' ' || hex(key_hash) || ' ' || coalesce(last_poll_at, '-') FROM nets ORDER BY name`,
+		`SELECT rid || ' ' || net || ' ' || status || ' ' || attempt || ' ' || coalesce(CAST(lease_expires_at AS TEXT), '-') || ' ' ||
+			coalesce(CAST(done_at AS TEXT), '-') || ' ' || pulled || ' ' || expires_at || ' ' || coalesce(sim_res, '-') FROM requests ORDER BY seq`,
+		`SELECT name || ' ' || `+sqlHex("key_hash")+` || ' ' || coalesce(CAST(last_poll_at AS TEXT), '-') FROM nets ORDER BY name`,
 		`SELECT peer_id || ' ' || net || ' ' || expires_at || ' ' || last_seen_at || ' ' || msg_floor FROM tokens ORDER BY peer_id`,
 		`SELECT id || ' ' || net || ' ' || kind || ' ' || from_peer || ' ' || coalesce(to_peer, '-') || ' ' || coalesce(topic, '-') || ' ' ||
 			data || ' ' || expires_at || ' ' || receivers FROM messages ORDER BY id`,
-		`SELECT net || ' ' || topic || ' ' || peer_id || ' ' || from_id || ' ' || coalesce(until_id, '-') FROM subscriptions
+		`SELECT net || ' ' || topic || ' ' || peer_id || ' ' || from_id || ' ' || coalesce(CAST(until_id AS TEXT), '-') FROM subscriptions
 			ORDER BY net, topic, peer_id, from_id`,
 	} {
 		rows, err := r.store.r.Query(q)
