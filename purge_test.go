@@ -277,7 +277,7 @@ func storeRows(t *testing.T, r *testRelay) string {
 	for _, q := range []string{
 		`SELECT rid || ' ' || net || ' ' || status || ' ' || attempt || ' ' || coalesce(CAST(lease_expires_at AS TEXT), '-') || ' ' ||
 			coalesce(CAST(done_at AS TEXT), '-') || ' ' || pulled || ' ' || expires_at || ' ' || coalesce(sim_res, '-') FROM requests ORDER BY seq`,
-		`SELECT name || ' ' || `+sqlHex("key_hash")+` || ' ' || coalesce(CAST(last_poll_at AS TEXT), '-') FROM nets ORDER BY name`,
+		`SELECT name || ' ' || ` + sqlHex("key_hash") + ` || ' ' || coalesce(CAST(last_poll_at AS TEXT), '-') FROM nets ORDER BY name`,
 		`SELECT peer_id || ' ' || net || ' ' || expires_at || ' ' || last_seen_at || ' ' || msg_floor FROM tokens ORDER BY peer_id`,
 		`SELECT id || ' ' || net || ' ' || kind || ' ' || from_peer || ' ' || coalesce(to_peer, '-') || ' ' || coalesce(topic, '-') || ' ' ||
 			data || ' ' || expires_at || ' ' || receivers FROM messages ORDER BY id`,
