@@ -305,7 +305,7 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		full(expired)
 		cond, condArgs := `status IN ('answered', 'expired', 'failed') AND done_at <= ?`+netCond, with(now-s.opts.ResTTL.Milliseconds())
 		if o.All {
-			cond, condArgs = `1`+netCond, args
+			cond, condArgs = `TRUE`+netCond, args
 		}
 		deleted := 0
 		err = eachRow(ctx, tx, `DELETE FROM requests WHERE seq IN (SELECT seq FROM requests WHERE `+cond+` LIMIT `+lim+`)
@@ -389,7 +389,7 @@ func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, n
 	lim := sqlLimit(limit)
 	cond, condArgs := `expires_at <= ?`+netCond, append([]any{now}, args...)
 	if o.All {
-		cond, condArgs = `1`+netCond, args
+		cond, condArgs = `TRUE`+netCond, args
 	}
 	deleted := 0
 	err := eachRow(ctx, tx, `DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE `+cond+` ORDER BY id LIMIT `+lim+`)
