@@ -80,6 +80,7 @@ func TestStoreUnwritable(t *testing.T) {
 // PRAGMA max_page_count makes it) is 507 disk_full, not 500.
 func TestSQLiteFull(t *testing.T) {
 	t.Parallel()
+	onlySQLite(t)
 	r := newTestRelay(t)
 	tok, _ := r.login("pages")
 	var pages int
@@ -102,6 +103,7 @@ func TestSQLiteFull(t *testing.T) {
 // busy_timeout (5 s), a write is 503 store_busy with Retry-After, not 500.
 func TestStoreBusy(t *testing.T) {
 	t.Parallel()
+	onlySQLite(t)
 	r := newTestRelay(t)
 	tok, _ := r.login("busy")
 	other, err := sql.Open("sqlite", r.DBPath+"?_pragma=busy_timeout(5000)")

@@ -244,7 +244,7 @@ func TestNetFull(t *testing.T) {
 	assert.Equal(t, 3.0, refusals(r, "peers"))
 
 	// The flag reaches the store through serve.
-	base, _ := startRun(t, map[string]string{"C2CVIA_MAX_PEERS": "1"}, "serve", "--addr", "127.0.0.1:0", "--db", r.DBPath+".2")
+	base, _ := startRun(t, map[string]string{"C2CVIA_MAX_PEERS": "1"}, "serve", "--addr", "127.0.0.1:0", "--db", testDB(t, "relay2.db"))
 	other := &testRelay{t: t, URL: base}
 	other.login("alpha")
 	assertLimited(t, other.get("/api/v1/client/login", url.Values{"net": {"alpha"}}), "net_full", "60")
