@@ -719,3 +719,25 @@ func (l prefixList) Set(s string) error {
 	*l.p = out
 	return nil
 }
+
+// urlWithoutPassword is a PostgreSQL URL (--db) with its password, in its
+// user part however escaped or in its query (password=), as xxxxx.
+// pgconn parses such a URL with net/url too, so one pgconn reads parses
+// here.
+func urlWithoutPassword(s string) string {
+	if !isPostgresURL(s) {
+		return s // a SQLite file
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "postgres://(a URL that does not parse)"
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}

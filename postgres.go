@@ -44,10 +44,10 @@ func isPostgresURL(db string) bool {
 // redactURL is url without its password, for messages and logs.
 func redactURL(url string) string {
 	cfg, err := pgconn.ParseConfig(url)
-	if err != nil || cfg.Password == "" {
+	if err == nil && cfg.Password == "" { // one pgconn refuses may still hold one
 		return url
 	}
-	return strings.Replace(url, ":"+cfg.Password+"@", ":xxxxx@", 1)
+	return urlWithoutPassword(url) // escaped, or in the query, the password is not ":"+it+"@"
 }
 
 // openPostgresDB opens a database/sql pool on url whose statements may use
