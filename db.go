@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jonboulle/clockwork"
 	_ "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -88,8 +89,21 @@ var (
 // storeFault gives a write's failure in SQLite's own terms the store's
 // error for it: SQLITE_FULL is errDiskFull, BUSY and LOCKED (a purge
 // holding the lock past busy_timeout) errStoreBusy, IOERR, READONLY and
-// CANTOPEN errStoreUnwritable. Anything else passes unchanged.
+// CANTOPEN errStoreUnwritable. On PostgreSQL, disk_full (53100) is
+// errDiskFull and read_only_sql_transaction (25006: a standby, or a
+// database made read-only) errStoreUnwritable. Anything else passes
+// unchanged.
 func storeFault(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "53100":
+			return fmt.Errorf("%w: %w", errDiskFull, err)
+		case "25006":
+			return fmt.Errorf("%w: %w", errStoreUnwritable, err)
+		}
+		return err
+	}
 	var coded interface{ Code() int }
 	if err == nil || !errors.As(err, &coded) {
 		return err
