@@ -88,7 +88,10 @@ var (
 // storeFault gives a write's failure in SQLite's own terms the store's
 // error for it: SQLITE_FULL is errDiskFull, BUSY and LOCKED (a purge
 // holding the lock past busy_timeout) errStoreBusy, IOERR, READONLY and
-// CANTOPEN errStoreUnwritable. Anything else passes unchanged.
+// CANTOPEN errStoreUnwritable. On PostgreSQL, disk_full (53100) is
+// errDiskFull and read_only_sql_transaction (25006: a standby, or a
+// database made read-only) errStoreUnwritable. Anything else passes
+// unchanged.
 func storeFault(err error) error {
 	if err := pgFault(err); err != nil {
 		return err

@@ -43,7 +43,7 @@ func holdWriter(t *testing.T, st *store) (release func()) {
 
 func insertNet(name string) func(context.Context, *sql.Tx) error {
 	return func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO nets (name, key_hash, claimed_at) VALUES (?, x'00', 0)`, name)
+		_, err := tx.ExecContext(ctx, `INSERT INTO nets (name, key_hash, claimed_at) VALUES (?, ?, 0)`, name, []byte{0})
 		return err
 	}
 }
