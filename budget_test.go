@@ -64,7 +64,7 @@ func TestNetStorageBudget(t *testing.T) {
 // refused, logins too, whichever net it is for.
 func TestStoreBudget(t *testing.T) {
 	t.Parallel()
-	r := newTestRelay(t, func(c *config) { c.MaxStore = storeBase(t, c.DB) + 1<<20 })
+	r := newTestRelay(t, func(c *config) { c.MaxStore = 1 << 20 })
 	a, _ := r.login("alpha")
 	b, _ := r.login("beta")
 	toks := []string{a, b}
@@ -88,24 +88,6 @@ func TestStoreBudget(t *testing.T) {
 	assertFull(t, r.postJSON("/api/v1/peer/broadcast", a, map[string]any{"data": strings.Repeat("d", 2<<10)}), "store_full")
 	assertFull(t, r.get("/api/v1/client/login", map[string][]string{"net": {"gamma"}}), "store_full")
 	assert.Equal(t, before, storeRows(t, r), "a refused write writes nothing")
-}
-
-// storeBase is the size the store at db starts from, before it holds
-// anything: none for a SQLite file; on PostgreSQL, where --max-store
-// weighs the whole database (budget.go's measure), the database's size
-// now, with room for the store's empty tables and what the suite's other
-// tests write into the same database meanwhile.
-func storeBase(t *testing.T, db string) int64 {
-	t.Helper()
-	if !isPostgresURL(db) {
-		return 0
-	}
-	conn, err := openPostgresDB(db)
-	require.NoError(t, err)
-	defer conn.Close()
-	var size int64
-	require.NoError(t, conn.QueryRow(`SELECT pg_database_size(current_database())`).Scan(&size))
-	return size + 3<<20
 }
 
 // assertUsageExact checks net_usage against the payload in the store.

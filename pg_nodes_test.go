@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -482,39 +479,24 @@ func TestNodesStorageBudget(t *testing.T) {
 	assert.GreaterOrEqual(t, accepted.Load(), int64(budget/(100<<10))-1, "the budget filled")
 }
 
-// TestNodesMaxStore: --max-store compares with the database's size, which
-// every node measures each second: what node A wrote stops node B too.
+// TestNodesMaxStore: --max-store counts the payload every node stored
+// (net_usage and the logins), which each node measures every second: what
+// node A wrote stops node B too.
 func TestNodesMaxStore(t *testing.T) {
-	url := newTestDatabase(t, needPostgres(t))
-	db, err := openPostgresDB(url)
-	require.NoError(t, err)
-	var size int64
-	require.NoError(t, db.QueryRow(`SELECT pg_database_size(current_database())`).Scan(&size))
-	db.Close()
-	clock := clockwork.NewFakeClockAt(testEpoch)
-	var nodes []*testRelay
-	for range 2 {
-		cfg := testConfig(url)
-		cfg.MaxStore, cfg.MaxNetStore, cfg.MaxUnservedStore, cfg.MaxAddrStore, cfg.MaxQueue = size+(4<<20), 0, 0, 0, 0
-		rel, err := startRelay(context.Background(), cfg, clock, io.Discard, io.Discard)
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, rel.stop()) })
-		nodes = append(nodes, &testRelay{t: t, URL: rel.url(), DBPath: url, store: rel.store, srv: rel.srv, clock: clock, cfg: cfg, rel: rel})
-	}
+	const budget = 2 << 20
+	nodes := newTestNodes(t, 2, func(c *config) {
+		c.MaxStore, c.MaxNetStore, c.MaxUnservedStore, c.MaxAddrStore, c.MaxQueue = budget, 0, 0, 0, 0
+	})
 	a, b := nodes[0], nodes[1]
 	tokA, _ := a.login("full")
 	tokB, _ := b.login("full")
-	// Random text: PostgreSQL's compression cannot shrink it, so the
-	// database grows by what is written.
-	random := make([]byte, 192<<10)
-	rand.Read(random)
-	big := base64.StdEncoding.EncodeToString(random)
+	big := strings.Repeat("y", 192<<10)
 	push := func(r *testRelay, tok, body string) reply {
 		return r.postJSON("/api/v1/client/pushreq", tok, map[string]any{"sim_req": map[string]any{"simMethod": "POST", "simEndpoint": "/f", "simBody": body}})
 	}
 	for i := 0; ; i++ {
 		require.Less(t, i, 200, "node A never reached --max-store")
-		rep := push(a, tokA, big+strconv.Itoa(i))
+		rep := push(a, tokA, big)
 		if rep.Status == http.StatusInsufficientStorage {
 			require.Equal(t, "store_full", rep.errorCode())
 			break
@@ -526,6 +508,9 @@ func TestNodesMaxStore(t *testing.T) {
 		rep := push(b, tokB, "small")
 		return rep.Status == http.StatusInsufficientStorage && rep.errorCode() == "store_full"
 	}, "node B to refuse once A filled the store")
+	var used int64
+	require.NoError(t, b.store.r.QueryRow(`SELECT sum(bytes) FROM net_usage`).Scan(&used))
+	assert.LessOrEqual(t, used, int64(budget))
 }
 
 // TestNodesPreflights: a SimServer that asks for its gateway's browser

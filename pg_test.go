@@ -76,31 +76,6 @@ func newTestSchema(t testing.TB, url string) string {
 	return url + sep + "search_path=" + name
 }
 
-// newTestDatabase creates an empty database on the server at url and
-// returns url naming it: for a test that measures the database's size,
-// which other tests' schemas would change under it.
-func newTestDatabase(t testing.TB, url string) string {
-	t.Helper()
-	db, err := openPostgresDB(url)
-	require.NoError(t, err)
-	defer db.Close()
-	name := fmt.Sprintf("c2cvia_test_%d_%d", os.Getpid(), testSchemas.Add(1))
-	_, err = db.ExecContext(context.Background(), `CREATE DATABASE `+name)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		db, err := openPostgresDB(url)
-		if err != nil {
-			return
-		}
-		defer db.Close()
-		db.ExecContext(context.Background(), `DROP DATABASE `+name+` WITH (FORCE)`)
-	})
-	u, err := neturl.Parse(url)
-	require.NoError(t, err)
-	u.Path = "/" + name
-	return u.String()
-}
-
 // onlySQLite skips a test about SQLite's file when the suite runs on
 // PostgreSQL.
 func onlySQLite(t testing.TB) {

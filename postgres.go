@@ -413,8 +413,11 @@ var pgFragments = strings.NewReplacer(
 	// inspect.go: a sim_req's method and endpoint.
 	`json_extract(sim_req, '$.simMethod')`, `(CAST(sim_req AS json) ->> 'simMethod')`,
 	`json_extract(sim_req, '$.simEndpoint')`, `(CAST(sim_req AS json) ->> 'simEndpoint')`,
-	// budget.go's measure: the database's size in bytes, as pages of 1.
-	measureSQL, `SELECT pg_database_size(current_database()), 0, 1`,
+	// budget.go's measure, for --max-store: the payload the store holds,
+	// as pages of 1 byte (net_usage's bytes, and loginBytes a login). A
+	// database's files keep their size after a DELETE (autovacuum reuses
+	// the space), and hold what else the database holds.
+	measureSQL, `SELECT CAST((SELECT coalesce(sum(bytes), 0) FROM net_usage) + (SELECT count(*) FROM tokens) * 1024 AS bigint), 0, 1`,
 	// counts.go's syncCounts: PostgreSQL has no counter of commits by
 	// others, and other nodes write: every janitor run counts again.
 	`PRAGMA data_version`, `SELECT -1`,
