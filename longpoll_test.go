@@ -179,6 +179,7 @@ func TestLongPollShutdown(t *testing.T) {
 // waits on the hub, not on a polling loop.
 func TestLongPollDoesNotPollStore(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t)
 	tok, _ := r.login("demo")
 	rid := r.push(tok, map[string]any{"simEndpoint": "/x"})

@@ -76,6 +76,19 @@ func newTestSchema(t testing.TB, url string) string {
 	return url + sep + "search_path=" + name
 }
 
+// onlyOneNode skips a test of what a relay spares itself because it alone
+// writes its store (the recent-message cache, polls that trust its own
+// counts and leases, answers handed over in memory, the one writer's group
+// commit): on PostgreSQL other nodes write too, so each of these reads or
+// writes the database (README, "Scale out"); the TestNodes tests check what
+// is kept instead.
+func onlyOneNode(t testing.TB) {
+	t.Helper()
+	if testPostgresURL() != "" {
+		t.Skip("a single relay's shortcut, off on a shared PostgreSQL store")
+	}
+}
+
 // onlySQLite skips a test about SQLite's file when the suite runs on
 // PostgreSQL.
 func onlySQLite(t testing.TB) {

@@ -31,6 +31,7 @@ func newTestStore(t *testing.T) *store {
 // the writes queued meanwhile are committed together as one batch.
 func holdWriter(t *testing.T, st *store) (release func()) {
 	t.Helper()
+	onlyOneNode(t) // PostgreSQL's writers commit each write alone
 	running, hold := make(chan struct{}), make(chan struct{})
 	go st.write(context.Background(), func(context.Context, *sql.Tx) error {
 		close(running)
