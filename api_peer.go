@@ -131,7 +131,7 @@ func handlePeerPull(st *store, lp *poller) tokenFunc {
 		if err != nil {
 			return err
 		}
-		if err := st.checkCursor(since); err != nil {
+		if err := st.checkCursor(r.Context(), since); err != nil {
 			return err
 		}
 		wait, err := p.seconds("wait", defaultWait, lp.maxWait)
@@ -213,7 +213,7 @@ func handleStream(log *slog.Logger, st *store, lp *poller) tokenFunc {
 				return err
 			}
 		}
-		if err := st.checkCursor(since); err != nil {
+		if err := st.checkCursor(r.Context(), since); err != nil {
 			return err // before the stream starts: a 409 the SDKs read, and start over
 		}
 		c := callFrom(r.Context())

@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -156,8 +157,14 @@ type gateway struct {
 
 // preflights records the nets whose SimServer asked to see browser CORS
 // preflights (pullreqsmart with preflight=true); the relay answers the
-// others' itself. The latest poll of a net decides.
-type preflights struct{ nets sync.Map } // net -> bool
+// others' itself. The latest poll of a net decides. On a shared store
+// (PostgreSQL) the SimServer may poll another node: the choice is written
+// to the net's row when it changes, and read from there.
+type preflights struct {
+	st      *store
+	nets    sync.Map // net -> true
+	written sync.Map // net -> bool: what this node last wrote to the net's row
+}
 
 func (p *preflights) set(net string, forward bool) {
 	if forward {
@@ -165,9 +172,32 @@ func (p *preflights) set(net string, forward bool) {
 	} else {
 		p.nets.Delete(net)
 	}
+	if p.st == nil || !p.st.pg {
+		return
+	}
+	if was, ok := p.written.Load(net); ok && was.(bool) == forward {
+		return
+	}
+	// Remembered once a row took it: the first poll of a net claims it
+	// after this.
+	p.st.writeLater(func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE nets SET forward_preflights = ? WHERE name = ?`, forward, net)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			p.written.Store(net, forward)
+		}
+		return nil
+	})
 }
 
-func (p *preflights) forward(net string) bool {
+func (p *preflights) forward(ctx context.Context, net string) bool {
+	if p.st != nil && p.st.pg {
+		var on bool
+		err := p.st.r.QueryRowContext(ctx, `SELECT forward_preflights FROM nets WHERE name = ?`, net).Scan(&on)
+		return err == nil && on
+	}
 	_, ok := p.nets.Load(net)
 	return ok
 }
@@ -226,7 +256,7 @@ func (g *gateway) handleVia(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return errInvalidNet
 	}
-	if isPreflight(r) && !g.preflights.forward(t.net) {
+	if isPreflight(r) && !g.preflights.forward(r.Context(), t.net) {
 		g.cors.preflight(w, r)
 		return nil
 	}
@@ -283,7 +313,9 @@ func (g *gateway) forward(w http.ResponseWriter, r *http.Request, t viaTarget) e
 	}
 	pref := parsePrefer(r.Header)
 	storeAndForward := pref.async || pref.wait >= 0
-	if !storeAndForward {
+	if !storeAndForward && !g.st.pg {
+		// On a shared store (PostgreSQL) a SimServer polling another node
+		// must see it: it is stored, as below.
 		return g.forwardHeld(w, r, t, simReq)
 	}
 	wait := g.cfg.ViaTimeout

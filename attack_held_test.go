@@ -712,7 +712,7 @@ func TestAttackHeldGoneRacesHead(t *testing.T) {
 // lease runs out, with its attempt.
 func TestAttackHeldAtShutdown(t *testing.T) {
 	t.Parallel()
-	dbPath := t.TempDir() + "/relay.db"
+	dbPath := testDB(t, "relay.db")
 	cfg := testConfig(dbPath)
 	cfg.ViaTimeout = time.Hour
 	require.NoError(t, cfg.check(nil))

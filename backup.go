@@ -22,10 +22,15 @@ func newBackupCmd(stdout io.Writer) *cobra.Command {
 		Long: `Writes a consistent copy of the store, as of one moment, to DEST with
 SQLite's VACUUM INTO: compacted, without a WAL, ready for a relay to start on.
 It reads without blocking the relay (its writes go on meanwhile) and needs
-no write access to the store. DEST must not exist.`,
+no write access to the store. DEST must not exist. A PostgreSQL store
+(--db postgres://…) is backed up with pg_dump, not with this command.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dest := args[0]
+			if isPostgresURL(db) {
+				return fmt.Errorf("backup copies a SQLite store; %s is a PostgreSQL database: back it up with PostgreSQL's tools, "+
+					"e.g. pg_dump --format=custom --schema=SCHEMA --file=%s 'URL' (pg_restore puts it back), or the server's own backups", storeName(db), dest)
+			}
 			if _, err := os.Stat(dest); !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("%s exists: backup writes a new file only", dest)
 			}
@@ -52,7 +57,7 @@ no write access to the store. DEST must not exist.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&db, "db", "c2cvia.db", "SQLite file of the store (must exist)")
+	cmd.Flags().StringVar(&db, "db", "c2cvia.db", "SQLite file of the store (must exist; for a postgres:// store use pg_dump)")
 	documentEnv(cmd.Flags())
 	return cmd
 }

@@ -41,6 +41,7 @@ type benchLine struct {
 	Scenario        string   `json:"scenario"`
 	Clients         int      `json:"clients"`
 	Relay           string   `json:"relay"`
+	Store           string   `json:"store"`
 	Ops             int      `json:"ops"`
 	OpsPerSec       float64  `json:"ops_per_sec"`
 	P50             float64  `json:"p50_ms"`
@@ -261,6 +262,8 @@ func TestBenchBadFlags(t *testing.T) {
 		{[]string{"--sync", "off"}, "--sync must be normal or full"},
 		{[]string{"--url", "ftp://example.com"}, "--url must be an http or https URL"},
 		{[]string{"--url", "http://127.0.0.1:1"}, "--url: the relay does not answer"},
+		{[]string{"--postgres", "mysql://localhost/db"}, "--postgres must be a postgres:// URL"},
+		{[]string{"--postgres", "postgres://localhost/db", "--url", "http://127.0.0.1:1"}, "--postgres starts relays of its own: --url cannot be used"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			_, _, err := runBenchCLI(t, append([]string{"bench", "--tmp-dir", tmp}, tc.args...)...)
@@ -385,4 +388,72 @@ func TestBenchBroadcastStream(t *testing.T) {
 	assertSaneLine(t, lines[0])
 	require.NotNil(t, lines[0].Receive)
 	assert.Equal(t, "stream", *lines[0].Receive)
+}
+
+// benchPostgres is the PostgreSQL server of the bench's PostgreSQL tests
+// (C2CVIA_TEST_POSTGRES). Without it they are skipped, but under CI
+// (CI=true), where the server is part of the run, its absence fails them.
+func benchPostgres(t *testing.T) string {
+	t.Helper()
+	return needPostgres(t)
+}
+
+// TestBenchPostgres: with --postgres each scenario and client count gives
+// three rows, SQLite, PostgreSQL with one node and with two, each measured
+// with its own direct and ratio; the table says which is which.
+func TestBenchPostgres(t *testing.T) {
+	t.Parallel()
+	pg := benchPostgres(t)
+	stdout, stderr, err := runBenchCLI(t, "bench", "--tmp-dir", t.TempDir(), "--json", "--postgres", pg,
+		"--scenario", "exchange,via", "--duration", "300ms", "--clients", "2")
+	require.NoError(t, err, stderr)
+	lines := parseBenchLines(t, stdout)
+	require.Len(t, lines, 6, stdout)
+	i := 0
+	for _, scenario := range []string{"exchange", "via"} {
+		for _, store := range []string{"sqlite", "postgres 1 node", "postgres 2 nodes"} {
+			l := lines[i]
+			i++
+			require.Equal(t, scenario, l.Scenario)
+			require.Equal(t, store, l.Store)
+			assert.Equal(t, 2, l.Clients)
+			assertSaneLine(t, l)
+			if scenario == "exchange" {
+				require.NotNil(t, l.CommitsPerExchange, "%s: counted on every node", store)
+				assert.Positive(t, *l.CommitsPerExchange)
+			}
+		}
+	}
+
+	stdout, stderr, err = runBenchCLI(t, "bench", "--tmp-dir", t.TempDir(), "--postgres", pg,
+		"--scenario", "backlog,idle", "--duration", "200ms", "--clients", "1", "--backlog", "100", "--polls", "5")
+	require.NoError(t, err, stderr)
+	assert.Regexp(t, `(?m)^SCENARIO\s+CLIENTS\s+STORE\s+OPS/S\s+P50\s+P90\s+P99\s+DIRECT OPS/S\s+RATIO\s+NOTES$`, stdout)
+	assert.Regexp(t, `(?m)^backlog\s+1\s+sqlite\s+\d+\s`, stdout)
+	assert.Regexp(t, `(?m)^backlog\s+1\s+postgres 1 node\s+-.*skipped: SQLite only`, stdout)
+	assert.Regexp(t, `(?m)^idle\s+1\s+postgres 1 node\s+\d+\s.*5 polls`, stdout)
+	assert.Regexp(t, `(?m)^idle\s+1\s+postgres 2 nodes\s+-.*skipped: one node's memory`, stdout)
+}
+
+// TestBenchCrashPostgres: the crash soak on two relay nodes (this test
+// binary, as the relay) on one PostgreSQL database, the first killed three
+// times and left down for a second each time: nothing acknowledged is
+// lost, and the other node answers every call, in every kill window. (A
+// second is longer than PostgreSQL's default deadlock_timeout, which a
+// writer caught in a lock wait with the killed node's can spend.)
+func TestBenchCrashPostgres(t *testing.T) {
+	t.Parallel()
+	pg := benchPostgres(t)
+	stdout, stderr, err := runBenchCLI(t, "bench", "--scenario", "crash", "--postgres", pg, "--kills", "3", "--kill-every", "2s",
+		"--clients", "2")
+	require.NoError(t, err, stderr+stdout)
+	assert.Regexp(t, `(?m)^crash soak: 3 kills in `, stdout)
+	m := regexp.MustCompile(`(?m)^requests: (\d+) acknowledged, (\d+) answered exactly once as sent$`).FindStringSubmatch(stdout)
+	if assert.NotNil(t, m, stdout) {
+		assert.Equal(t, m[1], m[2])
+		assert.NotEqual(t, "0", m[1], "requests were acknowledged")
+	}
+	assert.Regexp(t, `(?m)^node 2 of 2, never killed: \d+ calls answered during the other's kill windows \(at least [1-9]\d* in each\), 0 failed without an answer`, stdout)
+	assert.True(t, strings.HasSuffix(stdout, "lost: 0\n"), stdout)
+	assert.Contains(t, stderr, "kill 3/3: back in")
 }

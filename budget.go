@@ -25,9 +25,9 @@ func budgetStatements(q *statements, w *sql.DB) []statement {
 // written since. The checkpointer calls it every CheckpointEvery; it runs
 // on the checkpointer's own connection, so no write waits for it.
 func (s *store) measure(ctx context.Context) error {
+	// pages, free pages, page size
 	var pages, free, size int64
-	err := s.ckpt.QueryRowContext(ctx, `SELECT (SELECT page_count FROM pragma_page_count()),
-		(SELECT freelist_count FROM pragma_freelist_count()), (SELECT page_size FROM pragma_page_size())`).Scan(&pages, &free, &size)
+	err := s.ckpt.QueryRowContext(ctx, measureSQL).Scan(&pages, &free, &size)
 	if err != nil {
 		return err
 	}
@@ -35,6 +35,10 @@ func (s *store) measure(ctx context.Context) error {
 	s.pending.Store(0)
 	return nil
 }
+
+// measureSQL reads the file's pages, its free pages and their size.
+const measureSQL = `SELECT (SELECT page_count FROM pragma_page_count()),
+	(SELECT freelist_count FROM pragma_freelist_count()), (SELECT page_size FROM pragma_page_size())`
 
 // admitBytes checks, inside a write and before it writes, that n more
 // payload bytes for net keep the store within --max-store and the net

@@ -93,9 +93,9 @@ func TestStoreBudget(t *testing.T) {
 // assertUsageExact checks net_usage against the payload in the store.
 func assertUsageExact(t *testing.T, r *testRelay) {
 	t.Helper()
-	rows, err := r.store.r.Query(`SELECT u.net, u.bytes, coalesce((SELECT sum(length(CAST(sim_req AS BLOB)) + coalesce(length(CAST(sim_res AS BLOB)), 0))
-		FROM requests q WHERE q.net = u.net), 0) + coalesce((SELECT sum(length(CAST(data AS BLOB))) FROM messages m WHERE m.net = u.net), 0)
-		+ coalesce((SELECT sum(length(p.data)) FROM answer_parts p JOIN requests q ON q.seq = p.req_seq WHERE q.net = u.net), 0)
+	rows, err := r.store.r.Query(`SELECT u.net, u.bytes, coalesce((SELECT sum(octet_length(sim_req) + coalesce(octet_length(sim_res), 0))
+		FROM requests q WHERE q.net = u.net), 0) + coalesce((SELECT sum(octet_length(data)) FROM messages m WHERE m.net = u.net), 0)
+		+ coalesce((SELECT sum(octet_length(p.data)) FROM answer_parts p JOIN requests q ON q.seq = p.req_seq WHERE q.net = u.net), 0)
 		FROM net_usage u`)
 	require.NoError(t, err)
 	defer rows.Close()

@@ -111,7 +111,7 @@ func (c config) storeOptions() storeOptions {
 
 // addStoreFlags are the flags serve and purge share: the file and lifetimes.
 func addStoreFlags(fs *pflag.FlagSet, c *config) {
-	fs.StringVar(&c.DB, "db", "c2cvia.db", "SQLite file of the store")
+	fs.StringVar(&c.DB, "db", "c2cvia.db", dbFlagUsage)
 	fs.DurationVar(&c.ReqTTL, "req-ttl", 5*time.Minute, "how long a request waits for an answer before it is expired")
 	fs.DurationVar(&c.ResTTL, "res-ttl", 10*time.Minute, "how long an answered, expired or failed request stays readable")
 	fs.IntVar(&c.MaxAttempts, "max-attempts", 5, "deliveries without an answer before a request is failed")
@@ -457,7 +457,10 @@ func (s *settingErrors) err() error {
 // checkStore checks the flags of the store's file and lifetimes.
 func (c config) checkStore(s *settingErrors) {
 	if c.DB == "" {
-		s.badFlag("db", "must name a file")
+		s.badFlag("db", "must name a SQLite file or a postgres:// URL")
+	}
+	if isPostgresURL(c.DB) && len(c.Listen.ACMEDomains) > 0 && c.Listen.ACMECache == "" {
+		s.bad("--acme-domain on a PostgreSQL store needs --acme-cache: its default folder is beside a SQLite --db")
 	}
 	s.positive("req-ttl", c.ReqTTL)
 	s.positive("res-ttl", c.ResTTL)

@@ -385,7 +385,7 @@ func (s *store) syncCounts(ctx context.Context) error {
 			return err
 		}
 		s.counts.mu.Lock()
-		same := version == s.counts.dataVersion
+		same := version == s.counts.dataVersion && version >= 0 // PostgreSQL's is -1: always count again
 		s.counts.mu.Unlock()
 		if same && !s.counts.stale.Load() {
 			return nil

@@ -88,8 +88,14 @@ var (
 // storeFault gives a write's failure in SQLite's own terms the store's
 // error for it: SQLITE_FULL is errDiskFull, BUSY and LOCKED (a purge
 // holding the lock past busy_timeout) errStoreBusy, IOERR, READONLY and
-// CANTOPEN errStoreUnwritable. Anything else passes unchanged.
+// CANTOPEN errStoreUnwritable. On PostgreSQL, disk_full (53100) is
+// errDiskFull and read_only_sql_transaction (25006: a standby, or a
+// database made read-only) errStoreUnwritable. Anything else passes
+// unchanged.
 func storeFault(err error) error {
+	if err := pgFault(err); err != nil {
+		return err
+	}
 	var coded interface{ Code() int }
 	if err == nil || !errors.As(err, &coded) {
 		return err
@@ -207,7 +213,8 @@ type store struct {
 	clock clockwork.Clock // opts.Clock
 	w     *sql.DB         // one connection: every write
 	r     *sql.DB         // a pool: reads
-	ckpt  *sql.DB         // one connection: WAL checkpoints
+	ckpt  *sql.DB         // one connection: WAL checkpoints; on PostgreSQL the readers
+	pg    bool            // the store is a PostgreSQL database (postgres.go), not a SQLite file
 	q     statements
 	sp    struct{ save, rollback, release *sql.Stmt } // the savepoint around each write of a batch
 
@@ -231,6 +238,7 @@ type store struct {
 	msgs     *msgCache    // the recent peer messages of each net
 	busiest  sync.Map     // net -> busiestSeen: the address that filled it, while its logins do not change
 
+	queued        atomic.Int64  // writes submitted and not yet committed or failed
 	commits       atomic.Int64  // transactions committed by the writer
 	writes        atomic.Int64  // write operations in them
 	checkpoints   atomic.Int64  // WAL checkpoints run
@@ -251,7 +259,10 @@ type store struct {
 	hooks  atomic.Pointer[storeHooks]  // observers, for the metrics; nil: none
 	events atomic.Pointer[storeEvents] // observers, for the log; nil: none
 
-	claimed []string // nets claimed in the batch being written; the writer's alone
+	janitor struct { // on PostgreSQL: the connection that holds the janitor's lock (janitorTurn)
+		mu   sync.Mutex
+		conn *sql.Conn
+	}
 
 	// fault is the last commit's failure of the file (isWriteFault), nil
 	// once a commit succeeds: what /healthz reports.
@@ -266,6 +277,14 @@ type store struct {
 func openStore(ctx context.Context, path string, opts storeOptions) (*store, error) {
 	if err := opts.check(); err != nil {
 		return nil, err
+	}
+	if isPostgresURL(path) {
+		if opts.MustExist { // purge, net: never make nor upgrade a store
+			if err := checkPostgresStore(ctx, path); err != nil {
+				return nil, err
+			}
+		}
+		return openPostgresStore(ctx, path, opts)
 	}
 	// WAL: readers never block the writer. busy_timeout: another process (an
 	// operator's purge) may hold the write lock for a moment. synchronous:
@@ -327,54 +346,82 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	}
 	ckpt.SetMaxOpenConns(1)
 
-	s := &store{
-		opts: opts, clock: opts.Clock, w: w, r: r, ckpt: ckpt, maxToks: maxCachedTokens, version: len(migrations),
-		ops:  make(chan *writeOp, 4*maxBatch),
-		quit: make(chan struct{}),
-	}
-	if err := s.q.prepare(ctx, w, r); err != nil {
-		s.closeDBs()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+	return finishOpen(ctx, path, &store{opts: opts, clock: opts.Clock, w: w, r: r, ckpt: ckpt,
+		maxToks: maxCachedTokens, version: len(migrations)})
+}
+
+// finishOpen prepares the statements of a migrated store, counts what it
+// holds, and starts its writer (and on SQLite its checkpointer). name is
+// the store's path or redacted URL, for errors. On failure it closes the
+// store's databases.
+func finishOpen(ctx context.Context, name string, s *store) (_ *store, err error) {
+	s.ops = make(chan *writeOp, 4*maxBatch)
+	s.quit = make(chan struct{})
+	defer func() {
+		if err != nil {
+			s.q.close()
+			for _, stmt := range []*sql.Stmt{s.sp.save, s.sp.rollback, s.sp.release} {
+				if stmt != nil {
+					stmt.Close()
+				}
+			}
+			s.closeDBs()
+			err = fmt.Errorf("open store %s: %w", name, err)
+		}
+	}()
+	if err := s.q.prepare(ctx, s.w, s.r); err != nil {
+		return nil, err
 	}
 	for stmt, text := range map[**sql.Stmt]string{&s.sp.save: `SAVEPOINT op`, &s.sp.rollback: `ROLLBACK TO op`, &s.sp.release: `RELEASE op`} {
-		if *stmt, err = w.PrepareContext(ctx, text); err != nil {
-			s.q.close()
-			s.closeDBs()
-			return nil, fmt.Errorf("open store %s: %w", path, err)
+		if *stmt, err = s.w.PrepareContext(ctx, text); err != nil {
+			return nil, err
 		}
 	}
 	// Nothing older than the newest message is cached: reads below it go
 	// to SQL until they catch up.
 	var lastID int64
-	err = s.q.lastMessageID.QueryRowContext(ctx).Scan(&lastID)
-	if err == nil {
-		err = s.count(ctx, w)
+	if err := s.q.lastMessageID.QueryRowContext(ctx).Scan(&lastID); err != nil {
+		return nil, err
 	}
-	if err != nil {
-		s.q.close()
-		s.closeDBs()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+	if err := s.count(ctx, s.w); err != nil {
+		return nil, err
 	}
 	s.msgs = newMsgCache(lastID, int(s.opts.MsgCache))
+	// Other nodes write to a shared store: its messages and leases are read
+	// from it, not from what this node remembers writing.
+	s.msgs.off, s.leases.shared = s.pg, s.pg
 	if err := s.measure(ctx); err != nil {
-		s.q.close()
-		s.closeDBs()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, err
 	}
-	s.background.Go(s.writer)
-	s.background.Go(s.checkpointer)
+	if s.pg {
+		for range pgWriters {
+			s.background.Go(s.writeEach)
+		}
+		s.background.Go(s.measurer)
+	} else {
+		s.background.Go(s.writer)
+		s.background.Go(s.checkpointer)
+	}
 	return s, nil
 }
 
 func (s *store) closeDBs() error {
+	if s.pg {
+		s.releaseJanitor()
+		return errors.Join(s.r.Close(), s.w.Close())
+	}
 	return errors.Join(s.r.Close(), s.ckpt.Close(), s.w.Close())
 }
 
 // openStoreReadOnly opens an existing store for reading only (inspect). It
 // never creates a file and refuses one that is not a c2cvia store. It needs
 // no write access: without a relay on the store, one that may not write
-// beside it reads it as immutable.
+// beside it reads it as immutable. On PostgreSQL its connections are
+// read-only (openPostgresReadOnly).
 func openStoreReadOnly(ctx context.Context, path string, opts storeOptions) (*store, error) {
+	if isPostgresURL(path) {
+		return openPostgresReadOnly(ctx, path, opts)
+	}
 	if opts.Clock == nil {
 		opts.Clock = clockwork.NewRealClock()
 	}
@@ -473,6 +520,17 @@ func settle(ctx context.Context, db *sql.DB, path string, opts *storeOptions) er
 			return fmt.Errorf("open store %s: turn on incremental vacuum: %w", path, err)
 		}
 	}
+	return recordLifetimes(ctx, db, path, opts, func(tx *sql.Tx) error {
+		// The message ids of this run start past a gap (msgIDGap). No row
+		// yet: no id was ever given, so no reader holds a cursor.
+		_, err := tx.ExecContext(ctx, `UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'messages'`, msgIDGap)
+		return err
+	})
+}
+
+// recordLifetimes records the serving relay's lifetimes in the store's
+// settings, then runs also in the same transaction.
+func recordLifetimes(ctx context.Context, db *sql.DB, path string, opts *storeOptions, also func(*sql.Tx) error) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -488,9 +546,7 @@ func settle(ctx context.Context, db *sql.DB, path string, opts *storeOptions) er
 			return fmt.Errorf("open store %s: record the lifetimes: %w", path, err)
 		}
 	}
-	// The message ids of this run start past a gap (msgIDGap). No row yet:
-	// no id was ever given, so no reader holds a cursor.
-	if _, err := tx.ExecContext(ctx, `UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'messages'`, msgIDGap); err != nil {
+	if err := also(tx); err != nil {
 		return fmt.Errorf("open store %s: %w", path, err)
 	}
 	opts.LifetimesFrom = lifetimesRecorded

@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,7 +41,7 @@ func TestStoreFloodFromOneAddress(t *testing.T) {
 		t.Skip("a measurement that writes up to 2 GiB: set C2CVIA_FLOOD=SECONDS to run it")
 	}
 	const attacker, victim = "203.0.113.7", "198.51.100.9"
-	p := startRelayProcess(t, filepath.Join(t.TempDir(), "relay.db"), "--trust-proxy", "127.0.0.1", "--access-log=false")
+	p := startRelayProcess(t, testDB(t, "relay.db"), "--trust-proxy", "127.0.0.1", "--access-log=false")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second)
 	defer cancel()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}

@@ -85,7 +85,7 @@ func TestPagesBoundedInBytes(t *testing.T) {
 // memory grows by a fraction of what 150 whole pages (about 1 GB) took.
 func TestClientsThatNeverReadPinLittle(t *testing.T) {
 	t.Parallel()
-	p := startRelayProcess(t, filepath.Join(t.TempDir(), "relay.db"), "--write-timeout", "1s",
+	p := startRelayProcess(t, testDB(t, "relay.db"), "--write-timeout", "1s",
 		"--max-conns-per-ip", "0", "--rate-ip", "0", "--rate-token", "0")
 	r := &testRelay{t: t, URL: p.URL}
 	from, to := r.peerLogin("alpha"), r.peerLogin("alpha")
@@ -504,7 +504,7 @@ func sendHalfBody(c net.Conn, tok string, size int, wait time.Duration) <-chan i
 // held.
 func TestBodiesHeldRelayWide(t *testing.T) {
 	t.Parallel()
-	p := startRelayProcess(t, filepath.Join(t.TempDir(), "relay.db"), "--max-inflight-body", "16MiB",
+	p := startRelayProcess(t, testDB(t, "relay.db"), "--max-inflight-body", "16MiB",
 		"--max-conns-per-ip", "0", "--rate-ip", "0", "--rate-token", "0", "--read-body-timeout", "60s")
 	r := &testRelay{t: t, URL: p.URL}
 	tok, _ := r.login("alpha")

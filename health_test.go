@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -76,10 +77,40 @@ func TestStoreUnwritable(t *testing.T) {
 	assert.JSONEq(t, `{"status":"unavailable","reason":"the store cannot be written"}`, string(rep.Body))
 }
 
+// TestPostgresFaults: PostgreSQL's own disk_full is 507 disk_full and its
+// read-only transaction 503 store_unavailable, as SQLite's FULL and
+// READONLY are, and /healthz says so.
+func TestPostgresFaults(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		code, errCode, health string
+		status                int
+	}{
+		{"53100", "disk_full", "the disk that holds the store is full", http.StatusInsufficientStorage},
+		{"25006", "store_unavailable", "the store cannot be written", http.StatusServiceUnavailable},
+	} {
+		t.Run(c.code, func(t *testing.T) {
+			t.Parallel()
+			r := newTestRelay(t)
+			tok, _ := r.login("pg")
+			restore := failCommits(r, &pgconn.PgError{Severity: "ERROR", Code: c.code, Message: "injected"})
+			rep := r.postJSON("/api/v1/client/pushreq", tok, map[string]any{"sim_req": map[string]any{"simEndpoint": "/x"}})
+			assert.Equal(t, c.status, rep.Status, string(rep.Body))
+			assert.Equal(t, c.errCode, rep.errorCode())
+			rep = r.get("/healthz", nil)
+			assert.Equal(t, http.StatusServiceUnavailable, rep.Status)
+			assert.JSONEq(t, `{"status":"unavailable","reason":"`+c.health+`"}`, string(rep.Body))
+			restore()
+			r.push(tok, map[string]any{"simEndpoint": "/x"})
+		})
+	}
+}
+
 // TestSQLiteFull: SQLite's own SQLITE_FULL (the file at its largest, as
 // PRAGMA max_page_count makes it) is 507 disk_full, not 500.
 func TestSQLiteFull(t *testing.T) {
 	t.Parallel()
+	onlySQLite(t)
 	r := newTestRelay(t)
 	tok, _ := r.login("pages")
 	var pages int
@@ -102,6 +133,7 @@ func TestSQLiteFull(t *testing.T) {
 // busy_timeout (5 s), a write is 503 store_busy with Retry-After, not 500.
 func TestStoreBusy(t *testing.T) {
 	t.Parallel()
+	onlySQLite(t)
 	r := newTestRelay(t)
 	tok, _ := r.login("busy")
 	other, err := sql.Open("sqlite", r.DBPath+"?_pragma=busy_timeout(5000)")

@@ -37,8 +37,13 @@ func (r *testRelay) leaseHeld(net, lease string) leased {
 func countInserts(t *testing.T, r *testRelay) func() int {
 	t.Helper()
 	flushStoreWrites(t, r)
-	_, err := r.store.w.Exec(`CREATE TABLE IF NOT EXISTS test_inserts (rid TEXT);
-		CREATE TRIGGER IF NOT EXISTS test_count_inserts AFTER INSERT ON requests BEGIN INSERT INTO test_inserts VALUES (new.rid); END`)
+	trigger := `CREATE TRIGGER IF NOT EXISTS test_count_inserts AFTER INSERT ON requests BEGIN INSERT INTO test_inserts VALUES (new.rid); END`
+	if testPostgresURL() != "" {
+		trigger = `CREATE OR REPLACE FUNCTION test_count_inserts() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN INSERT INTO test_inserts VALUES (NEW.rid); RETURN NEW; END $$;
+		CREATE OR REPLACE TRIGGER test_count_inserts AFTER INSERT ON requests FOR EACH ROW EXECUTE FUNCTION test_count_inserts()`
+	}
+	_, err := r.store.w.Exec(`CREATE TABLE IF NOT EXISTS test_inserts (rid TEXT); ` + trigger)
 	require.NoError(t, err)
 	return func() int {
 		flushStoreWrites(t, r)

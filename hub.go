@@ -7,6 +7,7 @@ package main
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -16,6 +17,12 @@ type hub struct {
 	clock   clockwork.Clock // notifyAt's: the store's clock
 	mu      sync.Mutex
 	signals map[string]*hubSignal
+
+	// forward, when set, also carries each notify and notifyAt to the
+	// other nodes of a shared store (pgbus.go): at is when the waiters
+	// should wake, zero for now. The other nodes' wake-ups come back
+	// through wake and wakeAt, which do not forward.
+	forward atomic.Pointer[func(name string, at time.Time)]
 }
 
 type hubSignal struct {
@@ -56,11 +63,30 @@ func (h *hub) subscribe(name string) (<-chan struct{}, func()) {
 	}
 }
 
-// notify wakes every waiter on the signal name.
+// notify wakes every waiter on the signal name, on every node.
 func (h *hub) notify(name string) {
+	h.wake(name)
+	if f := h.forward.Load(); f != nil {
+		(*f)(name, time.Time{})
+	}
+}
+
+// wake wakes every waiter on the signal name on this node.
+func (h *hub) wake(name string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.notifyLocked(name)
+}
+
+// wakeAll wakes every waiter on this node, whatever it waits for: after a
+// node missed the others' wake-ups (its listening connection was lost),
+// every wait looks at the store again.
+func (h *hub) wakeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for name := range h.signals {
+		h.notifyLocked(name)
+	}
 }
 
 func (h *hub) notifyLocked(name string) {
@@ -75,6 +101,14 @@ func (h *hub) notifyLocked(name string) {
 // must see a request come back when its lease runs out. Without waiters it
 // does nothing: a later waiter reads the next deadline from the store itself.
 func (h *hub) notifyAt(name string, d time.Duration) {
+	if f := h.forward.Load(); f != nil {
+		(*f)(name, h.clock.Now().Add(d))
+	}
+	h.wakeAt(name, d)
+}
+
+// wakeAt is notifyAt on this node only.
+func (h *hub) wakeAt(name string, d time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.signals[name]

@@ -32,12 +32,16 @@ func newInspectCmd(stdout io.Writer) *cobra.Command {
 		Long: `Without NET: one line per net with its requests by status, the age of the
 oldest queued request, when a SimServer last polled, its valid logins and
 its peer messages kept. With NET: its newest
-requests. With --rid: one request with its stored sim_req and sim_res.`,
+requests. With --rid: one request with its stored sim_req and sim_res.
+
+--db is a SQLite file or a postgres:// URL. On PostgreSQL inspect reads in
+read-only transactions, and never creates or upgrades the schema: a role
+with SELECT on its tables is enough.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s := newSettingErrors(cmd)
 			if db == "" {
-				s.badFlag("db", "must name a file")
+				s.badFlag("db", "must name a SQLite file or a postgres:// URL")
 			}
 			s.atLeast("limit", limit, 1, "requests")
 			if len(args) == 1 && !validName(args[0]) {
@@ -59,7 +63,7 @@ requests. With --rid: one request with its stored sim_req and sim_res.`,
 			case rid != "":
 				ri, err := st.requestDetail(ctx, rid)
 				if err == errNotFound {
-					return fmt.Errorf("no request %s in %s: it never was, or it is gone (a request is kept for the res-ttl after it ends; a synchronous /via/ request is held in the relay's memory while its caller waits, and stored only if the caller got 504, the relay shut down meanwhile, or its SimServer began a streamed answer)", rid, db)
+					return fmt.Errorf("no request %s in %s: it never was, or it is gone (a request is kept for the res-ttl after it ends; a synchronous /via/ request is held in the relay's memory while its caller waits, and stored only if the caller got 504, the relay shut down meanwhile, or its SimServer began a streamed answer)", rid, storeName(db))
 				} else if err != nil {
 					return err
 				}
@@ -90,7 +94,7 @@ requests. With --rid: one request with its stored sim_req and sim_res.`,
 		},
 	})
 	fs := cmd.Flags()
-	fs.StringVar(&db, "db", "c2cvia.db", "SQLite file of the store")
+	fs.StringVar(&db, "db", "c2cvia.db", dbFlagUsage)
 	fs.StringVar(&rid, "rid", "", "show this request with its sim_req and sim_res")
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	fs.IntVar(&limit, "limit", 50, "requests to list for NET, newest first")

@@ -41,6 +41,9 @@ func realNowMS() time.Time {
 func flushStoreWrites(t *testing.T, r *testRelay) {
 	t.Helper()
 	require.NoError(t, r.store.write(context.Background(), func(context.Context, *sql.Tx) error { return nil }))
+	// PostgreSQL's writers commit at once: the earlier writes may still be
+	// on their way.
+	waitFor(t, 10*time.Second, func() bool { return r.store.queued.Load() == 0 }, "the store's writes to commit")
 }
 
 // ridStatus is what check tells tok about rid, or "gone" for a 404.
@@ -79,6 +82,7 @@ type inspectNet struct {
 
 func TestInspectSummary(t *testing.T) {
 	t.Parallel()
+	needsInspect(t)
 	// A one-hour TTL, so the requests made in the last hour are still
 	// pending to the real clock that inspect reads.
 	r := newTestRelay(t, func(c *config) { c.ReqTTL = time.Hour })
@@ -184,6 +188,7 @@ func TestInspectSummary(t *testing.T) {
 
 func TestInspectEmptyStore(t *testing.T) {
 	t.Parallel()
+	needsInspect(t)
 	r := newTestRelay(t)
 	out, err := runCLI(t, nil, "inspect", "--db", r.DBPath)
 	require.NoError(t, err)
@@ -196,6 +201,7 @@ func TestInspectEmptyStore(t *testing.T) {
 
 func TestInspectNet(t *testing.T) {
 	t.Parallel()
+	needsInspect(t)
 	r := newTestRelay(t)
 	moveClockTo(r, realNowMS()) // so the default 5 min TTL has not run out for inspect
 	tokA, peerA := r.login("alpha")
@@ -279,6 +285,7 @@ func TestInspectNet(t *testing.T) {
 
 func TestInspectRID(t *testing.T) {
 	t.Parallel()
+	needsInspect(t)
 	r := newTestRelay(t)
 	moveClockTo(r, realNowMS()) // so the pending request is still queued for inspect
 	tok, peer := r.login("alpha")

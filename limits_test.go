@@ -244,7 +244,7 @@ func TestNetFull(t *testing.T) {
 	assert.Equal(t, 3.0, refusals(r, "peers"))
 
 	// The flag reaches the store through serve.
-	base, _ := startRun(t, map[string]string{"C2CVIA_MAX_PEERS": "1"}, "serve", "--addr", "127.0.0.1:0", "--db", r.DBPath+".2")
+	base, _ := startRun(t, map[string]string{"C2CVIA_MAX_PEERS": "1"}, "serve", "--addr", "127.0.0.1:0", "--db", testDB(t, "relay2.db"))
 	other := &testRelay{t: t, URL: base}
 	other.login("alpha")
 	assertLimited(t, other.get("/api/v1/client/login", url.Values{"net": {"alpha"}}), "net_full", "60")
@@ -434,19 +434,24 @@ func TestStoreCountsExact(t *testing.T) {
 	assertCountsExact(t, r, "retention and logins")
 
 	// The relay's own commits and checkpoints do not make it count again.
+	// On PostgreSQL nothing tells the relay's commits from other nodes':
+	// every sync counts again.
 	tok, _ := r.login("gamma")
 	r.push(tok, map[string]any{"simEndpoint": "/x"})
 	r.push(tok, map[string]any{"simEndpoint": "/y"})
-	waitFor(t, 10*time.Second, func() bool { return r.store.checkpoints.Load() > 0 }, "a checkpoint")
-	require.NoError(t, r.store.syncCounts(context.Background()))
-	assert.Zero(t, r.store.counts.recounts.Load())
+	if testPostgresURL() == "" {
+		waitFor(t, 10*time.Second, func() bool { return r.store.checkpoints.Load() > 0 }, "a checkpoint")
+		require.NoError(t, r.store.syncCounts(context.Background()))
+		assert.Zero(t, r.store.counts.recounts.Load())
+	}
+	recounts := r.store.counts.recounts.Load()
 
 	// Another process purges: the relay's counts are behind until synced.
 	out, err := runCLI(t, nil, "purge", "--db", r.DBPath, "--all", "--net", "gamma")
 	require.NoError(t, err, out)
 	assert.Equal(t, int64(2), r.store.counts.statusTotals()[statusQueued], "not seen yet")
 	require.NoError(t, r.store.syncCounts(context.Background()))
-	assert.Equal(t, int64(1), r.store.counts.recounts.Load())
+	assert.Equal(t, recounts+1, r.store.counts.recounts.Load())
 	assertCountsExact(t, r, "after another process purged")
 }
 

@@ -179,6 +179,7 @@ func TestLongPollShutdown(t *testing.T) {
 // waits on the hub, not on a polling loop.
 func TestLongPollDoesNotPollStore(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t)
 	tok, _ := r.login("demo")
 	rid := r.push(tok, map[string]any{"simEndpoint": "/x"})
@@ -355,16 +356,17 @@ func TestLongPollTryPanics(t *testing.T) {
 
 // TestOneWaitingLoop: only poller.wait subscribes to the hub and arms a
 // timer for a call, on the injected clock; the real-time timers left are
-// the store's own (the writer's batching, the checkpointer) and the
-// janitor's interval, none of them a deadline a client sees.
+// the store's own (the writer's batching, the checkpointer, PostgreSQL's
+// size measure), the janitor's interval, and the pause before a lost
+// wake-up connection is made again, none of them a deadline a client sees.
 func TestOneWaitingLoop(t *testing.T) {
 	t.Parallel()
 	allowed := map[string]map[string]bool{
 		"hub.subscribe(":   {"longpoll.go": true},
 		"clock.NewTimer(":  {"longpoll.go": true},
 		"clock.AfterFunc(": {"hub.go": true},
-		"time.NewTimer(":   {"writer.go": true},
-		"time.NewTicker(":  {"writer.go": true, "purge.go": true},
+		"time.NewTimer(":   {"writer.go": true, "pgbus.go": true},
+		"time.NewTicker(":  {"writer.go": true, "purge.go": true, "postgres.go": true},
 		"time.After(":      {},
 		"time.AfterFunc(":  {},
 		"clock.NewTicker(": {},

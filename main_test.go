@@ -17,7 +17,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -71,6 +70,7 @@ type testRelay struct {
 	srv    *server
 	clock  *clockwork.FakeClock
 	cfg    config
+	rel    *relay
 }
 
 // testConfig is serve's defaults on dbPath and a free loopback port, with
@@ -105,7 +105,7 @@ func newTestRelay(t testing.TB, change ...func(*config)) *testRelay {
 // newTestRelayLog is newTestRelay logging to stderr.
 func newTestRelayLog(t testing.TB, stderr io.Writer, change ...func(*config)) *testRelay {
 	t.Helper()
-	dbPath := filepath.Join(t.TempDir(), "relay.db")
+	dbPath := testDB(t, "relay.db")
 	cfg := testConfig(dbPath)
 	for _, c := range change {
 		c(&cfg)
@@ -115,7 +115,7 @@ func newTestRelayLog(t testing.TB, stderr io.Writer, change ...func(*config)) *t
 	rel, err := startRelay(context.Background(), cfg, clock, io.Discard, stderr)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, rel.stop()) })
-	return &testRelay{t: t, URL: rel.url(), DBPath: dbPath, store: rel.store, srv: rel.srv, clock: clock, cfg: cfg}
+	return &testRelay{t: t, URL: rel.url(), DBPath: dbPath, store: rel.store, srv: rel.srv, clock: clock, cfg: cfg, rel: rel}
 }
 
 // advance moves the relay's one clock on by d: the long polls, leases and

@@ -35,8 +35,15 @@ const maxPageBytes = 256 << 10
 // store has given: the store was restored from a backup or replaced, and
 // reading on from the cursor would hide the messages that get the ids
 // between (errCursorAhead: the reader starts over, without a cursor).
-func (s *store) checkCursor(since int64) error {
-	if since > s.msgs.lastID() {
+func (s *store) checkCursor(ctx context.Context, since int64) error {
+	last := s.msgs.lastID()
+	if s.pg && since > last {
+		// Other nodes give ids too: the database knows the highest.
+		if err := s.q.lastMessageID.QueryRowContext(ctx).Scan(&last); err != nil {
+			return err
+		}
+	}
+	if since > last {
 		return errCursorAhead
 	}
 	return nil
@@ -61,7 +68,7 @@ func peerStatements(q *statements, w, r *sql.DB) []statement {
 		{&q.unsubscribe, w, `UPDATE subscriptions SET until_id = ` + lastMessageIDSQL + `
 			WHERE net = ?1 AND topic = ?2 AND peer_id = ?3 AND until_id IS NULL`},
 		// The subscription rows of login ?1, counted up to ?2: one index range.
-		{&q.peerSubscriptions, w, `SELECT count(*) FROM (SELECT 1 FROM subscriptions WHERE peer_id = ?1 LIMIT ?2)`},
+		{&q.peerSubscriptions, w, `SELECT count(*) FROM (SELECT 1 FROM subscriptions WHERE peer_id = ?1 LIMIT ?2) AS s`},
 		// An interval closed where it opened holds no message.
 		{&q.dropEmptySubscription, w, `DELETE FROM subscriptions
 			WHERE net = ?1 AND topic = ?2 AND peer_id = ?3 AND until_id = from_id`},
@@ -140,6 +147,9 @@ func (s *store) sendMessage(ctx context.Context, t token, m message, data []byte
 				receivers--
 			}
 			m.recv = &receiversLoad{done: make(chan struct{})}
+		}
+		if err := s.lockNet(ctx, tx, lockMessages, m.Net); err != nil {
+			return nil, err
 		}
 		err := tx.StmtContext(ctx, s.q.insertMessage).QueryRowContext(ctx, m.Net, m.Kind, m.From,
 			nullIfEmpty(m.To), nullIfEmpty(m.Topic), string(data), m.SentAt, m.ExpiresAt, receivers, addr).Scan(&m.ID)
@@ -312,6 +322,11 @@ func (s *store) readMessages(ctx context.Context, t token, since int64, limit in
 	}
 	if len(page) > 0 {
 		return page, page[len(page)-1].ID, nil
+	}
+	if s.pg {
+		// Another node's message may hold an id below the highest given
+		// and commit later: the cursor stays.
+		return nil, since, nil
 	}
 	return nil, max(since, last), nil
 }

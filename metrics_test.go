@@ -392,12 +392,12 @@ func TestMetricsDisabled(t *testing.T) {
 	assertErrorShape(t, rep, http.StatusNotFound, "no_route")
 
 	base, _ := startRun(t, map[string]string{"C2CVIA_METRICS": "false"},
-		"serve", "--addr", "127.0.0.1:0", "--db", r.DBPath+".2")
+		"serve", "--addr", "127.0.0.1:0", "--db", testDB(t, "relay2.db"))
 	resp, err := http.Get(base + "/metrics")
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
-	base, _ = startRun(t, nil, "serve", "--addr", "127.0.0.1:0", "--db", r.DBPath+".3")
+	base, _ = startRun(t, nil, "serve", "--addr", "127.0.0.1:0", "--db", testDB(t, "relay3.db"))
 	samples, _ := scrapeText(t, base)
 	assert.Contains(t, samples, "go_goroutines", "on by default")
 }

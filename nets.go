@@ -159,14 +159,14 @@ func handleRelease(st *store) apiFunc {
 }
 
 // newNetCmd is `c2cvia net list|release|rekey`: what an operator does to
-// claims, on the store file, also while the relay serves it (the relay
-// sees a release or a new key within --janitor-every).
+// claims, on the store (a file or a PostgreSQL database), also while relays
+// serve it (a relay sees a release or a new key within --janitor-every).
 func newNetCmd(stdin io.Reader, stdout io.Writer) *cobra.Command {
 	var db string
 	var asJSON bool
 	open := func(cmd *cobra.Command) (*store, error) {
 		if db == "" {
-			return nil, errors.New(`--db "": must name a file`)
+			return nil, errors.New(`--db "": must name a SQLite file or a postgres:// URL`)
 		}
 		opts := defaultConfig().storeOptions()
 		opts.MustExist = true
@@ -182,7 +182,7 @@ func newNetCmd(stdin io.Reader, stdout io.Writer) *cobra.Command {
 		Use:   "net",
 		Short: "List, release and re-key the claimed nets of a store",
 	}
-	cmd.PersistentFlags().StringVar(&db, "db", "c2cvia.db", "SQLite file of the store (must exist)")
+	cmd.PersistentFlags().StringVar(&db, "db", "c2cvia.db", dbFlagUsage+" (must exist)")
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List the claimed nets: when claimed, last SimServer poll, requests pending",
@@ -225,7 +225,7 @@ func newNetCmd(stdin io.Reader, stdout io.Writer) *cobra.Command {
 			defer st.Close()
 			n, err := st.releaseNet(cmd.Context(), args[0])
 			if errors.Is(err, errNotClaimed) {
-				return fmt.Errorf("net %s is not claimed in %s", args[0], db)
+				return fmt.Errorf("net %s is not claimed in %s", args[0], storeName(db))
 			} else if err != nil {
 				return err
 			}
@@ -252,7 +252,7 @@ func newNetCmd(stdin io.Reader, stdout io.Writer) *cobra.Command {
 			}
 			defer st.Close()
 			if err := st.rekeyNet(cmd.Context(), args[0], key); errors.Is(err, errNotClaimed) {
-				return fmt.Errorf("net %s is not claimed in %s", args[0], db)
+				return fmt.Errorf("net %s is not claimed in %s", args[0], storeName(db))
 			} else if err != nil {
 				return err
 			}

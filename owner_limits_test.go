@@ -10,7 +10,6 @@ import (
 	"context"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -110,7 +109,7 @@ func TestRateServerAndViaPerNet(t *testing.T) {
 // real clock, so the buckets refill as they do in production) gets no 429.
 func TestBenchAgainstDefaultsGetsNo429(t *testing.T) {
 	t.Parallel()
-	base, stop := startRun(t, nil, "serve", "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "relay.db"))
+	base, stop := startRun(t, nil, "serve", "--addr", "127.0.0.1:0", "--db", testDB(t, "relay.db"))
 	_, stderr, err := runBenchCLI(t, "bench", "--url", base, "--json", "--duration", "1s",
 		"--scenario", "exchange,via", "--clients", "16", "--progress", "never")
 	require.NoError(t, err, stderr)

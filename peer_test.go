@@ -142,6 +142,7 @@ func msgIDs(msgs []peerMsg) []int64 {
 // message is SQL's: both must follow the same receiver rules.
 func bothReadPaths(t *testing.T, fn func(t *testing.T, r *testRelay)) {
 	t.Run("cache", func(t *testing.T) {
+		onlyOneNode(t)
 		r := newTestRelay(t)
 		fn(t, r)
 		assert.Zero(t, r.store.msgReads.Load(), "reads from SQL")
@@ -336,6 +337,7 @@ func TestPeerPullCursor(t *testing.T) {
 // it is committed, not when its wait runs out; others' messages do not end it.
 func TestPeerPullWakes(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t)
 	a, b, c := r.peerLogin("alpha"), r.peerLogin("alpha"), r.peerLogin("alpha")
 	poll := async(func() reply {

@@ -34,12 +34,18 @@ and those handed out too often failed, then removes answered, expired and
 failed requests past --res-ttl, peer messages past their retention, and
 expired login tokens with their subscriptions. --all removes every request
 and message (queued ones too), --net limits it to one net, --dry-run only
-reports what it would change.`,
+reports what it would change.
+
+On a PostgreSQL store (--db postgres://…) it runs beside the relays serving
+it, with the lifetimes they recorded, in writes of 1,000 rows a statement as
+their janitors do (a dry run and --all are one write each), one purge at a
+time (an advisory lock). It runs no VACUUM: PostgreSQL's autovacuum reuses
+the space of the rows removed.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s := newSettingErrors(cmd)
 			if db == "" {
-				s.badFlag("db", "must name a file")
+				s.badFlag("db", "must name a SQLite file or a postgres:// URL")
 			}
 			if o.Net != "" && !validName(o.Net) {
 				s.badFlag("net", "must be a net name: 1-64 characters of A-Z a-z 0-9 . _ -")
@@ -54,7 +60,18 @@ reports what it would change.`,
 				return err
 			}
 			defer st.Close()
-			rep, err := st.purge(cmd.Context(), o)
+			var rep purgeReport
+			if st.pg && !o.DryRun && !o.All {
+				// Relays serve the database meanwhile, each with one
+				// connection that writes: writes of a janitor's batch
+				// hold their row locks for milliseconds, not the
+				// whole purge. A dry run (rolled back) and --all (one
+				// moment's requests, also on SQLite) are one write.
+				o.Batch = janitorBatch
+				rep, err = st.purgeInBatches(cmd.Context(), o, nil)
+			} else {
+				rep, err = st.purge(cmd.Context(), o)
+			}
 			if err != nil {
 				return err
 			}
@@ -69,14 +86,14 @@ reports what it would change.`,
 			}
 			if lt.From == lifetimesDefaults {
 				fmt.Fprintf(stdout, "no relay of this version has recorded its lifetimes in %s: using serve's defaults (res-ttl %s, max-attempts %d)\n",
-					db, lt.ResTTL, lt.MaxAttempts)
+					storeName(db), lt.ResTTL, lt.MaxAttempts)
 			}
 			printPurge(stdout, rep, o.DryRun)
 			return nil
 		},
 	})
 	fs := cmd.Flags()
-	fs.StringVar(&db, "db", "c2cvia.db", "SQLite file of the store (must exist: purge never makes one)")
+	fs.StringVar(&db, "db", "c2cvia.db", dbFlagUsage+" (must exist: purge never makes one)")
 	fs.StringVar(&o.Net, "net", "", "only this net")
 	fs.BoolVar(&o.All, "all", false, "remove every request, not only expired ones")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "report what would be marked and removed; change nothing")
@@ -161,6 +178,33 @@ type purgeOptions struct {
 	All    bool
 	DryRun bool
 	Batch  int // rows one statement of the purge may touch; 0: all
+
+	// skipBusy: on PostgreSQL, purge nothing when another purge of the
+	// store is under way (the janitors of several nodes) rather than wait.
+	skipBusy bool
+}
+
+// purgeLockKey is the first key of the advisory lock that one purge of a
+// PostgreSQL store at a time holds (the second is its schema's hash):
+// the janitors of the nodes serving it and `c2cvia purge` take turns
+// rather than lock the same rows in different orders.
+const purgeLockKey = 0x63327075 // "c2pu"
+
+// purgeLock takes the purge lock of a PostgreSQL store for tx: it waits for
+// it, or with skipBusy returns false at once when another holds it.
+func (s *store) purgeLock(ctx context.Context, tx *sql.Tx, skipBusy bool) (bool, error) {
+	const key = `?, hashtext(coalesce(current_schema(), ''))`
+	ok := true
+	var err error
+	if skipBusy {
+		err = tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock(`+key+`)`, purgeLockKey).Scan(&ok)
+	} else {
+		_, err = tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(`+key+`)`, purgeLockKey)
+	}
+	if err != nil {
+		return false, fmt.Errorf("purge: take the purge lock: %w", err)
+	}
+	return ok, nil
 }
 
 // purgeReport counts what purge changed (or would change).
@@ -244,6 +288,11 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 	rep := purgeReport{Marked: map[string]map[string]int{}, Requests: map[string]map[string]int{}}
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		rep = purgeReport{Marked: map[string]map[string]int{}, Requests: map[string]map[string]int{}}
+		if s.pg {
+			if ok, err := s.purgeLock(ctx, tx, o.skipBusy); err != nil || !ok {
+				return err // !ok: another node is purging now
+			}
+		}
 		now := s.nowMS()
 		netCond, args := "", []any{}
 		if o.Net != "" {
@@ -254,7 +303,7 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		if o.Batch > 0 {
 			limit = o.Batch
 		}
-		lim := strconv.Itoa(limit)
+		lim := sqlLimit(limit)
 		full := func(n int) {
 			if n == limit {
 				rep.more = true
@@ -263,11 +312,13 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		counts := newCountsDelta() // applied at the end, unless a dry run
 		// The status rule decides; the conditions before it let SQLite
 		// use the partial indexes on the stored status.
+		// Each statement repeats its condition outside the subquery: on
+		// PostgreSQL, a row another node changed meanwhile (answered,
+		// handed out again) is checked again as it is now, and left alone.
 		failed := 0
+		dueFailed := `status = 'delivered' AND lease_expires_at <= ?1 AND ` + statusSQL("?1", "?2") + ` = 'failed'`
 		err := eachRow(ctx, tx, `UPDATE requests SET status = 'failed', done_at = lease_expires_at, lease_expires_at = NULL
-			WHERE seq IN (SELECT seq FROM requests
-				WHERE status = 'delivered' AND lease_expires_at <= ?1 AND `+statusSQL("?1", "?2")+` = 'failed'`+netCond+`
-				LIMIT `+lim+`)
+			WHERE seq IN (SELECT seq FROM requests WHERE `+dueFailed+netCond+` LIMIT `+lim+`) AND `+dueFailed+`
 			RETURNING net`, with(now, s.opts.MaxAttempts),
 			func(rows *sql.Rows) error {
 				var net string
@@ -282,10 +333,10 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		}
 		full(failed)
 		expired := 0
+		dueExpired := `status IN ('queued', 'delivered') AND expires_at <= ?1 AND ` + statusSQL("?1", "?2") + ` = 'expired'`
 		err = eachRow(ctx, tx, `UPDATE requests SET status = 'expired', done_at = expires_at, lease_expires_at = NULL
-			WHERE seq IN (SELECT seq FROM requests
-				WHERE status IN ('queued', 'delivered') AND expires_at <= ?1 AND `+statusSQL("?1", "?2")+` = 'expired'`+netCond+`
-				ORDER BY expires_at LIMIT `+lim+`)
+			WHERE seq IN (SELECT seq FROM requests WHERE `+dueExpired+netCond+` ORDER BY expires_at LIMIT `+lim+`)
+				AND `+dueExpired+`
 			RETURNING net, attempt, from_peer, remote_addr`, with(now, s.opts.MaxAttempts),
 			func(rows *sql.Rows) error {
 				expired++
@@ -305,26 +356,27 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		full(expired)
 		cond, condArgs := `status IN ('answered', 'expired', 'failed') AND done_at <= ?`+netCond, with(now-s.opts.ResTTL.Milliseconds())
 		if o.All {
-			cond, condArgs = `1`+netCond, args
+			cond, condArgs = `1 = 1`+netCond, args
 		}
 		deleted := 0
-		err = eachRow(ctx, tx, `DELETE FROM requests WHERE seq IN (SELECT seq FROM requests WHERE `+cond+` LIMIT `+lim+`)
-			RETURNING net, status, from_peer, remote_addr, octet_length(sim_req) + coalesce(octet_length(sim_res), 0) + body_bytes - kept_from`, condArgs, func(rows *sql.Rows) error {
-			var r requestRow
-			var status string
-			if err := rows.Scan(&r.net, &status, &r.from, &r.remote, &r.bytes); err != nil {
-				return err
-			}
-			deleted++
-			if rep.Requests[r.net] == nil {
-				rep.Requests[r.net] = map[string]int{}
-			}
-			rep.Requests[r.net][status]++
-			counts.move(queueOf(r.net, r.from), status, "", 1)
-			r.queued = status == statusQueued
-			counts.usage.add(r, -1)
-			return nil
-		})
+		err = eachRow(ctx, tx, `DELETE FROM requests WHERE seq IN (SELECT seq FROM requests WHERE `+cond+` LIMIT `+lim+`) AND `+cond+`
+			RETURNING net, status, from_peer, remote_addr, octet_length(sim_req) + coalesce(octet_length(sim_res), 0) + body_bytes - kept_from`,
+			append(condArgs, condArgs...), func(rows *sql.Rows) error {
+				var r requestRow
+				var status string
+				if err := rows.Scan(&r.net, &status, &r.from, &r.remote, &r.bytes); err != nil {
+					return err
+				}
+				deleted++
+				if rep.Requests[r.net] == nil {
+					rep.Requests[r.net] = map[string]int{}
+				}
+				rep.Requests[r.net][status]++
+				counts.move(queueOf(r.net, r.from), status, "", 1)
+				r.queued = status == statusQueued
+				counts.usage.add(r, -1)
+				return nil
+			})
 		if err != nil {
 			return err
 		}
@@ -337,8 +389,8 @@ func (s *store) purge(ctx context.Context, o purgeOptions) (purgeReport, error) 
 		// with more than a batch of them goes over several writes.
 		tokens := 0
 		err = eachRow(ctx, tx, `DELETE FROM tokens WHERE token_hash IN (`+expiredTokensSQL(netCond, lim)+`)
-			AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.peer_id = tokens.peer_id) RETURNING net`,
-			with(now), func(rows *sql.Rows) error {
+			AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.peer_id = tokens.peer_id) AND expires_at <= ? RETURNING net`,
+			append(with(now), now), func(rows *sql.Rows) error {
 				var net string
 				err := rows.Scan(&net)
 				counts.tokens[net]--
@@ -386,10 +438,10 @@ func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, n
 	if o.Net != "" {
 		netCond, args = " AND net = ?", []any{o.Net}
 	}
-	lim := strconv.Itoa(limit)
+	lim := sqlLimit(limit)
 	cond, condArgs := `expires_at <= ?`+netCond, append([]any{now}, args...)
 	if o.All {
-		cond, condArgs = `1`+netCond, args
+		cond, condArgs = `1 = 1`+netCond, args
 	}
 	deleted := 0
 	err := eachRow(ctx, tx, `DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE `+cond+` ORDER BY id LIMIT `+lim+`)
@@ -447,6 +499,12 @@ func (s *store) purgeMessages(ctx context.Context, tx *sql.Tx, o purgeOptions, n
 	return nil
 }
 
+// sqlLimit is a LIMIT clause's count: n, or with n < 0 none. SQLite's -1
+// (which PostgreSQL refuses) is rewritten as NULL there (pgFragments).
+func sqlLimit(n int) string {
+	return strconv.Itoa(max(n, -1))
+}
+
 // expiredTokensSQL selects the token_hash of up to lim expired logins
 // (those of the net in netCond), the earliest expired first: the logins one
 // purge write deletes with their subscriptions. Its argument is now (and
@@ -465,10 +523,18 @@ const janitorBatch = 1000
 // rows a statement each, until one finds less than batch to do. Each is a
 // write of its own: the writes queued meanwhile commit between two. after,
 // if set, runs after each write with what it removed. It returns the sum.
+// On PostgreSQL it purges nothing while another purge of the store runs
+// (another node's janitor): that one does it.
 func (s *store) purgeBatches(ctx context.Context, batch int, after func(purgeReport)) (purgeReport, error) {
+	return s.purgeInBatches(ctx, purgeOptions{Batch: batch, skipBusy: true}, after)
+}
+
+// purgeInBatches is purge as a series of writes of at most o.Batch rows a
+// statement, until one finds less to do.
+func (s *store) purgeInBatches(ctx context.Context, o purgeOptions, after func(purgeReport)) (purgeReport, error) {
 	total := purgeReport{Marked: map[string]map[string]int{}, Requests: map[string]map[string]int{}}
 	for {
-		rep, err := s.purge(ctx, purgeOptions{Batch: batch})
+		rep, err := s.purge(ctx, o)
 		if err != nil {
 			return total, err
 		}
@@ -517,6 +583,9 @@ func runJanitor(ctx context.Context, log *slog.Logger, st *store, every time.Dur
 			sweep() // SimServers gone (oplog.go)
 			if err := st.syncCounts(ctx); err != nil && ctx.Err() == nil {
 				log.Error("janitor: count the store", "err", err)
+			}
+			if !st.janitorTurn(ctx) {
+				continue // another node of the database purges
 			}
 			rep, err := st.purgeBatches(ctx, janitorBatch, nil)
 			if err != nil {

@@ -62,7 +62,9 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte, remoteA
 	expiresAt := now + s.opts.ReqTTL.Milliseconds()
 	// Known as fresh before it is committed: once it is, it may be leased
 	// and answered at once, and the answer forgets it (answerIn).
-	s.fresh.add(rid, t.Hash, expiresAt, now)
+	if !s.pg { // on a shared store, another node may answer it
+		s.fresh.add(rid, t.Hash, expiresAt, now)
+	}
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		return s.insertQueued(ctx, tx, t.Net, rid, t.Hash, t.PeerID, remoteAddr, simReq, now, expiresAt)
 	})
@@ -137,6 +139,9 @@ func (s *store) insertQueued(ctx context.Context, tx *sql.Tx, net, rid string, o
 // insertRequest is insertQueued; without quota, the queue's quota does not
 // refuse it (a request held in memory that had its place already).
 func (s *store) insertRequest(ctx context.Context, tx *sql.Tx, net, rid string, owner []byte, from, remoteAddr string, simReq []byte, now, expiresAt int64, quota bool) error {
+	if err := s.syncQuotas(ctx, tx, net); err != nil {
+		return err
+	}
 	if err := s.admitBytes(ctx, tx, net, len(simReq)); err != nil {
 		return err
 	}
@@ -261,9 +266,10 @@ func (s *store) readyState(ctx context.Context, net string) (ready bool, nextLea
 // Every lease the store writes lowers it; readyState sets it from what it
 // read, unless a lease was written meanwhile (gen).
 type leaseTimes struct {
-	mu  sync.Mutex
-	at  map[string]int64 // net -> ms; absent: not known
-	gen map[string]int64 // net -> leases written since the relay started
+	shared bool // other nodes write leases too (PostgreSQL): every poll reads
+	mu     sync.Mutex
+	at     map[string]int64 // net -> ms; absent: not known
+	gen    map[string]int64 // net -> leases written since the relay started
 }
 
 func (l *leaseTimes) generation(net string) int64 {
@@ -302,6 +308,9 @@ func (l *leaseTimes) leased(net string, until int64) {
 // due tells whether net's store must be read for a lease that may have
 // run out by now (ms), and if not, when one may (zero for none out).
 func (l *leaseTimes) due(net string, now int64) (read bool, next time.Time) {
+	if l.shared {
+		return true, time.Time{}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	at, known := l.at[net]

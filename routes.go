@@ -15,10 +15,15 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	sims := apiAdapter(log, simEnvelope(cfg.MaxBody))
 	parts := octetsAdapter(log, simEnvelope(cfg.MaxBody)) // raw bytes, or JSON with base64
 	answers := newAnswerBox()                             // pushres hands answers to waiting /via/ requests
-	preflights := &preflights{}                           // pullreqsmart records which SimServers want CORS preflights
+	preflights := &preflights{st: st}                     // pullreqsmart records which SimServers want CORS preflights
 	gw := &gateway{st: st, lp: lp, cfg: cfg, held: held, answers: answers, preflights: preflights, cors: newCORSPolicy(cfg.CORSOrigin)}
 
-	mux.Handle("GET /healthz", handleHealthz(st, func() (int64, bool) { return diskFree(filepath.Dir(cfg.DB)) }))
+	mux.Handle("GET /healthz", handleHealthz(st, func() (int64, bool) {
+		if st.pg {
+			return 0, false // the database's disk is the server's to watch
+		}
+		return diskFree(filepath.Dir(cfg.DB))
+	}))
 	if cfg.Metrics {
 		mux.Handle("GET /metrics", met.handler(log))
 	}

@@ -26,6 +26,7 @@ type relay struct {
 	failed <-chan error // a listener that stopped serving
 
 	unlock      func() error // releases the store's lock, after the store is closed
+	bus         *pgBus       // the other nodes' wake-ups, on a PostgreSQL store; nil on SQLite
 	stopJanitor context.CancelFunc
 	janitor     sync.WaitGroup
 	once        sync.Once
@@ -56,11 +57,20 @@ func startRelay(ctx context.Context, cfg config, clk clockwork.Clock, stdout, st
 		front.close()
 		return nil, err
 	}
-	if mode, open := openToOthers(cfg.DB); open {
+	if mode, open := openToOthers(cfg.DB); open && !st.pg {
 		log.Warn("the store can be read by other users, and it holds forwarded Authorization and Cookie headers: chmod 600 it",
 			"db", cfg.DB, "mode", fmt.Sprintf("%04o", mode))
 	}
 	srv := newServer(log, st, cfg)
+	var bus *pgBus
+	if st.pg {
+		if bus, err = startPGBus(ctx, log, cfg.DB, srv.poller.hub); err != nil {
+			st.Close()
+			unlock()
+			front.close()
+			return nil, fmt.Errorf("listen for the other nodes' wake-ups on %s: %w", redactURL(cfg.DB), err)
+		}
+	}
 	if front.challenge != nil {
 		fmt.Fprintf(stdout, "c2cvia answering ACME challenges and redirecting to HTTPS on http://%s\n", front.challengeLn.Addr())
 	}
@@ -68,10 +78,10 @@ func startRelay(ctx context.Context, cfg config, clk clockwork.Clock, stdout, st
 	if front.everyInterface() {
 		where = "every interface; "
 	}
-	fmt.Fprintf(stdout, "c2cvia listening on %s (%sstore %s)\n", front.url(), where, cfg.DB)
-	log.Info("listening", "addr", front.mainLn.Addr().String(), "mode", front.mode(), "db", cfg.DB, "max_conns", front.conns.total)
+	fmt.Fprintf(stdout, "c2cvia listening on %s (%sstore %s)\n", front.url(), where, redactURL(cfg.DB))
+	log.Info("listening", "addr", front.mainLn.Addr().String(), "mode", front.mode(), "db", redactURL(cfg.DB), "max_conns", front.conns.total)
 
-	r := &relay{cfg: cfg, log: log, store: st, srv: srv, front: front, unlock: unlock}
+	r := &relay{cfg: cfg, log: log, store: st, srv: srv, front: front, unlock: unlock, bus: bus}
 	jctx, stopJanitor := context.WithCancel(context.Background())
 	r.stopJanitor = stopJanitor
 	sweep := func() {
@@ -117,6 +127,9 @@ func (r *relay) stop() error {
 		}
 		r.stopJanitor()
 		r.janitor.Wait()
+		if r.bus != nil {
+			r.bus.close()
+		}
 		err := r.store.Close()
 		if err != nil {
 			r.stopErr = fmt.Errorf("close store: %w", err)

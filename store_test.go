@@ -21,7 +21,7 @@ import (
 
 func newTestStore(t *testing.T) *store {
 	t.Helper()
-	st, err := openStore(context.Background(), filepath.Join(t.TempDir(), "store.db"), testStoreOptions(nil))
+	st, err := openStore(context.Background(), testDB(t, "store.db"), testStoreOptions(nil))
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
 	return st
@@ -31,6 +31,7 @@ func newTestStore(t *testing.T) *store {
 // the writes queued meanwhile are committed together as one batch.
 func holdWriter(t *testing.T, st *store) (release func()) {
 	t.Helper()
+	onlyOneNode(t) // PostgreSQL's writers commit each write alone
 	running, hold := make(chan struct{}), make(chan struct{})
 	go st.write(context.Background(), func(context.Context, *sql.Tx) error {
 		close(running)
@@ -43,7 +44,7 @@ func holdWriter(t *testing.T, st *store) (release func()) {
 
 func insertNet(name string) func(context.Context, *sql.Tx) error {
 	return func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO nets (name, key_hash, claimed_at) VALUES (?, x'00', 0)`, name)
+		_, err := tx.ExecContext(ctx, `INSERT INTO nets (name, key_hash, claimed_at) VALUES (?, ?, 0)`, name, []byte{0})
 		return err
 	}
 }

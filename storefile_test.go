@@ -164,6 +164,7 @@ func regexpQuote(s string) string {
 // Cookie headers.
 func TestStoreFileMode(t *testing.T) {
 	t.Parallel()
+	onlySQLite(t)
 	old := syscall.Umask(0o022) // the usual one; the test process's own may be tighter
 	defer syscall.Umask(old)
 	r := newTestRelay(t)

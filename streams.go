@@ -58,9 +58,9 @@ func streamStatements(q *statements, w, r *sql.DB) []statement {
 			WHERE rid = ?3 AND net = ?4 AND status = 'answered' AND stream = 'open' AND cancelled_at IS NULL
 			  AND lease_expires_at > ?2 AND body_bytes = ?1
 			RETURNING seq, token_hash`},
-		{&q.insertPart, w, `INSERT INTO answer_parts (req_seq, offset, data) VALUES (?, ?, ?)`},
-		{&q.dropParts, w, `DELETE FROM answer_parts WHERE req_seq = ?1 AND offset + length(data) <= ?2
-			RETURNING offset + length(data), length(data)`},
+		{&q.insertPart, w, `INSERT INTO answer_parts (req_seq, "offset", data) VALUES (?, ?, ?)`},
+		{&q.dropParts, w, `DELETE FROM answer_parts WHERE req_seq = ?1 AND "offset" + length(data) <= ?2
+			RETURNING "offset" + length(data), length(data)`},
 		{&q.keepFrom, w, `UPDATE requests SET kept_from = ?2 WHERE seq = ?1 AND kept_from < ?2
 			RETURNING net, from_peer, remote_addr`},
 		// Retention counts from the stream's last sign of life, so an idle
@@ -84,8 +84,8 @@ func streamStatements(q *statements, w, r *sql.DB) []statement {
 		// At most ?3 bytes of the part that holds body offset ?2 (the last
 		// one starting at or before it: parts are contiguous), from ?2 on;
 		// one index step, and only those bytes cross into Go.
-		{&q.readParts, r, `SELECT substr(data, ?2 - offset + 1, ?3) FROM answer_parts
-			WHERE req_seq = ?1 AND offset <= ?2 ORDER BY offset DESC LIMIT 1`},
+		{&q.readParts, r, `SELECT substr(data, ?2 - "offset" + 1, ?3) FROM answer_parts
+			WHERE req_seq = ?1 AND "offset" <= ?2 ORDER BY "offset" DESC LIMIT 1`},
 		// Of the rids a SimServer holds (a JSON array), those that need no
 		// more work: not a request of the net, withdrawn, finished without
 		// an answer, answered whole, or a stream no longer open.

@@ -78,6 +78,9 @@ func (s *store) createToken(ctx context.Context, net, addr string) (secret strin
 	var evicted []byte
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		evicted = nil
+		if err := s.syncQuotas(ctx, tx, t.Net); err != nil {
+			return err
+		}
 		if err := s.admitBytes(ctx, tx, "", loginBytes); err != nil {
 			return err
 		}
@@ -235,7 +238,9 @@ func (s *store) checkServerKey(ctx context.Context, net, key string) (serverKey,
 	} else if err != nil {
 		return serverKey{}, err
 	}
-	s.netKeys.Store(net, stored) // claims never change: cache them
+	if !s.pg { // other nodes may release a claim
+		s.netKeys.Store(net, stored) // claims never change: cache them
+	}
 	if subtle.ConstantTimeCompare(stored, k.hash) != 1 {
 		return serverKey{}, errWrongKey
 	}
@@ -253,7 +258,9 @@ func (s *store) claimIn(ctx context.Context, tx *sql.Tx, k serverKey) error {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 1 {
-		s.claimed = append(s.claimed, k.net) // logged once committed (writer.commit)
+		if claimed, ok := ctx.Value(claimsKey{}).(*[]string); ok {
+			*claimed = append(*claimed, k.net) // logged once committed (writer.commit)
+		}
 	}
 	var stored []byte
 	if err := tx.StmtContext(ctx, s.q.claimedKey).QueryRowContext(ctx, k.net).Scan(&stored); err != nil {
@@ -291,7 +298,16 @@ func (s *store) touchNet(net string) {
 // relay saw it (touchNet, in memory).
 func (s *store) served(net string, d time.Duration) bool {
 	v, ok := s.lastPoll.Load(net)
-	return ok && s.nowMS()-v.(int64) <= d.Milliseconds()
+	if ok && s.nowMS()-v.(int64) <= d.Milliseconds() {
+		return true
+	}
+	if !s.pg {
+		return false
+	}
+	// A SimServer may poll another node: what the nodes wrote down.
+	var at sql.NullInt64
+	err := s.r.QueryRow(`SELECT last_poll_at FROM nets WHERE name = ?`, net).Scan(&at)
+	return err == nil && at.Valid && s.nowMS()-at.Int64 <= d.Milliseconds()
 }
 
 // servedWithin is how recently a net's SimServer must have polled for the

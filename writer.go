@@ -127,10 +127,12 @@ func (s *store) submit(op *writeOp) error {
 	if s.closed {
 		return errStoreClosed
 	}
+	s.queued.Add(1)
 	select {
 	case s.ops <- op:
 		return nil
 	case <-op.ctx.Done():
+		s.queued.Add(-1)
 		return op.ctx.Err()
 	}
 }
@@ -199,6 +201,9 @@ func (s *store) fill(batch []*writeOp) []*writeOp {
 	return batch
 }
 
+// claimsKey is the context key of the nets a batch claims (claimIn).
+type claimsKey struct{}
+
 // commit runs a batch in one transaction. Each write runs under a savepoint,
 // so a failing one is rolled back alone; a failed commit fails them all.
 //
@@ -206,11 +211,17 @@ func (s *store) fill(batch []*writeOp) []*writeOp {
 // answers a cancelled context with sqlite3_interrupt, and an interrupted
 // write rolls back the whole transaction, the other callers' writes with it.
 // A caller that is gone before its turn is skipped instead.
-func (s *store) commit(batch []*writeOp) {
+func (s *store) commit(batch []*writeOp) { s.commitTry(batch, 1) }
+
+// commitTry is commit's try number try: on PostgreSQL, a write alone whose
+// transaction another's deadlocked with is run again in a new one, up to
+// maxTries times.
+func (s *store) commitTry(batch []*writeOp, try int) {
 	ctx := context.Background()
 	start := time.Now()
 	errs := make([]error, len(batch))
 	finish := func() {
+		defer s.queued.Add(-int64(len(batch)))
 		for i, op := range batch {
 			errs[i] = storeFault(errs[i])
 			if isWriteFault(errs[i]) {
@@ -230,17 +241,18 @@ func (s *store) commit(batch []*writeOp) {
 		return
 	}
 	defer tx.Rollback()
-	defer func() { s.claimed = s.claimed[:0] }()
+	claimed := []string{} // nets this batch claims (claimIn), logged once committed
+	ctx = context.WithValue(ctx, claimsKey{}, &claimed)
 	single := len(batch) == 1
 	for i, op := range batch {
 		if err := op.ctx.Err(); err != nil {
 			errs[i] = err // the caller is gone: do not write for it
 			continue
 		}
-		claims := len(s.claimed)
+		claims := len(claimed)
 		if single {
 			if errs[i] = op.fn(ctx, tx); errs[i] != nil {
-				s.claimed = s.claimed[:claims]
+				claimed = claimed[:claims]
 			}
 			continue
 		}
@@ -250,11 +262,16 @@ func (s *store) commit(batch []*writeOp) {
 		}
 		if errs[i] = op.fn(ctx, tx); errs[i] != nil {
 			_, _ = tx.StmtContext(ctx, s.sp.rollback).ExecContext(ctx)
-			s.claimed = s.claimed[:claims]
+			claimed = claimed[:claims]
 		}
 		_, _ = tx.StmtContext(ctx, s.sp.release).ExecContext(ctx)
 	}
 	if single && errs[0] != nil {
+		if s.pg && try < maxTries && retryable(errs[0]) {
+			tx.Rollback()
+			s.commitTry(batch, try+1)
+			return
+		}
 		finish() // deferred rollback undoes it
 		return
 	}
@@ -285,7 +302,7 @@ func (s *store) commit(batch []*writeOp) {
 			h.committed(time.Since(start), len(batch))
 		}
 		if ev := s.events.Load(); ev != nil {
-			for _, net := range s.claimed {
+			for _, net := range claimed {
 				ev.claimed(net)
 			}
 		}

@@ -36,8 +36,7 @@ type bench struct {
 	stderr   io.Writer
 	progress bool
 	where    string // what is measured: "in-process" or the relay's URL
-	relay    Server // the in-process relay; nil with --url
-	base     string // the relay's base URL
+	rowNodes        // the relay or relays the current row loads
 	tmp      string // the in-process relay's temp folder
 	key      string
 	state    map[string]any // what a scenario keeps across its rows (the backlog's file)
@@ -47,11 +46,29 @@ type bench struct {
 	nets []string // the nets the bench named itself, released at the end (--url)
 }
 
+// rowNodes are the relays a row loads: the one of the run (in-process on
+// SQLite, or at --url), or a PostgreSQL row's nodes (postgres.go).
+type rowNodes struct {
+	relay   Server   // the in-process relay the callers use; nil with --url
+	base    string   // its base URL: SimClients, callers, senders
+	servers string   // the base URL of SimServer workers and waiting peers: base, or another node
+	nodes   []Server // every in-process relay of the row (several on PostgreSQL)
+}
+
+// serverBase is where a row's SimServers and waiting peers call.
+func (r rowNodes) serverBase() string {
+	if r.servers == "" {
+		return r.base
+	}
+	return r.servers
+}
+
 // result is one row: a scenario at one client count.
 type result struct {
 	Scenario        string   `json:"scenario"`
 	Clients         int      `json:"clients"`
 	Relay           string   `json:"relay"`
+	Store           string   `json:"store,omitempty"` // with --postgres: sqlite, postgres 1 node or postgres 2 nodes
 	Ops             int      `json:"ops"`
 	OpsPerSec       float64  `json:"ops_per_sec"`
 	P50             float64  `json:"p50_ms"`
@@ -142,23 +159,29 @@ func runBench(ctx context.Context, relays Relays, o options, stdout, stderr io.W
 	for _, name := range o.Scenarios {
 		sc, _ := lookupScenario(name)
 		for _, clients := range o.Clients {
-			res, err := sc.run(ctx, b, clients)
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if err != nil {
-				failed = append(failed, fmt.Errorf("%s with %d clients: %w", name, clients, err))
-				fmt.Fprintf(b.stderr, "c2cvia bench: %s with %d clients failed: %v\n", name, clients, err)
-				continue
-			}
-			res.Scenario, res.Clients, res.Relay = name, clients, b.where
-			results = append(results, res)
-			if o.JSON {
-				line, err := json.Marshal(res)
-				if err != nil {
-					return err
+			for _, store := range o.rowStores() {
+				res, err := b.runRow(ctx, sc, clients, store)
+				if ctx.Err() != nil {
+					return ctx.Err()
 				}
-				fmt.Fprintf(stdout, "%s\n", line)
+				what := fmt.Sprintf("%s with %d clients", name, clients)
+				if store != "" {
+					what += " on " + store
+				}
+				if err != nil {
+					failed = append(failed, fmt.Errorf("%s: %w", what, err))
+					fmt.Fprintf(b.stderr, "c2cvia bench: %s failed: %v\n", what, err)
+					continue
+				}
+				res.Scenario, res.Clients, res.Relay, res.Store = name, clients, b.where, store
+				results = append(results, res)
+				if o.JSON {
+					line, err := json.Marshal(res)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(stdout, "%s\n", line)
+				}
 			}
 		}
 	}
@@ -166,6 +189,27 @@ func runBench(ctx context.Context, relays Relays, o options, stdout, stderr io.W
 		printTable(stdout, b, results)
 	}
 	return errors.Join(failed...)
+}
+
+// runRow runs one row of sc on store (rowStores): on the run's relay, or
+// on PostgreSQL nodes of its own.
+func (b *bench) runRow(ctx context.Context, sc scenario, clients int, store string) (*result, error) {
+	nodes := 0
+	switch store {
+	case storePG1:
+		nodes = 1
+	case storePG2:
+		nodes = 2
+	default:
+		return sc.run(ctx, b, clients)
+	}
+	switch {
+	case sc.name == "backlog":
+		return &result{Skipped: "SQLite only: the backlog is bulk-loaded into SQLite's file"}, nil
+	case sc.name == "idle" && nodes > 1:
+		return &result{Skipped: "one node's memory: see the 1-node row"}, nil
+	}
+	return b.onPostgres(ctx, nodes, func() (*result, error) { return sc.run(ctx, b, clients) })
 }
 
 // start makes the relay to load ready: the one at --url, after a /healthz
@@ -194,6 +238,7 @@ func (b *bench) start(ctx context.Context) error {
 		return err
 	}
 	b.base, b.where = b.relay.URL(), "in-process"
+	b.nodes = []Server{b.relay}
 	return nil
 }
 
@@ -269,14 +314,29 @@ func randomName(n int) string {
 func printTable(w io.Writer, b *bench, results []*result) {
 	fmt.Fprintf(w, "c2cvia bench: relay %s, sync %s; direct: plain net/http in this process; %d CPUs, %s %s/%s; %s per measurement\n\n",
 		b.where, b.syncLabel(), runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, b.opts.Duration)
+	if b.opts.Postgres != "" {
+		fmt.Fprintf(w, "postgres rows: in-process relays on a fresh schema of %s each, one node, or two (callers on one, SimServers and waiting peers on the other)\n\n", redactedURL(b.opts.Postgres))
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tCLIENTS\tOPS/S\tP50\tP90\tP99\tDIRECT OPS/S\tRATIO\tNOTES")
+	// With --postgres a STORE column says where each row ran.
+	withStore := b.opts.Postgres != ""
+	store := func(r *result) string {
+		if withStore {
+			return "\t" + r.Store
+		}
+		return ""
+	}
+	if withStore {
+		fmt.Fprintln(tw, "SCENARIO\tCLIENTS\tSTORE\tOPS/S\tP50\tP90\tP99\tDIRECT OPS/S\tRATIO\tNOTES")
+	} else {
+		fmt.Fprintln(tw, "SCENARIO\tCLIENTS\tOPS/S\tP50\tP90\tP99\tDIRECT OPS/S\tRATIO\tNOTES")
+	}
 	for _, r := range results {
 		if r.Skipped != "" {
-			fmt.Fprintf(tw, "%s\t%d\t-\t-\t-\t-\t-\t-\tskipped: %s\n", r.Scenario, r.Clients, r.Skipped)
+			fmt.Fprintf(tw, "%s\t%d%s\t-\t-\t-\t-\t-\t-\tskipped: %s\n", r.Scenario, r.Clients, store(r), r.Skipped)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%s\t%.0f\t%.2fx\t%s\n", r.Scenario, r.Clients, r.OpsPerSec,
+		fmt.Fprintf(tw, "%s\t%d%s\t%.0f\t%s\t%s\t%s\t%.0f\t%.2fx\t%s\n", r.Scenario, r.Clients, store(r), r.OpsPerSec,
 			fmtMS(r.P50), fmtMS(r.P90), fmtMS(r.P99), r.DirectOpsPerSec, r.Ratio, strings.Join(r.Notes, "; "))
 	}
 	tw.Flush()

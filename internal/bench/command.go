@@ -41,6 +41,7 @@ type options struct {
 	CPUProf   string
 	MutexProf string
 	Stream    bool
+	Postgres  string
 }
 
 // NewCommand is `c2cvia bench` and its hidden child `bench hold-polls`.
@@ -89,6 +90,7 @@ Scenarios:
 	fs.StringVar(&o.MutexProf, "mutexprofile", "", "write a pprof mutex contention profile of the whole run to this file")
 	fs.IntVar(&o.Kills, "kills", 20, "crash: SIGKILLs of the relay before the final check")
 	fs.DurationVar(&o.KillEvery, "kill-every", 2*time.Second, "crash: mean time between kills (each is random, 0.5 to 1.5 times it)")
+	fs.StringVar(&o.Postgres, "postgres", "", "also run each scenario on PostgreSQL at this postgres:// URL, with one relay node and with two, each row on a fresh schema; crash: two nodes on it, one killed")
 	fs.StringVar(&o.TmpDir, "tmp-dir", "", "in-process relay: folder for its temporary store (default: the system's temp folder)")
 	return cmd
 }
@@ -130,6 +132,14 @@ func (o options) validate() error {
 		return errors.New("--key must be at least 16 characters, as the relay requires")
 	case o.Net != "" && !validNet(o.Net):
 		return errors.New("--net must be 1-64 characters of A-Z a-z 0-9 . _ -, as the relay requires")
+	}
+	if o.Postgres != "" {
+		if o.URL != "" {
+			return errors.New("--postgres starts relays of its own: --url cannot be used")
+		}
+		if err := validPostgresURL(o.Postgres); err != nil {
+			return err
+		}
 	}
 	if o.Sync != "normal" && o.Sync != "full" {
 		return fmt.Errorf("--sync must be normal or full, not %q", o.Sync)
@@ -196,8 +206,8 @@ func runCrash(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	soak := SoakOptions{Exe: exe, Kills: o.Kills, Every: o.KillEvery, Clients: slices.Max(o.Clients), Log: stderr}
-	if o.TmpDir != "" {
+	soak := SoakOptions{Exe: exe, Kills: o.Kills, Every: o.KillEvery, Clients: slices.Max(o.Clients), Log: stderr, Postgres: o.Postgres}
+	if o.TmpDir != "" && o.Postgres == "" {
 		dir, err := os.MkdirTemp(o.TmpDir, "c2cvia-soak-")
 		if err != nil {
 			return err
@@ -221,5 +231,5 @@ func runCrash(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if len(rep.Lost) > 0 {
 		return fmt.Errorf("crash soak: %d acknowledged requests or messages were lost", len(rep.Lost))
 	}
-	return nil
+	return rep.SurvivorErr()
 }

@@ -33,8 +33,10 @@ func via(ctx context.Context, b *bench, clients int) (*result, error) {
 	}
 	ex := exchangeCalls{net: b.net(), key: b.key, max: b.opts.Max, separate: b.opts.Answers == "pushres"}
 	path := "/via/" + ex.net + viaPath
-	relay := newTarget("relay", b.base, clients+workers)
+	relay := newTarget("relay", b.base, clients)
 	defer relay.close()
+	servers := newTarget("relay", b.serverBase(), workers) // another node on PostgreSQL with two
+	defer servers.close()
 
 	phase, stopWorkers := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
@@ -42,7 +44,7 @@ func via(ctx context.Context, b *bench, clients int) (*result, error) {
 	defer stopWorkers(nil)
 	for range workers {
 		wg.Go(func() {
-			if err := ex.simServer(phase, relay); err != nil && phase.Err() == nil {
+			if err := ex.simServer(phase, servers); err != nil && phase.Err() == nil {
 				stopWorkers(fmt.Errorf("SimServer worker: %w", err))
 			}
 		})
@@ -116,7 +118,9 @@ func broadcast(ctx context.Context, b *bench, clients int) (*result, error) {
 		return nil, fmt.Errorf("peer pullsmart: %w", err)
 	}
 
-	rs, deliveries, err := b.fanOut(ctx, "broadcast relay", relay, sender, peers, page.Next, b.opts.Stream)
+	waiters := newTarget("relay", b.serverBase(), clients) // another node on PostgreSQL with two
+	defer waiters.close()
+	rs, deliveries, err := b.fanOut(ctx, "broadcast relay", relay, waiters, sender, peers, page.Next, b.opts.Stream)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +131,7 @@ func broadcast(ctx context.Context, b *bench, clients int) (*result, error) {
 	defer direct.stop()
 	dt := newTarget("direct", direct.url, clients+1)
 	defer dt.close()
-	ds, _, err := b.fanOut(ctx, "broadcast direct", dt, sender, peers, page.Next, b.opts.Stream)
+	ds, _, err := b.fanOut(ctx, "broadcast direct", dt, dt, sender, peers, page.Next, b.opts.Stream)
 	if err != nil {
 		return nil, err
 	}
@@ -145,11 +149,11 @@ func broadcast(ctx context.Context, b *bench, clients int) (*result, error) {
 	return res, nil
 }
 
-// fanOut runs the broadcast load against t: the peers wait on pullsmart
-// from cursor since, the sender broadcasts and waits until all of them have
-// the message. It returns the broadcasts' times until all had them, and
-// every single delivery's time.
-func (b *bench) fanOut(ctx context.Context, label string, t *target, sender string, peers []string, since int64, stream bool) (loadStats, loadStats, error) {
+// fanOut runs the broadcast load: the peers wait on pullsmart at
+// waiters from cursor since, the sender broadcasts at t and waits until all
+// of them have the message. It returns the broadcasts' times until all had
+// them, and every single delivery's time.
+func (b *bench) fanOut(ctx context.Context, label string, t, waiters *target, sender string, peers []string, since int64, stream bool) (loadStats, loadStats, error) {
 	var (
 		mu      sync.Mutex
 		sentAt  time.Time
@@ -174,9 +178,9 @@ func (b *bench) fanOut(ctx context.Context, label string, t *target, sender stri
 		wg.Go(func() {
 			var err error
 			if stream {
-				err = streamPeer(recv, t, tok, since, ready, got)
+				err = streamPeer(recv, waiters, tok, since, ready, got)
 			} else {
-				err = longPollPeer(recv, t, tok, since, ready, got)
+				err = longPollPeer(recv, waiters, tok, since, ready, got)
 			}
 			if err != nil && recv.Err() == nil {
 				stopRecv(err)

@@ -116,6 +116,20 @@ func readCommits(ctx context.Context, t *target) (storeCounters, error) {
 	return c, nil
 }
 
+// readAllCommits is the sum of readCommits over several nodes' /metrics.
+func readAllCommits(ctx context.Context, nodes []*target) (storeCounters, error) {
+	var sum storeCounters
+	for _, t := range nodes {
+		c, err := readCommits(ctx, t)
+		if err != nil {
+			return sum, err
+		}
+		sum.commits += c.commits
+		sum.writes += c.writes
+	}
+	return sum, nil
+}
+
 // gauge reads a number of long polls open.
 type gauge func(ctx context.Context) (int64, error)
 

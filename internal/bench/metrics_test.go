@@ -122,7 +122,7 @@ func TestRelayPollGauge(t *testing.T) {
 	open.Store(4) // someone else's polls (3 more of other kinds are in the text)
 	tg, _ := metricsServer(t, func() string { return relayMetricsText(int(open.Load())) })
 
-	inProcess := &bench{relay: fakeServer{}}
+	inProcess := &bench{rowNodes: rowNodes{relay: fakeServer{}}}
 	g, err := inProcess.relayPolls(ctx, tg)
 	require.NoError(t, err)
 	n, err := g(ctx)

@@ -69,8 +69,10 @@ func exchange(ctx context.Context, b *bench, clients int) (*result, error) {
 		workers = (clients + 3) / 4 // a SimServer worker per 4 SimClients
 	}
 	ex := exchangeCalls{net: b.net(), key: b.key, max: b.opts.Max, separate: b.opts.Answers == "pushres"}
-	relay := newTarget("relay", b.base, clients+workers)
+	relay := newTarget("relay", b.base, clients)
 	defer relay.close()
+	servers := newTarget("relay", b.serverBase(), workers) // another node on PostgreSQL with two
+	defer servers.close()
 	tokens, err := b.logins(ctx, relay, ex.net, clients)
 	if err != nil {
 		return nil, err
@@ -91,12 +93,15 @@ func exchange(ctx context.Context, b *bench, clients int) (*result, error) {
 
 	// The relay's group commits, from its /metrics; in-process only, where
 	// the bench is the relay's one user.
-	var counters *target
+	var counters []*target // one per node
 	var c0 storeCounters
 	if b.relay != nil {
-		counters = newTarget("relay", b.base, 1)
-		defer counters.close()
-		if c0, err = readCommits(ctx, counters); err != nil {
+		for _, n := range b.nodes {
+			t := newTarget("relay", n.URL(), 1)
+			defer t.close()
+			counters = append(counters, t)
+		}
+		if c0, err = readAllCommits(ctx, counters); err != nil {
 			return nil, err
 		}
 	}
@@ -105,7 +110,7 @@ func exchange(ctx context.Context, b *bench, clients int) (*result, error) {
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			if err := ex.simServer(phase, relay); err != nil && phase.Err() == nil {
+			if err := ex.simServer(phase, servers); err != nil && phase.Err() == nil {
 				stopWorkers(fmt.Errorf("SimServer worker: %w", err))
 			}
 		})
@@ -126,7 +131,7 @@ func exchange(ctx context.Context, b *bench, clients int) (*result, error) {
 	}
 	var c storeCounters
 	if counters != nil {
-		if c, err = readCommits(ctx, counters); err != nil {
+		if c, err = readAllCommits(ctx, counters); err != nil {
 			return nil, err
 		}
 		c = c.minus(c0)

@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -32,6 +33,13 @@ type SoakOptions struct {
 	Every   time.Duration // mean time between kills (each is uniform in [0.5, 1.5] of it)
 	Clients int           // SimClients pushing requests; as many peers broadcast, and as many gateway callers of each kind call (0: 1)
 	Log     io.Writer     // progress lines; nil: none
+
+	// Postgres, a postgres:// URL, runs the soak on two relay nodes that
+	// serve a fresh schema of that database (DB is then unused), with the
+	// load spread across both. The first node is the one killed; the
+	// second is never killed and must serve throughout. The first stays
+	// down for Every/2 after each kill before it is started again.
+	Postgres string
 }
 
 // SoakReport is what a crash soak found; nothing was lost when Lost is
@@ -75,6 +83,21 @@ type SoakReport struct {
 	// each, or with their next pullreqsmart (half the workers do that).
 	AnswersPushres  int `json:"answers_pushres"`
 	AnswersWithPoll int `json:"answers_with_poll"`
+
+	// With two nodes (SoakOptions.Postgres): the node never killed. Its
+	// calls during the kill windows of the other (from each kill until the
+	// killed node serves again), the fewest in one window, and its calls
+	// that failed without an answer at any time (must be 0) or were
+	// answered 5xx (gateway calls unanswered in time: not acknowledged).
+	// These are left out of the JSON on one node.
+	Nodes            int    `json:"nodes,omitempty"`
+	SurvivorCalls    int64  `json:"survivor_calls_in_kill_windows,omitempty"`
+	SurvivorMinCalls *int64 `json:"survivor_min_calls_in_a_window,omitempty"`
+	SurvivorFailed   *int64 `json:"survivor_failed,omitempty"`
+	Survivor5xx      *int64 `json:"survivor_5xx,omitempty"`
+	// API calls refused with 503 store_busy (nothing written) and repeated,
+	// per node: the killed one, then the other.
+	StoreBusy []int64 `json:"store_busy,omitempty"`
 }
 
 // soakKey claims the soak's net; soakNet is fresh per store.
@@ -118,6 +141,19 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
+	nodes := 1
+	if o.Postgres != "" {
+		schema, err := newPGSchema(ctx, o.Postgres, "c2cvia_soak")
+		if err != nil {
+			return rep, err
+		}
+		defer func() {
+			if err := schema.drop(); err != nil {
+				fmt.Fprintf(o.Log, "%v\n", err)
+			}
+		}()
+		o.DB, nodes = schema.URL, 2
+	}
 	if o.DB == "" {
 		dir, err := os.MkdirTemp("", "c2cvia-soak-")
 		if err != nil {
@@ -127,15 +163,25 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		o.DB = filepath.Join(dir, "soak.db")
 	}
 	start := time.Now()
-	relay := newSoakRelay(o)
-	if err := relay.start(ctx); err != nil {
-		return rep, err
+	// The relay, or the nodes on PostgreSQL: the load is spread across
+	// them (at), the first is killed, the last reads everything back.
+	relays := make([]*soakRelay, nodes)
+	for i := range relays {
+		relays[i] = newSoakRelay(o)
+		if err := relays[i].start(ctx); err != nil {
+			return rep, err
+		}
+		defer relays[i].kill()
 	}
-	defer relay.kill()
+	at := func(i int) *soakRelay { return relays[i%nodes] }
+	victim, survivor := relays[0], relays[nodes-1]
+	if nodes > 1 {
+		rep.Nodes = nodes
+	}
 
-	call := relay.call
-	login := func() (tok, peer string, err error) {
-		status, b, err := call(ctx, http.MethodPost, "/api/v1/client/login", url.Values{"net": {soakNet}})
+	call := survivor.call
+	login := func(relay *soakRelay) (tok, peer string, err error) {
+		status, b, err := relay.call(ctx, http.MethodPost, "/api/v1/client/login", url.Values{"net": {soakNet}})
 		if err != nil || status != http.StatusOK {
 			return "", "", fmt.Errorf("login: %d %s %v", status, b, err)
 		}
@@ -147,7 +193,7 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		return out.Token, out.PeerID, err
 	}
 	// The receiver of every broadcast logs in before any is sent.
-	recvTok, _, err := login()
+	recvTok, _, err := login(victim)
 	if err != nil {
 		return rep, err
 	}
@@ -177,7 +223,9 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 
 	for c := range max(o.Clients, 1) {
 		wg.Go(func() { // a SimClient pushing requests
-			tok, _, err := login()
+			relay := at(c)
+			call := relay.call
+			tok, _, err := login(relay)
 			if err != nil {
 				fail(err)
 				return
@@ -214,7 +262,9 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 			}
 		})
 		wg.Go(func() { // a peer broadcasting
-			tok, _, err := login()
+			relay := at(c + 1)
+			call := relay.call
+			tok, _, err := login(relay)
 			if err != nil {
 				fail(err)
 				return
@@ -243,7 +293,7 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		})
 	}
 	for c := range max(o.Clients, 1) {
-		caller := &viaCaller{relay: relay, c: c, counts: &via, fail: fail,
+		caller := &viaCaller{relay: at(c), c: c, counts: &via, fail: fail,
 			lost: func(l string) {
 				mu.Lock()
 				loadLost = append(loadLost, l)
@@ -255,17 +305,19 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 				mu.Unlock()
 			},
 		}
+		async := *caller
+		async.relay = at(c + 1)
 		wg.Go(func() { caller.sync(load) })
-		wg.Go(func() { caller.async(load) })
+		wg.Go(func() { async.async(load) })
 	}
 	// SimServer workers answer until the end of the soak (they also drain
-	// what is left after the last kill): one per 8 SimClients, at least 2;
-	// every other one answers with its next poll.
+	// what is left after the last kill): one per 8 SimClients, at least 2
+	// per node; every other one answers with its next poll.
 	serve, stopServe := context.WithCancel(ctx)
 	defer stopServe()
 	var servers sync.WaitGroup
-	for i := range max(o.Clients/8, 2) {
-		servers.Go(func() { soakServe(serve, relay, i%2 == 0, &served, fail) })
+	for i := range max(o.Clients/8, 2*nodes) {
+		servers.Go(func() { soakServe(serve, at(i/2), i%2 == 0, &served, fail) })
 	}
 
 	// Kill and restart at random moments.
@@ -278,12 +330,29 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		if load.Err() != nil {
 			break
 		}
-		relay.kill()
+		before := survivor.answered.Load()
+		victim.kill()
 		killed := time.Now()
-		if err := relay.start(ctx); err != nil {
+		if nodes > 1 {
+			// The other node serves alone for a while: half the mean time
+			// between kills, before the killed one is started again.
+			select {
+			case <-time.After(o.Every / 2):
+			case <-ctx.Done():
+				return rep, ctx.Err()
+			}
+		}
+		if err := victim.start(ctx); err != nil {
 			return rep, err
 		}
 		rec := time.Since(killed)
+		if nodes > 1 {
+			n := survivor.answered.Load() - before
+			if rep.SurvivorMinCalls == nil || n < *rep.SurvivorMinCalls {
+				rep.SurvivorMinCalls = &n
+			}
+			rep.SurvivorCalls += n
+		}
 		rep.Kills++
 		rep.DownTime += rec
 		rep.MaxRecovery = max(rep.MaxRecovery, rec)
@@ -326,7 +395,7 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		}
 	}
 	// Every gateway request acknowledged with 202: its answer at its Location.
-	if err := checkViaAcked(ctx, relay, viaAcks, &rep); err != nil {
+	if err := checkViaAcked(ctx, survivor, viaAcks, &rep); err != nil {
 		return rep, err
 	}
 	stopServe()
@@ -369,8 +438,34 @@ func RunCrashSoak(ctx context.Context, o SoakOptions) (SoakReport, error) {
 		}
 	}
 	rep.Elapsed = time.Since(start)
-	rep.RelayRetries = relay.retries.Load()
+	for _, r := range relays {
+		rep.RelayRetries += r.retries.Load()
+	}
+	if nodes > 1 {
+		failed, status5xx := survivor.failed.Load(), survivor.status5xx.Load()
+		rep.SurvivorFailed, rep.Survivor5xx = &failed, &status5xx
+		for _, r := range relays {
+			rep.StoreBusy = append(rep.StoreBusy, r.busy.Load())
+		}
+	}
 	return rep, nil
+}
+
+// SurvivorErr says how the node never killed failed to serve throughout,
+// with two nodes: a call to it that got no answer, or a kill window in
+// which it answered nothing.
+func (rep SoakReport) SurvivorErr() error {
+	switch {
+	case rep.Nodes < 2:
+		return nil
+	case deref(rep.SurvivorFailed) > 0:
+		return fmt.Errorf("crash soak: %d calls to the node never killed got no answer", deref(rep.SurvivorFailed))
+	case len(rep.StoreBusy) == rep.Nodes && rep.StoreBusy[rep.Nodes-1] > 0:
+		return fmt.Errorf("crash soak: the node never killed refused %d calls with 503 store_busy", rep.StoreBusy[rep.Nodes-1])
+	case rep.Kills > 0 && deref(rep.SurvivorMinCalls) == 0:
+		return errors.New("crash soak: the node never killed answered nothing while the other was down")
+	}
+	return nil
 }
 
 // PrintSoak writes the soak's summary to w, one line per figure and one per
@@ -388,6 +483,11 @@ func PrintSoak(w io.Writer, rep SoakReport) {
 		rep.ViaAsyncDirect, rep.ViaAsyncCut, rep.ViaAsyncUnavailable)
 	fmt.Fprintf(w, "SimServer answers: %d taken by pushres, %d with the next poll; to gateway requests, %d refused 404 and %d 410\n",
 		rep.AnswersPushres, rep.AnswersWithPoll, rep.ViaAnswers404, rep.ViaAnswers410)
+	if rep.Nodes > 1 {
+		fmt.Fprintf(w, "node %d of %d, never killed: %d calls answered during the other's kill windows (at least %d in each), %d failed without an answer, %d answered 5xx\n",
+			rep.Nodes, rep.Nodes, rep.SurvivorCalls, deref(rep.SurvivorMinCalls), deref(rep.SurvivorFailed), deref(rep.Survivor5xx))
+		fmt.Fprintf(w, "API calls refused 503 store_busy and repeated, node by node: %v\n", rep.StoreBusy)
+	}
 	for _, l := range rep.Lost {
 		fmt.Fprintf(w, "  %s\n", l)
 	}
@@ -399,4 +499,11 @@ func avgDuration(total time.Duration, n int) time.Duration {
 		return 0
 	}
 	return total / time.Duration(n)
+}
+
+func deref(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
 }

@@ -6,6 +6,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -26,6 +27,11 @@ type soakRelay struct {
 	up      atomic.Pointer[chan struct{}]
 	client  *http.Client
 	retries atomic.Int64 // calls repeated because the relay was down
+
+	answered  atomic.Int64 // calls it answered
+	failed    atomic.Int64 // calls that ended without an answer, but for their ctx ending
+	status5xx atomic.Int64 // calls it answered with a 5xx status
+	busy      atomic.Int64 // API calls refused with 503 store_busy, and repeated
 }
 
 func newSoakRelay(o SoakOptions) *soakRelay {
@@ -123,13 +129,16 @@ func (r *soakRelay) send(ctx context.Context, method, path string, h http.Header
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
+		r.count(ctx, 0)
 		return soakReply{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
+		r.count(ctx, 0)
 		return soakReply{}, err
 	}
+	r.count(ctx, resp.StatusCode)
 	return soakReply{resp.StatusCode, resp.Header, b}, nil
 }
 
@@ -151,12 +160,38 @@ func (r *soakRelay) fetch(ctx context.Context, method, path string, h http.Heade
 }
 
 // call is fetch for an API call with its parameters as a form (nil: none).
+// A 503 store_busy (the store refused the write, nothing was written) is
+// counted and the call repeated, as a client does after Retry-After.
 func (r *soakRelay) call(ctx context.Context, method, path string, form url.Values) (int, []byte, error) {
 	var h http.Header
 	var body string
 	if form != nil {
 		h, body = http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}, form.Encode()
 	}
-	rep, err := r.fetch(ctx, method, path, h, body)
-	return rep.status, rep.body, err
+	for {
+		rep, err := r.fetch(ctx, method, path, h, body)
+		if err != nil || rep.status != http.StatusServiceUnavailable || !bytes.Contains(rep.body, []byte(`"store_busy"`)) {
+			return rep.status, rep.body, err
+		}
+		r.busy.Add(1)
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return 0, nil, ctx.Err()
+		}
+	}
+}
+
+// count counts one call's end: answered with status, or not answered (0)
+// though ctx had not ended.
+func (r *soakRelay) count(ctx context.Context, status int) {
+	switch {
+	case status == 0 && ctx.Err() == nil:
+		r.failed.Add(1)
+	case status >= 500:
+		r.answered.Add(1)
+		r.status5xx.Add(1)
+	case status != 0:
+		r.answered.Add(1)
+	}
 }
