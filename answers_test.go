@@ -198,6 +198,7 @@ func TestAnswersWithPollReachVia(t *testing.T) {
 // marked pulled all the same.
 func TestPullsmartAnswerInMemory(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t)
 	tok, _ := r.login("mem")
 	for _, byPoll := range []bool{false, true} {

@@ -60,6 +60,7 @@ func heldSizes(r *testRelay) (byRID, ended, queues, out, queued int) {
 // past --max-queue).
 func TestAttackHeldCountInStoredQueueQuota(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.MaxQueue, c.ViaAddrShare, c.ViaTimeout = 2, 0, time.Hour })
 	r.serve("full")
 	a, b := r.viaCall("full", "/a"), r.viaCall("full", "/b")
@@ -83,6 +84,7 @@ func TestAttackHeldCountInStoredQueueQuota(t *testing.T) {
 // fill its share gets 429 for a Prefer: respond-async one too.
 func TestAttackHeldCountInStoredAddrShare(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, trustLoopback, func(c *config) { c.MaxQueue, c.ViaAddrShare, c.ViaTimeout = 4, 0.5, time.Hour })
 	r.serve("share")
 	addr := "203.0.113.50"
@@ -107,6 +109,7 @@ func TestAttackHeldCountInStoredAddrShare(t *testing.T) {
 // started over).
 func TestAttackHeldRequeuedKeepsAttempt(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout, c.MaxAttempts = 10*time.Second, 2 })
 	r.serve("again")
 	asleep := r.srv.poller.asleep.Load()
@@ -134,6 +137,7 @@ func TestAttackHeldRequeuedKeepsAttempt(t *testing.T) {
 // 504 at --via-timeout).
 func TestAttackHeldStoredByRefusedHeadThenAnswered(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.MaxAddrStore, c.ViaTimeout = 16<<10, time.Hour })
 	r.serve("big")
 	caller := r.viaCall("big", "/download")
@@ -162,6 +166,7 @@ func TestAttackHeldStoredByRefusedHeadThenAnswered(t *testing.T) {
 // working on it got 410 cancelled for its answer).
 func TestAttackHeldLeasedStoredPastFullQueue(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.MaxQueue, c.ViaAddrShare, c.ViaTimeout = 2, 0, 10*time.Second })
 	r.serve("busy")
 	asleep := r.srv.poller.asleep.Load()
@@ -185,6 +190,7 @@ func TestAttackHeldLeasedStoredPastFullQueue(t *testing.T) {
 // store's turn they got nothing while held requests waited).
 func TestAttackMaxOneStarvesHeld(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout, c.ReqTTL = time.Hour, time.Minute })
 	r.serve("turns")
 	require.Equal(t, http.StatusAccepted, r.viaFrom("", "turns", "", "respond-async").Status)
@@ -225,6 +231,7 @@ func TestAttackMaxOneStarvesHeld(t *testing.T) {
 // queued, until its wait ends.
 func TestAttackMaxOneLongPollSleepsOnHeld(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout, c.ReqTTL = time.Hour, time.Minute })
 	r.serve("sleepy")
 	require.Equal(t, http.StatusAccepted, r.viaFrom("", "sleepy", "", "respond-async").Status)
@@ -268,6 +275,7 @@ func TestAttackMaxOneLongPollSleepsOnHeld(t *testing.T) {
 // abandoned body).
 func TestAttackHeldMemoryFreedWithoutPolls(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t)
 	body := strings.Repeat("b", 32<<10)
 	for range 20 {
@@ -292,6 +300,7 @@ func TestAttackHeldMemoryFreedWithoutPolls(t *testing.T) {
 // at the net's next lease).
 func TestAttackHeldOutFreedAt504(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout = 10 * time.Second })
 	r.serve("gone")
 	asleep := r.srv.poller.asleep.Load()
@@ -312,6 +321,7 @@ func TestAttackHeldOutFreedAt504(t *testing.T) {
 // the metric.
 func TestAttackHeldMapsFreed(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, trustLoopback, func(c *config) { c.ViaTimeout, c.MaxAttempts, c.MaxQueue = 20*time.Second, 1, 10 })
 	r.serve("free")
 	asleep := r.srv.poller.asleep.Load()
@@ -352,6 +362,7 @@ func TestAttackHeldMapsFreed(t *testing.T) {
 // taken, the others get 409 already_answered, the caller gets that one.
 func TestAttackHeldAnsweredOnce(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t)
 	r.serve("once")
 	for round := range 10 {
@@ -395,6 +406,7 @@ func TestAttackHeldAnsweredOnce(t *testing.T) {
 // pushpart, watch), is 404 and does not reach the caller.
 func TestAttackHeldAnswerWrongNet(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t)
 	r.serve("mine")
 	r.serve("theirs")
@@ -429,6 +441,7 @@ func TestAttackHeldAnswerWrongNet(t *testing.T) {
 // beside them is answered.
 func TestAttackAnswersBadInput(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout = time.Hour })
 	tok, _ := r.login("bad")
 	stored := r.push(tok, map[string]any{"simEndpoint": "/s"})
@@ -517,6 +530,7 @@ func TestAttackAnswersBadInput(t *testing.T) {
 // the caller's or stored as answered.
 func TestAttackHeld504RacesAnswer(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout = 10 * time.Second })
 	r.serve("race")
 	for round := range 15 {
@@ -556,6 +570,7 @@ func TestAttackHeld504RacesAnswer(t *testing.T) {
 // or gets 504.
 func TestAttackHeld504RacesHead(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout = 10 * time.Second })
 	r.serve("hrace")
 	for round := range 15 {
@@ -586,6 +601,7 @@ func TestAttackHeld504RacesHead(t *testing.T) {
 // same held request twice while its lease holds.
 func TestAttackHeldLeasedOnce(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout, c.MaxQueue = time.Hour, 0 })
 	r.serve("many")
 	const n = 40
@@ -630,6 +646,7 @@ func TestAttackHeldLeasedOnce(t *testing.T) {
 // SimServer's late answer is still taken, as the store would take it.
 func TestAttackHeldLapseWakesPoll(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout = time.Hour })
 	r.serve("wake")
 	caller := r.viaCall("wake", "/x")
@@ -654,6 +671,7 @@ func TestAttackHeldLapseWakesPoll(t *testing.T) {
 // stored request is withdrawn, its SimServer's answer is 410 cancelled.
 func TestAttackHeldGoneAfterRefusedHead(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.MaxAddrStore, c.ViaTimeout = 16<<10, time.Hour })
 	r.serve("left")
 	abandon := abandonVia(r, "left", "")
@@ -682,6 +700,7 @@ func TestAttackHeldGoneAfterRefusedHead(t *testing.T) {
 // or deleted).
 func TestAttackHeldGoneRacesHead(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout = time.Hour })
 	r.serve("gonerace")
 	for round := range 30 {
@@ -712,6 +731,7 @@ func TestAttackHeldGoneRacesHead(t *testing.T) {
 // lease runs out, with its attempt.
 func TestAttackHeldAtShutdown(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	dbPath := testDB(t, "relay.db")
 	cfg := testConfig(dbPath)
 	cfg.ViaTimeout = time.Hour
@@ -757,6 +777,7 @@ func TestAttackHeldAtShutdown(t *testing.T) {
 // empty body), the stream left unread in the store.
 func TestAttackHeld504RacesHeadMany(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout, c.MaxQueue = 10*time.Second, 0 })
 	r.serve("hmany")
 	const n = 20
@@ -807,6 +828,7 @@ func TestAttackHeld504RacesHeadMany(t *testing.T) {
 // for the old lease's end, and an answer meanwhile was taken).
 func TestAttackHeldShortenedLastLease(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.MaxAttempts, c.ViaTimeout = 1, time.Hour })
 	r.serve("short")
 	asleep := r.srv.poller.asleep.Load()
@@ -836,6 +858,7 @@ func TestAttackHeldShortenedLastLease(t *testing.T) {
 // shortened last lease is refused 410 failed.
 func TestAttackStoredShortenedLastLease(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.MaxAttempts, c.ViaTimeout = 1, time.Hour })
 	r.serve("shorts")
 	require.Equal(t, http.StatusAccepted, r.viaFrom("", "shorts", "", "respond-async").Status)
@@ -855,6 +878,7 @@ func TestAttackStoredShortenedLastLease(t *testing.T) {
 // SimServer, whose watch names it and whose answer gets 410.
 func TestAttackHeldRefusedAt504WakesWatch(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, trustLoopback, func(c *config) { c.MaxAddrStore, c.ViaTimeout = 16<<10, 10*time.Second })
 	r.serve("refused")
 	const addr = "203.0.113.9"
@@ -889,6 +913,7 @@ func TestAttackHeldRefusedAt504WakesWatch(t *testing.T) {
 // first.
 func TestAttackAnswersSameRidTwice(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t)
 	tok, _ := r.login("twice")
 	stored := r.push(tok, map[string]any{"simEndpoint": "/s"})
@@ -920,6 +945,7 @@ func TestAttackAnswersSameRidTwice(t *testing.T) {
 // another token waiting on the same rid gets nothing of it.
 func TestAttackPullsmartFromMemory(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t)
 	tok, _ := r.login("mem2")
 	other, _ := r.login("mem2")

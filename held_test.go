@@ -56,6 +56,7 @@ func countInserts(t *testing.T, r *testRelay) func() int {
 // pushres and by an answer posted with a poll.
 func TestHeldGatewayRequests(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t)
 	r.pullReqs("mem", testKey, nil) // claim the net
 	inserts := countInserts(t, r)
@@ -94,6 +95,7 @@ func TestHeldGatewayRequests(t *testing.T) {
 // keeps it, and after --max-attempts its caller gets 410 failed.
 func TestHeldLeases(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.MaxAttempts, c.ViaTimeout = 3, time.Hour })
 	r.pullReqs("lease", testKey, nil)
 	inserts := countInserts(t, r)
@@ -128,6 +130,7 @@ func TestHeldLeases(t *testing.T) {
 // attempt and lease, and its SimServer's answer is taken there.
 func TestHeldUntilTheWaitEnds(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout = 10 * time.Second })
 	r.pullReqs("late", testKey, nil)
 
@@ -169,6 +172,7 @@ func TestHeldUntilTheWaitEnds(t *testing.T) {
 // share of it (--via-addr-share).
 func TestHeldQueueQuota(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t, trustLoopback, func(c *config) { c.MaxQueue, c.ViaAddrShare, c.ViaTimeout = 4, 0.5, time.Hour })
 	a, b := "203.0.113.7", "198.51.100.9"
 	held := func(addr string) <-chan reply {
@@ -193,6 +197,7 @@ func TestHeldQueueQuota(t *testing.T) {
 // answer goes to the store first, and its caller reads the stream on.
 func TestHeldStreamedAnswer(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t)
 	r.pullReqs("sse", testKey, nil)
 	caller := r.viaCall("sse", "/events")

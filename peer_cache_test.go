@@ -55,6 +55,7 @@ func TestPeerStoredOnce(t *testing.T) {
 // and each reads it from the message cache: no SQL read per receiver.
 func TestPeerFanOutFromMemory(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t)
 	sender := r.peerLogin("crowd")
 	const waiting = 40
@@ -81,6 +82,7 @@ func TestPeerFanOutFromMemory(t *testing.T) {
 // (nothing cached) everything kept is still read in order.
 func TestPeerCacheFloor(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t)
 	setCacheLimit(r.store.msgs, 3)
 	a, b, c := r.peerLogin("alpha"), r.peerLogin("alpha"), r.peerLogin("alpha")
@@ -215,6 +217,7 @@ func TestPeerConcurrentSenders(t *testing.T) {
 // stays cached, and every reader still gets every message in order.
 func TestPeerCacheBoundedAcrossNets(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	const bound = 64 << 10
 	r := newTestRelay(t, func(c *config) { c.MsgCache = bound })
 	const nets, rounds = 40, 6
@@ -276,6 +279,7 @@ func TestPeerCacheBoundedAcrossNets(t *testing.T) {
 // reader reads them once, outside the writer, for every other reader.
 func TestPublishCountsItsReceivers(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t)
 	sender := r.peerLogin("big")
 	r.subscribe(sender, "t", true) // a sender never receives its own

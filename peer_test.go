@@ -315,7 +315,13 @@ func TestPeerPullCursor(t *testing.T) {
 	last := page.Next
 	page = r.pullMsgs(b, url.Values{"since": {strconv.FormatInt(last, 10)}})
 	assert.Empty(t, page.Messages)
-	assert.Equal(t, want[4]+1, page.Next, "past c's last message too: b never rescans it")
+	if testPostgresURL() == "" {
+		assert.Equal(t, want[4]+1, page.Next, "past c's last message too: b never rescans it")
+	} else {
+		// Another node's message may hold a lower id and commit later: an
+		// empty page leaves the cursor where it was (README, "Scale out").
+		assert.Equal(t, last, page.Next, "the cursor stays")
+	}
 
 	// JSON and form bodies, since as a number or text.
 	rep := r.postJSON("/api/v1/peer/pullsmart", b.tok, map[string]any{"since": want[2], "wait": 0})

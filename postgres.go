@@ -130,12 +130,15 @@ func migratePostgres(ctx context.Context, db *sql.DB, name string) error {
 	return nil
 }
 
-// pgWriters is how many writes a node of a PostgreSQL store commits at
-// once, each on a connection of its own (writeEach).
-const pgWriters = 8
+// pgWriters is how many writers a node of a PostgreSQL store runs
+// (writeEach): one, so that its writes commit in the order they were
+// queued, as SQLite's one writer's do. A write queued and not waited for
+// (writeLater: a pulled mark, an answer dropped once read) then commits
+// before any write its caller makes next.
+const pgWriters = 1
 
-// openPostgresStore is openStore on a PostgreSQL database: pgWriters
-// writers, each committing one write at a time, and a pool of readers.
+// openPostgresStore is openStore on a PostgreSQL database: its writer
+// commits one write at a time, and a pool of readers reads.
 // Long polls hold no connection: they wait on the hub.
 func openPostgresStore(ctx context.Context, url string, opts storeOptions) (*store, error) {
 	name := redactURL(url)
@@ -177,9 +180,10 @@ func openPostgresStore(ctx context.Context, url string, opts storeOptions) (*sto
 	r.SetMaxOpenConns(readers)
 	r.SetMaxIdleConns(readers)
 	// Other nodes write the same rows: no cache of logins (one may be
-	// dropped on another node), of claims, or of recent messages.
+	// dropped on another node: cacheToken), of claims, or of recent
+	// messages.
 	s, err := finishOpen(ctx, name, &store{opts: opts, clock: opts.Clock, w: w, r: r, ckpt: r, pg: true,
-		maxToks: 0, version: len(migrations)})
+		maxToks: maxCachedTokens, version: len(migrations)})
 	if err != nil {
 		return nil, err
 	}
@@ -274,9 +278,9 @@ func (s *store) syncQuotas(ctx context.Context, tx *sql.Tx, net string) error {
 	defer c.mu.Unlock()
 	for queue, n := range map[string]int{queueOf(net, ""): clients, queueOf(net, detachedFrom): via} {
 		c.byStatus[statusQueued] += int64(n - c.queued[queue])
-		c.queued[queue] = n
+		addTo(c.queued, queue, n-c.queued[queue])
 	}
-	c.tokens[net] = logins
+	addTo(c.tokens, net, logins-c.tokens[net])
 	return nil
 }
 
@@ -329,13 +333,12 @@ func (s *store) releaseJanitor() {
 	}
 }
 
-// writeEach is one of a PostgreSQL store's writers: it commits one write
-// at a time, in a transaction of its own. Many writes in one transaction,
-// as SQLite's one writer commits them, would take the nets' locks and rows
-// in no set order, and two nodes' batches would deadlock each other (each
+// writeEach is a PostgreSQL store's writer: it commits one write at a
+// time, in a transaction of its own. Many writes in one transaction, as
+// SQLite's one writer commits them, would take the nets' locks and rows in
+// no set order, and two nodes' batches would deadlock each other (each
 // found only after PostgreSQL's deadlock_timeout, a second); one write
-// takes its net's locks first and its rows after, and PostgreSQL's own
-// group commit shares the WAL flushes of the writers committing at once.
+// takes its net's locks first and its rows after.
 func (s *store) writeEach() {
 	for {
 		select {

@@ -167,6 +167,7 @@ func TestWriteCallerGone(t *testing.T) {
 // tokens beyond it still work, read from the store.
 func TestTokenCacheBounded(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	st := newTestStore(t)
 	st.maxToks = 2
 	ctx := context.Background()

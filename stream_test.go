@@ -429,6 +429,7 @@ func TestCancel(t *testing.T) {
 // streaming.
 func TestViaCallerGoneWithdraws(t *testing.T) {
 	t.Parallel()
+	onlyOneNode(t)
 	r := newTestRelay(t)
 	// call sends a gateway request and returns a func that abandons it.
 	call := func(path string) (abandon func()) {

@@ -205,7 +205,7 @@ func (s *store) lookupToken(ctx context.Context, secret string) (token, error) {
 const maxCachedTokens = 100_000
 
 func (s *store) cacheToken(t token) {
-	if s.nTokens.Load() >= s.maxToks {
+	if s.pg || s.nTokens.Load() >= s.maxToks { // another node may drop a login
 		return
 	}
 	if _, loaded := s.tokens.LoadOrStore(string(t.Hash), t); !loaded {
