@@ -459,6 +459,9 @@ func (c config) checkStore(s *settingErrors) {
 	if c.DB == "" {
 		s.badFlag("db", "must name a SQLite file or a postgres:// URL")
 	}
+	if err := checkDB(c.DB); err != nil {
+		s.bad("%v", err)
+	}
 	if isPostgresURL(c.DB) && len(c.Listen.ACMEDomains) > 0 && c.Listen.ACMECache == "" {
 		s.bad("--acme-domain on a PostgreSQL store needs --acme-cache: its default folder is beside a SQLite --db")
 	}

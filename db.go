@@ -278,6 +278,9 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 	if err := opts.check(); err != nil {
 		return nil, err
 	}
+	if err := checkDB(path); err != nil {
+		return nil, err
+	}
 	if isPostgresURL(path) {
 		if opts.MustExist { // purge, net: never make nor upgrade a store
 			if err := checkPostgresStore(ctx, path); err != nil {
@@ -419,6 +422,9 @@ func (s *store) closeDBs() error {
 // beside it reads it as immutable. On PostgreSQL its connections are
 // read-only (openPostgresReadOnly).
 func openStoreReadOnly(ctx context.Context, path string, opts storeOptions) (*store, error) {
+	if err := checkDB(path); err != nil {
+		return nil, err
+	}
 	if isPostgresURL(path) {
 		return openPostgresReadOnly(ctx, path, opts)
 	}

@@ -143,6 +143,12 @@ func (s *store) sendMessage(ctx context.Context, t token, m message, data []byte
 				return nil, err
 			}
 			receivers = s.counts.subscribers(t.Net, m.Topic)
+			if s.pg { // other nodes subscribe too: the database counts them all
+				if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM subscriptions
+					WHERE net = ? AND topic = ? AND until_id IS NULL`, t.Net, m.Topic).Scan(&receivers); err != nil {
+					return nil, err
+				}
+			}
 			if self {
 				receivers--
 			}

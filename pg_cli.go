@@ -12,7 +12,6 @@ import (
 	neturl "net/url"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/jonboulle/clockwork"
@@ -70,11 +69,14 @@ func checkPostgresStore(ctx context.Context, url string) error {
 // with default_transaction_read_only on: PostgreSQL refuses any write on
 // it, whatever the statement.
 func openPostgresReadOnlyDB(url string) (*sql.DB, error) {
-	cfg, err := pgx.ParseConfig(url)
+	cfg, err := pgConfig(url)
 	if err != nil {
 		return nil, parseURLError(url, err)
 	}
 	cfg.RuntimeParams["default_transaction_read_only"] = "on"
+	// Reading needs no primary: target_session_attrs=read-write would
+	// refuse every connection, each one read-only by the line above.
+	cfg.ValidateConnect = nil
 	db := sql.OpenDB(rebindConnector{stdlib.GetConnector(*cfg)})
 	db.SetMaxOpenConns(2)
 	return db, nil

@@ -547,3 +547,24 @@ func TestNodesPreflights(t *testing.T) {
 	rep := preflight()
 	assert.Equal(t, http.StatusNoContent, rep.Status, "answered by the relay: %s", rep.Body)
 }
+
+// TestNodesPublishReceivers: a publish counts the topic's subscribers on
+// every node, not only those its own node saw subscribe.
+func TestNodesPublishReceivers(t *testing.T) {
+	nodes := newTestNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	const net = "news"
+	ada, _ := a.login(net)
+	bob, _ := b.login(net)
+	cy, _ := b.login(net)
+	for _, tok := range []string{bob, cy} {
+		rep := b.postJSON("/api/v1/peer/subscribe", tok, map[string]any{"topic": "t"})
+		require.Equal(t, http.StatusOK, rep.Status, string(rep.Body))
+	}
+	rep := a.postJSON("/api/v1/peer/publish", ada, map[string]any{"topic": "t", "data": 1})
+	require.Equal(t, http.StatusCreated, rep.Status, string(rep.Body))
+	assert.Equal(t, json.Number("2"), rep.JSON["receivers"], "both subscribed on B")
+	rep = b.postJSON("/api/v1/peer/publish", bob, map[string]any{"topic": "t", "data": 2})
+	require.Equal(t, http.StatusCreated, rep.Status, string(rep.Body))
+	assert.Equal(t, json.Number("1"), rep.JSON["receivers"], "the publisher is not its own receiver")
+}

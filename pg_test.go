@@ -253,3 +253,62 @@ func TestRebind(t *testing.T) {
 		assert.Equal(t, c.want, rebind(c.sql), c.sql)
 	}
 }
+
+// TestDBKinds: a postgres:// URL in any case is PostgreSQL; a libpq
+// keyword/value string is refused, without repeating it (it may hold the
+// password), rather than taken for a SQLite file's name.
+func TestDBKinds(t *testing.T) {
+	t.Parallel()
+	for _, db := range []string{"postgres://h/db", "postgresql://h/db", "POSTGRES://u:pw@h/db", "PostgreSQL://h/db"} {
+		assert.True(t, isPostgresURL(db), db)
+		assert.NoError(t, checkDB(db), db)
+	}
+	for _, db := range []string{"c2cvia.db", "/var/lib/c2cvia/c2cvia.db", "./host.db", "my store=old.db"} {
+		assert.False(t, isPostgresURL(db), db)
+	}
+	assert.NoError(t, checkDB("c2cvia.db"))
+	for _, db := range []string{
+		"host=127.0.0.1 port=5432 user=relay password=Secret_pw dbname=relaydb sslmode=disable",
+		"dbname=c2cvia", "user=relay password=Secret_pw", "HOST=db.internal",
+	} {
+		err := checkDB(db)
+		require.ErrorIs(t, err, errConninfo, db)
+		assert.NotContains(t, err.Error(), "Secret_pw")
+		_, err = openStore(context.Background(), db, testStoreOptions(nil))
+		require.ErrorIs(t, err, errConninfo, "openStore %s", db)
+		_, err = openStoreReadOnly(context.Background(), db, testStoreOptions(nil))
+		require.ErrorIs(t, err, errConninfo, "openStoreReadOnly %s", db)
+	}
+	cfg := testConfig("host=db password=Secret_pw dbname=x")
+	err := cfg.check(nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "keyword/value")
+	assert.NotContains(t, err.Error(), "Secret_pw")
+}
+
+// TestPgConnectTimeout: a URL without connect_timeout gets one, so a
+// server that never answers cannot hang serve or inspect; one the URL sets
+// is kept.
+func TestPgConnectTimeout(t *testing.T) {
+	t.Parallel()
+	cfg, err := pgConfig("postgres://u@127.0.0.1:1/db")
+	require.NoError(t, err)
+	assert.Equal(t, pgConnectTimeout, cfg.ConnectTimeout)
+	cfg, err = pgConfig("postgres://u@127.0.0.1:1/db?connect_timeout=3")
+	require.NoError(t, err)
+	assert.Equal(t, 3*time.Second, cfg.ConnectTimeout)
+}
+
+// TestInspectReadWriteURL: the read-only opens of inspect and net list
+// take the URL the nodes use, target_session_attrs=read-write included.
+func TestInspectReadWriteURL(t *testing.T) {
+	url := newTestSchema(t, needPostgres(t))
+	st, err := openStore(context.Background(), url, testStoreOptions(nil))
+	require.NoError(t, err)
+	require.NoError(t, st.Close())
+	ro, err := openStoreReadOnly(context.Background(), url+"&target_session_attrs=read-write", testStoreOptions(nil))
+	require.NoError(t, err)
+	defer ro.Close()
+	var n int
+	require.NoError(t, ro.r.QueryRow(`SELECT count(*) FROM requests`).Scan(&n))
+}

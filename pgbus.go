@@ -172,7 +172,11 @@ func (b *pgBus) sendLoop() {
 		payloads := b.take()
 		for i := 0; i < len(payloads); {
 			if conn == nil {
-				c, err := pgx.Connect(b.ctx, b.url)
+				cfg, err := pgConfig(b.url)
+				if err != nil {
+					return
+				}
+				c, err := pgx.ConnectConfig(b.ctx, cfg)
 				if err != nil {
 					if !b.pause(&failures, "connect to send wake-ups", err) {
 						return
@@ -219,7 +223,7 @@ func (b *pgBus) pause(failures *int, what string, err error) bool {
 
 // listen opens the listening connection.
 func (b *pgBus) listen(ctx context.Context) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(b.url)
+	cfg, err := pgConfig(b.url)
 	if err != nil {
 		return nil, err
 	}

@@ -41,7 +41,42 @@ const pgMigrateLock = 0x63326376 // "c2cv"
 // isPostgresURL reports whether db names a PostgreSQL database
 // (postgres:// or postgresql://, as libpq's URIs) rather than a SQLite file.
 func isPostgresURL(db string) bool {
-	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
+	lower := strings.ToLower(db)
+	return strings.HasPrefix(lower, "postgres://") || strings.HasPrefix(lower, "postgresql://")
+}
+
+// conninfoWord finds a libpq keyword/value setting (host=… dbname=…).
+var conninfoWord = regexp.MustCompile(`(?i)(^|\s)(host|hostaddr|port|dbname|user|password|sslmode|service)\s*=`)
+
+// errConninfo refuses a --db written as libpq's keyword/value string: it
+// would otherwise name a SQLite file, password included.
+var errConninfo = errors.New("--db looks like a PostgreSQL keyword/value string (host=… dbname=…): give it as a URL, postgres://USER@HOST:PORT/DB?sslmode=…, with the password in $PGPASSWORD or ~/.pgpass")
+
+// checkDB refuses a --db that is neither a postgres:// URL nor a plausible
+// SQLite file name; its errors never repeat the value, which may hold a
+// password.
+func checkDB(db string) error {
+	if !isPostgresURL(db) && conninfoWord.MatchString(db) {
+		return errConninfo
+	}
+	return nil
+}
+
+// pgConnectTimeout is how long a connection to PostgreSQL may take when
+// the URL sets no connect_timeout: a server that accepts the connection
+// and never answers would otherwise hang serve and inspect.
+const pgConnectTimeout = 10 * time.Second
+
+// pgConfig parses url for pgx, with pgConnectTimeout when it sets none.
+func pgConfig(url string) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = pgConnectTimeout
+	}
+	return cfg, nil
 }
 
 // redactedUser and redactedParam find the password of a URL that does
@@ -75,9 +110,9 @@ func redactURL(url string) string {
 // openPostgresDB opens a database/sql pool on url whose statements may use
 // SQLite's placeholders.
 func openPostgresDB(url string) (*sql.DB, error) {
-	cfg, err := pgx.ParseConfig(url)
+	cfg, err := pgConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("--db %s: %w", redactURL(url), err)
+		return nil, parseURLError(url, err)
 	}
 	return sql.OpenDB(rebindConnector{stdlib.GetConnector(*cfg)}), nil
 }
