@@ -312,3 +312,21 @@ func TestInspectReadWriteURL(t *testing.T) {
 	var n int
 	require.NoError(t, ro.r.QueryRow(`SELECT count(*) FROM requests`).Scan(&n))
 }
+
+// TestPostgresForeignTables: a schema that holds another program's table
+// of a name the store uses is refused before anything is written to it.
+func TestPostgresForeignTables(t *testing.T) {
+	url := newTestSchema(t, needPostgres(t))
+	db, err := openPostgresDB(url)
+	require.NoError(t, err)
+	defer db.Close()
+	_, err = db.Exec(`CREATE TABLE messages (body text)`)
+	require.NoError(t, err)
+	_, err = openStore(context.Background(), url, testStoreOptions(nil))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "already holds tables named messages")
+	assert.Contains(t, err.Error(), "search_path")
+	var tables int
+	require.NoError(t, db.QueryRow(`SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()`).Scan(&tables))
+	assert.Equal(t, 1, tables, "nothing written beside the other program's table")
+}

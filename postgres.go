@@ -129,17 +129,30 @@ func migratePostgres(ctx context.Context, db *sql.DB, name string) error {
 		return fmt.Errorf("open store %s: %w", name, err)
 	}
 	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(?)`, pgMigrateLock)
-	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS c2cvia_schema (version bigint NOT NULL)`); err != nil {
+	var version int
+	var exists bool
+	if err := conn.QueryRowContext(ctx, `SELECT to_regclass('c2cvia_schema') IS NOT NULL`).Scan(&exists); err != nil {
 		return fmt.Errorf("open store %s: %w", name, err)
 	}
-	var version int
-	switch err := conn.QueryRowContext(ctx, `SELECT version FROM c2cvia_schema`).Scan(&version); {
-	case errors.Is(err, sql.ErrNoRows):
-		if _, err := conn.ExecContext(ctx, `INSERT INTO c2cvia_schema (version) VALUES (0)`); err != nil {
+	if exists {
+		if err := conn.QueryRowContext(ctx, `SELECT version FROM c2cvia_schema`).Scan(&version); err != nil {
 			return fmt.Errorf("open store %s: %w", name, err)
 		}
-	case err != nil:
-		return fmt.Errorf("open store %s: %w", name, err)
+	} else {
+		// A schema that holds another program's tables of the same names
+		// is refused before anything is written to it.
+		var schema string
+		var clash sql.NullString
+		if err := conn.QueryRowContext(ctx, `SELECT current_schema(), (SELECT string_agg(table_name, ', ' ORDER BY table_name)
+			FROM information_schema.tables WHERE table_schema = current_schema()
+			AND table_name IN ('nets', 'tokens', 'requests', 'messages', 'subscriptions', 'net_usage', 'settings', 'answer_parts'))`).
+			Scan(&schema, &clash); err != nil {
+			return fmt.Errorf("open store %s: %w", name, err)
+		}
+		if clash.Valid {
+			return fmt.Errorf("open store %s: the schema %q already holds tables named %s: give c2cvia a schema of its own "+
+				"(CREATE SCHEMA c2cvia, then ?search_path=c2cvia in the URL)", name, schema, clash.String)
+		}
 	}
 	if version > len(pgMigrations) {
 		return fmt.Errorf("%s is not a c2cvia store this version can read (schema version %d, known up to %d)",
@@ -149,6 +162,13 @@ func migratePostgres(ctx context.Context, db *sql.DB, name string) error {
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
 			return err
+		}
+		if version == 0 {
+			if _, err := tx.ExecContext(ctx, `CREATE TABLE c2cvia_schema (version bigint NOT NULL);
+				INSERT INTO c2cvia_schema (version) VALUES (0)`); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("open store %s: %w", name, err)
+			}
 		}
 		if _, err := tx.ExecContext(ctx, pgMigrations[version]); err != nil {
 			tx.Rollback()
