@@ -963,7 +963,8 @@ function macrotask() {
  * calls, are tried again with backoff when refused for now (a network
  * error, 408, 429 or 5xx), retries + 1 times in all; pushreq, send,
  * publish and broadcast, which a repeat could do twice, only after a 429
- * or 503. A session.fetch waiting for its answer asks again up to retries
+ * or 503 (a fetch of GET, HEAD, OPTIONS or TRACE, or with an
+ * Idempotency-Key, as after any failure: Go's net/http sends those again). A session.fetch waiting for its answer asks again up to retries
  * times in a row; a messages() iterator polls on for as long as it runs.
  *
  * A call that finds the token expired (401 `token_expired`, only that
@@ -1162,7 +1163,10 @@ function finalResponse(res, url, redirected) {
  * @returns {Promise<Response>}
  */
 async function exchange(call, cancel, closed, policy, message, sig) {
-  const { json } = await call("/api/v1/client/pushreq", { sim_req: toSimReq(message) }, sig, "once");
+  // Sent again after a network error only when a browser or Go's
+  // net/http would send it again: a repeat of it may do nothing twice.
+  const how = resendable(message) ? "retry" : "once";
+  const { json } = await call("/api/v1/client/pushreq", { sim_req: toSimReq(message) }, sig, how);
   const rid = json.rid;
   const withdraw = () => cancel(rid);
 
@@ -1807,6 +1811,20 @@ function retryPolicy(who, retries = defaults.retries, backoff = {}) {
     retries,
     delay: (n, err) => backoffDelay(n, { initial, max, retryAfter: err instanceof RelayError ? err.retryAfter : undefined }),
   };
+}
+
+/**
+ * Whether a request may be sent again after a network error hid whether
+ * it arrived, by the rule of Go's net/http (Transport): GET, HEAD, OPTIONS
+ * and TRACE, and any request that carries an Idempotency-Key (or
+ * X-Idempotency-Key) header; RFC 9110, 9.2.2.
+ * @param {HTTPMessage} message
+ * @returns {boolean}
+ */
+function resendable(message) {
+  const method = (message.method ?? "GET").toUpperCase();
+  if (method === "GET" || method === "HEAD" || method === "OPTIONS" || method === "TRACE") return true;
+  return message.headers.some(([name]) => /^(x-)?idempotency-key$/i.test(name));
 }
 
 /**
