@@ -108,6 +108,11 @@ func asAPIError(err error) *apiError {
 			return se.api
 		}
 	}
+	// A read's failure on PostgreSQL (a connection an administrator ended,
+	// a standby): what the writer's would be (storeFault).
+	if f := pgFault(err); f != nil {
+		return asAPIError(f)
+	}
 	return nil
 }
 

@@ -80,7 +80,6 @@ func TestMalformedInputRefused(t *testing.T) {
 // row per request, nothing a terminal acts on.
 func TestInspectEscapesControlCharacters(t *testing.T) {
 	t.Parallel()
-	needsInspect(t)
 	r := newTestRelay(t)
 	tok, _ := r.login("alpha")
 	evil := "/x\x1b]0;pwned\x07\x1b[2J\r\nfake-rid  queued  0  peer  GET  /\t\u009b"

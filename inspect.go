@@ -62,7 +62,9 @@ with SELECT on its tables is enough.`,
 			switch {
 			case rid != "":
 				ri, err := st.requestDetail(ctx, rid)
-				if err == errNotFound {
+				if err == errNotFound && st.pg {
+					return fmt.Errorf("no request %s in %s: it never was, or it is gone (a request is kept for the res-ttl after it ends)", rid, storeName(db))
+				} else if err == errNotFound {
 					return fmt.Errorf("no request %s in %s: it never was, or it is gone (a request is kept for the res-ttl after it ends; a synchronous /via/ request is held in the relay's memory while its caller waits, and stored only if the caller got 504, the relay shut down meanwhile, or its SimServer began a streamed answer)", rid, storeName(db))
 				} else if err != nil {
 					return err

@@ -36,21 +36,19 @@ func TestNetCommands(t *testing.T) {
 	rid := r.push(tok, map[string]any{"simEndpoint": "/pending"})
 	flushStoreWrites(t, r)
 
-	if inspectReadsPostgres() {
-		out, err := runCLI(t, nil, "net", "list", "--db", r.DBPath, "--json")
-		require.NoError(t, err)
-		var list struct{ Nets []netClaim }
-		require.NoError(t, json.Unmarshal([]byte(out), &list), out)
-		require.Len(t, list.Nets, 2)
-		assert.Equal(t, "kept", list.Nets[0].Net)
-		at := formatMS(t0.UnixMilli())
-		assert.Equal(t, netClaim{Net: "owned", ClaimedAt: at, LastPollAt: at, Pending: 1}, list.Nets[1])
-		out, err = runCLI(t, nil, "net", "list", "--db", r.DBPath)
-		require.NoError(t, err)
-		assert.Regexp(t, `(?m)^owned\s+`+regexpQuote(at)+`\s+`+regexpQuote(at)+`\s+1$`, out)
-	}
+	out, err := runCLI(t, nil, "net", "list", "--db", r.DBPath, "--json")
+	require.NoError(t, err)
+	var list struct{ Nets []netClaim }
+	require.NoError(t, json.Unmarshal([]byte(out), &list), out)
+	require.Len(t, list.Nets, 2)
+	assert.Equal(t, "kept", list.Nets[0].Net)
+	at := formatMS(t0.UnixMilli())
+	assert.Equal(t, netClaim{Net: "owned", ClaimedAt: at, LastPollAt: at, Pending: 1}, list.Nets[1])
+	out, err = runCLI(t, nil, "net", "list", "--db", r.DBPath)
+	require.NoError(t, err)
+	assert.Regexp(t, `(?m)^owned\s+`+regexpQuote(at)+`\s+`+regexpQuote(at)+`\s+1$`, out)
 
-	out, err := runCLI(t, nil, "net", "release", "owned", "--db", r.DBPath)
+	out, err = runCLI(t, nil, "net", "release", "owned", "--db", r.DBPath)
 	require.NoError(t, err)
 	assert.Equal(t, "released owned; 1 pending requests expired\n", out)
 	_, err = runCLI(t, nil, "net", "release", "owned", "--db", r.DBPath)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	neturl "net/url"
 	"os"
 	"path/filepath"
@@ -95,20 +96,6 @@ func onlySQLite(t testing.TB) {
 	t.Helper()
 	if testPostgresURL() != "" {
 		t.Skip("about the SQLite store's file")
-	}
-}
-
-// inspectReadsPostgres reports whether inspect and net list can read the
-// suite's store: not yet a PostgreSQL one (openStoreReadOnly opens a
-// SQLite file only).
-func inspectReadsPostgres() bool { return testPostgresURL() == "" }
-
-// needsInspect skips a test about inspect or net list when the suite runs
-// on PostgreSQL, which those commands do not read yet.
-func needsInspect(t testing.TB) {
-	t.Helper()
-	if !inspectReadsPostgres() {
-		t.Skip("inspect and net list read only a SQLite store yet")
 	}
 }
 
@@ -329,4 +316,27 @@ func TestPostgresForeignTables(t *testing.T) {
 	var tables int
 	require.NoError(t, db.QueryRow(`SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()`).Scan(&tables))
 	assert.Equal(t, 1, tables, "nothing written beside the other program's table")
+}
+
+// TestPostgresReadFaults: a read that meets PostgreSQL's failure gets the
+// status a write would: 503 for a connection ended by an administrator or
+// a database that cannot be reached, 507 for a full disk; any other error
+// of PostgreSQL's stays a 500.
+func TestPostgresReadFaults(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err    error
+		status int
+	}{
+		{&pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}, http.StatusServiceUnavailable},
+		{fmt.Errorf("read: %w", &pgconn.PgError{Code: "08006"}), http.StatusServiceUnavailable},
+		{&pgconn.PgError{Code: "25006"}, http.StatusServiceUnavailable},
+		{&pgconn.PgError{Code: "53100"}, http.StatusInsufficientStorage},
+		{&pgconn.PgError{Code: "40P01"}, http.StatusServiceUnavailable},
+	} {
+		e := asAPIError(tc.err)
+		require.NotNil(t, e, "%v", tc.err)
+		assert.Equal(t, tc.status, e.Status, "%v", tc.err)
+	}
+	assert.Nil(t, asAPIError(&pgconn.PgError{Code: "42601"}), "a syntax error is the relay's own: 500")
 }

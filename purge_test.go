@@ -322,7 +322,6 @@ func storeRows(t *testing.T, r *testRelay) string {
 // --all every one of its scope.
 func TestInspectAndPurgeMessages(t *testing.T) {
 	t.Parallel()
-	needsInspect(t)
 	r := newTestRelay(t, func(c *config) { c.MsgTTL = 10 * time.Minute })
 	now := realNowMS()
 	moveClockTo(r, now.Add(-15*time.Minute)) // expired 5 minutes ago
@@ -448,15 +447,13 @@ func TestPurgeFollowsRelay(t *testing.T) {
 	assert.Equal(t, http.StatusOK, rep.Status, "an answer the relay keeps for --res-ttl 1h: %s", rep.Body)
 
 	// inspect reads the relay's --max-attempts too: 5 of 10 is not failed.
-	if inspectReadsPostgres() {
-		ins, err := runCLI(t, nil, "inspect", "--db", r.DBPath, "--rid", leasedFive, "--json")
-		require.NoError(t, err)
-		assert.Contains(t, ins, `"status": "expired"`)
-	}
+	ins, err := runCLI(t, nil, "inspect", "--db", r.DBPath, "--rid", leasedFive, "--json")
+	require.NoError(t, err)
+	assert.Contains(t, ins, `"status": "expired"`)
 
 	// A store no relay of this version recorded lifetimes in: serve's
 	// defaults, and purge says so.
-	_, err := r.store.w.Exec(`DELETE FROM settings`)
+	_, err = r.store.w.Exec(`DELETE FROM settings`)
 	require.NoError(t, err)
 	assert.Contains(t, purge("--dry-run"), "no relay of this version has recorded its lifetimes in "+r.DBPath+": using serve's defaults (res-ttl 10m0s, max-attempts 5)")
 }

@@ -498,7 +498,6 @@ func TestViaEdges(t *testing.T) {
 // TestViaInspect: inspect lists gateway requests with from "via".
 func TestViaInspect(t *testing.T) {
 	t.Parallel()
-	needsInspect(t)
 	r := newTestRelay(t, func(c *config) { c.ViaTimeout = 50 * time.Millisecond })
 	rep := r.afterWait(50*time.Millisecond, func() reply { return r.do(mustRequest(t, http.MethodGet, r.URL+"/via/demo/hello")) })
 	require.Equal(t, http.StatusGatewayTimeout, rep.Status)
