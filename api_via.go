@@ -158,29 +158,38 @@ type gateway struct {
 // preflights records the nets whose SimServer asked to see browser CORS
 // preflights (pullreqsmart with preflight=true); the relay answers the
 // others' itself. The latest poll of a net decides. On a shared store
-// (PostgreSQL) the SimServer may poll another node: the choice is written
-// to the net's row when it changes, and read from there.
+// (PostgreSQL) the SimServer may poll another node: a change is written to
+// the net's row before the poll goes on, and a node that has not seen the
+// net's SimServer poll within the last window reads it from there.
 type preflights struct {
 	st      *store
-	nets    sync.Map // net -> true
-	written sync.Map // net -> bool: what this node last wrote to the net's row
+	window  time.Duration // on PostgreSQL: how long this node's own record of a poll decides
+	nets    sync.Map      // net -> preflightSeen
+	written sync.Map      // net -> bool: what this node last wrote to the net's row
+}
+
+// preflightSeen is what a poll of the net on this node asked, and when.
+type preflightSeen struct {
+	forward bool
+	at      time.Time
 }
 
 func (p *preflights) set(net string, forward bool) {
-	if forward {
-		p.nets.Store(net, true)
-	} else {
-		p.nets.Delete(net)
-	}
 	if p.st == nil || !p.st.pg {
+		if forward {
+			p.nets.Store(net, preflightSeen{forward: true})
+		} else {
+			p.nets.Delete(net)
+		}
 		return
 	}
+	p.nets.Store(net, preflightSeen{forward: forward, at: p.st.now()})
 	if was, ok := p.written.Load(net); ok && was.(bool) == forward {
 		return
 	}
 	// Remembered once a row took it: the first poll of a net claims it
-	// after this.
-	p.st.writeLater(func(ctx context.Context, tx *sql.Tx) error {
+	// after this, and the next one writes it.
+	p.st.write(context.Background(), func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE nets SET forward_preflights = ? WHERE name = ?`, forward, net)
 		if err != nil {
 			return err
@@ -193,13 +202,16 @@ func (p *preflights) set(net string, forward bool) {
 }
 
 func (p *preflights) forward(ctx context.Context, net string) bool {
-	if p.st != nil && p.st.pg {
-		var on bool
-		err := p.st.r.QueryRowContext(ctx, `SELECT forward_preflights FROM nets WHERE name = ?`, net).Scan(&on)
-		return err == nil && on
+	v, ok := p.nets.Load(net)
+	if p.st == nil || !p.st.pg {
+		return ok
 	}
-	_, ok := p.nets.Load(net)
-	return ok
+	if ok && p.st.now().Sub(v.(preflightSeen).at) <= p.window {
+		return v.(preflightSeen).forward // its SimServer polls this node
+	}
+	var on bool
+	err := p.st.r.QueryRowContext(ctx, `SELECT forward_preflights FROM nets WHERE name = ?`, net).Scan(&on)
+	return err == nil && on
 }
 
 // answerBox hands a SimServer's answer from pushres (or a poll's answers)

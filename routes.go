@@ -13,9 +13,9 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg config, st *store, lp *
 	// pushreq and pushres carry a body of up to --max-body after base64,
 	// as the gateway stores the largest request it accepts.
 	sims := apiAdapter(log, simEnvelope(cfg.MaxBody))
-	parts := octetsAdapter(log, simEnvelope(cfg.MaxBody)) // raw bytes, or JSON with base64
-	answers := newAnswerBox()                             // pushres hands answers to waiting /via/ requests
-	preflights := &preflights{st: st}                     // pullreqsmart records which SimServers want CORS preflights
+	parts := octetsAdapter(log, simEnvelope(cfg.MaxBody))                // raw bytes, or JSON with base64
+	answers := newAnswerBox()                                            // pushres hands answers to waiting /via/ requests
+	preflights := &preflights{st: st, window: servedWithin(cfg.MaxWait)} // pullreqsmart records which SimServers want CORS preflights
 	gw := &gateway{st: st, lp: lp, cfg: cfg, held: held, answers: answers, preflights: preflights, cors: newCORSPolicy(cfg.CORSOrigin)}
 
 	mux.Handle("GET /healthz", handleHealthz(st, func() (int64, bool) {
