@@ -685,11 +685,7 @@ func TestAttackHeldGoneAfterRefusedHead(t *testing.T) {
 		require.NoError(t, r.store.r.QueryRow(`SELECT count(*) FROM requests WHERE rid = ? AND cancelled_at IS NOT NULL`, l.RID).Scan(&n))
 		return n == 1
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for !withdrawn() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	assert.True(t, withdrawn(), "the stored request of a caller gone is withdrawn")
+	waitFor(t, 3*time.Second, withdrawn, "the stored request of a caller gone to be withdrawn")
 	late := r.answer("left", testKey, l.RID, map[string]any{"simBody": "late"})
 	assert.Equal(t, "cancelled", late.errorCode(), "%d %s", late.Status, late.Body)
 }

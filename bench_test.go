@@ -258,9 +258,7 @@ func BenchmarkBroadcast(b *testing.B) {
 				done <- err
 			}()
 		}
-		for srv.poller.open.Load() < peers {
-			time.Sleep(time.Millisecond) // a benchmark's setup, not a test's wait
-		}
+		waitFor(b, 10*time.Second, func() bool { return srv.poller.open.Load() >= peers }, "every peer's poll open")
 		b.StartTimer()
 		resp, err := hc.Post(r.URL+"/api/v1/peer/broadcast?token="+sender, "application/json", strings.NewReader(`{"data":{"hello":"everyone"}}`))
 		if err != nil {

@@ -31,12 +31,14 @@ func viaGet(net, path string) string {
 // WithConcurrency bounds the handlers Serve runs at once (4 by default).
 func ExampleWithConcurrency() {
 	var running, most atomic.Int32
+	started, finish := make(chan struct{}), make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := running.Add(1)
 		defer running.Add(-1)
 		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 		}
-		time.Sleep(10 * time.Millisecond) // some work
+		started <- struct{}{}
+		<-finish // the work ends when the example says
 	})
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
@@ -47,6 +49,12 @@ func ExampleWithConcurrency() {
 	done := make(chan string)
 	for range 6 {
 		go func() { done <- viaGet("pool", "/job") }()
+	}
+	// One handler at a time is let finish: had Serve run more than 2, they
+	// would all have counted themselves running before the first ended.
+	for range 6 {
+		<-started
+		finish <- struct{}{}
 	}
 	for range 6 {
 		<-done
@@ -65,8 +73,12 @@ func ExampleWithLease() {
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(1500 * time.Millisecond) // past the lease: renewed meanwhile
-		fmt.Fprint(w, "done")
+		select {
+		case <-time.After(1500 * time.Millisecond): // work past the lease: renewed meanwhile
+			fmt.Fprint(w, "done")
+		case <-r.Context().Done(): // the lease was lost, or the caller left
+			http.Error(w, "stopped", http.StatusServiceUnavailable)
+		}
 	})
 	go func() {
 		served <- client.Serve(ctx, relayURL, "reports", "a-secret-of-16-chars-or-more", slow, client.WithLease(time.Second))
