@@ -337,9 +337,7 @@ func openStore(ctx context.Context, path string, opts storeOptions) (*store, err
 		w.Close()
 		return nil, err
 	}
-	readers := max(4, runtime.GOMAXPROCS(0))
-	r.SetMaxOpenConns(readers)
-	r.SetMaxIdleConns(readers)
+	sizeReaders(r)
 	r.SetConnMaxLifetime(0)
 	ckpt, err := sql.Open("sqlite", path+pragmas)
 	if err != nil {
@@ -392,7 +390,7 @@ func finishOpen(ctx context.Context, name string, s *store) (_ *store, err error
 	s.msgs = newMsgCache(lastID, int(s.opts.MsgCache))
 	// Other nodes write to a shared store: its messages and leases are read
 	// from it, not from what this node remembers writing.
-	s.msgs.off, s.leases.shared = s.pg, s.pg
+	s.msgs.off, s.leases.shared, s.fresh.off = s.pg, s.pg, s.pg
 	if err := s.measure(ctx); err != nil {
 		return nil, err
 	}
@@ -406,6 +404,14 @@ func finishOpen(ctx context.Context, name string, s *store) (_ *store, err error
 		s.background.Go(s.checkpointer)
 	}
 	return s, nil
+}
+
+// sizeReaders gives a store's pool of readers its size: one connection a
+// CPU, at least 4.
+func sizeReaders(r *sql.DB) {
+	readers := max(4, runtime.GOMAXPROCS(0))
+	r.SetMaxOpenConns(readers)
+	r.SetMaxIdleConns(readers)
 }
 
 func (s *store) closeDBs() error {

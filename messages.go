@@ -142,12 +142,13 @@ func (s *store) sendMessage(ctx context.Context, t token, m message, data []byte
 			if err := tx.StmtContext(ctx, s.q.subscribedNow).QueryRowContext(ctx, t.Net, m.Topic, t.PeerID).Scan(&self); err != nil {
 				return nil, err
 			}
-			receivers = s.counts.subscribers(t.Net, m.Topic)
 			if s.pg { // other nodes subscribe too: the database counts them all
 				if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM subscriptions
 					WHERE net = ? AND topic = ? AND until_id IS NULL`, t.Net, m.Topic).Scan(&receivers); err != nil {
 					return nil, err
 				}
+			} else {
+				receivers = s.counts.subscribers(t.Net, m.Topic)
 			}
 			if self {
 				receivers--

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	neturl "net/url"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -231,18 +230,12 @@ func openPostgresStore(ctx context.Context, url string, opts storeOptions) (*sto
 		w.Close()
 		return nil, err
 	}
-	readers := max(4, runtime.GOMAXPROCS(0))
-	r.SetMaxOpenConns(readers)
-	r.SetMaxIdleConns(readers)
+	sizeReaders(r)
 	// Other nodes write the same rows: no cache of logins (one may be
 	// dropped on another node: cacheToken), of claims, or of recent
 	// messages.
-	s, err := finishOpen(ctx, name, &store{opts: opts, clock: opts.Clock, w: w, r: r, ckpt: r, pg: true,
+	return finishOpen(ctx, name, &store{opts: opts, clock: opts.Clock, w: w, r: r, ckpt: r, pg: true,
 		maxToks: maxCachedTokens, version: len(migrations)})
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
 }
 
 // Locks a node takes on a net, until its transaction ends, where nodes
@@ -331,10 +324,12 @@ func (s *store) syncQuotas(ctx context.Context, tx *sql.Tx, net string) error {
 	c := &s.counts
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for queue, n := range map[string]int{queueOf(net, ""): clients, queueOf(net, detachedFrom): via} {
+	setQueued := func(queue string, n int) {
 		c.byStatus[statusQueued] += int64(n - c.queued[queue])
 		addTo(c.queued, queue, n-c.queued[queue])
 	}
+	setQueued(queueOf(net, ""), clients)
+	setQueued(queueOf(net, detachedFrom), via)
 	addTo(c.tokens, net, logins-c.tokens[net])
 	return nil
 }

@@ -62,9 +62,7 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte, remoteA
 	expiresAt := now + s.opts.ReqTTL.Milliseconds()
 	// Known as fresh before it is committed: once it is, it may be leased
 	// and answered at once, and the answer forgets it (answerIn).
-	if !s.pg { // on a shared store, another node may answer it
-		s.fresh.add(rid, t.Hash, expiresAt, now)
-	}
+	s.fresh.add(rid, t.Hash, expiresAt, now)
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		return s.insertQueued(ctx, tx, t.Net, rid, t.Hash, t.PeerID, remoteAddr, simReq, now, expiresAt)
 	})
@@ -82,8 +80,9 @@ func (s *store) pushRequest(ctx context.Context, t token, simReq []byte, remoteA
 // lease, a purge) is read at the owner's next wake-up or its wait's end.
 // At most maxFresh are kept; past that the store is read.
 type freshRequests struct {
-	mu sync.Mutex
-	m  map[string]freshRequest
+	off bool // remembers nothing: other nodes may answer (a PostgreSQL store)
+	mu  sync.Mutex
+	m   map[string]freshRequest
 }
 
 type freshRequest struct {
@@ -94,6 +93,9 @@ type freshRequest struct {
 const maxFresh = 100_000
 
 func (f *freshRequests) add(rid string, owner []byte, expiresAt, now int64) {
+	if f.off {
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.m == nil {
