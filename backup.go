@@ -27,6 +27,9 @@ no write access to the store. DEST must not exist. A PostgreSQL store
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dest := args[0]
+			if err := checkDB(db); err != nil {
+				return err
+			}
 			if isPostgresURL(db) {
 				return fmt.Errorf("backup copies a SQLite store; %s is a PostgreSQL database: back it up with PostgreSQL's tools, "+
 					"e.g. pg_dump --format=custom --schema=SCHEMA --file=%s 'URL' (pg_restore puts it back), or the server's own backups", storeName(db), dest)

@@ -460,7 +460,11 @@ func (c config) checkStore(s *settingErrors) {
 		s.badFlag("db", "must name a SQLite file or a postgres:// URL")
 	}
 	if err := checkDB(c.DB); err != nil {
-		s.bad("%v", err)
+		from := "" // never the value: it may hold a password
+		if f := s.lookup("db"); f != nil && f.Annotations[fromEnv] != nil {
+			from = " (from " + envName("db") + ")"
+		}
+		s.bad("%v%s", err, from)
 	}
 	if isPostgresURL(c.DB) && len(c.Listen.ACMEDomains) > 0 && c.Listen.ACMECache == "" {
 		s.bad("--acme-domain on a PostgreSQL store needs --acme-cache: its default folder is beside a SQLite --db")

@@ -258,3 +258,26 @@ func TestServeBusyPortMakesNoStore(t *testing.T) {
 	_, statErr := os.Stat(db)
 	assert.True(t, os.IsNotExist(statErr), "a store was made for a relay that could not listen")
 }
+
+// TestConfigDBFromEnv: a --db in libpq's keyword/value form given by
+// C2CVIA_DB is refused naming the variable, and never its value.
+func TestConfigDBFromEnv(t *testing.T) {
+	t.Parallel()
+	const conninfo = "host=db password=Secret_pw dbname=x"
+	refused := func(env map[string]string, args ...string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := run(ctx, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...), func(k string) string { return env[k] }, io.Discard, io.Discard)
+		require.Error(t, err)
+		require.NoError(t, ctx.Err(), "serve did not fail at once")
+		return err.Error()
+	}
+	msg := refused(map[string]string{"C2CVIA_DB": conninfo})
+	assert.Contains(t, msg, "keyword/value")
+	assert.Contains(t, msg, "(from C2CVIA_DB)")
+	assert.NotContains(t, msg, "Secret_pw")
+	msg = refused(nil, "--db", conninfo)
+	assert.Contains(t, msg, "keyword/value")
+	assert.NotContains(t, msg, "(from C2CVIA_DB)")
+	assert.NotContains(t, msg, "Secret_pw")
+}

@@ -266,6 +266,11 @@ func TestDBKinds(t *testing.T) {
 		_, err = openStoreReadOnly(context.Background(), db, testStoreOptions(nil))
 		require.ErrorIs(t, err, errConninfo, "openStoreReadOnly %s", db)
 	}
+	for _, cmd := range [][]string{{"backup", "/tmp/never.db"}, {"inspect"}, {"purge", "--dry-run"}, {"net", "list"}} {
+		_, err := runCLI(t, nil, append(cmd, "--db", "host=db password=Secret_pw dbname=x")...)
+		require.ErrorIs(t, err, errConninfo, "%v", cmd)
+		assert.NotContains(t, err.Error(), "Secret_pw", "%v", cmd)
+	}
 	cfg := testConfig("host=db password=Secret_pw dbname=x")
 	err := cfg.check(nil)
 	require.Error(t, err)
@@ -339,4 +344,30 @@ func TestPostgresReadFaults(t *testing.T) {
 		assert.Equal(t, tc.status, e.Status, "%v", tc.err)
 	}
 	assert.Nil(t, asAPIError(&pgconn.PgError{Code: "42601"}), "a syntax error is the relay's own: 500")
+}
+
+// TestPostgresNoSuchSchema: a search_path that names no schema the role
+// may use is said so, not met with a scan error.
+func TestPostgresNoSuchSchema(t *testing.T) {
+	url := needPostgres(t)
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	_, err := openStore(context.Background(), url+sep+"search_path=no_such_schema_c2cvia", testStoreOptions(nil))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `no schema of the search_path "no_such_schema_c2cvia" exists`)
+}
+
+// TestPostgresSchemeAnyCase: a URL whose scheme is in capitals opens the
+// database it names, as the lowercase one does (RFC 3986: schemes are
+// case-insensitive).
+func TestPostgresSchemeAnyCase(t *testing.T) {
+	url := newTestSchema(t, needPostgres(t))
+	for _, scheme := range []string{"POSTGRES", "PostgreSQL"} {
+		upper := scheme + strings.TrimPrefix(url, "postgres")
+		st, err := openStore(context.Background(), upper, testStoreOptions(nil))
+		require.NoError(t, err, scheme)
+		require.NoError(t, st.Close())
+	}
 }

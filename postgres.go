@@ -68,6 +68,11 @@ const pgConnectTimeout = 10 * time.Second
 
 // pgConfig parses url for pgx, with pgConnectTimeout when it sets none.
 func pgConfig(url string) (*pgx.ConnConfig, error) {
+	// A scheme is case-insensitive (RFC 3986, 3.1); pgx reads only
+	// lowercase ones as URLs.
+	if scheme, rest, ok := strings.Cut(url, "://"); ok && isPostgresURL(url) {
+		url = strings.ToLower(scheme) + "://" + rest
+	}
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, err
@@ -140,17 +145,22 @@ func migratePostgres(ctx context.Context, db *sql.DB, name string) error {
 	} else {
 		// A schema that holds another program's tables of the same names
 		// is refused before anything is written to it.
-		var schema string
-		var clash sql.NullString
+		var schema, clash sql.NullString
 		if err := conn.QueryRowContext(ctx, `SELECT current_schema(), (SELECT string_agg(table_name, ', ' ORDER BY table_name)
 			FROM information_schema.tables WHERE table_schema = current_schema()
 			AND table_name IN ('nets', 'tokens', 'requests', 'messages', 'subscriptions', 'net_usage', 'settings', 'answer_parts'))`).
 			Scan(&schema, &clash); err != nil {
 			return fmt.Errorf("open store %s: %w", name, err)
 		}
+		if !schema.Valid { // search_path names no schema the role may use
+			var path string
+			conn.QueryRowContext(ctx, `SHOW search_path`).Scan(&path)
+			return fmt.Errorf("open store %s: no schema of the search_path %q exists, or the role may not use it: "+
+				"CREATE SCHEMA it (and GRANT USAGE, CREATE ON SCHEMA it TO the role)", name, path)
+		}
 		if clash.Valid {
 			return fmt.Errorf("open store %s: the schema %q already holds tables named %s: give c2cvia a schema of its own "+
-				"(CREATE SCHEMA c2cvia, then ?search_path=c2cvia in the URL)", name, schema, clash.String)
+				"(CREATE SCHEMA c2cvia, then ?search_path=c2cvia in the URL)", name, schema.String, clash.String)
 		}
 	}
 	if version > len(pgMigrations) {
